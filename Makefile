@@ -1,0 +1,38 @@
+# memberbot — `make run` serves the demo on the embedded default; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test bench lint typecheck migrations sim clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	mkdir -p var
+	DEMO=1 $(BIN)/memberbot migrate
+	DEMO=1 $(BIN)/memberbot seed-demo --if-empty
+	DEMO=1 $(BIN)/memberbot serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy bot webhooks handlers models
+
+migrations: $(STAMP)
+	$(BIN)/python -m tortoise -c bot.orm.TORTOISE_ORM makemigrations
+
+sim: $(STAMP)
+	$(BIN)/memberbot wechat-sim
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""memberbot runtime: settings, CLI, app factory, worker and the chat dialog engine."""

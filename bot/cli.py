@@ -1,0 +1,184 @@
+"""The `memberbot` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+from tortoise import Tortoise
+
+from bot import logs
+from bot.settings import Settings
+from handlers.errors import DomainError
+from models import tortoise_config
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad or missing one stops here with one line and exit code 2."""
+    try:
+        return Settings()
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]).upper() or "settings"
+        print(f"memberbot: invalid setting {where}: {first['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _with_orm(settings: Settings, work: Callable[[], Awaitable[Any]]) -> Any:
+    await Tortoise.init(config=tortoise_config(settings.database_url))
+    try:
+        return await work()
+    finally:
+        await Tortoise.close_connections()
+
+
+def _run(settings: Settings, work: Callable[[], Awaitable[Any]]) -> int:
+    try:
+        result = asyncio.run(_with_orm(settings, work))
+    except DomainError as exc:
+        print(f"memberbot: {exc.message}", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.app import create_app
+
+    settings = load_settings()
+    logs.configure(settings.log_level)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
+                print=lambda msg: print(msg, file=sys.stderr))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from tortoise.migrations.api import migrate
+
+    settings = load_settings()
+    if settings.database_url.startswith("sqlite://") and not settings.database_url.startswith("sqlite://:"):
+        path = settings.database_url.removeprefix("sqlite://")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+    async def work() -> None:
+        try:
+            await migrate(config=tortoise_config(settings.database_url))
+        finally:
+            await Tortoise.close_connections()
+
+    asyncio.run(work())
+    print("memberbot: migrations applied", file=sys.stderr)
+    return 0
+
+
+def cmd_seed_demo(args: argparse.Namespace) -> int:
+    from bot.demo import seed_demo
+
+    settings = load_settings()
+    return _run(settings, lambda: seed_demo(if_empty=args.if_empty))
+
+
+def cmd_merchant(args: argparse.Namespace) -> int:
+    from handlers import merchants
+
+    settings = load_settings()
+
+    async def create() -> None:
+        data = merchants.MerchantInput(
+            slug=args.slug, name=args.name, timezone=args.timezone,
+            oa_appid=args.oa_appid, oa_secret=args.oa_secret, oa_token=args.oa_token,
+            oa_aes_key=args.oa_aes_key, mp_appid=args.mp_appid, mp_secret=args.mp_secret,
+        )
+        merchant = await merchants.create_merchant(data)
+        print(f"created merchant {merchant.slug} (id {merchant.id})")
+
+    async def list_() -> None:
+        for merchant in await merchants.list_merchants():
+            print(f"{merchant.id}\t{merchant.slug}\t{merchant.name}\t{merchant.timezone}")
+
+    async def show() -> None:
+        merchant = await merchants.get_merchant(args.slug)
+        for field in ("id", "slug", "name", "timezone", "oa_appid", "mp_appid", "retention_grace_days"):
+            print(f"{field}: {getattr(merchant, field)}")
+        print(f"oa_token: {'set' if merchant.oa_token else 'unset'}")
+        print(f"oa_aes_key: {'set' if merchant.oa_aes_key else 'unset'}")
+        print(f"webhook: {settings.base_url()}/wechat/{merchant.slug}")
+
+    return _run(settings, {"create": create, "list": list_, "show": show}[args.action])
+
+
+def cmd_staff(args: argparse.Namespace) -> int:
+    from handlers import merchants, staff_accounts
+
+    settings = load_settings()
+    password = os.environ.get("MEMBERBOT_STAFF_PASSWORD") or getpass.getpass("password: ")
+
+    async def create() -> None:
+        merchant = await merchants.get_merchant(args.merchant)
+        staff = await staff_accounts.create_staff(
+            merchant, store_code=args.store, username=args.username, role=args.role, password=password
+        )
+        print(f"created staff {staff.username} ({staff.role}) id {staff.id}")
+
+    return _run(settings, create)
+
+
+def cmd_wechat_sim(args: argparse.Namespace) -> int:
+    from bot.wechat_sim import run_simulator
+
+    logs.configure("INFO")
+    run_simulator(host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memberbot", description="WeChat member-marketing backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="serve HTTP on HOST:PORT").set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    seed = sub.add_parser("seed-demo", help="create the demo merchant, store and staff")
+    seed.add_argument("--if-empty", action="store_true", help="do nothing if any merchant exists")
+    seed.set_defaults(func=cmd_seed_demo)
+
+    merchant = sub.add_parser("merchant", help="manage merchants")
+    msub = merchant.add_subparsers(dest="action", required=True)
+    create = msub.add_parser("create", help="create a merchant and its first store")
+    create.add_argument("--slug", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--timezone", default="Asia/Shanghai")
+    for option in ("oa-appid", "oa-secret", "oa-token", "oa-aes-key", "mp-appid", "mp-secret"):
+        create.add_argument(f"--{option}", default="")
+    msub.add_parser("list", help="list merchants")
+    show = msub.add_parser("show", help="show one merchant")
+    show.add_argument("slug")
+    merchant.set_defaults(func=cmd_merchant)
+
+    staff = sub.add_parser("staff", help="manage staff accounts")
+    ssub = staff.add_subparsers(dest="action", required=True)
+    screate = ssub.add_parser(
+        "create", help="create a staff account (password from MEMBERBOT_STAFF_PASSWORD or a prompt)"
+    )
+    screate.add_argument("--merchant", required=True, help="merchant slug")
+    screate.add_argument("--store", default=None, help="store code (default: none, merchant-wide)")
+    screate.add_argument("--username", required=True)
+    screate.add_argument("--role", required=True, choices=["cashier", "manager", "admin"])
+    staff.set_defaults(func=cmd_staff)
+
+    sim = sub.add_parser("wechat-sim", help="run the loopback WeChat API simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.set_defaults(func=cmd_wechat_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.func(args))

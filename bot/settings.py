@@ -1,0 +1,77 @@
+"""Every setting memberbot reads, from the environment, validated once at boot."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_DATABASE_URL = "sqlite://var/memberbot.sqlite3"
+EMBEDDED_REDIS_URL = "memory://"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Tests construct it explicitly; entry points call `Settings()`."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    database_url: str = Field(EMBEDDED_DATABASE_URL, description="postgres://… or sqlite://path")
+    redis_url: str = Field(EMBEDDED_REDIS_URL, description="redis://host:port/db, or memory:// (in-process)")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    secret_key: SecretStr | None = Field(None, description="signs member-card QR tokens and sessions")
+    demo: bool = Field(False, description="demo mode: embedded defaults, generated secret key")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    public_base_url: str = Field("", description="absolute URL members reach (card and mall pages)")
+    timezone: str = Field("Asia/Shanghai", description="default merchant timezone")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("postgres://", "postgresql://", "sqlite://")):
+            raise ValueError("must start with postgres://, postgresql:// or sqlite://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "memory://")):
+            raise ValueError("must start with redis://, rediss://, unix:// or memory://")
+        return value
+
+    @field_validator("wechat_api_base", "public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _secret_required_outside_demo(self) -> Settings:
+        if self.secret_key is None and not self.demo:
+            raise ValueError("SECRET_KEY is required (set DEMO=1 only for a local demo)")
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("SECRET_KEY must be at least 32 characters")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url.startswith("sqlite://") or self.redis_url.startswith("memory://")
+
+    def secret(self) -> bytes:
+        """The signing key; in demo mode one is generated once and kept under var/."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = ROOT / "var" / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+    def base_url(self) -> str:
+        return self.public_base_url or f"http://{self.host}:{self.port}"

@@ -1,0 +1,1 @@
+"""Use cases, the outbound WeChat client, and the pure rule engines in handlers.rules."""

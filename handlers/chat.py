@@ -1,0 +1,41 @@
+"""What the chat bot receives and answers, independent of WeChat's XML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One Official Account push: a user message or an event, already parsed and deduplicated."""
+
+    openid: str
+    kind: str  # "text", "image", …, or "event"
+    created_at: datetime
+    content: str = ""  # text messages
+    event: str = ""  # lower-case event name: subscribe, unsubscribe, scan, click, view, location, …
+    event_key: str = ""  # scene for subscribe (without qrscene_) and SCAN; menu key for CLICK
+    msg_id: str = ""
+    raw: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TextReply:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    title: str
+    description: str
+    url: str
+    image: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewsReply:
+    articles: tuple[Article, ...]
+
+
+ChatReply = TextReply | NewsReply

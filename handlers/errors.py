@@ -1,0 +1,60 @@
+"""Domain errors: each carries an ErrorCode; the HTTP layer and the chat bot map them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    VALIDATION = "validation_error"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    TOO_LARGE = "payload_too_large"
+    RATE_LIMITED = "rate_limited"
+    LOCKED = "account_locked"
+    UNAVAILABLE = "service_unavailable"
+    INTERNAL = "internal_error"
+    # Domain-specific codes.
+    MERCHANT_NOT_FOUND = "merchant_not_found"
+    MEMBER_NOT_FOUND = "member_not_found"
+    BAD_SIGNATURE = "bad_signature"
+    STALE_TIMESTAMP = "stale_timestamp"
+    BAD_MESSAGE = "bad_message"
+    WECHAT_ERROR = "wechat_error"
+    INSUFFICIENT_POINTS = "insufficient_points"
+    IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
+
+
+class DomainError(Exception):
+    """A failure the caller can act on. `field` names the offending input, if any."""
+
+    code: ErrorCode = ErrorCode.VALIDATION
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.field = field
+
+
+class ValidationError(DomainError):
+    code = ErrorCode.VALIDATION
+
+
+class NotFound(DomainError):
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(DomainError):
+    code = ErrorCode.CONFLICT
+
+
+class Unauthorized(DomainError):
+    code = ErrorCode.UNAUTHORIZED
+
+
+class Forbidden(DomainError):
+    code = ErrorCode.FORBIDDEN

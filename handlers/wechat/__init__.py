@@ -1,0 +1,1 @@
+"""The outbound WeChat API client and WeChat-specific helpers (crypto, parsing)."""

@@ -1,0 +1,64 @@
+"""A member of one merchant's loyalty programme."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Gender(StrEnum):
+    MALE = "male"
+    FEMALE = "female"
+    UNDISCLOSED = "undisclosed"
+
+
+class MemberSource(StrEnum):
+    OA_SUBSCRIBE = "oa_subscribe"
+    OA_REFERRAL = "oa_referral"
+    OA_STAFF = "oa_staff"
+    MINI_PROGRAM = "mini_program"
+    STAFF = "staff"
+    IMPORT = "import"
+
+
+class Member(Model):
+    """Identity and profile. Ledger rows reference the member, so erasure anonymises and never deletes."""
+
+    id = fields.IntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Merchant", related_name="members", on_delete=fields.RESTRICT
+    )
+    merchant_id: int
+    code = fields.CharField(max_length=16)
+    openid = fields.CharField(max_length=64, null=True)
+    unionid = fields.CharField(max_length=64, null=True)
+    mp_openid = fields.CharField(max_length=64, null=True)
+    phone = fields.CharField(max_length=16, null=True)
+    name = fields.CharField(max_length=64, null=True)
+    gender = fields.CharEnumField(Gender, max_length=16, null=True)
+    birthday = fields.DateField(null=True)
+    registered_at = fields.DatetimeField(auto_now_add=True)
+    profile_completed_at = fields.DatetimeField(null=True)
+    source = fields.CharEnumField(MemberSource, max_length=16, default=MemberSource.OA_SUBSCRIBE)
+    referrer: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.Member", related_name="referrals", null=True, on_delete=fields.SET_NULL
+    )
+    referrer_id: int | None
+    acquired_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.Staff", related_name="acquired_members", null=True, on_delete=fields.SET_NULL
+    )
+    acquired_by_id: int | None
+    subscribed = fields.BooleanField(default=False)
+    unsubscribed_at = fields.DatetimeField(null=True)
+    anonymized_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "member"
+        unique_together = (
+            ("merchant", "code"),
+            ("merchant", "openid"),
+            ("merchant", "mp_openid"),
+        )
+        indexes = (("merchant_id", "unionid"), ("merchant_id", "phone"))

@@ -1,0 +1,62 @@
+"""A merchant (tenant), its stores, and its per-merchant reply template overrides."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Merchant(Model):
+    id = fields.IntField(primary_key=True)
+    slug = fields.CharField(max_length=64, unique=True)
+    name = fields.CharField(max_length=128)
+    timezone = fields.CharField(max_length=64, default="Asia/Shanghai")
+    # Official Account credentials (the callback uses token + AES key; the API client appid + secret).
+    oa_appid = fields.CharField(max_length=64, default="")
+    oa_secret = fields.CharField(max_length=128, default="")
+    oa_token = fields.CharField(max_length=64, default="")
+    oa_aes_key = fields.CharField(max_length=43, default="")
+    # Mini-program credentials.
+    mp_appid = fields.CharField(max_length=64, default="")
+    mp_secret = fields.CharField(max_length=128, default="")
+    # Retention: days after unfollowing before profile fields are erased (WeChat rule, see README).
+    retention_grace_days = fields.IntField(default=30)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "merchant"
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Store(Model):
+    id = fields.IntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", related_name="stores", on_delete=fields.RESTRICT
+    )
+    merchant_id: int
+    code = fields.CharField(max_length=32)
+    name = fields.CharField(max_length=128)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "store"
+        unique_together = (("merchant", "code"),)
+
+
+class ReplyTemplate(Model):
+    """A merchant's override of one chat reply template (validated jinja2 source)."""
+
+    id = fields.IntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", related_name="reply_templates", on_delete=fields.CASCADE
+    )
+    merchant_id: int
+    name = fields.CharField(max_length=64)
+    source = fields.TextField()
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "reply_template"
+        unique_together = (("merchant", "name"),)

@@ -1,0 +1,1 @@
+"""HTTP doors: thin aiohttp endpoints that validate, call one use case and map the result."""
