@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Collection, Mapping
 from datetime import date
+from decimal import Decimal
 from fractions import Fraction
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,14 +79,20 @@ def text(raw: object, path: str, *, max_len: int = 64) -> str:
 
 
 def fraction(raw: object, path: str, *, lo: Fraction, hi: Fraction) -> Fraction:
-    """An exact rational in [lo, hi] from an int, a decimal/ratio string or a finite float."""
+    """An exact rational in [lo, hi] from an int, a Decimal, a decimal/ratio string or a finite float."""
     if isinstance(raw, bool):
         raise RuleError(path, "应为数字")
     if isinstance(raw, float):
         if not math.isfinite(raw):
             raise RuleError(path, "应为有限数字")
         raw = repr(raw)
-    if isinstance(raw, int):
+    if isinstance(raw, Decimal):
+        if not raw.is_finite():
+            raise RuleError(path, "应为有限数字")
+        if raw.adjusted() > 12 or int(raw.as_tuple().exponent) < -8:
+            raise RuleError(path, "数字位数过多")
+        value = Fraction(raw)
+    elif isinstance(raw, int):
         value = Fraction(raw)
     elif isinstance(raw, str):
         candidate = raw.strip()

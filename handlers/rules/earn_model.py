@@ -14,8 +14,14 @@ from typing import Literal
 
 BandMode = Literal["per_purchase", "cumulative"]
 
-_EMPTY_FRACTIONS: Mapping[str, Fraction] = MappingProxyType({})
-_EMPTY_INTS: Mapping[str, int] = MappingProxyType({})
+
+
+def _no_fractions() -> Mapping[str, Fraction]:
+    return MappingProxyType({})
+
+
+def _no_ints() -> Mapping[str, int]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +111,10 @@ class RuleSet:
     timezone: str = "Asia/Shanghai"
     band_mode: BandMode = "per_purchase"
     bands: tuple[Band, ...] = ()
-    tier_multipliers: Mapping[str, Fraction] = field(default=_EMPTY_FRACTIONS)
-    category_multipliers: Mapping[str, Fraction] = field(default=_EMPTY_FRACTIONS)
-    sku_multipliers: Mapping[str, Fraction] = field(default=_EMPTY_FRACTIONS)
-    sku_bonuses: Mapping[str, int] = field(default=_EMPTY_INTS)
+    tier_multipliers: Mapping[str, Fraction] = field(default_factory=_no_fractions)
+    category_multipliers: Mapping[str, Fraction] = field(default_factory=_no_fractions)
+    sku_multipliers: Mapping[str, Fraction] = field(default_factory=_no_fractions)
+    sku_bonuses: Mapping[str, int] = field(default_factory=_no_ints)
     promotions: tuple[Promotion, ...] = ()
     per_purchase_cap: int | None = None
     daily_cap: int | None = None
