@@ -20,7 +20,7 @@ DEMO = MerchantInput(
     mp_secret="demo-mp-secret",
 )
 DEMO_STAFF = (("cashier", "cashier"), ("manager", "manager"), ("admin", "admin"))
-DEMO_PASSWORD = "memberbot-demo"  # noqa: S105 - printed for the local demo only
+DEMO_PASSWORD = "memberbot-demo"  # printed for the local demo only
 
 
 async def seed_demo(*, if_empty: bool) -> int:

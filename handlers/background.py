@@ -30,11 +30,11 @@ class Background:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def drain(self, timeout: float = 10.0) -> None:
-        """Wait for running tasks (bounded); cancel what is still running after `timeout`."""
+    async def drain(self, grace: float = 10.0) -> None:
+        """Wait for running tasks (bounded); cancel what is still running after `grace` seconds."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
         for task in pending:
             task.cancel()
         if pending:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tortoise.exceptions import IntegrityError
@@ -40,7 +41,9 @@ def validate_merchant(data: MerchantInput) -> None:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValidationError(f"timezone: unknown zone {data.timezone!r}", field="timezone") from exc
     if data.oa_aes_key and not AES_KEY.match(data.oa_aes_key):
-        raise ValidationError("oa_aes_key: WeChat's EncodingAESKey is 43 letters or digits", field="oa_aes_key")
+        raise ValidationError(
+            "oa_aes_key: WeChat's EncodingAESKey is 43 letters or digits", field="oa_aes_key"
+        )
     if data.oa_token and not TOKEN.match(data.oa_token):
         raise ValidationError("oa_token: 3–32 letters or digits", field="oa_token")
     if bool(data.oa_appid) != bool(data.oa_secret):
@@ -61,7 +64,7 @@ async def create_merchant(data: MerchantInput, *, store_name: str = "总店") ->
     return merchant
 
 
-def _fields(data: MerchantInput) -> dict[str, str]:
+def _fields(data: MerchantInput) -> dict[str, Any]:
     return {name: getattr(data, name) for name in data.__slots__}
 
 

@@ -33,7 +33,7 @@ class Renderer:
     def __init__(self, root: Path) -> None:
         loader = jinja2.FileSystemLoader(str(root))
         self.text = jinja2.Environment(
-            loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
+            loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701 - plain-text chat
             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
         )
         self.html = jinja2.Environment(

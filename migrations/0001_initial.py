@@ -88,11 +88,12 @@ class Migration(migrations.Migration):
                 ('source', fields.CharEnumField(default=MemberSource.OA_SUBSCRIBE, description='OA_SUBSCRIBE: oa_subscribe\nOA_REFERRAL: oa_referral\nOA_STAFF: oa_staff\nMINI_PROGRAM: mini_program\nSTAFF: staff\nIMPORT: import', enum_type=MemberSource, max_length=16)),
                 ('referrer', fields.ForeignKeyField('models.Member', source_field='referrer_id', null=True, db_constraint=True, to_field='id', related_name='referrals', on_delete=OnDelete.SET_NULL)),
                 ('acquired_by', fields.ForeignKeyField('models.Staff', source_field='acquired_by_id', null=True, db_constraint=True, to_field='id', related_name='acquired_members', on_delete=OnDelete.SET_NULL)),
+                ('openid_digest', fields.CharField(null=True, max_length=64)),
                 ('subscribed', fields.BooleanField(default=False)),
                 ('unsubscribed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('anonymized_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'member', 'app': 'models', 'unique_together': (('merchant', 'code'), ('merchant', 'openid'), ('merchant', 'mp_openid')), 'indexes': [Index(fields=['merchant_id', 'unionid']), Index(fields=['merchant_id', 'phone'])], 'pk_attr': 'id', 'table_description': 'Identity and profile. Ledger rows reference the member, so erasure anonymises and never deletes.'},
+            options={'table': 'member', 'app': 'models', 'unique_together': (('merchant', 'code'), ('merchant', 'openid'), ('merchant', 'mp_openid')), 'indexes': [Index(fields=['merchant_id', 'unionid']), Index(fields=['merchant_id', 'phone']), Index(fields=['merchant_id', 'openid_digest'])], 'pk_attr': 'id', 'table_description': 'Identity and profile. Ledger rows reference the member, so erasure anonymises and never deletes.'},
             bases=['Model'],
         ),
     ]

@@ -50,6 +50,9 @@ class Member(Model):
         "models.Staff", related_name="acquired_members", null=True, on_delete=fields.SET_NULL
     )
     acquired_by_id: int | None
+    # Keyed digest of the Official Account openid, kept after unfollowing (the openid itself is
+    # detached at once) so a returning follower gets the same member back within the grace period.
+    openid_digest = fields.CharField(max_length=64, null=True)
     subscribed = fields.BooleanField(default=False)
     unsubscribed_at = fields.DatetimeField(null=True)
     anonymized_at = fields.DatetimeField(null=True)
@@ -61,4 +64,4 @@ class Member(Model):
             ("merchant", "openid"),
             ("merchant", "mp_openid"),
         )
-        indexes = (("merchant_id", "unionid"), ("merchant_id", "phone"))
+        indexes = (("merchant_id", "unionid"), ("merchant_id", "phone"), ("merchant_id", "openid_digest"))

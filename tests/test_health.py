@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 async def test_healthz_reports_both_up(client: Any) -> None:
     response = await client.get("/healthz")
     assert response.status == 200

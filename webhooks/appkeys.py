@@ -24,9 +24,12 @@ class ChatDispatcher(Protocol):
 class Runtime(Protocol):
     """Plain values the endpoints need from settings (webhooks never import bot/)."""
 
-    secret: bytes
-    base_url: str
-    max_body_bytes: int
+    @property
+    def secret(self) -> bytes: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def max_body_bytes(self) -> int: ...
 
 
 REDIS: web.AppKey[Redis] = web.AppKey("redis")

@@ -33,7 +33,8 @@ async def truncate_postgres(url: str) -> None:
     conn = await asyncpg.connect(_dsn(url))
     try:
         tables = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'tortoise_migrations'"
+            "SELECT tablename FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename <> 'tortoise_migrations'"
         )
         if tables:
             names = ", ".join(f'"{row["tablename"]}"' for row in tables)
