@@ -8,6 +8,9 @@ MODEL_MODULES = [
     "models.merchant",
     "models.staff",
     "models.member",
+    "models.points",
+    "models.loyalty",
+    "models.activity",
 ]
 
 

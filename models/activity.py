@@ -1,0 +1,94 @@
+"""What members do that earns points: purchases at the till, daily check-ins, referral awards."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class PurchaseStatus(StrEnum):
+    COMPLETED = "completed"
+    REFUNDED = "refunded"
+
+
+class Purchase(Model):
+    id = fields.BigIntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant_id: int
+    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Member", related_name="purchases", on_delete=fields.RESTRICT
+    )
+    member_id: int
+    store: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.Store", null=True, on_delete=fields.RESTRICT
+    )
+    store_id: int | None
+    staff: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.Staff", null=True, on_delete=fields.RESTRICT
+    )
+    staff_id: int | None
+    idempotency_key = fields.CharField(max_length=128)
+    request_digest = fields.CharField(max_length=64)
+    amount_fen = fields.BigIntField()
+    discount_fen = fields.BigIntField(default=0)
+    offset_points = fields.IntField(default=0)
+    offset_fen = fields.BigIntField(default=0)
+    paid_fen = fields.BigIntField()
+    points_earned = fields.IntField(default=0)
+    points_pending = fields.BooleanField(default=False)
+    rule_set_version = fields.IntField(null=True)
+    breakdown = fields.JSONField(default=list)
+    items = fields.JSONField(default=list)
+    status = fields.CharEnumField(PurchaseStatus, max_length=12, default=PurchaseStatus.COMPLETED)
+    refunded_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "purchase"
+        unique_together = (("merchant", "idempotency_key"),)
+        indexes = (("merchant_id", "created_at"), ("member_id", "created_at"))
+
+
+class Checkin(Model):
+    id = fields.BigIntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant_id: int
+    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Member", related_name="checkins", on_delete=fields.RESTRICT
+    )
+    member_id: int
+    day = fields.DateField()
+    makeup = fields.BooleanField(default=False)
+    streak = fields.IntField()
+    points = fields.IntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "checkin"
+        unique_together = (("member", "day"),)
+
+
+class ReferralAward(Model):
+    """One award per referee per level: the unique key makes it at-most-once."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant_id: int
+    referee: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Member", related_name="referral_awards_as_referee", on_delete=fields.RESTRICT
+    )
+    referee_id: int
+    referrer: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Member", related_name="referral_awards", on_delete=fields.RESTRICT
+    )
+    referrer_id: int
+    level = fields.IntField()
+    points = fields.IntField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "referral_award"
+        unique_together = (("referee", "level"),)
+        indexes = (("merchant_id", "referrer_id"),)
