@@ -22,6 +22,8 @@ from bot.app import create_app
 from bot.settings import Settings
 from tests.support import dbutil
 
+pytest_plugins = ["tests.support.wechat_sim"]
+
 PG_URL = os.environ.get("MEMBERBOT_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("MEMBERBOT_TEST_REDIS_URL", "")
 SECRET = "test-secret-key-0123456789abcdef0123456789"

@@ -1,9 +1,119 @@
-"""Async WeChat API client (being written)."""
+"""Async client for the WeChat endpoints memberbot calls (aiohttp; wechatpy is used only for its pure parts).
+
+Access tokens come from `stable_token` in normal mode (never `force_refresh`), cached in Redis under
+`wx:token:<appid>` until five minutes before expiry and shared by every process. Concurrent callers in
+one process share one fetch; across processes a short Redis lock lets one fetch while the others re-read
+the cache.
+A call answered with an invalid/expired token drops the cached token, re-fetches once and retries once.
+Tokens, secrets and session keys are never logged.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import aiohttp
 from aiohttp import ClientSession
 from redis.asyncio import Redis
+
+from handlers.chat import Article
+from handlers.wechat.errors import (
+    DuplicateClientMsgId,
+    InvalidAccessToken,
+    WeChatNotConfigured,
+    WeChatRequestInvalid,
+    WeChatUnavailable,
+    error_for,
+)
+
+if TYPE_CHECKING:
+    from models.merchant import Merchant
+
+log = logging.getLogger(__name__)
+
+SHOWQRCODE_URL = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket="
+TOKEN_MARGIN_SECONDS = 300
+LOCK_MS = 5000
+QR_MAX_EXPIRE_SECONDS = 2_592_000
+TEMPLATE_VALUE_MAX = 20
+CLIENT_MSG_ID_MAX_BYTES = 64
+WXACODE_SCENE = re.compile(r"[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}")
+SUBSCRIBE_STATES = ("developer", "trial", "formal")
+SUBSCRIBE_LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
+WXACODE_ENVS = ("release", "trial", "develop")
+_RELEASE_IF_OWNER = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppCredentials:
+    appid: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class QrTicket:
+    """A temporary Official Account QR code. `url` is its content; `image_url` its picture."""
+
+    ticket: str
+    url: str
+    expire_seconds: int
+
+    @property
+    def image_url(self) -> str:
+        return SHOWQRCODE_URL + quote(self.ticket, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class MpSession:
+    openid: str
+    session_key: str = field(repr=False)
+    unionid: str | None = None
+
+
+def oa_credentials(merchant: Merchant) -> AppCredentials:
+    """The merchant's Official Account credentials, or `WeChatNotConfigured`."""
+    if not merchant.oa_appid or not merchant.oa_secret:
+        raise WeChatNotConfigured("the merchant has no Official Account appid/secret", field="oa_appid")
+    return AppCredentials(merchant.oa_appid, merchant.oa_secret)
+
+
+def mp_credentials(merchant: Merchant) -> AppCredentials:
+    """The merchant's mini-program credentials, or `WeChatNotConfigured`."""
+    if not merchant.mp_appid or not merchant.mp_secret:
+        raise WeChatNotConfigured("the merchant has no mini-program appid/secret", field="mp_appid")
+    return AppCredentials(merchant.mp_appid, merchant.mp_secret)
+
+
+def _token_key(appid: str) -> str:
+    return f"wx:token:{appid}"
+
+
+def _lock_key(appid: str) -> str:
+    return f"wx:token-lock:{appid}"
+
+
+async def _delete_if(redis: Redis, key: str, value: str) -> None:
+    """Delete `key` only while it still holds `value` (atomically)."""
+    await redis.eval(_RELEASE_IF_OWNER, 1, key, value)  # type: ignore[misc]  # redis-py's union return type
+
+
+def _wrap_data(data: Mapping[str, str], *, field_name: str) -> dict[str, dict[str, str]]:
+    if not data:
+        raise WeChatRequestInvalid(f"{field_name}: at least one value is required", field=field_name)
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise WeChatRequestInvalid(f"{field_name}.{key}: must be a string", field=field_name)
+    return {key: {"value": value} for key, value in data.items()}
 
 
 class WeChatClient:
@@ -11,3 +121,249 @@ class WeChatClient:
         self.session = session
         self.redis = redis
         self.api_base = api_base.rstrip("/")
+        self._fetching: dict[str, asyncio.Lock] = {}
+
+    # -- access tokens -------------------------------------------------------------------------------------
+
+    async def access_token(self, app: AppCredentials) -> str:
+        """A valid access token for `app`, from the shared cache or one `stable_token` fetch."""
+        cached = await self.redis.get(_token_key(app.appid))
+        if cached:
+            return bytes(cached).decode()
+        lock = self._fetching.setdefault(app.appid, asyncio.Lock())
+        async with lock:
+            cached = await self.redis.get(_token_key(app.appid))
+            if cached:
+                return bytes(cached).decode()
+            return await self._fetch_across_processes(app)
+
+    async def _fetch_across_processes(self, app: AppCredentials) -> str:
+        owner = secrets.token_hex(8)
+        deadline = asyncio.get_running_loop().time() + LOCK_MS / 1000
+        while True:
+            if await self.redis.set(_lock_key(app.appid), owner, nx=True, px=LOCK_MS):
+                try:
+                    return await self._fetch_token(app)
+                finally:
+                    await _delete_if(self.redis, _lock_key(app.appid), owner)
+            await asyncio.sleep(0.02)
+            cached = await self.redis.get(_token_key(app.appid))
+            if cached:
+                return bytes(cached).decode()
+            if asyncio.get_running_loop().time() > deadline:
+                # The holder is stuck; stable_token in normal mode is safe to call concurrently.
+                return await self._fetch_token(app)
+
+    async def _fetch_token(self, app: AppCredentials) -> str:
+        body = {"grant_type": "client_credential", "appid": app.appid, "secret": app.secret,
+                "force_refresh": False}
+        answer = await self._json("POST", "/cgi-bin/stable_token", json_body=body)
+        token, expires_in = answer.get("access_token"), answer.get("expires_in")
+        if not isinstance(token, str) or not token or not isinstance(expires_in, int):
+            raise WeChatUnavailable(-1, "stable_token answered without a token")
+        ttl = expires_in - TOKEN_MARGIN_SECONDS if expires_in > TOKEN_MARGIN_SECONDS else expires_in // 2
+        if ttl > 0:
+            await self.redis.set(_token_key(app.appid), token, ex=ttl)
+        log.info("wechat access token fetched", extra={"appid": app.appid, "expires_in": expires_in})
+        return token
+
+    async def _drop_token(self, appid: str, token: str) -> None:
+        """Forget `token` unless another caller already replaced it with a fresh one."""
+        await _delete_if(self.redis, _token_key(appid), token)
+
+    # -- transport -----------------------------------------------------------------------------------------
+
+    async def _send(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+    ) -> tuple[str, bytes]:
+        data = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
+        headers = {} if data is None else {"Content-Type": "application/json; charset=utf-8"}
+        try:
+            async with self.session.request(
+                method, self.api_base + path, params=params, data=data, headers=headers
+            ) as response:
+                payload = await response.read()
+                if response.status >= 500:
+                    raise WeChatUnavailable(-1, f"HTTP {response.status} from {path}")
+                return response.headers.get("Content-Type", ""), payload
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The exception text may carry the URL (and its access_token), so only its type is kept.
+            raise WeChatUnavailable(-1, f"{path} unreachable ({type(exc).__name__})") from None
+
+    @staticmethod
+    def _decode(path: str, payload: bytes) -> dict[str, Any]:
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise WeChatUnavailable(-1, f"{path} answered with something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise WeChatUnavailable(-1, f"{path} answered with unexpected JSON")
+        errcode = answer.get("errcode", 0)
+        if errcode:
+            errmsg = str(answer.get("errmsg", ""))
+            if errcode == DuplicateClientMsgId.errcodes[0]:
+                msgid = answer.get("msgid")
+                raise DuplicateClientMsgId(errcode, errmsg, msgid if isinstance(msgid, int) else None)
+            raise error_for(int(errcode), errmsg)
+        return answer
+
+    async def _json(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        _, payload = await self._send(method, path, params=params, json_body=json_body)
+        return self._decode(path, payload)
+
+    async def _call(self, app: AppCredentials, path: str, body: Mapping[str, Any]) -> tuple[str, bytes]:
+        """POST `body` with the app's token; one re-fetch and one retry on an invalid/expired token."""
+        for attempt in (1, 2):
+            token = await self.access_token(app)
+            content_type, payload = await self._send(
+                "POST", path, params={"access_token": token}, json_body=body
+            )
+            if not _looks_like_json(content_type, payload):
+                return content_type, payload
+            try:
+                self._decode(path, payload)
+            except InvalidAccessToken:
+                if attempt == 2:
+                    raise
+                log.warning("wechat access token rejected, fetching again", extra={"appid": app.appid})
+                await self._drop_token(app.appid, token)
+                continue
+            return content_type, payload
+        raise AssertionError("unreachable")
+
+    async def _call_json(self, app: AppCredentials, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        _, payload = await self._call(app, path, body)
+        return self._decode(path, payload)
+
+    # -- Official Account ----------------------------------------------------------------------------------
+
+    async def send_custom_text(self, app: AppCredentials, openid: str, text: str) -> None:
+        if not text:
+            raise WeChatRequestInvalid("text: must not be empty", field="text")
+        body = {"touser": openid, "msgtype": "text", "text": {"content": text}}
+        await self._call_json(app, "/cgi-bin/message/custom/send", body)
+
+    async def send_custom_news(self, app: AppCredentials, openid: str, articles: Sequence[Article]) -> None:
+        """A customer-service news message: WeChat now allows exactly one article."""
+        if len(articles) != 1:
+            raise WeChatRequestInvalid("articles: a news message has exactly one article", field="articles")
+        article = articles[0]
+        item = {"title": article.title, "description": article.description, "url": article.url,
+                "picurl": article.image}
+        body = {"touser": openid, "msgtype": "news", "news": {"articles": [item]}}
+        await self._call_json(app, "/cgi-bin/message/custom/send", body)
+
+    async def send_template(
+        self, app: AppCredentials, openid: str, template_id: str, data: Mapping[str, str], *,
+        url: str | None = None, miniprogram: tuple[str, str] | None = None, client_msg_id: str,
+    ) -> int:
+        """Send a template message (2023 rules: values ≤ 20 characters, no line breaks) and return its msgid.
+
+        A repeated `client_msg_id` within 10 minutes raises `DuplicateClientMsgId` (with the original msgid
+        when WeChat gives it): the message was already sent.
+        """
+        if not client_msg_id or len(client_msg_id.encode()) > CLIENT_MSG_ID_MAX_BYTES:
+            raise WeChatRequestInvalid("client_msg_id: 1–64 bytes required", field="client_msg_id")
+        for key, value in data.items():
+            if isinstance(value, str) and (len(value) > TEMPLATE_VALUE_MAX or "\n" in value or "\r" in value):
+                raise WeChatRequestInvalid(
+                    f"data.{key}: at most {TEMPLATE_VALUE_MAX} characters and no line breaks", field="data"
+                )
+        body: dict[str, Any] = {"touser": openid, "template_id": template_id, "client_msg_id": client_msg_id,
+                                "data": _wrap_data(data, field_name="data")}
+        if url:
+            body["url"] = url
+        if miniprogram is not None:
+            body["miniprogram"] = {"appid": miniprogram[0], "pagepath": miniprogram[1]}
+        answer = await self._call_json(app, "/cgi-bin/message/template/send", body)
+        msgid = answer.get("msgid")
+        if not isinstance(msgid, int):
+            raise WeChatUnavailable(-1, "template/send answered without a msgid")
+        return msgid
+
+    async def create_qrcode(self, app: AppCredentials, scene: str, expire_seconds: int) -> QrTicket:
+        """A temporary string-scene QR code (`QR_STR_SCENE`)."""
+        if not 1 <= len(scene) <= 64:
+            raise WeChatRequestInvalid("scene: 1–64 characters", field="scene")
+        if not 1 <= expire_seconds <= QR_MAX_EXPIRE_SECONDS:
+            raise WeChatRequestInvalid(
+                f"expire_seconds: 1–{QR_MAX_EXPIRE_SECONDS} (30 days)", field="expire_seconds"
+            )
+        body = {"expire_seconds": expire_seconds, "action_name": "QR_STR_SCENE",
+                "action_info": {"scene": {"scene_str": scene}}}
+        answer = await self._call_json(app, "/cgi-bin/qrcode/create", body)
+        ticket, url = answer.get("ticket"), answer.get("url")
+        if not isinstance(ticket, str) or not ticket or not isinstance(url, str):
+            raise WeChatUnavailable(-1, "qrcode/create answered without a ticket")
+        expires = answer.get("expire_seconds", expire_seconds)
+        return QrTicket(ticket=ticket, url=url, expire_seconds=int(expires))
+
+    # -- mini-program --------------------------------------------------------------------------------------
+
+    async def send_subscribe(
+        self, app: AppCredentials, openid: str, template_id: str, data: Mapping[str, str], *,
+        page: str | None = None, miniprogram_state: str = "formal", lang: str = "zh_CN",
+    ) -> None:
+        """A mini-program subscribe message; it uses up one of the user's grants for `template_id`."""
+        if miniprogram_state not in SUBSCRIBE_STATES:
+            raise WeChatRequestInvalid(f"miniprogram_state: one of {', '.join(SUBSCRIBE_STATES)}",
+                                       field="miniprogram_state")
+        if lang not in SUBSCRIBE_LANGS:
+            raise WeChatRequestInvalid(f"lang: one of {', '.join(SUBSCRIBE_LANGS)}", field="lang")
+        body: dict[str, Any] = {"touser": openid, "template_id": template_id,
+                                "data": _wrap_data(data, field_name="data"),
+                                "miniprogram_state": miniprogram_state, "lang": lang}
+        if page:
+            body["page"] = page
+        await self._call_json(app, "/cgi-bin/message/subscribe/send", body)
+
+    async def code2session(self, app: AppCredentials, js_code: str) -> MpSession:
+        """Exchange a `wx.login` code (single use, 5 minutes) for the user's openid and session key."""
+        if not js_code:
+            raise WeChatRequestInvalid("js_code: must not be empty", field="js_code")
+        params = {"appid": app.appid, "secret": app.secret, "js_code": js_code,
+                  "grant_type": "authorization_code"}
+        answer = await self._json("GET", "/sns/jscode2session", params=params)
+        openid, session_key, unionid = answer.get("openid"), answer.get("session_key"), answer.get("unionid")
+        if not isinstance(openid, str) or not openid or not isinstance(session_key, str):
+            raise WeChatUnavailable(-1, "jscode2session answered without an openid")
+        return MpSession(openid=openid, session_key=session_key,
+                         unionid=unionid if isinstance(unionid, str) and unionid else None)
+
+    async def get_unlimited_wxacode(
+        self, app: AppCredentials, scene: str, page: str, *, width: int = 430, env_version: str = "release",
+        check_path: bool = True,
+    ) -> bytes:
+        """A mini-program code image (PNG or JPEG bytes) for `page` carrying `scene`."""
+        if not WXACODE_SCENE.fullmatch(scene):
+            raise WeChatRequestInvalid(
+                "scene: 1–32 characters from 0-9 A-Z a-z and !#$&'()*+,/:;=?@-._~", field="scene"
+            )
+        if page.startswith("/") or "?" in page:
+            raise WeChatRequestInvalid("page: a path without a leading '/' or a query string", field="page")
+        if not 280 <= width <= 1280:
+            raise WeChatRequestInvalid("width: 280–1280 pixels", field="width")
+        if env_version not in WXACODE_ENVS:
+            raise WeChatRequestInvalid(f"env_version: one of {', '.join(WXACODE_ENVS)}", field="env_version")
+        body: dict[str, Any] = {"scene": scene, "width": width, "env_version": env_version,
+                                "check_path": check_path}
+        if page:
+            body["page"] = page
+        content_type, payload = await self._call(app, "/wxa/getwxacodeunlimit", body)
+        if _looks_like_json(content_type, payload):
+            self._decode("/wxa/getwxacodeunlimit", payload)
+            raise WeChatUnavailable(-1, "getwxacodeunlimit answered with JSON instead of an image")
+        return payload
+
+
+def _looks_like_json(content_type: str, payload: bytes) -> bool:
+    """WeChat answers image endpoints with image bytes, or with a JSON error (content types vary)."""
+    if content_type.startswith("image/"):
+        return False
+    if payload.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8")):
+        return False
+    return payload.lstrip()[:1] == b"{" or "json" in content_type or "text/" in content_type

@@ -1,0 +1,49 @@
+"""A loopback WeChat API simulator (`memberbot wechat-sim`) for development and tests.
+
+It emulates the endpoints memberbot calls — `cgi-bin/stable_token`, `cgi-bin/message/custom/send`,
+`cgi-bin/message/template/send`, `cgi-bin/message/subscribe/send`, `cgi-bin/qrcode/create`,
+`sns/jscode2session` and `wxa/getwxacodeunlimit` — with WeChat's validation and error codes, and records
+every request. Point `WECHAT_API_BASE` at it. Set it up through `SimState` (in-process) or `/sim/...`:
+
+    POST /sim/apps {appid, secret}                 POST /sim/followers {appid, openid, unionid?, following?}
+    POST /sim/interactions {appid, openid}         POST /sim/templates {appid, template_id, keys?}
+    POST /sim/grants {appid, openid, template_id, count?}
+    POST /sim/codes {appid, openid, unionid?} → {code}
+    POST /sim/errors {endpoint, errcode, errmsg?, times?, status?}
+    POST /sim/tokens/expire {appid}                POST /sim/tokens/invalidate {appid}
+    POST /sim/clock {seconds}                      GET /sim/stats → {force_refreshes: {appid: n}}
+    GET /sim/records?endpoint=cgi-bin/stable_token DELETE /sim/records
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from bot.wechat_sim.api import SIM_STATE, add_api_routes
+from bot.wechat_sim.control import add_control_routes
+from bot.wechat_sim.state import SimError, SimState
+
+__all__ = ["SIM_STATE", "SimAccessLogger", "SimError", "SimState", "create_sim_app", "run_simulator"]
+
+
+class SimAccessLogger(AbstractAccessLogger):
+    """Method, path and status only: query strings carry access tokens and secrets."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+
+
+def create_sim_app(state: SimState | None = None) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SIM_STATE] = state if state is not None else SimState()
+    add_api_routes(app)
+    add_control_routes(app)
+    return app
+
+
+def run_simulator(*, host: str = "127.0.0.1", port: int = 8090) -> None:
+    web.run_app(create_sim_app(), host=host, port=port, print=None, access_log_class=SimAccessLogger,
+                access_log=logging.getLogger("memberbot.wechat_sim"))
