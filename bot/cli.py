@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
@@ -54,8 +55,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     logs.configure(settings.log_level)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None,
-                print=lambda msg: print(msg, file=sys.stderr))
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=lambda msg: print(msg, file=sys.stderr),
+    )
     return 0
 
 
@@ -92,9 +98,15 @@ def cmd_merchant(args: argparse.Namespace) -> int:
 
     async def create() -> None:
         data = merchants.MerchantInput(
-            slug=args.slug, name=args.name, timezone=args.timezone,
-            oa_appid=args.oa_appid, oa_secret=args.oa_secret, oa_token=args.oa_token,
-            oa_aes_key=args.oa_aes_key, mp_appid=args.mp_appid, mp_secret=args.mp_secret,
+            slug=args.slug,
+            name=args.name,
+            timezone=args.timezone,
+            oa_appid=args.oa_appid,
+            oa_secret=args.oa_secret,
+            oa_token=args.oa_token,
+            oa_aes_key=args.oa_aes_key,
+            mp_appid=args.mp_appid,
+            mp_secret=args.mp_secret,
         )
         merchant = await merchants.create_merchant(data)
         print(f"created merchant {merchant.slug} (id {merchant.id})")
@@ -128,6 +140,41 @@ def cmd_staff(args: argparse.Namespace) -> int:
         print(f"created staff {staff.username} ({staff.role}) id {staff.id}")
 
     return _run(settings, create)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from handlers import merchants
+    from handlers.points_audit import audit_points
+
+    settings = load_settings()
+
+    async def audit() -> int:
+        merchant_id = (await merchants.get_merchant(args.merchant)).id if args.merchant else None
+        mismatches = await audit_points(merchant_id)
+        for mismatch in mismatches:
+            print(f"MISMATCH {mismatch}")
+        print(f"audit points: {len(mismatches)} mismatches")
+        return 1 if mismatches else 0
+
+    return _run(settings, audit)
+
+
+def cmd_points(args: argparse.Namespace) -> int:
+    from handlers import merchants, points
+
+    settings = load_settings()
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    if now.tzinfo is None:
+        print("memberbot: --now needs a timezone offset, e.g. 2027-01-01T00:00:00+08:00", file=sys.stderr)
+        return 2
+
+    async def expire() -> None:
+        merchant_id = (await merchants.get_merchant(args.merchant)).id if args.merchant else None
+        released = await points.release_pending(now, merchant_id)
+        expired = await points.expire_lapsed(now, merchant_id)
+        print(f"points: released {released} pending lots, expired points of {expired} members")
+
+    return _run(settings, expire)
 
 
 def cmd_wechat_sim(args: argparse.Namespace) -> int:
@@ -171,6 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     screate.add_argument("--username", required=True)
     screate.add_argument("--role", required=True, choices=["cashier", "manager", "admin"])
     staff.set_defaults(func=cmd_staff)
+
+    audit = sub.add_parser("audit", help="check ledger invariants; exit 1 on any mismatch")
+    asub = audit.add_subparsers(dest="ledger", required=True)
+    apoints = asub.add_parser("points", help="balance = Σ transactions = Σ remaining lots, per member")
+    apoints.add_argument("--merchant", default=None, help="merchant slug (default: all)")
+    audit.set_defaults(func=cmd_audit)
+
+    pts = sub.add_parser("points", help="points jobs")
+    psub = pts.add_subparsers(dest="action", required=True)
+    pexpire = psub.add_parser(
+        "expire", help="release matured pending points and expire lapsed lots (idempotent)"
+    )
+    pexpire.add_argument("--merchant", default=None, help="merchant slug (default: all)")
+    pexpire.add_argument("--now", default=None, help="ISO time with offset (default: now)")
+    pts.set_defaults(func=cmd_points)
 
     sim = sub.add_parser("wechat-sim", help="run the loopback WeChat API simulator")
     sim.add_argument("--host", default="127.0.0.1")

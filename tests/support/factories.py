@@ -1,0 +1,31 @@
+"""Small factories for rows tests need (the ORM must be initialised: create the app client first)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers import members
+from handlers.merchants import MerchantInput, create_merchant
+from models.member import Member
+from models.merchant import Merchant
+
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+async def make_merchant(slug: str = "shop", **overrides: Any) -> Merchant:
+    fields: dict[str, Any] = {
+        "slug": slug,
+        "name": f"{slug} 门店",
+        "oa_appid": f"wx{slug}oa",
+        "oa_secret": f"{slug}-oa-secret",
+        "oa_token": "testtoken",
+        "oa_aes_key": AES_KEY,
+        "mp_appid": f"wx{slug}mp",
+        "mp_secret": f"{slug}-mp-secret",
+    }
+    fields.update(overrides)
+    return await create_merchant(MerchantInput(**fields))
+
+
+async def make_member(merchant: Merchant, openid: str = "o-member-1", **fields: Any) -> Member:
+    return await members.create_member(merchant, openid=openid, subscribed=True, **fields)
