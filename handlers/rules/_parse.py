@@ -27,9 +27,9 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def obj(raw: object, path: str, *, required: Collection[str] = (), optional: Collection[str] = ()) -> (
-    Mapping[str, object]
-):
+def obj(
+    raw: object, path: str, *, required: Collection[str] = (), optional: Collection[str] = ()
+) -> Mapping[str, object]:
     """A mapping with only known string keys and every required key present."""
     where = path or "$"
     if not isinstance(raw, Mapping):

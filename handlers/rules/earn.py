@@ -167,7 +167,8 @@ def _band_factor(amount_fen: int, period_spend_fen: int, rules: RuleSet) -> tupl
         band = _band_for(amount_fen, rules.bands)
         if band is None:
             return _ONE, "消费档位"
-        return band.multiplier, f"消费满 {_yuan(band.min_fen)} 元 {_times(band.multiplier)} 倍"
+        floor = f"消费满 {_yuan(band.min_fen)} 元" if band.min_fen else "消费档位"
+        return band.multiplier, f"{floor} {_times(band.multiplier)} 倍"
     start, end = period_spend_fen, period_spend_fen + amount_fen
     covered = weighted = Fraction(0)
     for band in rules.bands:

@@ -7,7 +7,8 @@ window of N days; the point *balance* never counts. A tier may also be bought wi
 Downgrade reviews fall on tier_since + k × every_days (k ≥ 1). Reviews earlier than
 tier_since + grace_days are skipped, so nobody is downgraded inside the grace period. At a review
 a member who still meets the current tier's criteria keeps it; otherwise they drop to the highest
-lower tier whose criteria they meet (the base tier always qualifies).
+lower tier whose criteria they meet (the base tier always qualifies). A tier that was bought and
+has no criteria cannot be kept by stats, so with downgrade enabled it lapses at its first review.
 """
 
 from __future__ import annotations

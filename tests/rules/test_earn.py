@@ -127,6 +127,9 @@ def test_per_purchase_band_applies_to_the_whole_purchase(amount_yuan: int, expec
 def test_per_purchase_band_label_names_its_threshold() -> None:
     result = earn(buy(3_000 * YUAN), rules(bands=EXAMPLE_BANDS))
     assert result.breakdown[1] == BreakdownLine("band", "消费满 2000 元 1.5 倍", 1_500)
+    from_zero = (Band(0, None, Fraction(6, 5)),)
+    from_zero_result = earn(buy(100 * YUAN), rules(bands=from_zero))
+    assert from_zero_result.breakdown[1] == BreakdownLine("band", "消费档位 1.2 倍", 20)
 
 
 @pytest.mark.parametrize(
