@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
@@ -39,8 +40,8 @@ class Purchase(Model):
     points_earned = fields.IntField(default=0)
     points_pending = fields.BooleanField(default=False)
     rule_set_version = fields.IntField(null=True)
-    breakdown = fields.JSONField(default=list)
-    items = fields.JSONField(default=list)
+    breakdown: Any = fields.JSONField(default=list)
+    items: Any = fields.JSONField(default=list)
     status = fields.CharEnumField(PurchaseStatus, max_length=12, default=PurchaseStatus.COMPLETED)
     refunded_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -14,7 +16,7 @@ class LoyaltyProgram(Model):
         "models.Merchant", related_name="loyalty_program", on_delete=fields.RESTRICT
     )
     merchant_id: int
-    settings = fields.JSONField(default=dict)
+    settings: Any = fields.JSONField(default=dict)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
@@ -28,7 +30,7 @@ class RuleSetVersion(Model):
     merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
     merchant_id: int
     version = fields.IntField()
-    rules = fields.JSONField()
+    rules: Any = fields.JSONField()
     created_by = fields.CharField(max_length=32, default="system")
     created_at = fields.DatetimeField(auto_now_add=True)
 
@@ -44,7 +46,7 @@ class TierSetVersion(Model):
     merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
     merchant_id: int
     version = fields.IntField()
-    tiers = fields.JSONField()
+    tiers: Any = fields.JSONField()
     created_by = fields.CharField(max_length=32, default="system")
     created_at = fields.DatetimeField(auto_now_add=True)
 
@@ -102,7 +104,7 @@ class AuditLog(Model):
     actor = fields.CharField(max_length=32)
     action = fields.CharField(max_length=64)
     subject = fields.CharField(max_length=64, default="")
-    detail = fields.JSONField(default=dict)
+    detail: Any = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

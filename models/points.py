@@ -109,7 +109,11 @@ class PointsLot(Model):
     class Meta:
         table = "points_lot"
         unique_together = (("merchant", "source_key"),)
-        indexes = (("member_id", "status", "expires_at"), ("status", "expires_at"), ("status", "available_at"))
+        indexes = (
+            ("member_id", "status", "expires_at"),
+            ("status", "expires_at"),
+            ("status", "available_at"),
+        )
 
 
 class PointsDraw(Model):
