@@ -40,6 +40,10 @@ class Purchase(Model):
     points_earned = fields.IntField(default=0)
     points_pending = fields.BooleanField(default=False)
     rule_set_version = fields.IntField(null=True)
+    # Snapshots the what-if simulator replays purchases with.
+    tier_code = fields.CharField(max_length=32, default="")
+    period_spend_fen = fields.BigIntField(default=0)
+    points_today_before = fields.IntField(default=0)
     breakdown: Any = fields.JSONField(default=list)
     items: Any = fields.JSONField(default=list)
     status = fields.CharEnumField(PurchaseStatus, max_length=12, default=PurchaseStatus.COMPLETED)
