@@ -27,7 +27,7 @@ class Purchase(Model):
     )
     store_id: int | None
     staff: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
-        "models.Staff", null=True, on_delete=fields.RESTRICT
+        "models.Staff", null=True, related_name="purchases", on_delete=fields.RESTRICT
     )
     staff_id: int | None
     idempotency_key = fields.CharField(max_length=128)
@@ -48,6 +48,11 @@ class Purchase(Model):
     items: Any = fields.JSONField(default=list)
     status = fields.CharEnumField(PurchaseStatus, max_length=12, default=PurchaseStatus.COMPLETED)
     refunded_at = fields.DatetimeField(null=True)
+    refund_key = fields.CharField(max_length=128, null=True)
+    refunded_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.Staff", null=True, related_name="refunds", on_delete=fields.RESTRICT
+    )
+    refunded_by_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
