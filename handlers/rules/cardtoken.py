@@ -50,7 +50,10 @@ def issue(secret: bytes, merchant_id: int, member_id: int, now: int, window: int
     if now < 0:
         raise ValueError("now must be a non-negative unix time")
     index = now // window
-    return f"{_encode(member_id)}.{_encode(index)}.{_mac(secret, merchant_id, member_id, index, window)}"
+    token = f"{_encode(member_id)}.{_encode(index)}.{_mac(secret, merchant_id, member_id, index, window)}"
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError("window index too large for a 32-character token; use a longer window")
+    return token
 
 
 def verify(
