@@ -49,6 +49,7 @@ class Purchase(Model):
     status = fields.CharEnumField(PurchaseStatus, max_length=12, default=PurchaseStatus.COMPLETED)
     refunded_at = fields.DatetimeField(null=True)
     refund_key = fields.CharField(max_length=128, null=True)
+    result: Any = fields.JSONField(null=True)  # the response, replayed for a repeated idempotency key
     refunded_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.Staff", null=True, related_name="refunds", on_delete=fields.RESTRICT
     )

@@ -1,0 +1,401 @@
+"""Purchases at the till: discount, points offset, points earned, tier change; and their refund.
+
+One purchase is one database transaction holding the member's account lock (so the daily cap and
+the points pool stay exact under concurrency): the `Purchase` row (unique idempotency key), the
+offset debit and the earn credit (or pending hold). The tier review and referral awards run after
+commit. A repeated idempotency key returns the first result unchanged; the same key with a
+different request is refused (409).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tortoise.transactions import in_transaction
+
+from handlers import loyalty_config, members, points, tiers
+from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.queries import sum_of
+from handlers.rules.earn import compute_earn
+from handlers.rules.earn_model import EarnResult, Item, MemberInfo, RuleSet
+from handlers.rules.earn_model import Purchase as EarnPurchase
+from handlers.rules.errors import RuleError
+from handlers.rules.expiry import expiry_date
+from handlers.rules.program import Program
+from handlers.rules.tiers_model import Tier
+from handlers.rules.till import price
+from models.activity import Purchase, PurchaseStatus
+from models.merchant import Merchant, Store
+from models.points import PointsAccount, PointsKind, PointsPool
+from models.staff import Staff
+
+MAX_AMOUNT_FEN = 10**10  # 100 million yuan
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseRequest:
+    idempotency_key: str
+    member_id: int
+    amount_fen: int
+    items: tuple[Item, ...] = ()
+    points_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseResult:
+    purchase_id: int
+    member_id: int
+    amount_fen: int
+    discount_fen: int
+    offset_points: int
+    offset_fen: int
+    paid_fen: int
+    points_earned: int
+    points_pending: bool
+    rule_set_version: int
+    breakdown: list[dict[str, Any]]
+    balance: int
+    tier_code: str
+    tier_changed_to: str | None = None
+    tier_gift_points: int = 0
+    replayed: bool = False
+    referral_awards: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    purchase_id: int
+    points_reversed: int
+    points_voided: int
+    offset_restored: int
+    balance: int
+    replayed: bool = False
+
+
+def _digest(req: PurchaseRequest) -> str:
+    body = {
+        "member": req.member_id,
+        "amount": req.amount_fen,
+        "offset": req.points_offset,
+        "items": [asdict(item) for item in req.items],
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def earn_key(purchase_key: str) -> str:
+    return f"purchase:{purchase_key}:earn"
+
+
+def offset_key(purchase_key: str) -> str:
+    return f"purchase:{purchase_key}:offset"
+
+
+def effective_rules(rules: RuleSet, ladder: list[Tier], timezone: str) -> RuleSet:
+    """The rule set as applied: the merchant's timezone, and tier multipliers from the tier benefits
+    wherever the rule set names none for that tier (the rule set's own entry wins)."""
+    from_tiers = {t.code: t.benefits.points_multiplier for t in ladder if t.benefits.points_multiplier != 1}
+    return replace(rules, timezone=timezone, tier_multipliers={**from_tiers, **rules.tier_multipliers})
+
+
+def _validate(req: PurchaseRequest) -> None:
+    if not 1 <= len(req.idempotency_key) <= 100:
+        raise ValidationError("idempotency_key: 1–100 characters", field="idempotency_key")
+    if not 0 < req.amount_fen <= MAX_AMOUNT_FEN:
+        raise ValidationError(f"amount_fen must be between 1 and {MAX_AMOUNT_FEN}", field="amount_fen")
+    if req.points_offset < 0:
+        raise ValidationError("points_offset must not be negative", field="points_offset")
+
+
+async def _replay(purchase: Purchase, digest: str) -> PurchaseResult:
+    if purchase.request_digest != digest:
+        raise DomainError(
+            "idempotency key was already used for a different purchase",
+            code=ErrorCode.IDEMPOTENCY_MISMATCH,
+            field="idempotency_key",
+        )
+    if purchase.result is not None:
+        return PurchaseResult(**{**purchase.result, "replayed": True})
+    account = await PointsAccount.get_or_none(member_id=purchase.member_id)
+    return PurchaseResult(
+        purchase.id,
+        purchase.member_id,
+        purchase.amount_fen,
+        purchase.discount_fen,
+        purchase.offset_points,
+        purchase.offset_fen,
+        purchase.paid_fen,
+        purchase.points_earned,
+        purchase.points_pending,
+        purchase.rule_set_version or 0,
+        purchase.breakdown,
+        account.balance if account else 0,
+        purchase.tier_code,
+        replayed=True,
+    )
+
+
+async def _period(merchant: Merchant, member_id: int, now: datetime) -> tuple[int, int]:
+    """Cash spend this calendar year and purchase points earned today, both merchant-local."""
+    zone = ZoneInfo(merchant.timezone)
+    local = now.astimezone(zone)
+    year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = Purchase.filter(merchant_id=merchant.id, member_id=member_id, status=PurchaseStatus.COMPLETED)
+    spend = await sum_of(mine.filter(created_at__gte=year_start), "paid_fen")
+    return spend, await sum_of(mine.filter(created_at__gte=day_start), "points_earned")
+
+
+async def record_purchase(
+    merchant: Merchant, staff: Staff | None, req: PurchaseRequest, *, now: datetime
+) -> PurchaseResult:
+    _validate(req)
+    digest = _digest(req)
+    existing = await Purchase.get_or_none(merchant_id=merchant.id, idempotency_key=req.idempotency_key)
+    if existing is not None:
+        return await _replay(existing, digest)
+    member = await members.by_id(merchant, req.member_id)
+    if member.anonymized_at is not None:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    program = await loyalty_config.program(merchant.id)
+    _, ladder = await loyalty_config.current_tiers(merchant.id)
+    rules = effective_rules(await loyalty_config.current_rules(merchant.id), ladder, merchant.timezone)
+    tier = loyalty_config.tier_by_code(ladder, await tiers.tier_code(merchant.id, member.id))
+    try:
+        quote = price(req.amount_fen, tier.benefits.discount_percent, req.points_offset, program.offset)
+    except RuleError as exc:
+        raise ValidationError(exc.message, field=exc.field) from None
+    store = await _store(merchant, staff)
+
+    async with in_transaction():
+        await points.lock_account(merchant.id, member.id)
+        existing = await Purchase.get_or_none(merchant_id=merchant.id, idempotency_key=req.idempotency_key)
+        if existing is not None:  # a concurrent request with this key won the lock first
+            return await _replay(existing, digest)
+        period_spend, points_today = await _period(merchant, member.id, now)
+        pool = await _lock_pool(merchant.id, program)
+        earn = compute_earn(
+            EarnPurchase(quote.paid_fen, req.items, store.code if store else "", now),
+            MemberInfo(tier.code, period_spend, points_today, tier.name),
+            rules,
+            pool_remaining=None if pool is None else pool.budget - pool.granted,
+        )
+        purchase = await Purchase.create(
+            merchant_id=merchant.id,
+            member_id=member.id,
+            store=store,
+            staff=staff,
+            idempotency_key=req.idempotency_key,
+            request_digest=digest,
+            amount_fen=quote.amount_fen,
+            discount_fen=quote.discount_fen,
+            offset_points=quote.offset_points,
+            offset_fen=quote.offset_fen,
+            paid_fen=quote.paid_fen,
+            points_earned=earn.points,
+            points_pending=bool(earn.points and program.pending_days),
+            rule_set_version=earn.rule_set_version,
+            breakdown=_lines(earn),
+            items=[asdict(i) for i in req.items],
+            tier_code=tier.code,
+            period_spend_fen=period_spend,
+            points_today_before=points_today,
+        )
+        actor = f"staff:{staff.id}" if staff else "system"
+        if quote.offset_points:
+            await points.debit(
+                merchant.id,
+                member.id,
+                quote.offset_points,
+                PointsKind.SPEND_OFFSET,
+                key=offset_key(req.idempotency_key),
+                now=now,
+                reference=f"purchase:{purchase.id}",
+                actor=actor,
+                reason=f"消费抵扣 {quote.offset_fen / 100:.2f} 元",
+            )
+        await _earn(merchant, program, purchase, earn, now=now, actor=actor)
+        if pool is not None and earn.points:
+            pool.granted += earn.points
+            await pool.save(update_fields=["granted"])
+
+    change = await tiers.evaluate(merchant, member.id, now=now, key=f"purchase:{purchase.id}")
+    awards = await _first_purchase_referrals(merchant, member.id, now)
+    account = await PointsAccount.get(member_id=member.id)
+    result = PurchaseResult(
+        purchase.id,
+        member.id,
+        quote.amount_fen,
+        quote.discount_fen,
+        quote.offset_points,
+        quote.offset_fen,
+        quote.paid_fen,
+        earn.points,
+        purchase.points_pending,
+        earn.rule_set_version,
+        purchase.breakdown,
+        account.balance,
+        change.to_code if change else tier.code,
+        change.to_code if change else None,
+        change.gift_points if change else 0,
+        referral_awards=awards,
+    )
+    purchase.result = {k: v for k, v in asdict(result).items() if k != "replayed"}
+    await purchase.save(update_fields=["result"])
+    return result
+
+
+def _lines(earn: EarnResult) -> list[dict[str, Any]]:
+    return [{"code": line.code, "label": line.label, "points": line.points} for line in earn.breakdown]
+
+
+async def _store(merchant: Merchant, staff: Staff | None) -> Store | None:
+    if staff is not None and staff.store_id is not None:
+        return await Store.get(id=staff.store_id)
+    return await Store.filter(merchant_id=merchant.id).order_by("id").first()
+
+
+async def _lock_pool(merchant_id: int, program: Program) -> PointsPool | None:
+    if program.earn_pool is None:
+        return None
+    return await PointsPool.select_for_update().get_or_none(merchant_id=merchant_id, code=program.earn_pool)
+
+
+async def _earn(
+    merchant: Merchant, program: Program, purchase: Purchase, earn: EarnResult, *, now: datetime, actor: str
+) -> None:
+    if not earn.points:
+        return
+    key = earn_key(purchase.idempotency_key)
+    expires = expiry_date(now, program.expiry, merchant.timezone)
+    if program.pending_days:
+        await points.hold_pending(
+            merchant.id,
+            purchase.member_id,
+            earn.points,
+            key=key,
+            now=now,
+            available_at=now + timedelta(days=program.pending_days),
+            expires_at=expires,
+        )
+        return
+    await points.credit(
+        merchant.id,
+        purchase.member_id,
+        earn.points,
+        PointsKind.EARN_PURCHASE,
+        key=key,
+        now=now,
+        expires_at=expires,
+        reference=f"purchase:{purchase.id}",
+        actor=actor,
+        reason=f"消费 {purchase.paid_fen / 100:.2f} 元",
+    )
+
+
+async def _first_purchase_referrals(merchant: Merchant, member_id: int, now: datetime) -> int:
+    """Referral awards for the member's first completed purchase (at most once per level, by key)."""
+    from handlers import referrals
+
+    completed = await Purchase.filter(
+        merchant_id=merchant.id, member_id=member_id, status=PurchaseStatus.COMPLETED
+    ).count()
+    if completed != 1:
+        return 0
+    return len(await referrals.award(merchant, member_id, trigger="first_purchase", now=now))
+
+
+async def refund_purchase(
+    merchant: Merchant, staff: Staff | None, purchase_id: int, *, key: str, now: datetime
+) -> RefundResult:
+    """Reverse a purchase once: void its pending points or claw back its earned points (documented in
+    handlers.points: a shortfall becomes a debt), and give back the points it offset."""
+    if not 1 <= len(key) <= 100:
+        raise ValidationError("idempotency_key: 1–100 characters", field="idempotency_key")
+    actor = f"staff:{staff.id}" if staff else "system"
+    async with in_transaction():
+        purchase = await Purchase.select_for_update().get_or_none(id=purchase_id, merchant_id=merchant.id)
+        if purchase is None:
+            raise NotFound("没有这笔消费", field="purchase")
+        if purchase.status == PurchaseStatus.REFUNDED:
+            if purchase.refund_key == key:
+                return await _refund_replay(purchase)
+            when = purchase.refunded_at.isoformat() if purchase.refunded_at else ""
+            raise Conflict(f"这笔消费已于 {when} 退款", field="purchase")
+        voided = reversed_ = restored = 0
+        if purchase.points_earned:
+            if purchase.points_pending and await points.void_pending(
+                merchant.id, purchase.member_id, earn_key(purchase.idempotency_key)
+            ):
+                voided = purchase.points_earned
+            else:
+                await points.reverse(
+                    merchant.id,
+                    earn_key(purchase.idempotency_key),
+                    key=f"refund:{purchase.id}:earn",
+                    now=now,
+                    actor=actor,
+                    reason="消费退款，扣回积分",
+                )
+                reversed_ = purchase.points_earned
+            await _return_to_pool(merchant.id, purchase.points_earned)
+        if purchase.offset_points:
+            await points.reverse(
+                merchant.id,
+                offset_key(purchase.idempotency_key),
+                key=f"refund:{purchase.id}:offset",
+                now=now,
+                actor=actor,
+                reason="消费退款，退还抵扣积分",
+            )
+            restored = purchase.offset_points
+        purchase.status, purchase.refunded_at, purchase.refund_key = PurchaseStatus.REFUNDED, now, key
+        purchase.refunded_by = staff  # type: ignore[assignment]
+        await purchase.save(update_fields=["status", "refunded_at", "refund_key", "refunded_by_id"])
+        await loyalty_config.audit(
+            merchant.id,
+            actor,
+            "purchase.refund",
+            f"purchase:{purchase.id}",
+            points_reversed=reversed_,
+            points_voided=voided,
+            offset_restored=restored,
+        )
+    account = await PointsAccount.get(member_id=purchase.member_id)
+    return RefundResult(purchase.id, reversed_, voided, restored, account.balance)
+
+
+async def _return_to_pool(merchant_id: int, amount: int) -> None:
+    program = await loyalty_config.program(merchant_id)
+    if program.earn_pool is None:
+        return
+    pool = await PointsPool.select_for_update().get_or_none(merchant_id=merchant_id, code=program.earn_pool)
+    if pool is not None:
+        pool.granted = max(pool.granted - amount, 0)
+        await pool.save(update_fields=["granted"])
+
+
+async def _refund_replay(purchase: Purchase) -> RefundResult:
+    pending = purchase.points_pending and not await _earn_posted(purchase)
+    account = await PointsAccount.get(member_id=purchase.member_id)
+    return RefundResult(
+        purchase.id,
+        0 if pending else purchase.points_earned,
+        purchase.points_earned if pending else 0,
+        purchase.offset_points,
+        account.balance,
+        replayed=True,
+    )
+
+
+async def _earn_posted(purchase: Purchase) -> bool:
+    from models.points import PointsTransaction
+
+    return await PointsTransaction.exists(
+        merchant_id=purchase.merchant_id, idempotency_key=earn_key(purchase.idempotency_key)
+    )
