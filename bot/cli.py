@@ -177,6 +177,26 @@ def cmd_points(args: argparse.Namespace) -> int:
     return _run(settings, expire)
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from handlers.retention import erase_due
+
+    settings = load_settings()
+    try:
+        now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    except ValueError:
+        now = None
+    if now is None or now.tzinfo is None:
+        print("memberbot: --now needs an ISO time with a timezone offset, e.g. 2027-01-01T00:00:00+08:00",
+              file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        erased = await erase_due(now)
+        print(f"retention: erased {erased} member profiles past their merchant's grace period")
+
+    return _run(settings, run)
+
+
 def cmd_wechat_sim(args: argparse.Namespace) -> int:
     from bot.wechat_sim import run_simulator
 
@@ -233,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     pexpire.add_argument("--merchant", default=None, help="merchant slug (default: all)")
     pexpire.add_argument("--now", default=None, help="ISO time with offset (default: now)")
     pts.set_defaults(func=cmd_points)
+
+    retention = sub.add_parser("retention", help="unfollowed members' data retention")
+    rsub = retention.add_subparsers(dest="action", required=True)
+    rrun = rsub.add_parser("run", help="erase profiles past the merchant's grace period (idempotent)")
+    rrun.add_argument("--now", default=None, help="ISO time with offset (default: now)")
+    retention.set_defaults(func=cmd_retention)
 
     sim = sub.add_parser("wechat-sim", help="run the loopback WeChat API simulator")
     sim.add_argument("--host", default="127.0.0.1")

@@ -1,16 +1,9 @@
-"""The chat dialog engine (being written)."""
+"""The chat dialog engine: an intent router, multi-step dialogs with state in Redis, reply rendering."""
 
 from __future__ import annotations
 
-from typing import Any
+from bot.dialog.dispatcher import Dispatcher
+from bot.dialog.router import Intent, Router
+from bot.dialog.state import DialogState, DialogStore
 
-from handlers.chat import ChatReply, IncomingMessage
-from models.merchant import Merchant
-
-
-class Dispatcher:
-    def __init__(self, **collaborators: Any) -> None:
-        self.collaborators = collaborators
-
-    async def dispatch(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None:
-        raise NotImplementedError
+__all__ = ["DialogState", "DialogStore", "Dispatcher", "Intent", "Router"]

@@ -1,0 +1,72 @@
+"""The Dispatcher: turns one incoming Official Account message into at most one reply.
+
+- text: a keyword intent wins (also during a dialog, which stays open — except 取消, which ends it);
+  otherwise an open dialog receives the text; otherwise the fallback (the help menu), never silence.
+- event CLICK: the menu key's intent; an unknown key gets the help menu (the member tapped something).
+- other events: the registered handler (subscribe, SCAN, unsubscribe); an unknown event gets no reply.
+- any other message kind: its registered handler, else the polite "text only" reply.
+
+Cost of the hot path (帮助): one Redis GET for the dialog state and one render; no member lookup.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from bot.dialog.intents import build_router
+from bot.dialog.router import Router, normalise
+from bot.dialog.state import DEFAULT_TTL_SECONDS, DialogStore
+from bot.dialog.turn import Services, Turn
+from handlers.background import Background
+from handlers.chat import ChatReply, IncomingMessage
+from handlers.templating import Renderer
+from handlers.wechat.client import WeChatClient
+from models.merchant import Merchant
+
+
+class Dispatcher:
+    def __init__(
+        self, *, redis: Redis, renderer: Renderer, secret: bytes, base_url: str,
+        wechat: WeChatClient | None = None, background: Background | None = None,
+        router: Router | None = None, dialog_ttl: float = DEFAULT_TTL_SECONDS,
+    ) -> None:
+        self.router = router or build_router()
+        self.dialogs = DialogStore(redis, ttl_seconds=dialog_ttl)
+        self.services = Services(
+            renderer=renderer, dialogs=self.dialogs, secret=secret, base_url=base_url,
+            wechat=wechat, background=background,
+        )
+
+    async def dispatch(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None:
+        if message.kind == "event":
+            return await self._event(merchant, message)
+        if message.kind == "text":
+            return await self._text(merchant, message)
+        return await self.router.for_kind(message.kind)(Turn(merchant, message, self.services))
+
+    async def _text(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None:
+        turn = await self._turn(merchant, message, text=normalise(message.content))
+        intent = self.router.by_keyword(turn.text)
+        if intent is not None:
+            return await intent.handler(turn)
+        if turn.state is not None:
+            flow = self.router.for_flow(turn.state.flow)
+            if flow is not None:
+                return await flow(turn, turn.state)
+            await turn.clear_state()  # a flow this release no longer has
+        return await self.router.fallback(turn)
+
+    async def _event(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None:
+        event = message.event.lower()
+        if event == "click":
+            intent = self.router.by_menu_key(message.event_key)
+            turn = await self._turn(merchant, message)
+            return await (intent.handler if intent is not None else self.router.fallback)(turn)
+        handler = self.router.for_event(event)
+        if handler is None:
+            return None
+        return await handler(Turn(merchant, message, self.services))
+
+    async def _turn(self, merchant: Merchant, message: IncomingMessage, *, text: str = "") -> Turn:
+        state = await self.dialogs.load(merchant.id, message.openid)
+        return Turn(merchant, message, self.services, state=state, text=text)

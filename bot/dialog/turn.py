@@ -1,0 +1,89 @@
+"""One incoming message being answered: the merchant, the message, its dialog state, the member."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.dialog.state import DialogState, DialogStore
+from handlers import members, registration
+from handlers.background import Background
+from handlers.chat import IncomingMessage, TextReply
+from handlers.templating import Renderer
+from handlers.wechat.client import WeChatClient
+from models.member import Member
+from models.merchant import Merchant
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The collaborators every handler may use (the Dispatcher's, shared by all turns)."""
+
+    renderer: Renderer
+    dialogs: DialogStore
+    secret: bytes
+    base_url: str
+    wechat: WeChatClient | None = None
+    background: Background | None = None
+
+
+@dataclass(slots=True)
+class Turn:
+    merchant: Merchant
+    message: IncomingMessage
+    services: Services
+    state: DialogState | None = None
+    text: str = ""  # the normalised text of a text message
+    _member: Member | None = field(default=None, repr=False)
+    _looked_up: bool = field(default=False, repr=False)
+
+    @property
+    def openid(self) -> str:
+        return self.message.openid
+
+    @property
+    def in_dialog(self) -> bool:
+        return self.state is not None
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def today(self) -> date:
+        """Today in the merchant's timezone (a birthday is a calendar date there)."""
+        try:
+            zone = ZoneInfo(self.merchant.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("Asia/Shanghai")
+        return self.now().astimezone(zone).date()
+
+    async def member(self) -> Member | None:
+        """The member behind this openid (looked up once per turn)."""
+        if not self._looked_up:
+            self._member = await members.by_openid(self.merchant, self.openid)
+            self._looked_up = True
+        return self._member
+
+    async def ensure_member(self) -> Member:
+        """The member, created or relinked if unknown (a follower from before the bot, say)."""
+        member = await self.member()
+        if member is None:
+            subscription = await registration.subscribe(
+                self.merchant, self.openid, "", secret=self.services.secret
+            )
+            member = self._member = subscription.member
+        return member
+
+    async def reply(self, template: str, /, **context: Any) -> TextReply:
+        """Render reply `template` (the merchant's override if any); `merchant_name` is always set."""
+        context.setdefault("merchant_name", self.merchant.name)
+        return TextReply(await self.services.renderer.reply(self.merchant.id, template, **context))
+
+    async def save_state(self, state: DialogState) -> None:
+        await self.services.dialogs.save(self.merchant.id, self.openid, state)
+        self.state = state
+
+    async def clear_state(self) -> bool:
+        self.state = None
+        return await self.services.dialogs.clear(self.merchant.id, self.openid)

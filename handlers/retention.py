@@ -1,0 +1,53 @@
+"""What happens to a member's data after unfollowing: detach at once, erase after a grace period.
+
+WeChat requires that "开发者收到用户取消关注事件时需要删除该用户的所有信息"; points, purchases and
+redemptions, however, are accounting records that must survive. The policy (also in docs/retention.md):
+
+1. On unfollowing (`handlers.registration.unsubscribe`, at once): the OA openid is set to NULL,
+   `subscribed` to False and `unsubscribed_at` to now; the chat dialog state is deleted. Only a keyed
+   HMAC digest of the openid (`openid_digest`) is kept, so nobody can read the openid back from it.
+2. Within the merchant's grace period (`Merchant.retention_grace_days`, default 30 days) a returning
+   follower is relinked to the same member through the digest, which cancels the pending erasure.
+3. After the grace period (`erase_due`): the personal profile — name, phone, birthday, gender,
+   unionid and openid_digest — is erased and `anonymized_at` set. The member row stays, keeping its
+   random code, so ledger rows still reference it; the member can no longer be looked up or relinked.
+4. A member still bound through the mini-program (`mp_openid` set) is a user of the merchant's
+   mini-program, not only a follower: the profile stays. If the binding is removed later, the member
+   becomes due on the next run (its `unsubscribed_at` is still set).
+
+`erase_due` selects "due and not yet done", so it is idempotent and a missed run is caught up by the
+next one; `memberbot retention run` and the worker cron call it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from models.member import Member
+from models.merchant import Merchant
+
+ERASED_FIELDS = ("name", "phone", "birthday", "gender", "unionid", "openid_digest")
+
+
+def due_filter(merchant: Merchant, now: datetime) -> dict[str, object]:
+    """Members of `merchant` whose profile is due for erasure at `now` and not erased yet."""
+    return {
+        "merchant_id": merchant.id,
+        "unsubscribed_at__lte": now - timedelta(days=max(0, merchant.retention_grace_days)),
+        "anonymized_at": None,
+        "openid": None,
+        "mp_openid": None,
+    }
+
+
+async def erase_due(now: datetime) -> int:
+    """Erase every due profile, merchant by merchant; returns how many members were anonymised."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    erased = 0
+    for merchant in await Merchant.all().order_by("id"):
+        # One conditional UPDATE: a member relinked concurrently (openid set again) no longer matches.
+        erased += await Member.filter(**due_filter(merchant, now)).update(
+            anonymized_at=now, **dict.fromkeys(ERASED_FIELDS)
+        )
+    return erased

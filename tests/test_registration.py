@@ -1,0 +1,280 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+
+from bot.dialog.state import DialogStore
+from handlers import members, registration
+from handlers.chat import IncomingMessage, TextReply
+from handlers.errors import ValidationError
+from handlers.merchants import MerchantInput, create_merchant
+from handlers.staff_accounts import create_staff
+from models.member import Gender, Member, MemberSource
+from models.merchant import Merchant
+from models.staff import Staff
+from tests.conftest import SECRET
+from webhooks.appkeys import DISPATCHER, REDIS
+
+ALICE, BOB, CAROL = "o-alice-000000000000000001", "o-bob-00000000000000000002", "o-carol-000000000000000003"
+
+
+def event(name: str, openid: str, key: str = "") -> IncomingMessage:
+    now = datetime.now(UTC)
+    return IncomingMessage(openid=openid, kind="event", created_at=now, event=name, event_key=key)
+
+
+async def merchant(slug: str = "cafe") -> Merchant:
+    return await create_merchant(MerchantInput(slug=slug, name="街角咖啡" if slug == "cafe" else "美发沙龙"))
+
+
+@pytest.fixture
+async def app(aiohttp_client: Any, make_app: Any) -> Any:
+    return (await aiohttp_client(make_app())).app
+
+
+@pytest.fixture
+def registered() -> Iterator[list[int]]:
+    """Member ids seen by an on_registered callback (the hook list is restored afterwards)."""
+    seen: list[int] = []
+
+    async def record(member: Member) -> None:
+        seen.append(member.id)
+
+    registration.on_registered.append(record)
+    yield seen
+    registration.on_registered.remove(record)
+
+
+async def follow(app: Any, shop: Merchant, openid: str, scene: str = "") -> str:
+    reply = await app[DISPATCHER].dispatch(shop, event("subscribe", openid, scene))
+    assert isinstance(reply, TextReply)
+    return reply.text
+
+
+async def unfollow(app: Any, shop: Merchant, openid: str) -> None:
+    assert await app[DISPATCHER].dispatch(shop, event("unsubscribe", openid)) is None
+
+
+async def get(shop: Merchant, openid: str) -> Member:
+    return await Member.get(merchant_id=shop.id, openid=openid)
+
+
+async def test_subscribe_creates_a_subscribed_member_and_welcomes_with_its_code(
+    app: Any, registered: list[int]
+) -> None:
+    shop = await merchant()
+    reply = await follow(app, shop, ALICE)
+    member = await get(shop, ALICE)
+    assert member.code in reply and "欢迎关注街角咖啡" in reply and "注册" in reply
+    assert member.subscribed and member.source == MemberSource.OA_SUBSCRIBE
+    assert member.openid_digest == members.openid_digest(SECRET.encode(), shop.id, ALICE)
+    assert member.referrer_id is None and member.acquired_by_id is None
+    assert registered == [member.id]
+
+
+async def test_twenty_concurrent_subscribe_deliveries_make_one_member(
+    app: Any, registered: list[int]
+) -> None:
+    shop = await merchant()
+    replies = await asyncio.gather(
+        *(app[DISPATCHER].dispatch(shop, event("subscribe", ALICE)) for _ in range(20))
+    )
+    member = await get(shop, ALICE)
+    assert await Member.filter(merchant_id=shop.id).count() == 1
+    assert all(isinstance(r, TextReply) and member.code in r.text for r in replies)
+    assert registered == [member.id]
+
+
+@pytest.mark.parametrize("prefix", ["", "qrscene_"])
+async def test_referral_scene_records_the_referrer(app: Any, prefix: str) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    alice = await get(shop, ALICE)
+    await follow(app, shop, BOB, f"{prefix}ref_{alice.code.lower()}")
+    bob = await get(shop, BOB)
+    assert bob.referrer_id == alice.id and bob.source == MemberSource.OA_REFERRAL
+
+
+async def test_twenty_concurrent_referral_deliveries_make_one_referred_member(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    alice = await get(shop, ALICE)
+    await asyncio.gather(
+        *(app[DISPATCHER].dispatch(shop, event("subscribe", BOB, f"ref_{alice.code}")) for _ in range(20))
+    )
+    assert await Member.filter(merchant_id=shop.id, referrer_id=alice.id).count() == 1
+
+
+async def test_self_referral_is_ignored(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    alice = await get(shop, ALICE)
+    await unfollow(app, shop, ALICE)
+    await follow(app, shop, ALICE, f"ref_{alice.code}")
+    assert (await get(shop, ALICE)).referrer_id is None
+
+
+async def test_referral_by_another_merchants_member_is_ignored(app: Any) -> None:
+    cafe, salon = await merchant(), await merchant("salon")
+    await follow(app, salon, ALICE)
+    stranger = await get(salon, ALICE)
+    await follow(app, cafe, BOB, f"ref_{stranger.code}")
+    bob = await get(cafe, BOB)
+    assert bob.referrer_id is None and bob.source == MemberSource.OA_SUBSCRIBE
+
+
+async def test_referral_by_an_anonymised_member_is_ignored(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    alice = await get(shop, ALICE)
+    await Member.filter(id=alice.id).update(anonymized_at=datetime.now(UTC))
+    await follow(app, shop, BOB, f"ref_{alice.code}")
+    assert (await get(shop, BOB)).referrer_id is None
+
+
+async def test_referrer_is_never_changed(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    await follow(app, shop, BOB)
+    alice, bob = await get(shop, ALICE), await get(shop, BOB)
+    await follow(app, shop, CAROL, f"ref_{alice.code}")
+    await unfollow(app, shop, CAROL)
+    await follow(app, shop, CAROL, f"ref_{bob.code}")
+    reply = await app[DISPATCHER].dispatch(shop, event("scan", CAROL, f"ref_{bob.code}"))
+    carol = await get(shop, CAROL)
+    assert carol.referrer_id == alice.id and carol.source == MemberSource.OA_REFERRAL
+    assert isinstance(reply, TextReply) and carol.code in reply.text
+
+
+async def test_scan_by_a_follower_never_attributes(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    await follow(app, shop, BOB)
+    alice = await get(shop, ALICE)
+    staff = await create_staff(shop, store_code="main", username="amy", role="cashier", password="p4ssword!")
+    for scene in (f"ref_{alice.code}", f"staff_{staff.id}"):
+        await app[DISPATCHER].dispatch(shop, event("scan", BOB, scene))
+    bob = await get(shop, BOB)
+    assert (bob.referrer_id, bob.acquired_by_id, bob.source) == (None, None, MemberSource.OA_SUBSCRIBE)
+
+
+async def test_scan_by_an_unknown_follower_creates_the_member(app: Any) -> None:
+    shop = await merchant()
+    reply = await app[DISPATCHER].dispatch(shop, event("scan", ALICE, "staff_1"))
+    member = await get(shop, ALICE)
+    assert isinstance(reply, TextReply) and member.code in reply.text
+    assert member.subscribed and member.acquired_by_id is None
+
+
+async def test_staff_scene_records_the_acquiring_staff(app: Any) -> None:
+    cafe, salon = await merchant(), await merchant("salon")
+    amy = await create_staff(cafe, store_code="main", username="amy", role="cashier", password="p4ssword!")
+    gone = await create_staff(cafe, store_code="main", username="gone", role="cashier", password="p4ssword!")
+    await Staff.filter(id=gone.id).update(active=False)
+    elsewhere = await create_staff(salon, store_code=None, username="zed", role="admin", password="p4ssword!")
+    await follow(app, cafe, ALICE, f"staff_{amy.id}")
+    await follow(app, cafe, BOB, f"staff_{gone.id}")
+    await follow(app, cafe, CAROL, f"staff_{elsewhere.id}")
+    alice, bob, carol = await get(cafe, ALICE), await get(cafe, BOB), await get(cafe, CAROL)
+    assert (alice.acquired_by_id, alice.source) == (amy.id, MemberSource.OA_STAFF)
+    assert (bob.acquired_by_id, bob.source) == (None, MemberSource.OA_SUBSCRIBE)
+    assert (carol.acquired_by_id, carol.source) == (None, MemberSource.OA_SUBSCRIBE)
+
+
+@pytest.mark.parametrize("scene", ["0", "ref_", "ref_!!", "staff_abc", "staff_0", "promo_2024", "qrscene_0"])
+async def test_malformed_scenes_are_ignored_and_the_member_is_created(app: Any, scene: str) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE, scene)
+    alice = await get(shop, ALICE)
+    assert (alice.referrer_id, alice.acquired_by_id, alice.source) == (None, None, MemberSource.OA_SUBSCRIBE)
+
+
+async def test_unsubscribe_detaches_the_openid_and_drops_the_dialog(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    await app[DISPATCHER].dispatch(shop, IncomingMessage(ALICE, "text", datetime.now(UTC), content="注册"))
+    assert await app[REDIS].get(DialogStore.key(shop.id, ALICE)) is not None
+    member_id = (await get(shop, ALICE)).id
+    await unfollow(app, shop, ALICE)
+    await unfollow(app, shop, ALICE)  # WeChat's retry finds nobody and does not fail
+    member = await Member.get(id=member_id)
+    assert (member.openid, member.subscribed) == (None, False)
+    assert member.unsubscribed_at is not None and member.anonymized_at is None
+    assert member.openid_digest == members.openid_digest(SECRET.encode(), shop.id, ALICE)
+    assert await app[REDIS].get(DialogStore.key(shop.id, ALICE)) is None
+
+
+async def test_resubscribe_restores_the_same_member(app: Any, registered: list[int]) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    before = await get(shop, ALICE)
+    await registration.complete_profile(
+        before, now=datetime.now(UTC), phone="13800138000", birthday=date(1990, 5, 20), gender=Gender.MALE
+    )
+    await unfollow(app, shop, ALICE)
+    replies = await asyncio.gather(*(follow(app, shop, ALICE) for _ in range(20)))
+    after = await get(shop, ALICE)
+    assert (after.id, after.code, after.phone) == (before.id, before.code, "13800138000")
+    assert after.subscribed and after.unsubscribed_at is None
+    assert await Member.filter(merchant_id=shop.id).count() == 1
+    assert all("欢迎回来" in reply and before.code in reply for reply in replies)
+    assert registered == [before.id]
+
+
+async def test_anonymised_member_following_again_is_a_new_member(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    old = await get(shop, ALICE)
+    await unfollow(app, shop, ALICE)
+    await Member.filter(id=old.id).update(anonymized_at=datetime.now(UTC), openid_digest=None)
+    reply = await follow(app, shop, ALICE)
+    new = await get(shop, ALICE)
+    assert new.id != old.id and new.code != old.code and "欢迎关注" in reply
+
+
+async def test_profile_completed_hook_runs_once(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    member = await get(shop, ALICE)
+    completed: list[int] = []
+
+    async def record(done: Member) -> None:
+        completed.append(done.id)
+
+    async def broken(done: Member) -> None:
+        raise RuntimeError("points service down")
+
+    registration.on_profile_completed.extend([broken, record])
+    try:
+        with pytest.raises(ValidationError):
+            await registration.complete_profile(member, now=datetime.now(UTC), phone="13800138000")
+        now = datetime.now(UTC)
+        assert await registration.complete_profile(
+            member, now=now, phone="13800138000", birthday=date(1990, 5, 20), gender=Gender.FEMALE
+        )
+        assert not await registration.complete_profile(member, now=now, gender=Gender.UNDISCLOSED)
+    finally:
+        registration.on_profile_completed.remove(broken)
+        registration.on_profile_completed.remove(record)
+    assert completed == [member.id]
+    stored = await Member.get(id=member.id)
+    assert stored.gender == Gender.UNDISCLOSED and stored.profile_completed_at is not None
+
+
+async def test_hooks_are_empty_by_default() -> None:
+    assert registration.on_registered == [] and registration.on_profile_completed == []
+
+
+async def test_subscribe_reports_created_and_restored(app: Any) -> None:
+    shop, secret = await merchant(), SECRET.encode()
+    first = await registration.subscribe(shop, ALICE, "", secret=secret)
+    again = await registration.subscribe(shop, ALICE, "", secret=secret)
+    await registration.unsubscribe(shop, ALICE, secret=secret, now=datetime.now(UTC))
+    back = await registration.subscribe(shop, ALICE, "", secret=secret)
+    flags = [(s.created, s.restored) for s in (first, again, back)]
+    assert flags == [(True, False), (False, False), (False, True)]
+    assert first.member.id == again.member.id == back.member.id
