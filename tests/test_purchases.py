@@ -1,0 +1,152 @@
+"""Purchases at the till and their refunds: pricing, points, tiers, idempotency, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from handlers import loyalty_config, points, tiers
+from handlers.errors import Conflict, DomainError, ErrorCode, ValidationError
+from handlers.points_audit import audit_points
+from handlers.purchases import PurchaseRequest, record_purchase, refund_purchase
+from models.activity import Purchase, PurchaseStatus
+from models.loyalty import TierChange
+from models.points import PointsAccount, PointsKind, PointsPool
+from tests.support.factories import make_member, make_merchant
+
+NOW = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def shop(client: Any) -> Any:
+    merchant = await make_merchant()
+    member = await make_member(merchant)
+    return merchant, member
+
+
+async def buy(shop: Any, key: str, amount_fen: int, **extra: Any) -> Any:
+    merchant, member = shop
+    return await record_purchase(
+        merchant, None, PurchaseRequest(key, member.id, amount_fen, **extra), now=NOW
+    )
+
+
+async def balance(member: Any) -> int:
+    account = await PointsAccount.get_or_none(member_id=member.id)
+    return account.balance if account else 0
+
+
+async def test_purchase_earns_points_on_the_amount_paid_with_breakdown(shop: Any) -> None:
+    result = await buy(shop, "p1", 12_345)  # 123.45 yuan at 1 point per yuan
+    assert result.points_earned == 123 and result.paid_fen == 12_345
+    assert sum(line["points"] for line in result.breakdown) == 123
+    assert result.balance == 123 and result.rule_set_version == 1
+    assert await audit_points() == []
+
+
+async def test_repeated_key_returns_first_result_and_different_request_is_refused(shop: Any) -> None:
+    first = await buy(shop, "same", 10_000)
+    again = await buy(shop, "same", 10_000)
+    assert again.replayed and again.purchase_id == first.purchase_id and again.balance == first.balance
+    with pytest.raises(DomainError) as caught:
+        await buy(shop, "same", 20_000)
+    assert caught.value.code == ErrorCode.IDEMPOTENCY_MISMATCH
+    assert await Purchase.all().count() == 1 and await balance(shop[1]) == 100
+
+
+async def test_tier_discount_offset_and_upgrade_with_gift(shop: Any) -> None:
+    merchant, member = shop
+    await points.credit(merchant.id, member.id, 1000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
+    # 1,000 yuan reaches 银卡 (default ladder); the next purchase gets 9.8折 and the 1.2x multiplier.
+    upgrade = await buy(shop, "big", 100_000)
+    assert upgrade.tier_changed_to == "silver"
+    result = await buy(shop, "next", 10_000, points_offset=1000)
+    assert result.discount_fen == 200 and result.offset_fen == 1000 and result.paid_fen == 8800
+    assert result.points_earned == 105  # 88 yuan × 1.2 = 105.6 → 105
+    assert await TierChange.filter(member_id=member.id).count() == 1
+    assert await audit_points() == []
+
+
+async def test_offset_beyond_the_cap_is_refused_and_changes_nothing(shop: Any) -> None:
+    merchant, member = shop
+    await points.credit(
+        merchant.id, member.id, 10_000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None
+    )
+    with pytest.raises(ValidationError) as caught:
+        await buy(shop, "p", 10_000, points_offset=6000)
+    assert caught.value.field == "points_offset"
+    assert await Purchase.all().count() == 0 and await balance(member) == 10_000
+
+
+async def test_offset_without_enough_points_is_refused_and_rolls_back(shop: Any) -> None:
+    with pytest.raises(points.NotEnoughPoints):
+        await buy(shop, "p", 10_000, points_offset=1000)
+    assert await Purchase.all().count() == 0
+    assert await audit_points() == []
+
+
+async def test_refund_claws_back_points_and_returns_offset_once(shop: Any) -> None:
+    merchant, member = shop
+    await points.credit(merchant.id, member.id, 500, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
+    result = await buy(shop, "p", 10_000, points_offset=500)  # pays 95 yuan, earns 95
+    assert await balance(member) == 95
+    refund = await refund_purchase(merchant, None, result.purchase_id, key="r1", now=NOW)
+    assert (refund.points_reversed, refund.offset_restored, refund.balance) == (95, 500, 500)
+    again = await refund_purchase(merchant, None, result.purchase_id, key="r1", now=NOW)
+    assert again.replayed and again.balance == 500
+    with pytest.raises(Conflict):
+        await refund_purchase(merchant, None, result.purchase_id, key="r2", now=NOW)
+    assert (await Purchase.get(id=result.purchase_id)).status == PurchaseStatus.REFUNDED
+    assert await audit_points() == []
+
+
+async def test_pending_points_are_voided_by_a_refund_inside_the_window(shop: Any) -> None:
+    merchant, member = shop
+    await loyalty_config.save_program(merchant.id, {"pending_days": 7}, actor="test")
+    kept = await buy(shop, "kept", 10_000)
+    refunded = await buy(shop, "refunded", 20_000)
+    assert kept.points_pending and await balance(member) == 0
+    refund = await refund_purchase(merchant, None, refunded.purchase_id, key="r", now=NOW)
+    assert refund.points_voided == 200 and refund.points_reversed == 0
+    await points.release_pending(NOW + timedelta(days=7))
+    assert await balance(member) == 100
+    assert await audit_points() == []
+
+
+async def test_pool_budget_is_never_exceeded_under_concurrency(shop: Any) -> None:
+    merchant, _ = shop
+    await PointsPool.create(merchant_id=merchant.id, code="xmas", budget=250)
+    await loyalty_config.save_program(merchant.id, {"earn_pool": "xmas"}, actor="test")
+    others = [await make_member(merchant, openid=f"o-{i}") for i in range(5)]
+    results = await asyncio.gather(
+        *(
+            record_purchase(merchant, None, PurchaseRequest(f"k{i}", m.id, 10_000), now=NOW)
+            for i, m in enumerate(others)
+        )
+    )
+    assert sum(r.points_earned for r in results) == 250
+    assert (await PointsPool.get(code="xmas")).granted == 250
+    assert await audit_points() == []
+
+
+async def test_concurrent_purchases_on_one_member_keep_the_ledger_exact(shop: Any) -> None:
+    results = await asyncio.gather(*(buy(shop, f"c{i}", 1_000 + i) for i in range(40)))
+    assert await balance(shop[1]) == sum(r.points_earned for r in results) == 40 * 10
+    assert len({r.purchase_id for r in results}) == 40
+    assert await audit_points() == []
+
+
+async def test_buying_an_upgrade_with_points(shop: Any) -> None:
+    merchant, member = shop
+    await points.credit(merchant.id, member.id, 6000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
+    change = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
+    assert (change.to_code, change.gift_points) == ("gold", 200)
+    assert await balance(member) == 6000 - 5000 + 200
+    again = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
+    assert again.to_code == "gold" and await balance(member) == 1200
+    with pytest.raises(Conflict):
+        await tiers.buy_upgrade(merchant, member.id, "gold", key="up2", now=NOW)
+    assert await audit_points() == []
