@@ -17,6 +17,7 @@ from models.member import Gender, Member, MemberSource
 from models.merchant import Merchant
 from models.staff import Staff
 from tests.conftest import SECRET
+from tests.support.wechat_push import WeChatPusher
 from webhooks.appkeys import DISPATCHER, REDIS
 
 ALICE, BOB, CAROL = "o-alice-000000000000000001", "o-bob-00000000000000000002", "o-carol-000000000000000003"
@@ -265,10 +266,6 @@ async def test_profile_completed_hook_runs_once(app: Any) -> None:
     assert stored.gender == Gender.UNDISCLOSED and stored.profile_completed_at is not None
 
 
-async def test_hooks_are_empty_by_default() -> None:
-    assert registration.on_registered == [] and registration.on_profile_completed == []
-
-
 async def test_subscribe_reports_created_and_restored(app: Any) -> None:
     shop, secret = await merchant(), SECRET.encode()
     first = await registration.subscribe(shop, ALICE, "", secret=secret)
@@ -278,3 +275,34 @@ async def test_subscribe_reports_created_and_restored(app: Any) -> None:
     flags = [(s.created, s.restored) for s in (first, again, back)]
     assert flags == [(True, False), (False, False), (False, True)]
     assert first.member.id == again.member.id == back.member.id
+
+
+async def test_follow_register_and_unfollow_through_the_webhook(client: Any) -> None:
+    shop = await create_merchant(MerchantInput(
+        slug="shop", name="小店", oa_appid="wxshop00000000001", oa_secret="s", oa_token="shoptoken",
+        oa_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+    ))
+    pusher = WeChatPusher(client, "shop", "shoptoken", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+                          "wxshop00000000001")
+    await pusher.event(ALICE, "subscribe", mode="safe")
+    alice = await get(shop, ALICE)
+    welcome = await pusher.event(BOB, "subscribe", f"qrscene_ref_{alice.code}", mode="safe",
+                                 ticket="gQH47joAAAAAAAAAASxodHRw")
+    bob = await get(shop, BOB)
+    assert welcome.type == "text" and bob.code in welcome.content and "欢迎关注小店" in welcome.content
+    assert bob.referrer_id == alice.id and bob.source == MemberSource.OA_REFERRAL
+    answers = ["注册", "13800138000", "1990-05-20", "男"]
+    replies = [(await pusher.text(BOB, answer, mode="compat")).content for answer in answers]
+    assert "手机号" in replies[0] and "生日" in replies[1] and "性别" in replies[2]
+    assert bob.code in replies[3] and "资料已完善" in replies[3]
+    image = (
+        f"<xml><ToUserName><![CDATA[gh_0123456789ab]]></ToUserName><FromUserName><![CDATA[{BOB}]]>"
+        f"</FromUserName><CreateTime>{pusher.next_create_time()}</CreateTime><MsgType><![CDATA[image]]>"
+        "</MsgType><PicUrl><![CDATA[http://mmbiz.qpic.cn/x]]></PicUrl><MediaId><![CDATA[m1]]></MediaId>"
+        "<MsgId>6123456789012345678</MsgId></xml>"
+    )
+    assert "暂时只能理解文字消息" in (await pusher.push(image, openid=BOB)).content
+    gone = await pusher.event(BOB, "unsubscribe", mode="safe")
+    assert gone.empty
+    bob = await Member.get(id=bob.id)
+    assert (bob.openid, bob.subscribed, bob.phone) == (None, False, "13800138000")
