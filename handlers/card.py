@@ -16,6 +16,7 @@ import hmac
 import io
 from dataclasses import dataclass
 from datetime import datetime
+from fractions import Fraction
 from typing import cast
 
 import qrcode
@@ -25,6 +26,7 @@ from qrcode.image.pil import PilImage
 from handlers import members
 from handlers.errors import DomainError, ErrorCode, Forbidden, ValidationError
 from handlers.rules import cardtoken
+from handlers.rules.tiers_model import Benefits
 from models.member import Member
 from models.merchant import Merchant
 
@@ -142,3 +144,27 @@ def verify_link(secret: bytes, merchant_id: int, token: str, *, now: datetime | 
 
 def card_url(base_url: str, merchant_slug: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/card/{merchant_slug}?t={token}"
+
+
+# What the card says about the tier -----------------------------------------------------------------
+
+
+def multiplier_text(value: Fraction) -> str:
+    """1.5 for Fraction(3, 2); at most two decimals."""
+    return f"{float(value):.2f}".rstrip("0").rstrip(".")
+
+
+def benefit_lines(benefits: Benefits) -> list[str]:
+    """A tier's benefits as short sentences for the card page, the chat and the mini-program."""
+    lines: list[str] = []
+    if benefits.discount_percent < 100:
+        lines.append(f"消费享 {benefits.discount_percent / 10:g} 折")
+    if benefits.points_multiplier != 1:
+        lines.append(f"消费积分 {multiplier_text(benefits.points_multiplier)} 倍")
+    if benefits.birthday_gift_points:
+        lines.append(f"生日礼 {benefits.birthday_gift_points} 积分")
+    if benefits.upgrade_gift_points:
+        lines.append(f"升级礼 {benefits.upgrade_gift_points} 积分")
+    if benefits.upgrade_gift_coupon_template_ids:
+        lines.append(f"升级赠券 {len(benefits.upgrade_gift_coupon_template_ids)} 张")
+    return lines

@@ -13,6 +13,7 @@ from handlers.errors import DomainError, Forbidden, NotFound, ValidationError
 from models.member import Member
 from models.merchant import Merchant
 from tests.support.factories import make_member, make_merchant
+from webhooks.appkeys import RUNTIME
 
 SECRET = b"card-test-secret-0123456789abcdef"
 NOW = datetime(2030, 3, 10, 4, 0, 30, tzinfo=UTC)  # 30 s into a 60 s window
@@ -103,3 +104,44 @@ def test_card_link_token_round_trip_expiry_and_merchant_scope() -> None:
     for bad in (f"43.{expires}.{mac}", f"{member_id}.{int(expires) + 600}.{mac}", "", "x" * 100, "1.2"):
         with pytest.raises(Forbidden):
             card.verify_link(SECRET, 1, bad, now=NOW)
+
+
+# The H5 card page ---------------------------------------------------------------------------------
+
+
+async def test_card_page_shows_the_card_and_refreshes_its_qr(client: Any, shop: Merchant) -> None:
+    member = await make_member(shop, name="<b>小明</b>")
+    secret = client.app[RUNTIME].secret
+    token = card.link_token(secret, shop.id, member.id, now=datetime.now(UTC))
+    response = await client.get(f"/card/shop?t={token}")
+    assert response.status == 200 and response.content_type == "text/html"
+    html = await response.text()
+    assert "shop 门店" in html and member.code in html and "普通会员" in html
+    assert "&lt;b&gt;小明&lt;/b&gt;" in html and "<b>小明</b>" not in html  # autoescaped
+    assert f'src="/card/shop/qr.svg?t={token}"' in html and "setInterval" in html
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "script-src 'nonce-" in response.headers["Content-Security-Policy"]
+    assert member.openid is not None and member.openid not in html
+    qr = await client.get(f"/card/shop/qr.svg?t={token}")
+    assert qr.status == 200 and qr.content_type == "image/svg+xml"
+    assert ET.fromstring(await qr.text()).tag.endswith("svg")
+
+
+@pytest.mark.parametrize("path", ["/card/shop", "/card/shop/qr.svg"])
+async def test_card_page_refuses_forged_expired_and_foreign_links_with_html(
+    client: Any, shop: Merchant, path: str
+) -> None:
+    member = await make_member(shop)
+    secret = client.app[RUNTIME].secret
+    other = await make_merchant("other")
+    expired = card.link_token(secret, shop.id, member.id, now=datetime.now(UTC) - timedelta(minutes=11))
+    foreign = card.link_token(secret, other.id, member.id, now=datetime.now(UTC))
+    wrong_key = b"not-the-app-secret-0123456789abcdef"
+    forged = card.link_token(wrong_key, shop.id, member.id, now=datetime.now(UTC))
+    for token, words in ((expired, "已过期"), (foreign, "无效"), (forged, "无效"), ("", "无效")):
+        response = await client.get(f"{path}?t={token}")
+        assert response.status == 403 and response.content_type == "text/html"
+        text = await response.text()
+        assert words in text and "会员卡" in text and member.code not in text
+    missing = await client.get(f"/card/nope{path.removeprefix('/card/shop')}?t=x")
+    assert missing.status == 404 and missing.content_type == "text/html"
