@@ -39,6 +39,21 @@ async def _with_orm(settings: Settings, work: Callable[[], Awaitable[Any]]) -> A
         await Tortoise.close_connections()
 
 
+def parse_now(raw: str | None) -> datetime | None:
+    """`--now` for the jobs: an ISO time with an offset (default: now); None after printing why not."""
+    if not raw:
+        return datetime.now(UTC)
+    try:
+        now = datetime.fromisoformat(raw)
+    except ValueError:
+        now = None
+    if now is None or now.tzinfo is None:
+        print("memberbot: --now needs an ISO time with a timezone offset, e.g. 2027-01-01T00:00:00+08:00",
+              file=sys.stderr)
+        return None
+    return now
+
+
 def _run(settings: Settings, work: Callable[[], Awaitable[Any]]) -> int:
     try:
         result = asyncio.run(_with_orm(settings, work))
@@ -163,9 +178,8 @@ def cmd_points(args: argparse.Namespace) -> int:
     from handlers import merchants, points
 
     settings = load_settings()
-    now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
-    if now.tzinfo is None:
-        print("memberbot: --now needs a timezone offset, e.g. 2027-01-01T00:00:00+08:00", file=sys.stderr)
+    now = parse_now(args.now)
+    if now is None:
         return 2
 
     async def expire() -> None:
@@ -181,13 +195,8 @@ def cmd_retention(args: argparse.Namespace) -> int:
     from handlers.retention import erase_due
 
     settings = load_settings()
-    try:
-        now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
-    except ValueError:
-        now = None
-    if now is None or now.tzinfo is None:
-        print("memberbot: --now needs an ISO time with a timezone offset, e.g. 2027-01-01T00:00:00+08:00",
-              file=sys.stderr)
+    now = parse_now(args.now)
+    if now is None:
         return 2
 
     async def run() -> None:
