@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bot.demo import DEMO
 from bot.dialog import Dispatcher
 from handlers.chat import Article, ChatReply, IncomingMessage, NewsReply, TextReply
 from handlers.merchants import MerchantInput, create_merchant
@@ -359,3 +360,13 @@ def test_event_xml_helper_matches_wechat_shape() -> None:
     expected = ("<Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[42]]></EventKey>"
                 "<Ticket><![CDATA[t]]></Ticket>")
     assert expected in xml
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_help_gets_the_real_help_menu(client: Any, mode: Mode) -> None:
+    await create_merchant(DEMO)
+    pusher = WeChatPusher(client, DEMO.slug, DEMO.oa_token, DEMO.oa_aes_key, DEMO.oa_appid)
+    reply = await pusher.text("oHelpUser0123456789abcdefghi", "帮助", mode=mode)
+    assert reply.type == "text"
+    assert reply.content.startswith(f"{DEMO.name}会员助手")
+    assert "【注册】" in reply.content and "【帮助】" in reply.content

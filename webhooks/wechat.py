@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from handlers.chat import ChatReply, TextReply
 from handlers.errors import DomainError, ErrorCode
@@ -136,13 +137,22 @@ async def _answer(app: web.Application, merchant: Merchant, push: Push, *, until
     task = background.spawn(_dispatch(app, merchant, push), name="wechat-dispatch")
     done, _ = await asyncio.wait({task}, timeout=max(0.0, until - time.monotonic()))
     if not done:
-        await dedup.remember(redis, merchant.id, push.dedup_key, None)
+        await _remember(redis, merchant, push, None)
         background.spawn(_deliver_late(app, merchant, push, task), name="wechat-late-reply")
         log.info("reply deadline passed; answering later", extra=_log_fields(merchant, push))
         return None
     reply: ChatReply | None = task.result()
-    await dedup.remember(redis, merchant.id, push.dedup_key, reply)
+    await _remember(redis, merchant, push, reply)
     return reply
+
+
+async def _remember(redis: Redis, merchant: Merchant, push: Push, reply: ChatReply | None) -> None:
+    """Record the answer for retries; if Redis fails now, a retry gets an empty body (the claim stands)."""
+    try:
+        await dedup.remember(redis, merchant.id, push.dedup_key, reply)
+    except Exception as exc:
+        log.warning("reply not recorded for retries: %s", type(exc).__name__,
+                    extra=_log_fields(merchant, push))
 
 
 async def _dispatch(app: web.Application, merchant: Merchant, push: Push) -> ChatReply | None:
