@@ -1,0 +1,35 @@
+"""Run every benchmark module (or the ones named on the command line) and print its table."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import pkgutil
+import sys
+import time
+from types import ModuleType
+
+import bench
+
+SUPPORT = {"harness", "baseline"}
+
+
+def benchmarks(names: list[str]) -> list[ModuleType]:
+    found = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name not in SUPPORT)
+    unknown = set(names) - set(found)
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; available: {', '.join(found)}")
+    modules = [importlib.import_module(f"bench.{name}") for name in names or found]
+    return [m for m in modules if hasattr(m, "TITLE") and hasattr(m, "run")]
+
+
+def main(argv: list[str]) -> None:
+    for module in benchmarks(argv):
+        started = time.monotonic()
+        print(f"== {module.__name__.removeprefix('bench.')}: {module.TITLE}", flush=True)
+        print(asyncio.run(module.run()))
+        print(f"({time.monotonic() - started:.0f} s)\n", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
