@@ -220,17 +220,17 @@ async def test_same_openid_under_two_merchants_is_two_members_with_separate_dial
 async def test_a_feature_adds_an_intent_with_one_registration(app: Any) -> None:
     router = build_router()
 
-    async def checkin(turn: Any) -> TextReply:
-        return TextReply(f"签到成功 {turn.merchant.slug}")
+    async def lucky_draw(turn: Any) -> TextReply:
+        return TextReply(f"抽奖 {turn.merchant.slug}")
 
-    router.add_intent("checkin", checkin, keywords=("签到", "checkin"), menu_keys=("MENU_CHECKIN",))
+    router.add_intent("lucky_draw", lucky_draw, keywords=("抽奖", "Lucky Draw"), menu_keys=("MENU_DRAW",))
     dispatcher = Dispatcher(
         redis=app[REDIS], renderer=app[RENDERER], secret=app[RUNTIME].secret,
         base_url=app[RUNTIME].base_url, router=router,
     )
     shop = await merchant()
-    assert await dispatcher.dispatch(shop, text(" CheckIn ")) == TextReply("签到成功 cafe")
-    assert await dispatcher.dispatch(shop, event("click", "MENU_CHECKIN")) == TextReply("签到成功 cafe")
+    assert await dispatcher.dispatch(shop, text(" lucky  DRAW ")) == TextReply("抽奖 cafe")
+    assert await dispatcher.dispatch(shop, event("click", "MENU_DRAW")) == TextReply("抽奖 cafe")
 
 
 async def test_a_keyword_cannot_be_claimed_twice() -> None:
