@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from tortoise import Tortoise
 
 from bot.dialog import Dispatcher
+from bot.scheduler import embedded_scheduler
 from bot.settings import ROOT, Settings
 from handlers.background import Background
 from handlers.templating import Renderer
@@ -89,6 +90,6 @@ def create_app(settings: Settings) -> web.Application:
         secret=settings.secret(), base_url=settings.base_url(), max_body_bytes=settings.max_body_bytes
     )
     app[RENDERER] = Renderer(ROOT / "templates")
-    app.cleanup_ctx.extend([_database, _redis, _http, _chat])
+    app.cleanup_ctx.extend([_database, _redis, _http, _chat, embedded_scheduler])
     setup_routes(app)
     return app

@@ -80,6 +80,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from arq.worker import run_worker
+
+    from bot.worker import EMBEDDED_REDIS_REFUSAL, WorkerSettings, redis_settings
+
+    settings = load_settings()
+    if settings.redis_url.startswith("memory://"):
+        print(f"memberbot: {EMBEDDED_REDIS_REFUSAL}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    run_worker(WorkerSettings, redis_settings=redis_settings(settings.redis_url), ctx={"settings": settings})
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from tortoise.migrations.api import migrate
 
@@ -219,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("serve", help="serve HTTP on HOST:PORT").set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="run the periodic jobs (arq; needs real Redis)")
+    worker.set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     seed = sub.add_parser("seed-demo", help="create the demo merchant, store and staff")
     seed.add_argument("--if-empty", action="store_true", help="do nothing if any merchant exists")

@@ -1,0 +1,141 @@
+"""The periodic jobs: plain async functions of `now`, run by the arq worker or the embedded scheduler.
+
+Every job selects work that is due at `now` and not yet done (never "today"), and every posting it
+makes carries a ledger idempotency key, so a job is safe to run twice and a missed run is caught up
+by the next one:
+
+- `points_maintenance`: pending points whose refund window has passed are released (one earn per
+  lot, keyed by the purchase), then every lapsed lot expires (one `expire` posting per member).
+- `tier_reviews`: downgrade reviews that are due (`MemberTier.last_review_on` records the last one).
+- `birthday_gifts`: the tier's birthday gift for birthdays within the last `BIRTHDAY_CATCH_UP_DAYS`
+  merchant-local days, once per member and year (key `birthday:<member>:<year>`, the same key
+  `handlers.tiers.birthday_gifts` uses). A 29 February birthday is celebrated on 28 February in
+  other years; a member who registered after the day gets nothing for it.
+- `retention`: unfollowed members' profiles past the merchant's grace period are erased.
+
+`run_job(name, now)` runs one by name and logs one JSON line with its counts.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from handlers import loyalty_config, points, tiers
+from handlers import retention as retention_policy
+from handlers.rules.expiry import expiry_date
+from models.member import Member
+from models.merchant import Merchant
+from models.points import PointsKind
+
+log = logging.getLogger(__name__)
+BIRTHDAY_CATCH_UP_DAYS = 7
+
+Counts = dict[str, int]
+Job = Callable[[datetime], Awaitable[Counts]]
+
+
+def _aware(now: datetime) -> datetime:
+    if now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    return now
+
+
+async def points_maintenance(now: datetime) -> Counts:
+    """Release matured pending points first (they may be among what expires), then expire lapsed lots."""
+    now = _aware(now)
+    released = await points.release_pending(now)
+    expired = await points.expire_lapsed(now)
+    return {"released_lots": released, "expired_members": expired}
+
+
+async def tier_reviews(now: datetime) -> Counts:
+    return {"downgraded": await tiers.review_downgrades(_aware(now))}
+
+
+async def retention(now: datetime) -> Counts:
+    return {"erased": await retention_policy.erase_due(_aware(now))}
+
+
+def birthday_in(year: int, birthday: date) -> date:
+    """The day a birthday is celebrated in `year` (29 February falls back to 28 February)."""
+    if (birthday.month, birthday.day) == (2, 29) and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return birthday.replace(year=year)
+
+
+def due_birthday(birthday: date, registered: date, today: date, catch_up_days: int) -> date | None:
+    """The celebrated day within the last `catch_up_days` days (today included), if the member was
+    already registered on it."""
+    for year in {today.year, (today - timedelta(days=catch_up_days - 1)).year}:
+        day = birthday_in(year, birthday)
+        if registered <= day <= today and (today - day).days < catch_up_days:
+            return day
+    return None
+
+
+async def birthday_gifts(now: datetime) -> Counts:
+    now = _aware(now)
+    granted = 0
+    for merchant in await Merchant.all().order_by("id"):
+        granted += await _merchant_birthdays(merchant, now)
+    return {"granted": granted}
+
+
+async def _merchant_birthdays(merchant: Merchant, now: datetime) -> int:
+    zone = ZoneInfo(merchant.timezone)
+    today = now.astimezone(zone).date()
+    _, ladder = await loyalty_config.current_tiers(merchant.id)
+    program = await loyalty_config.program(merchant.id)
+    granted = 0
+    members = Member.filter(merchant_id=merchant.id, birthday__isnull=False, anonymized_at__isnull=True)
+    for member in await members.order_by("id"):
+        assert member.birthday is not None
+        registered = member.registered_at.astimezone(zone).date()
+        day = due_birthday(member.birthday, registered, today, BIRTHDAY_CATCH_UP_DAYS)
+        if day is None:
+            continue
+        tier = loyalty_config.tier_by_code(ladder, await tiers.tier_code(merchant.id, member.id))
+        gift = tier.benefits.birthday_gift_points
+        if not gift:
+            continue
+        posted = await points.credit(
+            merchant.id,
+            member.id,
+            gift,
+            PointsKind.EARN_PROMOTION,
+            key=f"birthday:{member.id}:{day.year}",
+            now=now,
+            expires_at=expiry_date(now, program.expiry, merchant.timezone),
+            reason="生日礼遇",
+        )
+        granted += not posted.replayed
+    return granted
+
+
+JOBS: dict[str, Job] = {
+    "points_maintenance": points_maintenance,
+    "tier_reviews": tier_reviews,
+    "birthday_gifts": birthday_gifts,
+    "retention": retention,
+}
+
+
+async def run_job(name: str, now: datetime) -> Counts:
+    """Run the job called `name` at `now`; one JSON log line with its counts (or the failure)."""
+    job = JOBS.get(name)
+    if job is None:
+        raise ValueError(f"unknown job {name!r}; known: {', '.join(JOBS)}")
+    started = time.perf_counter()
+    try:
+        counts = await job(now)
+    except Exception:
+        log.exception("job failed", extra={"job": name, "job_now": now.isoformat()})
+        raise
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+    log.info("job done", extra={"job": name, "job_now": now.isoformat(), "counts": counts, "ms": elapsed_ms})
+    return counts
