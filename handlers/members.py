@@ -71,8 +71,15 @@ async def by_openid(merchant: Merchant, openid: str) -> Member | None:
     return await Member.get_or_none(merchant_id=merchant.id, openid=openid)
 
 
+def is_code(code: str) -> bool:
+    return len(code) == CODE_LENGTH and all(ch in CODE_ALPHABET for ch in code)
+
+
 async def by_code(merchant: Merchant, code: str) -> Member:
-    member = await Member.get_or_none(merchant_id=merchant.id, code=normalise_code(code))
+    normalised = normalise_code(code)
+    member = None
+    if is_code(normalised):
+        member = await Member.get_or_none(merchant_id=merchant.id, code=normalised)
     if member is None or member.anonymized_at is not None:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field="member_code")
     return member
