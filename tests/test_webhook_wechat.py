@@ -13,6 +13,7 @@ from bot.demo import DEMO
 from bot.dialog import Dispatcher
 from handlers.chat import Article, ChatReply, IncomingMessage, NewsReply, TextReply
 from handlers.merchants import MerchantInput, create_merchant
+from handlers.wechat import dedup
 from models.merchant import Merchant
 from tests.support.wechat_push import Mode, WeChatPusher, event_xml, sign, text_xml
 from tests.support.wechat_sim import WeChatSim
@@ -370,3 +371,15 @@ async def test_help_gets_the_real_help_menu(client: Any, mode: Mode) -> None:
     assert reply.type == "text"
     assert reply.content.startswith(f"{DEMO.name}会员助手")
     assert "【注册】" in reply.content and "【帮助】" in reply.content
+
+
+async def test_failing_to_record_the_reply_still_answers(pusher: WeChatPusher, bot: Recorder,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    async def broken_remember(*args: Any) -> None:
+        raise ConnectionError("redis went away")
+
+    monkeypatch.setattr(dedup, "remember", broken_remember)
+    reply = await pusher.text("o-user", "hi", mode="safe")
+    assert (reply.status, reply.content) == (200, "收到:hi")
+    assert any(r.message.startswith("reply not recorded for retries") for r in caplog.records)
