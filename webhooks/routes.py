@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from webhooks import health, wechat
+from webhooks import admin, api, mp, openapi, staff, wechat
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", health.healthz)
+    api.mount(app, openapi.routes, mp.routes, staff.routes, admin.routes)
     wechat.setup(app)

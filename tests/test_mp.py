@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from handlers import members, registration
+from handlers.merchants import MerchantInput, create_merchant
+from handlers.sessions import token_digest
+from models.member import Gender, Member
+from models.merchant import Merchant
+from tests.support.wechat_sim import WeChatSim
+from webhooks.appkeys import REDIS
+
+APPID, SECRET = "wxmptest00000001", "mp-test-secret"
+
+
+async def start(aiohttp_client: Any, make_app: Any, sim: WeChatSim) -> tuple[Any, Merchant]:
+    sim.add_app(APPID, SECRET)
+    client = await aiohttp_client(make_app(wechat_api_base=sim.url))
+    merchant = await create_merchant(
+        MerchantInput(slug="shop-a", name="A 店", mp_appid=APPID, mp_secret=SECRET)
+    )
+    return client, merchant
+
+
+async def login(client: Any, sim: WeChatSim, openid: str, unionid: str | None = None,
+                slug: str = "shop-a") -> Any:
+    code = sim.mint_code(APPID, openid, unionid)
+    return await client.post(f"/api/mp/{slug}/login", json={"code": code})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_first_login_creates_member_and_session(aiohttp_client: Any, make_app: Any,
+                                                      wechat_sim: WeChatSim) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    response = await login(client, wechat_sim, "o-mp-1")
+    assert response.status == 200
+    body = await response.json()
+    assert set(body) == {"token", "expires_in", "member"}
+    assert body["expires_in"] == 7 * 24 * 3600
+    assert "session_key" not in str(body)
+    member = await Member.get(merchant_id=merchant.id, mp_openid="o-mp-1")
+    assert body["member"]["code"] == member.code
+    assert body["member"]["profile_complete"] is False
+    me = await client.get("/api/mp/shop-a/me", headers=bearer(body["token"]))
+    assert me.status == 200
+    assert (await me.json())["code"] == member.code
+    assert wechat_sim.records("sns/jscode2session")[-1]["errcode"] == 0
+
+
+async def test_session_key_stays_server_side_and_token_is_stored_hashed(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
+    client, _ = await start(aiohttp_client, make_app, wechat_sim)
+    token = (await (await login(client, wechat_sim, "o-mp-1")).json())["token"]
+    redis = client.app[REDIS]
+    keys = [bytes(k).decode() for k in await redis.keys("sess:*")]
+    assert f"sess:{token_digest(token)}" in keys
+    assert not any(token in key for key in keys)
+    record = await redis.get(f"sess:{token_digest(token)}")
+    assert b"session_key" in record and token.encode() not in record
+
+
+async def test_same_user_logs_in_again_as_the_same_member(aiohttp_client: Any, make_app: Any,
+                                                         wechat_sim: WeChatSim) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    first = await (await login(client, wechat_sim, "o-mp-1")).json()
+    second = await (await login(client, wechat_sim, "o-mp-1")).json()
+    assert first["member"]["code"] == second["member"]["code"]
+    assert first["token"] != second["token"]
+    assert await Member.filter(merchant_id=merchant.id).count() == 1
+
+
+async def test_concurrent_first_logins_create_one_member(aiohttp_client: Any, make_app: Any,
+                                                         wechat_sim: WeChatSim) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    responses = await asyncio.gather(*(login(client, wechat_sim, "o-mp-race") for _ in range(5)))
+    codes = {(await r.json())["member"]["code"] for r in responses}
+    assert [r.status for r in responses] == [200] * 5
+    assert len(codes) == 1
+    assert await Member.filter(merchant_id=merchant.id).count() == 1
+
+
+async def test_unionid_links_the_official_account_member(aiohttp_client: Any, make_app: Any,
+                                                         wechat_sim: WeChatSim) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    oa_member = await members.create_member(merchant, openid="o-oa-1", unionid="u-1")
+    response = await login(client, wechat_sim, "o-mp-1", unionid="u-1")
+    assert (await response.json())["member"]["code"] == oa_member.code
+    await oa_member.refresh_from_db()
+    assert oa_member.mp_openid == "o-mp-1"
+    assert await Member.filter(merchant_id=merchant.id).count() == 1
+
+
+async def test_unionid_of_another_merchant_is_not_linked(aiohttp_client: Any, make_app: Any,
+                                                         wechat_sim: WeChatSim) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    other = await create_merchant(MerchantInput(slug="shop-b", name="B 店"))
+    foreign = await members.create_member(other, openid="o-oa-b", unionid="u-1")
+    assert (await login(client, wechat_sim, "o-mp-1", unionid="u-1")).status == 200
+    member = await Member.get(merchant_id=merchant.id, mp_openid="o-mp-1")
+    assert member.id != foreign.id and member.unionid == "u-1"
+    await foreign.refresh_from_db()
+    assert foreign.mp_openid is None
+
+
+async def test_invalid_or_used_code_is_401(aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    bad = await client.post("/api/mp/shop-a/login", json={"code": "never-minted"})
+    assert bad.status == 401
+    assert (await bad.json())["error"]["code"] == "invalid_login_code"
+    code = wechat_sim.mint_code(APPID, "o-mp-1")
+    assert (await client.post("/api/mp/shop-a/login", json={"code": code})).status == 200
+    reused = await client.post("/api/mp/shop-a/login", json={"code": code})
+    assert reused.status == 401
+    assert (await reused.json())["error"] == {
+        "code": "invalid_login_code", "message": "登录凭证无效或已使用，请重新登录", "field": "code"
+    }
+    assert await Member.filter(merchant_id=merchant.id).count() == 1
+
+
+async def test_login_body_and_merchant_are_validated(aiohttp_client: Any, make_app: Any,
+                                                     wechat_sim: WeChatSim) -> None:
+    client, _ = await start(aiohttp_client, make_app, wechat_sim)
+    extra = await client.post("/api/mp/shop-a/login", json={"code": "x", "openid": "forged"})
+    assert extra.status == 400
+    assert (await extra.json())["error"]["field"] == "openid"
+    empty = await client.post("/api/mp/shop-a/login", json={"code": ""})
+    assert (await empty.json())["error"]["field"] == "code"
+    not_json = await client.post("/api/mp/shop-a/login", data=b"code=1")
+    assert not_json.status == 400
+    unknown = await client.post("/api/mp/nobody/login", json={"code": "x"})
+    assert unknown.status == 404
+    assert (await unknown.json())["error"]["code"] == "merchant_not_found"
+    assert wechat_sim.records("sns/jscode2session") == []
+
+
+async def test_token_of_another_merchant_is_refused(aiohttp_client: Any, make_app: Any,
+                                                    wechat_sim: WeChatSim) -> None:
+    client, _ = await start(aiohttp_client, make_app, wechat_sim)
+    await create_merchant(MerchantInput(slug="shop-b", name="B 店", mp_appid=APPID, mp_secret=SECRET))
+    token = (await (await login(client, wechat_sim, "o-mp-1")).json())["token"]
+    assert (await client.get("/api/mp/shop-b/me", headers=bearer(token))).status == 401
+    patched = await client.patch("/api/mp/shop-b/me", json={"name": "张三"}, headers=bearer(token))
+    assert patched.status == 401
+    assert (await client.get("/api/mp/shop-a/me")).status == 401
+    assert (await client.get("/api/mp/shop-a/me", headers=bearer("forged"))).status == 401
+
+
+async def test_logout_revokes_the_token(aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim) -> None:
+    client, _ = await start(aiohttp_client, make_app, wechat_sim)
+    token = (await (await login(client, wechat_sim, "o-mp-1")).json())["token"]
+    assert (await client.post("/api/mp/shop-a/logout", headers=bearer(token))).status == 204
+    response = await client.get("/api/mp/shop-a/me", headers=bearer(token))
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_profile_completion_sets_timestamp_and_runs_hook_once(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    token = (await (await login(client, wechat_sim, "o-mp-1")).json())["token"]
+    completed: list[int] = []
+
+    async def hook(member: Member) -> None:
+        completed.append(member.id)
+
+    registration.on_profile_completed.append(hook)
+    try:
+        edit = {"name": " 张三 ", "phone": "+86 138-0013-8000"}
+        partial = await client.patch("/api/mp/shop-a/me", json=edit, headers=bearer(token))
+        assert partial.status == 200
+        body = await partial.json()
+        assert (body["name"], body["phone"], body["profile_complete"]) == ("张三", "138****8000", False)
+        assert completed == []
+        full = await client.patch("/api/mp/shop-a/me", json={"birthday": "1990年5月20日", "gender": "女"},
+                                  headers=bearer(token))
+        body = await full.json()
+        assert (body["birthday"], body["gender"], body["profile_complete"]) == ("1990-05-20", "female", True)
+        again = await client.patch("/api/mp/shop-a/me", json={"gender": "male"}, headers=bearer(token))
+        assert (await again.json())["gender"] == "male"
+    finally:
+        registration.on_profile_completed.remove(hook)
+    member = await Member.get(merchant_id=merchant.id, mp_openid="o-mp-1")
+    assert completed == [member.id]
+    assert member.profile_completed_at is not None
+    assert (member.phone, member.gender) == ("13800138000", Gender.MALE)
+
+
+async def test_invalid_profile_field_changes_nothing(aiohttp_client: Any, make_app: Any,
+                                                     wechat_sim: WeChatSim) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    token = (await (await login(client, wechat_sim, "o-mp-1")).json())["token"]
+    cases = [
+        ({"name": "李四", "phone": "12345"}, "phone"),
+        ({"name": "李四", "birthday": "2999-01-01"}, "birthday"),
+        ({"name": "李四", "gender": "unknown"}, "gender"),
+        ({"name": "<b>"}, "name"),
+        ({"nickname": "x"}, "nickname"),
+    ]
+    for payload, field in cases:
+        response = await client.patch("/api/mp/shop-a/me", json=payload, headers=bearer(token))
+        assert response.status == 400, payload
+        assert (await response.json())["error"]["field"] == field
+    member = await Member.get(merchant_id=merchant.id, mp_openid="o-mp-1")
+    assert (member.name, member.phone, member.birthday, member.gender) == (None, None, None, None)
+
+
+async def test_login_is_rate_limited_per_ip(aiohttp_client: Any, make_app: Any,
+                                            wechat_sim: WeChatSim) -> None:
+    client, _ = await start(aiohttp_client, make_app, wechat_sim)
+    statuses = [(await client.post("/api/mp/shop-a/login", json={"code": f"bad-{i}"})).status
+                for i in range(31)]
+    assert statuses[:30] == [401] * 30
+    assert statuses[30] == 429
+    limited = await client.post("/api/mp/shop-a/login", json={"code": "bad"})
+    assert int(limited.headers["Retry-After"]) > 0

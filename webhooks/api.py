@@ -1,0 +1,269 @@
+"""The endpoint registry every JSON endpoint registers through.
+
+A `Routes` table records, for each route, its pydantic request body and path models, its response model
+and success status, its auth scheme (with the minimum staff role) and the error statuses it may answer.
+`mount` adds the routes to the app wrapped in one adapter that enforces exactly those declarations
+(path → auth → body → handler → response), and keeps the list under the `ENDPOINTS` app key, from which
+`webhooks.openapi` generates the document. Declaration and behaviour therefore cannot drift apart.
+
+    routes = Routes("staff")
+
+    @routes.post("/api/staff/login", body=LoginIn, response=LoginOut, errors=(401, 423, 429))
+    async def login(call: Call[LoginIn, None]) -> LoginOut: ...
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
+
+import pydantic
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.errors import ErrorCode
+from webhooks.errors import error_response, parse_body
+
+if TYPE_CHECKING:
+    from handlers.sessions import Session
+    from models.member import Member
+    from models.merchant import Merchant
+    from models.staff import Staff
+
+B = TypeVar("B")
+P = TypeVar("P")
+Result = BaseModel | web.StreamResponse | None
+Handler = Callable[["Call[Any, Any]"], Awaitable[Result]]
+H = TypeVar("H", bound=Handler)
+
+# Reusable string constraints for request models. PostgreSQL refuses NUL characters in text, so every
+# string excludes them; single-line fields exclude all control characters.
+Line = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$")]
+Multiline = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
+
+class In(BaseModel):
+    """Base for request bodies and path parameters: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """Base for response bodies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiError(Exception):
+    """An HTTP error decided at the door (auth, rate limit, lockout), with optional response headers."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = dict(headers or {})
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, self.message, field=self.field, headers=self.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the session and the member or staff it belongs to, within one merchant."""
+
+    merchant: Merchant
+    session: Session
+    member: Member | None = None
+    staff: Staff | None = None
+
+
+class AuthScheme(Protocol):
+    """How an endpoint authenticates; `webhooks.auth` provides the member and staff schemes."""
+
+    @property
+    def scheme_name(self) -> str: ...
+    @property
+    def statuses(self) -> tuple[int, ...]: ...
+    def security_scheme(self) -> dict[str, Any]: ...
+    def describe(self) -> str: ...
+    async def resolve(self, request: web.Request, path: Any) -> Principal: ...
+
+
+@dataclass(slots=True)
+class Call(Generic[B, P]):
+    """What a handler receives: the validated body and path parameters and the authenticated caller."""
+
+    request: web.Request
+    body: B
+    path: P
+    principal: Principal | None
+
+    @property
+    def merchant(self) -> Merchant:
+        return self._principal().merchant
+
+    @property
+    def session(self) -> Session:
+        return self._principal().session
+
+    @property
+    def member(self) -> Member:
+        member = self._principal().member
+        if member is None:
+            raise RuntimeError("this endpoint does not authenticate a member")
+        return member
+
+    @property
+    def staff(self) -> Staff:
+        staff = self._principal().staff
+        if staff is None:
+            raise RuntimeError("this endpoint does not authenticate staff")
+        return staff
+
+    def _principal(self) -> Principal:
+        if self.principal is None:
+            raise RuntimeError("this endpoint declares no authentication")
+        return self.principal
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    path_model: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    auth: AuthScheme | None = None
+    errors: tuple[int, ...] = ()
+    alternatives: Mapping[int, type[BaseModel]] = field(default_factory=dict)
+
+    def error_statuses(self) -> tuple[int, ...]:
+        """Declared error statuses plus those the adapter itself can answer."""
+        implied: set[int] = set(self.errors)
+        if self.body is not None:
+            implied |= {400, 413}
+        if self.path_model is not None:
+            implied.add(404)
+        if self.auth is not None:
+            implied |= set(self.auth.statuses)
+        return tuple(sorted(implied))
+
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+
+class Routes:
+    """One module's table of endpoints (its `tag` groups them in the document)."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.endpoints: list[Endpoint] = []
+
+    def route(
+        self, method: str, path: str, *, summary: str = "", body: type[BaseModel] | None = None,
+        path_model: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
+        status: int | None = None, auth: AuthScheme | None = None, errors: tuple[int, ...] = (),
+        alternatives: Mapping[int, type[BaseModel]] | None = None,
+    ) -> Callable[[H], H]:
+        def register(handler: H) -> H:
+            endpoint = Endpoint(
+                method=method.upper(), path=path, handler=handler,
+                operation_id=f"{self.tag}_{handler.__name__}",
+                summary=summary or _first_line(handler.__doc__) or handler.__name__,
+                tag=self.tag, body=body, path_model=path_model, response=response,
+                status=status if status is not None else (200 if response is not None else 204),
+                auth=auth, errors=errors, alternatives=dict(alternatives or {}),
+            )
+            _check(endpoint)
+            self.endpoints.append(endpoint)
+            return handler
+
+        return register
+
+    def get(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route("GET", path, **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route("POST", path, **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route("PUT", path, **options)
+
+    def patch(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route("PATCH", path, **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[H], H]:
+        return self.route("DELETE", path, **options)
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def _check(endpoint: Endpoint) -> None:
+    params = set(endpoint.path_params())
+    declared = set(endpoint.path_model.model_fields) if endpoint.path_model is not None else set()
+    if params != declared:
+        raise ValueError(f"{endpoint.method} {endpoint.path}: the path model must declare {sorted(params)}")
+    if (endpoint.response is None) != (endpoint.status == 204):
+        raise ValueError(f"{endpoint.method} {endpoint.path}: a response model goes with a non-204 status")
+
+
+ENDPOINTS: web.AppKey[tuple[Endpoint, ...]] = web.AppKey("api_endpoints")
+
+
+def mount(app: web.Application, *tables: Routes) -> None:
+    """Add the tables' routes to the app; each call extends what `webhooks.openapi` documents."""
+    endpoints = [endpoint for table in tables for endpoint in table.endpoints]
+    known = app.get(ENDPOINTS, ())
+    ids = [e.operation_id for e in (*known, *endpoints)]
+    if len(ids) != len(set(ids)):
+        raise ValueError("duplicate operation ids in the endpoint registry")
+    for endpoint in endpoints:
+        app.router.add_route(endpoint.method, endpoint.path, _adapter(endpoint))
+    app[ENDPOINTS] = (*known, *endpoints)
+
+
+def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            path = _path(endpoint, request)
+            principal = await endpoint.auth.resolve(request, path) if endpoint.auth is not None else None
+            body = await parse_body(request, endpoint.body) if endpoint.body is not None else None
+            result = await endpoint.handler(Call(request, body, path, principal))
+        except ApiError as exc:
+            return exc.response()
+        return _respond(endpoint, result)
+
+    handle.__name__ = endpoint.operation_id
+    return handle
+
+
+def _path(endpoint: Endpoint, request: web.Request) -> Any:
+    if endpoint.path_model is None:
+        return None
+    try:
+        return endpoint.path_model.model_validate(dict(request.match_info))
+    except pydantic.ValidationError:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "请求的资源不存在") from None
+
+
+def _respond(endpoint: Endpoint, result: Result) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    if result is None:
+        if endpoint.response is not None:
+            raise TypeError(f"{endpoint.operation_id} must return {endpoint.response.__name__}")
+        return web.Response(status=204)
+    if endpoint.response is None or not isinstance(result, endpoint.response):
+        raise TypeError(f"{endpoint.operation_id} returned {type(result).__name__}, not its declared model")
+    return web.Response(body=result.model_dump_json().encode(), status=endpoint.status,
+                        content_type="application/json")
