@@ -24,7 +24,7 @@ import qrcode.image.svg
 from qrcode.image.pil import PilImage
 
 from handlers import members
-from handlers.errors import DomainError, ErrorCode, Forbidden, ValidationError
+from handlers.errors import DomainError, ErrorCode, Forbidden, NotFound, ValidationError
 from handlers.rules import cardtoken
 from handlers.rules.tiers_model import Benefits
 from models.member import Member
@@ -34,6 +34,7 @@ CARD_WINDOW_SECONDS = 60
 CARD_ACCEPT_WINDOWS = 2
 LINK_TTL_SECONDS = 600
 MAX_SCAN_CHARS = 64
+MAX_CODE_CHARS = 16  # Member.code's column width
 _LINK_DOMAIN = b"memberbot/card-link/v1\x00"
 _LINK_MAC_BYTES = 16
 
@@ -77,7 +78,10 @@ async def resolve_scan(merchant: Merchant, qr_or_code: str, *, secret: bytes, no
     if not text or len(text) > MAX_SCAN_CHARS:
         raise ValidationError("请扫描会员码或输入会员号", field="code")
     if "." not in text:
-        return await members.by_code(merchant, text)
+        code = members.normalise_code(text)
+        if not (code.isascii() and code.isalnum() and len(code) <= MAX_CODE_CHARS):
+            raise NotFound("会员不存在，请核对会员号", code=ErrorCode.MEMBER_NOT_FOUND, field="code")
+        return await members.by_code(merchant, code)
     try:
         member_id = cardtoken.verify(
             secret, merchant.id, text, _unix(now), CARD_WINDOW_SECONDS, CARD_ACCEPT_WINDOWS

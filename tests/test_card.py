@@ -61,8 +61,9 @@ async def test_typed_member_code_is_the_fallback(shop: Merchant) -> None:
     member = await make_member(shop)
     typed = f" {member.code[:4].lower()}-{member.code[4:]} "
     assert (await card.resolve_scan(shop, typed, secret=SECRET, now=NOW)).id == member.id
-    with pytest.raises(NotFound):
-        await card.resolve_scan(shop, "ZZZZZZZZ", secret=SECRET, now=NOW)
+    for unknown in ("ZZZZZZZZ", "Z" * 17, "会员号", "ËÉČÇ🏻"):
+        with pytest.raises(NotFound):
+            await card.resolve_scan(shop, unknown, secret=SECRET, now=NOW)
     with pytest.raises(ValidationError):
         await card.resolve_scan(shop, "   ", secret=SECRET, now=NOW)
 
