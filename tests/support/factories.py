@@ -29,3 +29,18 @@ async def make_merchant(slug: str = "shop", **overrides: Any) -> Merchant:
 
 async def make_member(merchant: Merchant, openid: str = "o-member-1", **fields: Any) -> Member:
     return await members.create_member(merchant, openid=openid, subscribed=True, **fields)
+
+
+async def staff_headers(
+    client: Any, merchant: Merchant, role: str = "cashier", username: str = ""
+) -> dict[str, str]:
+    """Create a staff account of `role` and log it in over HTTP; returns the Authorization header."""
+    from handlers.staff_accounts import create_staff
+
+    name = username or f"{role}-user"
+    await create_staff(merchant, store_code="main", username=name, role=role, password="correct-horse-1")
+    response = await client.post(
+        "/api/staff/login", json={"merchant": merchant.slug, "username": name, "password": "correct-horse-1"}
+    )
+    assert response.status == 200, await response.text()
+    return {"Authorization": f"Bearer {(await response.json())['token']}"}

@@ -1,0 +1,192 @@
+"""Staff at the till: scan a member's card, record a purchase, refund one (role cashier+)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from handlers import card, loyalty_config, members, points_view, purchases, tiers
+from handlers.profile import mask_phone
+from handlers.rules.earn_model import Item
+from models.member import Member
+from models.merchant import Merchant
+from webhooks.api import Call, In, Line, Out, Routes
+from webhooks.appkeys import RUNTIME
+from webhooks.auth import CASHIER
+
+routes = Routes("till")
+Key = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="client-chosen idempotency key; a retry with the same key is safe",
+    ),
+]
+
+
+class ScanIn(In):
+    qr: (
+        Annotated[Line, Field(min_length=1, max_length=64, description="the scanned card QR token")] | None
+    ) = None
+    member_code: (
+        Annotated[Line, Field(min_length=1, max_length=16, description="typed member code")] | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ScanIn:
+        if (self.qr is None) == (self.member_code is None):
+            raise ValueError("send exactly one of qr or member_code")
+        return self
+
+
+class MemberCardOut(Out):
+    member_id: int
+    member_code: str
+    name: str | None
+    phone: str = Field(description="masked, e.g. 138****5678")
+    tier_code: str
+    tier_name: str
+    discount_percent: int = Field(description="95 means the member pays 95% (9.5折)")
+    balance: int
+    pending: int
+    expiring_points: int = Field(description="points expiring within 30 days")
+    expiring_first_at: datetime | None
+
+
+class ItemIn(In):
+    sku: Annotated[Line, Field(min_length=1, max_length=64)]
+    category: Annotated[Line, Field(max_length=64)] = ""
+    qty: Annotated[int, Field(ge=1, le=100_000)]
+    unit_price_fen: Annotated[int, Field(ge=0, le=10**9)]
+
+
+class PurchaseIn(In):
+    idempotency_key: Key
+    member_id: Annotated[int, Field(ge=1)] | None = None
+    member_code: Annotated[Line, Field(min_length=1, max_length=16)] | None = None
+    amount_fen: Annotated[int, Field(ge=1, le=purchases.MAX_AMOUNT_FEN, description="order amount in fen")]
+    items: Annotated[list[ItemIn], Field(default_factory=list, max_length=200)]
+    points_offset: Annotated[int, Field(ge=0, le=100_000_000, description="points to pay with")] = 0
+
+    @model_validator(mode="after")
+    def _one_member(self) -> PurchaseIn:
+        if (self.member_id is None) == (self.member_code is None):
+            raise ValueError("send exactly one of member_id or member_code")
+        return self
+
+
+class BreakdownLineOut(Out):
+    code: str
+    label: str
+    points: int
+
+
+class PurchaseOut(Out):
+    purchase_id: int
+    member_id: int
+    amount_fen: int
+    discount_fen: int
+    offset_points: int
+    offset_fen: int
+    paid_fen: int
+    points_earned: int
+    points_pending: bool = Field(description="held until the refund window passes")
+    rule_set_version: int
+    breakdown: list[BreakdownLineOut]
+    balance: int
+    tier_code: str
+    tier_changed_to: str | None
+    tier_gift_points: int
+    referral_awards: int
+    replayed: bool
+
+
+class PurchasePath(In):
+    purchase_id: Annotated[int, Field(ge=1, le=2**62)]
+
+
+class RefundIn(In):
+    idempotency_key: Key
+
+
+class RefundOut(Out):
+    purchase_id: int
+    points_reversed: int
+    points_voided: int
+    offset_restored: int
+    balance: int = Field(description="may be negative: a documented claw-back debt")
+    replayed: bool
+
+
+async def member_card(merchant: Merchant, member: Member, now: datetime) -> MemberCardOut:
+    _, ladder = await loyalty_config.current_tiers(merchant.id)
+    tier = loyalty_config.tier_by_code(ladder, await tiers.tier_code(merchant.id, member.id))
+    summary = await points_view.summary(merchant.id, member.id, now=now)
+    return MemberCardOut(
+        member_id=member.id,
+        member_code=member.code,
+        name=member.name,
+        phone=mask_phone(member.phone),
+        tier_code=tier.code,
+        tier_name=tier.name,
+        discount_percent=tier.benefits.discount_percent,
+        balance=summary.balance,
+        pending=summary.pending,
+        expiring_points=summary.expiring,
+        expiring_first_at=summary.expiring_first_at,
+    )
+
+
+@routes.post("/api/staff/scan", body=ScanIn, response=MemberCardOut, auth=CASHIER, errors=(400, 404))
+async def scan(call: Call[ScanIn, None]) -> MemberCardOut:
+    """Identify the member from their card QR (refused once older than two 60 s windows) or typed code."""
+    now = datetime.now(UTC)
+    raw = call.body.qr if call.body.qr is not None else call.body.member_code
+    member = await card.resolve_scan(
+        call.merchant, raw or "", secret=call.request.app[RUNTIME].secret, now=now
+    )
+    return await member_card(call.merchant, member, now)
+
+
+@routes.post(
+    "/api/staff/purchases", body=PurchaseIn, response=PurchaseOut, auth=CASHIER, errors=(400, 404, 409)
+)
+async def record(call: Call[PurchaseIn, None]) -> PurchaseOut:
+    """Record a purchase: tier discount, points offset, points earned (with breakdown), tier change."""
+    body = call.body
+    member_id = body.member_id
+    if member_id is None:
+        member_id = (await members.by_code(call.merchant, body.member_code or "")).id
+    request = purchases.PurchaseRequest(
+        body.idempotency_key,
+        member_id,
+        body.amount_fen,
+        tuple(Item(i.sku, i.category, i.qty, i.unit_price_fen) for i in body.items),
+        body.points_offset,
+    )
+    result = await purchases.record_purchase(call.merchant, call.staff, request, now=datetime.now(UTC))
+    return PurchaseOut(**_public(result.__dataclass_fields__, result))
+
+
+@routes.post(
+    "/api/staff/purchases/{purchase_id}/refund",
+    path_model=PurchasePath,
+    body=RefundIn,
+    response=RefundOut,
+    auth=CASHIER,
+    errors=(400, 404, 409),
+)
+async def refund(call: Call[RefundIn, PurchasePath]) -> RefundOut:
+    """Refund a purchase once: points clawed back (or voided while pending), offset points returned."""
+    result = await purchases.refund_purchase(
+        call.merchant, call.staff, call.path.purchase_id, key=call.body.idempotency_key, now=datetime.now(UTC)
+    )
+    return RefundOut(**_public(result.__dataclass_fields__, result))
+
+
+def _public(fields: dict[str, Any], result: object) -> dict[str, Any]:
+    return {name: getattr(result, name) for name in fields if name != "extra"}
