@@ -40,8 +40,8 @@ _LINK_MAC_BYTES = 16
 
 # Scan failures a cashier must be able to tell apart. Not (yet) members of the shared ErrorCode enum:
 # DomainError passes any code through, and the HTTP layer answers an unmapped code with 400.
-CARD_EXPIRED = cast(ErrorCode, "card_expired")
-CARD_INVALID = cast(ErrorCode, "card_invalid")
+CARD_EXPIRED = ErrorCode.CARD_EXPIRED
+CARD_INVALID = ErrorCode.CARD_INVALID
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ class ErrorCode(StrEnum):
     BAD_MESSAGE = "bad_message"
     WECHAT_ERROR = "wechat_error"
     INSUFFICIENT_POINTS = "insufficient_points"
+    CARD_EXPIRED = "card_expired"
+    CARD_INVALID = "card_invalid"
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
 
 

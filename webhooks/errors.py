@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.VALIDATION: 400,
     ErrorCode.BAD_MESSAGE: 400,
+    ErrorCode.CARD_EXPIRED: 400,
+    ErrorCode.CARD_INVALID: 400,
     ErrorCode.STALE_TIMESTAMP: 403,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
