@@ -219,3 +219,15 @@ async def test_login_is_rate_limited_per_ip(aiohttp_client: Any, make_app: Any,
     assert statuses[30] == 429
     limited = await client.post("/api/mp/shop-a/login", json={"code": "bad"})
     assert int(limited.headers["Retry-After"]) > 0
+
+
+async def test_anonymised_member_does_not_come_back_on_login(aiohttp_client: Any, make_app: Any,
+                                                             wechat_sim: WeChatSim) -> None:
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    old = await members.create_member(merchant, mp_openid="o-mp-1", name="旧资料")
+    await Member.filter(id=old.id).update(anonymized_at=old.registered_at, name=None)
+    body = await (await login(client, wechat_sim, "o-mp-1")).json()
+    assert body["member"]["code"] != old.code
+    await old.refresh_from_db()
+    assert old.mp_openid is None
+    assert (await Member.get(merchant_id=merchant.id, mp_openid="o-mp-1")).id != old.id

@@ -155,3 +155,22 @@ async def test_login_is_rate_limited_per_ip_and_username(aiohttp_client: Any, ma
     statuses = [(await login(client, "ghost", f"wrong-{i}")).status for i in range(21)]
     assert statuses == [401] * 20 + [429]
     assert (await login(client, "alice")).status == 200  # another username is not limited
+
+
+async def test_revoke_all_ends_every_session_of_an_account(aiohttp_client: Any, make_app: Any) -> None:
+    client, merchant = await start(aiohttp_client, make_app)
+    first, second = await token_of(client, "mona"), await token_of(client, "mona")
+    other = await token_of(client, "alice")
+    staff = await Staff.get(merchant_id=merchant.id, username="mona")
+    assert await SessionStore(client.app[REDIS]).revoke_all(SessionKind.STAFF, staff.id) == 2
+    assert (await client.get("/api/staff/me", headers=first)).status == 401
+    assert (await client.get("/api/staff/me", headers=second)).status == 401
+    assert (await client.get("/api/staff/me", headers=other)).status == 200
+
+
+async def test_oversized_body_is_413_envelope(aiohttp_client: Any, make_app: Any) -> None:
+    client, _ = await start(aiohttp_client, make_app)
+    response = await client.post("/api/staff/login", data=b"{" + b" " * 300_000 + b"}",
+                                 headers={"Content-Type": "application/json"})
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "payload_too_large"
