@@ -193,3 +193,40 @@ async def test_tier_of_a_member_with_gold(client: TestClient, auth: dict[str, st
     body: dict[str, Any] = await (await client.get("/api/mp/shop/tier", headers=auth)).json()
     assert (body["name"], body["next_tier"]) == ("金卡", "钻石")
     assert body["benefits"]["lines"][:2] == ["消费享 9.5 折", "消费积分 1.5 倍"]
+
+
+async def test_member_buys_a_tier_upgrade_with_points_once(
+    client: TestClient, shop: Merchant, member: Member, auth: dict[str, str]
+) -> None:
+    await points.credit(
+        shop.id, member.id, 5_500, PointsKind.GRANT, key="seed", now=datetime.now(UTC), expires_at=None
+    )
+    body = {"tier": "gold", "idempotency_key": "buy-1"}
+    first = await client.post("/api/mp/shop/tier/upgrade", json=body, headers=auth)
+    assert first.status == 200, await first.text()
+    assert await first.json() == {
+        "from_code": "normal",
+        "to_code": "gold",
+        "to_name": "金卡",
+        "gift_points": 200,
+    }
+    retry = await client.post("/api/mp/shop/tier/upgrade", json=body, headers=auth)
+    assert retry.status == 200
+    again = await client.post(
+        "/api/mp/shop/tier/upgrade", json={"tier": "gold", "idempotency_key": "buy-2"}, headers=auth
+    )
+    assert again.status == 409
+    summary = await client.get("/api/mp/shop/points", headers=auth)
+    assert (await summary.json())["balance"] == 5_500 - 5_000 + 200
+    assert await audit_points() == []
+
+
+async def test_buying_a_tier_without_enough_points_changes_nothing(
+    client: TestClient, shop: Merchant, member: Member, auth: dict[str, str]
+) -> None:
+    response = await client.post(
+        "/api/mp/shop/tier/upgrade", json={"tier": "gold", "idempotency_key": "k"}, headers=auth
+    )
+    assert response.status == 409
+    assert (await response.json())["error"]["code"] == "insufficient_points"
+    assert await MemberTier.filter(member_id=member.id, tier_code="gold").count() == 0

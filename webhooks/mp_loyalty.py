@@ -260,3 +260,48 @@ async def tier(call: Call[None, MerchantPath]) -> TierOut:
         purchasable=[TierRefOut(code=t.code, name=t.name, upgrade_cost_points=t.upgrade_cost_points)
                      for t in view.purchasable],
     )
+
+
+class TierUpgradeIn(In):
+    tier: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=32,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="code of a tier that can be bought with points",
+        ),
+    ]
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class TierUpgradeOut(Out):
+    from_code: str
+    to_code: str
+    to_name: str
+    gift_points: int
+
+
+@routes.post(
+    "/api/mp/{merchant_slug}/tier/upgrade",
+    path_model=MerchantPath,
+    body=TierUpgradeIn,
+    response=TierUpgradeOut,
+    auth=MEMBER,
+    errors=(400, 409),
+)
+async def buy_tier(call: Call[TierUpgradeIn, MerchantPath]) -> TierUpgradeOut:
+    """Upgrade by spending points (the tier's `upgrade_cost_points`); 409 if not allowed or not enough."""
+    change = await tiers.buy_upgrade(
+        call.merchant,
+        call.member.id,
+        call.body.tier,
+        key=f"mp:{call.member.id}:{call.body.idempotency_key}",
+        now=datetime.now(UTC),
+    )
+    return TierUpgradeOut(
+        from_code=change.from_code,
+        to_code=change.to_code,
+        to_name=change.to_name,
+        gift_points=change.gift_points,
+    )
