@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 import sys
 import time
+import traceback
 from types import ModuleType
 
 import bench
@@ -24,11 +25,19 @@ def benchmarks(names: list[str]) -> list[ModuleType]:
 
 
 def main(argv: list[str]) -> None:
+    failed = []
     for module in benchmarks(argv):
+        name = module.__name__.removeprefix("bench.")
         started = time.monotonic()
-        print(f"== {module.__name__.removeprefix('bench.')}: {module.TITLE}", flush=True)
-        print(asyncio.run(module.run()))
+        print(f"== {name}: {module.TITLE}", flush=True)
+        try:
+            print(asyncio.run(module.run()))
+        except Exception:  # one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            failed.append(name)
         print(f"({time.monotonic() - started:.0f} s)\n", flush=True)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

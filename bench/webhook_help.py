@@ -103,7 +103,10 @@ async def _sample(server: Server, mode: str) -> str:
     async with aiohttp.ClientSession(server.url) as session, session.post(
         request.path, params=request.params, data=request.body
     ) as response:
-        return sample_reply(await response.read(), mode)
+        body = await response.read()
+    if response.status != 200 or not body.startswith(b"<xml>"):
+        return f"HTTP {response.status}: {body[:60].decode(errors='replace')}"
+    return sample_reply(body, mode)
 
 
 async def measure(servers: list[Server]) -> list[Measured]:
