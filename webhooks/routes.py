@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from webhooks import admin, admin_loyalty, api, mp, openapi, staff, wechat
+from webhooks import admin, admin_loyalty, api, mp, mp_loyalty, openapi, pages, staff, till, wechat
 
 
 def setup_routes(app: web.Application) -> None:
-    api.mount(app, openapi.routes, mp.routes, staff.routes, admin.routes, admin_loyalty.routes)
+    api.mount(
+        app, openapi.routes, mp.routes, mp_loyalty.routes, staff.routes, till.routes, admin.routes,
+        admin_loyalty.routes,
+    )
     wechat.setup(app)
+    pages.setup(app)
