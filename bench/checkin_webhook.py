@@ -1,0 +1,175 @@
+"""签到 through the full Official Account webhook vs the bare wechatpy baseline, at 64 connections.
+
+Every request is a WeChat-signed plaintext 签到 from a DIFFERENT pre-registered member of the demo
+merchant (distinct openids, unique MsgIds), so each one really passes dedup, looks the member up,
+locks the points account, writes a check-in and its ledger posting, and renders the reply. After the
+run the check-ins actually written are counted in the database. memberbot runs on the embedded
+default (SQLite + in-process Redis) and on PostgreSQL + Redis (see bench.services); the baseline is
+bench.baseline (signature, wechatpy parse, fixed text reply). Targets: >= 25% of the baseline's
+requests/s, p99 < 150 ms, server RSS < 200 MB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from bench import services
+from bench.harness import LoadResult, Request, Server, free_port, load, python_argv, table
+from bench.services import DATABASE_URL, REDIS_URL
+from bot.demo import DEMO
+
+TITLE = "签到 via /wechat/demo (check-in + points write) vs bare wechatpy baseline, 64 connections"
+CONNECTIONS = 64
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+ROUNDS = 2
+WARMUP_SECONDS = 0.5
+MEMBERS = int(os.environ.get("BENCH_CHECKIN_MEMBERS", "8000"))
+TARGET_RATIO, TARGET_P99_MS, TARGET_RSS_MIB = 0.25, 150.0, 200.0
+ACCOUNT = "gh_demo00000000"
+OPENID_PREFIX = "oCheckin"
+
+
+def _sign(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def checkin_requests(count: int) -> list[Request]:
+    """One signed 签到 per member, members in order, built before the clock starts."""
+    stamp = str(int(time.time()))
+    out = []
+    for n in range(count):
+        nonce, openid = str(secrets.randbelow(10**9)), f"{OPENID_PREFIX}{n:020d}"
+        xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
+               f"</FromUserName><CreateTime>{stamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+               f"<Content><![CDATA[签到]]></Content><MsgId>{secrets.randbits(62)}</MsgId></xml>")
+        params = {"signature": _sign(DEMO.oa_token, stamp, nonce), "timestamp": stamp, "nonce": nonce,
+                  "openid": openid}
+        out.append(Request("/wechat/demo", params, xml.encode()))
+    return out
+
+
+def _ok(status: int, body: bytes) -> bool:
+    return status == 200 and b"<MsgType><![CDATA[text]]></MsgType>" in body
+
+
+@dataclass
+class Measured:
+    server: Server
+    result: LoadResult = field(default_factory=LoadResult)
+    rss_mib: float = 0.0
+    checkins: int = -1  # written to the database; -1 for the baseline
+
+
+async def prepare(database_url: str, redis_url: str) -> None:
+    """Schema, the demo merchant, and MEMBERS subscribed members with the benchmark's openids."""
+    for args in (["migrate"], ["seed-demo", "--if-empty"]):
+        done = services.cli(args, database_url, redis_url)
+        if done.returncode:
+            raise RuntimeError(f"memberbot {' '.join(args)} failed: {done.stderr}")
+    services.seed_members(database_url, "demo", MEMBERS, OPENID_PREFIX)
+
+
+COUNT_SQL = (
+    "select count(*) from checkin c join member m on m.id = c.member_id "
+    "join points_transaction t on t.member_id = c.member_id and t.kind = 'earn_checkin' "
+    f"where m.openid like '{OPENID_PREFIX}%'"
+)
+
+
+async def count_checkins(database_url: str) -> int:
+    """Check-ins of the benchmark's members that have their points posting (raw SQL, either backend)."""
+    if database_url.startswith("sqlite://"):
+        with sqlite3.connect(database_url.removeprefix("sqlite://")) as db:
+            return int(db.execute(COUNT_SQL).fetchone()[0])
+    connection = await asyncpg.connect(database_url)
+    try:
+        return int(await connection.fetchval(COUNT_SQL))
+    finally:
+        await connection.close()
+
+
+async def measure(entries: list[Measured]) -> None:
+    """Interleaved slices; each memberbot server consumes its own member list front to back."""
+    batches = {m.server.name: iter(checkin_requests(MEMBERS)) for m in entries}
+    for m in entries:
+        await load(m.server.url, batches[m.server.name], connections=CONNECTIONS, seconds=WARMUP_SECONDS,
+                   check=_ok)
+    for _ in range(ROUNDS):
+        for m in entries:
+            cpu = m.server.cpu_seconds()
+            part = await load(m.server.url, batches[m.server.name], connections=CONNECTIONS,
+                              seconds=SECONDS / ROUNDS, check=_ok)
+            part.server_cpu_seconds = m.server.cpu_seconds() - cpu
+            m.result.add(part)
+    for m in entries:
+        m.rss_mib = m.server.rss_mib()
+
+
+def report(entries: list[Measured]) -> str:
+    base = entries[0].result
+    rows: list[list[object]] = []
+    verdicts = []
+    for m in entries:
+        r = m.result
+        ratio = r.rps / base.rps if base.rps else 0.0
+        written = "-" if m.checkins < 0 else m.checkins
+        rows.append([m.server.name, r.rps, r.percentile(50), r.percentile(99), r.requests, r.errors,
+                     r.cpu_us_per_request, m.rss_mib, f"{ratio:.2f}", written])
+        if m.checkins >= 0:
+            checks = [f"{ratio:.0%} of baseline req/s (>= {TARGET_RATIO:.0%}: "
+                      f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})",
+                      f"p99 {r.percentile(99):.0f} ms (< {TARGET_P99_MS:.0f}: "
+                      f"{'met' if r.percentile(99) < TARGET_P99_MS else 'NOT met'})",
+                      f"RSS {m.rss_mib:.0f} MiB (< {TARGET_RSS_MIB:.0f}: "
+                      f"{'met' if m.rss_mib < TARGET_RSS_MIB else 'NOT met'})"]
+            verdicts.append(f"{m.server.name}: " + "; ".join(checks))
+    head = ["server", "req/s", "p50 ms", "p99 ms", "requests", "errors", "CPU µs/req", "RSS MiB", "ratio",
+            "check-ins written (incl. warm-up)"]
+    return table(head, rows) + "\n\n" + "\n".join(verdicts)
+
+
+async def run() -> str:
+    ambient = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp:
+        workdir = Path(tmp)
+        sqlite = f"sqlite://{workdir}/bench.sqlite3"
+        await prepare(sqlite, "memory://")
+        port = free_port()
+        baseline = Server("baseline", python_argv("-m", "bench.baseline", "--port", str(port)), {}, port,
+                          log_path=workdir / "baseline.log")
+        embedded = services.memberbot("memberbot", sqlite, "memory://", workdir)
+        entries = [Measured(baseline), Measured(embedded)]
+        databases = {"memberbot": sqlite}
+        skipped = ""
+        try:
+            await services.fresh_postgres()
+            await services.fresh_redis()
+            await prepare(DATABASE_URL, REDIS_URL)
+            entries.append(Measured(services.memberbot("memberbot-pg", DATABASE_URL, REDIS_URL, workdir)))
+            databases["memberbot-pg"] = DATABASE_URL
+        except services.Unavailable as exc:
+            skipped = f"\n(memberbot-pg skipped: {exc})"
+        try:
+            await asyncio.gather(*(m.server.start() for m in entries))
+            await measure(entries)
+        finally:
+            for m in entries:
+                m.server.stop()
+        for m in entries[1:]:
+            m.checkins = await count_checkins(databases[m.server.name])
+    setup = (f"{CONNECTIONS} connections, {SECONDS:.0f} s per server in {ROUNDS} interleaved slices after "
+             f"{WARMUP_SECONDS} s warm-up, one distinct pre-registered member per request ({MEMBERS} per "
+             f"server), {os.cpu_count()} CPUs, load average {ambient:.1f} before, "
+             f"Python {sys.version.split()[0]}")
+    return setup + "\n" + report(entries) + skipped

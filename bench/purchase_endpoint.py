@@ -1,0 +1,183 @@
+"""POST /api/staff/purchases (HTTP, PostgreSQL + Redis) vs raw asyncpg doing the same writes.
+
+memberbot: one `memberbot serve` process; 16 keep-alive connections post purchases with unique
+idempotency keys, spread over 256 members (each request: auth, pricing, the member's account lock,
+the purchase row, the ledger posting and lot, the tier check, the stored result).
+Baseline: 16 asyncpg tasks, each transaction locking the member's account row FOR UPDATE, inserting
+the purchase, the points transaction and the lot, and updating the account — the floor of the same
+writes without HTTP, ORM or rules. Same database, same machine, interleaved slices. Target: memberbot
+at >= 50% of the baseline's transactions/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bench import services
+from bench.harness import LoadResult, Server, table
+from bench.services import DATABASE_URL, REDIS_URL
+
+TITLE = "staff purchase endpoint (HTTP, PostgreSQL + Redis) vs raw asyncpg transactions"
+CONCURRENCY = 16
+MEMBERS = 256
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+ROUNDS = 2
+TARGET_RATIO = 0.50
+
+
+async def seed(database_url: str) -> tuple[int, list[int]]:
+    from handlers.merchants import MerchantInput, create_merchant
+    from handlers.staff_accounts import create_staff
+    from models.points import PointsAccount
+
+    async with services.orm(database_url):
+        merchant = await create_merchant(MerchantInput(slug="bench", name="压测门店"))
+        await create_staff(merchant, store_code="main", username="till", role="cashier",
+                           password=services.STAFF_PASSWORD)
+        members = await services.bulk_members(merchant.id, MEMBERS, "oPurchase")
+        accounts = [PointsAccount(merchant_id=merchant.id, member_id=m) for m in members]
+        await PointsAccount.bulk_create(accounts)
+        return merchant.id, members
+
+
+def purchases(members: list[int], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for n in itertools.count():
+        body = {"idempotency_key": f"{prefix}-{n}", "member_id": members[n % len(members)],
+                "amount_fen": 1_000 + (n % 7) * 100}
+        yield "/api/staff/purchases", body
+
+
+PURCHASE_SQL = """
+insert into purchase (idempotency_key, request_digest, amount_fen, discount_fen, offset_points, offset_fen,
+    paid_fen, points_earned, points_pending, rule_set_version, breakdown, items, status, created_at,
+    member_id, merchant_id, period_spend_fen, points_today_before, tier_code, result)
+values ($1, $2, $3, 0, 0, 0, $3, $4, false, 1, $5, '[]', 'completed', now(), $6, $7, 0, 0, 'normal', $8)
+returning id"""
+TRANSACTION_SQL = """
+insert into points_transaction (delta, kind, idempotency_key, reference, balance_after, actor, reason,
+    created_at, member_id, merchant_id)
+values ($1, 'earn_purchase', $2, $3, $4, 'staff:1', $5, now(), $6, $7) returning id"""
+LOT_SQL = """
+insert into points_lot (source_key, amount, remaining, status, earned_at, expires_at, member_id,
+    merchant_id, source_id)
+values ($1, $2, $2, 'available', now(), $3, $4, $5, $6)"""
+ACCOUNT_SQL = """
+update points_account set balance = balance + $1, lifetime_earned = lifetime_earned + $1, updated_at = now()
+where id = $2"""
+
+
+async def raw_purchase(conn: asyncpg.Connection, merchant_id: int, member_id: int, key: str,
+                       amount_fen: int) -> None:
+    points = amount_fen // 100
+    breakdown = json.dumps([{"code": "base", "label": "消费积分", "points": points}])
+    async with conn.transaction():
+        account = await conn.fetchrow(
+            "select id, balance from points_account where member_id = $1 for update", member_id
+        )
+        purchase_id = await conn.fetchval(PURCHASE_SQL, key, "0" * 64, amount_fen, points, breakdown,
+                                          member_id, merchant_id, json.dumps({"points_earned": points}))
+        earn_key = f"purchase:{key}:earn"
+        txn_id = await conn.fetchval(TRANSACTION_SQL, points, earn_key, f"purchase:{purchase_id}",
+                                     account["balance"] + points, f"消费 {amount_fen / 100:.2f} 元",
+                                     member_id, merchant_id)
+        await conn.execute(LOT_SQL, earn_key, points, datetime.now(UTC) + timedelta(days=365), member_id,
+                           merchant_id, txn_id)
+        await conn.execute(ACCOUNT_SQL, points, account["id"])
+
+
+async def raw_slice(pool: asyncpg.Pool, merchant_id: int, members: list[int], prefix: str,
+                    seconds: float) -> LoadResult:
+    result = LoadResult()
+    bodies = purchases(members, prefix)
+    started = time.perf_counter()
+    stop_at = started + seconds
+
+    async def task() -> None:
+        async with pool.acquire() as conn:
+            for _, body in bodies:
+                if time.perf_counter() >= stop_at:
+                    return
+                sent = time.perf_counter()
+                try:
+                    await raw_purchase(conn, merchant_id, body["member_id"], body["idempotency_key"],
+                                       body["amount_fen"])
+                except asyncpg.PostgresError:
+                    result.errors += 1
+                result.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                result.requests += 1
+
+    await asyncio.gather(*(task() for _ in range(CONCURRENCY)))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+async def measure(server: Server, merchant_id: int, members: list[int]) -> tuple[LoadResult, LoadResult]:
+    async with aiohttp.ClientSession() as session:
+        token = await services.staff_token(session, server.url, "bench", "till")
+    # Warm-up: one purchase per member on each side (first-use rows, caches, pool connections).
+    await services.json_load(server.url, itertools.islice(purchases(members, "warm"), MEMBERS), token=token,
+                             connections=CONCURRENCY, seconds=60)
+    endpoint, raw = LoadResult(), LoadResult()
+    async with asyncpg.create_pool(DATABASE_URL, min_size=CONCURRENCY, max_size=CONCURRENCY) as pool:
+        await raw_slice(pool, merchant_id, members, "rawwarm", 0.5)
+        for round_ in range(ROUNDS):
+            cpu = server.cpu_seconds()
+            slice_result, _ = await services.json_load(
+                server.url, purchases(members, f"http{round_}"), token=token, connections=CONCURRENCY,
+                seconds=SECONDS / ROUNDS,
+            )
+            slice_result.server_cpu_seconds = server.cpu_seconds() - cpu
+            endpoint.add(slice_result)
+            raw.add(await raw_slice(pool, merchant_id, members, f"raw{round_}", SECONDS / ROUNDS))
+    return endpoint, raw
+
+
+def report(endpoint: LoadResult, raw: LoadResult, rss: float, audited: tuple[int, int]) -> str:
+    ratio = endpoint.rps / raw.rps if raw.rps else 0.0
+    rows: list[list[object]] = [
+        ["raw asyncpg (baseline)", raw.rps, raw.percentile(50), raw.percentile(99), raw.requests, raw.errors,
+         "-", "1.00"],
+        ["POST /api/staff/purchases", endpoint.rps, endpoint.percentile(50), endpoint.percentile(99),
+         endpoint.requests, endpoint.errors, rss, f"{ratio:.2f}"],
+    ]
+    head = ["path", "tx/s", "p50 ms", "p99 ms", "transactions", "errors", "server RSS MiB", "ratio"]
+    met = "met" if ratio >= TARGET_RATIO else "NOT met"
+    code, mismatches = audited
+    return (table(head, rows) + f"\n\nendpoint at {ratio:.0%} of the raw asyncpg tx/s (target >= "
+            f"{TARGET_RATIO:.0%}: {met}); memberbot audit points afterwards: exit {code}, "
+            f"{mismatches} mismatches (the baseline's rows are balanced too)")
+
+
+async def run() -> str:
+    try:
+        await services.fresh_postgres()
+        await services.fresh_redis()
+    except services.Unavailable as exc:
+        return f"skipped: {exc} (set BENCH_DATABASE_URL / BENCH_REDIS_URL)"
+    merchant_id, members = await seed(DATABASE_URL)
+    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp:
+        server = services.memberbot("memberbot-pg", DATABASE_URL, REDIS_URL, Path(tmp))
+        try:
+            await server.start()
+            endpoint, raw = await measure(server, merchant_id, members)
+            rss = server.rss_mib()
+        finally:
+            server.stop()
+    audited = services.audit(DATABASE_URL, REDIS_URL)
+    setup = (f"{CONCURRENCY} connections / asyncpg tasks over {MEMBERS} members, {SECONDS:.0f} s each in "
+             f"{ROUNDS} interleaved slices, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+             f"Python {sys.version.split()[0]}")
+    return setup + "\n" + report(endpoint, raw, rss, audited)
