@@ -11,6 +11,10 @@ MODEL_MODULES = [
     "models.points",
     "models.loyalty",
     "models.activity",
+    "models.mall",
+    "models.coupon",
+    "models.wallet",
+    "models.cards",
 ]
 
 

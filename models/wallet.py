@@ -1,0 +1,67 @@
+"""Stored value (储值): a member's prepaid balance, principal and bonus kept apart, and its ledger.
+
+Invariant (checked by `memberbot audit stored-value`): account principal/bonus == Σ of the ledger's
+principal/bonus deltas, and neither is ever negative.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class WalletKind(StrEnum):
+    TOP_UP = "top_up"
+    PAY = "pay"
+    REFUND = "refund"  # a purchase paid from the balance was refunded: the payment comes back
+    WITHDRAW = "withdraw"  # principal returned to the member in cash (bonus is not refundable)
+    ADJUST = "adjust"
+    MALL = "mall"  # a stored-value mall item
+
+
+class WalletAccount(Model):
+    id = fields.IntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant_id: int
+    member: fields.OneToOneRelation = fields.OneToOneField(
+        "models.Member", related_name="wallet", on_delete=fields.RESTRICT
+    )
+    member_id: int
+    principal_fen = fields.BigIntField(default=0)
+    bonus_fen = fields.BigIntField(default=0)
+    lifetime_top_up_fen = fields.BigIntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "wallet_account"
+
+
+class WalletTransaction(Model):
+    id = fields.BigIntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant_id: int
+    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "models.Member", related_name="wallet_transactions", on_delete=fields.RESTRICT
+    )
+    member_id: int
+    kind = fields.CharEnumField(WalletKind, max_length=12)
+    principal_delta = fields.BigIntField()
+    bonus_delta = fields.BigIntField()
+    principal_after = fields.BigIntField()
+    bonus_after = fields.BigIntField()
+    idempotency_key = fields.CharField(max_length=128)
+    reference = fields.CharField(max_length=64, default="")
+    actor = fields.CharField(max_length=32, default="system")
+    reason = fields.CharField(max_length=255, default="")
+    reverses: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "models.WalletTransaction", null=True, related_name="reversals", on_delete=fields.RESTRICT
+    )
+    reverses_id: int | None
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "wallet_transaction"
+        unique_together = (("merchant", "idempotency_key"),)
+        indexes = (("member_id", "created_at"), ("merchant_id", "kind", "created_at"))
