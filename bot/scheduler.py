@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -81,7 +82,8 @@ class SchedulerConfig:
 @dataclass
 class Scheduler:
     config: SchedulerConfig
-    runs: list[tuple[str, datetime, bool]] = field(default_factory=list)  # (job, now, succeeded)
+    # The latest runs as (job, now, succeeded), for tests and debugging; the log has them all.
+    runs: deque[tuple[str, datetime, bool]] = field(default_factory=lambda: deque(maxlen=100))
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
