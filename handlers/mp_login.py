@@ -55,7 +55,9 @@ async def link_member(merchant: Merchant, openid: str, unionid: str | None) -> M
         if linked is not None:
             return linked
     defaults: dict[str, Any] = {"unionid": unionid, "source": MemberSource.MINI_PROGRAM, "subscribed": False}
-    member, _ = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)
+    member, created = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)
+    if created:
+        await registration.registered(member)  # registration bonus, new-member gifts, …
     return member
 
 

@@ -13,7 +13,8 @@
 
 Extension points for the points issue: `on_registered` and `on_profile_completed` are lists of async
 callbacks, empty by default. Each runs once per member, after the change is committed, in list order:
-`on_registered` when `subscribe` creates a member (not on relink or re-follow), `on_profile_completed`
+`on_registered` when a member is created — by `subscribe` or a first mini-program login, through
+`registered(member)` — (not on relink or re-follow), `on_profile_completed`
 when `profile_completed_at` is first set. A failing callback is logged and does not undo registration
 or stop the next callback, so a callback must be idempotent and own its retries.
 """
@@ -198,6 +199,11 @@ async def _attribute(member: Member, attribution: Attribution) -> None:
         and await Member.filter(id=member.id, acquired_by_id=None).update(acquired_by_id=staff.id)
     ):
         member.acquired_by_id = staff.id
+
+
+async def registered(member: Member) -> None:
+    """Run the `on_registered` callbacks for a member just created by any channel."""
+    await _run_hooks(on_registered, member)
 
 
 async def _run_hooks(hooks: list[MemberHook], member: Member) -> None:

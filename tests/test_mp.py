@@ -231,3 +231,17 @@ async def test_anonymised_member_does_not_come_back_on_login(aiohttp_client: Any
     await old.refresh_from_db()
     assert old.mp_openid is None
     assert (await Member.get(merchant_id=merchant.id, mp_openid="o-mp-1")).id != old.id
+
+
+async def test_a_mini_program_sign_up_gets_the_registration_bonus_once(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
+    from handlers.points_audit import audit_points
+    from models.points import PointsAccount
+
+    client, merchant = await start(aiohttp_client, make_app, wechat_sim)
+    await asyncio.gather(*(login(client, wechat_sim, "o-mp-bonus") for _ in range(3)))
+    await login(client, wechat_sim, "o-mp-bonus")
+    member = await Member.get(merchant_id=merchant.id, mp_openid="o-mp-bonus")
+    assert (await PointsAccount.get(member_id=member.id)).balance == 100  # the default registration bonus
+    assert await audit_points() == []
