@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bot.app import create_app
+from bot.scheduler import SCHEDULER_CONFIG, SchedulerConfig
 from bot.settings import Settings
 from tests.support import dbutil
 
@@ -77,8 +78,13 @@ def settings(database_url: str, redis_url: str) -> Settings:
 
 @pytest.fixture
 def make_app(settings: Settings) -> Any:
+    """The app under test. Its embedded scheduler (memory:// only) has no jobs, so a test that happens to
+    run at :05 past the hour never sees points maintenance; scheduler tests set their own config."""
+
     def factory(**overrides: Any) -> web.Application:
-        return create_app(settings.model_copy(update=overrides))
+        app = create_app(settings.model_copy(update=overrides))
+        app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=())
+        return app
 
     return factory
 
