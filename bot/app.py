@@ -14,7 +14,7 @@ from tortoise import Tortoise
 from bot.dialog import Dispatcher
 from bot.scheduler import embedded_scheduler
 from bot.settings import ROOT, Settings
-from handlers import bonuses
+from handlers import bonuses, loyalty_config
 from handlers.background import Background
 from handlers.templating import Renderer
 from handlers.wechat.client import WeChatClient
@@ -48,6 +48,7 @@ def connect_redis(url: str) -> Redis:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)
+    loyalty_config.clear_cache()  # cached configuration belongs to the database this app opened
     yield
     await Tortoise.close_connections()
 

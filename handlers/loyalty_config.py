@@ -3,11 +3,18 @@
 Rule sets and tier ladders are immutable versions: a save writes version N+1 and every purchase
 records the version its points came from. A new merchant reads the documented defaults (written
 as version 1 on first use).
+
+Reads are cached per process for `CACHE_SECONDS` (the parsed values are immutable): the till and the
+chat bot read the configuration on every purchase and check-in. A save in this process drops the
+merchant's entry at once; other processes see it within `CACHE_SECONDS`. Each purchase still records
+the rule-set version it actually used. The app factory calls `clear_cache()` when it starts.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -64,6 +71,29 @@ DEFAULT_TIERS: list[dict[str, Any]] = [
 ]
 
 
+CACHE_SECONDS = 5.0
+T = TypeVar("T")
+_cache: dict[tuple[str, int], tuple[float, Any]] = {}
+
+
+def clear_cache(merchant_id: int | None = None) -> None:
+    if merchant_id is None:
+        _cache.clear()
+        return
+    for key in [key for key in _cache if key[1] == merchant_id]:
+        del _cache[key]
+
+
+async def _cached(kind: str, merchant_id: int, load: Callable[[], Awaitable[T]]) -> T:
+    now = time.monotonic()
+    hit = _cache.get((kind, merchant_id))
+    if hit is not None and hit[0] > now:
+        return hit[1]  # type: ignore[no-any-return]
+    value = await load()
+    _cache[(kind, merchant_id)] = (now + CACHE_SECONDS, value)
+    return value
+
+
 def _invalid(exc: RuleError) -> ValidationError:
     return ValidationError(f"{exc.field}: {exc.message}", field=exc.field)
 
@@ -76,8 +106,11 @@ async def audit(merchant_id: int, actor: str, action: str, subject: str = "", **
 
 
 async def program(merchant_id: int) -> Program:
-    row = await LoyaltyProgram.get_or_none(merchant_id=merchant_id)
-    return validate_program(row.settings) if row is not None else Program()
+    async def load() -> Program:
+        row = await LoyaltyProgram.get_or_none(merchant_id=merchant_id)
+        return validate_program(row.settings) if row is not None else Program()
+
+    return await _cached("program", merchant_id, load)
 
 
 async def save_program(merchant_id: int, raw: object, *, actor: str) -> Program:
@@ -91,6 +124,7 @@ async def save_program(merchant_id: int, raw: object, *, actor: str) -> Program:
         if not updated:
             await LoyaltyProgram.create(merchant_id=merchant_id, settings=settings)
         await audit(merchant_id, actor, "program.replace", settings=settings)
+    clear_cache(merchant_id)
     return parsed
 
 
@@ -98,10 +132,13 @@ async def save_program(merchant_id: int, raw: object, *, actor: str) -> Program:
 
 
 async def current_rules(merchant_id: int) -> RuleSet:
-    row = await RuleSetVersion.filter(merchant_id=merchant_id).order_by("-version").first()
-    if row is None:
-        return await _save_rules(merchant_id, DEFAULT_RULES, actor="system", expected=0)
-    return validate_rule_set(row.rules)
+    async def load() -> RuleSet:
+        row = await RuleSetVersion.filter(merchant_id=merchant_id).order_by("-version").first()
+        if row is None:
+            return await _save_rules(merchant_id, DEFAULT_RULES, actor="system", expected=0)
+        return validate_rule_set(row.rules)
+
+    return await _cached("rules", merchant_id, load)
 
 
 async def rules_version(merchant_id: int, version: int) -> RuleSet:
@@ -140,6 +177,7 @@ async def _save_rules(merchant_id: int, raw: object, *, actor: str, expected: in
         if actor == "system":  # two first readers raced to write the defaults: read the winner's
             return await rules_version(merchant_id, rules.version)
         raise Conflict("rule set was changed concurrently; reload and retry", field="version") from None
+    clear_cache(merchant_id)
     return rules
 
 
@@ -147,10 +185,15 @@ async def _save_rules(merchant_id: int, raw: object, *, actor: str, expected: in
 
 
 async def current_tiers(merchant_id: int) -> tuple[int, list[Tier]]:
-    row = await TierSetVersion.filter(merchant_id=merchant_id).order_by("-version").first()
-    if row is None:
-        return await _save_tiers(merchant_id, DEFAULT_TIERS, actor="system", expected=0)
-    return row.version, validate_tiers(row.tiers)
+    """The current ladder (shared and cached: callers must not mutate the list)."""
+
+    async def load() -> tuple[int, list[Tier]]:
+        row = await TierSetVersion.filter(merchant_id=merchant_id).order_by("-version").first()
+        if row is None:
+            return await _save_tiers(merchant_id, DEFAULT_TIERS, actor="system", expected=0)
+        return row.version, validate_tiers(row.tiers)
+
+    return await _cached("tiers", merchant_id, load)
 
 
 async def save_tiers(merchant_id: int, raw: object, *, actor: str) -> tuple[int, list[Tier]]:
@@ -176,6 +219,7 @@ async def _save_tiers(merchant_id: int, raw: object, *, actor: str, expected: in
         if actor == "system":
             return await current_tiers(merchant_id)
         raise Conflict("tiers were changed concurrently; reload and retry", field="version") from None
+    clear_cache(merchant_id)
     return version, tiers
 
 

@@ -7,6 +7,8 @@ per process for a short time so the hot chat path does not query the database on
 
 from __future__ import annotations
 
+import logging
+import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +20,27 @@ from jinja2.sandbox import SandboxedEnvironment
 from handlers.errors import ValidationError
 from models.merchant import ReplyTemplate
 
+log = logging.getLogger(__name__)
 REPLY_DIR = "replies"
+MAX_RENDERED_CHARS = 4000  # a chat reply WeChat accepts is well under this
 OVERRIDE_TTL_SECONDS = 30.0
 MAX_OVERRIDE_CHARS = 4000
+
+
+class LimitedSandbox(SandboxedEnvironment):
+    """The sandbox for merchant-written templates, refusing arithmetic that builds huge values."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
+        if op == "**" and isinstance(right, int | float) and abs(right) > 64:
+            raise jinja2.exceptions.SecurityError("exponent too large")
+        if op == "*":
+            for seq, count in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+                if sized and len(seq) * count > MAX_RENDERED_CHARS:
+                    raise jinja2.exceptions.SecurityError("repetition too large")
+        return {"*": operator.mul, "**": operator.pow}[op](left, right)
 
 
 @dataclass(slots=True)
@@ -40,7 +60,7 @@ class Renderer:
             loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
             trim_blocks=True, lstrip_blocks=True,
         )
-        self.sandbox = SandboxedEnvironment(
+        self.sandbox = LimitedSandbox(
             autoescape=False, undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True,
         )
         self._root = root
@@ -50,11 +70,25 @@ class Renderer:
         folder = self._root / REPLY_DIR
         return sorted(p.name.removesuffix(".txt.j2") for p in folder.glob("*.txt.j2"))
 
-    async def reply(self, merchant_id: int, name: str, **context: Any) -> str:
-        """Render chat reply `name` for a merchant: its override if it has one, else the built-in."""
-        overrides = await self._merchant_overrides(merchant_id)
-        template = overrides.get(name) or self.text.get_template(f"{REPLY_DIR}/{name}.txt.j2")
-        return template.render(**context).strip()
+    async def reply(self, merchant_id: int, name: str, /, **context: Any) -> str:
+        """Render chat reply `name` for a merchant: its override if it renders, else the built-in.
+
+        An override that fails at render time (it compiled when saved, but e.g. divides by zero for
+        this member's data) or renders too long is logged and the built-in answers instead.
+        """
+        override = (await self._merchant_overrides(merchant_id)).get(name)
+        if override is not None:
+            try:
+                text = override.render(**context).strip()
+            except Exception as exc:
+                log.warning("reply override failed; using the built-in", extra={
+                    "merchant_id": merchant_id, "template": name, "error": type(exc).__name__})
+            else:
+                if len(text) <= MAX_RENDERED_CHARS:
+                    return text
+                log.warning("reply override too long; using the built-in",
+                            extra={"merchant_id": merchant_id, "template": name})
+        return self.text.get_template(f"{REPLY_DIR}/{name}.txt.j2").render(**context).strip()
 
     def message(self, name: str, **context: Any) -> str:
         """Render a push body under templates/messages/."""
@@ -75,6 +109,8 @@ class Renderer:
             template.render()  # undefined names render empty; sandbox violations raise here
         except jinja2.TemplateError as exc:
             raise ValidationError(f"模板无法解析: {exc}", field="source") from exc
+        except Exception as exc:  # e.g. {{ 1 // 0 }}: compiles, but can never render
+            raise ValidationError(f"模板无法渲染: {type(exc).__name__}", field="source") from exc
         return template
 
     def forget(self, merchant_id: int) -> None:
