@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pydantic
 from aiohttp import web
+from tortoise import exceptions as tortoise_exceptions
 
 from handlers.errors import DomainError, ErrorCode
 
@@ -77,6 +78,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(STATUS.get(exc.code, 400), exc.code, exc.message, field=exc.field)
     except pydantic.ValidationError as exc:
         return _pydantic_response(exc)
+    except tortoise_exceptions.ValidationError as exc:  # a value no column can hold, e.g. an over-long code
+        log.warning("value refused by a model field: %s", exc)
+        return error_response(400, ErrorCode.VALIDATION, "a value is too long or not allowed")
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
