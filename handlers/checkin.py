@@ -122,8 +122,8 @@ async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> Chec
             )
             balance = account.balance
             if earned:
-                posted = await points.credit(
-                    merchant.id, member_id, earned, PointsKind.EARN_CHECKIN,
+                posted = await points.credit_locked(
+                    account, earned, PointsKind.EARN_CHECKIN,
                     key=f"checkin:{member_id}:{day.isoformat()}", now=now,
                     expires_at=expiry_date(now, program.expiry, merchant.timezone),
                     reference=day.isoformat(), actor="member", reason=f"{day.isoformat()} 签到",

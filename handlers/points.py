@@ -135,22 +135,49 @@ async def credit(
     _check_amount(amount)
     async with in_transaction():
         account = await lock_account(merchant_id, member_id)
-        if (replayed := await _replay(merchant_id, member_id, key, kind, amount)) is not None:
-            return replayed
-        fill = amount - min(amount, max(-account.balance, 0))  # repay any claw-back debt first
-        txn = await _write(account, amount, kind, key, reference=reference, actor=actor, reason=reason)
-        await PointsLot.create(
-            merchant_id=merchant_id,
-            member_id=member_id,
-            source_id=txn.id,
-            source_key=key,
-            amount=amount,
-            remaining=fill,
-            status=LotStatus.AVAILABLE,
-            earned_at=now,
+        return await credit_locked(
+            account,
+            amount,
+            kind,
+            key=key,
+            now=now,
             expires_at=expires_at,
+            reference=reference,
+            actor=actor,
+            reason=reason,
         )
-        return _posted(txn)
+
+
+async def credit_locked(
+    account: PointsAccount,
+    amount: int,
+    kind: PointsKind,
+    *,
+    key: str,
+    now: datetime,
+    expires_at: datetime | None,
+    reference: str = "",
+    actor: str = "system",
+    reason: str = "",
+) -> Posted:
+    """`credit` on an account the caller locked with `lock_account` in its open transaction."""
+    _check_amount(amount)
+    if (replayed := await _replay(account.merchant_id, account.member_id, key, kind, amount)) is not None:
+        return replayed
+    fill = amount - min(amount, max(-account.balance, 0))  # repay any claw-back debt first
+    txn = await _write(account, amount, kind, key, reference=reference, actor=actor, reason=reason)
+    await PointsLot.create(
+        merchant_id=account.merchant_id,
+        member_id=account.member_id,
+        source_id=txn.id,
+        source_key=key,
+        amount=amount,
+        remaining=fill,
+        status=LotStatus.AVAILABLE,
+        earned_at=now,
+        expires_at=expires_at,
+    )
+    return _posted(txn)
 
 
 async def hold_pending(
@@ -199,24 +226,42 @@ async def debit(
     reason: str = "",
 ) -> Posted:
     """Spend points, soonest-expiring lots first. Refused (nothing changes) if the balance is short."""
+    async with in_transaction():
+        account = await lock_account(merchant_id, member_id)
+        return await debit_locked(
+            account, amount, kind, key=key, now=now, reference=reference, actor=actor, reason=reason
+        )
+
+
+async def debit_locked(
+    account: PointsAccount,
+    amount: int,
+    kind: PointsKind,
+    *,
+    key: str,
+    now: datetime,
+    reference: str = "",
+    actor: str = "system",
+    reason: str = "",
+) -> Posted:
+    """`debit` on an account the caller locked in its open transaction. When it raises
+    `NotEnoughPoints`, the caller's transaction must roll back (it may have expired lapsed lots)."""
     _check_amount(amount)
     if kind not in DEBIT_KINDS:
         raise ValueError(f"{kind} is not a debit")
-    async with in_transaction():
-        account = await lock_account(merchant_id, member_id)
-        if (replayed := await _replay(merchant_id, member_id, key, kind, -amount)) is not None:
-            return replayed
-        await _expire_locked(account, now)
-        lots = await _spendable(member_id, now)
-        try:
-            plan = allocate_spend([Lot(lot.id, lot.remaining, lot.expires_at) for lot in lots], amount)
-        except InsufficientPoints:
-            raise NotEnoughPoints(
-                f"积分不足：需要 {amount}，可用 {max(account.balance, 0)}", field="points"
-            ) from None
-        txn = await _write(account, -amount, kind, key, reference=reference, actor=actor, reason=reason)
-        await _draw(txn, {lot.id: lot for lot in lots}, plan)
-        return _posted(txn)
+    if (replayed := await _replay(account.merchant_id, account.member_id, key, kind, -amount)) is not None:
+        return replayed
+    await _expire_locked(account, now)
+    lots = await _spendable(account.member_id, now)
+    try:
+        plan = allocate_spend([Lot(lot.id, lot.remaining, lot.expires_at) for lot in lots], amount)
+    except InsufficientPoints:
+        raise NotEnoughPoints(
+            f"积分不足：需要 {amount}，可用 {max(account.balance, 0)}", field="points"
+        ) from None
+    txn = await _write(account, -amount, kind, key, reference=reference, actor=actor, reason=reason)
+    await _draw(txn, {lot.id: lot for lot in lots}, plan)
+    return _posted(txn)
 
 
 async def reverse(

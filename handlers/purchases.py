@@ -30,6 +30,7 @@ from handlers.rules.program import Program
 from handlers.rules.tiers_model import Tier
 from handlers.rules.till import price
 from models.activity import Purchase, PurchaseStatus
+from models.member import Member
 from models.merchant import Merchant, Store
 from models.points import PointsAccount, PointsKind, PointsPool
 from models.staff import Staff
@@ -173,7 +174,7 @@ async def record_purchase(
     store = await _store(merchant, staff)
 
     async with in_transaction():
-        await points.lock_account(merchant.id, member.id)
+        account = await points.lock_account(merchant.id, member.id)
         existing = await Purchase.get_or_none(merchant_id=merchant.id, idempotency_key=req.idempotency_key)
         if existing is not None:  # a concurrent request with this key won the lock first
             return await _replay(existing, digest)
@@ -208,9 +209,8 @@ async def record_purchase(
         )
         actor = f"staff:{staff.id}" if staff else "system"
         if quote.offset_points:
-            await points.debit(
-                merchant.id,
-                member.id,
+            await points.debit_locked(
+                account,
                 quote.offset_points,
                 PointsKind.SPEND_OFFSET,
                 key=offset_key(req.idempotency_key),
@@ -219,14 +219,15 @@ async def record_purchase(
                 actor=actor,
                 reason=f"消费抵扣 {quote.offset_fen / 100:.2f} 元",
             )
-        await _earn(merchant, program, purchase, earn, now=now, actor=actor)
+        await _earn(merchant, program, account, purchase, earn, now=now, actor=actor)
         if pool is not None and earn.points:
             pool.granted += earn.points
             await pool.save(update_fields=["granted"])
 
     change = await tiers.evaluate(merchant, member.id, now=now, key=f"purchase:{purchase.id}")
-    awards = await _first_purchase_referrals(merchant, member.id, now)
-    account = await PointsAccount.get(member_id=member.id)
+    awards = await _first_purchase_referrals(merchant, member, now)
+    if change is not None and change.gift_points:
+        account = await PointsAccount.get(member_id=member.id)
     result = PurchaseResult(
         purchase.id,
         member.id,
@@ -267,7 +268,14 @@ async def _lock_pool(merchant_id: int, program: Program) -> PointsPool | None:
 
 
 async def _earn(
-    merchant: Merchant, program: Program, purchase: Purchase, earn: EarnResult, *, now: datetime, actor: str
+    merchant: Merchant,
+    program: Program,
+    account: PointsAccount,
+    purchase: Purchase,
+    earn: EarnResult,
+    *,
+    now: datetime,
+    actor: str,
 ) -> None:
     if not earn.points:
         return
@@ -284,9 +292,8 @@ async def _earn(
             expires_at=expires,
         )
         return
-    await points.credit(
-        merchant.id,
-        purchase.member_id,
+    await points.credit_locked(
+        account,
         earn.points,
         PointsKind.EARN_PURCHASE,
         key=key,
@@ -298,10 +305,13 @@ async def _earn(
     )
 
 
-async def _first_purchase_referrals(merchant: Merchant, member_id: int, now: datetime) -> int:
+async def _first_purchase_referrals(merchant: Merchant, member: Member, now: datetime) -> int:
     """Referral awards for the member's first completed purchase (at most once per level, by key)."""
     from handlers import referrals
 
+    if member.referrer_id is None:
+        return 0
+    member_id = member.id
     completed = await Purchase.filter(
         merchant_id=merchant.id, member_id=member_id, status=PurchaseStatus.COMPLETED
     ).count()
