@@ -39,3 +39,21 @@ def test_paid_plus_discount_plus_offset_is_amount(amount: int, percent: int) -> 
     quote = price(amount, percent, points, POLICY)
     assert quote.paid_fen + quote.discount_fen + quote.offset_fen == amount
     assert quote.paid_fen >= 0 and quote.offset_fen <= payable // 2
+
+
+def test_coupon_comes_off_the_discounted_amount_before_the_offset_cap() -> None:
+    quote = price(10_000, 90, 2_000, POLICY, coupon_fen=2_000)  # 90 yuan after 9折, 满减 20, 20 yuan points
+    parts = (quote.discount_fen, quote.coupon_fen, quote.offset_fen, quote.paid_fen)
+    assert parts == (1_000, 2_000, 2_000, 5_000)
+    with pytest.raises(RuleError) as caught:
+        price(10_000, 90, 4_000, POLICY, coupon_fen=2_000)  # 40 yuan > 50% of the 70 left
+    assert caught.value.field == "points_offset"
+
+
+@given(st.integers(0, 10**9), st.integers(1, 100), st.integers(0, 10**9))
+def test_every_fen_is_accounted_for_with_a_coupon(amount: int, percent: int, coupon: int) -> None:
+    discounted = amount * percent // 100
+    coupon = min(coupon, discounted)
+    points = max_offset_points(discounted - coupon, POLICY)
+    quote = price(amount, percent, points, POLICY, coupon_fen=coupon)
+    assert quote.paid_fen + quote.discount_fen + quote.coupon_fen + quote.offset_fen == amount
