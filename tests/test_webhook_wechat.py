@@ -18,7 +18,7 @@ from models.merchant import Merchant
 from tests.support.wechat_push import Mode, WeChatPusher, event_xml, sign, text_xml
 from tests.support.wechat_sim import WeChatSim
 from webhooks import wechat
-from webhooks.appkeys import BACKGROUND
+from webhooks.appkeys import BACKGROUND, REDIS
 
 TOKEN = "shoptoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -373,13 +373,21 @@ async def test_help_gets_the_real_help_menu(client: Any, mode: Mode) -> None:
     assert "【注册】" in reply.content and "【帮助】" in reply.content
 
 
-async def test_failing_to_record_the_reply_still_answers(pusher: WeChatPusher, bot: Recorder,
-                                                         monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
-    async def broken_remember(*args: Any) -> None:
-        raise ConnectionError("redis went away")
+async def test_a_retry_first_handled_by_another_process_gets_an_empty_body(
+    client: Any, pusher: WeChatPusher, bot: Recorder
+) -> None:
+    xml = text_xml("o-user", "hi", msg_id="9000000000000000777", create_time=int(time.time()))
+    shop = await Merchant.get(slug=pusher.path.rsplit("/", 1)[1])
+    assert await dedup.claim(client.app[REDIS], shop.id, "m:9000000000000000777")  # the other process
+    reply = await pusher.push(xml, mode="safe")
+    assert (reply.status, reply.empty) == (200, True)
+    assert bot.messages == []
 
-    monkeypatch.setattr(dedup, "remember", broken_remember)
-    reply = await pusher.text("o-user", "hi", mode="safe")
-    assert (reply.status, reply.content) == (200, "收到:hi")
-    assert any(r.message.startswith("reply not recorded for retries") for r in caplog.records)
+
+async def test_the_answer_book_forgets_old_and_excess_answers() -> None:
+    book = dedup.AnswerBook(ttl=60, size=2)
+    for key in ("a", "b", "c"):
+        book.open(1, key).set_result(TextReply(key))
+    assert len(book) == 2
+    assert await book.earlier_answer(1, "a", until=time.monotonic()) is None  # evicted: over the size
+    assert await book.earlier_answer(1, "c", until=time.monotonic()) == TextReply("c")

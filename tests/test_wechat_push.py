@@ -11,7 +11,6 @@ from wechatpy.crypto import WeChatCrypto
 
 from handlers.chat import Article, NewsReply, TextReply
 from handlers.errors import DomainError, ErrorCode
-from handlers.wechat import dedup
 from handlers.wechat.push import (
     check_timestamp,
     decrypt,
@@ -227,7 +226,3 @@ def test_news_reply_renders_articles() -> None:
 def test_no_reply_renders_an_empty_body() -> None:
     assert render_reply(None, openid="o", account="gh") == ""
 
-
-@pytest.mark.parametrize("reply", [None, TextReply("积分 100"), NewsReply((Article("t", "d", "u", "i"),))])
-def test_cached_replies_round_trip(reply: TextReply | NewsReply | None) -> None:
-    assert dedup.decode(dedup.encode(reply)) == reply

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from handlers.chat import ChatReply, TextReply
 from handlers.errors import DomainError, ErrorCode
@@ -62,10 +61,12 @@ class MerchantCache:
 
 
 MERCHANTS: web.AppKey[MerchantCache] = web.AppKey("wechat_merchants", MerchantCache)
+ANSWERS: web.AppKey[dedup.AnswerBook] = web.AppKey("wechat_answers", dedup.AnswerBook)
 
 
 def setup(app: web.Application) -> None:
     app[MERCHANTS] = MerchantCache()
+    app[ANSWERS] = dedup.AnswerBook()
     app.router.add_routes([web.get("/wechat/{merchant_slug}", verify_url),
                            web.post("/wechat/{merchant_slug}", receive_push)])
 
@@ -130,29 +131,22 @@ async def _answer(app: web.Application, merchant: Merchant, push: Push, *, until
         first = await dedup.claim(redis, merchant.id, push.dedup_key)
     except Exception as exc:  # no dedup without Redis: let WeChat retry rather than risk double effects
         raise DomainError("temporarily unavailable", code=ErrorCode.UNAVAILABLE) from exc
+    answers = app[ANSWERS]
     if not first:
         log.info("duplicate push", extra=_log_fields(merchant, push))
-        return await dedup.earlier_answer(redis, merchant.id, push.dedup_key, until=until)
+        return await answers.earlier_answer(merchant.id, push.dedup_key, until=until)
+    answer = answers.open(merchant.id, push.dedup_key)
     background = app[BACKGROUND]
     task = background.spawn(_dispatch(app, merchant, push), name="wechat-dispatch")
     done, _ = await asyncio.wait({task}, timeout=max(0.0, until - time.monotonic()))
     if not done:
-        await _remember(redis, merchant, push, None)
+        answer.set_result(None)  # answered empty; the reply goes out later as a customer-service message
         background.spawn(_deliver_late(app, merchant, push, task), name="wechat-late-reply")
         log.info("reply deadline passed; answering later", extra=_log_fields(merchant, push))
         return None
     reply: ChatReply | None = task.result()
-    await _remember(redis, merchant, push, reply)
+    answer.set_result(reply)
     return reply
-
-
-async def _remember(redis: Redis, merchant: Merchant, push: Push, reply: ChatReply | None) -> None:
-    """Record the answer for retries; if Redis fails now, a retry gets an empty body (the claim stands)."""
-    try:
-        await dedup.remember(redis, merchant.id, push.dedup_key, reply)
-    except Exception as exc:
-        log.warning("reply not recorded for retries: %s", type(exc).__name__,
-                    extra=_log_fields(merchant, push))
 
 
 async def _dispatch(app: web.Application, merchant: Merchant, push: Push) -> ChatReply | None:
