@@ -174,15 +174,17 @@ def cmd_staff(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from handlers import merchants
     from handlers.points_audit import audit_points
+    from handlers.wallet_audit import audit_wallet
 
     settings = load_settings()
+    check = audit_wallet if args.ledger == "stored-value" else audit_points
 
     async def audit() -> int:
         merchant_id = (await merchants.get_merchant(args.merchant)).id if args.merchant else None
-        mismatches = await audit_points(merchant_id)
+        mismatches = await check(merchant_id)
         for mismatch in mismatches:
             print(f"MISMATCH {mismatch}")
-        print(f"audit points: {len(mismatches)} mismatches")
+        print(f"audit {args.ledger}: {len(mismatches)} mismatches")
         return 1 if mismatches else 0
 
     return _run(settings, audit)
@@ -268,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     asub = audit.add_subparsers(dest="ledger", required=True)
     apoints = asub.add_parser("points", help="balance = Σ transactions = Σ remaining lots, per member")
     apoints.add_argument("--merchant", default=None, help="merchant slug (default: all)")
+    astored = asub.add_parser("stored-value", help="principal/bonus = Σ ledger deltas, never negative")
+    astored.add_argument("--merchant", default=None, help="merchant slug (default: all)")
     audit.set_defaults(func=cmd_audit)
 
     pts = sub.add_parser("points", help="points jobs")

@@ -27,6 +27,11 @@ class ErrorCode(StrEnum):
     CARD_EXPIRED = "card_expired"
     CARD_INVALID = "card_invalid"
     IDEMPOTENCY_MISMATCH = "idempotency_mismatch"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    SERVICE_CARD_EXHAUSTED = "service_card_exhausted"
+    SERVICE_CARD_EXPIRED = "service_card_expired"
+    SERVICE_CARD_NOT_STARTED = "service_card_not_started"
+    SERVICE_CARD_REVOKED = "service_card_revoked"
 
 
 class DomainError(Exception):

@@ -1,7 +1,7 @@
 """A member's tier: where they stand, upgrades after activity or bought with points, reviews.
 
 Criteria are read from a rolling window (spend paid in cash at the till, points earned net of
-reversals, recharge — stored value arrives with the mall issue, until then 0), never from the
+reversals, recharge — the principal of stored-value top-ups), never from the
 current balance. Every change writes one append-only `TierChange` (unique idempotency key).
 An upgrade gift is credited at most once per member and tier (`tiergift:<member>:<tier>`), so a
 member who drops and climbs back does not collect it twice. Coupon gifts are handed to the
@@ -30,6 +30,7 @@ from models.loyalty import MemberTier, TierChange
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsKind, PointsTransaction
+from models.wallet import WalletKind, WalletTransaction
 
 log = logging.getLogger(__name__)
 EARN_KINDS = [k for k in PointsKind if k.value.startswith("earn_")]
@@ -66,7 +67,8 @@ async def window_stats(merchant_id: int, member_id: int, window_days: int, now: 
     clawed = await sum_of(
         PointsTransaction.filter(kind=PointsKind.REVERSE, reverses__kind__in=EARN_KINDS, **mine), "delta"
     )
-    return WindowStats(spend_fen=spend, points_earned=max(earned + clawed, 0))
+    recharge = await sum_of(WalletTransaction.filter(kind=WalletKind.TOP_UP, **mine), "principal_delta")
+    return WindowStats(spend_fen=spend, recharge_fen=recharge, points_earned=max(earned + clawed, 0))
 
 
 def _window(tiers: list[Tier]) -> int:

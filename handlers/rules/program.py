@@ -13,6 +13,7 @@ from handlers.rules import _parse as p
 from handlers.rules.checkin import CheckinPolicy, checkin_policy_to_dict, validate_checkin_policy
 from handlers.rules.errors import RuleError
 from handlers.rules.expiry import ExpiryPolicy, RollingMonths, expiry_policy_to_dict, validate_expiry_policy
+from handlers.rules.wallet import StoredValuePolicy, stored_value_to_dict, validate_stored_value
 
 ReferralTrigger = Literal["first_purchase", "registration"]
 MAX_REFERRAL_DEPTH = 5
@@ -55,6 +56,7 @@ class Program:
         )
     )
     earn_pool: str | None = None  # a PointsPool code capping all purchase points
+    stored_value: StoredValuePolicy = field(default_factory=StoredValuePolicy)  # top-up bonus tiers
 
 
 _TOP = (
@@ -67,6 +69,7 @@ _TOP = (
     "referral",
     "checkin",
     "earn_pool",
+    "stored_value",
 )
 
 
@@ -87,6 +90,7 @@ def validate_program(raw: object) -> Program:
         referral=_referral(top.get("referral", {"level_points": []})),
         checkin=_nested(validate_checkin_policy, top, "checkin", default.checkin),
         earn_pool=p.text(top["earn_pool"], "earn_pool") if top.get("earn_pool") else None,
+        stored_value=_nested(validate_stored_value, top, "stored_value", default.stored_value),
     )
 
 
@@ -109,6 +113,7 @@ def program_to_dict(program: Program) -> dict[str, Any]:
         },
         "checkin": checkin_policy_to_dict(program.checkin),
         "earn_pool": program.earn_pool,
+        "stored_value": stored_value_to_dict(program.stored_value),
     }
 
 
