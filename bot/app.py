@@ -14,7 +14,7 @@ from tortoise import Tortoise
 from bot.dialog import Dispatcher
 from bot.scheduler import embedded_scheduler
 from bot.settings import ROOT, Settings
-from handlers import bonuses, loyalty_config
+from handlers import bonuses, coupons, loyalty_config
 from handlers.background import Background
 from handlers.templating import Renderer
 from handlers.wechat.client import WeChatClient
@@ -95,4 +95,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_database, _redis, _http, _chat, embedded_scheduler])
     setup_routes(app)
     bonuses.install()
+    coupons.install()
     return app

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from handlers import loyalty_config, points, tiers
+from handlers import coupons, loyalty_config, points, tiers
 from handlers import retention as retention_policy
 from handlers.rules.expiry import expiry_date
 from models.member import Member
@@ -122,6 +122,7 @@ JOBS: dict[str, Job] = {
     "tier_reviews": tier_reviews,
     "birthday_gifts": birthday_gifts,
     "retention": retention,
+    "coupon_expiry": coupons.expiry_job,
 }
 
 

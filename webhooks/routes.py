@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from webhooks import admin, admin_loyalty, api, mp, mp_loyalty, openapi, pages, staff, till, wechat
+from webhooks import admin, admin_loyalty, api, coupons, mp, mp_loyalty, openapi, pages, staff, till, wechat
 
 
 def setup_routes(app: web.Application) -> None:
     api.mount(
         app, openapi.routes, mp.routes, mp_loyalty.routes, staff.routes, till.routes, admin.routes,
-        admin_loyalty.routes,
+        admin_loyalty.routes, coupons.routes,
     )
     wechat.setup(app)
     pages.setup(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.dialog import profile
+from bot.dialog.coupons import add_coupon_intents
 from bot.dialog.loyalty import add_loyalty_intents
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
@@ -77,4 +78,5 @@ def build_router() -> Router:
     router.add_event("unsubscribe", unsubscribed)
     router.add_flow(profile.FLOW, profile.answer)
     add_loyalty_intents(router)
+    add_coupon_intents(router)
     return router

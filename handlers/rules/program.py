@@ -56,6 +56,7 @@ class Program:
         )
     )
     earn_pool: str | None = None  # a PointsPool code capping all purchase points
+    new_member_coupon_template_ids: tuple[int, ...] = ()  # coupons every new member is given
     stored_value: StoredValuePolicy = field(default_factory=StoredValuePolicy)  # top-up bonus tiers
 
 
@@ -69,8 +70,10 @@ _TOP = (
     "referral",
     "checkin",
     "earn_pool",
+    "new_member_coupon_template_ids",
     "stored_value",
 )
+MAX_NEW_MEMBER_COUPONS = 20
 
 
 def validate_program(raw: object) -> Program:
@@ -90,6 +93,7 @@ def validate_program(raw: object) -> Program:
         referral=_referral(top.get("referral", {"level_points": []})),
         checkin=_nested(validate_checkin_policy, top, "checkin", default.checkin),
         earn_pool=p.text(top["earn_pool"], "earn_pool") if top.get("earn_pool") else None,
+        new_member_coupon_template_ids=_template_ids(top.get("new_member_coupon_template_ids", [])),
         stored_value=_nested(validate_stored_value, top, "stored_value", default.stored_value),
     )
 
@@ -113,6 +117,7 @@ def program_to_dict(program: Program) -> dict[str, Any]:
         },
         "checkin": checkin_policy_to_dict(program.checkin),
         "earn_pool": program.earn_pool,
+        "new_member_coupon_template_ids": list(program.new_member_coupon_template_ids),
         "stored_value": stored_value_to_dict(program.stored_value),
     }
 
@@ -152,3 +157,14 @@ def _referral(raw: object) -> ReferralPolicy:
             p.integer(v, f"referral.level_points[{i}]", lo=0, hi=MAX_POINTS) for i, v in enumerate(levels)
         ),
     )
+
+
+def _template_ids(raw: object) -> tuple[int, ...]:
+    path = "new_member_coupon_template_ids"
+    values = p.items(raw, path)
+    if len(values) > MAX_NEW_MEMBER_COUPONS:
+        raise RuleError(path, f"最多 {MAX_NEW_MEMBER_COUPONS} 个券模板")
+    ids = tuple(p.integer(v, p.join(path, i), lo=1) for i, v in enumerate(values))
+    if len(set(ids)) != len(ids):
+        raise RuleError(path, "券模板重复")
+    return ids
