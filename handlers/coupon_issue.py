@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -57,7 +57,7 @@ class CouponError(DomainError):
     def __init__(self, code: CouponCode, message: str, *, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.coupon_code = code
-        self.code = cast(ErrorCode, code)  # shown as is in the JSON error; ErrorCode has no coupon codes
+        self.code = ErrorCode(code.value)
 
 
 @dataclass(frozen=True, slots=True)
