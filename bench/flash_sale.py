@@ -1,0 +1,201 @@
+"""POST /api/mp/{slug}/mall/flash-sales/{id}/buy (HTTP, PostgreSQL + Redis) vs the bare gate.
+
+memberbot: one `memberbot serve` process; 16 keep-alive connections post flash-sale attempts from 512
+members (each with its own session) at a sale of `UNITS` units, limit 2 per member — the burst a
+flash sale is: a few successes (the order written with its points debit) and a flood of refusals.
+Baseline, measured in the same run on a sale of the same size: 16 asyncio tasks run the SAME Lua gate
+(`handlers/flash_gate.lua`) by EVALSHA from Python, plus one asyncpg INSERT per success — no HTTP, no
+auth, no ORM, no points. Exactness: both sides must end with orders == units. Target: memberbot at
+>= 40% of the baseline's attempts/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from redis.asyncio import Redis
+
+from bench import services
+from bench.harness import LoadResult, Server, table
+from bench.services import DATABASE_URL, REDIS_URL
+
+TITLE = "flash-sale attempts (HTTP, PostgreSQL + Redis) vs the bare Lua gate + asyncpg INSERT"
+CONCURRENCY = 16
+MEMBERS = 512
+UNITS = 100
+LIMIT = 2
+PRICE = 100
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+TARGET_RATIO = 0.40
+BASELINE_TABLE = "bench_flash_order"
+INSERT = f"insert into {BASELINE_TABLE} (member, key) values ($1, $2)"
+
+
+async def seed(database_url: str, redis_url: str) -> tuple[str, int, list[str]]:
+    """The merchant, the sale, and one member session token per member (members hold enough points)."""
+    from handlers import flash, points
+    from handlers.mall import ItemInput, create_item
+    from handlers.merchants import MerchantInput, create_merchant
+    from handlers.sessions import SessionKind, SessionStore
+    from models.mall import ItemKind
+    from models.points import PointsKind
+
+    now = datetime.now(UTC)
+    async with services.orm(database_url):
+        merchant = await create_merchant(MerchantInput(slug="bench", name="压测门店"))
+        item = await create_item(merchant, ItemKind.PICKUP, ItemInput(name="秒杀商品", price_points=PRICE),
+                                 stock=UNITS, actor="bench")
+        spec = flash.SaleSpec(item_id=item.id, price_points=PRICE, stock=UNITS, limit_per_member=LIMIT,
+                              starts_at=now - timedelta(minutes=1), ends_at=now + timedelta(hours=1))
+        sale = await flash.create_sale(merchant.id, spec, now=now, actor="bench")
+        members = await services.bulk_members(merchant.id, MEMBERS, "oFlash")
+        for member_id in members:
+            await points.credit(merchant.id, member_id, PRICE * LIMIT, PointsKind.GRANT,
+                                key=f"seed:{member_id}", now=now, expires_at=None)
+    redis = Redis.from_url(redis_url)
+    try:
+        store = SessionStore(redis)
+        tokens = [(await store.issue(SessionKind.MEMBER, merchant.id, m)).token for m in members]
+    finally:
+        await redis.aclose()
+    return merchant.slug, sale.id, tokens
+
+
+def attempts(count: int) -> Iterator[tuple[int, str]]:
+    """(member index, idempotency key): members in turn, a fresh key each time."""
+    for n in itertools.count():
+        yield n % count, f"a{n}"
+
+
+async def endpoint_load(server: Server, slug: str, sale_id: int, tokens: list[str]) -> LoadResult:
+    result = LoadResult()
+    plan = attempts(len(tokens))
+    path = f"/api/mp/{slug}/mall/flash-sales/{sale_id}/buy"
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(server.url, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        started = time.perf_counter()
+        stop_at = started + SECONDS
+
+        async def worker() -> None:
+            for member, key in plan:
+                if time.perf_counter() >= stop_at:
+                    return
+                sent = time.perf_counter()
+                try:
+                    headers = {"Authorization": f"Bearer {tokens[member]}"}
+                    async with session.post(path, json={"idempotency_key": key}, headers=headers) as response:
+                        await response.read()
+                        ok = response.status in (200, 409)
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                result.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                result.requests += 1
+                result.errors += not ok
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+async def baseline_load(redis: Redis, pool: asyncpg.Pool, members: int) -> tuple[LoadResult, int]:
+    """The bare gate on sale id 0 (its own keys): EVALSHA, and one INSERT per unit taken."""
+    from handlers import flash
+
+    keys = flash.gate_keys(0)
+    await redis.delete(*keys)
+    await flash.run_gate(redis, keys, "load", UNITS, 3600, 0)
+    result = LoadResult()
+    plan = attempts(members)
+    started = time.perf_counter()
+    stop_at = started + SECONDS
+
+    async def task() -> None:
+        async with pool.acquire() as conn:
+            for member, key in plan:
+                if time.perf_counter() >= stop_at:
+                    return
+                sent = time.perf_counter()
+                verdict = await flash.run_gate(redis, keys, "take", member, LIMIT, key)
+                if verdict == "taken":
+                    await conn.execute(INSERT, member, key)
+                result.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                result.requests += 1
+
+    await asyncio.gather(*(task() for _ in range(CONCURRENCY)))
+    result.seconds = time.perf_counter() - started
+    return result, await pool.fetchval(f"select count(*) from {BASELINE_TABLE}")
+
+
+async def sold(database_url: str, sale_id: int) -> tuple[int, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        orders = await conn.fetchval("select count(*) from mall_order where flash_sale_id = $1", sale_id)
+        sold_ = await conn.fetchval("select sold from flash_sale where id = $1", sale_id)
+        return int(orders), int(sold_)
+    finally:
+        await conn.close()
+
+
+def report(endpoint: LoadResult, raw: LoadResult, rss: float, exact: tuple[int, int, int],
+           audited: tuple[int, int]) -> str:
+    ratio = endpoint.rps / raw.rps if raw.rps else 0.0
+    orders, sold_, raw_orders = exact
+    rows: list[list[object]] = [
+        ["EVALSHA + asyncpg INSERT (baseline)", raw.rps, raw.percentile(50), raw.percentile(99), raw.requests,
+         raw.errors, raw_orders, "-", "-", "1.00"],
+        ["POST …/flash-sales/{id}/buy", endpoint.rps, endpoint.percentile(50), endpoint.percentile(99),
+         endpoint.requests, endpoint.errors, orders, endpoint.cpu_us_per_request, rss, f"{ratio:.2f}"],
+    ]
+    head = ["path", "attempts/s", "p50 ms", "p99 ms", "attempts", "errors", "orders", "server CPU µs/attempt",
+            "server RSS MiB", "ratio"]
+    met = "met" if ratio >= TARGET_RATIO else "NOT met"
+    exactness = "exact" if orders == sold_ == raw_orders == UNITS else "NOT EXACT"
+    code, mismatches = audited
+    return (table(head, rows) + f"\n\nendpoint at {ratio:.0%} of the baseline's attempts/s (target >= "
+            f"{TARGET_RATIO:.0%}: {met}); orders == units ({UNITS}) on both sides: {exactness} "
+            f"(FlashSale.sold {sold_}); memberbot audit points afterwards: exit {code}, "
+            f"{mismatches} mismatches")
+
+
+async def run() -> str:
+    try:
+        await services.fresh_postgres()
+        await services.fresh_redis()
+    except services.Unavailable as exc:
+        return f"skipped: {exc} (set BENCH_DATABASE_URL / BENCH_REDIS_URL)"
+    slug, sale_id, tokens = await seed(DATABASE_URL, REDIS_URL)
+    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp:
+        server = services.memberbot("memberbot-pg", DATABASE_URL, REDIS_URL, Path(tmp))
+        try:
+            await server.start()
+            cpu = server.cpu_seconds()
+            endpoint = await endpoint_load(server, slug, sale_id, tokens)
+            endpoint.server_cpu_seconds = server.cpu_seconds() - cpu
+            rss = server.rss_mib()
+        finally:
+            server.stop()
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        async with asyncpg.create_pool(DATABASE_URL, min_size=CONCURRENCY, max_size=CONCURRENCY) as pool:
+            await pool.execute(f"create table {BASELINE_TABLE} (id bigserial primary key, "
+                               "member int not null, key text not null unique)")
+            raw, raw_orders = await baseline_load(redis, pool, len(tokens))
+    finally:
+        await redis.aclose()
+    orders, sold_ = await sold(DATABASE_URL, sale_id)
+    audited = services.audit(DATABASE_URL, REDIS_URL)
+    setup = (f"{CONCURRENCY} connections / tasks, {MEMBERS} members, {UNITS} units (limit {LIMIT}), "
+             f"{SECONDS:.0f} s each, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+             f"Python {sys.version.split()[0]}")
+    return setup + "\n" + report(endpoint, raw, rss, (orders, sold_, raw_orders), audited)

@@ -1,0 +1,59 @@
+-- The flash-sale (秒杀) gate: one sale's stock and per-member limits, decided atomically in Redis.
+--
+-- KEYS[1] units left (a string integer; its absence means "not built": rebuild from PostgreSQL)
+-- KEYS[2] hash member id -> units that member holds in this sale
+-- KEYS[3] hash reservation key -> member id (one entry per idempotency key that holds a unit)
+--
+-- ARGV[1] is the operation:
+--   take    member, limit, reservation         -> taken | duplicate | limit | sold_out | missing
+--   release member, reservation, give_back(0|1) -> released | absent | missing
+--   load    left, ttl seconds, n_members, (member, count) * n_members, (reservation, member) *
+--                                              -> loaded | present
+
+local op = ARGV[1]
+
+if op == 'take' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+  local member, limit, reservation = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+  if redis.call('HEXISTS', KEYS[3], reservation) == 1 then return 'duplicate' end
+  if tonumber(redis.call('HGET', KEYS[2], member) or '0') >= limit then return 'limit' end
+  if tonumber(redis.call('GET', KEYS[1])) <= 0 then return 'sold_out' end
+  redis.call('DECR', KEYS[1])
+  redis.call('HINCRBY', KEYS[2], member, 1)
+  redis.call('HSET', KEYS[3], reservation, member)
+  return 'taken'
+end
+
+if op == 'release' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+  local member, reservation, give_back = ARGV[2], ARGV[3], ARGV[4]
+  if redis.call('HDEL', KEYS[3], reservation) == 0 then return 'absent' end
+  if redis.call('HINCRBY', KEYS[2], member, -1) <= 0 then redis.call('HDEL', KEYS[2], member) end
+  if give_back == '1' then redis.call('INCR', KEYS[1]) end
+  return 'released'
+end
+
+if op == 'load' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 'present' end
+  local ttl = tonumber(ARGV[3])
+  redis.call('DEL', KEYS[2], KEYS[3])
+  -- A placeholder field keeps both hashes (and so their expiry) alive while they are empty.
+  redis.call('HSET', KEYS[2], '_', 0)
+  redis.call('HSET', KEYS[3], '_', 0)
+  local n_members = tonumber(ARGV[4])
+  local i = 5
+  for _ = 1, n_members do
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  while i < #ARGV do
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  return 'loaded'
+end
+
+return redis.error_reply('unknown flash gate operation ' .. tostring(op))

@@ -1,0 +1,288 @@
+"""Flash sales (秒杀) and group deals (拼团): the admin endpoints (manager+) and the member endpoints.
+
+A flash-sale purchase answers 409 with the reason (`已抢光`, `每人限购 N 件`, not started, ended,
+not enough points); a retried `idempotency_key` answers the first order with `replayed: true`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, Field, StrictInt
+
+from handlers import flash, groups
+from handlers.mall import STATUS_LABELS
+from models.mall import DealGroup, FlashSale, GroupDeal, GroupStatus, MallOrder, OrderStatus
+from webhooks.api import Call, In, Out, Routes
+from webhooks.appkeys import REDIS
+from webhooks.auth import MANAGER, MEMBER
+from webhooks.mp import MerchantPath
+
+routes = Routes("mall_deals")
+
+Id = Annotated[int, Field(ge=1, le=2_000_000_000)]
+Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                           description="client-chosen idempotency key; a retry with the same key is safe")]
+Points = Annotated[StrictInt, Field(ge=1, le=flash.MAX_POINTS)]
+
+
+def _actor(call: Call[Any, Any]) -> str:
+    return f"staff:{call.staff.id}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Flash sales ---------------------------------------------------------------------------------------
+
+
+class FlashSaleIn(In):
+    item_id: Id
+    price_points: Points
+    stock: Annotated[StrictInt, Field(ge=1, le=flash.MAX_UNITS, description="units moved from the item")]
+    limit_per_member: Annotated[StrictInt, Field(ge=1, le=flash.MAX_UNITS)] = 1
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
+class FlashSaleOut(Out):
+    id: int
+    item_id: int
+    item_name: str
+    price_points: int
+    stock: int
+    sold: int
+    limit_per_member: int
+    starts_at: datetime
+    ends_at: datetime
+    state: str = Field(description="upcoming, live or ended", examples=["live"])
+
+
+class FlashSalesOut(Out):
+    items: list[FlashSaleOut]
+
+
+def _state(starts_at: datetime, ends_at: datetime, now: datetime) -> str:
+    return "upcoming" if now < starts_at else "live" if now < ends_at else "ended"
+
+
+def _sale_out(sale: FlashSale, now: datetime) -> FlashSaleOut:
+    return FlashSaleOut(
+        id=sale.id, item_id=sale.item_id, item_name=sale.item.name, price_points=sale.price_points,
+        stock=sale.stock, sold=sale.sold, limit_per_member=sale.limit_per_member, starts_at=sale.starts_at,
+        ends_at=sale.ends_at, state=_state(sale.starts_at, sale.ends_at, now),
+    )
+
+
+@routes.post("/api/admin/mall/flash-sales", body=FlashSaleIn, response=FlashSaleOut, status=201,
+             auth=MANAGER, errors=(404, 409))
+async def create_flash_sale(call: Call[FlashSaleIn, None]) -> FlashSaleOut:
+    """Create a flash sale: `stock` units move from the item to the sale (refused if the item lacks them)."""
+    body, now = call.body, _now()
+    spec = flash.SaleSpec(
+        item_id=body.item_id, price_points=body.price_points, stock=body.stock,
+        limit_per_member=body.limit_per_member, starts_at=body.starts_at, ends_at=body.ends_at,
+    )
+    sale = await flash.create_sale(call.merchant.id, spec, now=now, actor=_actor(call))
+    await sale.fetch_related("item")
+    return _sale_out(sale, now)
+
+
+@routes.get("/api/admin/mall/flash-sales", response=FlashSalesOut, auth=MANAGER)
+async def list_flash_sales(call: Call[None, None]) -> FlashSalesOut:
+    """Every flash sale of the merchant, with units sold."""
+    now = _now()
+    return FlashSalesOut(items=[_sale_out(s, now) for s in await flash.list_sales(call.merchant.id)])
+
+
+@routes.get("/api/mp/{merchant_slug}/mall/flash-sales", path_model=MerchantPath, response=FlashSalesOut,
+            auth=MEMBER)
+async def member_flash_sales(call: Call[None, MerchantPath]) -> FlashSalesOut:
+    """Flash sales that are live or upcoming."""
+    now = _now()
+    sales = await flash.list_sales(call.merchant.id, since=now)
+    return FlashSalesOut(items=[_sale_out(s, now) for s in sales])
+
+
+class SalePath(MerchantPath):
+    sale_id: Id
+
+
+class KeyIn(In):
+    idempotency_key: Key
+
+
+class OrderOut(Out):
+    order_id: int
+    status: OrderStatus
+    status_label: str
+    points: int
+    pickup_code: str | None = Field(description="shown at the till; null until the order can be picked up")
+    pickup_deadline: datetime | None
+
+
+class FlashBuyOut(OrderOut):
+    flash_sale_id: int
+    replayed: bool = Field(description="true when the key was used before: this is the first order")
+
+
+def _order_fields(order: MallOrder) -> dict[str, object]:
+    return {
+        "order_id": order.id, "status": order.status, "status_label": STATUS_LABELS[order.status],
+        "points": order.points, "pickup_code": order.pickup_code, "pickup_deadline": order.pickup_deadline,
+    }
+
+
+@routes.post("/api/mp/{merchant_slug}/mall/flash-sales/{sale_id}/buy", path_model=SalePath, body=KeyIn,
+             response=FlashBuyOut, auth=MEMBER, errors=(409, 503))
+async def buy_flash(call: Call[KeyIn, SalePath]) -> FlashBuyOut:
+    """Grab one unit of a live flash sale (409: sold out, limit reached, not open, not enough points)."""
+    bought = await flash.buy(call.request.app[REDIS], call.merchant, call.member, call.path.sale_id,
+                             key=call.body.idempotency_key, now=_now())
+    return FlashBuyOut.model_validate(
+        {**_order_fields(bought.order), "flash_sale_id": bought.sale.id, "replayed": bought.replayed}
+    )
+
+
+# Group deals ---------------------------------------------------------------------------------------
+
+
+class GroupDealIn(In):
+    item_id: Id
+    price_points: Points
+    group_size: Annotated[StrictInt, Field(ge=2, le=groups.MAX_GROUP_SIZE)]
+    hours: Annotated[StrictInt, Field(ge=1, le=groups.MAX_HOURS, description="time for a group to fill")]
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
+class GroupDealOut(Out):
+    id: int
+    item_id: int
+    item_name: str
+    price_points: int
+    group_size: int
+    hours: int
+    starts_at: datetime
+    ends_at: datetime
+    active: bool
+    state: str = Field(description="upcoming, live or ended", examples=["live"])
+
+
+class GroupDealsOut(Out):
+    items: list[GroupDealOut]
+
+
+def _deal_out(deal: GroupDeal, now: datetime) -> GroupDealOut:
+    return GroupDealOut(
+        id=deal.id, item_id=deal.item_id, item_name=deal.item.name, price_points=deal.price_points,
+        group_size=deal.group_size, hours=deal.hours, starts_at=deal.starts_at, ends_at=deal.ends_at,
+        active=deal.active, state=_state(deal.starts_at, deal.ends_at, now),
+    )
+
+
+@routes.post("/api/admin/mall/group-deals", body=GroupDealIn, response=GroupDealOut, status=201,
+             auth=MANAGER, errors=(404, 409))
+async def create_group_deal(call: Call[GroupDealIn, None]) -> GroupDealOut:
+    """Create a group deal: the item at `price_points` when `group_size` members join within `hours`."""
+    body, now = call.body, _now()
+    spec = groups.DealSpec(item_id=body.item_id, price_points=body.price_points, group_size=body.group_size,
+                           hours=body.hours, starts_at=body.starts_at, ends_at=body.ends_at)
+    deal = await groups.create_deal(call.merchant.id, spec, now=now, actor=_actor(call))
+    await deal.fetch_related("item")
+    return _deal_out(deal, now)
+
+
+@routes.get("/api/admin/mall/group-deals", response=GroupDealsOut, auth=MANAGER)
+async def list_group_deals(call: Call[None, None]) -> GroupDealsOut:
+    """Every group deal of the merchant."""
+    now = _now()
+    return GroupDealsOut(items=[_deal_out(d, now) for d in await groups.list_deals(call.merchant.id)])
+
+
+@routes.get("/api/mp/{merchant_slug}/mall/group-deals", path_model=MerchantPath, response=GroupDealsOut,
+            auth=MEMBER)
+async def member_group_deals(call: Call[None, MerchantPath]) -> GroupDealsOut:
+    """Group deals open now."""
+    now = _now()
+    deals = await groups.list_deals(call.merchant.id, live_at=now)
+    return GroupDealsOut(items=[_deal_out(d, now) for d in deals])
+
+
+class DealPath(MerchantPath):
+    deal_id: Id
+
+
+class GroupPath(MerchantPath):
+    group_id: Id
+
+
+class GroupMemberOut(Out):
+    name: str = Field(description="masked, e.g. 王*")
+    leader: bool
+    joined_at: datetime
+
+
+class GroupOut(Out):
+    id: int
+    deal_id: int
+    item_name: str
+    price_points: int
+    status: GroupStatus
+    group_size: int
+    joined: int
+    members: list[GroupMemberOut]
+    expires_at: datetime
+    seconds_left: int = Field(description="time left to fill; 0 once filled, failed or expired")
+
+
+class JoinOut(OrderOut):
+    group: GroupOut
+    replayed: bool = Field(description="true when the key was used before: this is the first order")
+
+
+def _group_out(view: groups.GroupView) -> GroupOut:
+    group, deal = view.group, view.deal
+    return GroupOut(
+        id=group.id, deal_id=deal.id, item_name=deal.item.name, price_points=deal.price_points,
+        status=group.status, group_size=deal.group_size, joined=group.joined,
+        members=[GroupMemberOut(name=m.name, leader=m.leader, joined_at=m.joined_at) for m in view.members],
+        expires_at=group.expires_at, seconds_left=view.seconds_left,
+    )
+
+
+async def _joined_out(call: Call[KeyIn, Any], joined: groups.Joined, now: datetime) -> JoinOut:
+    group: DealGroup = joined.group
+    view = await groups.view_group(call.merchant.id, group.id, now=now)
+    return JoinOut.model_validate(
+        {**_order_fields(joined.order), "group": _group_out(view), "replayed": joined.replayed}
+    )
+
+
+@routes.post("/api/mp/{merchant_slug}/mall/group-deals/{deal_id}/groups", path_model=DealPath, body=KeyIn,
+             response=JoinOut, auth=MEMBER, errors=(409,))
+async def start_group(call: Call[KeyIn, DealPath]) -> JoinOut:
+    """Start a group as its leader; the points are taken now and returned if the group does not fill."""
+    now = _now()
+    joined = await groups.start_group(call.merchant, call.member, call.path.deal_id,
+                                      key=call.body.idempotency_key, now=now)
+    return await _joined_out(call, joined, now)
+
+
+@routes.post("/api/mp/{merchant_slug}/mall/groups/{group_id}/join", path_model=GroupPath, body=KeyIn,
+             response=JoinOut, auth=MEMBER, errors=(409,))
+async def join_group(call: Call[KeyIn, GroupPath]) -> JoinOut:
+    """Join an open group; the member who fills it gives everyone their pick-up code."""
+    now = _now()
+    joined = await groups.join_group(call.merchant, call.member, call.path.group_id,
+                                     key=call.body.idempotency_key, now=now)
+    return await _joined_out(call, joined, now)
+
+
+@routes.get("/api/mp/{merchant_slug}/mall/groups/{group_id}", path_model=GroupPath, response=GroupOut,
+            auth=MEMBER)
+async def get_group(call: Call[None, GroupPath]) -> GroupOut:
+    """A group's status, who joined (names masked) and the time left to fill."""
+    return _group_out(await groups.view_group(call.merchant.id, call.path.group_id, now=_now()))
