@@ -44,6 +44,7 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("tier_reviews", hour=0, minute=10),
     Entry("birthday_gifts", hour=0, minute=10),
     Entry("retention", hour=3, minute=30),
+    Entry("mall_pickup_expiry", minute=15),
     Entry("coupon_expiry", minute=20),
 )
 

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from handlers import coupons, loyalty_config, points, tiers
 from handlers import retention as retention_policy
+from handlers.mall_orders import expire_pickups
 from handlers.rules.expiry import expiry_date
 from models.member import Member
 from models.merchant import Merchant
@@ -122,6 +123,7 @@ JOBS: dict[str, Job] = {
     "tier_reviews": tier_reviews,
     "birthday_gifts": birthday_gifts,
     "retention": retention,
+    "mall_pickup_expiry": expire_pickups,
     "coupon_expiry": coupons.expiry_job,
 }
 

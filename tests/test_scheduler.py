@@ -45,6 +45,7 @@ def test_schedule_names_every_job_with_its_time() -> None:
         ("tier_reviews", 0, 10),
         ("birthday_gifts", 0, 10),
         ("retention", 3, 30),
+        ("mall_pickup_expiry", None, 15),
     }
 
 

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from webhooks import admin, admin_loyalty, api, coupons, mp, mp_loyalty, openapi, pages, staff, till, wechat
+from webhooks import (
+    admin,
+    admin_loyalty,
+    admin_mall,
+    api,
+    coupons,
+    mall,
+    mp,
+    mp_loyalty,
+    openapi,
+    pages,
+    staff,
+    till,
+    wechat,
+)
 
 
 def setup_routes(app: web.Application) -> None:
     api.mount(
         app, openapi.routes, mp.routes, mp_loyalty.routes, staff.routes, till.routes, admin.routes,
-        admin_loyalty.routes, coupons.routes,
+        admin_loyalty.routes, coupons.routes, mall.routes, admin_mall.routes,
     )
     wechat.setup(app)
     pages.setup(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.dialog import profile
 from bot.dialog.coupons import add_coupon_intents
 from bot.dialog.loyalty import add_loyalty_intents
+from bot.dialog.mall import add_mall_intents
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
 from handlers import registration
@@ -78,5 +79,6 @@ def build_router() -> Router:
     router.add_event("unsubscribe", unsubscribed)
     router.add_flow(profile.FLOW, profile.answer)
     add_loyalty_intents(router)
+    add_mall_intents(router)
     add_coupon_intents(router)
     return router
