@@ -46,6 +46,7 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("retention", hour=3, minute=30),
     Entry("mall_pickup_expiry", minute=15),
     Entry("coupon_expiry", minute=20),
+    Entry("expire_groups", minute=25),
 )
 
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from handlers import coupons, loyalty_config, points, tiers
+from handlers import coupons, groups, loyalty_config, points, tiers
 from handlers import retention as retention_policy
 from handlers.mall_orders import expire_pickups
 from handlers.rules.expiry import expiry_date
@@ -125,6 +125,7 @@ JOBS: dict[str, Job] = {
     "retention": retention,
     "mall_pickup_expiry": expire_pickups,
     "coupon_expiry": coupons.expiry_job,
+    "expire_groups": groups.expire_groups,
 }
 
 

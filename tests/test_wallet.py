@@ -24,8 +24,11 @@ from tests.support.factories import make_member, make_merchant
 
 NOW = datetime(2026, 5, 1, 4, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
-BONUS = {"stored_value": {"bonus_tiers": [{"min_fen": 10_000, "bonus_fen": 2_000},
-                                          {"min_fen": 50_000, "bonus_fen": 12_000}]}}
+BONUS = {
+    "stored_value": {
+        "bonus_tiers": [{"min_fen": 10_000, "bonus_fen": 2_000}, {"min_fen": 50_000, "bonus_fen": 12_000}]
+    }
+}
 
 
 @pytest.fixture
@@ -48,7 +51,11 @@ async def top_up(shop: tuple[Merchant, Member], amount: int, key: str) -> wallet
 async def test_top_up_adds_principal_and_the_highest_bonus_reached(shop: Any) -> None:
     first = await top_up(shop, 10_000, "t1")
     assert (first.principal_delta, first.bonus_delta, first.principal_after, first.bonus_after) == (
-        10_000, 2_000, 10_000, 2_000)
+        10_000,
+        2_000,
+        10_000,
+        2_000,
+    )
     await top_up(shop, 60_000, "t2")
     await top_up(shop, 9_999, "t3")
     assert await money(shop[1]) == (79_999, 14_000)
@@ -71,10 +78,22 @@ async def test_payment_takes_principal_first_then_bonus(shop: Any) -> None:
     merchant, member = shop
     await top_up(shop, 10_000, "t1")  # 100 + 20 bonus
     paid = await wallet.pay(merchant, member.id, 8_000, key="p1", now=NOW, reference="purchase:1", actor="t")
-    assert (paid.principal_fen, paid.bonus_fen, paid.principal_after, paid.bonus_after) == (8_000, 0, 2_000, 2_000)
+    assert (paid.principal_fen, paid.bonus_fen, paid.principal_after, paid.bonus_after) == (
+        8_000,
+        0,
+        2_000,
+        2_000,
+    )
     paid = await wallet.pay(merchant, member.id, 3_000, key="p2", now=NOW, reference="purchase:2", actor="t")
-    assert (paid.principal_fen, paid.bonus_fen, paid.principal_after, paid.bonus_after) == (2_000, 1_000, 0, 1_000)
-    replay = await wallet.pay(merchant, member.id, 3_000, key="p2", now=NOW, reference="purchase:2", actor="t")
+    assert (paid.principal_fen, paid.bonus_fen, paid.principal_after, paid.bonus_after) == (
+        2_000,
+        1_000,
+        0,
+        1_000,
+    )
+    replay = await wallet.pay(
+        merchant, member.id, 3_000, key="p2", now=NOW, reference="purchase:2", actor="t"
+    )
     assert replay.replayed and replay.transaction_id == paid.transaction_id
     assert await money(member) == (0, 1_000)
     assert await audit_wallet() == []
@@ -97,7 +116,11 @@ async def test_refund_gives_the_same_split_back_exactly_once(shop: Any) -> None:
     await wallet.pay(merchant, member.id, 11_000, key="p1", now=NOW, reference="purchase:1", actor="t")
     back = await wallet.refund_payment(merchant, "p1", key="r1", now=NOW, actor="t")
     assert (back.principal_fen, back.bonus_fen, back.principal_after, back.bonus_after) == (
-        10_000, 1_000, 10_000, 2_000)
+        10_000,
+        1_000,
+        10_000,
+        2_000,
+    )
     again = await wallet.refund_payment(merchant, "p1", key="r1", now=NOW, actor="t")
     assert again.replayed and again.transaction_id == back.transaction_id
     with pytest.raises(Conflict):
@@ -130,11 +153,13 @@ async def test_withdraw_pays_back_principal_only_and_adjust_never_goes_negative(
         await wallet.withdraw(merchant, member.id, 1, reason="再退", key="w2", actor="staff:1", now=NOW)
     with pytest.raises(wallet.NotEnoughBalance):
         await wallet.adjust(merchant, member.id, 0, -2_001, reason="纠错", key="a1", actor="staff:1", now=NOW)
-    fixed = await wallet.adjust(merchant, member.id, 500, -2_000, reason="纠错", key="a2", actor="staff:1",
-                                now=NOW)
+    fixed = await wallet.adjust(
+        merchant, member.id, 500, -2_000, reason="纠错", key="a2", actor="staff:1", now=NOW
+    )
     assert (fixed.principal_after, fixed.bonus_after) == (500, 0)
     actions = await AuditLog.filter(merchant_id=merchant.id, action__startswith="wallet.").values_list(
-        "action", flat=True)
+        "action", flat=True
+    )
     assert sorted(actions) == ["wallet.adjust", "wallet.withdraw"]
     assert await audit_wallet() == []
 
@@ -161,8 +186,15 @@ async def test_another_merchants_member_is_not_found(shop: Any) -> None:
 
 async def test_a_recharge_criterion_upgrades_the_tier(shop: Any) -> None:
     merchant, member = shop
-    ladder = [{"code": "normal", "name": "普通会员", "rank": 0},
-              {"code": "vip", "name": "储值会员", "rank": 1, "criteria": {"window_days": 365, "recharge_fen": 50_000}}]
+    ladder = [
+        {"code": "normal", "name": "普通会员", "rank": 0},
+        {
+            "code": "vip",
+            "name": "储值会员",
+            "rank": 1,
+            "criteria": {"window_days": 365, "recharge_fen": 50_000},
+        },
+    ]
     await loyalty_config.save_tiers(merchant.id, ladder, actor="test")
     now = datetime.now(UTC)
     first = await wallet.top_up(merchant, member.id, 30_000, key="t1", payment_method="wechat", now=now)
@@ -179,7 +211,9 @@ async def test_concurrent_top_ups_and_payments_never_go_negative_or_lose_an_upda
 
     async def one(i: int) -> int:
         if i % 2 == 0:
-            posted = await wallet.top_up(merchant, member.id, 500, key=f"t{i}", payment_method="cash", now=NOW)
+            posted = await wallet.top_up(
+                merchant, member.id, 500, key=f"t{i}", payment_method="cash", now=NOW
+            )
             return posted.principal_delta + posted.bonus_delta
         try:
             paid = await wallet.pay(merchant, member.id, 900, key=f"p{i}", now=NOW, reference="", actor="t")
@@ -199,18 +233,34 @@ async def test_concurrent_payments_with_one_key_pay_once(shop: Any) -> None:
     merchant, member = shop
     await top_up(shop, 10_000, "seed")
     results = await asyncio.gather(
-        *(wallet.pay(merchant, member.id, 1_000, key="dup", now=NOW, reference="", actor="t") for _ in range(30))
+        *(
+            wallet.pay(merchant, member.id, 1_000, key="dup", now=NOW, reference="", actor="t")
+            for _ in range(30)
+        )
     )
     assert len({r.transaction_id for r in results}) == 1
     assert await money(member) == (9_000, 2_000)
 
 
 async def run_audit(settings: Settings, *args: str) -> tuple[int, str]:
-    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "SECRET_KEY": SECRET,
-           "LOG_LEVEL": "WARNING", "PATH": "/usr/bin:/bin"}
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SECRET_KEY": SECRET,
+        "LOG_LEVEL": "WARNING",
+        "PATH": "/usr/bin:/bin",
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "audit", "stored-value", *args, env=env, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        "audit",
+        "stored-value",
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, _ = await process.communicate()
     assert process.returncode is not None

@@ -15,8 +15,10 @@ from webhooks import (
     mp_loyalty,
     openapi,
     pages,
+    service_cards,
     staff,
     till,
+    wallet,
     wechat,
 )
 
@@ -24,7 +26,8 @@ from webhooks import (
 def setup_routes(app: web.Application) -> None:
     api.mount(
         app, openapi.routes, mp.routes, mp_loyalty.routes, staff.routes, till.routes, admin.routes,
-        admin_loyalty.routes, coupons.routes, mall.routes, admin_mall.routes,
+        admin_loyalty.routes, coupons.routes, mall.routes, admin_mall.routes, service_cards.routes,
+        wallet.routes,
     )
     wechat.setup(app)
     pages.setup(app)

@@ -8,6 +8,7 @@ from bot.dialog.loyalty import add_loyalty_intents
 from bot.dialog.mall import add_mall_intents
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
+from bot.dialog.wallet import add_wallet_intents
 from handlers import registration
 from handlers.chat import ChatReply
 from handlers.profile import mask_phone
@@ -81,4 +82,5 @@ def build_router() -> Router:
     add_loyalty_intents(router)
     add_mall_intents(router)
     add_coupon_intents(router)
+    add_wallet_intents(router)
     return router

@@ -35,8 +35,12 @@ def test_no_tiers_no_bonus() -> None:
 
 @pytest.mark.parametrize(
     ("principal", "bonus", "amount", "split"),
-    [(5_000, 1_000, 3_000, (3_000, 0)), (5_000, 1_000, 5_500, (5_000, 500)), (0, 1_000, 1_000, (0, 1_000)),
-     (5_000, 1_000, 6_000, (5_000, 1_000))],
+    [
+        (5_000, 1_000, 3_000, (3_000, 0)),
+        (5_000, 1_000, 5_500, (5_000, 500)),
+        (0, 1_000, 1_000, (0, 1_000)),
+        (5_000, 1_000, 6_000, (5_000, 1_000)),
+    ],
 )
 def test_payment_spends_principal_first_and_bonus_last(
     principal: int, bonus: int, amount: int, split: tuple[int, int]
@@ -63,8 +67,11 @@ def test_split_never_overdraws_either_part(principal: int, bonus: int, amount: i
     assert taken.bonus_fen == 0 or taken.principal_fen == principal  # bonus only once principal is gone
 
 
-@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(1, 10**6)), max_size=6), st.integers(1, 10**7),
-       st.integers(1, 10**7))
+@given(
+    st.lists(st.tuples(st.integers(1, 10**6), st.integers(1, 10**6)), max_size=6),
+    st.integers(1, 10**7),
+    st.integers(1, 10**7),
+)
 def test_bonus_never_decreases_with_a_larger_top_up(rows: list[tuple[int, int]], a: int, b: int) -> None:
     raw = [{"min_fen": m, "bonus_fen": min(bn, m)} for m, bn in sorted(dict(rows).items())]
     try:
@@ -86,10 +93,14 @@ def test_bonus_never_decreases_with_a_larger_top_up(rows: list[tuple[int, int]],
         ({"bonus_tiers": [{"min_fen": "100", "bonus_fen": 10}]}, "bonus_tiers[0].min_fen"),
         ({"bonus_tiers": [{"min_fen": 100}]}, "bonus_tiers[0].bonus_fen"),
         ({"bonus_tiers": [{"min_fen": 100, "bonus_fen": 10, "x": 1}]}, "bonus_tiers[0].x"),
-        ({"bonus_tiers": [{"min_fen": 500, "bonus_fen": 10}, {"min_fen": 500, "bonus_fen": 20}]},
-         "bonus_tiers[1].min_fen"),
-        ({"bonus_tiers": [{"min_fen": 500, "bonus_fen": 50}, {"min_fen": 900, "bonus_fen": 40}]},
-         "bonus_tiers[1].bonus_fen"),
+        (
+            {"bonus_tiers": [{"min_fen": 500, "bonus_fen": 10}, {"min_fen": 500, "bonus_fen": 20}]},
+            "bonus_tiers[1].min_fen",
+        ),
+        (
+            {"bonus_tiers": [{"min_fen": 500, "bonus_fen": 50}, {"min_fen": 900, "bonus_fen": 40}]},
+            "bonus_tiers[1].bonus_fen",
+        ),
         ({"bonus_tiers": [{"min_fen": 10**9, "bonus_fen": 1}]}, "bonus_tiers[0].min_fen"),
         ({"tiers": []}, "tiers"),
     ],
@@ -101,8 +112,11 @@ def test_invalid_bonus_tiers_name_the_field(raw: object, field: str) -> None:
 
 
 def test_program_carries_the_stored_value_section() -> None:
-    raw = {"stored_value": {"bonus_tiers": [{"min_fen": 10_000, "bonus_fen": 2_000},
-                                            {"min_fen": 50_000, "bonus_fen": 12_000}]}}
+    raw = {
+        "stored_value": {
+            "bonus_tiers": [{"min_fen": 10_000, "bonus_fen": 2_000}, {"min_fen": 50_000, "bonus_fen": 12_000}]
+        }
+    }
     program = validate_program(raw)
     assert program.stored_value == TIERS
     assert validate_program(program_to_dict(program)) == program
