@@ -1,24 +1,26 @@
-"""Purchases at the till: discount, points offset, points earned, tier change; and their refund.
+"""Purchases at the till: discount, coupon, points offset, stored value, points earned, tier change;
+and their refund.
 
 One purchase is one database transaction holding the member's account lock (so the daily cap and
 the points pool stay exact under concurrency): the `Purchase` row (unique idempotency key), the
-offset debit and the earn credit (or pending hold). The tier review and referral awards run after
-commit. A repeated idempotency key returns the first result unchanged; the same key with a
-different request is refused (409).
+coupon marked used, the offset debit, the stored-value payment and the earn credit (or pending
+hold). Locks are always taken in the order points account → coupon → wallet. The tier review and
+referral awards run after commit. A repeated idempotency key returns the first result unchanged;
+the same key with a different request is refused (409).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tortoise.transactions import in_transaction
 
-from handlers import loyalty_config, members, points, tiers
+from handlers import coupons, loyalty_config, members, points, referrals, tiers, wallet
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
 from handlers.queries import sum_of
 from handlers.rules.earn import compute_earn
@@ -28,12 +30,14 @@ from handlers.rules.errors import RuleError
 from handlers.rules.expiry import expiry_date
 from handlers.rules.program import Program
 from handlers.rules.tiers_model import Tier
-from handlers.rules.till import price
+from handlers.rules.till import after_tier_discount, price
 from models.activity import Purchase, PurchaseStatus
+from models.coupon import Coupon
 from models.member import Member
 from models.merchant import Merchant, Store
-from models.points import PointsAccount, PointsKind, PointsPool
+from models.points import PointsAccount, PointsKind, PointsPool, PointsTransaction
 from models.staff import Staff
+from models.wallet import WalletTransaction
 
 MAX_AMOUNT_FEN = 10**10  # 100 million yuan
 
@@ -45,6 +49,8 @@ class PurchaseRequest:
     amount_fen: int
     items: tuple[Item, ...] = ()
     points_offset: int = 0
+    coupon_code: str | None = None
+    stored_value_fen: int = 0  # part of what is paid, taken from the member's stored value
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,9 @@ class PurchaseResult:
     tier_gift_points: int = 0
     replayed: bool = False
     referral_awards: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    coupon_code: str | None = None
+    coupon_fen: int = 0
+    stored_value_fen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,8 @@ class RefundResult:
     offset_restored: int
     balance: int
     replayed: bool = False
+    coupons_restored: int = 0
+    stored_value_refunded_fen: int = 0
 
 
 def _digest(req: PurchaseRequest) -> str:
@@ -85,12 +95,18 @@ def _digest(req: PurchaseRequest) -> str:
         "amount": req.amount_fen,
         "offset": req.points_offset,
         "items": [asdict(item) for item in req.items],
+        "coupon": req.coupon_code,
+        "stored_value": req.stored_value_fen,
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def earn_key(purchase_key: str) -> str:
     return f"purchase:{purchase_key}:earn"
+
+
+def wallet_key(purchase_key: str) -> str:
+    return f"purchase:{purchase_key}:wallet"
 
 
 def offset_key(purchase_key: str) -> str:
@@ -111,6 +127,8 @@ def _validate(req: PurchaseRequest) -> None:
         raise ValidationError(f"amount_fen must be between 1 and {MAX_AMOUNT_FEN}", field="amount_fen")
     if req.points_offset < 0:
         raise ValidationError("points_offset must not be negative", field="points_offset")
+    if req.stored_value_fen < 0:
+        raise ValidationError("stored_value_fen must not be negative", field="stored_value_fen")
 
 
 async def _replay(purchase: Purchase, digest: str) -> PurchaseResult:
@@ -167,11 +185,28 @@ async def record_purchase(
     _, ladder = await loyalty_config.current_tiers(merchant.id)
     rules = effective_rules(await loyalty_config.current_rules(merchant.id), ladder, merchant.timezone)
     tier = loyalty_config.tier_by_code(ladder, await tiers.tier_code(merchant.id, member.id))
+    store = await _store(merchant, staff)
+    store_code = store.code if store else None
+    coupon = None
     try:
-        quote = price(req.amount_fen, tier.benefits.discount_percent, req.points_offset, program.offset)
+        if req.coupon_code:
+            order_fen = after_tier_discount(req.amount_fen, tier.benefits.discount_percent)
+            coupon = await coupons.quote(
+                merchant, member.id, req.coupon_code, order_fen=order_fen, store_code=store_code, now=now
+            )
+        quote = price(
+            req.amount_fen,
+            tier.benefits.discount_percent,
+            req.points_offset,
+            program.offset,
+            coupon_fen=coupon.discount_fen if coupon else 0,
+        )
     except RuleError as exc:
         raise ValidationError(exc.message, field=exc.field) from None
-    store = await _store(merchant, staff)
+    if req.stored_value_fen > quote.paid_fen:
+        raise ValidationError(
+            f"储值支付不能超过应付金额 {quote.paid_fen / 100:.2f} 元", field="stored_value_fen"
+        )
 
     async with in_transaction():
         account = await points.lock_account(merchant.id, member.id)
@@ -208,6 +243,16 @@ async def record_purchase(
             points_today_before=points_today,
         )
         actor = f"staff:{staff.id}" if staff else "system"
+        if coupon is not None:
+            await coupons.use(
+                merchant,
+                coupon.coupon_id,
+                purchase_id=purchase.id,
+                order_fen=quote.amount_fen - quote.discount_fen,
+                store_code=store_code,
+                now=now,
+                actor=actor,
+            )
         if quote.offset_points:
             await points.debit_locked(
                 account,
@@ -218,6 +263,16 @@ async def record_purchase(
                 reference=f"purchase:{purchase.id}",
                 actor=actor,
                 reason=f"消费抵扣 {quote.offset_fen / 100:.2f} 元",
+            )
+        if req.stored_value_fen:
+            await wallet.pay(
+                merchant,
+                member.id,
+                req.stored_value_fen,
+                key=wallet_key(req.idempotency_key),
+                now=now,
+                reference=f"purchase:{purchase.id}",
+                actor=actor,
             )
         await _earn(merchant, program, account, purchase, earn, now=now, actor=actor)
         if pool is not None and earn.points:
@@ -245,6 +300,9 @@ async def record_purchase(
         change.to_code if change else None,
         change.gift_points if change else 0,
         referral_awards=awards,
+        coupon_code=coupon.code if coupon else None,
+        coupon_fen=quote.coupon_fen,
+        stored_value_fen=req.stored_value_fen,
     )
     purchase.result = {k: v for k, v in asdict(result).items() if k != "replayed"}
     await purchase.save(update_fields=["result"])
@@ -307,8 +365,6 @@ async def _earn(
 
 async def _first_purchase_referrals(merchant: Merchant, member: Member, now: datetime) -> int:
     """Referral awards for the member's first completed purchase (at most once per level, by key)."""
-    from handlers import referrals
-
     if member.referrer_id is None:
         return 0
     member_id = member.id
@@ -324,7 +380,9 @@ async def refund_purchase(
     merchant: Merchant, staff: Staff | None, purchase_id: int, *, key: str, now: datetime
 ) -> RefundResult:
     """Reverse a purchase once: void its pending points or claw back its earned points (documented in
-    handlers.points: a shortfall becomes a debt), and give back the points it offset."""
+    handlers.points: a shortfall becomes a debt), give back the points it offset, restore its coupon
+    (unless it has expired meanwhile) and return what it paid from stored value, as principal and bonus
+    in the split it took."""
     if not 1 <= len(key) <= 100:
         raise ValidationError("idempotency_key: 1–100 characters", field="idempotency_key")
     actor = f"staff:{staff.id}" if staff else "system"
@@ -364,6 +422,8 @@ async def refund_purchase(
                 reason="消费退款，退还抵扣积分",
             )
             restored = purchase.offset_points
+        coupons_back = await coupons.restore(merchant, purchase.id, now=now, actor=actor)
+        stored_value = await _refund_stored_value(merchant, purchase, now=now, actor=actor)
         purchase.status, purchase.refunded_at, purchase.refund_key = PurchaseStatus.REFUNDED, now, key
         purchase.refunded_by = staff  # type: ignore[assignment]
         await purchase.save(update_fields=["status", "refunded_at", "refund_key", "refunded_by_id"])
@@ -375,9 +435,35 @@ async def refund_purchase(
             points_reversed=reversed_,
             points_voided=voided,
             offset_restored=restored,
+            coupons_restored=coupons_back,
+            stored_value_refunded_fen=stored_value,
         )
     account = await PointsAccount.get(member_id=purchase.member_id)
-    return RefundResult(purchase.id, reversed_, voided, restored, account.balance)
+    return RefundResult(
+        purchase.id,
+        reversed_,
+        voided,
+        restored,
+        account.balance,
+        coupons_restored=coupons_back,
+        stored_value_refunded_fen=stored_value,
+    )
+
+
+async def _wallet_payment(purchase: Purchase) -> WalletTransaction | None:
+    return await WalletTransaction.get_or_none(
+        merchant_id=purchase.merchant_id, idempotency_key=wallet_key(purchase.idempotency_key)
+    )
+
+
+async def _refund_stored_value(merchant: Merchant, purchase: Purchase, *, now: datetime, actor: str) -> int:
+    payment = await _wallet_payment(purchase)
+    if payment is None:
+        return 0
+    await wallet.refund_payment(
+        merchant, payment.idempotency_key, key=f"refund:{purchase.id}:wallet", now=now, actor=actor
+    )
+    return -(payment.principal_delta + payment.bonus_delta)
 
 
 async def _return_to_pool(merchant_id: int, amount: int) -> None:
@@ -393,6 +479,16 @@ async def _return_to_pool(merchant_id: int, amount: int) -> None:
 async def _refund_replay(purchase: Purchase) -> RefundResult:
     pending = purchase.points_pending and not await _earn_posted(purchase)
     account = await PointsAccount.get(member_id=purchase.member_id)
+    payment = await _wallet_payment(purchase)
+    restored = (
+        await Coupon.filter(
+            merchant_id=purchase.merchant_id,
+            events__kind="restored",
+            events__reference=f"purchase:{purchase.id}",
+        )
+        .distinct()
+        .count()
+    )
     return RefundResult(
         purchase.id,
         0 if pending else purchase.points_earned,
@@ -400,12 +496,12 @@ async def _refund_replay(purchase: Purchase) -> RefundResult:
         purchase.offset_points,
         account.balance,
         replayed=True,
+        coupons_restored=restored,
+        stored_value_refunded_fen=-(payment.principal_delta + payment.bonus_delta) if payment else 0,
     )
 
 
 async def _earn_posted(purchase: Purchase) -> bool:
-    from models.points import PointsTransaction
-
     return await PointsTransaction.exists(
         merchant_id=purchase.merchant_id, idempotency_key=earn_key(purchase.idempotency_key)
     )

@@ -150,3 +150,67 @@ async def test_buying_an_upgrade_with_points(shop: Any) -> None:
     with pytest.raises(Conflict):
         await tiers.buy_upgrade(merchant, member.id, "gold", key="up2", now=NOW)
     assert await audit_points() == []
+
+
+async def coupon_for(merchant: Any, member: Any, key: str = "c1") -> Any:
+    from handlers import coupon_issue
+    from handlers.rules.coupons import Terms, Validity
+
+    template = await coupon_issue.create_template(
+        merchant,
+        coupon_issue.TemplateSpec(
+            "满100减20", Terms("fixed", threshold_fen=10_000, amount_off_fen=2_000), Validity(days=30)
+        ),
+        actor="test",
+    )
+    return await coupon_issue.issue(merchant, member.id, template.id, source="manual", key=key, now=NOW)
+
+
+async def test_coupon_and_stored_value_at_the_till_and_their_refund(shop: Any) -> None:
+    from handlers import wallet
+    from models.coupon import Coupon, CouponStatus
+    from models.wallet import WalletAccount
+
+    merchant, member = shop
+    coupon = await coupon_for(merchant, member)
+    await wallet.top_up(merchant, member.id, 5_000, key="top", payment_method="cash", now=NOW)
+    result = await buy(shop, "p", 12_000, coupon_code=coupon.code, stored_value_fen=3_000)
+    assert (result.coupon_fen, result.paid_fen, result.stored_value_fen) == (2_000, 10_000, 3_000)
+    assert result.points_earned == 100  # on the 100 yuan paid (cash and stored value alike)
+    assert (await Coupon.get(id=coupon.id)).status == CouponStatus.USED
+    assert (await WalletAccount.get(member_id=member.id)).principal_fen == 2_000
+    refund = await refund_purchase(merchant, None, result.purchase_id, key="r", now=NOW)
+    assert (refund.coupons_restored, refund.stored_value_refunded_fen) == (1, 3_000)
+    assert (await Coupon.get(id=coupon.id)).status == CouponStatus.ISSUED
+    assert (await WalletAccount.get(member_id=member.id)).principal_fen == 5_000
+    again = await refund_purchase(merchant, None, result.purchase_id, key="r", now=NOW)
+    assert again.replayed and (again.coupons_restored, again.stored_value_refunded_fen) == (1, 3_000)
+    assert (await WalletAccount.get(member_id=member.id)).principal_fen == 5_000
+    assert await audit_points() == []
+
+
+async def test_one_coupon_in_two_concurrent_purchases_is_used_once(shop: Any) -> None:
+    merchant, member = shop
+    coupon = await coupon_for(merchant, member)
+    outcomes = await asyncio.gather(
+        *(buy(shop, f"k{i}", 15_000, coupon_code=coupon.code) for i in range(5)), return_exceptions=True
+    )
+    succeeded = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, DomainError)]
+    assert len(succeeded) == 1 and len(refused) == 4
+    assert {e.code for e in refused} == {ErrorCode.COUPON_USED}
+    assert await Purchase.all().count() == 1
+    assert await audit_points() == []
+
+
+async def test_paying_more_stored_value_than_the_balance_changes_nothing(shop: Any) -> None:
+    from handlers import wallet
+
+    merchant, member = shop
+    await wallet.top_up(merchant, member.id, 1_000, key="top", payment_method="cash", now=NOW)
+    with pytest.raises(DomainError) as caught:
+        await buy(shop, "p", 5_000, stored_value_fen=2_000)
+    assert caught.value.code == ErrorCode.INSUFFICIENT_BALANCE
+    assert await Purchase.all().count() == 0 and await balance(member) == 0
+    with pytest.raises(ValidationError):
+        await buy(shop, "p2", 1_000, stored_value_fen=2_000)  # more than is owed

@@ -28,6 +28,12 @@ Key = Annotated[
 ]
 
 
+CouponCode = Annotated[Line, Field(min_length=1, max_length=16, description="the member's coupon code")]
+StoredValue = Annotated[
+    int, Field(ge=0, le=purchases.MAX_AMOUNT_FEN, description="part of the payment taken from stored value")
+]
+
+
 class ScanIn(In):
     qr: (
         Annotated[Line, Field(min_length=1, max_length=64, description="the scanned card QR token")] | None
@@ -71,6 +77,8 @@ class PurchaseIn(In):
     amount_fen: Annotated[int, Field(ge=1, le=purchases.MAX_AMOUNT_FEN, description="order amount in fen")]
     items: Annotated[list[ItemIn], Field(default_factory=list, max_length=200)]
     points_offset: Annotated[int, Field(ge=0, le=100_000_000, description="points to pay with")] = 0
+    coupon_code: CouponCode | None = None
+    stored_value_fen: StoredValue = 0
 
     @model_validator(mode="after")
     def _one_member(self) -> PurchaseIn:
@@ -103,6 +111,9 @@ class PurchaseOut(Out):
     tier_gift_points: int
     referral_awards: int
     replayed: bool
+    coupon_code: str | None
+    coupon_fen: int = Field(description="what the coupon took off")
+    stored_value_fen: int = Field(description="paid from stored value (principal first, bonus last)")
 
 
 class PurchasePath(In):
@@ -120,6 +131,8 @@ class RefundOut(Out):
     offset_restored: int
     balance: int = Field(description="may be negative: a documented claw-back debt")
     replayed: bool
+    coupons_restored: int
+    stored_value_refunded_fen: int
 
 
 async def member_card(merchant: Merchant, member: Member, now: datetime) -> MemberCardOut:
@@ -167,6 +180,8 @@ async def record(call: Call[PurchaseIn, None]) -> PurchaseOut:
         body.amount_fen,
         tuple(Item(i.sku, i.category, i.qty, i.unit_price_fen) for i in body.items),
         body.points_offset,
+        body.coupon_code,
+        body.stored_value_fen,
     )
     result = await purchases.record_purchase(call.merchant, call.staff, request, now=datetime.now(UTC))
     return PurchaseOut(**_public(result.__dataclass_fields__, result))
