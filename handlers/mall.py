@@ -54,8 +54,8 @@ from models.staff import Staff
 
 __all__ = [
     "ItemInput", "Offer", "OrderClosed", "adjust_stock", "cancel", "catalogue", "create_item", "get_item",
-    "list_items", "move_stock", "offer", "open_pickup", "orders_page", "place_order", "redeem",
-    "return_order", "ship", "update_item", "verify_pickup",
+    "list_items", "member_order", "move_stock", "offer", "open_pickup", "orders_page", "place_order",
+    "redeem", "return_order", "ship", "update_item", "verify_pickup",
 ]
 STOCK_REASONS = ("restock", "adjust")
 MAX_PAGE = 100

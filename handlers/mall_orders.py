@@ -11,7 +11,6 @@ Public contracts (used by flash sales and group deals — keep them stable):
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -38,7 +37,6 @@ from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsTransaction
 
-log = logging.getLogger(__name__)
 ReturnReason = Literal["cancel", "expire", "group_refund"]
 RETURNED = (OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.GROUP_FAILED)
 OPEN = (OrderStatus.PENDING_GROUP, OrderStatus.AWAITING_PICKUP, OrderStatus.TO_SHIP, OrderStatus.SHIPPED)

@@ -299,3 +299,14 @@ async def test_concurrent_cancel_and_expiry_return_once(shop: Merchant, member: 
     assert await PointsTransaction.filter(kind=PointsKind.REVERSE).count() == 5
     assert await movements_sum(item) == 10
     assert await audit_points() == []
+
+
+@postgres_only
+async def test_concurrent_retries_of_one_key_place_one_order(shop: Merchant, member: Member) -> None:
+    item = await make_item(shop)
+    results = await asyncio.gather(*(mall.redeem(shop, member, item.id, qty=2, client_key="retry", now=NOW)
+                                     for _ in range(10)))
+    assert len({order.id for order, _ in results}) == 1
+    assert sorted(replayed for _, replayed in results) == [False] + [True] * 9
+    assert await balance(member) == 800 and (await MallItem.get(id=item.id)).stock == 8
+    assert await audit_points() == []
