@@ -46,6 +46,8 @@ def test_schedule_names_every_job_with_its_time() -> None:
         ("birthday_gifts", 0, 10),
         ("retention", 3, 30),
         ("mall_pickup_expiry", None, 15),
+        ("coupon_expiry", None, 20),
+        ("expire_groups", None, 25),
     }
 
 
