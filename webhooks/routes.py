@@ -11,6 +11,7 @@ from webhooks import (
     api,
     coupons,
     mall,
+    mall_deals,
     mp,
     mp_loyalty,
     openapi,
@@ -27,7 +28,7 @@ def setup_routes(app: web.Application) -> None:
     api.mount(
         app, openapi.routes, mp.routes, mp_loyalty.routes, staff.routes, till.routes, admin.routes,
         admin_loyalty.routes, coupons.routes, mall.routes, admin_mall.routes, service_cards.routes,
-        wallet.routes,
+        wallet.routes, mall_deals.routes,
     )
     wechat.setup(app)
     pages.setup(app)
