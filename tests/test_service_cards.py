@@ -88,6 +88,9 @@ async def test_products_are_validated_and_admin_only(client: TestClient, shop: A
     assert (await renamed.json())["name"] == "洗剪吹3次卡"
     gone = await client.delete(f"/api/admin/service-cards/products/{count_id}", headers=roles["admin"])
     assert gone.status == 204
+    huge = await client.delete("/api/admin/service-cards/products/3000000000", headers=roles["admin"])
+    assert huge.status == 404  # beyond the id column: not found, never a database error
+    assert (await sell(client, shop, 3_000_000_000)).status == 400
     refused = await sell(client, shop, count_id)
     assert refused.status == 400 and "下架" in (await refused.json())["error"]["message"]
 

@@ -20,6 +20,7 @@ from webhooks.wallet import Code, Key, Reason, resolve_member
 
 routes = Routes("service_cards")
 Id = Annotated[int, Field(ge=1, le=2**62)]
+ProductId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class CardProductIn(In):
@@ -49,7 +50,7 @@ class CardProductsOut(Out):
 
 
 class ProductPath(In):
-    product_id: Id
+    product_id: ProductId
 
 
 class CardPath(In):
@@ -57,9 +58,9 @@ class CardPath(In):
 
 
 class CardSellIn(In):
-    member_id: Annotated[int, Field(ge=1, le=2**31)] | None = None
+    member_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     member_code: Code | None = None
-    product_id: Id
+    product_id: ProductId
     idempotency_key: Key
 
     @model_validator(mode="after")
@@ -71,7 +72,7 @@ class CardSellIn(In):
 
 class CardGrantIn(In):
     member_code: Code
-    product_id: Id
+    product_id: ProductId
     reason: Reason
     idempotency_key: Key
 
@@ -87,7 +88,7 @@ class CardUseIn(In):
 class CardScanUseIn(In):
     qr: Annotated[Line, Field(min_length=1, max_length=64, description="the scanned QR token")] | None = None
     member_code: Code | None = None
-    product_id: Id
+    product_id: ProductId
     idempotency_key: Key
 
     @model_validator(mode="after")

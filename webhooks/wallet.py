@@ -29,7 +29,7 @@ Method = Literal["cash", "wechat", "alipay", "card", "other"]
 
 
 class TopUpIn(In):
-    member_id: Annotated[int, Field(ge=1, le=2**31)] | None = None
+    member_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     member_code: Code | None = None
     amount_fen: Annotated[StrictInt, Field(ge=1, le=MAX_TOP_UP_FEN, description="cash paid, in fen")]
     payment_method: Method
