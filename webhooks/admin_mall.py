@@ -15,20 +15,19 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 from handlers import mall
 from handlers.rules import mall as rules
 from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
-from webhooks.api import Call, In, Line, Multiline, Out, Routes
+from webhooks.api import BigId, Call, In, IntId, Line, Multiline, Out, Routes
 from webhooks.auth import ADMIN, MANAGER
 
 routes = Routes("admin_mall")
-Id = Annotated[int, Field(ge=1, le=2**62)]
 Limit = Annotated[StrictInt, Field(ge=1, le=rules.MAX_LIMIT)] | None
 
 
 class ItemPath(In):
-    item_id: Id
+    item_id: IntId
 
 
 class OrderPath(In):
-    order_id: Id
+    order_id: BigId
 
 
 class ItemFieldsIn(In):

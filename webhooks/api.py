@@ -41,6 +41,10 @@ H = TypeVar("H", bound=Handler)
 # Reusable string constraints for request models. PostgreSQL refuses NUL characters in text, so every
 # string excludes them; single-line fields exclude all control characters.
 Line = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$")]
+# Ids bounded by their column, so an oversized id is a 400, never a database range error:
+# `IntId` for int4 primary keys (merchant, member, mall item, coupon template, …), `BigId` for bigint ones.
+IntId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+BigId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Multiline = Annotated[str, Field(pattern=r"^[^\x00]*$")]
 
 

@@ -20,14 +20,13 @@ from handlers.coupons import CouponView, State
 from handlers.rules import coupons as rules
 from models.coupon import CouponKind, CouponStatus, CouponTemplate
 from models.merchant import Merchant, Store
-from webhooks.api import ApiError, Call, In, Line, Out, Routes
+from webhooks.api import ApiError, BigId, Call, In, IntId, Line, Out, Routes
 from webhooks.auth import ADMIN, CASHIER, MANAGER, MEMBER
 from webhooks.mp import MerchantPath
 
 routes = Routes("coupons")
 T = TypeVar("T")
 Fen = Annotated[StrictInt, Field(ge=0, le=rules.MAX_FEN)]
-Id = Annotated[int, Field(ge=1, le=2**62)]
 Key = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,100}$", description="idempotency key")]
 Reason = Annotated[Line, Field(min_length=1, max_length=coupons.MAX_REASON)]
 CodeText = Annotated[Line, Field(min_length=1, max_length=32, description="the coupon code")]
@@ -103,7 +102,7 @@ async def my_coupons(call: Call[None, MerchantPath]) -> CouponListOut:
 
 
 class CheckIn(In):
-    member_id: Id | None = None
+    member_id: IntId | None = None
     member_code: MemberCode | None = None
     code: CodeText
     order_fen: Annotated[StrictInt, Field(ge=1, le=rules.MAX_FEN, description="order amount in fen")]
@@ -211,7 +210,7 @@ class TemplateListOut(Out):
 
 
 class TemplatePath(In):
-    template_id: Id
+    template_id: IntId
 
 
 def _actor(call: Call[Any, Any]) -> str:
@@ -259,7 +258,7 @@ async def delete_template(call: Call[None, TemplatePath]) -> None:
 
 class IssueIn(In):
     member_code: MemberCode
-    template_id: Id
+    template_id: IntId
     idempotency_key: Key
     reason: Reason
 
@@ -283,7 +282,7 @@ async def issue(call: Call[IssueIn, None]) -> IssuedOut:
 
 
 class CouponPath(In):
-    coupon_id: Id
+    coupon_id: BigId
 
 
 class RevokeIn(In):
@@ -301,10 +300,10 @@ async def revoke(call: Call[RevokeIn, CouponPath]) -> CouponOut:
 
 
 class AdminQuery(_Query):
-    template_id: Id | None = None
+    template_id: IntId | None = None
     status: CouponStatus | None = None
     member_code: MemberCode | None = None
-    cursor: Id | None = None
+    cursor: BigId | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 50
 
 

@@ -17,22 +17,21 @@ from handlers import mall
 from handlers.mall_orders import STATUS_LABELS
 from handlers.rules.mall import MAX_QTY
 from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
-from webhooks.api import Call, In, Line, Out, Routes
+from webhooks.api import BigId, Call, In, IntId, Line, Out, Routes
 from webhooks.auth import CASHIER, MEMBER
 from webhooks.mp import MerchantPath
 
 routes = Routes("mall")
-Id = Annotated[int, Field(ge=1, le=2**62)]
 Key = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
                            description="client-chosen idempotency key; a retry with the same key is safe")]
 
 
 class ItemPath(MerchantPath):
-    item_id: Id
+    item_id: IntId
 
 
 class OrderPath(MerchantPath):
-    order_id: Id
+    order_id: BigId
 
 
 class OfferOut(Out):
@@ -95,7 +94,7 @@ class AddressIn(In):
 
 
 class RedeemIn(In):
-    item_id: Annotated[StrictInt, Field(ge=1, le=2**62)]
+    item_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
     qty: Annotated[StrictInt, Field(ge=1, le=MAX_QTY)] = 1
     idempotency_key: Key
     address: AddressIn | None = Field(default=None,

@@ -14,14 +14,13 @@ from pydantic import AwareDatetime, Field, StrictInt
 from handlers import flash, groups
 from handlers.mall import STATUS_LABELS
 from models.mall import DealGroup, FlashSale, GroupDeal, GroupStatus, MallOrder, OrderStatus
-from webhooks.api import Call, In, Out, Routes
+from webhooks.api import Call, In, IntId, Out, Routes
 from webhooks.appkeys import REDIS
 from webhooks.auth import MANAGER, MEMBER
 from webhooks.mp import MerchantPath
 
 routes = Routes("mall_deals")
 
-Id = Annotated[int, Field(ge=1, le=2_000_000_000)]
 Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
                            description="client-chosen idempotency key; a retry with the same key is safe")]
 Points = Annotated[StrictInt, Field(ge=1, le=flash.MAX_POINTS)]
@@ -39,7 +38,7 @@ def _now() -> datetime:
 
 
 class FlashSaleIn(In):
-    item_id: Id
+    item_id: IntId
     price_points: Points
     stock: Annotated[StrictInt, Field(ge=1, le=flash.MAX_UNITS, description="units moved from the item")]
     limit_per_member: Annotated[StrictInt, Field(ge=1, le=flash.MAX_UNITS)] = 1
@@ -107,7 +106,7 @@ async def member_flash_sales(call: Call[None, MerchantPath]) -> FlashSalesOut:
 
 
 class SalePath(MerchantPath):
-    sale_id: Id
+    sale_id: IntId
 
 
 class KeyIn(In):
@@ -150,7 +149,7 @@ async def buy_flash(call: Call[KeyIn, SalePath]) -> FlashBuyOut:
 
 
 class GroupDealIn(In):
-    item_id: Id
+    item_id: IntId
     price_points: Points
     group_size: Annotated[StrictInt, Field(ge=2, le=groups.MAX_GROUP_SIZE)]
     hours: Annotated[StrictInt, Field(ge=1, le=groups.MAX_HOURS, description="time for a group to fill")]
@@ -212,11 +211,11 @@ async def member_group_deals(call: Call[None, MerchantPath]) -> GroupDealsOut:
 
 
 class DealPath(MerchantPath):
-    deal_id: Id
+    deal_id: IntId
 
 
 class GroupPath(MerchantPath):
-    group_id: Id
+    group_id: IntId
 
 
 class GroupMemberOut(Out):

@@ -12,15 +12,13 @@ from handlers import card, service_cards
 from handlers.service_cards import ProductInput, Status
 from models.cards import CardKind, CardProduct, CardUse, MemberCard
 from models.merchant import Merchant
-from webhooks.api import Call, In, Line, Out, Routes
+from webhooks.api import BigId, Call, In, IntId, Line, Out, Routes
 from webhooks.appkeys import RUNTIME
 from webhooks.auth import ADMIN, CASHIER, MANAGER, MEMBER
 from webhooks.mp import MerchantPath
 from webhooks.wallet import Code, Key, Reason, resolve_member
 
 routes = Routes("service_cards")
-Id = Annotated[int, Field(ge=1, le=2**62)]
-ProductId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class CardProductIn(In):
@@ -50,17 +48,17 @@ class CardProductsOut(Out):
 
 
 class ProductPath(In):
-    product_id: ProductId
+    product_id: IntId
 
 
 class CardPath(In):
-    card_id: Id
+    card_id: BigId
 
 
 class CardSellIn(In):
     member_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     member_code: Code | None = None
-    product_id: ProductId
+    product_id: IntId
     idempotency_key: Key
 
     @model_validator(mode="after")
@@ -72,7 +70,7 @@ class CardSellIn(In):
 
 class CardGrantIn(In):
     member_code: Code
-    product_id: ProductId
+    product_id: IntId
     reason: Reason
     idempotency_key: Key
 
@@ -88,7 +86,7 @@ class CardUseIn(In):
 class CardScanUseIn(In):
     qr: Annotated[Line, Field(min_length=1, max_length=64, description="the scanned QR token")] | None = None
     member_code: Code | None = None
-    product_id: ProductId
+    product_id: IntId
     idempotency_key: Key
 
     @model_validator(mode="after")
