@@ -113,8 +113,8 @@ def _text(body: bytes) -> str:
 
 async def _decrypted(request: web.Request, merchant: Merchant, timestamp: str, nonce: str) -> str:
     """Safe and compatible modes: check msg_signature over the ciphertext, then decrypt it."""
-    envelope = safe_xml(await request.read())
-    encrypted = envelope.findtext("Encrypt")
+    envelope = safe_xml(_text(await request.read()))
+    encrypted = envelope.get("Encrypt")
     if not encrypted:
         raise bad_message("encrypted push lacks <Encrypt>")
     verify_signature(request.query.get("msg_signature", ""), merchant.oa_token, timestamp, nonce, encrypted)

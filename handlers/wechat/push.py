@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from xml.etree.ElementTree import Element, ParseError
+from xml.parsers.expat import ExpatError
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring as defused_fromstring
+import xmltodict
 from wechatpy import parse_message
 from wechatpy.crypto import PrpCrypto
 from wechatpy.events import BaseEvent, SubscribeScanEvent
@@ -31,6 +31,7 @@ from handlers.errors import DomainError, ErrorCode
 WINDOW = TIMESTAMP_WINDOW_SECONDS = 300
 MAX_REPLY_ARTICLES = 8  # WeChat shows at most 8 articles in a passive news reply
 
+_DECLARATION = re.compile(r"<!\s*(?:DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
 # wechatpy renames a scene-carrying subscribe; the bot sees every follow as `subscribe`.
 _SUBSCRIBE_ALIASES = frozenset({"subscribe_scan", "subscribe_scan_product"})
 
@@ -61,20 +62,31 @@ def check_timestamp(timestamp: str, *, now: float | None = None) -> int:
     return int(timestamp)
 
 
-def safe_xml(body: bytes | str) -> Element:
-    """Parse with every DTD, entity and external reference forbidden (checked before any expansion)."""
+def refuse_declarations(text: str) -> None:
+    """Refuse any DOCTYPE/ENTITY-style declaration before a parser sees the text (billion laughs, external
+    entities). WeChat never sends one; xmltodict also refuses entity declarations, as a second guard."""
+    if _DECLARATION.search(text):
+        raise bad_message("XML declarations (DOCTYPE, ENTITY) are not accepted")
+
+
+def safe_xml(body: bytes | str) -> dict[str, Any]:
+    """The children of the <xml> root as xmltodict gives them, declarations refused before parsing."""
     try:
-        root = defused_fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as exc:
-        raise bad_message("XML declarations (DOCTYPE, ENTITY) are not accepted") from exc
-    except (ParseError, ValueError) as exc:
+        text = body.decode() if isinstance(body, bytes) else body
+    except UnicodeDecodeError as exc:
+        raise bad_message("body is not UTF-8") from exc
+    refuse_declarations(text)
+    try:
+        parsed = xmltodict.parse(text)
+    except (ExpatError, ValueError) as exc:
         raise bad_message("body is not well-formed XML") from exc
-    if root.tag != "xml":
+    root = parsed.get("xml") if isinstance(parsed, dict) else None
+    if not isinstance(root, dict):
         raise bad_message("root element must be <xml>")
     return root
 
 
-def flatten(root: Element) -> dict[str, str]:
+def flatten(root: dict[str, Any]) -> dict[str, str]:
     """Leaf texts keyed by path: top-level `Content`; nested `ScanCodeInfo.ScanType`.
 
     Containers below the top level always carry an index (`SubscribeMsgPopupEvent.List[0].TemplateId`),
@@ -82,16 +94,15 @@ def flatten(root: Element) -> dict[str, str]:
     """
     out: dict[str, str] = {}
 
-    def walk(element: Element, prefix: str, depth: int) -> None:
-        seen: dict[str, int] = {}
-        for child in element:
-            if len(child):
-                index = seen.get(child.tag, 0)
-                seen[child.tag] = index + 1
-                name = f"{prefix}{child.tag}[{index}]" if depth > 0 else f"{prefix}{child.tag}"
-                walk(child, name + ".", depth + 1)
-            else:
-                out[f"{prefix}{child.tag}"] = child.text or ""
+    def walk(node: dict[str, Any], prefix: str, depth: int) -> None:
+        for tag, value in node.items():
+            items = value if isinstance(value, list) else [value]
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    name = f"{prefix}{tag}[{index}]" if depth > 0 or len(items) > 1 else f"{prefix}{tag}"
+                    walk(item, name + ".", depth + 1)
+                else:
+                    out[f"{prefix}{tag}"] = item or ""
 
     walk(root, "", 0)
     return out
@@ -140,18 +151,24 @@ class Push:
 
 
 def parse_push(xml: str) -> Push:
-    """Safe-parse a plaintext push and map it to `IncomingMessage` (400 bad_message if it is not one)."""
-    raw = flatten(safe_xml(xml))
+    """Parse a plaintext push once, with wechatpy, and map it to `IncomingMessage` (400 if it is not one)."""
+    refuse_declarations(xml)
+    try:
+        parsed = parse_message(xml)
+    except ExpatError as exc:
+        raise bad_message("body is not well-formed XML") from exc
+    except Exception as exc:  # wechatpy raises KeyError/ValueError/TypeError on shapes it does not expect
+        raise bad_message("push cannot be parsed") from exc
+    data = getattr(parsed, "_data", None)  # the xmltodict dict wechatpy parsed (kept by every message)
+    if not isinstance(data, dict):
+        raise bad_message("push cannot be parsed")
+    raw = flatten(data)
     openid, kind = raw.get("FromUserName", ""), raw.get("MsgType", "").strip().lower()
     if not openid or not kind:
         raise bad_message("push lacks FromUserName or MsgType")
     create_time = raw.get("CreateTime", "").strip()
     if not (create_time.isascii() and create_time.isdigit()):
         raise bad_message("push lacks a valid CreateTime")
-    try:
-        parsed = parse_message(xml)
-    except Exception as exc:  # wechatpy raises KeyError/ValueError on shapes it does not expect
-        raise bad_message("push cannot be parsed") from exc
     message = to_incoming(parsed, raw, kind, datetime.fromtimestamp(int(create_time), UTC))
     return Push(message=message, dedup_key=dedup_key(message, create_time), account=raw.get("ToUserName", ""))
 
