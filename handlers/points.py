@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.queries import lock_member_row
 from handlers.rules.expiry import InsufficientPoints, Lot, allocate_spend
 from models.points import LotStatus, PointsAccount, PointsDraw, PointsKind, PointsLot, PointsTransaction
 
@@ -52,17 +52,7 @@ class NotEnoughPoints(DomainError):
 
 async def lock_account(merchant_id: int, member_id: int) -> PointsAccount:
     """The member's account row, locked FOR UPDATE in the current transaction (created if missing)."""
-    account = await PointsAccount.select_for_update().get_or_none(member_id=member_id)
-    if account is None:
-        try:
-            async with in_transaction():  # a savepoint: a lost creation race does not abort the caller
-                await PointsAccount.create(merchant_id=merchant_id, member_id=member_id)
-        except IntegrityError:
-            pass
-        account = await PointsAccount.select_for_update().get(member_id=member_id)
-    if account.merchant_id != merchant_id:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    return account
+    return await lock_member_row(PointsAccount, merchant_id, member_id)
 
 
 async def _replay(

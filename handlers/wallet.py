@@ -21,8 +21,8 @@ from tortoise.transactions import in_transaction
 
 from handlers import loyalty_config, tiers
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.queries import lock_member_row
 from handlers.rules.wallet import MAX_TOP_UP_FEN, InsufficientBalance, split_payment, top_up_bonus
-from models.member import Member
 from models.merchant import Merchant
 from models.wallet import WalletAccount, WalletKind, WalletTransaction
 
@@ -90,19 +90,7 @@ def _check_amount(amount_fen: int, top: int, field: str = "amount_fen") -> None:
 
 async def lock_account(merchant_id: int, member_id: int) -> WalletAccount:
     """The member's wallet row, locked FOR UPDATE in the current transaction (created if missing)."""
-    account = await WalletAccount.select_for_update().get_or_none(member_id=member_id)
-    if account is None:
-        if not await Member.exists(id=member_id, merchant_id=merchant_id):
-            raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-        try:
-            async with in_transaction():  # a savepoint: a lost creation race does not abort the caller
-                await WalletAccount.create(merchant_id=merchant_id, member_id=member_id)
-        except IntegrityError:
-            pass
-        account = await WalletAccount.select_for_update().get(member_id=member_id)
-    if account.merchant_id != merchant_id:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    return account
+    return await lock_member_row(WalletAccount, merchant_id, member_id)
 
 
 def _mismatch() -> DomainError:

@@ -179,3 +179,13 @@ async def test_concurrent_requests_with_one_key_post_once(member: Any) -> None:
     assert len({r.transaction_id for r in results}) == 1
     assert await balance(member) == 400
     assert await audit_points() == []
+
+
+async def test_posting_for_an_unknown_or_foreign_member_is_member_not_found(member: Any) -> None:
+    other = await make_merchant("other")
+    for merchant_id, member_id in ((member.merchant_id, 10_000), (other.id, member.id)):
+        with pytest.raises(DomainError) as caught:
+            await points.credit(merchant_id, member_id, 5, PointsKind.GRANT, key=f"k{merchant_id}", now=NOW,
+                                expires_at=None)
+        assert caught.value.code == ErrorCode.MEMBER_NOT_FOUND
+    assert await PointsAccount.filter(member_id=10_000).count() == 0
