@@ -8,11 +8,13 @@ one append-only `PointsTransaction`, and keeps the expiry lots in step:
 
 Claw-back (documented policy): reversing an earn whose points were already spent takes what the
 member still has and leaves the rest as a negative balance (a debt). Future credits repay the debt
-before they fill a lot. No other posting can take a balance below zero.
+before they fill a lot. Points of that earn that already expired are not taken again. No other
+posting can take a balance below zero.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,10 +22,11 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
-from handlers.queries import lock_member_row
+from handlers.queries import lock_member_row, sum_of
 from handlers.rules.expiry import InsufficientPoints, Lot, allocate_spend
 from models.points import LotStatus, PointsAccount, PointsDraw, PointsKind, PointsLot, PointsTransaction
 
+log = logging.getLogger(__name__)
 DEBIT_KINDS = frozenset(
     {
         PointsKind.SPEND_REDEMPTION,
@@ -257,7 +260,9 @@ async def debit_locked(
 async def reverse(
     merchant_id: int, original_key: str, *, key: str, now: datetime, actor: str = "system", reason: str = ""
 ) -> Posted:
-    """Undo one posting exactly once. An earn is clawed back (possibly into debt); a spend is restored."""
+    """Undo one posting exactly once. A spend is restored into the lots it drew. An earn is clawed back,
+    possibly into debt (see the module docstring), except the part of it that already lapsed: expired
+    points were taken once by the expiry and are not taken again."""
     original = await PointsTransaction.get_or_none(merchant_id=merchant_id, idempotency_key=original_key)
     if original is None:
         raise NotFound("没有找到要撤销的积分记录", field="idempotency_key")
@@ -265,17 +270,18 @@ async def reverse(
         raise ValidationError("this posting cannot be reversed", field="idempotency_key")
     async with in_transaction():
         account = await lock_account(merchant_id, original.member_id)
-        if (
-            replayed := await _replay(
-                merchant_id, original.member_id, key, PointsKind.REVERSE, -original.delta
-            )
-        ) is not None:
+        replayed = await _replay(merchant_id, original.member_id, key, PointsKind.REVERSE, None)
+        if replayed is not None:
             return replayed
         if await PointsTransaction.exists(reverses_id=original.id):
             raise Conflict("这笔积分已经撤销过了", field="idempotency_key")
+        delta = -original.delta
+        if original.delta > 0:
+            await _expire_locked(account, now)
+            delta += await _lapsed_from(original)
         txn = await _write(
             account,
-            -original.delta,
+            delta,
             PointsKind.REVERSE,
             key,
             reference=original.reference,
@@ -284,10 +290,17 @@ async def reverse(
             reverses_id=original.id,
         )
         if original.delta > 0:
-            await _claw_back(txn, original, original.delta, now)
+            await _claw_back(txn, original, -delta, now)
         else:
             await _restore(account, txn, original)
         return _posted(txn)
+
+
+async def _lapsed_from(earn: PointsTransaction) -> int:
+    """How many of an earn's points the expiry already took from its lot."""
+    return await sum_of(
+        PointsDraw.filter(lot__source_id=earn.id, transaction__kind=PointsKind.EXPIRE), "amount"
+    )
 
 
 async def _spendable(member_id: int, now: datetime) -> list[PointsLot]:
@@ -353,7 +366,10 @@ async def _expire_locked(account: PointsAccount, now: datetime) -> Posted | None
     total = sum(lot.remaining for lot in lapsed)
     if not total:
         return None
-    key = f"expire:{account.member_id}:{lapsed[0].id}:{lapsed[-1].id}"
+    # Unique per posting: the member's latest transaction id changes with every posting (the account
+    # is locked), so an expiry after points were restored into an already-expired lot gets a new key.
+    latest = await PointsTransaction.filter(member_id=account.member_id).order_by("-id").first()
+    key = f"expire:{account.member_id}:after:{latest.id if latest else 0}"
     txn = await _write(
         account, -total, PointsKind.EXPIRE, key, reference="", actor="system", reason="积分到期"
     )
@@ -374,8 +390,11 @@ async def expire_lapsed(now: datetime, merchant_id: int | None = None) -> int:
     pairs = await query.distinct().values_list("merchant_id", "member_id")
     expired = 0
     for lot_merchant, member_id in sorted(set(pairs)):
-        if await expire_member(lot_merchant, member_id, now) is not None:
-            expired += 1
+        try:
+            if await expire_member(lot_merchant, member_id, now) is not None:
+                expired += 1
+        except Exception:  # one member's failure must not stop everyone else's expiry
+            log.exception("points expiry failed for a member", extra={"member_id": member_id})
     return expired
 
 
@@ -387,8 +406,11 @@ async def release_pending(now: datetime, merchant_id: int | None = None) -> int:
     released = 0
     lot_ids: list[int] = await query.order_by("id").values_list("id", flat=True)  # type: ignore[assignment]
     for lot_id in lot_ids:
-        if await _release_one(lot_id):
-            released += 1
+        try:
+            if await _release_one(lot_id):
+                released += 1
+        except Exception:  # one lot's failure must not hold back everyone else's points
+            log.exception("pending points release failed", extra={"lot_id": lot_id})
     return released
 
 

@@ -189,3 +189,32 @@ async def test_posting_for_an_unknown_or_foreign_member_is_member_not_found(memb
                                 expires_at=None)
         assert caught.value.code == ErrorCode.MEMBER_NOT_FOUND
     assert await PointsAccount.filter(member_id=10_000).count() == 0
+
+
+async def test_refunded_spend_into_an_expired_lot_expires_again_under_a_new_key(member: Any) -> None:
+    await earn(member, 100, "e", NOW + DAY)
+    await spend(member, 60, "s")
+    assert await points.expire_lapsed(NOW + 2 * DAY) == 1  # the 40 left lapse
+    await points.reverse(member.merchant_id, "s", key="r", now=NOW + 3 * DAY)  # 60 back into the lapsed lot
+    assert await points.expire_lapsed(NOW + 3 * DAY) == 1  # they lapse again: a second, distinct expiry
+    assert await balance(member) == 0
+    await earn(member, 10, "e2")
+    await spend(member, 10, "s2", now=NOW + 3 * DAY)  # later debits are not blocked
+    assert await audit_points() == []
+
+
+async def test_reversing_an_earn_whose_lot_lapsed_takes_the_points_once(member: Any) -> None:
+    await earn(member, 100, "purchase", NOW + DAY)
+    posted = await points.reverse(member.merchant_id, "purchase", key="refund", now=NOW + 2 * DAY)
+    assert posted.delta == 0
+    assert await points.expire_lapsed(NOW + 3 * DAY) == 0
+    assert await balance(member) == 0  # the lapse took them; the reversal takes nothing more
+    assert await audit_points() == []
+
+
+async def test_reversing_a_half_lapsed_half_spent_earn_takes_only_the_spent_half(member: Any) -> None:
+    await earn(member, 100, "purchase", NOW + DAY)
+    await spend(member, 50, "s")
+    posted = await points.reverse(member.merchant_id, "purchase", key="refund", now=NOW + 2 * DAY)
+    assert posted.delta == -50 and posted.balance_after == -50  # the spent half becomes the documented debt
+    assert await audit_points() == []
