@@ -8,9 +8,9 @@ by the next one:
   lot, keyed by the purchase), then every lapsed lot expires (one `expire` posting per member).
 - `tier_reviews`: downgrade reviews that are due (`MemberTier.last_review_on` records the last one).
 - `birthday_gifts`: the tier's birthday gift for birthdays within the last `BIRTHDAY_CATCH_UP_DAYS`
-  merchant-local days, once per member and year (key `birthday:<member>:<year>`, the same key
-  `handlers.tiers.birthday_gifts` uses). A 29 February birthday is celebrated on 28 February in
-  other years; a member who registered after the day gets nothing for it.
+  merchant-local days, once per member and year (key `birthday:<member>:<year>`; a gift already
+  given is never re-posted, even if the tier's gift changed since). A 29 February birthday is
+  celebrated on 28 February in other years; a member who registered after the day gets nothing.
 - `retention`: unfollowed members' profiles past the merchant's grace period are erased.
 
 `run_job(name, now)` runs one by name and logs one JSON line with its counts.
@@ -31,7 +31,7 @@ from handlers.mall_orders import expire_pickups
 from handlers.rules.expiry import expiry_date
 from models.member import Member
 from models.merchant import Merchant
-from models.points import PointsKind
+from models.points import PointsKind, PointsTransaction
 
 log = logging.getLogger(__name__)
 BIRTHDAY_CATCH_UP_DAYS = 7
@@ -100,20 +100,27 @@ async def _merchant_birthdays(merchant: Merchant, now: datetime) -> int:
         day = due_birthday(member.birthday, registered, today, BIRTHDAY_CATCH_UP_DAYS)
         if day is None:
             continue
+        key = f"birthday:{member.id}:{day.year}"
+        if await PointsTransaction.exists(merchant_id=merchant.id, idempotency_key=key):
+            continue
         tier = loyalty_config.tier_by_code(ladder, await tiers.tier_code(merchant.id, member.id))
         gift = tier.benefits.birthday_gift_points
         if not gift:
             continue
-        posted = await points.credit(
-            merchant.id,
-            member.id,
-            gift,
-            PointsKind.EARN_PROMOTION,
-            key=f"birthday:{member.id}:{day.year}",
-            now=now,
-            expires_at=expiry_date(now, program.expiry, merchant.timezone),
-            reason="生日礼遇",
-        )
+        try:
+            posted = await points.credit(
+                merchant.id,
+                member.id,
+                gift,
+                PointsKind.EARN_PROMOTION,
+                key=key,
+                now=now,
+                expires_at=expiry_date(now, program.expiry, merchant.timezone),
+                reason="生日礼遇",
+            )
+        except Exception:  # one member's failure must not stop everyone else's gift
+            log.exception("birthday gift failed", extra={"member_id": member.id})
+            continue
         granted += not posted.replayed
     return granted
 

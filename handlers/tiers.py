@@ -123,9 +123,11 @@ async def current(merchant: Merchant, member_id: int, *, now: datetime) -> TierV
 async def evaluate(merchant: Merchant, member_id: int, *, now: datetime, key: str) -> TierChangeResult | None:
     """After activity: move the member up to the highest tier their window stats earn, if any."""
     _, tiers = await loyalty_config.current_tiers(merchant.id)
-    stats = await window_stats(merchant.id, member_id, _window(tiers), now)
     async with in_transaction():
         state = await _state(merchant.id, member_id, tiers, lock=True)
+        if await TierChange.exists(merchant_id=merchant.id, idempotency_key=f"{key}:tier"):
+            return None  # this activity was evaluated already (a replayed request)
+        stats = await window_stats(merchant.id, member_id, _window(tiers), now)
         current_tier = loyalty_config.tier_by_code(tiers, state.tier_code)
         target = evaluate_upgrade(tiers, current_tier.code, stats)
         if target is None:
@@ -179,6 +181,9 @@ async def _change(
     state.tier_code, state.since = new.code, now
     await state.save(update_fields=["tier_code", "since"])
     gift = new.benefits.upgrade_gift_points if new.rank > old.rank else 0
+    gift_key = f"tiergift:{state.member_id}:{new.code}"
+    if gift and await PointsTransaction.exists(merchant_id=merchant.id, idempotency_key=gift_key):
+        gift = 0  # once per member and tier, whatever the ladder's gift is today
     if gift:
         program = await loyalty_config.program(merchant.id)
         await points.credit(
@@ -186,7 +191,7 @@ async def _change(
             state.member_id,
             gift,
             PointsKind.EARN_TIER_GIFT,
-            key=f"tiergift:{state.member_id}:{new.code}",
+            key=gift_key,
             now=now,
             expires_at=expiry_date(now, program.expiry, merchant.timezone),
             reason=f"升级{new.name}礼包",
@@ -224,9 +229,9 @@ async def review_downgrades(now: datetime, merchant_id: int | None = None) -> in
 async def _review_one(
     merchant: Merchant, member_id: int, tiers: list[Tier], today: date, now: datetime
 ) -> int:
-    stats = await window_stats(merchant.id, member_id, _window(tiers), now)
     async with in_transaction():
         state = await MemberTier.select_for_update().get(member_id=member_id)
+        stats = await window_stats(merchant.id, member_id, _window(tiers), now)  # read under the lock
         current_tier = loyalty_config.tier_by_code(tiers, state.tier_code)
         since = _local_day(state.since, merchant.timezone)
         target = evaluate_downgrade(
@@ -246,38 +251,6 @@ async def _review_one(
             now=now,
         )
         return 1
-
-
-async def birthday_gifts(now: datetime, merchant_id: int | None = None) -> int:
-    """Members whose birthday is today (merchant-local) get their tier's gift, once a year."""
-    merchants = Merchant.filter(id=merchant_id) if merchant_id is not None else Merchant.all()
-    granted = 0
-    for merchant in await merchants:
-        today = _local_day(now, merchant.timezone)
-        _, tiers = await loyalty_config.current_tiers(merchant.id)
-        program = await loyalty_config.program(merchant.id)
-        for member in await Member.filter(
-            merchant_id=merchant.id, birthday__isnull=False, anonymized_at__isnull=True
-        ):
-            if member.birthday is None or (member.birthday.month, member.birthday.day) != (
-                today.month,
-                today.day,
-            ):
-                continue
-            tier = loyalty_config.tier_by_code(tiers, await tier_code(merchant.id, member.id))
-            if tier.benefits.birthday_gift_points:
-                posted = await points.credit(
-                    merchant.id,
-                    member.id,
-                    tier.benefits.birthday_gift_points,
-                    PointsKind.EARN_PROMOTION,
-                    key=f"birthday:{member.id}:{today.year}",
-                    now=now,
-                    expires_at=expiry_date(now, program.expiry, merchant.timezone),
-                    reason="生日礼遇",
-                )
-                granted += 0 if posted.replayed else 1
-    return granted
 
 
 def _local_day(moment: datetime, tz: str) -> date:

@@ -214,3 +214,22 @@ async def test_paying_more_stored_value_than_the_balance_changes_nothing(shop: A
     assert await Purchase.all().count() == 0 and await balance(member) == 0
     with pytest.raises(ValidationError):
         await buy(shop, "p2", 1_000, stored_value_fen=2_000)  # more than is owed
+
+
+async def test_an_upgrade_gift_is_given_once_even_if_the_ladder_changes_it(shop: Any) -> None:
+    from models.loyalty import MemberTier
+
+    merchant, member = shop
+    await points.credit(merchant.id, member.id, 20_000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
+    first = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
+    assert first.gift_points == 200
+    await MemberTier.filter(member_id=member.id).update(tier_code="normal")  # dropped back meanwhile
+    ladder = [t for t in loyalty_config.DEFAULT_TIERS]
+    ladder[2] = {**ladder[2], "benefits": {**ladder[2]["benefits"], "upgrade_gift_points": 300}}
+    await loyalty_config.save_tiers(merchant.id, ladder, actor="test")
+    again = await tiers.buy_upgrade(merchant, member.id, "gold", key="up2", now=NOW)
+    assert again.gift_points == 0
+    assert await balance(member) == 20_000 - 5_000 + 200 - 5_000
+    result = await buy(shop, "after", 1_000)  # later purchases are not blocked by the old gift's key
+    assert result.points_earned > 0
+    assert await audit_points() == []
