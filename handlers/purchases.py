@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from handlers import coupons, loyalty_config, members, points, referrals, tiers, wallet
@@ -39,6 +41,7 @@ from models.points import PointsAccount, PointsKind, PointsPool, PointsTransacti
 from models.staff import Staff
 from models.wallet import WalletTransaction
 
+log = logging.getLogger(__name__)
 MAX_AMOUNT_FEN = 10**10  # 100 million yuan
 
 
@@ -221,27 +224,36 @@ async def record_purchase(
             rules,
             pool_remaining=None if pool is None else pool.budget - pool.granted,
         )
-        purchase = await Purchase.create(
-            merchant_id=merchant.id,
-            member_id=member.id,
-            store=store,
-            staff=staff,
-            idempotency_key=req.idempotency_key,
-            request_digest=digest,
-            amount_fen=quote.amount_fen,
-            discount_fen=quote.discount_fen,
-            offset_points=quote.offset_points,
-            offset_fen=quote.offset_fen,
-            paid_fen=quote.paid_fen,
-            points_earned=earn.points,
-            points_pending=bool(earn.points and program.pending_days),
-            rule_set_version=earn.rule_set_version,
-            breakdown=_lines(earn),
-            items=[asdict(i) for i in req.items],
-            tier_code=tier.code,
-            period_spend_fen=period_spend,
-            points_today_before=points_today,
-        )
+        try:
+            async with in_transaction():  # a savepoint: the key's unique violation must not abort us
+                purchase = await Purchase.create(
+                    merchant_id=merchant.id,
+                    member_id=member.id,
+                    store=store,
+                    staff=staff,
+                    idempotency_key=req.idempotency_key,
+                    request_digest=digest,
+                    amount_fen=quote.amount_fen,
+                    discount_fen=quote.discount_fen,
+                    offset_points=quote.offset_points,
+                    offset_fen=quote.offset_fen,
+                    paid_fen=quote.paid_fen,
+                    points_earned=earn.points,
+                    points_pending=bool(earn.points and program.pending_days),
+                    rule_set_version=earn.rule_set_version,
+                    breakdown=_lines(earn),
+                    items=[asdict(i) for i in req.items],
+                    tier_code=tier.code,
+                    period_spend_fen=period_spend,
+                    points_today_before=points_today,
+                    pool_code=pool.code if pool is not None and earn.points else None,
+                )
+        except IntegrityError:  # the same key, for another member, committed first
+            raise DomainError(
+                "idempotency key was already used for a different purchase",
+                code=ErrorCode.IDEMPOTENCY_MISMATCH,
+                field="idempotency_key",
+            ) from None
         actor = f"staff:{staff.id}" if staff else "system"
         if coupon is not None:
             await coupons.use(
@@ -278,34 +290,56 @@ async def record_purchase(
         if pool is not None and earn.points:
             pool.granted += earn.points
             await pool.save(update_fields=["granted"])
+        result = PurchaseResult(
+            purchase.id,
+            member.id,
+            quote.amount_fen,
+            quote.discount_fen,
+            quote.offset_points,
+            quote.offset_fen,
+            quote.paid_fen,
+            earn.points,
+            purchase.points_pending,
+            earn.rule_set_version,
+            purchase.breakdown,
+            account.balance,
+            tier.code,
+            coupon_code=coupon.code if coupon else None,
+            coupon_fen=quote.coupon_fen,
+            stored_value_fen=req.stored_value_fen,
+        )
+        await _store_result(purchase, result)  # a retry from now on replays exactly this
+    return await _after_commit(merchant, member, purchase, result, now=now)
 
-    change = await tiers.evaluate(merchant, member.id, now=now, key=f"purchase:{purchase.id}")
-    awards = await _first_purchase_referrals(merchant, member, now)
-    if change is not None and change.gift_points:
-        account = await PointsAccount.get(member_id=member.id)
-    result = PurchaseResult(
-        purchase.id,
-        member.id,
-        quote.amount_fen,
-        quote.discount_fen,
-        quote.offset_points,
-        quote.offset_fen,
-        quote.paid_fen,
-        earn.points,
-        purchase.points_pending,
-        earn.rule_set_version,
-        purchase.breakdown,
-        account.balance,
-        change.to_code if change else tier.code,
-        change.to_code if change else None,
-        change.gift_points if change else 0,
-        referral_awards=awards,
-        coupon_code=coupon.code if coupon else None,
-        coupon_fen=quote.coupon_fen,
-        stored_value_fen=req.stored_value_fen,
-    )
+
+async def _store_result(purchase: Purchase, result: PurchaseResult) -> None:
     purchase.result = {k: v for k, v in asdict(result).items() if k != "replayed"}
     await purchase.save(update_fields=["result"])
+
+
+async def _after_commit(
+    merchant: Merchant, member: Member, purchase: Purchase, result: PurchaseResult, *, now: datetime
+) -> PurchaseResult:
+    """Tier review and referral awards: the purchase stands whatever happens here (failures are logged
+    and a later activity re-evaluates the tier)."""
+    try:
+        change = await tiers.evaluate(merchant, member.id, now=now, key=f"purchase:{purchase.id}")
+        awards = await _first_purchase_referrals(merchant, member, now)
+    except Exception:
+        log.exception("after-purchase step failed", extra={"purchase_id": purchase.id})
+        return result
+    if change is None and not awards:
+        return result
+    balance = (await PointsAccount.get(member_id=member.id)).balance
+    result = replace(
+        result,
+        balance=balance,
+        tier_code=change.to_code if change else result.tier_code,
+        tier_changed_to=change.to_code if change else None,
+        tier_gift_points=change.gift_points if change else 0,
+        referral_awards=awards,
+    )
+    await _store_result(purchase, result)
     return result
 
 
@@ -411,7 +445,7 @@ async def refund_purchase(
                     reason="消费退款，扣回积分",
                 )
                 reversed_ = purchase.points_earned
-            await _return_to_pool(merchant.id, purchase.points_earned)
+            await _return_to_pool(merchant.id, purchase.pool_code, purchase.points_earned)
         if purchase.offset_points:
             await points.reverse(
                 merchant.id,
@@ -466,11 +500,11 @@ async def _refund_stored_value(merchant: Merchant, purchase: Purchase, *, now: d
     return -(payment.principal_delta + payment.bonus_delta)
 
 
-async def _return_to_pool(merchant_id: int, amount: int) -> None:
-    program = await loyalty_config.program(merchant_id)
-    if program.earn_pool is None:
+async def _return_to_pool(merchant_id: int, pool_code: str | None, amount: int) -> None:
+    """Give refunded points back to the pool they were drawn from (if any)."""
+    if pool_code is None:
         return
-    pool = await PointsPool.select_for_update().get_or_none(merchant_id=merchant_id, code=program.earn_pool)
+    pool = await PointsPool.select_for_update().get_or_none(merchant_id=merchant_id, code=pool_code)
     if pool is not None:
         pool.granted = max(pool.granted - amount, 0)
         await pool.save(update_fields=["granted"])

@@ -50,6 +50,7 @@ class Purchase(Model):
     refunded_at = fields.DatetimeField(null=True)
     refund_key = fields.CharField(max_length=128, null=True)
     result: Any = fields.JSONField(null=True)  # the response, replayed for a repeated idempotency key
+    pool_code = fields.CharField(max_length=64, null=True)  # the points pool its points came from
     refunded_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
         "models.Staff", null=True, related_name="refunds", on_delete=fields.RESTRICT
     )

@@ -220,7 +220,8 @@ async def test_an_upgrade_gift_is_given_once_even_if_the_ladder_changes_it(shop:
     from models.loyalty import MemberTier
 
     merchant, member = shop
-    await points.credit(merchant.id, member.id, 20_000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
+    await points.credit(merchant.id, member.id, 20_000, PointsKind.GRANT, key="seed", now=NOW,
+                        expires_at=None)
     first = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
     assert first.gift_points == 200
     await MemberTier.filter(member_id=member.id).update(tier_code="normal")  # dropped back meanwhile
@@ -232,4 +233,57 @@ async def test_an_upgrade_gift_is_given_once_even_if_the_ladder_changes_it(shop:
     assert await balance(member) == 20_000 - 5_000 + 200 - 5_000
     result = await buy(shop, "after", 1_000)  # later purchases are not blocked by the old gift's key
     assert result.points_earned > 0
+    assert await audit_points() == []
+
+
+async def test_a_retry_replays_the_full_payment_split(shop: Any) -> None:
+    from handlers import wallet
+
+    merchant, member = shop
+    await wallet.top_up(merchant, member.id, 5_000, key="top", payment_method="cash", now=NOW)
+    first = await buy(shop, "split", 10_000, stored_value_fen=3_000)
+    row = await Purchase.get(idempotency_key="split")
+    assert row.result is not None and row.result["stored_value_fen"] == 3_000
+    retry = await buy(shop, "split", 10_000, stored_value_fen=3_000)
+    assert (retry.replayed, retry.stored_value_fen, retry.paid_fen) == (True, 3_000, first.paid_fen)
+
+
+async def test_same_key_for_two_members_at_once_makes_one_purchase(shop: Any) -> None:
+    merchant, member = shop
+    other = await make_member(merchant, openid="o-other")
+    outcomes = await asyncio.gather(
+        record_purchase(merchant, None, PurchaseRequest("shared", member.id, 1_000), now=NOW),
+        record_purchase(merchant, None, PurchaseRequest("shared", other.id, 1_000), now=NOW),
+        return_exceptions=True,
+    )
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failures) == 1 and isinstance(failures[0], DomainError)
+    assert failures[0].code == ErrorCode.IDEMPOTENCY_MISMATCH
+    assert await Purchase.filter(idempotency_key="shared").count() == 1
+    assert await audit_points() == []
+
+
+async def test_a_refund_returns_points_to_the_pool_they_came_from(shop: Any) -> None:
+    merchant, _ = shop
+    await PointsPool.create(merchant_id=merchant.id, code="xmas", budget=1_000)
+    await loyalty_config.save_program(merchant.id, {"earn_pool": "xmas"}, actor="test")
+    in_pool = await buy(shop, "in-pool", 10_000)
+    await PointsPool.create(merchant_id=merchant.id, code="spring", budget=1_000)
+    await loyalty_config.save_program(merchant.id, {"earn_pool": "spring"}, actor="test")
+    await refund_purchase(merchant, None, in_pool.purchase_id, key="r", now=NOW)
+    assert (await PointsPool.get(code="xmas")).granted == 0
+    assert (await PointsPool.get(code="spring")).granted == 0
+
+
+async def test_a_failing_after_commit_step_does_not_fail_the_recorded_purchase(
+    shop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("tier service down")
+
+    monkeypatch.setattr(tiers, "evaluate", broken)
+    result = await buy(shop, "p", 10_000)
+    assert result.points_earned == 100
+    again = await buy(shop, "p", 10_000)
+    assert again.replayed and again.balance == result.balance
     assert await audit_points() == []
