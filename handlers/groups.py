@@ -10,6 +10,7 @@ fails OPEN groups past `expires_at` and returns every order (`mall.return_order`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,10 +21,13 @@ from handlers.errors import Conflict, NotFound, ValidationError
 from models.mall import DealGroup, GroupDeal, GroupStatus, MallItem, MallOrder, OrderStatus
 from models.member import Member
 from models.merchant import Merchant
+from models.points import PointsAccount
 
 MAX_GROUP_SIZE = 100
 MAX_HOURS = 30 * 24
 MAX_POINTS = 10_000_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +227,11 @@ async def expire_groups(now: datetime) -> dict[str, int]:
     ).order_by("id").values_list("id", flat=True)
     failed = refunded = 0
     for group_id in due:
-        returned = await _fail(group_id, now)
+        try:
+            returned = await _fail(group_id, now)
+        except Exception:  # one group's failure must not hold back everyone else's refunds
+            log.exception("failing a group deal failed", extra={"group_id": group_id})
+            continue
         if returned is not None:
             failed += 1
             refunded += returned
@@ -238,6 +246,12 @@ async def _fail(group_id: int, now: datetime) -> int | None:
         group.status, group.closed_at = GroupStatus.FAILED, now
         await group.save(update_fields=["status", "closed_at"])
         order_ids = await _order_ids(group.id)
+        # Lock every member's points account up front, in id order, before any return takes the item's
+        # row lock: otherwise a member redeeming the same item meanwhile (account → item) and this
+        # refund (item → next account) could wait on each other.
+        members = await MallOrder.filter(id__in=order_ids).values_list("member_id", flat=True)
+        accounts = PointsAccount.select_for_update().filter(member_id__in=sorted(set(members)))
+        await accounts.order_by("member_id")
         for order_id in order_ids:
             await mall.return_order(order_id, reason="group_refund", now=now, actor="system")
     return len(order_ids)

@@ -11,6 +11,7 @@ Public contracts (used by flash sales and group deals — keep them stable):
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -55,6 +56,8 @@ STATUS_LABELS = {
     OrderStatus.SHIPPED: "已发货", OrderStatus.FULFILLED: "已完成", OrderStatus.CANCELLED: "已取消",
     OrderStatus.EXPIRED: "已过期", OrderStatus.GROUP_FAILED: "拼团失败",
 }
+
+log = logging.getLogger(__name__)
 
 
 class OrderClosed(Conflict):
@@ -377,6 +380,9 @@ async def expire_pickups(now: datetime) -> dict[str, int]:
             await return_order(order_id, reason="expire", now=now, actor="system")
         except OrderClosed:
             continue  # cancelled or picked up meanwhile
+        except Exception:  # one order's failure must not hold back everyone else's returns
+            log.exception("pick-up expiry failed for an order", extra={"order_id": order_id})
+            continue
         expired += 1
     return {"expired_orders": expired}
 

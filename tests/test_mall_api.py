@@ -224,3 +224,12 @@ async def test_concurrent_verifies_of_one_code_succeed_once(
     ))
     assert sorted(r.status for r in responses) == [200] + [409] * 7
     assert (await MallOrder.get(id=order["id"])).status == OrderStatus.FULFILLED
+
+
+async def test_a_client_key_cannot_borrow_the_system_separator(
+    client: TestClient, shop: Merchant, member: Member, auth: dict[str, str]
+) -> None:
+    item = await make_item(shop)
+    response = await redeem(client, auth, item, key="k1:return")  # would collide with k1's return key
+    assert response.status == 400
+    assert (await response.json())["error"]["field"] == "idempotency_key"

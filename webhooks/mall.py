@@ -22,7 +22,7 @@ from webhooks.auth import CASHIER, MEMBER
 from webhooks.mp import MerchantPath
 
 routes = Routes("mall")
-Key = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+Key = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$",
                            description="client-chosen idempotency key; a retry with the same key is safe")]
 
 

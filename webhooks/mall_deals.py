@@ -21,7 +21,7 @@ from webhooks.mp import MerchantPath
 
 routes = Routes("mall_deals")
 
-Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                            description="client-chosen idempotency key; a retry with the same key is safe")]
 Points = Annotated[StrictInt, Field(ge=1, le=flash.MAX_POINTS)]
 
