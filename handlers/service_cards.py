@@ -227,10 +227,15 @@ async def use(merchant: Merchant, card_id: int, *, key: str, staff: Staff | None
         if card.kind == CardKind.COUNT:
             card.uses_left = (card.uses_left or 0) - 1
             await card.save(update_fields=["uses_left"])
-        record = await CardUse.create(
-            merchant_id=merchant.id, card_id=card.id, uses_left_after=card.uses_left, idempotency_key=key,
-            staff_id=staff.id if staff else None, store_id=staff.store_id if staff else None, created_at=now,
-        )
+        try:
+            async with in_transaction():  # a savepoint: the same key on another card may commit first
+                record = await CardUse.create(
+                    merchant_id=merchant.id, card_id=card.id, uses_left_after=card.uses_left,
+                    idempotency_key=key, staff_id=staff.id if staff else None,
+                    store_id=staff.store_id if staff else None, created_at=now,
+                )
+        except IntegrityError:
+            raise _mismatch() from None
         return Used(card, record)
 
 

@@ -226,3 +226,12 @@ def test_news_reply_renders_articles() -> None:
 def test_no_reply_renders_an_empty_body() -> None:
     assert render_reply(None, openid="o", account="gh") == ""
 
+
+
+@pytest.mark.parametrize("stamp", ["99999999999999999999", "-5", "12a"])
+def test_an_impossible_create_time_is_a_bad_message(stamp: str) -> None:
+    xml = (f"<xml><ToUserName>gh</ToUserName><FromUserName>o-user</FromUserName>"
+           f"<CreateTime>{stamp}</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId></xml>")
+    with pytest.raises(DomainError) as caught:
+        parse_push(xml)
+    assert caught.value.code == ErrorCode.BAD_MESSAGE

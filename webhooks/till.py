@@ -12,7 +12,7 @@ from handlers.profile import mask_phone
 from handlers.rules.earn_model import Item
 from models.member import Member
 from models.merchant import Merchant
-from webhooks.api import Call, In, Line, Out, Routes
+from webhooks.api import Call, In, IntId, Line, Out, Routes
 from webhooks.appkeys import RUNTIME
 from webhooks.auth import CASHIER
 
@@ -72,7 +72,7 @@ class ItemIn(In):
 
 class PurchaseIn(In):
     idempotency_key: Key
-    member_id: Annotated[int, Field(ge=1)] | None = None
+    member_id: IntId | None = None
     member_code: Annotated[Line, Field(min_length=1, max_length=16)] | None = None
     amount_fen: Annotated[int, Field(ge=1, le=purchases.MAX_AMOUNT_FEN, description="order amount in fen")]
     items: Annotated[list[ItemIn], Field(default_factory=list, max_length=200)]

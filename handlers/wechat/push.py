@@ -167,9 +167,13 @@ def parse_push(xml: str) -> Push:
     if not openid or not kind:
         raise bad_message("push lacks FromUserName or MsgType")
     create_time = raw.get("CreateTime", "").strip()
-    if not (create_time.isascii() and create_time.isdigit()):
+    try:
+        created_at = datetime.fromtimestamp(int(create_time), UTC) if create_time.isascii() else None
+    except (ValueError, OverflowError, OSError):
+        created_at = None
+    if created_at is None or not create_time.isdigit():
         raise bad_message("push lacks a valid CreateTime")
-    message = to_incoming(parsed, raw, kind, datetime.fromtimestamp(int(create_time), UTC))
+    message = to_incoming(parsed, raw, kind, created_at)
     return Push(message=message, dedup_key=dedup_key(message, create_time), account=raw.get("ToUserName", ""))
 
 
