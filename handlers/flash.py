@@ -169,6 +169,15 @@ async def release(redis: Redis, sale_id: int, member_id: int, reservation: str, 
     return await run_gate(redis, gate_keys(sale_id), "release", member_id, reservation, int(give_back))
 
 
+async def forget_returned(redis: Redis, order: MallOrder) -> None:
+    """After a flash order was returned (cancelled), free the member's place under the per-member limit.
+    The unit itself went back to the item's stock, not to the sale. Without this the gate keeps counting
+    the order until its counters are next rebuilt from PostgreSQL (which counts only orders not returned).
+    """
+    if order.flash_sale_id is not None:
+        await release(redis, order.flash_sale_id, order.member_id, order.idempotency_key, give_back=False)
+
+
 async def db_state(sale_id: int) -> tuple[int, dict[int, int], dict[str, int]]:
     """From the database: (units left, units per member not returned, every order key -> member)."""
     sale = await FlashSale.get(id=sale_id)

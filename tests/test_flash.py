@@ -226,3 +226,18 @@ async def test_a_cancelled_flash_order_frees_the_member_not_the_sale(client: Tes
     assert await left_in_redis(client, sale["id"]) == 0
     assert (await MallOrder.get(id=order["order_id"])).status == OrderStatus.CANCELLED
     assert await audit_points() == []
+
+
+async def test_a_member_who_cancels_may_buy_again_at_once(client: TestClient) -> None:
+    merchant = await make_merchant()
+    item = await make_item(merchant, stock=10)
+    sale = await new_sale(client, merchant, item, stock=3, limit=1)
+    [member] = await buyers(merchant, 1)
+    order = await (await buy(client, merchant, member, sale["id"], "k")).json()
+    assert (await buy(client, merchant, member, sale["id"], "k2")).status == 409  # the limit holds
+    headers = await member_headers(client, merchant, member)
+    cancelled = await client.post(f"/api/mp/{merchant.slug}/mall/orders/{order['order_id']}/cancel",
+                                  headers=headers)
+    assert cancelled.status == 200, await cancelled.text()
+    assert (await buy(client, merchant, member, sale["id"], "k3")).status == 200  # no rebuild needed
+    assert await audit_points() == []

@@ -13,11 +13,12 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from handlers import mall
+from handlers import flash, mall
 from handlers.mall_orders import STATUS_LABELS
 from handlers.rules.mall import MAX_QTY
 from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
 from webhooks.api import BigId, Call, In, IntId, Line, Out, Routes
+from webhooks.appkeys import REDIS
 from webhooks.auth import CASHIER, MEMBER
 from webhooks.mp import MerchantPath
 
@@ -202,7 +203,8 @@ async def order(call: Call[None, OrderPath]) -> OrderOut:
              response=OrderOut, auth=MEMBER, errors=(409,))
 async def cancel(call: Call[None, OrderPath]) -> OrderOut:
     """Cancel before pick-up or shipping: points and stock come back once (409 if no longer possible)."""
-    await mall.cancel(call.merchant, call.member, call.path.order_id, now=datetime.now(UTC))
+    order = await mall.cancel(call.merchant, call.member, call.path.order_id, now=datetime.now(UTC))
+    await flash.forget_returned(call.request.app[REDIS], order)
     return OrderOut(**order_fields(await mall.member_order(call.merchant.id, call.member.id,
                                                            call.path.order_id)))
 
