@@ -129,7 +129,7 @@ def cmd_merchant(args: argparse.Namespace) -> int:
         data = merchants.MerchantInput(
             slug=args.slug,
             name=args.name,
-            timezone=args.timezone,
+            timezone=args.timezone or settings.timezone,
             oa_appid=args.oa_appid,
             oa_secret=args.oa_secret,
             oa_token=args.oa_token,
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = msub.add_parser("create", help="create a merchant and its first store")
     create.add_argument("--slug", required=True)
     create.add_argument("--name", required=True)
-    create.add_argument("--timezone", default="Asia/Shanghai")
+    create.add_argument("--timezone", default=None, help="IANA zone (default: the TIMEZONE setting)")
     for option in ("oa-appid", "oa-secret", "oa-token", "oa-aes-key", "mp-appid", "mp-secret"):
         create.add_argument(f"--{option}", default="")
     msub.add_parser("list", help="list merchants")
