@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from defusedxml import ElementTree
 
-TOKEN = "memberbotdemo"  # the demo merchant's (bot/demo.py)
+TOKEN = "memberbotdemo"  # noqa: S105 - the demo merchant's public token (bot/demo.py)
 XML = """<xml><ToUserName><![CDATA[gh_demo]]></ToUserName><FromUserName><![CDATA[o-ci-smoke]]></FromUserName>
 <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[帮助]]></Content>
 <MsgId>{msg_id}</MsgId></xml>"""
@@ -22,13 +22,14 @@ def main(base_url: str) -> int:
     signature = hashlib.sha1("".join(sorted([TOKEN, timestamp, nonce])).encode()).hexdigest()  # noqa: S324
     query = urlencode({"signature": signature, "timestamp": timestamp, "nonce": nonce})
     body = XML.format(ts=timestamp, msg_id=int(time.time() * 1000)).encode()
-    request = urllib.request.Request(f"{base_url}/wechat/demo?{query}", data=body, method="POST",
+    request = urllib.request.Request(f"{base_url}/wechat/demo?{query}", data=body, method="POST",  # noqa: S310
                                      headers={"Content-Type": "text/xml"})
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
         reply = response.read().decode()
     root = ElementTree.fromstring(reply)
     content = root.findtext("Content") or ""
-    ok = root.findtext("MsgType") == "text" and root.findtext("ToUserName") == "o-ci-smoke" and "签到" in content
+    addressed = root.findtext("ToUserName") == "o-ci-smoke"
+    ok = root.findtext("MsgType") == "text" and addressed and "签到" in content
     print(f"ci: 帮助 reply {'ok' if ok else 'MALFORMED'}: {content[:60]!r}")
     return 0 if ok else 1
 
