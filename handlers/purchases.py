@@ -24,7 +24,7 @@ from tortoise.transactions import in_transaction
 
 from handlers import coupons, loyalty_config, members, points, referrals, tiers, wallet
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
-from handlers.queries import sum_of
+from handlers.queries import fetch_one
 from handlers.rules.earn import compute_earn
 from handlers.rules.earn_model import EarnResult, Item, MemberInfo, RuleSet
 from handlers.rules.earn_model import Purchase as EarnPurchase
@@ -162,15 +162,26 @@ async def _replay(purchase: Purchase, digest: str) -> PurchaseResult:
     )
 
 
+_PERIOD_SQL = """
+SELECT
+  (SELECT COALESCE(SUM(paid_fen), 0) FROM purchase
+    WHERE merchant_id = :merchant AND member_id = :member AND status = 'completed'
+      AND created_at >= :year_start) AS spend,
+  (SELECT COALESCE(SUM(points_earned), 0) FROM purchase
+    WHERE merchant_id = :merchant AND member_id = :member AND status = 'completed'
+      AND created_at >= :day_start) AS today
+"""
+
+
 async def _period(merchant: Merchant, member_id: int, now: datetime) -> tuple[int, int]:
     """Cash spend this calendar year and purchase points earned today, both merchant-local."""
     zone = ZoneInfo(merchant.timezone)
     local = now.astimezone(zone)
     year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    mine = Purchase.filter(merchant_id=merchant.id, member_id=member_id, status=PurchaseStatus.COMPLETED)
-    spend = await sum_of(mine.filter(created_at__gte=year_start), "paid_fen")
-    return spend, await sum_of(mine.filter(created_at__gte=day_start), "points_earned")
+    row = await fetch_one(_PERIOD_SQL, merchant=merchant.id, member=member_id, year_start=year_start,
+                          day_start=day_start)
+    return int(row["spend"]), int(row["today"])
 
 
 async def record_purchase(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from tortoise import connections
 from tortoise.exceptions import IntegrityError
 from tortoise.functions import Sum
 from tortoise.models import Model
@@ -38,3 +41,26 @@ async def lock_member_row(model: type[M], merchant_id: int, member_id: int) -> M
     if row.merchant_id != merchant_id:  # type: ignore[attr-defined]
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
     return row
+
+
+_NAMED = re.compile(r":([a-z_]+)\b")
+
+
+async def fetch_one(sql: str, **params: Any) -> dict[str, Any]:
+    """One row of a hand-written query, on the current connection (the open transaction, if any).
+
+    For hot aggregates the ORM would need several round trips for. `:name` placeholders become the
+    dialect's own ($1 for PostgreSQL, ? for SQLite); values are always bound, never interpolated.
+    """
+    connection = connections.get("default")
+    # Stored times are UTC; SQLite compares them as text, so every bound time must be UTC too.
+    params = {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in params.items()}
+    names = _NAMED.findall(sql)
+    if connection.capabilities.dialect == "postgres":
+        order = list(dict.fromkeys(names))
+        text = _NAMED.sub(lambda m: f"${order.index(m.group(1)) + 1}", sql)
+        values = [params[name] for name in order]
+    else:
+        text, values = _NAMED.sub("?", sql), [params[name] for name in names]
+    rows = await connection.execute_query_dict(text, values)
+    return rows[0]

@@ -21,19 +21,16 @@ from tortoise.transactions import in_transaction
 
 from handlers import loyalty_config, points
 from handlers.errors import Conflict, NotFound
-from handlers.queries import sum_of
+from handlers.queries import fetch_one
 from handlers.rules.expiry import expiry_date
 from handlers.rules.tiers import Progress, evaluate_downgrade, evaluate_upgrade, progress, purchasable_tiers
 from handlers.rules.tiers_model import Tier, WindowStats
-from models.activity import Purchase, PurchaseStatus
 from models.loyalty import MemberTier, TierChange
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsKind, PointsTransaction
-from models.wallet import WalletKind, WalletTransaction
 
 log = logging.getLogger(__name__)
-EARN_KINDS = [k for k in PointsKind if k.value.startswith("earn_")]
 DEFAULT_WINDOW_DAYS = 365
 
 
@@ -59,16 +56,28 @@ TierHook = Callable[[Merchant, int, Tier], Awaitable[None]]
 on_tier_upgraded: list[TierHook] = []
 
 
+# Earn kinds are exactly the PointsKind values starting with "earn_" (checked by a test).
+_WINDOW_SQL = """
+SELECT
+  (SELECT COALESCE(SUM(paid_fen), 0) FROM purchase
+    WHERE merchant_id = :merchant AND member_id = :member AND status = 'completed'
+      AND created_at >= :since) AS spend,
+  (SELECT COALESCE(SUM(t.delta), 0) FROM points_transaction t
+     LEFT JOIN points_transaction r ON r.id = t.reverses_id
+    WHERE t.merchant_id = :merchant AND t.member_id = :member AND t.created_at >= :since
+      AND (t.kind LIKE 'earn%' OR (t.kind = 'reverse' AND r.kind LIKE 'earn%'))) AS earned,
+  (SELECT COALESCE(SUM(principal_delta), 0) FROM wallet_transaction
+    WHERE merchant_id = :merchant AND member_id = :member AND kind = 'top_up'
+      AND created_at >= :since) AS recharge
+"""
+
+
 async def window_stats(merchant_id: int, member_id: int, window_days: int, now: datetime) -> WindowStats:
-    since = now - timedelta(days=window_days)
-    mine = {"merchant_id": merchant_id, "member_id": member_id, "created_at__gte": since}
-    spend = await sum_of(Purchase.filter(status=PurchaseStatus.COMPLETED, **mine), "paid_fen")
-    earned = await sum_of(PointsTransaction.filter(kind__in=EARN_KINDS, **mine), "delta")
-    clawed = await sum_of(
-        PointsTransaction.filter(kind=PointsKind.REVERSE, reverses__kind__in=EARN_KINDS, **mine), "delta"
-    )
-    recharge = await sum_of(WalletTransaction.filter(kind=WalletKind.TOP_UP, **mine), "principal_delta")
-    return WindowStats(spend_fen=spend, recharge_fen=recharge, points_earned=max(earned + clawed, 0))
+    """Cash spend, points earned net of clawed-back earns, and top-up principal in the window: one query."""
+    row = await fetch_one(_WINDOW_SQL, merchant=merchant_id, member=member_id,
+                          since=now - timedelta(days=window_days))
+    return WindowStats(spend_fen=int(row["spend"]), recharge_fen=int(row["recharge"]),
+                       points_earned=max(int(row["earned"]), 0))
 
 
 def _window(tiers: list[Tier]) -> int:

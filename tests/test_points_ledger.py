@@ -218,3 +218,10 @@ async def test_reversing_a_half_lapsed_half_spent_earn_takes_only_the_spent_half
     posted = await points.reverse(member.merchant_id, "purchase", key="refund", now=NOW + 2 * DAY)
     assert posted.delta == -50 and posted.balance_after == -50  # the spent half becomes the documented debt
     assert await audit_points() == []
+
+
+def test_earn_kinds_are_exactly_the_kinds_named_earn() -> None:
+    # handlers.tiers counts points earned with `kind LIKE 'earn%'`: no other kind may start with "earn".
+    earn = {kind for kind in PointsKind if kind.value.startswith("earn")}
+    assert earn == {k for k in PointsKind if k.name.startswith("EARN_")}
+    assert all(kind.value.startswith("earn_") for kind in earn)
