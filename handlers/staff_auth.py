@@ -69,21 +69,22 @@ async def authenticate(merchant_slug: str, username: str, password: str, *, now:
     if staff is None or not staff.active:
         await _verify(await asyncio.to_thread(_dummy_hash), password)
         raise Unauthorized(BAD_CREDENTIALS)
-    if staff.locked_until is not None and staff.locked_until > now:
-        raise AccountLocked(staff.locked_until)
+    # Each attempt is counted as a failure BEFORE the password is checked (under the row lock), so
+    # concurrent guesses cannot all be checked: at most LOCK_AFTER_FAILURES per lock period are.
+    refused, locks_at = await _reserve_attempt(staff, now)
+    if refused is not None:
+        raise AccountLocked(refused)
     if await _verify(staff.password_hash, password):
         await _succeeded(staff, password)
         return staff
-    until = await _failed(staff, now)
-    if until is not None:
-        raise AccountLocked(until)
+    if locks_at is not None:  # this failure was the last one allowed
+        raise AccountLocked(locks_at)
     raise Unauthorized(BAD_CREDENTIALS)
 
 
 async def _succeeded(staff: Staff, password: str) -> None:
-    values: dict[str, object] = {}
-    if staff.failed_logins or staff.locked_until is not None:
-        values.update(failed_logins=0, locked_until=None)
+    """The right password: the attempt counted in advance, and any earlier failures, are forgiven."""
+    values: dict[str, object] = {"failed_logins": 0, "locked_until": None}
     if hasher.check_needs_rehash(staff.password_hash):
         values["password_hash"] = await asyncio.to_thread(hasher.hash, password)
     if values:
@@ -92,21 +93,23 @@ async def _succeeded(staff: Staff, password: str) -> None:
             setattr(staff, name, value)
 
 
-async def _failed(staff: Staff, now: datetime) -> datetime | None:
-    """Count one failure; returns the unlock time if the account is (now) locked."""
+async def _reserve_attempt(staff: Staff, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """Count this attempt as a failure in advance. Returns (refused until, locks until): the first is
+    set when an earlier attempt locked the account (this one is refused without checking the
+    password); the second when this attempt is the last one allowed (a failure then locks)."""
     async with in_transaction():
         row = await Staff.filter(id=staff.id).select_for_update().first()
         if row is None:
-            return None
+            return None, None
         if row.locked_until is not None and row.locked_until > now:
-            return row.locked_until
+            return row.locked_until, None
         failures = row.failed_logins + 1
         if failures >= LOCK_AFTER_FAILURES:
             until = now + LOCK_DURATION
             await Staff.filter(id=staff.id).update(failed_logins=0, locked_until=until)
-            return until
+            return None, until
         await Staff.filter(id=staff.id).update(failed_logins=failures)
-    return None
+    return None, None
 
 
 async def staff_store(staff: Staff) -> Store | None:
