@@ -7,6 +7,7 @@ per process for a short time so the hot chat path does not query the database on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from handlers.errors import ValidationError
@@ -41,6 +43,30 @@ class LimitedSandbox(SandboxedEnvironment):
                 if sized and len(seq) * count > MAX_RENDERED_CHARS:
                     raise jinja2.exceptions.SecurityError("repetition too large")
         return {"*": operator.mul, "**": operator.pow}[op](left, right)
+
+
+# What a merchant's reply template may use: the data it is given, conditionals, loops over given lists
+# and text filters. No assignments, macros, calls (so no range()) or width/padding filters, so nothing
+# can build a value much larger than the template plus its data.
+_ALLOWED_NODES = (
+    nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Const, nodes.Getattr, nodes.Getitem,
+    nodes.If, nodes.For, nodes.Compare, nodes.Operand, nodes.And, nodes.Or, nodes.Not, nodes.CondExpr,
+    nodes.Concat, nodes.Filter, nodes.Test, nodes.Tuple, nodes.List, nodes.Pair, nodes.Keyword,
+    nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod, nodes.Neg, nodes.Pos,
+)
+SAFE_FILTERS = frozenset({
+    "default", "d", "upper", "lower", "title", "capitalize", "trim", "truncate", "length", "count",
+    "first", "last", "join", "int", "float", "round", "abs", "string", "striptags", "e", "escape",
+})
+
+
+def check_constructs(template: nodes.Template) -> None:
+    """Refuse anything outside the allow-list above (a SecurityError naming the construct)."""
+    for node in template.find_all(nodes.Node):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise jinja2.exceptions.SecurityError(f"不允许使用 {type(node).__name__}")
+        if isinstance(node, nodes.Filter) and node.name not in SAFE_FILTERS:
+            raise jinja2.exceptions.SecurityError(f"不允许使用过滤器 {node.name}")
 
 
 @dataclass(slots=True)
@@ -105,8 +131,12 @@ class Renderer:
         if not source.strip() or len(source) > MAX_OVERRIDE_CHARS:
             raise ValidationError(f"模板内容须为 1–{MAX_OVERRIDE_CHARS} 个字符", field="source")
         try:
+            check_constructs(self.sandbox.parse(source))
             template = self.sandbox.from_string(source)
-            template.render()  # undefined names render empty; sandbox violations raise here
+            # Sandbox violations and e.g. {{ 1 // 0 }} raise here; an undefined name only means the
+            # result depends on the data it will be given (a failure then falls back to the built-in).
+            with contextlib.suppress(jinja2.UndefinedError):
+                template.render()
         except jinja2.TemplateError as exc:
             raise ValidationError(f"模板无法解析: {exc}", field="source") from exc
         except Exception as exc:  # e.g. {{ 1 // 0 }}: compiles, but can never render
@@ -123,6 +153,13 @@ class Renderer:
         if cached is not None and now - cached.loaded_at < OVERRIDE_TTL_SECONDS:
             return cached.templates
         rows = await ReplyTemplate.filter(merchant_id=merchant_id).values_list("name", "source")
-        templates = {name: self.sandbox.from_string(source) for name, source in rows}
+        templates = {}
+        for name, source in rows:
+            try:  # rows saved before today's rules, or written around the API, are checked here too
+                check_constructs(self.sandbox.parse(source))
+                templates[name] = self.sandbox.from_string(source)
+            except jinja2.TemplateError:
+                log.warning("reply override refused; using the built-in",
+                            extra={"merchant_id": merchant_id, "template": name})
         self._overrides[merchant_id] = _Overrides(now, templates)
         return templates
