@@ -391,3 +391,15 @@ async def test_the_answer_book_forgets_old_and_excess_answers() -> None:
     assert len(book) == 2
     assert await book.earlier_answer(1, "a", until=time.monotonic()) is None  # evicted: over the size
     assert await book.earlier_answer(1, "c", until=time.monotonic()) == TextReply("c")
+
+
+async def test_a_leaked_plaintext_url_cannot_carry_another_body(pusher: WeChatPusher, bot: Recorder) -> None:
+    stamp, nonce = int(time.time()), "424242"
+    first = text_xml("o-user", "hi", msg_id="9000000000000000901", create_time=stamp)
+    forged = text_xml("o-victim", "订单", msg_id="9000000000000000902", create_time=stamp)
+    assert (await pusher.push(first, mode="plain", timestamp=stamp, nonce=nonce)).status == 200
+    retry = await pusher.push(first, mode="plain", timestamp=stamp, nonce=nonce)  # WeChat's own retry
+    assert retry.status == 200
+    replayed = await pusher.push(forged, mode="plain", timestamp=stamp, nonce=nonce)
+    assert replayed.status == 403
+    assert [m.openid for m in bot.messages] == ["o-user"]

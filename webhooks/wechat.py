@@ -96,7 +96,8 @@ async def receive_push(request: web.Request) -> web.Response:
     else:
         xml = await _decrypted(request, merchant, timestamp, nonce)
     push = parse_push(xml)
-    reply = await _answer(request.app, merchant, push, until=started + REPLY_DEADLINE)
+    signature = query.get("signature", "").lower() if mode == "raw" else ""  # plaintext: bind URL to body
+    reply = await _answer(request.app, merchant, push, until=started + REPLY_DEADLINE, signature=signature)
     body = render_reply(reply, openid=push.message.openid, account=push.account)
     if body and mode == "aes":
         body = encrypt_reply(body, token=merchant.oa_token, aes_key=merchant.oa_aes_key,
@@ -124,11 +125,15 @@ async def _decrypted(request: web.Request, merchant: Merchant, timestamp: str, n
     return decrypt(encrypted, merchant.oa_aes_key, merchant.oa_appid)
 
 
-async def _answer(app: web.Application, merchant: Merchant, push: Push, *, until: float) -> ChatReply | None:
+async def _answer(
+    app: web.Application, merchant: Merchant, push: Push, *, until: float, signature: str = ""
+) -> ChatReply | None:
     """Dispatch a first delivery (bounded by `until`); repeat the first delivery's reply for a duplicate."""
     redis = app[REDIS]
     try:
-        first = await dedup.claim(redis, merchant.id, push.dedup_key)
+        first = await dedup.claim(redis, merchant.id, push.dedup_key, signature=signature)
+    except dedup.SignatureReused:
+        raise
     except Exception as exc:  # no dedup without Redis: let WeChat retry rather than risk double effects
         raise DomainError("temporarily unavailable", code=ErrorCode.UNAVAILABLE) from exc
     answers = app[ANSWERS]

@@ -21,18 +21,47 @@ from collections import OrderedDict
 from redis.asyncio import Redis
 
 from handlers.chat import ChatReply
+from handlers.errors import DomainError, ErrorCode
 
-TTL_SECONDS = 300
+# Longer than the whole replay window (a timestamp may be up to 5 minutes either side of now).
+TTL_SECONDS = 2 * 300 + 60
 MAX_ANSWERS = 20_000
+
+# KEYS[1] the push's dedup key; KEYS[2] the signature's key ("" in encrypted modes).
+# ARGV[1] the push key; ARGV[2] the TTL. Returns 1 first delivery, 0 duplicate, -1 signature reused.
+_CLAIM = """
+if KEYS[2] ~= '' then
+  local owner = redis.call('GET', KEYS[2])
+  if owner and owner ~= ARGV[1] then return -1 end
+  if not owner then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end
+end
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
+class SignatureReused(DomainError):
+    code = ErrorCode.BAD_SIGNATURE
 
 
 def _key(merchant_id: int, push_key: str) -> str:
     return f"wx:push:{merchant_id}:{push_key}"
 
 
-async def claim(redis: Redis, merchant_id: int, push_key: str) -> bool:
-    """True for the first delivery of a push (the caller then handles it); False for a duplicate."""
-    return bool(await redis.set(_key(merchant_id, push_key), b"1", nx=True, ex=TTL_SECONDS))
+async def claim(redis: Redis, merchant_id: int, push_key: str, *, signature: str = "") -> bool:
+    """True for the first delivery of a push (the caller then handles it); False for a duplicate.
+
+    In plaintext mode the URL's signature does not cover the body, so `signature` binds it to this one
+    push: the same signed URL with another body (a replay of a leaked URL) is refused. WeChat's own
+    retries repeat the same push and stay duplicates. One round trip (a Lua script).
+    """
+    sig_key = f"wx:sig:{merchant_id}:{signature}" if signature else ""
+    outcome = await redis.register_script(_CLAIM)(
+        keys=[_key(merchant_id, push_key), sig_key], args=[push_key, TTL_SECONDS]
+    )
+    if int(outcome) < 0:
+        raise SignatureReused("this signature was already used for another message")
+    return bool(int(outcome))
 
 
 class AnswerBook:
