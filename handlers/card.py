@@ -135,7 +135,7 @@ def link_token(secret: bytes, merchant_id: int, member_id: int, *, now: datetime
 def verify_link(secret: bytes, merchant_id: int, token: str, *, now: datetime | int) -> int:
     """The member id of a genuine, unexpired card link of this merchant; Forbidden otherwise."""
     parts = token.split(".") if len(token) <= 64 else []
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts[:2]):
         raise Forbidden("链接无效", field="t")
     member_id, expires = int(parts[0]), int(parts[1])
     expected = _link_mac(secret, merchant_id, member_id, expires)

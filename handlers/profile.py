@@ -9,7 +9,7 @@ from handlers.errors import ValidationError
 from models.member import Gender
 
 # Mainland China mobile numbers: 11 digits starting 1[3-9]; +86/86 prefixes, spaces and dashes accepted.
-MOBILE = re.compile(r"^1[3-9]\d{9}$")
+MOBILE = re.compile(r"^1[3-9][0-9]{9}$")
 OLDEST_YEARS = 120
 GENDER_WORDS = {
     **dict.fromkeys(("男", "男性", "先生", "male", "m", "1"), Gender.MALE),

@@ -44,7 +44,7 @@ on_profile_completed: list[MemberHook] = []
 
 SCENE_PREFIX = "qrscene_"
 _REF = re.compile(r"^ref_([0-9A-Za-z-]{4,20})$")
-_STAFF = re.compile(r"^staff_([1-9]\d{0,9})$")
+_STAFF = re.compile(r"^staff_([1-9][0-9]{0,9})$")
 
 
 @dataclass(frozen=True, slots=True)

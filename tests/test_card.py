@@ -146,3 +146,23 @@ async def test_card_page_refuses_forged_expired_and_foreign_links_with_html(
         assert words in text and "会员卡" in text and member.code not in text
     missing = await client.get(f"/card/nope{path.removeprefix('/card/shop')}?t=x")
     assert missing.status == 404 and missing.content_type == "text/html"
+
+
+@pytest.mark.parametrize(
+    "path", ["/card/shop?t=%C2%B2.1.x", "/card/sh%00op?t=1.2.x", "/card/shop?t=1.99999999999999999999999.x"]
+)
+async def test_card_page_answers_odd_links_with_a_page_not_a_500(
+    client: Any, shop: Merchant, path: str
+) -> None:
+    response = await client.get(path)
+    assert response.status in (403, 404)
+    assert response.content_type == "text/html"
+
+
+def test_a_phone_in_other_scripts_digits_is_refused() -> None:
+    from handlers.errors import ValidationError
+    from handlers.profile import parse_phone
+
+    with pytest.raises(ValidationError):
+        parse_phone("13١٢٣٤٥٦٧٨٩")
+    assert parse_phone("138 1234 5678") == "13812345678"

@@ -93,7 +93,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except pydantic.ValidationError as exc:
         return _pydantic_response(exc)
     except tortoise_exceptions.ValidationError as exc:  # a value no column can hold, e.g. an over-long code
-        log.warning("value refused by a model field: %s", exc)
+        log.warning("value refused by a model field", extra={"error": type(exc).__name__})  # not the value
         return error_response(400, ErrorCode.VALIDATION, "a value is too long or not allowed")
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from handlers import card, members, points_view, tiers
 from handlers.errors import DomainError
+from handlers.merchants import SLUG
 from models.member import Member
 from models.merchant import Merchant
 from webhooks.appkeys import RENDERER, RUNTIME
@@ -44,7 +45,8 @@ class _Refused(Exception):
 
 async def _holder(request: web.Request, now: datetime) -> tuple[Merchant, Member, str]:
     """The merchant and member a card link names, or `_Refused` with a page to show."""
-    merchant = await Merchant.get_or_none(slug=request.match_info["merchant_slug"])
+    slug = request.match_info["merchant_slug"]
+    merchant = await Merchant.get_or_none(slug=slug) if SLUG.match(slug) else None
     if merchant is None:
         raise _Refused(404, "页面不存在", "没有找到这家商户。")
     token = request.query.get("t", "")
