@@ -5,9 +5,10 @@
   keyed `openid_digest`, as long as the member was not anonymised yet.
 - Scenes: `ref_<member code>` records the referrer (an existing, non-anonymised member of the same
   merchant, not the member itself), `staff_<staff id>` the acquiring staff (same merchant, active).
-  Attribution is written only while empty and never overwritten: a later subscribe through another
-  scene keeps the first one. `source` says how the member first arrived and is set on creation only.
-  SCAN (already following) never attributes. Unknown or malformed scenes are ignored.
+  Attribution is recorded only when the subscribe creates the member: a returning follower, a member
+  known from the mini-program, or a SCAN by a follower never gains or changes a referrer (so referral
+  chains follow registration order and cannot cycle). `source` is likewise set on creation only.
+  Unknown or malformed scenes are ignored.
 - `unsubscribe` detaches the OA identity at once; erasing the profile later is `handlers.retention`'s
   job (the policy is in that module and in docs/retention.md).
 
@@ -106,7 +107,6 @@ async def subscribe(merchant: Merchant, openid: str, scene: str, *, secret: byte
             await _run_hooks(on_registered, member)
             return Subscription(member, created=True, restored=False)
     await _mark_subscribed(member, digest)
-    await _attribute(member, attribution)
     return Subscription(member, created=False, restored=restored)
 
 
@@ -184,21 +184,6 @@ async def _mark_subscribed(member: Member, digest: str) -> None:
         return
     await Member.filter(id=member.id).update(subscribed=True, unsubscribed_at=None, openid_digest=digest)
     member.subscribed, member.unsubscribed_at, member.openid_digest = True, None, digest
-
-
-async def _attribute(member: Member, attribution: Attribution) -> None:
-    """Record the scene's referrer/staff on an existing member only if it has none (never overwrite)."""
-    referrer, staff = attribution.referrer, attribution.staff
-    if (
-        referrer is not None and referrer.id != member.id and member.referrer_id is None
-        and await Member.filter(id=member.id, referrer_id=None).update(referrer_id=referrer.id)
-    ):
-        member.referrer_id = referrer.id
-    if (
-        staff is not None and member.acquired_by_id is None
-        and await Member.filter(id=member.id, acquired_by_id=None).update(acquired_by_id=staff.id)
-    ):
-        member.acquired_by_id = staff.id
 
 
 async def registered(member: Member) -> None:

@@ -306,3 +306,13 @@ async def test_follow_register_and_unfollow_through_the_webhook(client: Any) -> 
     assert gone.empty
     bob = await Member.get(id=bob.id)
     assert (bob.openid, bob.subscribed, bob.phone) == (None, False, "13800138000")
+
+
+async def test_a_returning_follower_gains_no_referrer(app: Any) -> None:
+    shop = await merchant()
+    await follow(app, shop, ALICE)
+    await follow(app, shop, BOB)
+    bob = await get(shop, BOB)
+    await unfollow(app, shop, ALICE)
+    await follow(app, shop, ALICE, f"ref_{bob.code}")  # re-follows through a friend's code
+    assert (await get(shop, ALICE)).referrer_id is None
