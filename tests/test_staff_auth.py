@@ -177,7 +177,7 @@ async def test_oversized_body_is_413_envelope(aiohttp_client: Any, make_app: Any
 
 
 async def test_concurrent_guesses_cannot_get_past_the_lockout(aiohttp_client: Any, make_app: Any) -> None:
-    client, merchant = await start(aiohttp_client, make_app)
+    client, _ = await start(aiohttp_client, make_app)
     guesses = [f"wrong-{i}" for i in range(15)] + [PASSWORD]
     answers = await asyncio.gather(*(login(client, "carl", guess) for guess in guesses))
     statuses = [a.status for a in answers]
