@@ -85,8 +85,15 @@ async def resolve_scene(merchant: Merchant, scene: str) -> Attribution:
     return Attribution()
 
 
-async def subscribe(merchant: Merchant, openid: str, scene: str, *, secret: bytes) -> Subscription:
-    """Follow (or message from an unknown follower): find, relink or create the member; mark subscribed."""
+async def subscribe(
+    merchant: Merchant, openid: str, scene: str, *, secret: bytes, unionid: str | None = None
+) -> Subscription:
+    """Follow (or message from an unknown follower): find, relink or create the member; mark subscribed.
+
+    `unionid` (from WeChat's user/info, when the account is bound to an Open Platform account) links a
+    new follower to the member the same person already is through the mini-program, instead of
+    creating a second member (and a second registration bonus).
+    """
     digest = members.openid_digest(secret, merchant.id, openid)
     attribution = await resolve_scene(merchant, scene)
     member = await members.by_openid(merchant, openid)
@@ -94,12 +101,14 @@ async def subscribe(merchant: Merchant, openid: str, scene: str, *, secret: byte
     if member is None:
         member = await _relink(merchant, openid, digest)
         restored = member is not None
+    if member is None and unionid:
+        member = await _attach_by_unionid(merchant, openid, digest, unionid)
     if member is None:
         member, created = await members.get_or_create(
             merchant,
             {"openid": openid},
             {
-                "openid_digest": digest, "subscribed": True, "source": attribution.source,
+                "openid_digest": digest, "subscribed": True, "source": attribution.source, "unionid": unionid,
                 "referrer": attribution.referrer, "acquired_by": attribution.staff,
             },
         )
@@ -184,6 +193,25 @@ async def _mark_subscribed(member: Member, digest: str) -> None:
         return
     await Member.filter(id=member.id).update(subscribed=True, unsubscribed_at=None, openid_digest=digest)
     member.subscribed, member.unsubscribed_at, member.openid_digest = True, None, digest
+
+
+async def _attach_by_unionid(merchant: Merchant, openid: str, digest: str, unionid: str) -> Member | None:
+    """The mini-program member with this unionid and no Official Account identity, now given it."""
+    candidate = await Member.filter(
+        merchant_id=merchant.id, unionid=unionid, openid=None, anonymized_at=None
+    ).order_by("id").first()
+    if candidate is None:
+        return None
+    try:
+        attached = await Member.filter(id=candidate.id, openid=None).update(
+            openid=openid, openid_digest=digest
+        )
+    except IntegrityError:  # a concurrent delivery created or attached this openid first: that member wins
+        attached = 0
+    if not attached:
+        return await members.by_openid(merchant, openid)
+    candidate.openid, candidate.openid_digest = openid, digest
+    return candidate
 
 
 async def registered(member: Member) -> None:

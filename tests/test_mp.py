@@ -245,3 +245,34 @@ async def test_a_mini_program_sign_up_gets_the_registration_bonus_once(
     member = await Member.get(merchant_id=merchant.id, mp_openid="o-mp-bonus")
     assert (await PointsAccount.get(member_id=member.id)).balance == 100  # the default registration bonus
     assert await audit_points() == []
+
+
+async def test_following_after_the_mini_program_login_is_the_same_member(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
+    from datetime import UTC, datetime
+
+    from handlers.chat import IncomingMessage
+    from handlers.points_audit import audit_points
+    from models.points import PointsAccount
+    from webhooks.appkeys import DISPATCHER
+
+    oa_appid, oa_secret = "wxoatest00000001", "oa-test-secret"
+    wechat_sim.add_app(APPID, SECRET)
+    wechat_sim.add_app(oa_appid, oa_secret)
+    client = await aiohttp_client(make_app(wechat_api_base=wechat_sim.url))
+    merchant = await create_merchant(MerchantInput(
+        slug="shop-a", name="A 店", mp_appid=APPID, mp_secret=SECRET, oa_appid=oa_appid, oa_secret=oa_secret,
+    ))
+    assert (await login(client, wechat_sim, "o-mp-7", unionid="u-7")).status == 200
+    wechat_sim.add_follower(oa_appid, "o-oa-7", unionid="u-7")
+    follow = IncomingMessage(openid="o-oa-7", kind="event", created_at=datetime.now(UTC), event="subscribe")
+    await client.app[DISPATCHER].dispatch(merchant, follow)
+    member = await Member.get(merchant_id=merchant.id, mp_openid="o-mp-7")
+    assert member.openid == "o-oa-7" and await Member.filter(merchant_id=merchant.id).count() == 1
+    assert (await PointsAccount.get(member_id=member.id)).balance == 100  # one registration bonus
+    wechat_sim.add_follower(oa_appid, "o-oa-8")  # an account without an Open Platform binding
+    other = IncomingMessage(openid="o-oa-8", kind="event", created_at=datetime.now(UTC), event="subscribe")
+    await client.app[DISPATCHER].dispatch(merchant, other)
+    assert await Member.filter(merchant_id=merchant.id).count() == 2
+    assert await audit_points() == []

@@ -328,3 +328,14 @@ async def test_the_app_factory_wires_the_client_to_wechat_api_base(
     token = await client.app[WECHAT].access_token(OA)
     assert token.startswith("SIMTOKEN_")
     assert len(token_fetches(sim)) == 1
+
+
+async def test_user_unionid_is_read_with_the_token_and_retried_once(wx: WeChatClient, sim: WeChatSim) -> None:
+    assert await wx.user_unionid(OA, FAN) == "u-1"
+    sim.add_follower(OA.appid, "o-no-binding")
+    assert await wx.user_unionid(OA, "o-no-binding") is None
+    with pytest.raises(errors.InvalidOpenid):
+        await wx.user_unionid(OA, "o-stranger")
+    sim.inject_error("cgi-bin/user/info", 40001)
+    assert await wx.user_unionid(OA, FAN) == "u-1"  # one re-fetch of the token, one retry
+    assert sim.records("cgi-bin/user/info")[0]["query"]["openid"] == FAN

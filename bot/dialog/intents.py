@@ -47,8 +47,9 @@ async def cancel(turn: Turn) -> ChatReply:
 
 
 async def subscribed(turn: Turn) -> ChatReply:
+    unionid = None if await turn.member() is not None else await turn.unionid()
     subscription = await registration.subscribe(
-        turn.merchant, turn.openid, turn.message.event_key, secret=turn.services.secret
+        turn.merchant, turn.openid, turn.message.event_key, secret=turn.services.secret, unionid=unionid
     )
     member = subscription.member
     return await turn.reply(

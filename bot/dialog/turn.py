@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -11,10 +12,13 @@ from bot.dialog.state import DialogState, DialogStore
 from handlers import members, registration
 from handlers.background import Background
 from handlers.chat import IncomingMessage, TextReply
+from handlers.errors import DomainError
 from handlers.templating import Renderer
-from handlers.wechat.client import WeChatClient
+from handlers.wechat.client import WeChatClient, oa_credentials
 from models.member import Member
 from models.merchant import Merchant
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +74,22 @@ class Turn:
         member = await self.member()
         if member is None:
             subscription = await registration.subscribe(
-                self.merchant, self.openid, "", secret=self.services.secret
+                self.merchant, self.openid, "", secret=self.services.secret, unionid=await self.unionid()
             )
             member = self._member = subscription.member
         return member
+
+    async def unionid(self) -> str | None:
+        """The follower's unionid from WeChat (None without an Open Platform binding, credentials, or
+        an answer: registration then proceeds without it)."""
+        wechat = self.services.wechat
+        if wechat is None or not (self.merchant.oa_appid and self.merchant.oa_secret):
+            return None
+        try:
+            return await wechat.user_unionid(oa_credentials(self.merchant), self.openid)
+        except DomainError as exc:
+            log.warning("unionid not fetched: %s", type(exc).__name__, extra={"merchant": self.merchant.slug})
+            return None
 
     async def reply(self, template: str, /, **context: Any) -> TextReply:
         """Render reply `template` (the merchant's override if any); `merchant_name` is always set."""

@@ -197,6 +197,19 @@ async def jscode2session(state: SimState, request: web.Request, body: Body, appi
     return answer
 
 
+async def user_info(state: SimState, request: web.Request, body: Body, appid: str) -> Body:
+    """cgi-bin/user/info: a follower's subscription and, when the account is bound to an Open Platform
+    account, their unionid; 40003 for an openid the account does not know."""
+    openid = request.query.get("openid", "")
+    user = state.users.get((appid, openid))
+    if user is None:
+        raise SimError(40003, "invalid openid")
+    answer: Body = {"subscribe": 1 if user.following else 0, "openid": openid}
+    if user.unionid:
+        answer["unionid"] = user.unionid
+    return answer
+
+
 async def wxacode_unlimit(state: SimState, request: web.Request, body: Body, appid: str) -> web.Response:
     scene = body.get("scene")
     if not isinstance(scene, str) or not WXACODE_SCENE.fullmatch(scene):
@@ -224,6 +237,7 @@ ROUTES: dict[str, tuple[str, Endpoint, bool]] = {
     "cgi-bin/message/subscribe/send": ("POST", subscribe_send, True),
     "cgi-bin/qrcode/create": ("POST", qrcode_create, True),
     "sns/jscode2session": ("GET", jscode2session, False),
+    "cgi-bin/user/info": ("GET", user_info, True),
     "wxa/getwxacodeunlimit": ("POST", wxacode_unlimit, True),
 }
 

@@ -215,12 +215,17 @@ class WeChatClient:
         _, payload = await self._send(method, path, params=params, json_body=json_body)
         return self._decode(path, payload)
 
-    async def _call(self, app: AppCredentials, path: str, body: Mapping[str, Any]) -> tuple[str, bytes]:
-        """POST `body` with the app's token; one re-fetch and one retry on an invalid/expired token."""
+    async def _call(
+        self, app: AppCredentials, path: str, body: Mapping[str, Any] | None,
+        *, params: Mapping[str, str] | None = None,
+    ) -> tuple[str, bytes]:
+        """POST `body` (GET with `params` when body is None) with the app's token; one re-fetch and
+        one retry on an invalid/expired token."""
         for attempt in (1, 2):
             token = await self.access_token(app)
             content_type, payload = await self._send(
-                "POST", path, params={"access_token": token}, json_body=body
+                "POST" if body is not None else "GET", path,
+                params={**(params or {}), "access_token": token}, json_body=body,
             )
             if not _looks_like_json(content_type, payload):
                 return content_type, payload
@@ -240,6 +245,14 @@ class WeChatClient:
         return self._decode(path, payload)
 
     # -- Official Account ----------------------------------------------------------------------------------
+
+    async def user_unionid(self, app: AppCredentials, openid: str) -> str | None:
+        """The follower's unionid (`cgi-bin/user/info`), or None when the account has no Open Platform
+        binding (WeChat then sends none)."""
+        query = {"openid": openid, "lang": "zh_CN"}
+        _, payload = await self._call(app, "/cgi-bin/user/info", None, params=query)
+        unionid = self._decode("/cgi-bin/user/info", payload).get("unionid")
+        return unionid if isinstance(unionid, str) and unionid else None
 
     async def send_custom_text(self, app: AppCredentials, openid: str, text: str) -> None:
         if not text:
