@@ -23,6 +23,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from tortoise.expressions import Subquery
+
+from models.mall import MallOrder, OrderStatus
 from models.member import Member
 from models.merchant import Merchant
 
@@ -50,4 +53,14 @@ async def erase_due(now: datetime) -> int:
         erased += await Member.filter(**due_filter(merchant, now)).update(
             anonymized_at=now, **dict.fromkeys(ERASED_FIELDS)
         )
+        await _erase_addresses(merchant)
     return erased
+
+
+async def _erase_addresses(merchant: Merchant) -> None:
+    """Shipping addresses (a name, a phone, a place) of anonymised members go too, except on an order
+    still waiting to ship. Idempotent: only addresses still present are touched."""
+    anonymised = Member.filter(merchant_id=merchant.id, anonymized_at__isnull=False).values("id")
+    await MallOrder.filter(
+        merchant_id=merchant.id, address__isnull=False, member_id__in=Subquery(anonymised)
+    ).exclude(status=OrderStatus.TO_SHIP).update(address=None)

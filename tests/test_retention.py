@@ -144,3 +144,22 @@ async def test_cli_retention_run_erases_due_profiles(app: Any, settings: Setting
     assert (await Member.get(id=member.id)).anonymized_at == NOW
     code, _, err = await memberbot(settings, "retention", "run", "--now", "2027-03-01T12:00:00")
     assert code == 2 and "timezone" in err
+
+
+async def test_shipping_addresses_go_with_the_profile_except_on_an_order_still_to_ship(app: Any) -> None:
+    from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
+
+    shop = await merchant()
+    member = await left(shop, ALICE, days_ago=31)
+    item = await MallItem.create(merchant=shop, kind=ItemKind.SHIPPED, name="杯子", price_points=1)
+    address = {"name": "王小丫", "phone": "13800138000", "region": "上海", "detail": "1 号"}
+    orders = {}
+    for status in (OrderStatus.SHIPPED, OrderStatus.TO_SHIP):
+        orders[status] = await MallOrder.create(
+            merchant=shop, member=member, item=item, qty=1, points=1, status=status,
+            idempotency_key=f"k-{status}", address=address, local_day=NOW.date(),
+        )
+    assert await erase_due(NOW) == 1
+    assert (await MallOrder.get(id=orders[OrderStatus.SHIPPED].id)).address is None
+    assert (await MallOrder.get(id=orders[OrderStatus.TO_SHIP].id)).address == address
+    assert await erase_due(NOW) == 0
