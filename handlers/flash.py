@@ -91,12 +91,7 @@ def _check_spec(spec: SaleSpec, now: datetime) -> None:
         raise ValidationError(f"秒杀库存须在 1 到 {MAX_UNITS} 之间", field="stock")
     if not 0 < spec.limit_per_member <= spec.stock:
         raise ValidationError("每人限购须至少 1 件且不超过秒杀库存", field="limit_per_member")
-    if spec.starts_at.utcoffset() is None or spec.ends_at.utcoffset() is None:
-        raise ValidationError("时间须带时区", field="starts_at")
-    if spec.ends_at <= spec.starts_at:
-        raise ValidationError("结束时间须晚于开始时间", field="ends_at")
-    if spec.ends_at <= now:
-        raise ValidationError("结束时间已过", field="ends_at")
+    mall.check_campaign_window(spec.starts_at, spec.ends_at, now)
 
 
 async def create_sale(merchant_id: int, spec: SaleSpec, *, now: datetime, actor: str) -> FlashSale:

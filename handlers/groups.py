@@ -72,12 +72,7 @@ def _check_spec(spec: DealSpec, now: datetime) -> None:
         raise ValidationError(f"成团人数须在 2 到 {MAX_GROUP_SIZE} 之间", field="group_size")
     if not 0 < spec.hours <= MAX_HOURS:
         raise ValidationError(f"成团时限须在 1 到 {MAX_HOURS} 小时之间", field="hours")
-    if spec.starts_at.utcoffset() is None or spec.ends_at.utcoffset() is None:
-        raise ValidationError("时间须带时区", field="starts_at")
-    if spec.ends_at <= spec.starts_at:
-        raise ValidationError("结束时间须晚于开始时间", field="ends_at")
-    if spec.ends_at <= now:
-        raise ValidationError("结束时间已过", field="ends_at")
+    mall.check_campaign_window(spec.starts_at, spec.ends_at, now)
 
 
 async def create_deal(merchant_id: int, spec: DealSpec, *, now: datetime, actor: str) -> GroupDeal:

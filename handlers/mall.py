@@ -61,6 +61,16 @@ STOCK_REASONS = ("restock", "adjust")
 MAX_PAGE = 100
 
 
+def check_campaign_window(starts_at: datetime, ends_at: datetime, now: datetime) -> None:
+    """A flash sale's or group deal's window: aware times, ending after it starts, not yet over."""
+    if starts_at.utcoffset() is None or ends_at.utcoffset() is None:
+        raise ValidationError("时间须带时区", field="starts_at")
+    if ends_at <= starts_at:
+        raise ValidationError("结束时间须晚于开始时间", field="ends_at")
+    if ends_at <= now:
+        raise ValidationError("结束时间已过", field="ends_at")
+
+
 # Items (admin) ------------------------------------------------------------------------------------
 
 
