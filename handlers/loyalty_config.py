@@ -223,10 +223,6 @@ async def _save_tiers(merchant_id: int, raw: object, *, actor: str, expected: in
     return version, tiers
 
 
-def base_tier(tiers: list[Tier]) -> Tier:
-    return tiers[0]
-
-
 def tier_by_code(tiers: list[Tier], code: str) -> Tier:
     """The member's tier; a code the current ladder no longer has falls back to the base tier."""
     return next((tier for tier in tiers if tier.code == code), tiers[0])
