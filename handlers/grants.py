@@ -9,14 +9,13 @@ per grant.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
 from handlers import loyalty_config, members, points
-from handlers.errors import ErrorCode, NotFound, ValidationError
+from handlers.errors import ValidationError
 from handlers.rules.expiry import expiry_date
 from models.member import Member
 from models.merchant import Merchant
@@ -25,7 +24,6 @@ from models.staff import Staff
 
 MAX_REASON = 200
 MAX_KEY = 100
-_CODE = re.compile(r"[0-9A-Z]{4,16}", re.ASCII)  # a normalised member code fits the column
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +54,7 @@ async def adjust(
 ) -> Grant:
     """Credit (delta > 0) or deduct (delta < 0) points by hand; idempotent by `idempotency_key`."""
     reason = _check(delta, reason, idempotency_key)
-    code = members.normalise_code(member_code)
-    if not _CODE.fullmatch(code):
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field="member_code")
-    member = await members.by_code(merchant, code)
+    member = await members.by_code(merchant, member_code)  # not-found for anything that cannot be a code
     actor = f"staff:{staff.id}"
     key = ledger_key(idempotency_key)
     async with in_transaction():
