@@ -18,13 +18,14 @@ calendar of that month shows).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from handlers import loyalty_config, members, points
-from handlers.errors import Conflict, ValidationError
+from handlers import loyalty_config, members, points, queries
+from handlers.errors import Conflict, ErrorCode, NotFound, ValidationError
 from handlers.rules.checkin import (
     CheckinPolicy,
     checkin_points,
@@ -36,7 +37,7 @@ from handlers.rules.checkin import (
 from handlers.rules.expiry import expiry_date
 from models.activity import Checkin
 from models.merchant import Merchant
-from models.points import PointsKind
+from models.points import LotStatus, PointsKind
 
 MAX_REWARD_LOOKAHEAD = 366
 
@@ -104,41 +105,133 @@ def next_reward(policy: CheckinPolicy, streak: int) -> NextReward | None:
     return None
 
 
+_LOCK_SQL = """
+    SELECT a.merchant_id, a.balance,
+           (SELECT streak FROM checkin WHERE member_id = :member AND day = :day) AS today,
+           (SELECT streak FROM checkin WHERE member_id = :member AND day = :yesterday) AS prev
+    FROM points_account a WHERE a.member_id = :member{lock}
+"""
+_OPEN_ACCOUNT_SQL = """
+    INSERT INTO points_account (merchant_id, member_id, balance, pending, lifetime_earned, updated_at)
+    SELECT merchant_id, id, 0, 0, 0, :created FROM member WHERE id = :member AND merchant_id = :merchant
+    ON CONFLICT (member_id) DO NOTHING
+"""
+# The day's check-in, written only if yesterday's streak is still the one read (`:prev`): a streak
+# computed from a snapshot taken before the account lock was granted is never stored.
+_INSERT_SQL = """
+    INSERT INTO checkin (merchant_id, member_id, day, makeup, streak, points, created_at)
+    SELECT :merchant, :member, :day, FALSE, :streak, :points, :created
+    WHERE COALESCE((SELECT streak FROM checkin WHERE member_id = :member AND day = :yesterday), 0) = :prev
+    ON CONFLICT (member_id, day) DO NOTHING
+    RETURNING id
+"""
+_CREDIT_SQL = """
+    UPDATE points_account SET balance = balance + :points, lifetime_earned = lifetime_earned + :points,
+                              updated_at = :created
+    WHERE member_id = :member{only_if} RETURNING balance
+"""
+_TXN_SQL = """
+    INSERT INTO points_transaction (merchant_id, member_id, delta, kind, idempotency_key, reference,
+                                    balance_after, actor, reason, created_at)
+    SELECT :merchant, :member, :points, :kind, :key, :reference, {balance}, 'member', :reason, :created
+    {source} RETURNING id, balance_after
+"""
+# A credit first repays any claw-back debt; only the rest fills the lot (as in points.credit_locked).
+_LOT_SQL = """
+    INSERT INTO points_lot (merchant_id, member_id, source_id, source_key, amount, remaining, status,
+                            earned_at, expires_at)
+    SELECT :merchant, :member, {txn}, :key, :points,
+           CASE WHEN {balance} >= :points THEN :points WHEN {balance} > 0 THEN {balance} ELSE 0 END,
+           :status, :now, :expires
+    {source}
+"""
+# PostgreSQL writes all four rows in one statement (one round trip).
+_POST_PG_SQL = (
+    f"WITH ins AS ({_INSERT_SQL}),"
+    f" acc AS ({_CREDIT_SQL.format(only_if=' AND :points > 0 AND EXISTS (SELECT 1 FROM ins)')}),"
+    f" txn AS ({_TXN_SQL.format(balance='acc.balance', source='FROM acc')}),"
+    f" lot AS ({_LOT_SQL.format(txn='txn.id', balance='txn.balance_after', source='FROM txn')})"
+    " SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT balance FROM acc) AS balance"
+)
+_CREDIT_LITE_SQL = _CREDIT_SQL.format(only_if="")
+_TXN_LITE_SQL = _TXN_SQL.format(balance=":balance", source="")
+_LOT_LITE_SQL = _LOT_SQL.format(txn=":txn", balance=":balance", source="")
+_BALANCE_SQL = "SELECT balance FROM points_account WHERE member_id = :member"
+
+
 async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> CheckinResult:
-    """Check the member in for today (merchant-local); a second call the same day changes nothing."""
+    """Check the member in for today (merchant-local); a second call the same day changes nothing.
+
+    The hot path of the chat's 签到, in hand-written SQL: lock the account row and read today's and
+    yesterday's check-ins, then write the check-in, its posting and its lot (one statement on
+    PostgreSQL). The ledger invariants are those of `points.credit_locked`.
+    """
     program = await loyalty_config.program(merchant.id)
     policy = program.checkin
     day = local_day(now, merchant.timezone)
+    params = {
+        "merchant": merchant.id, "member": member_id, "day": day, "yesterday": day - timedelta(days=1),
+        "kind": PointsKind.EARN_CHECKIN.value, "key": f"checkin:{member_id}:{day.isoformat()}",
+        "reference": day.isoformat(), "reason": f"{day.isoformat()} 签到", "status": LotStatus.AVAILABLE.value,
+        "now": now, "expires": expiry_date(now, program.expiry, merchant.timezone),
+    }
     try:
         async with in_transaction():
-            account = await points.lock_account(merchant.id, member_id)
-            existing = await Checkin.get_or_none(member_id=member_id, day=day)
-            if existing is not None:
-                return _already(existing, account.balance, policy)
-            streak = await _streak_through(member_id, day - timedelta(days=1)) + 1
-            earned = checkin_points(policy, streak)
-            await Checkin.create(
-                merchant_id=merchant.id, member_id=member_id, day=day, streak=streak, points=earned
-            )
-            balance = account.balance
-            if earned:
-                posted = await points.credit_locked(
-                    account, earned, PointsKind.EARN_CHECKIN,
-                    key=f"checkin:{member_id}:{day.isoformat()}", now=now,
-                    expires_at=expiry_date(now, program.expiry, merchant.timezone),
-                    reference=day.isoformat(), actor="member", reason=f"{day.isoformat()} 签到",
-                )
-                balance = posted.balance_after
+            locked = await _lock(merchant.id, params)
+            for _ in range(2):  # a second pass reads under the lock, so it cannot miss again
+                if locked["today"] is not None:
+                    return _already(day, locked["today"], locked["balance"], policy)
+                streak = (locked["prev"] or 0) + 1
+                earned = checkin_points(policy, streak)
+                balance = await _post(params, prev=locked["prev"] or 0, streak=streak, points=earned)
+                if balance is not None:
+                    break
+                locked = await _lock(merchant.id, params)
+            else:
+                raise RuntimeError(f"check-in of member {member_id} on {day} neither written nor found")
     except IntegrityError:
         # Only reachable without row locks (SQLite): the unique key refused a concurrent duplicate.
         existing = await Checkin.get(member_id=member_id, day=day)
-        return _already(existing, await _balance(merchant.id, member_id), policy)
+        return _already(day, existing.streak, await _balance(merchant.id, member_id), policy)
     bonus = streak_rewards(streak, policy.streak_rewards, policy.cycle_days)
     return CheckinResult(day, False, streak, earned, bonus, balance, next_reward(policy, streak))
 
 
-def _already(row: Checkin, balance: int, policy: CheckinPolicy) -> CheckinResult:
-    return CheckinResult(row.day, True, row.streak, 0, 0, balance, next_reward(policy, row.streak))
+async def _lock(merchant_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The member's account row, locked, with today's and yesterday's streaks (None: not checked)."""
+    sql = _LOCK_SQL.format(lock=" FOR UPDATE OF a" if queries.dialect() == "postgres" else "")
+    rows = await queries.fetch_rows(sql, **params)
+    if not rows:  # no account yet: open one for a member of this merchant, then read again
+        await queries.fetch_rows(_OPEN_ACCOUNT_SQL, **params, created=datetime.now(UTC))
+        rows = await queries.fetch_rows(sql, **params)
+    if not rows or rows[0]["merchant_id"] != merchant_id:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    return rows[0]
+
+
+async def _post(params: dict[str, Any], *, prev: int, streak: int, points: int) -> int | None:
+    """Write the check-in and credit its points; the new balance, or None if yesterday's streak moved."""
+    values = {**params, "prev": prev, "streak": streak, "points": points, "created": datetime.now(UTC)}
+    if queries.dialect() == "postgres":
+        row = await queries.fetch_one(_POST_PG_SQL, **values)
+        if not row["inserted"]:
+            return None
+        balance = row["balance"]
+    else:
+        if not await queries.fetch_rows(_INSERT_SQL, **values):
+            return None
+        balance = None
+        if points:
+            balance = (await queries.fetch_one(_CREDIT_LITE_SQL, **values))["balance"]
+            txn = await queries.fetch_one(_TXN_LITE_SQL, **values, balance=balance)
+            await queries.fetch_rows(_LOT_LITE_SQL, **values, balance=balance, txn=txn["id"])
+    if balance is None:  # a day worth no points changes no balance
+        balance = (await queries.fetch_one(_BALANCE_SQL, **params))["balance"]
+    return int(balance)
+
+
+def _already(day: date, streak: int, balance: int, policy: CheckinPolicy) -> CheckinResult:
+    return CheckinResult(day, True, streak, 0, 0, balance, next_reward(policy, streak))
 
 
 async def _balance(merchant_id: int, member_id: int) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from handlers import queries
 from handlers.errors import ErrorCode, NotFound
 from models.member import Member
 from models.merchant import Merchant
@@ -68,7 +69,11 @@ async def get_or_create(
 
 
 async def by_openid(merchant: Merchant, openid: str) -> Member | None:
-    return await Member.get_or_none(merchant_id=merchant.id, openid=openid)
+    """The member behind an Official Account follower (every chat message looks it up)."""
+    return await queries.fetch_model(
+        Member, "SELECT * FROM member WHERE merchant_id = :merchant AND openid = :openid",
+        merchant=merchant.id, openid=openid,
+    )
 
 
 def is_code(code: str) -> bool:

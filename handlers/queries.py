@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -46,21 +47,42 @@ async def lock_member_row(model: type[M], merchant_id: int, member_id: int) -> M
 _NAMED = re.compile(r":([a-z_]+)\b")
 
 
-async def fetch_one(sql: str, **params: Any) -> dict[str, Any]:
-    """One row of a hand-written query, on the current connection (the open transaction, if any).
+@functools.lru_cache(maxsize=256)
+def _translated(sql: str, dialect: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with `:name` placeholders in the dialect's own style, and the parameter names in bind order."""
+    names = _NAMED.findall(sql)
+    if dialect == "postgres":
+        order = tuple(dict.fromkeys(names))
+        return _NAMED.sub(lambda m: f"${order.index(m.group(1)) + 1}", sql), order
+    return _NAMED.sub("?", sql), tuple(names)
 
-    For hot aggregates the ORM would need several round trips for. `:name` placeholders become the
+
+async def fetch_rows(sql: str, **params: Any) -> list[dict[str, Any]]:
+    """The rows of a hand-written statement, on the current connection (the open transaction, if any).
+
+    For hot paths the ORM would need several round trips for. `:name` placeholders become the
     dialect's own ($1 for PostgreSQL, ? for SQLite); values are always bound, never interpolated.
     """
     connection = connections.get("default")
+    text, order = _translated(sql, connection.capabilities.dialect)
     # Stored times are UTC; SQLite compares them as text, so every bound time must be UTC too.
-    params = {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in params.items()}
-    names = _NAMED.findall(sql)
-    if connection.capabilities.dialect == "postgres":
-        order = list(dict.fromkeys(names))
-        text = _NAMED.sub(lambda m: f"${order.index(m.group(1)) + 1}", sql)
-        values = [params[name] for name in order]
-    else:
-        text, values = _NAMED.sub("?", sql), [params[name] for name in names]
-    rows = await connection.execute_query_dict(text, values)
-    return rows[0]
+    values = [v.astimezone(UTC) if isinstance(v := params[name], datetime) else v for name in order]
+    return list(await connection.execute_query_dict(text, values))
+
+
+async def fetch_one(sql: str, **params: Any) -> dict[str, Any]:
+    """The first row of a hand-written query (see `fetch_rows`)."""
+    return (await fetch_rows(sql, **params))[0]
+
+
+async def fetch_model(model: type[M], sql: str, **params: Any) -> M | None:
+    """The first row of a hand-written `SELECT *` of `model`'s table as a model instance, or None.
+
+    For the hottest lookups, where building the query costs more than running it."""
+    rows = await fetch_rows(sql, **params)
+    return model._init_from_db(**rows[0]) if rows else None
+
+
+def dialect() -> str:
+    """The default connection's SQL dialect: "postgres" or "sqlite"."""
+    return str(connections.get("default").capabilities.dialect)

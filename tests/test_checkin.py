@@ -4,6 +4,7 @@ import asyncio
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from handlers import checkin, points
@@ -13,7 +14,8 @@ from handlers.points_audit import audit_points
 from models.activity import Checkin
 from models.member import Member
 from models.merchant import Merchant
-from models.points import PointsAccount, PointsKind, PointsTransaction
+from models.points import PointsAccount, PointsKind, PointsLot, PointsTransaction
+from tests.conftest import PG_URL, postgres_only
 from tests.support.factories import make_member, make_merchant
 
 # 2030-03-10 00:00 in Asia/Shanghai (UTC+8, no DST) is 2030-03-09 16:00 UTC.
@@ -73,6 +75,57 @@ async def test_twenty_concurrent_check_ins_post_once(shop: Merchant) -> None:
     assert await Checkin.filter(member_id=member.id).count() == 1
     assert await PointsTransaction.filter(member_id=member.id).count() == 1
     assert await balance(member) == 5
+    assert await audit_points() == []
+
+
+async def test_a_check_in_first_repays_a_claw_back_debt(shop: Merchant) -> None:
+    member = await joined_member(shop)
+    await points.credit(shop.id, member.id, 8, PointsKind.GRANT, key="g", now=NOON, expires_at=None)
+    await points.debit(shop.id, member.id, 5, PointsKind.SPEND_REDEMPTION, key="spend", now=NOON)
+    await points.reverse(shop.id, "g", key="undo", now=NOON)  # 8 clawed back from 3: a debt of 5
+    assert await balance(member) == -5
+    repaid = await checkin.check_in(shop, member.id, now=NOON)  # +5: exactly repays the debt
+    assert (repaid.points, repaid.balance) == (5, 0)
+    assert (await PointsLot.get(source_key=f"checkin:{member.id}:{DAY}")).remaining == 0
+    filled = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1))
+    assert filled.balance == 5
+    assert (await PointsLot.get(source_key=f"checkin:{member.id}:{DAY + timedelta(days=1)}")).remaining == 5
+    assert await audit_points() == []
+
+
+async def test_a_day_worth_no_points_is_recorded_without_a_posting(shop: Merchant) -> None:
+    await save_program(shop.id, {"checkin": {"daily_points": 0, "streak_rewards": {"2": 3}}}, actor="test")
+    member = await joined_member(shop)
+    await grant(shop, member, 7)
+    first = await checkin.check_in(shop, member.id, now=NOON)
+    assert (first.already, first.points, first.balance, first.streak) == (False, 0, 7, 1)
+    second = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1))
+    assert (second.points, second.balance, second.streak) == (3, 10, 2)
+    assert await PointsTransaction.filter(member_id=member.id, kind=PointsKind.EARN_CHECKIN).count() == 1
+    assert await audit_points() == []
+
+
+@postgres_only
+async def test_a_make_up_committed_while_the_check_in_waits_continues_the_streak(shop: Merchant) -> None:
+    """The check-in reads yesterday's streak in the statement that waits for the account lock; a make-up
+    of yesterday committed in between must still count (streak 4 + 1, not a fresh streak of 1)."""
+    member = await joined_member(shop)
+    await points.credit(shop.id, member.id, 1, PointsKind.GRANT, key="g", now=NOON, expires_at=None)
+    other = await asyncpg.connect(PG_URL)
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM points_account WHERE member_id = $1 FOR UPDATE", member.id)
+            await other.execute(
+                "INSERT INTO checkin (merchant_id, member_id, day, makeup, streak, points, created_at)"
+                " VALUES ($1, $2, $3, TRUE, 4, 0, now())", shop.id, member.id, DAY - timedelta(days=1))
+            waiting = asyncio.ensure_future(checkin.check_in(shop, member.id, now=NOON))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # blocked on the account lock, its snapshot already taken
+        result = await waiting
+    finally:
+        await other.close()
+    assert (result.already, result.streak) == (False, 5)
+    assert (await Checkin.get(member_id=member.id, day=DAY)).streak == 5
     assert await audit_points() == []
 
 
