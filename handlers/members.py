@@ -70,10 +70,7 @@ async def get_or_create(
 
 async def by_openid(merchant: Merchant, openid: str) -> Member | None:
     """The member behind an Official Account follower (every chat message looks it up)."""
-    return await queries.fetch_model(
-        Member, "SELECT * FROM member WHERE merchant_id = :merchant AND openid = :openid",
-        merchant=merchant.id, openid=openid,
-    )
+    return await queries.first(Member, merchant_id=merchant.id, openid=openid)
 
 
 def is_code(code: str) -> bool:
@@ -91,7 +88,7 @@ async def by_code(merchant: Merchant, code: str) -> Member:
 
 
 async def by_id(merchant: Merchant, member_id: int) -> Member:
-    member = await Member.get_or_none(merchant_id=merchant.id, id=member_id)
+    member = await queries.first(Member, id=member_id, merchant_id=merchant.id)
     if member is None:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
     return member

@@ -83,6 +83,17 @@ async def fetch_model(model: type[M], sql: str, **params: Any) -> M | None:
     return model._init_from_db(**rows[0]) if rows else None
 
 
+@functools.lru_cache(maxsize=256)
+def _first_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f'SELECT * FROM "{table}" WHERE ' + " AND ".join(f'"{c}" = :{c}' for c in columns) + " LIMIT 1"
+
+
+async def first(model: type[M], **where: Any) -> M | None:
+    """`model.get_or_none(**where)` for equality filters on columns, without the query builder (a lookup
+    every request makes: the session's staff, merchant or member)."""
+    return await fetch_model(model, _first_sql(model._meta.db_table, tuple(where)), **where)
+
+
 def dialect() -> str:
     """The default connection's SQL dialect: "postgres" or "sqlite"."""
     return str(connections.get("default").capabilities.dialect)

@@ -233,6 +233,27 @@ async def test_a_feature_adds_an_intent_with_one_registration(app: Any) -> None:
     assert await dispatcher.dispatch(shop, event("click", "MENU_DRAW")) == TextReply("抽奖 cafe")
 
 
+async def test_only_intents_that_declare_it_read_the_open_dialog(app: Any) -> None:
+    """Keyword intents that do not read the dialog skip loading it; one that reads it undeclared fails
+    loudly rather than answering as if no dialog were open."""
+    router = build_router()
+
+    async def peek(turn: Any) -> TextReply:
+        return TextReply(f"open: {turn.state.flow if turn.state else '-'}")
+
+    router.add_intent("peek", peek, keywords=("看看",), uses_dialog=True)
+    router.add_intent("careless", peek, keywords=("随便",))
+    dispatcher = Dispatcher(
+        redis=app[REDIS], renderer=app[RENDERER], secret=app[RUNTIME].secret,
+        base_url=app[RUNTIME].base_url, router=router,
+    )
+    shop = await merchant()
+    await dispatcher.dispatch(shop, text("注册"))  # opens the profile dialog
+    assert await dispatcher.dispatch(shop, text("看看")) == TextReply("open: profile")
+    with pytest.raises(RuntimeError, match="uses_dialog=True"):
+        await dispatcher.dispatch(shop, text("随便"))
+
+
 async def test_a_keyword_cannot_be_claimed_twice() -> None:
     router: Router = build_router()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from handlers import queries
 from handlers.errors import ErrorCode
 from handlers.sessions import Session, SessionKind, SessionStore
 from handlers.staff_auth import has_role
@@ -67,10 +68,10 @@ class MemberAuth:
 
     async def resolve(self, request: web.Request, path: Any) -> Principal:
         session = await _session(request, SessionKind.MEMBER)
-        merchant = await Merchant.get_or_none(id=session.merchant_id)
+        merchant = await queries.first(Merchant, id=session.merchant_id)
         if merchant is None or merchant.slug != getattr(path, "merchant_slug", None):
             raise unauthorized("登录凭证不属于该商户")
-        member = await Member.get_or_none(id=session.subject_id, merchant_id=merchant.id)
+        member = await queries.first(Member, id=session.subject_id, merchant_id=merchant.id)
         if member is None or member.anonymized_at is not None:
             raise unauthorized("会员不存在，请重新登录")
         return Principal(merchant=merchant, session=session, member=member)
@@ -96,12 +97,14 @@ class StaffAuth:
 
     async def resolve(self, request: web.Request, path: Any) -> Principal:
         session = await _session(request, SessionKind.STAFF)
-        staff = await Staff.get_or_none(id=session.subject_id, merchant_id=session.merchant_id)
+        staff = await queries.first(Staff, id=session.subject_id, merchant_id=session.merchant_id)
         if staff is None or not staff.active:
             raise unauthorized("账号已停用，请联系管理员")
         if not has_role(staff.role, self.minimum):
             raise ApiError(403, ErrorCode.FORBIDDEN, f"需要{ROLE_NAMES[self.minimum]}及以上权限")
-        merchant = await Merchant.get(id=staff.merchant_id)
+        merchant = await queries.first(Merchant, id=staff.merchant_id)
+        if merchant is None:  # unreachable while staff rows keep their merchant (RESTRICT)
+            raise unauthorized("登录已失效，请重新登录")
         return Principal(merchant=merchant, session=session, staff=staff)
 
 

@@ -6,7 +6,8 @@
 - other events: the registered handler (subscribe, SCAN, unsubscribe); an unknown event gets no reply.
 - any other message kind: its registered handler, else the polite "text only" reply.
 
-Cost of the hot path (帮助): one Redis GET for the dialog state and one render; no member lookup.
+Cost of the hot path (帮助): one Redis GET for the dialog state and one render; no member lookup. An intent
+that does not read the dialog (`uses_dialog=False`, e.g. 签到) skips that GET.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from bot.dialog.intents import build_router
-from bot.dialog.router import Router, normalise
+from bot.dialog.router import Intent, Router, normalise
 from bot.dialog.state import DEFAULT_TTL_SECONDS, DialogStore
 from bot.dialog.turn import Services, Turn
 from handlers.background import Background
@@ -45,10 +46,11 @@ class Dispatcher:
         return await self.router.for_kind(message.kind)(Turn(merchant, message, self.services))
 
     async def _text(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None:
-        turn = await self._turn(merchant, message, text=normalise(message.content))
-        intent = self.router.by_keyword(turn.text)
+        text = normalise(message.content)
+        intent = self.router.by_keyword(text)
         if intent is not None:
-            return await intent.handler(turn)
+            return await intent.handler(await self._turn(merchant, message, intent, text=text))
+        turn = await self._turn(merchant, message, text=text)
         if turn.state is not None:
             flow = self.router.for_flow(turn.state.flow)
             if flow is not None:
@@ -60,13 +62,18 @@ class Dispatcher:
         event = message.event.lower()
         if event == "click":
             intent = self.router.by_menu_key(message.event_key)
-            turn = await self._turn(merchant, message)
+            turn = await self._turn(merchant, message, intent)
             return await (intent.handler if intent is not None else self.router.fallback)(turn)
         handler = self.router.for_event(event)
         if handler is None:
             return None
         return await handler(Turn(merchant, message, self.services))
 
-    async def _turn(self, merchant: Merchant, message: IncomingMessage, *, text: str = "") -> Turn:
-        state = await self.dialogs.load(merchant.id, message.openid)
-        return Turn(merchant, message, self.services, state=state, text=text)
+    async def _turn(
+        self, merchant: Merchant, message: IncomingMessage, intent: Intent | None = None, *, text: str = ""
+    ) -> Turn:
+        """A turn with the member's dialog state loaded, unless `intent` is known not to read it."""
+        turn = Turn(merchant, message, self.services, text=text)
+        if intent is None or intent.uses_dialog:
+            turn.loaded_state = await self.dialogs.load(merchant.id, message.openid)
+        return turn

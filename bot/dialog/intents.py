@@ -72,10 +72,13 @@ async def unsubscribed(turn: Turn) -> None:
 def build_router() -> Router:
     """The router with every built-in intent; features add theirs with one `add_intent` call."""
     router = Router(fallback=help_, unsupported=unsupported)
-    router.add_intent("help", help_, keywords=("帮助", "help", "?", "菜单", "menu"), menu_keys=("MENU_HELP",))
+    router.add_intent("help", help_, keywords=("帮助", "help", "?", "菜单", "menu"), menu_keys=("MENU_HELP",),
+                      uses_dialog=True)
     router.add_intent("me", me, keywords=("我的", "me", "个人信息"), menu_keys=("MENU_ME",))
-    router.add_intent("register", register, keywords=("注册", "register"), menu_keys=("MENU_REGISTER",))
-    router.add_intent("cancel", cancel, keywords=("取消", "cancel"), menu_keys=("MENU_CANCEL",))
+    router.add_intent("register", register, keywords=("注册", "register"), menu_keys=("MENU_REGISTER",),
+                      uses_dialog=True)
+    router.add_intent("cancel", cancel, keywords=("取消", "cancel"), menu_keys=("MENU_CANCEL",),
+                      uses_dialog=True)
     router.add_event("subscribe", subscribed)
     router.add_event("scan", scanned)
     router.add_event("unsubscribe", unsubscribed)

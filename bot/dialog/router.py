@@ -43,6 +43,7 @@ class Intent:
     handler: Handler
     keywords: tuple[str, ...]
     menu_keys: tuple[str, ...]
+    uses_dialog: bool = False  # reads `turn.state`: the dispatcher loads it first (one Redis read)
 
 
 class Router:
@@ -57,10 +58,12 @@ class Router:
         self._flows: dict[str, FlowHandler] = {}
 
     def add_intent(
-        self, name: str, handler: Handler, *, keywords: Iterable[str] = (), menu_keys: Iterable[str] = ()
+        self, name: str, handler: Handler, *, keywords: Iterable[str] = (), menu_keys: Iterable[str] = (),
+        uses_dialog: bool = False,
     ) -> Intent:
-        """Register an intent; a keyword or menu key already taken is a programming error."""
-        intent = Intent(name, handler, tuple(keyword_form(k) for k in keywords), tuple(menu_keys))
+        """Register an intent; a keyword or menu key already taken is a programming error. An intent that
+        reads the member's open dialog (`turn.state`) says so with `uses_dialog=True`."""
+        intent = Intent(name, handler, tuple(keyword_form(k) for k in keywords), tuple(menu_keys), uses_dialog)
         if name in self.intents:
             raise ValueError(f"intent {name!r} is already registered")
         _claim(self._keywords, intent.keywords, intent, "keyword")

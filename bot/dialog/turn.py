@@ -33,12 +33,19 @@ class Services:
     background: Background | None = None
 
 
+class _NotLoaded:
+    """The dialog state of a turn that did not load it (see `Intent.uses_dialog`)."""
+
+
+NOT_LOADED = _NotLoaded()
+
+
 @dataclass(slots=True)
 class Turn:
     merchant: Merchant
     message: IncomingMessage
     services: Services
-    state: DialogState | None = None
+    loaded_state: DialogState | None | _NotLoaded = NOT_LOADED
     text: str = ""  # the normalised text of a text message
     _member: Member | None = field(default=None, repr=False)
     _looked_up: bool = field(default=False, repr=False)
@@ -46,6 +53,14 @@ class Turn:
     @property
     def openid(self) -> str:
         return self.message.openid
+
+    @property
+    def state(self) -> DialogState | None:
+        """The member's open dialog, if any. Loaded only for handlers that declared they read it, so a
+        handler that reads it without declaring so fails loudly instead of seeing "no dialog"."""
+        if isinstance(self.loaded_state, _NotLoaded):
+            raise RuntimeError("the dialog state was not loaded for this turn: register with uses_dialog=True")
+        return self.loaded_state
 
     @property
     def in_dialog(self) -> bool:
@@ -98,8 +113,8 @@ class Turn:
 
     async def save_state(self, state: DialogState) -> None:
         await self.services.dialogs.save(self.merchant.id, self.openid, state)
-        self.state = state
+        self.loaded_state = state
 
     async def clear_state(self) -> bool:
-        self.state = None
+        self.loaded_state = None
         return await self.services.dialogs.clear(self.merchant.id, self.openid)
