@@ -105,16 +105,18 @@ def next_reward(policy: CheckinPolicy, streak: int) -> NextReward | None:
     return None
 
 
-_LOCK_SQL = """
-    SELECT a.merchant_id, a.balance,
-           (SELECT streak FROM checkin WHERE member_id = :member AND day = :day) AS today,
-           (SELECT streak FROM checkin WHERE member_id = :member AND day = :yesterday) AS prev
-    FROM points_account a WHERE a.member_id = :member{lock}
+_STREAKS = """(SELECT streak FROM checkin WHERE member_id = :member AND day = :day) AS today,
+           (SELECT streak FROM checkin WHERE member_id = :member AND day = :yesterday) AS prev"""
+_LOCK_SQL = f"""
+    SELECT a.merchant_id, a.balance, {_STREAKS}
+    FROM points_account a WHERE a.member_id = :member{{lock}}
 """
-_OPEN_ACCOUNT_SQL = """
+# A member's first posting opens the account; the new row is this transaction's until it commits.
+_OPEN_ACCOUNT_SQL = f"""
     INSERT INTO points_account (merchant_id, member_id, balance, pending, lifetime_earned, updated_at)
     SELECT merchant_id, id, 0, 0, 0, :created FROM member WHERE id = :member AND merchant_id = :merchant
     ON CONFLICT (member_id) DO NOTHING
+    RETURNING merchant_id, balance, {_STREAKS}
 """
 # The day's check-in, written only if yesterday's streak is still the one read (`:prev`): a streak
 # computed from a snapshot taken before the account lock was granted is never stored.
@@ -201,9 +203,9 @@ async def _lock(merchant_id: int, params: dict[str, Any]) -> dict[str, Any]:
     """The member's account row, locked, with today's and yesterday's streaks (None: not checked)."""
     sql = _LOCK_SQL.format(lock=" FOR UPDATE OF a" if queries.dialect() == "postgres" else "")
     rows = await queries.fetch_rows(sql, **params)
-    if not rows:  # no account yet: open one for a member of this merchant, then read again
-        await queries.fetch_rows(_OPEN_ACCOUNT_SQL, **params, created=datetime.now(UTC))
-        rows = await queries.fetch_rows(sql, **params)
+    if not rows:  # no account yet: open one for a member of this merchant (or lock the one just opened)
+        rows = await queries.fetch_rows(_OPEN_ACCOUNT_SQL, **params, created=datetime.now(UTC))
+        rows = rows or await queries.fetch_rows(sql, **params)
     if not rows or rows[0]["merchant_id"] != merchant_id:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
     return rows[0]

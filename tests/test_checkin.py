@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from handlers import checkin, points
-from handlers.errors import Conflict, ValidationError
+from handlers.errors import Conflict, NotFound, ValidationError
 from handlers.loyalty_config import save_program
 from handlers.points_audit import audit_points
 from models.activity import Checkin
@@ -76,6 +76,15 @@ async def test_twenty_concurrent_check_ins_post_once(shop: Merchant) -> None:
     assert await PointsTransaction.filter(member_id=member.id).count() == 1
     assert await balance(member) == 5
     assert await audit_points() == []
+
+
+async def test_a_member_of_another_merchant_is_not_found_and_nothing_is_written(shop: Merchant) -> None:
+    member = await joined_member(shop)
+    other = await make_merchant("other")
+    with pytest.raises(NotFound):
+        await checkin.check_in(other, member.id, now=NOON)
+    assert await PointsAccount.filter(member_id=member.id).count() == 0
+    assert await Checkin.filter(member_id=member.id).count() == 0
 
 
 async def test_a_check_in_first_repays_a_claw_back_debt(shop: Merchant) -> None:
