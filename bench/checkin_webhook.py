@@ -4,9 +4,10 @@ Every request is a WeChat-signed plaintext 签到 from a DIFFERENT pre-registere
 merchant (distinct openids, unique MsgIds), so each one really passes dedup, looks the member up,
 locks the points account, writes a check-in and its ledger posting, and renders the reply. After the
 run the check-ins actually written are counted in the database. memberbot runs on the embedded
-default (SQLite + in-process Redis) and on PostgreSQL + Redis (see bench.services); the baseline is
-bench.baseline (signature, wechatpy parse, fixed text reply). Targets: >= 25% of the baseline's
-requests/s, p99 < 150 ms, server RSS < 200 MB.
+default (SQLite + in-process Redis), and on PostgreSQL + Redis (see bench.services) as one process and
+as WORKERS=2 (two serve processes on one port, CPU and RSS summed over both; its own members). The
+baseline is bench.baseline (one process: signature, wechatpy parse, fixed text reply). Targets: >= 25%
+of the baseline's requests/s, p99 < 150 ms, server RSS < 200 MB.
 """
 
 from __future__ import annotations
@@ -38,18 +39,19 @@ MEMBERS = int(os.environ.get("BENCH_CHECKIN_MEMBERS", "8000"))
 TARGET_RATIO, TARGET_P99_MS, TARGET_RSS_MIB = 0.25, 150.0, 200.0
 ACCOUNT = "gh_demo00000000"
 OPENID_PREFIX = "oCheckin"
+WORKERS_PREFIX = "wCheckin"  # the members of the WORKERS=2 server (same database as memberbot-pg)
 
 
 def _sign(*parts: str) -> str:
     return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
 
 
-def checkin_requests(count: int) -> list[Request]:
+def checkin_requests(count: int, prefix: str = OPENID_PREFIX) -> list[Request]:
     """One signed 签到 per member, members in order, built before the clock starts."""
     stamp = str(int(time.time()))
     out = []
     for n in range(count):
-        nonce, openid = str(secrets.randbelow(10**9)), f"{OPENID_PREFIX}{n:020d}"
+        nonce, openid = str(secrets.randbelow(10**9)), f"{prefix}{n:020d}"
         xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
                f"</FromUserName><CreateTime>{stamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
                f"<Content><![CDATA[签到]]></Content><MsgId>{secrets.randbits(62)}</MsgId></xml>")
@@ -69,39 +71,42 @@ class Measured:
     result: LoadResult = field(default_factory=LoadResult)
     rss_mib: float = 0.0
     checkins: int = -1  # written to the database; -1 for the baseline
+    prefix: str = OPENID_PREFIX  # the openids of this server's members
 
 
-async def prepare(database_url: str, redis_url: str) -> None:
-    """Schema, the demo merchant, and MEMBERS subscribed members with the benchmark's openids."""
+async def prepare(database_url: str, redis_url: str, prefixes: tuple[str, ...] = (OPENID_PREFIX,)) -> None:
+    """Schema, the demo merchant, and MEMBERS subscribed members per openid prefix."""
     for args in (["migrate"], ["seed-demo", "--if-empty"]):
         done = services.cli(args, database_url, redis_url)
         if done.returncode:
             raise RuntimeError(f"memberbot {' '.join(args)} failed: {done.stderr}")
-    services.seed_members(database_url, "demo", MEMBERS, OPENID_PREFIX)
+    for prefix in prefixes:
+        services.seed_members(database_url, "demo", MEMBERS, prefix)
 
 
 COUNT_SQL = (
     "select count(*) from checkin c join member m on m.id = c.member_id "
     "join points_transaction t on t.member_id = c.member_id and t.kind = 'earn_checkin' "
-    f"where m.openid like '{OPENID_PREFIX}%'"
+    "where m.openid like '{prefix}%'"
 )
 
 
-async def count_checkins(database_url: str) -> int:
-    """Check-ins of the benchmark's members that have their points posting (raw SQL, either backend)."""
+async def count_checkins(database_url: str, prefix: str) -> int:
+    """Check-ins of one server's members that have their points posting (raw SQL, either backend)."""
+    sql = COUNT_SQL.format(prefix=prefix)
     if database_url.startswith("sqlite://"):
         with sqlite3.connect(database_url.removeprefix("sqlite://")) as db:
-            return int(db.execute(COUNT_SQL).fetchone()[0])
+            return int(db.execute(sql).fetchone()[0])
     connection = await asyncpg.connect(database_url)
     try:
-        return int(await connection.fetchval(COUNT_SQL))
+        return int(await connection.fetchval(sql))
     finally:
         await connection.close()
 
 
 async def measure(entries: list[Measured]) -> None:
     """Interleaved slices; each memberbot server consumes its own member list front to back."""
-    batches = {m.server.name: iter(checkin_requests(MEMBERS)) for m in entries}
+    batches = {m.server.name: iter(checkin_requests(MEMBERS, m.prefix)) for m in entries}
     for m in entries:
         await load(m.server.url, batches[m.server.name], connections=CONNECTIONS, seconds=WARMUP_SECONDS,
                    check=_ok)
@@ -155,9 +160,13 @@ async def run() -> str:
         try:
             await services.fresh_postgres()
             await services.fresh_redis()
-            await prepare(DATABASE_URL, REDIS_URL)
+            await prepare(DATABASE_URL, REDIS_URL, (OPENID_PREFIX, WORKERS_PREFIX))
             entries.append(Measured(services.memberbot("memberbot-pg", DATABASE_URL, REDIS_URL, workdir)))
-            databases["memberbot-pg"] = DATABASE_URL
+            entries.append(Measured(
+                services.memberbot("memberbot-pg-2w", DATABASE_URL, REDIS_URL, workdir, workers=2),
+                prefix=WORKERS_PREFIX,
+            ))
+            databases["memberbot-pg"] = databases["memberbot-pg-2w"] = DATABASE_URL
         except services.Unavailable as exc:
             skipped = f"\n(memberbot-pg skipped: {exc})"
         try:
@@ -167,7 +176,7 @@ async def run() -> str:
             for m in entries:
                 m.server.stop()
         for m in entries[1:]:
-            m.checkins = await count_checkins(databases[m.server.name])
+            m.checkins = await count_checkins(databases[m.server.name], m.prefix)
     setup = (f"{CONNECTIONS} connections, {SECONDS:.0f} s per server in {ROUNDS} interleaved slices after "
              f"{WARMUP_SECONDS} s warm-up, one distinct pre-registered member per request ({MEMBERS} per "
              f"server), {os.cpu_count()} CPUs, load average {ambient:.1f} before, "

@@ -82,13 +82,18 @@ class Server:
     def _log_hint(self) -> str:
         return f" (log: {self.log_path})" if self.log_path else ""
 
-    def rss_mib(self) -> float:
+    def pids(self) -> list[int]:
+        """The server process and its children (the serve processes of `WORKERS=N`)."""
         assert self.process is not None
-        return rss_mib(self.process.pid)
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        return [pid, *(int(child) for child in children.read_text().split())] if children.exists() else [pid]
+
+    def rss_mib(self) -> float:
+        return sum(rss_mib(pid) for pid in self.pids())
 
     def cpu_seconds(self) -> float:
-        assert self.process is not None
-        return cpu_seconds(self.process.pid)
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -98,10 +98,10 @@ def audit(database_url: str, redis_url: str) -> tuple[int, int]:
     return done.returncode, int(summary[-1].split()[2])
 
 
-def memberbot(name: str, database_url: str, redis_url: str, workdir: Path) -> Server:
+def memberbot(name: str, database_url: str, redis_url: str, workdir: Path, workers: int = 1) -> Server:
     port = free_port()
-    return Server(name, python_argv("-m", "bot", "serve"), server_env(database_url, redis_url, port), port,
-                  log_path=workdir / f"{name}.log")
+    env = {**server_env(database_url, redis_url, port), "WORKERS": str(workers)}
+    return Server(name, python_argv("-m", "bot", "serve"), env, port, log_path=workdir / f"{name}.log")
 
 
 @asynccontextmanager

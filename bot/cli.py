@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import getpass
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -70,14 +72,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     logs.configure(settings.log_level)
+    if settings.workers > 1 and not args.reuse_port:
+        return _supervise(settings.workers)
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        reuse_port=args.reuse_port,
         access_log=None,
         print=lambda msg: print(msg, file=sys.stderr),
     )
     return 0
+
+
+def _supervise(count: int) -> int:
+    """Run `count` serve processes on one port (SO_REUSEPORT: the kernel spreads connections over them).
+    SIGINT/SIGTERM stop them all (exit 0); if one exits on its own, the others are stopped too and its exit
+    code is ours, so whatever supervises this process (docker, systemd) restarts the service whole."""
+    argv = [sys.executable, "-m", "bot", "serve", "--reuse-port"]
+    children = [subprocess.Popen(argv) for _ in range(count)]  # noqa: S603 - our own argv
+    stopping: set[int] = set()
+    requested: list[int] = []  # the signal that asked us to stop, if one did
+
+    def on_signal(signum: int, _: object) -> None:
+        requested.append(signum)
+        stop()
+
+    def stop() -> None:
+        for child in children:  # once each: a second SIGINT would cut a child's graceful shutdown short
+            if child.pid not in stopping and child.poll() is None:
+                stopping.add(child.pid)
+                child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    pid, status = os.wait()  # the first child to exit (on a signal: after `stop`)
+    stop()
+    for child in children:
+        if child.pid != pid:
+            child.wait()
+    return 0 if requested else abs(os.waitstatus_to_exitcode(status)) or 1
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -234,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memberbot", description="WeChat member-marketing backend")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="serve HTTP on HOST:PORT").set_defaults(func=cmd_serve)
+    serve = sub.add_parser("serve", help="serve HTTP on HOST:PORT (WORKERS processes)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # one of WORKERS
+    serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", help="run the periodic jobs (arq; needs real Redis)")
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     public_base_url: str = Field("", description="absolute URL members reach (card and mall pages)")
     timezone: str = Field("Asia/Shanghai", description="default merchant timezone")
+    workers: int = Field(1, ge=1, le=64, description="serve processes sharing PORT (PostgreSQL + Redis only)")
 
     @field_validator("database_url")
     @classmethod
@@ -66,6 +67,8 @@ class Settings(BaseSettings):
             raise ValueError("SECRET_KEY is required (set DEMO=1 only for a local demo)")
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("SECRET_KEY must be at least 32 characters")
+        if self.workers > 1 and self.embedded:
+            raise ValueError("WORKERS > 1 needs PostgreSQL and a real Redis (embedded: one process)")
         return self
 
     @property

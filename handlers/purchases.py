@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from handlers import coupons, loyalty_config, members, points, referrals, tiers, wallet
+from handlers import coupons, loyalty_config, members, points, queries, referrals, tiers, wallet
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
 from handlers.queries import fetch_one
 from handlers.rules.earn import compute_earn
@@ -189,7 +189,7 @@ async def record_purchase(
 ) -> PurchaseResult:
     _validate(req)
     digest = _digest(req)
-    existing = await Purchase.get_or_none(merchant_id=merchant.id, idempotency_key=req.idempotency_key)
+    existing = await queries.first(Purchase, merchant_id=merchant.id, idempotency_key=req.idempotency_key)
     if existing is not None:
         return await _replay(existing, digest)
     member = await members.by_id(merchant, req.member_id)
@@ -224,7 +224,7 @@ async def record_purchase(
 
     async with in_transaction():
         account = await points.lock_account(merchant.id, member.id)
-        existing = await Purchase.get_or_none(merchant_id=merchant.id, idempotency_key=req.idempotency_key)
+        existing = await queries.first(Purchase, merchant_id=merchant.id, idempotency_key=req.idempotency_key)
         if existing is not None:  # a concurrent request with this key won the lock first
             return await _replay(existing, digest)
         period_spend, points_today = await _period(merchant, member.id, now)
@@ -360,7 +360,7 @@ def _lines(earn: EarnResult) -> list[dict[str, Any]]:
 
 async def _store(merchant: Merchant, staff: Staff | None) -> Store | None:
     if staff is not None and staff.store_id is not None:
-        return await Store.get(id=staff.store_id)
+        return await queries.first(Store, id=staff.store_id)
     return await Store.filter(merchant_id=merchant.id).order_by("id").first()
 
 

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from handlers import loyalty_config, points
+from handlers import loyalty_config, points, queries
 from handlers.errors import Conflict, NotFound
 from handlers.queries import fetch_one
 from handlers.rules.expiry import expiry_date
@@ -107,7 +107,7 @@ async def _state(merchant_id: int, member_id: int, tiers: list[Tier], *, lock: b
 
 async def tier_code(merchant_id: int, member_id: int) -> str:
     """The member's tier code as stored (the base tier's code if they never changed tier)."""
-    state = await MemberTier.get_or_none(member_id=member_id)
+    state = await queries.first(MemberTier, member_id=member_id)
     if state is not None:
         return state.tier_code
     _, tiers = await loyalty_config.current_tiers(merchant_id)
