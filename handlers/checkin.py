@@ -37,7 +37,7 @@ from handlers.rules.checkin import (
 from handlers.rules.expiry import expiry_date
 from models.activity import Checkin
 from models.merchant import Merchant
-from models.points import LotStatus, PointsKind
+from models.points import PointsAccount, PointsKind
 
 MAX_REWARD_LOOKAHEAD = 366
 
@@ -107,17 +107,18 @@ def next_reward(policy: CheckinPolicy, streak: int) -> NextReward | None:
 
 _STREAKS = """(SELECT streak FROM checkin WHERE member_id = :member AND day = :day) AS today,
            (SELECT streak FROM checkin WHERE member_id = :member AND day = :yesterday) AS prev"""
+# Constant fragments only, here and below: every value is bound.
 _LOCK_SQL = f"""
-    SELECT a.merchant_id, a.balance, {_STREAKS}
+    SELECT a.*, {_STREAKS}
     FROM points_account a WHERE a.member_id = :member{{lock}}
-"""
+"""  # noqa: S608
 # A member's first posting opens the account; the new row is this transaction's until it commits.
 _OPEN_ACCOUNT_SQL = f"""
     INSERT INTO points_account (merchant_id, member_id, balance, pending, lifetime_earned, updated_at)
     SELECT merchant_id, id, 0, 0, 0, :created FROM member WHERE id = :member AND merchant_id = :merchant
     ON CONFLICT (member_id) DO NOTHING
-    RETURNING merchant_id, balance, {_STREAKS}
-"""
+    RETURNING *, {_STREAKS}
+"""  # noqa: S608
 # The day's check-in, written only if yesterday's streak is still the one read (`:prev`): a streak
 # computed from a snapshot taken before the account lock was granted is never stored.
 _INSERT_SQL = """
@@ -127,70 +128,49 @@ _INSERT_SQL = """
     ON CONFLICT (member_id, day) DO NOTHING
     RETURNING id
 """
-_CREDIT_SQL = """
-    UPDATE points_account SET balance = balance + :points, lifetime_earned = lifetime_earned + :points,
-                              updated_at = :created
-    WHERE member_id = :member{only_if} RETURNING balance
-"""
-_TXN_SQL = """
-    INSERT INTO points_transaction (merchant_id, member_id, delta, kind, idempotency_key, reference,
-                                    balance_after, actor, reason, created_at)
-    SELECT :merchant, :member, :points, :kind, :key, :reference, {balance}, 'member', :reason, :created
-    {source} RETURNING id, balance_after
-"""
-# A credit first repays any claw-back debt; only the rest fills the lot (as in points.credit_locked).
-_LOT_SQL = """
-    INSERT INTO points_lot (merchant_id, member_id, source_id, source_key, amount, remaining, status,
-                            earned_at, expires_at)
-    SELECT :merchant, :member, {txn}, :key, :points,
-           CASE WHEN {balance} >= :points THEN :points WHEN {balance} > 0 THEN {balance} ELSE 0 END,
-           :status, :now, :expires
-    {source}
-"""
-# PostgreSQL writes all four rows in one statement (one round trip).
-_POST_PG_SQL = (
-    f"WITH ins AS ({_INSERT_SQL}),"
-    f" acc AS ({_CREDIT_SQL.format(only_if=' AND :points > 0 AND EXISTS (SELECT 1 FROM ins)')}),"
-    f" txn AS ({_TXN_SQL.format(balance='acc.balance', source='FROM acc')}),"
-    f" lot AS ({_LOT_SQL.format(txn='txn.id', balance='txn.balance_after', source='FROM txn')})"
-    " SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT balance FROM acc) AS balance"
-)
-_CREDIT_LITE_SQL = _CREDIT_SQL.format(only_if="")
-_TXN_LITE_SQL = _TXN_SQL.format(balance=":balance", source="")
-_LOT_LITE_SQL = _LOT_SQL.format(txn=":txn", balance=":balance", source="")
-_BALANCE_SQL = "SELECT balance FROM points_account WHERE member_id = :member"
+
+
+@dataclass(frozen=True, slots=True)
+class _Locked:
+    account: PointsAccount
+    today: int | None  # today's streak if already checked in
+    prev: int  # yesterday's streak (0: not checked)
 
 
 async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> CheckinResult:
     """Check the member in for today (merchant-local); a second call the same day changes nothing.
 
-    The hot path of the chat's 签到, in hand-written SQL: lock the account row and read today's and
-    yesterday's check-ins, then write the check-in, its posting and its lot (one statement on
-    PostgreSQL). The ledger invariants are those of `points.credit_locked`.
+    The hot path of the chat's 签到, in hand-written SQL: one statement locks the account row and reads
+    today's and yesterday's check-ins, one writes the check-in, and `points.credit_locked` one more.
     """
     program = await loyalty_config.program(merchant.id)
     policy = program.checkin
     day = local_day(now, merchant.timezone)
-    params = {
-        "merchant": merchant.id, "member": member_id, "day": day, "yesterday": day - timedelta(days=1),
-        "kind": PointsKind.EARN_CHECKIN.value, "key": f"checkin:{member_id}:{day.isoformat()}",
-        "reference": day.isoformat(), "reason": f"{day.isoformat()} 签到", "status": LotStatus.AVAILABLE.value,
-        "now": now, "expires": expiry_date(now, program.expiry, merchant.timezone),
-    }
+    params = {"merchant": merchant.id, "member": member_id, "day": day, "yesterday": day - timedelta(days=1)}
     try:
         async with in_transaction():
             locked = await _lock(merchant.id, params)
             for _ in range(2):  # a second pass reads under the lock, so it cannot miss again
-                if locked["today"] is not None:
-                    return _already(day, locked["today"], locked["balance"], policy)
-                streak = (locked["prev"] or 0) + 1
+                if locked.today is not None:
+                    return _already(day, locked.today, locked.account.balance, policy)
+                streak = locked.prev + 1
                 earned = checkin_points(policy, streak)
-                balance = await _post(params, prev=locked["prev"] or 0, streak=streak, points=earned)
-                if balance is not None:
+                values = {**params, "prev": locked.prev, "streak": streak, "points": earned,
+                          "created": datetime.now(UTC)}
+                if await queries.fetch_rows(_INSERT_SQL, **values):
                     break
                 locked = await _lock(merchant.id, params)
             else:
                 raise RuntimeError(f"check-in of member {member_id} on {day} neither written nor found")
+            balance = locked.account.balance
+            if earned:
+                posted = await points.credit_locked(
+                    locked.account, earned, PointsKind.EARN_CHECKIN,
+                    key=f"checkin:{member_id}:{day.isoformat()}", now=now,
+                    expires_at=expiry_date(now, program.expiry, merchant.timezone),
+                    reference=day.isoformat(), actor="member", reason=f"{day.isoformat()} 签到",
+                )
+                balance = posted.balance_after
     except IntegrityError:
         # Only reachable without row locks (SQLite): the unique key refused a concurrent duplicate.
         existing = await Checkin.get(member_id=member_id, day=day)
@@ -199,8 +179,8 @@ async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> Chec
     return CheckinResult(day, False, streak, earned, bonus, balance, next_reward(policy, streak))
 
 
-async def _lock(merchant_id: int, params: dict[str, Any]) -> dict[str, Any]:
-    """The member's account row, locked, with today's and yesterday's streaks (None: not checked)."""
+async def _lock(merchant_id: int, params: dict[str, Any]) -> _Locked:
+    """The member's account row, locked, with today's and yesterday's streaks."""
     sql = _LOCK_SQL.format(lock=" FOR UPDATE OF a" if queries.dialect() == "postgres" else "")
     rows = await queries.fetch_rows(sql, **params)
     if not rows:  # no account yet: open one for a member of this merchant (or lock the one just opened)
@@ -208,28 +188,8 @@ async def _lock(merchant_id: int, params: dict[str, Any]) -> dict[str, Any]:
         rows = rows or await queries.fetch_rows(sql, **params)
     if not rows or rows[0]["merchant_id"] != merchant_id:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    return rows[0]
-
-
-async def _post(params: dict[str, Any], *, prev: int, streak: int, points: int) -> int | None:
-    """Write the check-in and credit its points; the new balance, or None if yesterday's streak moved."""
-    values = {**params, "prev": prev, "streak": streak, "points": points, "created": datetime.now(UTC)}
-    if queries.dialect() == "postgres":
-        row = await queries.fetch_one(_POST_PG_SQL, **values)
-        if not row["inserted"]:
-            return None
-        balance = row["balance"]
-    else:
-        if not await queries.fetch_rows(_INSERT_SQL, **values):
-            return None
-        balance = None
-        if points:
-            balance = (await queries.fetch_one(_CREDIT_LITE_SQL, **values))["balance"]
-            txn = await queries.fetch_one(_TXN_LITE_SQL, **values, balance=balance)
-            await queries.fetch_rows(_LOT_LITE_SQL, **values, balance=balance, txn=txn["id"])
-    if balance is None:  # a day worth no points changes no balance
-        balance = (await queries.fetch_one(_BALANCE_SQL, **params))["balance"]
-    return int(balance)
+    row = rows[0]
+    return _Locked(queries.as_model(PointsAccount, row), row["today"], row["prev"] or 0)
 
 
 def _already(day: date, streak: int, balance: int, policy: CheckinPolicy) -> CheckinResult:

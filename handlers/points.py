@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from handlers import queries
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
 from handlers.queries import lock_member_row, sum_of
 from handlers.rules.expiry import InsufficientPoints, Lot, allocate_spend
@@ -141,6 +142,35 @@ async def credit(
         )
 
 
+_CREDIT_TXN_SQL = """
+    INSERT INTO points_transaction (merchant_id, member_id, delta, kind, idempotency_key, reference,
+                                    balance_after, actor, reason, created_at)
+    VALUES (:merchant, :member, :amount, :kind, :key, :reference, :balance, :actor, :reason, :created)
+    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+    RETURNING id
+"""
+_CREDIT_ACCOUNT_SQL = """
+    UPDATE points_account SET balance = :balance, lifetime_earned = lifetime_earned + :amount,
+                              updated_at = :created
+    WHERE id = :account{only_if}
+"""
+_CREDIT_LOT_SQL = """
+    INSERT INTO points_lot (merchant_id, member_id, source_id, source_key, amount, remaining, status,
+                            earned_at, expires_at)
+    SELECT :merchant, :member, {txn}, :key, :amount, :fill, :status, :now, :expires {source}
+"""
+# PostgreSQL: the posting, the balance and the lot in one statement (one round trip). Constant
+# fragments only: every value is bound.
+_CREDIT_PG_SQL = (
+    f"WITH txn AS ({_CREDIT_TXN_SQL}),"  # noqa: S608
+    f" acc AS ({_CREDIT_ACCOUNT_SQL.format(only_if=' AND EXISTS (SELECT 1 FROM txn)')}),"
+    f" lot AS ({_CREDIT_LOT_SQL.format(txn='id', source='FROM txn')})"
+    " SELECT id FROM txn"
+)
+_CREDIT_LITE_ACCOUNT_SQL = _CREDIT_ACCOUNT_SQL.format(only_if="")
+_CREDIT_LITE_LOT_SQL = _CREDIT_LOT_SQL.format(txn=":txn", source="")
+
+
 async def credit_locked(
     account: PointsAccount,
     amount: int,
@@ -153,24 +183,33 @@ async def credit_locked(
     actor: str = "system",
     reason: str = "",
 ) -> Posted:
-    """`credit` on an account the caller locked with `lock_account` in its open transaction."""
+    """`credit` on an account the caller locked with `lock_account` in its open transaction.
+
+    Every credit passes here (purchases, check-ins, grants), so it is hand-written SQL: the posting, the
+    new balance and the lot in one statement on PostgreSQL. A key used before writes nothing and
+    replays the earlier posting (or refuses a different request under it)."""
     _check_amount(amount)
-    if (replayed := await _replay(account.merchant_id, account.member_id, key, kind, amount)) is not None:
+    balance = account.balance + amount
+    params = {
+        "merchant": account.merchant_id, "member": account.member_id, "account": account.id,
+        "amount": amount, "kind": kind.value, "key": key, "reference": reference[:64], "balance": balance,
+        "actor": actor[:32], "reason": reason[:255], "created": datetime.now(UTC), "now": now,
+        "expires": expires_at, "status": LotStatus.AVAILABLE.value,
+        "fill": amount - min(amount, max(-account.balance, 0)),  # repay any claw-back debt first
+    }
+    if queries.dialect() == "postgres":
+        rows = await queries.fetch_rows(_CREDIT_PG_SQL, **params)
+    elif rows := await queries.fetch_rows(_CREDIT_TXN_SQL, **params):
+        await queries.fetch_rows(_CREDIT_LITE_ACCOUNT_SQL, **params)
+        await queries.fetch_rows(_CREDIT_LITE_LOT_SQL, **params, txn=rows[0]["id"])
+    if not rows:
+        replayed = await _replay(account.merchant_id, account.member_id, key, kind, amount)
+        if replayed is None:  # unreachable: the key's row exists, or the insert would have written
+            raise RuntimeError(f"points credit {key!r} neither written nor found")
         return replayed
-    fill = amount - min(amount, max(-account.balance, 0))  # repay any claw-back debt first
-    txn = await _write(account, amount, kind, key, reference=reference, actor=actor, reason=reason)
-    await PointsLot.create(
-        merchant_id=account.merchant_id,
-        member_id=account.member_id,
-        source_id=txn.id,
-        source_key=key,
-        amount=amount,
-        remaining=fill,
-        status=LotStatus.AVAILABLE,
-        earned_at=now,
-        expires_at=expires_at,
-    )
-    return _posted(txn)
+    account.balance = balance
+    account.lifetime_earned += amount
+    return Posted(int(rows[0]["id"]), account.member_id, amount, kind, balance)
 
 
 async def hold_pending(

@@ -164,6 +164,7 @@ async def _replay(purchase: Purchase, digest: str) -> PurchaseResult:
 
 _PERIOD_SQL = """
 SELECT
+  (SELECT id FROM purchase WHERE merchant_id = :merchant AND idempotency_key = :key) AS existing,
   (SELECT COALESCE(SUM(paid_fen), 0) FROM purchase
     WHERE merchant_id = :merchant AND member_id = :member AND status = 'completed'
       AND created_at >= :year_start) AS spend,
@@ -173,15 +174,16 @@ SELECT
 """
 
 
-async def _period(merchant: Merchant, member_id: int, now: datetime) -> tuple[int, int]:
-    """Cash spend this calendar year and purchase points earned today, both merchant-local."""
+async def _period(merchant: Merchant, member_id: int, key: str, now: datetime) -> tuple[int, int, int | None]:
+    """Cash spend this calendar year and purchase points earned today, both merchant-local, and the id of
+    a purchase already recorded under `key` (read under the account lock, in the same round trip)."""
     zone = ZoneInfo(merchant.timezone)
     local = now.astimezone(zone)
     year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    row = await fetch_one(_PERIOD_SQL, merchant=merchant.id, member=member_id, year_start=year_start,
+    row = await fetch_one(_PERIOD_SQL, merchant=merchant.id, member=member_id, key=key, year_start=year_start,
                           day_start=day_start)
-    return int(row["spend"]), int(row["today"])
+    return int(row["spend"]), int(row["today"]), row["existing"]
 
 
 async def record_purchase(
@@ -224,10 +226,9 @@ async def record_purchase(
 
     async with in_transaction():
         account = await points.lock_account(merchant.id, member.id)
-        existing = await queries.first(Purchase, merchant_id=merchant.id, idempotency_key=req.idempotency_key)
-        if existing is not None:  # a concurrent request with this key won the lock first
-            return await _replay(existing, digest)
-        period_spend, points_today = await _period(merchant, member.id, now)
+        period_spend, points_today, existing_id = await _period(merchant, member.id, req.idempotency_key, now)
+        if existing_id is not None:  # a concurrent request with this key won the lock first
+            return await _replay(await Purchase.get(id=existing_id), digest)
         pool = await _lock_pool(merchant.id, program)
         earn = compute_earn(
             EarnPurchase(quote.paid_fen, req.items, store.code if store else "", now),
@@ -235,30 +236,29 @@ async def record_purchase(
             rules,
             pool_remaining=None if pool is None else pool.budget - pool.granted,
         )
-        try:
-            async with in_transaction():  # a savepoint: the key's unique violation must not abort us
-                purchase = await Purchase.create(
-                    merchant_id=merchant.id,
-                    member_id=member.id,
-                    store=store,
-                    staff=staff,
-                    idempotency_key=req.idempotency_key,
-                    request_digest=digest,
-                    amount_fen=quote.amount_fen,
-                    discount_fen=quote.discount_fen,
-                    offset_points=quote.offset_points,
-                    offset_fen=quote.offset_fen,
-                    paid_fen=quote.paid_fen,
-                    points_earned=earn.points,
-                    points_pending=bool(earn.points and program.pending_days),
-                    rule_set_version=earn.rule_set_version,
-                    breakdown=_lines(earn),
-                    items=[asdict(i) for i in req.items],
-                    tier_code=tier.code,
-                    period_spend_fen=period_spend,
-                    points_today_before=points_today,
-                    pool_code=pool.code if pool is not None and earn.points else None,
-                )
+        try:  # a unique violation aborts the transaction, which the error below rolls back
+            purchase = await Purchase.create(
+                merchant_id=merchant.id,
+                member_id=member.id,
+                store=store,
+                staff=staff,
+                idempotency_key=req.idempotency_key,
+                request_digest=digest,
+                amount_fen=quote.amount_fen,
+                discount_fen=quote.discount_fen,
+                offset_points=quote.offset_points,
+                offset_fen=quote.offset_fen,
+                paid_fen=quote.paid_fen,
+                points_earned=earn.points,
+                points_pending=bool(earn.points and program.pending_days),
+                rule_set_version=earn.rule_set_version,
+                breakdown=_lines(earn),
+                items=[asdict(i) for i in req.items],
+                tier_code=tier.code,
+                period_spend_fen=period_spend,
+                points_today_before=points_today,
+                pool_code=pool.code if pool is not None and earn.points else None,
+            )
         except IntegrityError:  # the same key, for another member, committed first
             raise DomainError(
                 "idempotency key was already used for a different purchase",

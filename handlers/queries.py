@@ -80,17 +80,26 @@ async def fetch_model(model: type[M], sql: str, **params: Any) -> M | None:
 
     For the hottest lookups, where building the query costs more than running it."""
     rows = await fetch_rows(sql, **params)
-    return model._init_from_db(**rows[0]) if rows else None
+    return as_model(model, rows[0]) if rows else None
+
+
+def as_model(model: type[M], row: dict[str, Any]) -> M:
+    """A model instance from a row holding all of its table's columns (other keys are ignored)."""
+    return model._init_from_db(**row)
 
 
 @functools.lru_cache(maxsize=256)
 def _first_sql(table: str, columns: tuple[str, ...]) -> str:
-    return f'SELECT * FROM "{table}" WHERE ' + " AND ".join(f'"{c}" = :{c}' for c in columns) + " LIMIT 1"
+    where = " AND ".join(f'"{c}" = :{c}' for c in columns)
+    return f'SELECT * FROM "{table}" WHERE {where} LIMIT 1'  # noqa: S608 - names checked in `first`
 
 
 async def first(model: type[M], **where: Any) -> M | None:
     """`model.get_or_none(**where)` for equality filters on columns, without the query builder (a lookup
     every request makes: the session's staff, merchant or member)."""
+    unknown = set(where) - set(model._meta.db_fields)
+    if unknown:
+        raise ValueError(f"{model.__name__} has no columns {sorted(unknown)}")
     return await fetch_model(model, _first_sql(model._meta.db_table, tuple(where)), **where)
 
 

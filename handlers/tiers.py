@@ -68,16 +68,25 @@ SELECT
       AND (t.kind LIKE 'earn%' OR (t.kind = 'reverse' AND r.kind LIKE 'earn%'))) AS earned,
   (SELECT COALESCE(SUM(principal_delta), 0) FROM wallet_transaction
     WHERE merchant_id = :merchant AND member_id = :member AND kind = 'top_up'
-      AND created_at >= :since) AS recharge
+      AND created_at >= :since) AS recharge,
+  (SELECT tier_code FROM member_tier WHERE member_id = :member) AS tier_code
 """
 
 
 async def window_stats(merchant_id: int, member_id: int, window_days: int, now: datetime) -> WindowStats:
     """Cash spend, points earned net of clawed-back earns, and top-up principal in the window: one query."""
+    return (await _stats_and_tier(merchant_id, member_id, window_days, now))[0]
+
+
+async def _stats_and_tier(
+    merchant_id: int, member_id: int, window_days: int, now: datetime
+) -> tuple[WindowStats, str | None]:
+    """The window stats and the stored tier code (None: never changed tier), in one query."""
     row = await fetch_one(_WINDOW_SQL, merchant=merchant_id, member=member_id,
                           since=now - timedelta(days=window_days))
-    return WindowStats(spend_fen=int(row["spend"]), recharge_fen=int(row["recharge"]),
-                       points_earned=max(int(row["earned"]), 0))
+    stats = WindowStats(spend_fen=int(row["spend"]), recharge_fen=int(row["recharge"]),
+                        points_earned=max(int(row["earned"]), 0))
+    return stats, row["tier_code"]
 
 
 def _window(tiers: list[Tier]) -> int:
@@ -130,8 +139,14 @@ async def current(merchant: Merchant, member_id: int, *, now: datetime) -> TierV
 
 
 async def evaluate(merchant: Merchant, member_id: int, *, now: datetime, key: str) -> TierChangeResult | None:
-    """After activity: move the member up to the highest tier their window stats earn, if any."""
+    """After activity: move the member up to the highest tier their window stats earn, if any.
+
+    Most activity earns no upgrade, so one unlocked read decides that first. It misses nothing: of two
+    concurrent activities, the one that commits later evaluates after both commits and sees both."""
     _, tiers = await loyalty_config.current_tiers(merchant.id)
+    stats, code = await _stats_and_tier(merchant.id, member_id, _window(tiers), now)
+    if evaluate_upgrade(tiers, loyalty_config.tier_by_code(tiers, code or tiers[0].code).code, stats) is None:
+        return None
     async with in_transaction():
         state = await _state(merchant.id, member_id, tiers, lock=True)
         if await TierChange.exists(merchant_id=merchant.id, idempotency_key=f"{key}:tier"):

@@ -63,7 +63,8 @@ class Router:
     ) -> Intent:
         """Register an intent; a keyword or menu key already taken is a programming error. An intent that
         reads the member's open dialog (`turn.state`) says so with `uses_dialog=True`."""
-        intent = Intent(name, handler, tuple(keyword_form(k) for k in keywords), tuple(menu_keys), uses_dialog)
+        keys = tuple(keyword_form(k) for k in keywords)
+        intent = Intent(name, handler, keys, tuple(menu_keys), uses_dialog)
         if name in self.intents:
             raise ValueError(f"intent {name!r} is already registered")
         _claim(self._keywords, intent.keywords, intent, "keyword")

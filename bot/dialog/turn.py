@@ -45,7 +45,7 @@ class Turn:
     merchant: Merchant
     message: IncomingMessage
     services: Services
-    loaded_state: DialogState | None | _NotLoaded = NOT_LOADED
+    loaded_state: DialogState | _NotLoaded | None = NOT_LOADED
     text: str = ""  # the normalised text of a text message
     _member: Member | None = field(default=None, repr=False)
     _looked_up: bool = field(default=False, repr=False)
@@ -59,7 +59,7 @@ class Turn:
         """The member's open dialog, if any. Loaded only for handlers that declared they read it, so a
         handler that reads it without declaring so fails loudly instead of seeing "no dialog"."""
         if isinstance(self.loaded_state, _NotLoaded):
-            raise RuntimeError("the dialog state was not loaded for this turn: register with uses_dialog=True")
+            raise RuntimeError("this turn did not load the dialog state: register with uses_dialog=True")
         return self.loaded_state
 
     @property
