@@ -13,6 +13,7 @@ Profile edits use the chat dialog's parsers (`handlers.profile`), and completion
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -23,6 +24,8 @@ from handlers import members, registration
 from handlers.profile import parse_birthday, parse_gender, parse_name, parse_phone
 from models.member import Member, MemberSource
 from models.merchant import Merchant
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +50,25 @@ async def link_member(merchant: Merchant, openid: str, unionid: str | None) -> M
         member = None
     if member is not None:
         if unionid and not member.unionid:
-            await Member.filter(id=member.id, unionid=None).update(unionid=unionid)
-            member.unionid = unionid
+            try:
+                await Member.filter(id=member.id, unionid=None).update(unionid=unionid)
+            except IntegrityError:  # another member already is this person (two identities, kept apart)
+                log.warning("unionid already linked to another member", extra={"member": member.id})
+            else:
+                member.unionid = unionid
         return member
     if unionid:
         linked = await _attach_by_unionid(merchant, openid, unionid)
         if linked is not None:
             return linked
     defaults: dict[str, Any] = {"unionid": unionid, "source": MemberSource.MINI_PROGRAM, "subscribed": False}
-    member, created = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)
+    try:
+        member, created = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)
+    except IntegrityError:  # the same person's follow created its member meanwhile: join it
+        linked = await _attach_by_unionid(merchant, openid, unionid) if unionid else None
+        if linked is None:
+            raise
+        return linked
     if created:
         await registration.registered(member)  # registration bonus, new-member gifts, …
     return member

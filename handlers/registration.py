@@ -104,14 +104,20 @@ async def subscribe(
     if member is None and unionid:
         member = await _attach_by_unionid(merchant, openid, digest, unionid)
     if member is None:
-        member, created = await members.get_or_create(
-            merchant,
-            {"openid": openid},
-            {
-                "openid_digest": digest, "subscribed": True, "source": attribution.source, "unionid": unionid,
-                "referrer": attribution.referrer, "acquired_by": attribution.staff,
-            },
-        )
+        try:
+            member, created = await members.get_or_create(
+                merchant,
+                {"openid": openid},
+                {
+                    "openid_digest": digest, "subscribed": True, "source": attribution.source,
+                    "unionid": unionid, "referrer": attribution.referrer, "acquired_by": attribution.staff,
+                },
+            )
+        except IntegrityError:  # the same person's mini-program login created its member meanwhile
+            member = await _attach_by_unionid(merchant, openid, digest, unionid) if unionid else None
+            if member is None:
+                raise
+            created = False
         if created:
             await _run_hooks(on_registered, member)
             return Subscription(member, created=True, restored=False)

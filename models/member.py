@@ -63,5 +63,6 @@ class Member(Model):
             ("merchant", "code"),
             ("merchant", "openid"),
             ("merchant", "mp_openid"),
+            ("merchant", "unionid"),  # one person, one member (NULLs do not collide)
         )
-        indexes = (("merchant_id", "unionid"), ("merchant_id", "phone"), ("merchant_id", "openid_digest"))
+        indexes = (("merchant_id", "phone"), ("merchant_id", "openid_digest"))

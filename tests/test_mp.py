@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from handlers import members, registration
+from handlers import members, mp_login, registration
 from handlers.merchants import MerchantInput, create_merchant
 from handlers.sessions import token_digest
 from models.member import Gender, Member
@@ -93,6 +93,32 @@ async def test_unionid_links_the_official_account_member(aiohttp_client: Any, ma
     await oa_member.refresh_from_db()
     assert oa_member.mp_openid == "o-mp-1"
     assert await Member.filter(merchant_id=merchant.id).count() == 1
+
+
+async def test_a_login_and_a_follow_of_one_person_at_the_same_moment_make_one_member(client: Any) -> None:
+    """Both lookups miss, both create: the (merchant, unionid) key lets only one member be made, and the
+    loser joins it, whichever side that is."""
+    merchant = await create_merchant(MerchantInput(slug="shop-u", name="U 店"))
+    secret = b"k" * 32
+    for n in range(12):
+        unionid = f"u-race-{n}"
+        follow = registration.subscribe(merchant, f"o-oa-r{n}", "", secret=secret, unionid=unionid)
+        login = mp_login.link_member(merchant, f"o-mp-r{n}", unionid)
+        pair = (follow, login) if n % 2 else (login, follow)
+        await asyncio.gather(*pair)
+        person = await Member.filter(merchant_id=merchant.id, unionid=unionid)
+        assert len(person) == 1, unionid
+        assert (person[0].openid, person[0].mp_openid) == (f"o-oa-r{n}", f"o-mp-r{n}")
+    assert await Member.filter(merchant_id=merchant.id).count() == 12
+
+
+async def test_a_mini_program_member_never_takes_a_unionid_another_member_has(client: Any) -> None:
+    merchant = await create_merchant(MerchantInput(slug="shop-v", name="V 店"))
+    await members.create_member(merchant, openid="o-oa-9", unionid="u-9")
+    lone = await mp_login.link_member(merchant, "o-mp-9", None)  # logged in without a unionid first
+    again = await mp_login.link_member(merchant, "o-mp-9", "u-9")  # now WeChat reports the unionid
+    assert again.id == lone.id and again.unionid is None
+    assert await Member.filter(merchant_id=merchant.id, unionid="u-9").count() == 1
 
 
 async def test_unionid_of_another_merchant_is_not_linked(aiohttp_client: Any, make_app: Any,
