@@ -12,7 +12,7 @@ from types import ModuleType
 
 import bench
 
-SUPPORT = {"harness", "baseline"}
+SUPPORT = {"harness", "baseline", "floor", "services"}
 
 
 def benchmarks(names: list[str]) -> list[ModuleType]:

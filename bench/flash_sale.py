@@ -17,15 +17,16 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import services
+from bench import floor, services
 from bench.harness import LoadResult, Server, table
 from bench.services import DATABASE_URL, REDIS_URL
 
@@ -38,6 +39,7 @@ PRICE = 100
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 TARGET_RATIO = 0.40
 BASELINE_TABLE = "bench_flash_order"
+FLOOR_SALE_ID = -1
 INSERT = f"insert into {BASELINE_TABLE} (member, key) values ($1, $2)"
 
 
@@ -78,9 +80,31 @@ def attempts(count: int) -> Iterator[tuple[int, str]]:
 
 
 async def endpoint_load(server: Server, slug: str, sale_id: int, tokens: list[str]) -> LoadResult:
-    result = LoadResult()
-    plan = attempts(len(tokens))
     path = f"/api/mp/{slug}/mall/flash-sales/{sale_id}/buy"
+    return await http_load(server, len(tokens), lambda member, key: (
+        path, {"idempotency_key": key}, {"Authorization": f"Bearer {tokens[member]}"}))
+
+
+async def floor_load(floor: Server, members: int) -> LoadResult:
+    """The baseline's attempts behind bare aiohttp (bench/floor.py), on its own gate (sale id -1)."""
+    from handlers import flash
+
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        keys = flash.gate_keys(FLOOR_SALE_ID)
+        await redis.delete(*keys)
+        await flash.run_gate(redis, keys, "load", UNITS, 3600, 0)
+    finally:
+        await redis.aclose()
+    return await http_load(floor, members, lambda member, key: (
+        "/floor/flash", {"member": member, "idempotency_key": key}, {}))
+
+
+async def http_load(server: Server, members: int,
+                    request: Callable[[int, str], tuple[str, dict[str, Any], dict[str, str]]]) -> LoadResult:
+    """Attempts over CONCURRENCY keep-alive connections for SECONDS; 200 (bought) and 409 (refused) are ok."""
+    result = LoadResult()
+    plan = attempts(members)
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(server.url, connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -92,9 +116,9 @@ async def endpoint_load(server: Server, slug: str, sale_id: int, tokens: list[st
                 if time.perf_counter() >= stop_at:
                     return
                 sent = time.perf_counter()
+                path, body, headers = request(member, key)
                 try:
-                    headers = {"Authorization": f"Bearer {tokens[member]}"}
-                    async with session.post(path, json={"idempotency_key": key}, headers=headers) as response:
+                    async with session.post(path, json=body, headers=headers) as response:
                         await response.read()
                         ok = response.status in (200, 409)
                 except (aiohttp.ClientError, TimeoutError):
@@ -147,25 +171,29 @@ async def sold(database_url: str, sale_id: int) -> tuple[int, int]:
         await conn.close()
 
 
-def report(endpoint: LoadResult, raw: LoadResult, rss: float, exact: tuple[int, int, int],
-           audited: tuple[int, int]) -> str:
+def report(endpoint: LoadResult, raw: LoadResult, bare: LoadResult, rss: float,
+           exact: tuple[int, int, int, int], audited: tuple[int, int]) -> str:
     ratio = endpoint.rps / raw.rps if raw.rps else 0.0
-    orders, sold_, raw_orders = exact
+    orders, sold_, raw_orders, floor_orders = exact
+    floor_ratio = bare.rps / raw.rps if raw.rps else 0.0
     rows: list[list[object]] = [
         ["EVALSHA + asyncpg INSERT (baseline)", raw.rps, raw.percentile(50), raw.percentile(99), raw.requests,
          raw.errors, raw_orders, "-", "-", "1.00"],
+        ["the same, bare aiohttp (floor)", bare.rps, bare.percentile(50), bare.percentile(99), bare.requests,
+         bare.errors, floor_orders, bare.cpu_us_per_request, "-", f"{floor_ratio:.2f}"],
         ["POST …/flash-sales/{id}/buy", endpoint.rps, endpoint.percentile(50), endpoint.percentile(99),
          endpoint.requests, endpoint.errors, orders, endpoint.cpu_us_per_request, rss, f"{ratio:.2f}"],
     ]
     head = ["path", "attempts/s", "p50 ms", "p99 ms", "attempts", "errors", "orders", "server CPU µs/attempt",
             "server RSS MiB", "ratio"]
     met = "met" if ratio >= TARGET_RATIO else "NOT met"
-    exactness = "exact" if orders == sold_ == raw_orders == UNITS else "NOT EXACT"
+    exactness = "exact" if orders == sold_ == raw_orders == floor_orders == UNITS else "NOT EXACT"
     code, mismatches = audited
     return (table(head, rows) + f"\n\nendpoint at {ratio:.0%} of the baseline's attempts/s (target >= "
             f"{TARGET_RATIO:.0%}: {met}); orders == units ({UNITS}) on both sides: {exactness} "
             f"(FlashSale.sold {sold_}); memberbot audit points afterwards: exit {code}, "
-            f"{mismatches} mismatches")
+            f"{mismatches} mismatches. The floor is the baseline's own work served over HTTP by a bare "
+            "aiohttp handler (bench/floor.py): no endpoint here can beat its ratio.")
 
 
 async def run() -> str:
@@ -188,9 +216,20 @@ async def run() -> str:
     redis = Redis.from_url(REDIS_URL)
     try:
         async with asyncpg.create_pool(DATABASE_URL, min_size=CONCURRENCY, max_size=CONCURRENCY) as pool:
-            await pool.execute(f"create table {BASELINE_TABLE} (id bigserial primary key, "
-                               "member int not null, key text not null unique)")
+            for table_name in (BASELINE_TABLE, floor.FLASH_TABLE):
+                await pool.execute(f"create table {table_name} (id bigserial primary key, "
+                                   "member int not null, key text not null unique)")
             raw, raw_orders = await baseline_load(redis, pool, len(tokens))
+            with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp:
+                bare_server = services.floor_server(Path(tmp), flash_sale_id=FLOOR_SALE_ID)
+                try:
+                    await bare_server.start()
+                    cpu = bare_server.cpu_seconds()
+                    bare = await floor_load(bare_server, len(tokens))
+                    bare.server_cpu_seconds = bare_server.cpu_seconds() - cpu
+                finally:
+                    bare_server.stop()
+            floor_orders = await pool.fetchval(f"select count(*) from {floor.FLASH_TABLE}")
     finally:
         await redis.aclose()
     orders, sold_ = await sold(DATABASE_URL, sale_id)
@@ -198,4 +237,4 @@ async def run() -> str:
     setup = (f"{CONCURRENCY} connections / tasks, {MEMBERS} members, {UNITS} units (limit {LIMIT}), "
              f"{SECONDS:.0f} s each, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
              f"Python {sys.version.split()[0]}")
-    return setup + "\n" + report(endpoint, raw, rss, (orders, sold_, raw_orders), audited)
+    return setup + "\n" + report(endpoint, raw, bare, rss, (orders, sold_, raw_orders, floor_orders), audited)

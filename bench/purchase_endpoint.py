@@ -124,13 +124,16 @@ async def raw_slice(pool: asyncpg.Pool, merchant_id: int, members: list[int], pr
     return result
 
 
-async def measure(server: Server, merchant_id: int, members: list[int]) -> tuple[LoadResult, LoadResult]:
+async def measure(server: Server, floor: Server, merchant_id: int, members: list[int]
+                  ) -> tuple[LoadResult, LoadResult, LoadResult]:
     async with aiohttp.ClientSession() as session:
         token = await services.staff_token(session, server.url, "bench", "till")
     # Warm-up: one purchase per member on each side (first-use rows, caches, pool connections).
     await services.json_load(server.url, itertools.islice(purchases(members, "warm"), MEMBERS), token=token,
                              connections=CONCURRENCY, seconds=60)
-    endpoint, raw = LoadResult(), LoadResult()
+    await services.json_load(floor.url, purchases(members, "floorwarm"), token="-", connections=CONCURRENCY,
+                             seconds=0.5)
+    endpoint, raw, bare = LoadResult(), LoadResult(), LoadResult()
     async with asyncpg.create_pool(DATABASE_URL, min_size=CONCURRENCY, max_size=CONCURRENCY) as pool:
         await raw_slice(pool, merchant_id, members, "rawwarm", 0.5)
         for round_ in range(ROUNDS):
@@ -142,14 +145,25 @@ async def measure(server: Server, merchant_id: int, members: list[int]) -> tuple
             slice_result.server_cpu_seconds = server.cpu_seconds() - cpu
             endpoint.add(slice_result)
             raw.add(await raw_slice(pool, merchant_id, members, f"raw{round_}", SECONDS / ROUNDS))
-    return endpoint, raw
+            cpu = floor.cpu_seconds()
+            slice_result, _ = await services.json_load(
+                floor.url, purchases(members, f"floor{round_}"), token="-", connections=CONCURRENCY,
+                seconds=SECONDS / ROUNDS,
+            )
+            slice_result.server_cpu_seconds = floor.cpu_seconds() - cpu
+            bare.add(slice_result)
+    return endpoint, raw, bare
 
 
-def report(endpoint: LoadResult, raw: LoadResult, rss: float, audited: tuple[int, int]) -> str:
+def report(endpoint: LoadResult, raw: LoadResult, bare: LoadResult, rss: float,
+           audited: tuple[int, int]) -> str:
     ratio = endpoint.rps / raw.rps if raw.rps else 0.0
+    floor_ratio = bare.rps / raw.rps if raw.rps else 0.0
     rows: list[list[object]] = [
         ["raw asyncpg (baseline)", raw.rps, raw.percentile(50), raw.percentile(99), raw.requests, raw.errors,
          "-", "-", "1.00"],
+        ["the same transaction, bare aiohttp (floor)", bare.rps, bare.percentile(50), bare.percentile(99),
+         bare.requests, bare.errors, bare.cpu_us_per_request, "-", f"{floor_ratio:.2f}"],
         ["POST /api/staff/purchases", endpoint.rps, endpoint.percentile(50), endpoint.percentile(99),
          endpoint.requests, endpoint.errors, endpoint.cpu_us_per_request, rss, f"{ratio:.2f}"],
     ]
@@ -159,7 +173,9 @@ def report(endpoint: LoadResult, raw: LoadResult, rss: float, audited: tuple[int
     code, mismatches = audited
     return (table(head, rows) + f"\n\nendpoint at {ratio:.0%} of the raw asyncpg tx/s (target >= "
             f"{TARGET_RATIO:.0%}: {met}); memberbot audit points afterwards: exit {code}, "
-            f"{mismatches} mismatches (the baseline's rows are balanced too)")
+            f"{mismatches} mismatches (the baseline's rows are balanced too). The floor is the "
+            "baseline's own transaction served over HTTP by a bare aiohttp handler (bench/floor.py): "
+            "no endpoint here can beat its ratio.")
 
 
 async def run() -> str:
@@ -171,14 +187,16 @@ async def run() -> str:
     merchant_id, members = await seed(DATABASE_URL)
     with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp:
         server = services.memberbot("memberbot-pg", DATABASE_URL, REDIS_URL, Path(tmp))
+        floor = services.floor_server(Path(tmp), merchant_id=merchant_id)
         try:
-            await server.start()
-            endpoint, raw = await measure(server, merchant_id, members)
+            await asyncio.gather(server.start(), floor.start())
+            endpoint, raw, bare = await measure(server, floor, merchant_id, members)
             rss = server.rss_mib()
         finally:
             server.stop()
+            floor.stop()
     audited = services.audit(DATABASE_URL, REDIS_URL)
     setup = (f"{CONCURRENCY} connections / asyncpg tasks over {MEMBERS} members, {SECONDS:.0f} s each in "
              f"{ROUNDS} interleaved slices, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
              f"Python {sys.version.split()[0]}")
-    return setup + "\n" + report(endpoint, raw, rss, audited)
+    return setup + "\n" + report(endpoint, raw, bare, rss, audited)

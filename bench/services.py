@@ -104,6 +104,15 @@ def memberbot(name: str, database_url: str, redis_url: str, workdir: Path, worke
     return Server(name, python_argv("-m", "bot", "serve"), env, port, log_path=workdir / f"{name}.log")
 
 
+def floor_server(workdir: Path, *, merchant_id: int = 0, flash_sale_id: int = -1) -> Server:
+    """bench.floor: a baseline's own work behind a bare aiohttp handler."""
+    port = free_port()
+    argv = python_argv("-m", "bench.floor", "--port", str(port), "--database-url", DATABASE_URL,
+                       "--redis-url", REDIS_URL, "--merchant-id", str(merchant_id),
+                       "--flash-sale-id", str(flash_sale_id))
+    return Server("floor", argv, {}, port, log_path=workdir / "floor.log")
+
+
 @asynccontextmanager
 async def orm(database_url: str) -> AsyncIterator[None]:
     await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)

@@ -32,7 +32,7 @@ from redis.exceptions import NoScriptError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from handlers import loyalty_config, mall
+from handlers import loyalty_config, mall, queries
 from handlers import points as ledger
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
 from models.mall import FlashSale, MallItem, MallOrder
@@ -223,7 +223,7 @@ def order_key(sale_id: int, member_id: int, key: str) -> str:
 
 
 async def get_sale(merchant_id: int, sale_id: int) -> FlashSale:
-    sale = await FlashSale.get_or_none(id=sale_id, merchant_id=merchant_id)
+    sale = await queries.first(FlashSale, id=sale_id, merchant_id=merchant_id)
     if sale is None:
         raise NotFound("秒杀活动不存在", field="flash_sale")
     return sale

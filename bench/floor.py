@@ -1,0 +1,86 @@
+"""The HTTP floor: a bare aiohttp server doing exactly a baseline's database and Redis work per request.
+
+The purchase and flash-sale baselines run without HTTP. This server puts that same work (nothing more:
+no auth, no validation beyond reading the JSON, no rules, no ORM) behind one aiohttp endpoint, so a
+benchmark can show what HTTP alone costs on this machine: a target above the floor's ratio cannot be
+met by any aiohttp endpoint here, whatever it does. Run:
+
+    python -m bench.floor --port N --database-url URL --redis-url URL --merchant-id M --flash-sale-id S
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from bench.purchase_endpoint import raw_purchase
+from handlers import flash
+
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
+OPTIONS: web.AppKey[argparse.Namespace] = web.AppKey("options", argparse.Namespace)
+FLASH_TABLE = "bench_flash_floor"
+FLASH_LIMIT = 2
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def purchase(request: web.Request) -> web.Response:
+    """The purchase baseline's transaction (lock, purchase row, posting, lot, balance) per request."""
+    body: dict[str, Any] = await request.json()
+    async with request.app[POOL].acquire() as conn:
+        await raw_purchase(conn, request.app[OPTIONS].merchant_id, int(body["member_id"]),
+                           str(body["idempotency_key"]), int(body["amount_fen"]))
+    return web.json_response({"ok": True})
+
+
+async def flash_attempt(request: web.Request) -> web.Response:
+    """The flash-sale baseline's attempt: the Lua gate by EVALSHA, one INSERT when a unit is taken."""
+    body: dict[str, Any] = await request.json()
+    member, key = int(body["member"]), str(body["idempotency_key"])
+    keys = flash.gate_keys(request.app[OPTIONS].flash_sale_id)
+    verdict = await flash.run_gate(request.app[REDIS], keys, "take", member, FLASH_LIMIT, key)
+    if verdict == "taken":
+        insert = f"insert into {FLASH_TABLE} (member, key) values ($1, $2)"
+        await request.app[POOL].execute(insert, member, key)
+        return web.json_response({"verdict": verdict})
+    return web.json_response({"verdict": verdict}, status=409)
+
+
+def create_app(options: argparse.Namespace) -> web.Application:
+    app = web.Application()
+    app[OPTIONS] = options
+
+    async def resources(app: web.Application) -> Any:
+        app[POOL] = await asyncpg.create_pool(options.database_url, min_size=16, max_size=16)
+        app[REDIS] = Redis.from_url(options.redis_url)
+        yield
+        await app[REDIS].aclose()
+        await app[POOL].close()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/api/staff/purchases", purchase)
+    app.router.add_post("/floor/flash", flash_attempt)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--merchant-id", type=int, default=0)
+    parser.add_argument("--flash-sale-id", type=int, default=-1)
+    options = parser.parse_args()
+    web.run_app(create_app(options), host="127.0.0.1", port=options.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
