@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from handlers import coupons, loyalty_config, members, points, queries, referrals, tiers, wallet
+from handlers import coupons, loyalty_config, points, queries, referrals, tiers, wallet
 from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
 from handlers.queries import fetch_one
 from handlers.rules.earn import compute_earn
@@ -36,7 +36,7 @@ from handlers.rules.till import after_tier_discount, price
 from models.activity import Purchase, PurchaseStatus
 from models.coupon import Coupon
 from models.member import Member
-from models.merchant import Merchant, Store
+from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsPool, PointsTransaction
 from models.staff import Staff
 from models.wallet import WalletTransaction
@@ -191,18 +191,17 @@ async def record_purchase(
 ) -> PurchaseResult:
     _validate(req)
     digest = _digest(req)
-    existing = await queries.first(Purchase, merchant_id=merchant.id, idempotency_key=req.idempotency_key)
-    if existing is not None:
-        return await _replay(existing, digest)
-    member = await members.by_id(merchant, req.member_id)
-    if member.anonymized_at is not None:
+    context = await _context(merchant, staff, req)
+    if context["ctx_existing"] is not None:
+        return await _replay(await Purchase.get(id=context["ctx_existing"]), digest)
+    if context["id"] is None or context["anonymized_at"] is not None:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    member = queries.as_model(Member, context)
     program = await loyalty_config.program(merchant.id)
     _, ladder = await loyalty_config.current_tiers(merchant.id)
     rules = effective_rules(await loyalty_config.current_rules(merchant.id), ladder, merchant.timezone)
-    tier = loyalty_config.tier_by_code(ladder, await tiers.tier_code(merchant.id, member.id))
-    store = await _store(merchant, staff)
-    store_code = store.code if store else None
+    tier = loyalty_config.tier_by_code(ladder, context["ctx_tier_code"] or ladder[0].code)
+    store_id, store_code = context["ctx_store_id"], context["ctx_store_code"]
     coupon = None
     try:
         if req.coupon_code:
@@ -231,7 +230,7 @@ async def record_purchase(
             return await _replay(await Purchase.get(id=existing_id), digest)
         pool = await _lock_pool(merchant.id, program)
         earn = compute_earn(
-            EarnPurchase(quote.paid_fen, req.items, store.code if store else "", now),
+            EarnPurchase(quote.paid_fen, req.items, store_code or "", now),
             MemberInfo(tier.code, period_spend, points_today, tier.name),
             rules,
             pool_remaining=None if pool is None else pool.budget - pool.granted,
@@ -240,7 +239,7 @@ async def record_purchase(
             purchase = await Purchase.create(
                 merchant_id=merchant.id,
                 member_id=member.id,
-                store=store,
+                store_id=store_id,
                 staff=staff,
                 idempotency_key=req.idempotency_key,
                 request_digest=digest,
@@ -358,10 +357,24 @@ def _lines(earn: EarnResult) -> list[dict[str, Any]]:
     return [{"code": line.code, "label": line.label, "points": line.points} for line in earn.breakdown]
 
 
-async def _store(merchant: Merchant, staff: Staff | None) -> Store | None:
-    if staff is not None and staff.store_id is not None:
-        return await queries.first(Store, id=staff.store_id)
-    return await Store.filter(merchant_id=merchant.id).order_by("id").first()
+# What a purchase needs before it locks anything, in one round trip: a purchase already recorded under
+# the key (a retry), the member (all columns; NULLs if there is none), their stored tier code, and the
+# store: the cashier's, else the merchant's first.
+_CONTEXT_SQL = """
+SELECT m.*,
+  (SELECT id FROM purchase WHERE merchant_id = :merchant AND idempotency_key = :key) AS ctx_existing,
+  (SELECT tier_code FROM member_tier WHERE member_id = :member) AS ctx_tier_code,
+  s.id AS ctx_store_id, s.code AS ctx_store_code
+FROM (SELECT 1 AS one) AS one
+LEFT JOIN member m ON m.id = :member AND m.merchant_id = :merchant
+LEFT JOIN store s ON s.id = COALESCE(
+  :staff_store, (SELECT id FROM store WHERE merchant_id = :merchant ORDER BY id LIMIT 1))
+"""
+
+
+async def _context(merchant: Merchant, staff: Staff | None, req: PurchaseRequest) -> dict[str, Any]:
+    return await fetch_one(_CONTEXT_SQL, merchant=merchant.id, key=req.idempotency_key, member=req.member_id,
+                           staff_store=staff.store_id if staff is not None else None)
 
 
 async def _lock_pool(merchant_id: int, program: Program) -> PointsPool | None:

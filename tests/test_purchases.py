@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 
 from handlers import loyalty_config, points, tiers
-from handlers.errors import Conflict, DomainError, ErrorCode, ValidationError
+from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
 from handlers.points_audit import audit_points
 from handlers.purchases import PurchaseRequest, record_purchase, refund_purchase
+from handlers.staff_accounts import create_staff
 from models.activity import Purchase, PurchaseStatus
 from models.loyalty import TierChange
+from models.merchant import Store
 from models.points import PointsAccount, PointsKind, PointsPool
 from tests.support.factories import make_member, make_merchant
 
@@ -45,6 +47,30 @@ async def test_purchase_earns_points_on_the_amount_paid_with_breakdown(shop: Any
     assert sum(line["points"] for line in result.breakdown) == 123
     assert result.balance == 123 and result.rule_set_version == 1
     assert await audit_points() == []
+
+
+async def test_a_purchase_is_recorded_at_the_cashiers_store_else_the_merchants_first(shop: Any) -> None:
+    merchant, member = shop
+    first = await Store.filter(merchant_id=merchant.id).order_by("id").first()
+    north = await Store.create(merchant=merchant, code="north", name="北店")
+    cashier = await create_staff(merchant, store_code="north", username="north-till", role="cashier",
+                                 password="till-password-1")
+    owner = await create_staff(merchant, store_code=None, username="owner", role="admin",
+                               password="owner-password-1")
+    at_till = await record_purchase(merchant, cashier, PurchaseRequest("n1", member.id, 1_000), now=NOW)
+    by_owner = await record_purchase(merchant, owner, PurchaseRequest("o1", member.id, 1_000), now=NOW)
+    assert (await Purchase.get(id=at_till.purchase_id)).store_id == north.id
+    assert first is not None and (await Purchase.get(id=by_owner.purchase_id)).store_id == first.id
+
+
+async def test_an_unknown_or_foreign_member_is_not_found_and_nothing_is_written(shop: Any) -> None:
+    merchant, _ = shop
+    other = await make_merchant("other")
+    stranger = await make_member(other)
+    for member_id in (stranger.id, 999_999):
+        with pytest.raises(NotFound):
+            await record_purchase(merchant, None, PurchaseRequest(f"x{member_id}", member_id, 1_000), now=NOW)
+    assert await Purchase.all().count() == 0
 
 
 async def test_repeated_key_returns_first_result_and_different_request_is_refused(shop: Any) -> None:
