@@ -1,9 +1,13 @@
-"""The HTTP floor: a bare aiohttp server doing exactly a baseline's database and Redis work per request.
+"""The floors: bare aiohttp handlers doing the least work a benchmark's real path must do.
 
-The purchase and flash-sale baselines run without HTTP. This server puts that same work (nothing more:
-no auth, no validation beyond reading the JSON, no rules, no ORM) behind one aiohttp endpoint, so a
-benchmark can show what HTTP alone costs on this machine: a target above the floor's ratio cannot be
-met by any aiohttp endpoint here, whatever it does. Run:
+- Purchases and flash sales: their baselines run without HTTP; `/api/staff/purchases` and `/floor/flash`
+  put exactly the baseline's work (nothing more: no auth, no rules, no ORM) behind one aiohttp
+  endpoint, so a benchmark shows what HTTP alone costs on this machine.
+- 签到: the baseline is a bare webhook that touches no store. `/wechat/{slug}` here is that webhook plus
+  the two round trips a check-in cannot do without: the Redis claim that makes a push take effect once
+  (WeChat retries), and one SQL statement writing the day's check-in.
+
+A target above a floor's ratio cannot be met by any aiohttp endpoint here, whatever it does. Run:
 
     python -m bench.floor --port N --database-url URL --redis-url URL --merchant-id M --flash-sale-id S
 """
@@ -11,13 +15,19 @@ met by any aiohttp endpoint here, whatever it does. Run:
 from __future__ import annotations
 
 import argparse
+import hmac
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
+from wechatpy import parse_message
+from wechatpy.replies import TextReply
 
+from bench.baseline import _signature
 from bench.purchase_endpoint import raw_purchase
+from bot.demo import DEMO
 from handlers import flash
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
@@ -25,6 +35,8 @@ REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
 OPTIONS: web.AppKey[argparse.Namespace] = web.AppKey("options", argparse.Namespace)
 FLASH_TABLE = "bench_flash_floor"
 FLASH_LIMIT = 2
+CHECKIN_TABLE = "bench_checkin_floor"
+CHECKIN_SQL = f"insert into {CHECKIN_TABLE} (openid, day) values ($1, $2) on conflict do nothing returning id"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -53,6 +65,21 @@ async def flash_attempt(request: web.Request) -> web.Response:
     return web.json_response({"verdict": verdict}, status=409)
 
 
+async def checkin(request: web.Request) -> web.Response:
+    """A plaintext 签到: signature, parse, the once-only Redis claim, one INSERT, a text reply."""
+    query = request.query
+    timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
+    if not hmac.compare_digest(_signature(DEMO.oa_token, timestamp, nonce), query.get("signature", "")):
+        raise web.HTTPForbidden()
+    message = parse_message(await request.text())
+    if not await request.app[REDIS].set(f"floor:msg:{message.id}", 1, nx=True, ex=300):
+        return web.Response(text="")  # a retry: the first delivery answers
+    day = datetime.now(UTC).date()
+    written = await request.app[POOL].fetchval(CHECKIN_SQL, message.source, day)
+    reply = TextReply(content="签到成功" if written else "今天已经签到过了", message=message).render()
+    return web.Response(text=reply, content_type="application/xml")
+
+
 def create_app(options: argparse.Namespace) -> web.Application:
     app = web.Application()
     app[OPTIONS] = options
@@ -68,6 +95,7 @@ def create_app(options: argparse.Namespace) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/api/staff/purchases", purchase)
     app.router.add_post("/floor/flash", flash_attempt)
+    app.router.add_post("/wechat/{merchant_slug}", checkin)
     return app
 
 
