@@ -236,6 +236,8 @@ async def buy(redis: Redis, merchant: Merchant, member: Member, sale_id: int, *,
     check_window(sale, now)
     reservation = order_key(sale.id, member.id, key)
     verdict = await take(redis, sale, member.id, reservation, now)
+    if verdict is Verdict.LIMIT and await _forget_returned_orders(redis, sale.id, member.id):
+        verdict = await take(redis, sale, member.id, reservation, now)
     if verdict is Verdict.DUPLICATE:
         existing = await MallOrder.get_or_none(merchant_id=merchant.id, idempotency_key=reservation)
         if existing is not None:
@@ -253,7 +255,25 @@ async def buy(redis: Redis, merchant: Merchant, member: Member, sale_id: int, *,
     except BaseException:
         await asyncio.shield(release(redis, sale.id, member.id, reservation, give_back=True))
         raise
+    if replayed and verdict is Verdict.TAKEN:
+        # A retry of an order that was returned since (its reservation was freed): the unit just taken
+        # is not needed, and the returned order must not count under the limit again.
+        await asyncio.shield(release(redis, sale.id, member.id, reservation, give_back=True))
     return Bought(order, sale, replayed)
+
+
+async def _forget_returned_orders(redis: Redis, sale_id: int, member_id: int) -> bool:
+    """Free the member's place under the limit for their orders of this sale that were returned without
+    the gate hearing of it (a pick-up the expiry job returned, say); True if any place was freed. Only
+    run when the gate says "limit", so the common path pays nothing for it."""
+    returned = await MallOrder.filter(
+        flash_sale_id=sale_id, member_id=member_id, status__in=mall.RETURNED
+    ).values_list("idempotency_key", flat=True)
+    freed = False
+    for reservation in returned:
+        outcome = await release(redis, sale_id, member_id, str(reservation), give_back=False)
+        freed = freed or outcome == "released"
+    return freed
 
 
 async def live_units(sale_id: int, member_id: int) -> int:

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from handlers import flash, points
 from handlers.mall import ItemInput, create_item, return_order
+from handlers.mall_orders import expire_pickups
 from handlers.points_audit import audit_points
 from handlers.sessions import SessionKind, SessionStore
 from models.mall import FlashSale, ItemKind, MallItem, MallOrder, OrderStatus, StockMovement
@@ -240,4 +241,40 @@ async def test_a_member_who_cancels_may_buy_again_at_once(client: TestClient) ->
                                   headers=headers)
     assert cancelled.status == 200, await cancelled.text()
     assert (await buy(client, merchant, member, sale["id"], "k3")).status == 200  # no rebuild needed
+    assert await audit_points() == []
+
+
+async def test_a_pickup_the_expiry_job_returned_frees_the_members_place(client: TestClient) -> None:
+    """The job returns overdue pick-ups without touching Redis; the member's next attempt finds the gate
+    still counting the order, checks the database, frees the place and buys."""
+    merchant = await make_merchant()
+    item = await make_item(merchant, stock=10)
+    sale = await new_sale(client, merchant, item, stock=3, limit=1)
+    [member] = await buyers(merchant, 1)
+    order = await (await buy(client, merchant, member, sale["id"], "k")).json()
+    assert (await buy(client, merchant, member, sale["id"], "k2")).status == 409  # the limit holds
+    overdue = datetime.now(UTC) - timedelta(minutes=1)
+    await MallOrder.filter(id=order["order_id"]).update(pickup_deadline=overdue)
+    assert await expire_pickups(datetime.now(UTC)) == {"expired_orders": 1}
+    again = await buy(client, merchant, member, sale["id"], "k3")
+    assert again.status == 200, await again.text()
+    assert await left_in_redis(client, sale["id"]) == 1  # the expired unit went to the item, not the sale
+    assert await MallOrder.filter(flash_sale_id=sale["id"], member_id=member.id).count() == 2
+    assert await audit_points() == []
+
+
+async def test_retrying_a_cancelled_orders_key_replays_it_and_takes_no_unit(client: TestClient) -> None:
+    merchant = await make_merchant()
+    item = await make_item(merchant, stock=10)
+    sale = await new_sale(client, merchant, item, stock=3, limit=1)
+    [member] = await buyers(merchant, 1)
+    order = await (await buy(client, merchant, member, sale["id"], "k")).json()
+    headers = await member_headers(client, merchant, member)
+    cancelled = await client.post(f"/api/mp/{merchant.slug}/mall/orders/{order['order_id']}/cancel",
+                                  headers=headers)
+    assert cancelled.status == 200, await cancelled.text()
+    retry = await buy(client, merchant, member, sale["id"], "k")
+    assert retry.status == 200 and (await retry.json())["order_id"] == order["order_id"]
+    assert await left_in_redis(client, sale["id"]) == 2  # the retry took no unit
+    assert (await buy(client, merchant, member, sale["id"], "k2")).status == 200  # and holds no place
     assert await audit_points() == []
