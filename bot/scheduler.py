@@ -32,11 +32,16 @@ SCHEDULE_TIMEZONE = ZoneInfo("Asia/Shanghai")
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A job due every day at `hour:minute`, or every hour at `minute` when `hour` is None."""
+    """A job due every day at `hour:minute`, or every hour at `minute` when `hour` is None; `minute` may
+    be a set of minutes (several runs an hour)."""
 
     job: str
-    minute: int
+    minute: int | frozenset[int]
     hour: int | None = None
+
+    @property
+    def minutes(self) -> tuple[int, ...]:
+        return (self.minute,) if isinstance(self.minute, int) else tuple(sorted(self.minute))
 
 
 SCHEDULE: tuple[Entry, ...] = (
@@ -46,17 +51,22 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("retention", hour=3, minute=30),
     Entry("mall_pickup_expiry", minute=15),
     Entry("coupon_expiry", minute=20),
-    Entry("expire_groups", minute=25),
+    # A group deal that fails to fill refunds its members within ten minutes of its deadline.
+    Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
 )
 
 
 def next_due(after: datetime, entry: Entry, zone: ZoneInfo = SCHEDULE_TIMEZONE) -> datetime:
     """The first instant strictly after `after` at which `entry` is due, in UTC."""
+    return min(_next_at(after, entry.hour, minute, zone) for minute in entry.minutes)
+
+
+def _next_at(after: datetime, hour: int | None, minute: int, zone: ZoneInfo) -> datetime:
     local = after.astimezone(zone)
-    candidate = local.replace(minute=entry.minute, second=0, microsecond=0)
+    candidate = local.replace(minute=minute, second=0, microsecond=0)
     step = timedelta(hours=1)
-    if entry.hour is not None:
-        candidate = candidate.replace(hour=entry.hour)
+    if hour is not None:
+        candidate = candidate.replace(hour=hour)
         step = timedelta(days=1)
     while candidate <= local:
         candidate = (candidate.replace(tzinfo=None) + step).replace(tzinfo=zone)

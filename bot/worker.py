@@ -83,7 +83,7 @@ def cron_job(entry: Entry) -> CronJob:
         _scheduled(entry.job),
         name=f"cron:{entry.job}",
         hour=entry.hour,
-        minute=entry.minute,
+        minute=entry.minute if isinstance(entry.minute, int) else set(entry.minute),
         second=0,
         microsecond=0,
         unique=True,
