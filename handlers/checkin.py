@@ -32,6 +32,7 @@ from handlers.rules.checkin import (
     local_day,
     makeup_allowed,
     month_calendar,
+    points_table,
     streak_rewards,
 )
 from handlers.rules.expiry import expiry_date
@@ -138,14 +139,60 @@ class _Locked:
 
 
 async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> CheckinResult:
-    """Check the member in for today (merchant-local); a second call the same day changes nothing.
+    """Check the member in for today (merchant-local); a second call the same day changes nothing."""
+    result = await _check_in(merchant, now, member_id=member_id)
+    if result is None:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    return result
 
-    The hot path of the chat's 签到, in hand-written SQL: one statement locks the account row and reads
-    today's and yesterday's check-ins, one writes the check-in, and `points.credit_locked` one more.
-    """
+
+async def check_in_follower(merchant: Merchant, openid: str, *, now: datetime) -> CheckinResult | None:
+    """`check_in` for the member behind an Official Account openid; None if there is none (yet)."""
+    if queries.dialect() == "postgres":
+        return await _check_in(merchant, now, openid=openid)
+    member = await members.by_openid(merchant, openid)
+    return None if member is None else await check_in(merchant, member.id, now=now)
+
+
+_CHECK_IN_CALL = """
+SELECT outcome, member_id, streak, points, balance FROM memberbot_check_in(
+    :merchant, :member, :openid, :day, :table, :cycle, :daily, :reason, :now, :expires)
+"""
+
+
+async def _check_in(
+    merchant: Merchant, now: datetime, *, member_id: int | None = None, openid: str | None = None
+) -> CheckinResult | None:
     program = await loyalty_config.program(merchant.id)
     policy = program.checkin
     day = local_day(now, merchant.timezone)
+    expires = expiry_date(now, program.expiry, merchant.timezone)
+    if queries.dialect() != "postgres":
+        assert member_id is not None  # SQLite looks followers up first (check_in_follower)
+        return await _check_in_here(merchant, member_id, day, policy, now=now, expires=expires)
+    # PostgreSQL: one round trip to memberbot_check_in (migration 0009), which does what
+    # _check_in_here does, with the points of each streak handed over as a table.
+    table, cycle = points_table(policy)
+    row = await queries.fetch_one(
+        _CHECK_IN_CALL, merchant=merchant.id, member=member_id, openid=openid, day=day, table=table,
+        cycle=cycle, daily=policy.daily_points, reason=f"{day.isoformat()} 签到", now=now, expires=expires,
+    )
+    if row["outcome"] == "no_member":
+        return None
+    streak, earned = int(row["streak"]), int(row["points"])
+    if row["outcome"] == "already":
+        return _already(day, streak, int(row["balance"]), policy)
+    bonus = streak_rewards(streak, policy.streak_rewards, policy.cycle_days)
+    return CheckinResult(day, False, streak, earned, bonus, int(row["balance"]), next_reward(policy, streak))
+
+
+async def _check_in_here(
+    merchant: Merchant, member_id: int, day: date, policy: CheckinPolicy, *, now: datetime,
+    expires: datetime | None,
+) -> CheckinResult:
+    """The check-in from Python (the SQLite path; correct on PostgreSQL too): one statement locks the
+    account row and reads today's and yesterday's check-ins, one writes the check-in (only if yesterday's
+    streak is still the one read), and `points.credit_locked` one more."""
     params = {"merchant": merchant.id, "member": member_id, "day": day, "yesterday": day - timedelta(days=1)}
     try:
         async with in_transaction():
@@ -167,7 +214,7 @@ async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> Chec
                 posted = await points.credit_locked(
                     locked.account, earned, PointsKind.EARN_CHECKIN,
                     key=f"checkin:{member_id}:{day.isoformat()}", now=now,
-                    expires_at=expiry_date(now, program.expiry, merchant.timezone),
+                    expires_at=expires,
                     reference=day.isoformat(), actor="member", reason=f"{day.isoformat()} 签到",
                 )
                 balance = posted.balance_after

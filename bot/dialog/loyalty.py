@@ -12,7 +12,7 @@ from bot.dialog.router import Router
 from bot.dialog.turn import Turn
 from handlers import card, checkin, points_view, tiers
 from handlers.chat import Article, ChatReply, NewsReply
-from handlers.checkin import CheckinResult, NextReward
+from handlers.checkin import NextReward
 from handlers.points_view import LedgerRow
 
 RECENT_ROWS = 5
@@ -25,8 +25,10 @@ def _reward(reward: NextReward | None) -> dict[str, int]:
 
 
 async def check_in(turn: Turn) -> ChatReply:
-    member = await turn.ensure_member()
-    result: CheckinResult = await checkin.check_in(turn.merchant, member.id, now=turn.now())
+    result = await checkin.check_in_follower(turn.merchant, turn.openid, now=turn.now())
+    if result is None:  # a follower the bot does not know yet becomes a member first
+        member = await turn.ensure_member()
+        result = await checkin.check_in(turn.merchant, member.id, now=turn.now())
     template = "checkin_already" if result.already else "checkin_done"
     return await turn.reply(
         template, points=result.points, bonus=result.bonus, streak=result.streak, balance=result.balance,

@@ -103,6 +103,15 @@ def checkin_points(policy: CheckinPolicy, streak: int) -> int:
     return policy.daily_points + streak_rewards(streak, policy.streak_rewards, policy.cycle_days)
 
 
+def points_table(policy: CheckinPolicy) -> tuple[list[int], int]:
+    """`checkin_points` as data, for code that cannot call Python (the PostgreSQL check-in function):
+    `(table, cycle)` such that the points of streak `s` are `table[(s - 1) % cycle]` when `cycle`, else
+    `table[s - 1]` while `s <= len(table)`, else `policy.daily_points`."""
+    if policy.cycle_days:
+        return [checkin_points(policy, s) for s in range(1, policy.cycle_days + 1)], policy.cycle_days
+    return [checkin_points(policy, s) for s in range(1, max(policy.streak_rewards, default=0) + 1)], 0
+
+
 def makeup_allowed(
     day: date,
     today: date,

@@ -15,6 +15,7 @@ from handlers.rules.checkin import (
     local_day,
     makeup_allowed,
     month_calendar,
+    points_table,
     streak_after,
     streak_rewards,
     validate_checkin_policy,
@@ -238,3 +239,22 @@ def test_calendar_never_offers_impossible_make_ups(offsets: set[int], today_offs
         if entry.can_make_up:
             assert not entry.checked and not entry.is_today and not entry.is_future
             assert (today - entry.day).days <= back
+
+
+@given(
+    daily=st.integers(0, 50),
+    rewards=st.dictionaries(st.integers(1, 40), st.integers(1, 500), max_size=5),
+    cycle=st.one_of(st.none(), st.integers(1, 40)),
+)
+def test_points_table_gives_every_streak_the_points_the_rules_give(
+    daily: int, rewards: dict[int, int], cycle: int | None
+) -> None:
+    """The PostgreSQL check-in function reads points from this table; it must agree with the rules."""
+    policy = CheckinPolicy(daily_points=daily, streak_rewards=rewards, cycle_days=cycle)
+    table, period = points_table(policy)
+    for streak in range(1, 200):
+        if period:
+            looked_up = table[(streak - 1) % period]
+        else:
+            looked_up = table[streak - 1] if streak <= len(table) else policy.daily_points
+        assert looked_up == checkin_points(policy, streak), streak
