@@ -22,7 +22,7 @@ REPLY_TEXT = "这是固定的帮助回复。"
 CRYPTO: web.AppKey[WeChatCrypto] = web.AppKey("crypto", WeChatCrypto)
 
 
-def _signature(*parts: str) -> str:
+def signature(*parts: str) -> str:
     return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
 
 
@@ -37,12 +37,12 @@ async def push(request: web.Request) -> web.Response:
     crypto = request.app[CRYPTO]
     if query.get("encrypt_type") == "aes":
         envelope = str(xmltodict.parse(body)["xml"]["Encrypt"])
-        expected = _signature(DEMO.oa_token, timestamp, nonce, envelope)
+        expected = signature(DEMO.oa_token, timestamp, nonce, envelope)
         if not hmac.compare_digest(expected, query.get("msg_signature", "")):
             raise web.HTTPForbidden()
         xml = crypto.decrypt_message({"Encrypt": envelope}, expected, timestamp, nonce)
     else:
-        if not hmac.compare_digest(_signature(DEMO.oa_token, timestamp, nonce), query.get("signature", "")):
+        if not hmac.compare_digest(signature(DEMO.oa_token, timestamp, nonce), query.get("signature", "")):
             raise web.HTTPForbidden()
         xml = body
     message = parse_message(xml)

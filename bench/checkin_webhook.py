@@ -13,7 +13,6 @@ of the baseline's requests/s, p99 < 150 ms, server RSS < 200 MB.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import secrets
 import sqlite3
@@ -26,6 +25,7 @@ from pathlib import Path
 import asyncpg
 
 from bench import floor, services
+from bench.baseline import signature
 from bench.harness import LoadResult, Request, Server, free_port, load, python_argv, table
 from bench.services import DATABASE_URL, REDIS_URL
 from bot.demo import DEMO
@@ -43,10 +43,6 @@ WORKERS_PREFIX = "wCheckin"  # the members of the WORKERS=2 server (same databas
 FLOOR_PREFIX = "fCheckin"
 
 
-def _sign(*parts: str) -> str:
-    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
-
-
 def checkin_requests(count: int, prefix: str = OPENID_PREFIX) -> list[Request]:
     """One signed 签到 per member, members in order, built before the clock starts."""
     stamp = str(int(time.time()))
@@ -56,7 +52,7 @@ def checkin_requests(count: int, prefix: str = OPENID_PREFIX) -> list[Request]:
         xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
                f"</FromUserName><CreateTime>{stamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
                f"<Content><![CDATA[签到]]></Content><MsgId>{secrets.randbits(62)}</MsgId></xml>")
-        params = {"signature": _sign(DEMO.oa_token, stamp, nonce), "timestamp": stamp, "nonce": nonce,
+        params = {"signature": signature(DEMO.oa_token, stamp, nonce), "timestamp": stamp, "nonce": nonce,
                   "openid": openid}
         out.append(Request("/wechat/demo", params, xml.encode()))
     return out

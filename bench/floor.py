@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from wechatpy import parse_message
 from wechatpy.replies import TextReply
 
-from bench.baseline import _signature
+from bench.baseline import healthz, signature
 from bench.purchase_endpoint import raw_purchase
 from bot.demo import DEMO
 from handlers import flash
@@ -37,10 +37,6 @@ FLASH_TABLE = "bench_flash_floor"
 FLASH_LIMIT = 2
 CHECKIN_TABLE = "bench_checkin_floor"
 CHECKIN_SQL = f"insert into {CHECKIN_TABLE} (openid, day) values ($1, $2) on conflict do nothing returning id"
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 async def purchase(request: web.Request) -> web.Response:
@@ -69,7 +65,7 @@ async def checkin(request: web.Request) -> web.Response:
     """A plaintext 签到: signature, parse, the once-only Redis claim, one INSERT, a text reply."""
     query = request.query
     timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-    if not hmac.compare_digest(_signature(DEMO.oa_token, timestamp, nonce), query.get("signature", "")):
+    if not hmac.compare_digest(signature(DEMO.oa_token, timestamp, nonce), query.get("signature", "")):
         raise web.HTTPForbidden()
     message = parse_message(await request.text())
     if not await request.app[REDIS].set(f"floor:msg:{message.id}", 1, nx=True, ex=300):

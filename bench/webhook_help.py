@@ -9,7 +9,6 @@ Same load tool, same run, same machine. Target: memberbot at >= 60% of the basel
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import secrets
 import subprocess
@@ -23,6 +22,7 @@ import aiohttp
 import xmltodict
 from wechatpy.crypto import WeChatCrypto
 
+from bench.baseline import signature
 from bench.harness import ROOT, Check, LoadResult, Request, Server, free_port, load, python_argv, table
 from bot.demo import DEMO
 
@@ -38,10 +38,6 @@ MODES = ("plain", "safe")
 ACCOUNT = "gh_demo00000000"
 
 
-def _sign(*parts: str) -> str:
-    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
-
-
 def help_requests(mode: str, count: int) -> list[Request]:
     """`count` signed 帮助 pushes for the demo merchant, built before the clock starts."""
     crypto = WeChatCrypto(DEMO.oa_token, DEMO.oa_aes_key, DEMO.oa_appid)
@@ -52,11 +48,11 @@ def help_requests(mode: str, count: int) -> list[Request]:
         xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
                f"</FromUserName><CreateTime>{stamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
                f"<Content><![CDATA[帮助]]></Content><MsgId>{secrets.randbits(62)}</MsgId></xml>")
-        params = {"signature": _sign(DEMO.oa_token, stamp, nonce), "timestamp": stamp, "nonce": nonce,
+        params = {"signature": signature(DEMO.oa_token, stamp, nonce), "timestamp": stamp, "nonce": nonce,
                   "openid": openid}
         if mode == "safe":
             encrypted = xmltodict.parse(crypto.encrypt_message(xml, nonce, stamp))["xml"]["Encrypt"]
-            params.update(encrypt_type="aes", msg_signature=_sign(DEMO.oa_token, stamp, nonce, encrypted))
+            params.update(encrypt_type="aes", msg_signature=signature(DEMO.oa_token, stamp, nonce, encrypted))
             xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
                    f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>")
         out.append(Request("/wechat/demo", params, xml.encode()))

@@ -229,17 +229,27 @@ async def test_a_cancelled_flash_order_frees_the_member_not_the_sale(client: Tes
     assert await audit_points() == []
 
 
-async def test_a_member_who_cancels_may_buy_again_at_once(client: TestClient) -> None:
+async def one_bought(client: TestClient) -> tuple[Merchant, Member, dict[str, Any], dict[str, Any]]:
+    """A sale of 3 units, limit 1, and one member's order of it (key "k")."""
     merchant = await make_merchant()
     item = await make_item(merchant, stock=10)
     sale = await new_sale(client, merchant, item, stock=3, limit=1)
     [member] = await buyers(merchant, 1)
     order = await (await buy(client, merchant, member, sale["id"], "k")).json()
-    assert (await buy(client, merchant, member, sale["id"], "k2")).status == 409  # the limit holds
+    return merchant, member, sale, order
+
+
+async def cancel(client: TestClient, merchant: Merchant, member: Member, order: dict[str, Any]) -> None:
     headers = await member_headers(client, merchant, member)
     cancelled = await client.post(f"/api/mp/{merchant.slug}/mall/orders/{order['order_id']}/cancel",
                                   headers=headers)
     assert cancelled.status == 200, await cancelled.text()
+
+
+async def test_a_member_who_cancels_may_buy_again_at_once(client: TestClient) -> None:
+    merchant, member, sale, order = await one_bought(client)
+    assert (await buy(client, merchant, member, sale["id"], "k2")).status == 409  # the limit holds
+    await cancel(client, merchant, member, order)
     assert (await buy(client, merchant, member, sale["id"], "k3")).status == 200  # no rebuild needed
     assert await audit_points() == []
 
@@ -247,11 +257,7 @@ async def test_a_member_who_cancels_may_buy_again_at_once(client: TestClient) ->
 async def test_a_pickup_the_expiry_job_returned_frees_the_members_place(client: TestClient) -> None:
     """The job returns overdue pick-ups without touching Redis; the member's next attempt finds the gate
     still counting the order, checks the database, frees the place and buys."""
-    merchant = await make_merchant()
-    item = await make_item(merchant, stock=10)
-    sale = await new_sale(client, merchant, item, stock=3, limit=1)
-    [member] = await buyers(merchant, 1)
-    order = await (await buy(client, merchant, member, sale["id"], "k")).json()
+    merchant, member, sale, order = await one_bought(client)
     assert (await buy(client, merchant, member, sale["id"], "k2")).status == 409  # the limit holds
     overdue = datetime.now(UTC) - timedelta(minutes=1)
     await MallOrder.filter(id=order["order_id"]).update(pickup_deadline=overdue)
@@ -264,15 +270,8 @@ async def test_a_pickup_the_expiry_job_returned_frees_the_members_place(client: 
 
 
 async def test_retrying_a_cancelled_orders_key_replays_it_and_takes_no_unit(client: TestClient) -> None:
-    merchant = await make_merchant()
-    item = await make_item(merchant, stock=10)
-    sale = await new_sale(client, merchant, item, stock=3, limit=1)
-    [member] = await buyers(merchant, 1)
-    order = await (await buy(client, merchant, member, sale["id"], "k")).json()
-    headers = await member_headers(client, merchant, member)
-    cancelled = await client.post(f"/api/mp/{merchant.slug}/mall/orders/{order['order_id']}/cancel",
-                                  headers=headers)
-    assert cancelled.status == 200, await cancelled.text()
+    merchant, member, sale, order = await one_bought(client)
+    await cancel(client, merchant, member, order)
     retry = await buy(client, merchant, member, sale["id"], "k")
     assert retry.status == 200 and (await retry.json())["order_id"] == order["order_id"]
     assert await left_in_redis(client, sale["id"]) == 2  # the retry took no unit
