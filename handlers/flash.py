@@ -174,7 +174,8 @@ async def forget_returned(redis: Redis, order: MallOrder) -> None:
 
 
 async def db_state(sale_id: int) -> tuple[int, dict[int, int], dict[str, int]]:
-    """From the database: (units left, units per member not returned, every order key -> member)."""
+    """From the database: (units left, units per member, order key -> member), the last two for orders
+    not returned: the gate holds a reservation exactly while it counts it under the member's limit."""
     sale = await FlashSale.get(id=sale_id)
     rows = await MallOrder.filter(flash_sale_id=sale_id).values_list("member_id", "qty", "status",
                                                                       "idempotency_key")
@@ -182,9 +183,9 @@ async def db_state(sale_id: int) -> tuple[int, dict[int, int], dict[str, int]]:
     reservations: dict[str, int] = {}
     ordered = 0
     for member_id, qty, status, key in rows:
-        reservations[key] = member_id
         ordered += qty
         if status not in mall.RETURNED:
+            reservations[key] = member_id
             per_member[member_id] = per_member.get(member_id, 0) + qty
     return sale.stock - ordered, per_member, reservations
 
@@ -236,8 +237,12 @@ async def buy(redis: Redis, merchant: Merchant, member: Member, sale_id: int, *,
     check_window(sale, now)
     reservation = order_key(sale.id, member.id, key)
     verdict = await take(redis, sale, member.id, reservation, now)
-    if verdict is Verdict.LIMIT and await _forget_returned_orders(redis, sale.id, member.id):
-        verdict = await take(redis, sale, member.id, reservation, now)
+    if verdict is Verdict.LIMIT:
+        existing = await MallOrder.get_or_none(merchant_id=merchant.id, idempotency_key=reservation)
+        if existing is not None:  # a retry of an order since returned: replay it
+            return Bought(existing, sale, replayed=True)
+        if await _forget_returned_orders(redis, sale.id, member.id):
+            verdict = await take(redis, sale, member.id, reservation, now)
     if verdict is Verdict.DUPLICATE:
         existing = await MallOrder.get_or_none(merchant_id=merchant.id, idempotency_key=reservation)
         if existing is not None:
@@ -247,19 +252,29 @@ async def buy(redis: Redis, merchant: Merchant, member: Member, sale_id: int, *,
         raise SoldOut("已抢光", field="flash_sale")
     elif verdict is Verdict.LIMIT:
         raise LimitReached(f"每人限购 {sale.limit_per_member} 件", field="flash_sale")
+    taken = verdict is Verdict.TAKEN
     try:
         order, replayed = await _write(merchant, member, sale, reservation, now)
     except SoldOut:  # Redis had a unit the database does not: drop it
         await asyncio.shield(release(redis, sale.id, member.id, reservation, give_back=False))
         raise
     except BaseException:
-        await asyncio.shield(release(redis, sale.id, member.id, reservation, give_back=True))
+        await asyncio.shield(_give_back(redis, sale.id, member.id, reservation, taken=taken))
         raise
-    if replayed and verdict is Verdict.TAKEN:
+    if replayed and taken:
         # A retry of an order that was returned since (its reservation was freed): the unit just taken
         # is not needed, and the returned order must not count under the limit again.
-        await asyncio.shield(release(redis, sale.id, member.id, reservation, give_back=True))
+        await asyncio.shield(_give_back(redis, sale.id, member.id, reservation, taken=True))
     return Bought(order, sale, replayed)
+
+
+async def _give_back(redis: Redis, sale_id: int, member_id: int, reservation: str, *, taken: bool) -> None:
+    """Undo a reservation with its unit. A unit this request `taken` goes back even if the reservation was
+    freed meanwhile (a retry of a returned order racing the member's next attempt, which frees the
+    returned orders' places without their units)."""
+    outcome = await release(redis, sale_id, member_id, reservation, give_back=True)
+    if outcome == "absent" and taken:
+        await run_gate(redis, gate_keys(sale_id), "restock")
 
 
 async def _forget_returned_orders(redis: Redis, sale_id: int, member_id: int) -> bool:

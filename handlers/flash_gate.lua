@@ -7,6 +7,7 @@
 -- ARGV[1] is the operation:
 --   take    member, limit, reservation         -> taken | duplicate | limit | sold_out | missing
 --   release member, reservation, give_back(0|1) -> released | absent | missing
+--   restock                                    -> restocked | missing   (one unit back, no reservation)
 --   load    left, ttl seconds, n_members, (member, count) * n_members, (reservation, member) *
 --                                              -> loaded | present
 
@@ -31,6 +32,12 @@ if op == 'release' then
   if redis.call('HINCRBY', KEYS[2], member, -1) <= 0 then redis.call('HDEL', KEYS[2], member) end
   if give_back == '1' then redis.call('INCR', KEYS[1]) end
   return 'released'
+end
+
+if op == 'restock' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+  redis.call('INCR', KEYS[1])
+  return 'restocked'
 end
 
 if op == 'load' then

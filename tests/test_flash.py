@@ -266,6 +266,12 @@ async def test_a_pickup_the_expiry_job_returned_frees_the_members_place(client: 
     assert again.status == 200, await again.text()
     assert await left_in_redis(client, sale["id"]) == 1  # the expired unit went to the item, not the sale
     assert await MallOrder.filter(flash_sale_id=sale["id"], member_id=member.id).count() == 2
+    for flushed in (False, True):  # a retry of the expired order's key replays it, also after a rebuild
+        if flushed:
+            await client.app[REDIS].flushdb()
+        retry = await buy(client, merchant, member, sale["id"], "k")
+        assert retry.status == 200 and (await retry.json())["order_id"] == order["order_id"]
+        assert await left_in_redis(client, sale["id"]) == 1
     assert await audit_points() == []
 
 
@@ -277,3 +283,16 @@ async def test_retrying_a_cancelled_orders_key_replays_it_and_takes_no_unit(clie
     assert await left_in_redis(client, sale["id"]) == 2  # the retry took no unit
     assert (await buy(client, merchant, member, sale["id"], "k2")).status == 200  # and holds no place
     assert await audit_points() == []
+
+
+async def test_a_unit_goes_back_even_when_its_reservation_was_freed_meanwhile(client: TestClient) -> None:
+    """A retry of a returned order takes a unit while the member's next attempt frees the returned
+    orders' places (without their units): giving the retry's unit back must still restore it."""
+    redis = client.app[REDIS]
+    keys = flash.gate_keys(990)
+    await flash.run_gate(redis, keys, "load", 5, 3600, 0)
+    assert await flash.run_gate(redis, keys, "take", 7, 1, "r") == "taken"
+    assert await flash.release(redis, 990, 7, "r", give_back=False) == "released"  # freed meanwhile
+    await flash._give_back(redis, 990, 7, "r", taken=True)
+    assert int(await redis.get(keys[0])) == 5
+    assert await flash.run_gate(redis, keys, "take", 7, 1, "s") == "taken"  # and the place is free
