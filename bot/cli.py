@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     logs.configure(settings.log_level)
     if settings.workers > 1 and not args.reuse_port:
+        settings.secret()  # DEMO=1 generates the key file here, once, not in each worker at the same time
         return _supervise(settings.workers)
     web.run_app(
         create_app(settings),
@@ -90,7 +91,7 @@ def _supervise(count: int) -> int:
     SIGINT/SIGTERM stop them all (exit 0); if one exits on its own, the others are stopped too and its exit
     code is ours, so whatever supervises this process (docker, systemd) restarts the service whole."""
     argv = [sys.executable, "-m", "bot", "serve", "--reuse-port"]
-    children = [subprocess.Popen(argv) for _ in range(count)]  # noqa: S603 - our own argv
+    children: list[subprocess.Popen[bytes]] = []
     stopping: set[int] = set()
     requested: list[int] = []  # the signal that asked us to stop, if one did
 
@@ -106,6 +107,15 @@ def _supervise(count: int) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # Own sessions: a terminal's Ctrl-C reaches the supervisor only, which passes it on once.
+    for _ in range(count):
+        if requested:
+            break
+        children.append(subprocess.Popen(argv, start_new_session=True))  # noqa: S603 - our own argv
+    if requested:  # a signal that came while a child was being started
+        stop()
+    if not children:
+        return 0
     pid, status = os.wait()  # the first child to exit (on a signal: after `stop`)
     stop()
     for child in children:

@@ -66,9 +66,12 @@ async def link_member(merchant: Merchant, openid: str, unionid: str | None) -> M
         member, created = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)
     except IntegrityError:  # the same person's follow created its member meanwhile: join it
         linked = await _attach_by_unionid(merchant, openid, unionid) if unionid else None
-        if linked is None:
-            raise
-        return linked
+        if linked is not None:
+            return linked
+        # The unionid's member has another mini-program openid: keep the two apart.
+        log.warning("unionid already linked to another member", extra={"merchant": merchant.slug})
+        defaults["unionid"] = None
+        member, created = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)
     if created:
         await registration.registered(member)  # registration bonus, new-member gifts, …
     return member

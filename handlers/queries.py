@@ -44,7 +44,7 @@ async def lock_member_row(model: type[M], merchant_id: int, member_id: int) -> M
     return row
 
 
-_NAMED = re.compile(r":([a-z_]+)\b")
+_NAMED = re.compile(r"(?<!:):([A-Za-z_]\w*)")  # `:name`, not the `::type` of a cast
 
 
 @functools.lru_cache(maxsize=256)

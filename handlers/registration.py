@@ -104,20 +104,20 @@ async def subscribe(
     if member is None and unionid:
         member = await _attach_by_unionid(merchant, openid, digest, unionid)
     if member is None:
+        defaults = {
+            "openid_digest": digest, "subscribed": True, "source": attribution.source, "unionid": unionid,
+            "referrer": attribution.referrer, "acquired_by": attribution.staff,
+        }
         try:
-            member, created = await members.get_or_create(
-                merchant,
-                {"openid": openid},
-                {
-                    "openid_digest": digest, "subscribed": True, "source": attribution.source,
-                    "unionid": unionid, "referrer": attribution.referrer, "acquired_by": attribution.staff,
-                },
-            )
+            member, created = await members.get_or_create(merchant, {"openid": openid}, defaults)
         except IntegrityError:  # the same person's mini-program login created its member meanwhile
             member = await _attach_by_unionid(merchant, openid, digest, unionid) if unionid else None
-            if member is None:
-                raise
             created = False
+            if member is None:  # the unionid's member has another openid: keep the two apart
+                log.warning("unionid already linked to another member", extra={"merchant": merchant.slug})
+                member, created = await members.get_or_create(
+                    merchant, {"openid": openid}, {**defaults, "unionid": None}
+                )
         if created:
             await _run_hooks(on_registered, member)
             return Subscription(member, created=True, restored=False)

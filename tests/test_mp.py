@@ -121,6 +121,18 @@ async def test_a_mini_program_member_never_takes_a_unionid_another_member_has(cl
     assert await Member.filter(merchant_id=merchant.id, unionid="u-9").count() == 1
 
 
+async def test_a_unionid_already_linked_elsewhere_keeps_the_new_identity_apart(client: Any) -> None:
+    """After an account migration the same person can arrive with new openids; their unionid already
+    belongs to a member with other openids. They get a member of their own rather than an error."""
+    merchant = await create_merchant(MerchantInput(slug="shop-w", name="W 店"))
+    old = await members.create_member(merchant, openid="o-oa-old", mp_openid="o-mp-old", unionid="u-w")
+    follow = await registration.subscribe(merchant, "o-oa-new", "", secret=b"k" * 32, unionid="u-w")
+    login = await mp_login.link_member(merchant, "o-mp-new", "u-w")
+    assert follow.created and follow.member.id != old.id and follow.member.unionid is None
+    assert login.id not in (old.id, follow.member.id) and login.unionid is None
+    assert await Member.filter(merchant_id=merchant.id, unionid="u-w").count() == 1
+
+
 async def test_unionid_of_another_merchant_is_not_linked(aiohttp_client: Any, make_app: Any,
                                                          wechat_sim: WeChatSim) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
