@@ -1,8 +1,9 @@
 """Daily check-in (签到), make-ups (补签) and the month calendar.
 
 A day is the merchant-local calendar date. At most one check-in per member per day: the account row
-is locked first (so a member's check-ins serialize), and the (member, day) unique key is the lasting
-guarantee — a concurrent duplicate becomes "already checked in", never a second posting. The
+is locked first (so a member's check-ins serialize: on PostgreSQL inside the `memberbot_check_in`
+function of migration 0009, on SQLite by its one-at-a-time transactions), and the (member, day) unique
+key is the lasting guarantee — a concurrent duplicate becomes "already checked in", never a second posting. The
 `Checkin` row and its ledger posting commit in one transaction.
 
 Streaks: `Checkin.streak` is the length of the run of consecutive checked days (make-ups included)
@@ -109,30 +110,25 @@ def next_reward(policy: CheckinPolicy, streak: int) -> NextReward | None:
 _STREAKS = """(SELECT streak FROM checkin WHERE member_id = :member AND day = :day) AS today,
            (SELECT streak FROM checkin WHERE member_id = :member AND day = :yesterday) AS prev"""
 # Constant fragments only, here and below: every value is bound.
-_LOCK_SQL = f"""
+_ACCOUNT_SQL = f"""
     SELECT a.*, {_STREAKS}
-    FROM points_account a WHERE a.member_id = :member{{lock}}
+    FROM points_account a WHERE a.member_id = :member
 """  # noqa: S608
-# A member's first posting opens the account; the new row is this transaction's until it commits.
+# A member's first check-in opens their account.
 _OPEN_ACCOUNT_SQL = f"""
     INSERT INTO points_account (merchant_id, member_id, balance, pending, lifetime_earned, updated_at)
     SELECT merchant_id, id, 0, 0, 0, :created FROM member WHERE id = :member AND merchant_id = :merchant
     ON CONFLICT (member_id) DO NOTHING
     RETURNING *, {_STREAKS}
 """  # noqa: S608
-# The day's check-in, written only if yesterday's streak is still the one read (`:prev`): a streak
-# computed from a snapshot taken before the account lock was granted is never stored.
 _INSERT_SQL = """
     INSERT INTO checkin (merchant_id, member_id, day, makeup, streak, points, created_at)
-    SELECT :merchant, :member, :day, FALSE, :streak, :points, :created
-    WHERE COALESCE((SELECT streak FROM checkin WHERE member_id = :member AND day = :yesterday), 0) = :prev
-    ON CONFLICT (member_id, day) DO NOTHING
-    RETURNING id
+    VALUES (:merchant, :member, :day, FALSE, :streak, :points, :created)
 """
 
 
 @dataclass(frozen=True, slots=True)
-class _Locked:
+class _Account:
     account: PointsAccount
     today: int | None  # today's streak if already checked in
     prev: int  # yesterday's streak (0: not checked)
@@ -190,53 +186,44 @@ async def _check_in_here(
     merchant: Merchant, member_id: int, day: date, policy: CheckinPolicy, *, now: datetime,
     expires: datetime | None,
 ) -> CheckinResult:
-    """The check-in from Python (the SQLite path; correct on PostgreSQL too): one statement locks the
-    account row and reads today's and yesterday's check-ins, one writes the check-in (only if yesterday's
-    streak is still the one read), and `points.credit_locked` one more."""
+    """The check-in on SQLite, whose transactions run one at a time (one connection): read the account
+    with today's and yesterday's check-ins, write the day, then credit it with `points.credit_locked`.
+    The (member, day) unique key still refuses a second check-in from another process."""
     params = {"merchant": merchant.id, "member": member_id, "day": day, "yesterday": day - timedelta(days=1)}
     try:
         async with in_transaction():
-            locked = await _lock(merchant.id, params)
-            for _ in range(2):  # a second pass reads under the lock, so it cannot miss again
-                if locked.today is not None:
-                    return _already(day, locked.today, locked.account.balance, policy)
-                streak = locked.prev + 1
-                earned = checkin_points(policy, streak)
-                values = {**params, "prev": locked.prev, "streak": streak, "points": earned,
-                          "created": datetime.now(UTC)}
-                if await queries.fetch_rows(_INSERT_SQL, **values):
-                    break
-                locked = await _lock(merchant.id, params)
-            else:
-                raise RuntimeError(f"check-in of member {member_id} on {day} neither written nor found")
-            balance = locked.account.balance
+            found = await _account(merchant.id, params)
+            if found.today is not None:
+                return _already(day, found.today, found.account.balance, policy)
+            streak = found.prev + 1
+            earned = checkin_points(policy, streak)
+            created = datetime.now(UTC)
+            await queries.fetch_rows(_INSERT_SQL, **params, streak=streak, points=earned, created=created)
+            balance = found.account.balance
             if earned:
                 posted = await points.credit_locked(
-                    locked.account, earned, PointsKind.EARN_CHECKIN,
-                    key=f"checkin:{member_id}:{day.isoformat()}", now=now,
-                    expires_at=expires,
-                    reference=day.isoformat(), actor="member", reason=f"{day.isoformat()} 签到",
+                    found.account, earned, PointsKind.EARN_CHECKIN, key=f"checkin:{member_id}:{day}",
+                    now=now, expires_at=expires, reference=day.isoformat(), actor="member",
+                    reason=f"{day} 签到",
                 )
                 balance = posted.balance_after
-    except IntegrityError:
-        # Only reachable without row locks (SQLite): the unique key refused a concurrent duplicate.
+    except IntegrityError:  # another process checked this member in first
         existing = await Checkin.get(member_id=member_id, day=day)
         return _already(day, existing.streak, await _balance(merchant.id, member_id), policy)
     bonus = streak_rewards(streak, policy.streak_rewards, policy.cycle_days)
     return CheckinResult(day, False, streak, earned, bonus, balance, next_reward(policy, streak))
 
 
-async def _lock(merchant_id: int, params: dict[str, Any]) -> _Locked:
-    """The member's account row, locked, with today's and yesterday's streaks."""
-    sql = _LOCK_SQL.format(lock=" FOR UPDATE OF a" if queries.dialect() == "postgres" else "")
-    rows = await queries.fetch_rows(sql, **params)
-    if not rows:  # no account yet: open one for a member of this merchant (or lock the one just opened)
+async def _account(merchant_id: int, params: dict[str, Any]) -> _Account:
+    """The member's account row (opened if missing) with today's and yesterday's streaks."""
+    rows = await queries.fetch_rows(_ACCOUNT_SQL, **params)
+    if not rows:  # no account yet: open one for a member of this merchant
         rows = await queries.fetch_rows(_OPEN_ACCOUNT_SQL, **params, created=datetime.now(UTC))
-        rows = rows or await queries.fetch_rows(sql, **params)
+        rows = rows or await queries.fetch_rows(_ACCOUNT_SQL, **params)
     if not rows or rows[0]["merchant_id"] != merchant_id:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
     row = rows[0]
-    return _Locked(queries.as_model(PointsAccount, row), row["today"], row["prev"] or 0)
+    return _Account(queries.as_model(PointsAccount, row), row["today"], row["prev"] or 0)
 
 
 def _already(day: date, streak: int, balance: int, policy: CheckinPolicy) -> CheckinResult:
