@@ -2,9 +2,9 @@
 
 A day is the merchant-local calendar date. At most one check-in per member per day: the account row
 is locked first (so a member's check-ins serialize: on PostgreSQL inside the `memberbot_check_in`
-function of migration 0009, on SQLite by its one-at-a-time transactions), and the (member, day) unique
-key is the lasting guarantee — a concurrent duplicate becomes "already checked in", never a second posting. The
-`Checkin` row and its ledger posting commit in one transaction.
+function of migration 0009, on SQLite by its one-at-a-time transactions), and the (member, day)
+unique key is the lasting guarantee — a concurrent duplicate becomes "already checked in", never a
+second posting. The `Checkin` row and its ledger posting commit in one transaction.
 
 Streaks: `Checkin.streak` is the length of the run of consecutive checked days (make-ups included)
 ending at that day. A check-in continues yesterday's stored streak. A make-up fills a gap, so it
