@@ -4,6 +4,10 @@ Invariants (checked by `memberbot audit points`):
   account.balance == sum(transaction.delta)
   sum(available lot.remaining) == max(account.balance, 0)   (a refund claw-back may leave a debt)
   account.pending == sum(pending lot.remaining)
+
+Two writers post to these tables: `handlers.points` and, for check-ins on PostgreSQL, the
+`memberbot_check_in` function of migration 0009. A migration that changes a column here must
+replace that function too.
 """
 
 from __future__ import annotations
