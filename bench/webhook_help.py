@@ -1,8 +1,9 @@
 """帮助 through the full Official Account webhook vs a bare wechatpy baseline, plaintext and safe mode.
 
 Each request is a WeChat-signed 帮助 text with a unique MsgId (so dedup never short-cuts it), from a pool
-of users. `memberbot serve` runs with the demo merchant seeded on a fresh SQLite file (and on
-PostgreSQL + Redis when BENCH_DATABASE_URL and BENCH_REDIS_URL are set); the baseline is bench.baseline.
+of users. `memberbot serve` runs with the demo merchant seeded on a fresh SQLite file with in-process
+Redis, and on a fresh PostgreSQL database + Redis db (bench.services; skipped when unreachable); the
+baseline is bench.baseline.
 Same load tool, same run, same machine. Target: memberbot at >= 60% of the baseline's requests/s.
 """
 
@@ -22,6 +23,7 @@ import aiohttp
 import xmltodict
 from wechatpy.crypto import WeChatCrypto
 
+from bench import services
 from bench.baseline import signature
 from bench.harness import ROOT, Check, LoadResult, Request, Server, free_port, load, python_argv, table
 from bot.demo import DEMO
@@ -167,9 +169,13 @@ async def run() -> str:
         workdir = Path(tmp)
         sqlite = f"sqlite://{workdir}/bench.sqlite3"
         servers = [_baseline(workdir), _memberbot("memberbot", sqlite, "memory://", workdir)]
-        pg, redis = os.environ.get("BENCH_DATABASE_URL"), os.environ.get("BENCH_REDIS_URL")
-        if pg and redis:
-            servers.append(_memberbot("memberbot-pg", pg, redis, workdir))
+        skipped = ""
+        try:  # a fresh database and Redis db, so the demo merchant is seeded
+            await services.fresh_postgres()
+            await services.fresh_redis()
+            servers.append(_memberbot("memberbot-pg", services.DATABASE_URL, services.REDIS_URL, workdir))
+        except services.Unavailable as exc:
+            skipped = f"\n(memberbot-pg skipped: {exc})"
         try:
             await asyncio.gather(*(server.start() for server in servers))
             measured = await measure(servers)
@@ -179,4 +185,4 @@ async def run() -> str:
     setup = (f"{CONNECTIONS} connections, {SECONDS:.0f} s per server and mode in {ROUNDS} interleaved slices "
              f"after {WARMUP_SECONDS:g} s warm-up, "
              f"{os.cpu_count()} CPUs, load average {ambient:.1f} before, Python {sys.version.split()[0]}")
-    return setup + "\n" + report(measured)
+    return setup + "\n" + report(measured) + skipped
