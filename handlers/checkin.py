@@ -144,10 +144,7 @@ async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> Chec
 
 async def check_in_follower(merchant: Merchant, openid: str, *, now: datetime) -> CheckinResult | None:
     """`check_in` for the member behind an Official Account openid; None if there is none (yet)."""
-    if queries.dialect() == "postgres":
-        return await _check_in(merchant, now, openid=openid)
-    member = await members.by_openid(merchant, openid)
-    return None if member is None else await check_in(merchant, member.id, now=now)
+    return await _check_in(merchant, now, openid=openid)
 
 
 _CHECK_IN_CALL = """
@@ -164,7 +161,11 @@ async def _check_in(
     day = local_day(now, merchant.timezone)
     expires = expiry_date(now, program.expiry, merchant.timezone)
     if queries.dialect() != "postgres":
-        assert member_id is not None  # SQLite looks followers up first (check_in_follower)
+        if member_id is None:
+            member = await members.by_openid(merchant, openid or "")
+            if member is None:
+                return None
+            member_id = member.id
         return await _check_in_here(merchant, member_id, day, policy, now=now, expires=expires)
     # PostgreSQL: one round trip to memberbot_check_in (migration 0009), which does what
     # _check_in_here does, with the points of each streak handed over as a table.
