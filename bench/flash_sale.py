@@ -85,17 +85,19 @@ async def endpoint_load(server: Server, slug: str, sale_id: int, tokens: list[st
         path, {"idempotency_key": key}, {"Authorization": f"Bearer {tokens[member]}"}))
 
 
-async def floor_load(floor: Server, members: int) -> LoadResult:
-    """The baseline's attempts behind bare aiohttp (bench/floor.py), on its own gate (sale id -1)."""
+async def fresh_gate(redis: Redis, sale_id: int) -> list[str]:
+    """A gate of `UNITS` units under its own sale id, loaded from nothing; its keys."""
     from handlers import flash
 
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        keys = flash.gate_keys(FLOOR_SALE_ID)
-        await redis.delete(*keys)
-        await flash.run_gate(redis, keys, "load", UNITS, 3600, 0)
-    finally:
-        await redis.aclose()
+    keys = flash.gate_keys(sale_id)
+    await redis.delete(*keys)
+    await flash.run_gate(redis, keys, "load", UNITS, 3600, 0)
+    return keys
+
+
+async def floor_load(floor: Server, redis: Redis, members: int) -> LoadResult:
+    """The baseline's attempts behind bare aiohttp (bench/floor.py), on its own gate (sale id -1)."""
+    await fresh_gate(redis, FLOOR_SALE_ID)
     return await http_load(floor, members, lambda member, key: (
         "/floor/flash", {"member": member, "idempotency_key": key}, {}))
 
@@ -136,9 +138,7 @@ async def baseline_load(redis: Redis, pool: asyncpg.Pool, members: int) -> tuple
     """The bare gate on sale id 0 (its own keys): EVALSHA, and one INSERT per unit taken."""
     from handlers import flash
 
-    keys = flash.gate_keys(0)
-    await redis.delete(*keys)
-    await flash.run_gate(redis, keys, "load", UNITS, 3600, 0)
+    keys = await fresh_gate(redis, 0)
     result = LoadResult()
     plan = attempts(members)
     started = time.perf_counter()
@@ -225,7 +225,7 @@ async def run() -> str:
                 try:
                     await bare_server.start()
                     cpu = bare_server.cpu_seconds()
-                    bare = await floor_load(bare_server, len(tokens))
+                    bare = await floor_load(bare_server, redis, len(tokens))
                     bare.server_cpu_seconds = bare_server.cpu_seconds() - cpu
                 finally:
                     bare_server.stop()
