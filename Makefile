@@ -13,10 +13,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)
-	mkdir -p var
-	DEMO=1 $(BIN)/memberbot migrate
-	DEMO=1 $(BIN)/memberbot seed-demo --if-empty
-	DEMO=1 $(BIN)/memberbot serve
+	DEMO=1 $(BIN)/memberbot serve --migrate --seed-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -4,10 +4,10 @@ Every request is a WeChat-signed plaintext 签到 from a DIFFERENT pre-registere
 merchant (distinct openids, unique MsgIds), so each one really passes dedup, looks the member up,
 locks the points account, writes a check-in and its ledger posting, and renders the reply. After the
 run the check-ins actually written are counted in the database. memberbot runs on the embedded
-default (SQLite + in-process Redis), and on PostgreSQL + Redis (see bench.services) as one process and
-as WORKERS=2 (two serve processes on one port, CPU and RSS summed over both; its own members). The
-baseline is bench.baseline (one process: signature, wechatpy parse, fixed text reply). Targets: >= 25%
-of the baseline's requests/s, p99 < 150 ms, server RSS < 200 MB.
+default (embedded PostgreSQL 18 + in-process Redis), and on PostgreSQL + Redis (see bench.services)
+as one process and as WORKERS=2 (two serve processes on one port, CPU and RSS summed over both; its
+own members). The baseline is bench.baseline (one process: signature, wechatpy parse, fixed text
+reply). Targets: >= 25% of the baseline's requests/s, p99 < 150 ms, server RSS < 200 MB.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import sqlite3
 import sys
 import tempfile
 import time
@@ -90,11 +89,8 @@ COUNT_SQL = (
 
 
 async def count_checkins(database_url: str, prefix: str) -> int:
-    """Check-ins of one server's members that have their points posting (raw SQL, either backend)."""
+    """Check-ins of one server's members that have their points posting (raw SQL)."""
     sql = COUNT_SQL.format(prefix=prefix)
-    if database_url.startswith("sqlite://"):
-        with sqlite3.connect(database_url.removeprefix("sqlite://")) as db:
-            return int(db.execute(sql).fetchone()[0])
     connection = await asyncpg.connect(database_url)
     try:
         return int(await connection.fetchval(sql))
@@ -164,16 +160,16 @@ def report(entries: list[Measured]) -> str:
 
 async def run() -> str:
     ambient = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp, \
+            services.embedded_postgres(Path(tmp)) as embedded_url:
         workdir = Path(tmp)
-        sqlite = f"sqlite://{workdir}/bench.sqlite3"
-        await prepare(sqlite, "memory://")
+        await prepare(embedded_url, "memory://")
         port = free_port()
         baseline = Server("baseline", python_argv("-m", "bench.baseline", "--port", str(port)), {}, port,
                           log_path=workdir / "baseline.log")
-        embedded = services.memberbot("memberbot", sqlite, "memory://", workdir)
+        embedded = services.memberbot("memberbot", embedded_url, "memory://", workdir)
         entries = [Measured(baseline), Measured(embedded)]
-        databases = {"memberbot": sqlite}
+        databases = {"memberbot": embedded_url}
         skipped = ""
         try:
             await services.fresh_postgres()

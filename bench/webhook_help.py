@@ -1,9 +1,9 @@
 """帮助 through the full Official Account webhook vs a bare wechatpy baseline, plaintext and safe mode.
 
 Each request is a WeChat-signed 帮助 text with a unique MsgId (so dedup never short-cuts it), from a pool
-of users. `memberbot serve` runs with the demo merchant seeded on a fresh SQLite file with in-process
-Redis, and on a fresh PostgreSQL database + Redis db (bench.services; skipped when unreachable); the
-baseline is bench.baseline.
+of users. `memberbot serve` runs with the demo merchant seeded on the embedded default (a fresh
+embedded PostgreSQL 18, in-process Redis), and on a fresh PostgreSQL database + Redis db
+(bench.services; skipped when unreachable); the baseline is bench.baseline.
 Same load tool, same run, same machine. Target: memberbot at >= 60% of the baseline's requests/s.
 """
 
@@ -165,10 +165,10 @@ def report(measured: list[Measured]) -> str:
 
 async def run() -> str:
     ambient = os.getloadavg()[0]  # other work on the machine skews absolute figures; ratios less so
-    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp, \
+            services.embedded_postgres(Path(tmp)) as embedded_url:
         workdir = Path(tmp)
-        sqlite = f"sqlite://{workdir}/bench.sqlite3"
-        servers = [_baseline(workdir), _memberbot("memberbot", sqlite, "memory://", workdir)]
+        servers = [_baseline(workdir), _memberbot("memberbot", embedded_url, "memory://", workdir)]
         skipped = ""
         try:  # a fresh database and Redis db, so the demo merchant is seeded
             await services.fresh_postgres()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,8 @@ import pydantic
 from tortoise import Tortoise
 
 from bot import logs
-from bot.settings import Settings
+from bot.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
+from bot.settings import EMBEDDED_DATA_DIR, EMBEDDED_DATABASE, Settings
 from handlers.errors import DomainError
 from models import tortoise_config
 
@@ -31,6 +33,26 @@ def load_settings() -> Settings:
         where = ".".join(str(part) for part in first["loc"]).upper() or "settings"
         print(f"memberbot: invalid setting {where}: {first['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[Settings]:
+    """`settings` with a database URL: DATABASE_URL, or else the embedded PostgreSQL under var/pg,
+    running while the block runs (shared with the other memberbot processes using it)."""
+    if settings.database_url:
+        yield settings
+        return
+    server = EmbeddedPostgres(EMBEDDED_DATA_DIR)
+    try:
+        server.start()
+    except EmbeddedPostgresError as exc:
+        print(f"memberbot: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        server.create_database(EMBEDDED_DATABASE)
+        yield settings.model_copy(update={"database_url": server.url(EMBEDDED_DATABASE)})
+    finally:
+        server.release()
 
 
 async def _with_orm(settings: Settings, work: Callable[[], Awaitable[Any]]) -> Any:
@@ -58,7 +80,8 @@ def parse_now(raw: str | None) -> datetime | None:
 
 def _run(settings: Settings, work: Callable[[], Awaitable[Any]]) -> int:
     try:
-        result = asyncio.run(_with_orm(settings, work))
+        with database(settings) as ready:
+            result = asyncio.run(_with_orm(ready, work))
     except DomainError as exc:
         print(f"memberbot: {exc.message}", file=sys.stderr)
         return 1
@@ -75,14 +98,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers > 1 and not args.reuse_port:
         settings.secret()  # DEMO=1 generates the key file here, once, not in each worker at the same time
         return _supervise(settings.workers)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=args.reuse_port,
-        access_log=None,
-        print=lambda msg: print(msg, file=sys.stderr),
-    )
+    with database(settings) as ready:
+        if args.migrate:
+            asyncio.run(_migrate(ready.database_url))
+        if args.seed_demo and _run(ready, lambda: _seed_demo(if_empty=True)):
+            return 1
+        web.run_app(
+            create_app(ready),
+            host=ready.host,
+            port=ready.port,
+            reuse_port=args.reuse_port,
+            access_log=None,
+            print=lambda msg: print(msg, file=sys.stderr),
+        )
     return 0
 
 
@@ -134,34 +162,35 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"memberbot: {EMBEDDED_REDIS_REFUSAL}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
-    run_worker(WorkerSettings, redis_settings=redis_settings(settings.redis_url), ctx={"settings": settings})
+    with database(settings) as ready:
+        run_worker(WorkerSettings, redis_settings=redis_settings(ready.redis_url), ctx={"settings": ready})
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from tortoise.migrations.api import migrate
-
-    settings = load_settings()
-    if settings.database_url.startswith("sqlite://") and not settings.database_url.startswith("sqlite://:"):
-        path = settings.database_url.removeprefix("sqlite://")
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-
-    async def work() -> None:
-        try:
-            await migrate(config=tortoise_config(settings.database_url))
-        finally:
-            await Tortoise.close_connections()
-
-    asyncio.run(work())
-    print("memberbot: migrations applied", file=sys.stderr)
+    with database(load_settings()) as ready:
+        asyncio.run(_migrate(ready.database_url))
     return 0
 
 
-def cmd_seed_demo(args: argparse.Namespace) -> int:
+async def _migrate(database_url: str) -> None:
+    from tortoise.migrations.api import migrate
+
+    try:
+        await migrate(config=tortoise_config(database_url))
+    finally:
+        await Tortoise.close_connections()
+    print("memberbot: migrations applied", file=sys.stderr)
+
+
+async def _seed_demo(*, if_empty: bool) -> int:
     from bot.demo import seed_demo
 
-    settings = load_settings()
-    return _run(settings, lambda: seed_demo(if_empty=args.if_empty))
+    return await seed_demo(if_empty=if_empty)
+
+
+def cmd_seed_demo(args: argparse.Namespace) -> int:
+    return _run(load_settings(), lambda: _seed_demo(if_empty=args.if_empty))
 
 
 def cmd_merchant(args: argparse.Namespace) -> int:
@@ -280,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve HTTP on HOST:PORT (WORKERS processes)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # one of WORKERS
+    serve.add_argument("--migrate", action="store_true", help="apply the migrations first")
+    serve.add_argument("--seed-demo", action="store_true", help="seed the demo into an empty database")
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", help="run the periodic jobs (arq; needs real Redis)")
     worker.set_defaults(func=cmd_worker)

@@ -1,9 +1,9 @@
 """The job schedule, and the embedded scheduler that runs it in-process when REDIS_URL=memory://.
 
 `SCHEDULE` is the one timetable: the arq worker (`bot.worker`) builds its cron jobs from it, and in
-the single-process mode (`make run`: SQLite + in-process Redis, no worker) `embedded_scheduler`, a
-`cleanup_ctx` resource, runs the same jobs on the same times. Times are wall-clock times in
-`SCHEDULE_TIMEZONE`, set explicitly (never the machine's zone).
+the single-process mode (`make run`: embedded PostgreSQL + in-process Redis, no worker)
+`embedded_scheduler`, a `cleanup_ctx` resource, runs the same jobs on the same times. Times are
+wall-clock times in `SCHEDULE_TIMEZONE`, set explicitly (never the machine's zone).
 
 The loop computes each job's next due instant, sleeps until the soonest (at most `max_sleep` at a
 time, so a clock jump is noticed), runs what is due with `now` = the clock, logs and survives a

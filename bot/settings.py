@@ -11,7 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_DATABASE_URL = "sqlite://var/memberbot.sqlite3"
+EMBEDDED_DATA_DIR = ROOT / "var" / "pg"  # DATABASE_URL unset: a PostgreSQL 18 of our own, here
+EMBEDDED_DATABASE = "memberbot"
 EMBEDDED_REDIS_URL = "memory://"
 
 
@@ -20,7 +21,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
-    database_url: str = Field(EMBEDDED_DATABASE_URL, description="postgres://… or sqlite://path")
+    database_url: str = Field("", description="postgres://…; empty: the embedded PostgreSQL under var/pg")
     redis_url: str = Field(EMBEDDED_REDIS_URL, description="redis://host:port/db, or memory:// (in-process)")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -36,8 +37,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("postgres://", "postgresql://", "sqlite://")):
-            raise ValueError("must start with postgres://, postgresql:// or sqlite://")
+        if value and not value.startswith(("postgres://", "postgresql://")):
+            raise ValueError("must be a postgres:// URL (or empty for the embedded PostgreSQL)")
         return value
 
     @field_validator("redis_url")
@@ -73,7 +74,7 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        return self.database_url.startswith("sqlite://") or self.redis_url.startswith("memory://")
+        return not self.database_url or self.redis_url.startswith("memory://")
 
     def secret(self) -> bytes:
         """The signing key; in demo mode one is generated once and kept under var/."""

@@ -1,10 +1,10 @@
 """Daily check-in (签到), make-ups (补签) and the month calendar.
 
 A day is the merchant-local calendar date. At most one check-in per member per day: the account row
-is locked first (so a member's check-ins serialize: on PostgreSQL inside the `memberbot_check_in`
-function of migration 0009, on SQLite by its one-at-a-time transactions), and the (member, day)
-unique key is the lasting guarantee — a concurrent duplicate becomes "already checked in", never a
-second posting. The `Checkin` row and its ledger posting commit in one transaction.
+is locked first (so a member's check-ins serialize, inside the `memberbot_check_in` function of
+migration 0009), and the (member, day) unique key is the lasting guarantee — a concurrent duplicate
+becomes "already checked in", never a second posting. The `Checkin` row and its ledger posting
+commit in one transaction.
 
 Streaks: `Checkin.streak` is the length of the run of consecutive checked days (make-ups included)
 ending at that day. A check-in continues yesterday's stored streak. A make-up fills a gap, so it
@@ -19,8 +19,7 @@ calendar of that month shows).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -29,7 +28,6 @@ from handlers import loyalty_config, members, points, queries
 from handlers.errors import Conflict, ErrorCode, NotFound, ValidationError
 from handlers.rules.checkin import (
     CheckinPolicy,
-    checkin_points,
     local_day,
     makeup_allowed,
     month_calendar,
@@ -39,7 +37,7 @@ from handlers.rules.checkin import (
 from handlers.rules.expiry import expiry_date
 from models.activity import Checkin
 from models.merchant import Merchant
-from models.points import PointsAccount, PointsKind
+from models.points import PointsKind
 
 MAX_REWARD_LOOKAHEAD = 366
 
@@ -107,33 +105,6 @@ def next_reward(policy: CheckinPolicy, streak: int) -> NextReward | None:
     return None
 
 
-_STREAKS = """(SELECT streak FROM checkin WHERE member_id = :member AND day = :day) AS today,
-           (SELECT streak FROM checkin WHERE member_id = :member AND day = :yesterday) AS prev"""
-# Constant fragments only, here and below: every value is bound.
-_ACCOUNT_SQL = f"""
-    SELECT a.*, {_STREAKS}
-    FROM points_account a WHERE a.member_id = :member
-"""  # noqa: S608
-# A member's first check-in opens their account.
-_OPEN_ACCOUNT_SQL = f"""
-    INSERT INTO points_account (merchant_id, member_id, balance, pending, lifetime_earned, updated_at)
-    SELECT merchant_id, id, 0, 0, 0, :created FROM member WHERE id = :member AND merchant_id = :merchant
-    ON CONFLICT (member_id) DO NOTHING
-    RETURNING *, {_STREAKS}
-"""  # noqa: S608
-_INSERT_SQL = """
-    INSERT INTO checkin (merchant_id, member_id, day, makeup, streak, points, created_at)
-    VALUES (:merchant, :member, :day, FALSE, :streak, :points, :created)
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Account:
-    account: PointsAccount
-    today: int | None  # today's streak if already checked in
-    prev: int  # yesterday's streak (0: not checked)
-
-
 async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> CheckinResult:
     """Check the member in for today (merchant-local); a second call the same day changes nothing."""
     result = await _check_in(merchant, now, member_id=member_id)
@@ -160,15 +131,8 @@ async def _check_in(
     policy = program.checkin
     day = local_day(now, merchant.timezone)
     expires = expiry_date(now, program.expiry, merchant.timezone)
-    if queries.dialect() != "postgres":
-        if member_id is None:
-            member = await members.by_openid(merchant, openid or "")
-            if member is None:
-                return None
-            member_id = member.id
-        return await _check_in_here(merchant, member_id, day, policy, now=now, expires=expires)
-    # PostgreSQL: one round trip to memberbot_check_in (migration 0009), which does what
-    # _check_in_here does, with the points of each streak handed over as a table.
+    # One round trip to memberbot_check_in (migration 0009), with the points of each streak handed
+    # over as a table: the rules stay in Python.
     table, cycle = points_table(policy)
     row = await queries.fetch_one(
         _CHECK_IN_CALL, merchant=merchant.id, member=member_id, openid=openid, day=day, table=table,
@@ -181,50 +145,6 @@ async def _check_in(
         return _already(day, streak, int(row["balance"]), policy)
     bonus = streak_rewards(streak, policy.streak_rewards, policy.cycle_days)
     return CheckinResult(day, False, streak, earned, bonus, int(row["balance"]), next_reward(policy, streak))
-
-
-async def _check_in_here(
-    merchant: Merchant, member_id: int, day: date, policy: CheckinPolicy, *, now: datetime,
-    expires: datetime | None,
-) -> CheckinResult:
-    """The check-in on SQLite, whose transactions run one at a time (one connection): read the account
-    with today's and yesterday's check-ins, write the day, then credit it with `points.credit_locked`.
-    The (member, day) unique key still refuses a second check-in from another process."""
-    params = {"merchant": merchant.id, "member": member_id, "day": day, "yesterday": day - timedelta(days=1)}
-    try:
-        async with in_transaction():
-            found = await _account(merchant.id, params)
-            if found.today is not None:
-                return _already(day, found.today, found.account.balance, policy)
-            streak = found.prev + 1
-            earned = checkin_points(policy, streak)
-            created = datetime.now(UTC)
-            await queries.fetch_rows(_INSERT_SQL, **params, streak=streak, points=earned, created=created)
-            balance = found.account.balance
-            if earned:
-                posted = await points.credit_locked(
-                    found.account, earned, PointsKind.EARN_CHECKIN, key=f"checkin:{member_id}:{day}",
-                    now=now, expires_at=expires, reference=day.isoformat(), actor="member",
-                    reason=f"{day} 签到",
-                )
-                balance = posted.balance_after
-    except IntegrityError:  # another process checked this member in first
-        existing = await Checkin.get(member_id=member_id, day=day)
-        return _already(day, existing.streak, await _balance(merchant.id, member_id), policy)
-    bonus = streak_rewards(streak, policy.streak_rewards, policy.cycle_days)
-    return CheckinResult(day, False, streak, earned, bonus, balance, next_reward(policy, streak))
-
-
-async def _account(merchant_id: int, params: dict[str, Any]) -> _Account:
-    """The member's account row (opened if missing) with today's and yesterday's streaks."""
-    rows = await queries.fetch_rows(_ACCOUNT_SQL, **params)
-    if not rows:  # no account yet: open one for a member of this merchant
-        rows = await queries.fetch_rows(_OPEN_ACCOUNT_SQL, **params, created=datetime.now(UTC))
-        rows = rows or await queries.fetch_rows(_ACCOUNT_SQL, **params)
-    if not rows or rows[0]["merchant_id"] != merchant_id:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    row = rows[0]
-    return _Account(queries.as_model(PointsAccount, row), row["today"], row["prev"] or 0)
 
 
 def _already(day: date, streak: int, balance: int, policy: CheckinPolicy) -> CheckinResult:

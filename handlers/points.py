@@ -159,16 +159,14 @@ _CREDIT_LOT_SQL = """
                             earned_at, expires_at)
     SELECT :merchant, :member, {txn}, :key, :amount, :fill, :status, :now, :expires {source}
 """
-# PostgreSQL: the posting, the balance and the lot in one statement (one round trip). Constant
-# fragments only: every value is bound.
-_CREDIT_PG_SQL = (
+# The posting, the balance and the lot in one statement (one round trip). Constant fragments only:
+# every value is bound.
+_CREDIT_SQL = (
     f"WITH txn AS ({_CREDIT_TXN_SQL}),"  # noqa: S608
     f" acc AS ({_CREDIT_ACCOUNT_SQL.format(only_if=' AND EXISTS (SELECT 1 FROM txn)')}),"
     f" lot AS ({_CREDIT_LOT_SQL.format(txn='id', source='FROM txn')})"
     " SELECT id FROM txn"
 )
-_CREDIT_LITE_ACCOUNT_SQL = _CREDIT_ACCOUNT_SQL.format(only_if="")
-_CREDIT_LITE_LOT_SQL = _CREDIT_LOT_SQL.format(txn=":txn", source="")
 
 
 async def credit_locked(
@@ -186,7 +184,7 @@ async def credit_locked(
     """`credit` on an account the caller locked with `lock_account` in its open transaction.
 
     Every credit passes here (purchases, check-ins, grants), so it is hand-written SQL: the posting, the
-    new balance and the lot in one statement on PostgreSQL. A key used before writes nothing and
+    new balance and the lot in one statement. A key used before writes nothing and
     replays the earlier posting (or refuses a different request under it)."""
     _check_amount(amount)
     balance = account.balance + amount
@@ -197,11 +195,7 @@ async def credit_locked(
         "expires": expires_at, "status": LotStatus.AVAILABLE.value,
         "fill": amount - min(amount, max(-account.balance, 0)),  # repay any claw-back debt first
     }
-    if queries.dialect() == "postgres":
-        rows = await queries.fetch_rows(_CREDIT_PG_SQL, **params)
-    elif rows := await queries.fetch_rows(_CREDIT_TXN_SQL, **params):
-        await queries.fetch_rows(_CREDIT_LITE_ACCOUNT_SQL, **params)
-        await queries.fetch_rows(_CREDIT_LITE_LOT_SQL, **params, txn=rows[0]["id"])
+    rows = await queries.fetch_rows(_CREDIT_SQL, **params)
     if not rows:
         replayed = await _replay(account.merchant_id, account.member_id, key, kind, amount)
         if replayed is None:  # unreachable: the key's row exists, or the insert would have written

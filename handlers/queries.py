@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tortoise import connections
@@ -48,26 +47,20 @@ _NAMED = re.compile(r"(?<!:):([A-Za-z_]\w*)")  # `:name`, not the `::type` of a 
 
 
 @functools.lru_cache(maxsize=256)
-def _translated(sql: str, dialect: str) -> tuple[str, tuple[str, ...]]:
-    """`sql` with `:name` placeholders in the dialect's own style, and the parameter names in bind order."""
-    names = _NAMED.findall(sql)
-    if dialect == "postgres":
-        order = tuple(dict.fromkeys(names))
-        return _NAMED.sub(lambda m: f"${order.index(m.group(1)) + 1}", sql), order
-    return _NAMED.sub("?", sql), tuple(names)
+def _translated(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with `:name` placeholders as PostgreSQL's `$n`, and the parameter names in bind order."""
+    order = tuple(dict.fromkeys(_NAMED.findall(sql)))
+    return _NAMED.sub(lambda m: f"${order.index(m.group(1)) + 1}", sql), order
 
 
 async def fetch_rows(sql: str, **params: Any) -> list[dict[str, Any]]:
     """The rows of a hand-written statement, on the current connection (the open transaction, if any).
 
-    For hot paths the ORM would need several round trips for. `:name` placeholders become the
-    dialect's own ($1 for PostgreSQL, ? for SQLite); values are always bound, never interpolated.
+    For hot paths the ORM would need several round trips for. `:name` placeholders become `$n`;
+    values are always bound, never interpolated.
     """
-    connection = connections.get("default")
-    text, order = _translated(sql, connection.capabilities.dialect)
-    # Stored times are UTC; SQLite compares them as text, so every bound time must be UTC too.
-    values = [v.astimezone(UTC) if isinstance(v := params[name], datetime) else v for name in order]
-    return list(await connection.execute_query_dict(text, values))
+    text, order = _translated(sql)
+    return list(await connections.get("default").execute_query_dict(text, [params[name] for name in order]))
 
 
 async def fetch_one(sql: str, **params: Any) -> dict[str, Any]:
@@ -102,7 +95,3 @@ async def first(model: type[M], **where: Any) -> M | None:
         raise ValueError(f"{model.__name__} has no columns {sorted(unknown)}")
     return await fetch_model(model, _first_sql(model._meta.db_table, tuple(where)), **where)
 
-
-def dialect() -> str:
-    """The default connection's SQL dialect: "postgres" or "sqlite"."""
-    return str(connections.get("default").capabilities.dialect)

@@ -1,17 +1,17 @@
-"""Test harness: real PostgreSQL + Redis when MEMBERBOT_TEST_* are set, else SQLite + in-process Redis.
+"""Test harness: always PostgreSQL. MEMBERBOT_TEST_DATABASE_URL names one (CI: the machine's PostgreSQL
+15); without it, the session starts an embedded PostgreSQL 18 of its own in a temporary directory.
+Redis is MEMBERBOT_TEST_REDIS_URL (a db number the tests flush), else in-process (memory://).
 
 The schema comes from the checked-in migrations (applied once per session), so every run also proves
-that the migrations build the schema the models describe. Each test starts from empty tables and an
-empty Redis database.
+that the migrations build the schema the models describe, on 15 and on 18. Each test starts from
+empty tables and an empty Redis database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bot.app import create_app
+from bot.embedded_pg import EmbeddedPostgres
 from bot.scheduler import SCHEDULER_CONFIG, SchedulerConfig
 from bot.settings import Settings
 from tests.support import dbutil
@@ -30,32 +31,37 @@ REDIS_URL = os.environ.get("MEMBERBOT_TEST_REDIS_URL", "")
 SECRET = "test-secret-key-0123456789abcdef0123456789"
 
 
+TEST_DATABASE = "memberbot_test"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if PG_URL.startswith("sqlite"):
+    if PG_URL and not PG_URL.startswith(("postgres://", "postgresql://")):
         raise pytest.UsageError("MEMBERBOT_TEST_DATABASE_URL must be a postgres:// URL")
 
 
 @pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Apply the migrations once: to the PostgreSQL test database, or to a SQLite template file."""
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's PostgreSQL database: the configured one, or an embedded server's."""
     if PG_URL:
-        asyncio.run(dbutil.reset_postgres(PG_URL))
-        asyncio.run(dbutil.migrate(PG_URL))
-        return PG_URL
-    path = tmp_path_factory.mktemp("db") / "template.sqlite3"
-    asyncio.run(dbutil.migrate(f"sqlite://{path}"))
-    return str(path)
+        yield PG_URL
+        return
+    with EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", durable=False) as server:
+        server.create_database(TEST_DATABASE)
+        yield server.url(TEST_DATABASE)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_url: str) -> str:
+    """Apply the migrations once, to an empty schema."""
+    asyncio.run(dbutil.reset_postgres(postgres_url))
+    asyncio.run(dbutil.migrate(postgres_url))
+    return postgres_url
 
 
 @pytest.fixture
-def database_url(migrated_template: str, tmp_path: Path) -> Iterator[str]:
-    if PG_URL:
-        asyncio.run(dbutil.truncate_postgres(PG_URL))
-        yield PG_URL
-        return
-    path = tmp_path / "test.sqlite3"
-    shutil.copyfile(migrated_template, path)
-    yield f"sqlite://{path}"
+def database_url(migrated_template: str) -> str:
+    asyncio.run(dbutil.truncate_postgres(migrated_template))
+    return migrated_template
 
 
 @pytest.fixture
@@ -94,4 +100,4 @@ async def client(aiohttp_client: Any, make_app: Any) -> AsyncIterator[TestClient
     yield await aiohttp_client(make_app())
 
 
-postgres_only = pytest.mark.skipif(not PG_URL, reason="needs MEMBERBOT_TEST_DATABASE_URL (PostgreSQL)")
+real_redis = pytest.mark.skipif(not REDIS_URL, reason="needs MEMBERBOT_TEST_REDIS_URL (a shared Redis)")

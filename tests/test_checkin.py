@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,7 +15,6 @@ from models.activity import Checkin
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsLot, PointsTransaction
-from tests.conftest import PG_URL, postgres_only
 from tests.support import dbutil
 from tests.support.factories import make_member, make_merchant
 
@@ -26,27 +22,6 @@ from tests.support.factories import make_member, make_merchant
 MIDNIGHT = datetime(2030, 3, 9, 16, 0, tzinfo=UTC)
 NOON = MIDNIGHT + timedelta(hours=12)
 DAY = date(2030, 3, 10)
-
-
-@pytest.fixture(scope="module")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("checkin-db") / "template.sqlite3"
-    asyncio.run(dbutil.migrate(f"sqlite://{path}"))
-    return str(path)
-
-
-@pytest.fixture(params=["configured", "sqlite"] if PG_URL else ["sqlite"])
-def database_url(request: pytest.FixtureRequest, sqlite_template: str, tmp_path: Path) -> Iterator[str]:
-    """Every test here runs on SQLite, and also on PostgreSQL when the suite has one: PostgreSQL checks in
-    with the memberbot_check_in function (migration 0009), SQLite with the Python path."""
-    if request.param == "configured":
-        request.getfixturevalue("migrated_template")
-        asyncio.run(dbutil.truncate_postgres(PG_URL))
-        yield PG_URL
-        return
-    path = tmp_path / "checkin.sqlite3"
-    shutil.copyfile(sqlite_template, path)
-    yield f"sqlite://{path}"
 
 
 @pytest.fixture
@@ -139,17 +114,14 @@ async def test_a_day_worth_no_points_is_recorded_without_a_posting(shop: Merchan
     assert await audit_points() == []
 
 
-@postgres_only
 async def test_a_make_up_committed_while_the_check_in_waits_continues_the_streak(
     shop: Merchant, database_url: str
 ) -> None:
     """A check-in waiting for the account lock while a make-up of yesterday commits must count that day
     (streak 4 + 1, not a fresh streak of 1): it reads the streaks only once it holds the lock."""
-    if not database_url.startswith("postgres"):
-        pytest.skip("row locks and concurrent sessions: PostgreSQL only")
     member = await joined_member(shop)
     await points.credit(shop.id, member.id, 1, PointsKind.GRANT, key="g", now=NOON, expires_at=None)
-    other = await asyncpg.connect(PG_URL)
+    other = await asyncpg.connect(dbutil.dsn(database_url))
     try:
         async with other.transaction():
             await other.execute("SELECT 1 FROM points_account WHERE member_id = $1 FOR UPDATE", member.id)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from bot.settings import Settings
 from handlers import flash, points
@@ -21,14 +20,12 @@ from handlers.sessions import SessionKind, SessionStore
 from models.mall import FlashSale, ItemKind, MallItem, MallOrder
 from models.member import Member
 from models.points import PointsAccount, PointsKind
-from tests.conftest import PG_URL, REDIS_URL
+from tests.conftest import real_redis
 from tests.support.factories import make_merchant
 from tests.test_two_processes import ROOT, server_env, servers, wait_healthy
 from webhooks.appkeys import REDIS
 
-pytestmark = pytest.mark.skipif(
-    not (PG_URL and REDIS_URL), reason="needs MEMBERBOT_TEST_DATABASE_URL and MEMBERBOT_TEST_REDIS_URL"
-)
+pytestmark = real_redis
 MEMBERS = 1_000
 ATTEMPTS = 5_000
 UNITS = 100

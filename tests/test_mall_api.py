@@ -16,7 +16,6 @@ from handlers.points_audit import audit_points
 from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
 from models.member import Member
 from models.merchant import Merchant
-from tests.conftest import postgres_only
 from tests.support.factories import make_member, make_merchant, staff_headers
 from tests.test_mall_orders import balance, give, make_item
 from tests.test_mp_loyalty import login
@@ -211,7 +210,6 @@ async def test_shipped_flow(client: TestClient, shop: Merchant, auth: dict[str, 
     assert (await client.post(url, json=ship, headers=cashier)).status == 403
 
 
-@postgres_only
 async def test_concurrent_verifies_of_one_code_succeed_once(
     client: TestClient, shop: Merchant, auth: dict[str, str]
 ) -> None:

@@ -22,7 +22,6 @@ from models.mall import FlashSale, ItemKind, MallItem, MallOrder, OrderStatus, S
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsTransaction
-from tests.conftest import postgres_only
 from tests.support.factories import make_member, make_merchant
 
 NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
@@ -265,7 +264,6 @@ async def test_flash_orders_skip_the_stock_and_window_checks(shop: Merchant, mem
     assert await audit_points() == []
 
 
-@postgres_only
 async def test_fifty_concurrent_redemptions_never_oversell(shop: Merchant) -> None:
     item = await make_item(shop, stock=10, limit_per_member=1)
     members = [await make_member(shop, openid=f"o-{i}") for i in range(20)]
@@ -285,7 +283,6 @@ async def test_fifty_concurrent_redemptions_never_oversell(shop: Merchant) -> No
     assert await audit_points() == []
 
 
-@postgres_only
 async def test_concurrent_cancel_and_expiry_return_once(shop: Merchant, member: Member) -> None:
     item = await make_item(shop, pickup_days=1)
     orders = [await redeem(shop, member, item, key=f"k{i}") for i in range(5)]
@@ -301,7 +298,6 @@ async def test_concurrent_cancel_and_expiry_return_once(shop: Merchant, member: 
     assert await audit_points() == []
 
 
-@postgres_only
 async def test_concurrent_retries_of_one_key_place_one_order(shop: Merchant, member: Member) -> None:
     item = await make_item(shop)
     results = await asyncio.gather(*(mall.redeem(shop, member, item.id, qty=2, client_key="retry", now=NOW)

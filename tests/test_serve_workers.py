@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import requests
 
-from tests.conftest import PG_URL, REDIS_URL, SECRET
+from tests.conftest import REDIS_URL, SECRET, real_redis
 from tests.test_two_processes import ROOT, free_port
 
 PARENT_WAIT_SECONDS = 20
@@ -38,12 +37,12 @@ def env(**extra: str) -> dict[str, str]:
     return {**os.environ, "SECRET_KEY": SECRET, "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING", **extra}
 
 
-def start_two(tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+def start_two(tmp_path: Path, database_url: str) -> tuple[subprocess.Popen[bytes], list[int]]:
     port = free_port()
     with (tmp_path / "serve.log").open("wb") as log:
         parent = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve"], cwd=ROOT, stdout=log, stderr=log,
-            env=env(DATABASE_URL=PG_URL, REDIS_URL=REDIS_URL, PORT=str(port), WORKERS="2"),
+            env=env(DATABASE_URL=database_url, REDIS_URL=REDIS_URL, PORT=str(port), WORKERS="2"),
         )
     assert healthy(f"http://127.0.0.1:{port}", time.monotonic() + PARENT_WAIT_SECONDS), (
         (tmp_path / "serve.log").read_text())
@@ -58,12 +57,9 @@ def gone(pids: list[int]) -> bool:
     return not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
 
 
-needs_services = pytest.mark.skipif(not (PG_URL and REDIS_URL), reason="needs PostgreSQL and Redis")
-
-
-@needs_services
-def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
-    parent, workers = start_two(tmp_path)
+@real_redis
+def test_two_workers_share_the_port_and_stop_together(tmp_path: Path, postgres_url: str) -> None:
+    parent, workers = start_two(tmp_path, postgres_url)
     try:
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=PARENT_WAIT_SECONDS) == 0
@@ -74,9 +70,11 @@ def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
             parent.wait()
 
 
-@needs_services
-def test_a_worker_that_dies_takes_the_service_down_with_its_exit_code(tmp_path: Path) -> None:
-    parent, workers = start_two(tmp_path)
+@real_redis
+def test_a_worker_that_dies_takes_the_service_down_with_its_exit_code(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    parent, workers = start_two(tmp_path, postgres_url)
     try:
         os.kill(workers[0], signal.SIGKILL)
         assert parent.wait(timeout=PARENT_WAIT_SECONDS) == signal.SIGKILL
@@ -97,7 +95,7 @@ def _state(pid: int) -> str:
 def test_more_than_one_worker_is_refused_on_the_embedded_default(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bot", "serve"], cwd=ROOT, capture_output=True, text=True, timeout=30,
-        env=env(DATABASE_URL=f"sqlite://{tmp_path}/x.sqlite3", REDIS_URL="memory://", WORKERS="2"),
+        env=env(DATABASE_URL="", REDIS_URL="memory://", WORKERS="2"),
     )
     assert done.returncode == 2
     assert "WORKERS > 1 needs PostgreSQL and a real Redis" in done.stderr

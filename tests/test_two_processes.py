@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from bot.settings import Settings
 from handlers.staff_accounts import create_staff
 from models.activity import Purchase, PurchaseStatus
 from models.points import PointsAccount
-from tests.conftest import PG_URL, REDIS_URL, SECRET
+from tests.conftest import SECRET, real_redis
 from tests.support.factories import make_member, make_merchant
 
-pytestmark = pytest.mark.skipif(
-    not (PG_URL and REDIS_URL), reason="needs MEMBERBOT_TEST_DATABASE_URL and MEMBERBOT_TEST_REDIS_URL"
-)
+pytestmark = real_redis
 ROOT = Path(__file__).resolve().parent.parent
 UNIQUE = 240
 REPEATED = 40  # keys sent twice, once to each process

@@ -10,12 +10,12 @@ from tortoise.migrations.api import migrate as run_migrations
 from models import tortoise_config
 
 
-def _dsn(url: str) -> str:
+def dsn(url: str) -> str:
     return url.replace("postgres://", "postgresql://", 1)
 
 
 async def reset_postgres(url: str) -> None:
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(dsn(url))
     try:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     finally:
@@ -30,7 +30,7 @@ async def migrate(url: str) -> None:
 
 
 async def truncate_postgres(url: str) -> None:
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(dsn(url))
     try:
         tables = await conn.fetch(
             "SELECT tablename FROM pg_tables"
