@@ -45,10 +45,11 @@ INSERT = f"insert into {BASELINE_TABLE} (member, key) values ($1, $2)"
 
 async def seed(database_url: str, redis_url: str) -> tuple[str, int, list[str]]:
     """The merchant, the sale, and one member session token per member (members hold enough points)."""
-    from handlers import flash, points
-    from handlers.mall import ItemInput, create_item
-    from handlers.merchants import MerchantInput, create_merchant
-    from handlers.sessions import SessionKind, SessionStore
+    from handlers.loyalty import ledger
+    from handlers.mall import flash
+    from handlers.mall.catalogue import ItemInput, create_item
+    from handlers.staff.merchants import MerchantInput, create_merchant
+    from handlers.staff.sessions import SessionKind, SessionStore
     from models.mall import ItemKind
     from models.points import PointsKind
 
@@ -62,7 +63,7 @@ async def seed(database_url: str, redis_url: str) -> tuple[str, int, list[str]]:
         sale = await flash.create_sale(merchant.id, spec, now=now, actor="bench")
         members = await services.bulk_members(merchant.id, MEMBERS, "oFlash")
         for member_id in members:
-            await points.credit(merchant.id, member_id, PRICE * LIMIT, PointsKind.GRANT,
+            await ledger.credit(merchant.id, member_id, PRICE * LIMIT, PointsKind.GRANT,
                                 key=f"seed:{member_id}", now=now, expires_at=None)
     redis = Redis.from_url(redis_url)
     try:
@@ -87,7 +88,7 @@ async def endpoint_load(server: Server, slug: str, sale_id: int, tokens: list[st
 
 async def fresh_gate(redis: Redis, sale_id: int) -> list[str]:
     """A gate of `UNITS` units under its own sale id, loaded from nothing; its keys."""
-    from handlers import flash
+    from handlers.mall import flash
 
     keys = flash.gate_keys(sale_id)
     await redis.delete(*keys)
@@ -136,7 +137,7 @@ async def http_load(server: Server, members: int,
 
 async def baseline_load(redis: Redis, pool: asyncpg.Pool, members: int) -> tuple[LoadResult, int]:
     """The bare gate on sale id 0 (its own keys): EVALSHA, and one INSERT per unit taken."""
-    from handlers import flash
+    from handlers.mall import flash
 
     keys = await fresh_gate(redis, 0)
     result = LoadResult()

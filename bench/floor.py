@@ -28,7 +28,7 @@ from wechatpy.replies import TextReply
 from bench.baseline import healthz, signature
 from bench.purchase_endpoint import raw_purchase
 from bot.demo import DEMO
-from handlers import flash
+from handlers.mall import flash
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)

@@ -39,8 +39,8 @@ TARGET_RATIO = 0.50
 
 
 async def seed(database_url: str) -> tuple[int, list[int]]:
-    from handlers.merchants import MerchantInput, create_merchant
-    from handlers.staff_accounts import create_staff
+    from handlers.staff.accounts import create_staff
+    from handlers.staff.merchants import MerchantInput, create_merchant
     from models.points import PointsAccount
 
     async with services.orm(database_url):

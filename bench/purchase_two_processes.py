@@ -28,8 +28,8 @@ IN_FLIGHT_PER_PROCESS = 250  # sockets per process; the rest queue client-side, 
 
 
 async def seed(database_url: str) -> int:
-    from handlers.merchants import MerchantInput, create_merchant
-    from handlers.staff_accounts import create_staff
+    from handlers.staff.accounts import create_staff
+    from handlers.staff.merchants import MerchantInput, create_merchant
 
     async with services.orm(database_url):
         merchant = await create_merchant(MerchantInput(slug="bench", name="压测门店"))
@@ -40,8 +40,8 @@ async def seed(database_url: str) -> int:
 
 
 async def ledger(database_url: str, member_id: int) -> tuple[int, int]:
-    from models.activity import Purchase
     from models.points import PointsAccount
+    from models.purchase import Purchase
 
     async with services.orm(database_url):
         account = await PointsAccount.get(member_id=member_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -14,9 +14,11 @@ from tortoise import Tortoise
 from bot.dialog import Dispatcher
 from bot.scheduler import embedded_scheduler
 from bot.settings import ROOT, Settings
-from handlers import bonuses, coupons, loyalty_config
-from handlers.background import Background
-from handlers.templating import Renderer
+from handlers.core.background import Background
+from handlers.core.templating import Renderer
+from handlers.coupons import redeem as coupons
+from handlers.loyalty import bonuses
+from handlers.loyalty import config as loyalty_config
 from handlers.wechat.client import WeChatClient
 from models import tortoise_config
 from webhooks.appkeys import BACKGROUND, DISPATCHER, HTTP, REDIS, RENDERER, RUNTIME, WECHAT
@@ -25,7 +27,7 @@ from webhooks.middlewares import request_id_middleware
 from webhooks.routes import setup_routes
 
 log = logging.getLogger(__name__)
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,30 +47,37 @@ def connect_redis(url: str) -> Redis:
     return Redis.from_url(url, decode_responses=False, health_check_interval=30)
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)
-    loyalty_config.clear_cache()  # cached configuration belongs to the database this app opened
-    yield
-    await Tortoise.close_connections()
-
-
-async def _redis(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    redis = connect_redis(settings.redis_url)
-    if settings.redis_url.startswith("memory://"):
-        log.warning("REDIS_URL=memory:// keeps Redis in this process: run a single process only")
-    app[REDIS] = redis
-    yield
-    await redis.aclose()
-
-
-async def _http(app: web.Application) -> AsyncIterator[None]:
-    timeout = aiohttp.ClientTimeout(total=10, connect=3)
-    async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as session:
-        app[HTTP] = session
-        app[WECHAT] = WeChatClient(session, app[REDIS], app[SETTINGS].wechat_api_base)
+def _database(settings: Settings) -> CleanupContext:
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)
+        loyalty_config.clear_cache()  # cached configuration belongs to the database this app opened
         yield
+        await Tortoise.close_connections()
+
+    return database
+
+
+def _redis(settings: Settings) -> CleanupContext:
+    async def redis(app: web.Application) -> AsyncIterator[None]:
+        client = connect_redis(settings.redis_url)
+        if settings.redis_url.startswith("memory://"):
+            log.warning("REDIS_URL=memory:// keeps Redis in this process: run a single process only")
+        app[REDIS] = client
+        yield
+        await client.aclose()
+
+    return redis
+
+
+def _http(settings: Settings) -> CleanupContext:
+    async def http(app: web.Application) -> AsyncIterator[None]:
+        timeout = aiohttp.ClientTimeout(total=10, connect=3)
+        async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as session:
+            app[HTTP] = session
+            app[WECHAT] = WeChatClient(session, app[REDIS], settings.wechat_api_base)
+            yield
+
+    return http
 
 
 async def _chat(app: web.Application) -> AsyncIterator[None]:
@@ -87,12 +96,13 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
         middlewares=[request_id_middleware, error_middleware],
     )
-    app[SETTINGS] = settings
     app[RUNTIME] = Runtime(
         secret=settings.secret(), base_url=settings.base_url(), max_body_bytes=settings.max_body_bytes
     )
     app[RENDERER] = Renderer(ROOT / "templates")
-    app.cleanup_ctx.extend([_database, _redis, _http, _chat, embedded_scheduler])
+    app.cleanup_ctx.extend([_database(settings), _redis(settings), _http(settings), _chat])
+    if settings.redis_url.startswith("memory://"):  # no worker process: this one runs the jobs
+        app.cleanup_ctx.append(embedded_scheduler)
     setup_routes(app)
     bonuses.install()
     coupons.install()

@@ -20,7 +20,7 @@ from tortoise import Tortoise
 from bot import logs
 from bot.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
 from bot.settings import EMBEDDED_DATA_DIR, EMBEDDED_DATABASE, Settings
-from handlers.errors import DomainError
+from handlers.core.errors import DomainError
 from models import tortoise_config
 
 
@@ -194,7 +194,7 @@ def cmd_seed_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_merchant(args: argparse.Namespace) -> int:
-    from handlers import merchants
+    from handlers.staff import merchants
 
     settings = load_settings()
 
@@ -229,7 +229,8 @@ def cmd_merchant(args: argparse.Namespace) -> int:
 
 
 def cmd_staff(args: argparse.Namespace) -> int:
-    from handlers import merchants, staff_accounts
+    from handlers.staff import accounts as staff_accounts
+    from handlers.staff import merchants
 
     settings = load_settings()
     password = os.environ.get("MEMBERBOT_STAFF_PASSWORD") or getpass.getpass("password: ")
@@ -245,9 +246,9 @@ def cmd_staff(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from handlers import merchants
-    from handlers.points_audit import audit_points
-    from handlers.wallet_audit import audit_wallet
+    from handlers.loyalty.ledger_audit import audit_points
+    from handlers.staff import merchants
+    from handlers.wallet.audit import audit_wallet
 
     settings = load_settings()
     check = audit_wallet if args.ledger == "stored-value" else audit_points
@@ -264,7 +265,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_points(args: argparse.Namespace) -> int:
-    from handlers import merchants, points
+    from handlers.loyalty import ledger
+    from handlers.staff import merchants
 
     settings = load_settings()
     now = parse_now(args.now)
@@ -273,15 +275,15 @@ def cmd_points(args: argparse.Namespace) -> int:
 
     async def expire() -> None:
         merchant_id = (await merchants.get_merchant(args.merchant)).id if args.merchant else None
-        released = await points.release_pending(now, merchant_id)
-        expired = await points.expire_lapsed(now, merchant_id)
+        released = await ledger.release_pending(now, merchant_id)
+        expired = await ledger.expire_lapsed(now, merchant_id)
         print(f"points: released {released} pending lots, expired points of {expired} members")
 
     return _run(settings, expire)
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from handlers.retention import erase_due
+    from handlers.members.retention import erase_due
 
     settings = load_settings()
     now = parse_now(args.now)

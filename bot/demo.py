@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from handlers.merchants import MerchantInput, create_merchant
-from handlers.staff_accounts import create_staff
+from handlers.staff.accounts import create_staff
+from handlers.staff.merchants import MerchantInput, create_merchant
 from models.merchant import Merchant
 
 DEMO = MerchantInput(

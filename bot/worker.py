@@ -1,4 +1,4 @@
-"""The arq worker (`memberbot worker`): the periodic jobs of `handlers.jobs` on `bot.scheduler.SCHEDULE`.
+"""The arq worker (`memberbot worker`): the periodic jobs of `handlers.jobs` on `handlers.jobs.SCHEDULE`.
 
 Cron times are wall-clock times in `SCHEDULE_TIMEZONE` (Asia/Shanghai), set explicitly both on the
 worker (`WorkerSettings.timezone`) and in each cron's description, never taken from the machine.
@@ -25,9 +25,10 @@ from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function
 from tortoise import Tortoise
 
-from bot.scheduler import SCHEDULE, SCHEDULE_TIMEZONE, Entry
 from bot.settings import Settings
 from handlers import jobs
+from handlers.core.schedule import SCHEDULE_TIMEZONE, Entry
+from handlers.jobs import SCHEDULE
 from models import tortoise_config
 
 EMBEDDED_REDIS_REFUSAL = (

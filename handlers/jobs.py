@@ -25,9 +25,13 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from handlers import coupons, groups, loyalty_config, points, tiers
-from handlers import retention as retention_policy
-from handlers.mall_orders import expire_pickups
+from handlers.core.schedule import Entry
+from handlers.coupons import redeem as coupons
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty import ledger, tiers
+from handlers.mall import groups
+from handlers.mall.orders import expire_pickups
+from handlers.members import retention as retention_policy
 from handlers.rules.expiry import expiry_date
 from models.member import Member
 from models.merchant import Merchant
@@ -49,8 +53,8 @@ def _aware(now: datetime) -> datetime:
 async def points_maintenance(now: datetime) -> Counts:
     """Release matured pending points first (they may be among what expires), then expire lapsed lots."""
     now = _aware(now)
-    released = await points.release_pending(now)
-    expired = await points.expire_lapsed(now)
+    released = await ledger.release_pending(now)
+    expired = await ledger.expire_lapsed(now)
     return {"released_lots": released, "expired_members": expired}
 
 
@@ -108,7 +112,7 @@ async def _merchant_birthdays(merchant: Merchant, now: datetime) -> int:
         if not gift:
             continue
         try:
-            posted = await points.credit(
+            posted = await ledger.credit(
                 merchant.id,
                 member.id,
                 gift,
@@ -123,6 +127,18 @@ async def _merchant_birthdays(merchant: Merchant, now: datetime) -> int:
             continue
         granted += not posted.replayed
     return granted
+
+
+SCHEDULE: tuple[Entry, ...] = (
+    Entry("points_maintenance", minute=5),
+    Entry("tier_reviews", hour=0, minute=10),
+    Entry("birthday_gifts", hour=0, minute=10),
+    Entry("retention", hour=3, minute=30),
+    Entry("mall_pickup_expiry", minute=15),
+    Entry("coupon_expiry", minute=20),
+    # A group deal that fails to fill refunds its members within ten minutes of its deadline.
+    Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
+)
 
 
 JOBS: dict[str, Job] = {

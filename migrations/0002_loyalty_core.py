@@ -2,7 +2,7 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from models.activity import PurchaseStatus
+from models.purchase import PurchaseStatus
 from models.points import LotStatus, PointsKind
 from tortoise.fields.base import OnDelete
 from tortoise import fields

@@ -9,7 +9,7 @@ from tortoise.models import Model
 
 
 class LoyaltyProgram(Model):
-    """Per-merchant settings validated by handlers.loyalty_config before they are saved."""
+    """Per-merchant settings validated by handlers.loyalty.config before they are saved."""
 
     id = fields.IntField(primary_key=True)
     merchant: fields.OneToOneRelation = fields.OneToOneField(

@@ -20,9 +20,11 @@ from aiohttp.test_utils import TestClient
 
 from bot.app import create_app
 from bot.embedded_pg import EmbeddedPostgres
-from bot.scheduler import SCHEDULER_CONFIG, SchedulerConfig
 from bot.settings import Settings
+from handlers import jobs
+from handlers.core.schedule import SchedulerConfig
 from tests.support import dbutil
+from webhooks.appkeys import SCHEDULER_CONFIG
 
 pytest_plugins = ["tests.support.wechat_sim"]
 
@@ -89,7 +91,7 @@ def make_app(settings: Settings) -> Any:
 
     def factory(**overrides: Any) -> web.Application:
         app = create_app(settings.model_copy(update=overrides))
-        app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=())
+        app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=(), runner=jobs.run_job)
         return app
 
     return factory

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers.staff_accounts import create_staff
+from handlers.staff.accounts import create_staff
 from models.loyalty import AuditLog, LoyaltyProgram, RuleSetVersion, TierSetVersion
 from models.merchant import Merchant
 from tests.support.factories import make_merchant

@@ -3,9 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from handlers.merchants import MerchantInput, create_merchant
-from handlers.staff_accounts import create_staff
-from handlers.templating import Renderer
+from handlers.core.templating import Renderer
+from handlers.staff.accounts import create_staff
+from handlers.staff.merchants import MerchantInput, create_merchant
 from models.merchant import Merchant, ReplyTemplate
 from webhooks.appkeys import RENDERER
 

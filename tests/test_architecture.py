@@ -53,3 +53,64 @@ def test_rule_engines_import_only_the_standard_library() -> None:
         and not name.startswith("handlers.rules")
     }
     assert not wrong, sorted(wrong)
+
+
+def _package(path: Path) -> str:
+    """`handlers/loyalty/ledger.py` → "loyalty"; a top-level module (`handlers/jobs.py`) is its own."""
+    parts = path.relative_to(ROOT / "handlers").with_suffix("").parts
+    return parts[0]
+
+
+def _handler_imports(path: Path) -> set[str]:
+    """The handlers packages a module imports (`handlers.x.y` and `from handlers import x` alike)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module == "handlers":
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("handlers."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("handlers."))
+    return found
+
+
+def test_handlers_packages_form_no_cycle() -> None:
+    """Packages by domain depend on each other in one direction (core and rules at the bottom)."""
+    graph: dict[str, set[str]] = {}
+    for path in sources("handlers"):
+        package = _package(path)
+        graph.setdefault(package, set()).update(_handler_imports(path) - {package})
+    assert not graph.get("core", set()) - {"rules"}, graph["core"]
+    assert not graph.get("rules"), graph["rules"]
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        assert node not in visiting, f"import cycle: {' → '.join([*visiting, node])}"
+        if node in done:
+            return
+        visiting.append(node)
+        for target in sorted(graph.get(node, ())):
+            visit(target)
+        visiting.pop()
+        done.add(node)
+
+    for package in sorted(graph):
+        visit(package)
+
+
+def test_no_module_imports_a_private_name_of_another_package() -> None:
+    wrong = set()
+    for package in LAYERS:
+        for path in sources(package):
+            home = ".".join(path.relative_to(ROOT).parts[:2])
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0):
+                    continue
+                if node.module.split(".")[0] not in LAYERS or node.module.startswith(home):
+                    continue
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if private or any(part.startswith("_") for part in node.module.split(".")):
+                    wrong.add(f"{path.relative_to(ROOT)}: from {node.module} import {', '.join(private)}")
+    assert not wrong, sorted(wrong)
+

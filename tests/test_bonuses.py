@@ -6,8 +6,10 @@ import asyncio
 from datetime import UTC, date, datetime
 from typing import Any
 
-from handlers import bonuses, loyalty_config, registration
-from handlers.points_audit import audit_points
+from handlers.loyalty import bonuses
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.members import registration
 from handlers.rules.expiry import RollingMonths, expiry_date
 from models.member import Gender
 from models.points import PointsAccount, PointsKind, PointsLot, PointsTransaction

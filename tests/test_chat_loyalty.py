@@ -7,10 +7,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.dialog.intents import build_router
-from handlers import card, points
-from handlers.chat import IncomingMessage, NewsReply, TextReply
-from handlers.points_audit import audit_points
-from models.activity import Checkin
+from handlers.core.chat import IncomingMessage, NewsReply, TextReply
+from handlers.loyalty import ledger
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.members import member_qr
+from models.checkin import Checkin
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind
@@ -86,14 +87,14 @@ async def test_points_shows_balance_recent_rows_and_expiring(app: Any, shop: Mer
     assert "暂无积分记录" in await say(app, shop, text("积分"))
     now = datetime.now(UTC)
     for n in range(6):
-        await points.credit(shop.id, member.id, 10, PointsKind.GRANT, key=f"g{n}", now=now,
+        await ledger.credit(shop.id, member.id, 10, PointsKind.GRANT, key=f"g{n}", now=now,
                             expires_at=now + timedelta(days=5 if n == 0 else 300))
-    await points.debit(shop.id, member.id, 15, PointsKind.SPEND_REDEMPTION, key="spend", now=now)
+    await ledger.debit(shop.id, member.id, 15, PointsKind.SPEND_REDEMPTION, key="spend", now=now)
     reply = await say(app, shop, text("积分"))
     assert "可用积分：45" in reply
     assert reply.count("赠送积分 +10") == 4 and "积分兑换 -15" in reply  # the last 5 rows
     assert "待生效" not in reply and "过期" not in reply  # the soonest lot was spent first
-    await points.credit(shop.id, member.id, 7, PointsKind.GRANT, key="soon", now=now,
+    await ledger.credit(shop.id, member.id, 7, PointsKind.GRANT, key="soon", now=now,
                         expires_at=now + timedelta(days=3))
     assert "7 积分将于" in await say(app, shop, click("MENU_POINTS"))
     assert await audit_points() == []
@@ -109,7 +110,7 @@ async def test_card_is_a_news_article_linking_to_the_card_page(app: Any, shop: M
     assert f"{url.scheme}://{url.netloc}" == "http://testserver" and url.path == "/card/shop"
     assert OPENID not in article.url
     token = url.query.removeprefix("t=")
-    assert card.verify_link(app[RUNTIME].secret, shop.id, token, now=datetime.now(UTC)) == member.id
+    assert member_qr.verify_link(app[RUNTIME].secret, shop.id, token, now=datetime.now(UTC)) == member.id
 
 
 async def test_tier_shows_name_benefits_and_progress(app: Any, shop: Merchant) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from bot.dialog.intents import build_router
-from handlers import mall
-from handlers.chat import IncomingMessage, TextReply
-from handlers.mall_orders import local_time
+from handlers.core.chat import IncomingMessage, TextReply
+from handlers.mall import catalogue
+from handlers.mall.orders import local_time
 from models.mall import ItemKind
 from models.member import Member
 from models.merchant import Merchant
@@ -93,10 +93,10 @@ async def test_orders_show_open_orders_with_codes_and_deadlines(
     cup = await make_item(shop, name="保温杯", pickup_days=7, cash_fen=500)
     pillow = await make_item(shop, name="抱枕", kind=ItemKind.SHIPPED)
     gone = await make_item(shop, name="已取消的")
-    picked, _ = await mall.redeem(shop, member, cup.id, qty=2, client_key="a", now=now)
-    await mall.redeem(shop, member, pillow.id, qty=1, client_key="b", now=now, address=ADDRESS)
-    cancelled, _ = await mall.redeem(shop, member, gone.id, qty=1, client_key="c", now=now)
-    await mall.cancel(shop, member, cancelled.id, now=now)
+    picked, _ = await catalogue.redeem(shop, member, cup.id, qty=2, client_key="a", now=now)
+    await catalogue.redeem(shop, member, pillow.id, qty=1, client_key="b", now=now, address=ADDRESS)
+    cancelled, _ = await catalogue.redeem(shop, member, gone.id, qty=1, client_key="c", now=now)
+    await catalogue.cancel(shop, member, cancelled.id, now=now)
     reply = await say(app, shop, click("MENU_ORDERS"))
     deadline = local_time(now + timedelta(days=7), shop.timezone)
     assert reply.splitlines() == [

@@ -7,11 +7,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from handlers import checkin, points
-from handlers.errors import Conflict, NotFound, ValidationError
-from handlers.loyalty_config import save_program
-from handlers.points_audit import audit_points
-from models.activity import Checkin
+from handlers.core.errors import Conflict, NotFound, ValidationError
+from handlers.loyalty import checkin, ledger
+from handlers.loyalty.config import save_program
+from handlers.loyalty.ledger_audit import audit_points
+from models.checkin import Checkin
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsLot, PointsTransaction
@@ -41,7 +41,7 @@ async def balance(member: Member) -> int:
 
 
 async def grant(shop: Merchant, member: Member, amount: int) -> None:
-    await points.credit(shop.id, member.id, amount, PointsKind.GRANT, key=f"grant:{member.id}:{amount}",
+    await ledger.credit(shop.id, member.id, amount, PointsKind.GRANT, key=f"grant:{member.id}:{amount}",
                         now=NOON - timedelta(days=30), expires_at=None)
 
 
@@ -89,9 +89,9 @@ async def test_a_member_of_another_merchant_is_not_found_and_nothing_is_written(
 
 async def test_a_check_in_first_repays_a_claw_back_debt(shop: Merchant) -> None:
     member = await joined_member(shop)
-    await points.credit(shop.id, member.id, 8, PointsKind.GRANT, key="g", now=NOON, expires_at=None)
-    await points.debit(shop.id, member.id, 5, PointsKind.SPEND_REDEMPTION, key="spend", now=NOON)
-    await points.reverse(shop.id, "g", key="undo", now=NOON)  # 8 clawed back from 3: a debt of 5
+    await ledger.credit(shop.id, member.id, 8, PointsKind.GRANT, key="g", now=NOON, expires_at=None)
+    await ledger.debit(shop.id, member.id, 5, PointsKind.SPEND_REDEMPTION, key="spend", now=NOON)
+    await ledger.reverse(shop.id, "g", key="undo", now=NOON)  # 8 clawed back from 3: a debt of 5
     assert await balance(member) == -5
     repaid = await checkin.check_in(shop, member.id, now=NOON)  # +5: exactly repays the debt
     assert (repaid.points, repaid.balance) == (5, 0)
@@ -120,7 +120,7 @@ async def test_a_make_up_committed_while_the_check_in_waits_continues_the_streak
     """A check-in waiting for the account lock while a make-up of yesterday commits must count that day
     (streak 4 + 1, not a fresh streak of 1): it reads the streaks only once it holds the lock."""
     member = await joined_member(shop)
-    await points.credit(shop.id, member.id, 1, PointsKind.GRANT, key="g", now=NOON, expires_at=None)
+    await ledger.credit(shop.id, member.id, 1, PointsKind.GRANT, key="g", now=NOON, expires_at=None)
     other = await asyncpg.connect(dbutil.dsn(database_url))
     try:
         async with other.transaction():
@@ -216,7 +216,7 @@ async def test_make_up_refusals_change_nothing(
 async def test_make_up_without_enough_points_is_refused_politely(shop: Merchant) -> None:
     member = await joined_member(shop)
     await checkin.check_in(shop, member.id, now=NOON - timedelta(days=2))
-    with pytest.raises(points.NotEnoughPoints, match="补签需要 20 积分，您当前可用 5 积分"):
+    with pytest.raises(ledger.NotEnoughPoints, match="补签需要 20 积分，您当前可用 5 积分"):
         await checkin.make_up(shop, member.id, DAY - timedelta(days=1), now=NOON)
     assert await Checkin.filter(member_id=member.id).count() == 1
     assert await PointsTransaction.filter(member_id=member.id).count() == 1

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from bot.dialog.intents import build_router
-from handlers import coupons
-from handlers.chat import IncomingMessage, TextReply
-from handlers.sessions import SessionKind, SessionStore
+from handlers.core.chat import IncomingMessage, TextReply
+from handlers.coupons import redeem as coupons
+from handlers.staff.sessions import SessionKind, SessionStore
 from models.coupon import Coupon, CouponStatus
 from models.loyalty import AuditLog
 from models.member import Member

@@ -9,16 +9,18 @@ from typing import Any
 import pytest
 from tortoise.transactions import in_transaction
 
-from handlers import coupons, loyalty_config, registration
-from handlers.coupon_issue import CouponCode, CouponError, TemplateSpec, create_template
-from handlers.errors import DomainError, ErrorCode
+from handlers.core.errors import DomainError, ErrorCode
+from handlers.coupons import redeem as coupons
+from handlers.coupons.issue import CouponCode, CouponError, TemplateSpec, create_template
 from handlers.jobs import run_job
-from handlers.purchases import PurchaseRequest, record_purchase
+from handlers.loyalty import config as loyalty_config
+from handlers.members import registration
 from handlers.rules.coupons import Terms, Validity
-from models.activity import Purchase
+from handlers.till.purchase import PurchaseRequest, record_purchase
 from models.coupon import Coupon, CouponEvent, CouponStatus, CouponTemplate
 from models.member import Member
 from models.merchant import Merchant, Store
+from models.purchase import Purchase
 from tests.support.factories import make_member, make_merchant
 from webhooks.appkeys import RUNTIME
 
@@ -171,7 +173,7 @@ async def test_a_new_follower_gets_the_new_member_coupons(client: Any, shop: Mer
 
 
 def test_install_is_idempotent() -> None:
-    from handlers import tiers
+    from handlers.loyalty import tiers
 
     coupons.install()
     coupons.install()

@@ -10,8 +10,8 @@ from bot.dialog import Dispatcher, Router
 from bot.dialog.intents import build_router
 from bot.dialog.router import keyword_form
 from bot.dialog.state import DialogStore
-from handlers.chat import IncomingMessage, TextReply
-from handlers.merchants import MerchantInput, create_merchant
+from handlers.core.chat import IncomingMessage, TextReply
+from handlers.staff.merchants import MerchantInput, create_merchant
 from models.member import Gender, Member
 from models.merchant import Merchant, ReplyTemplate
 from webhooks.appkeys import DISPATCHER, REDIS, RENDERER, RUNTIME

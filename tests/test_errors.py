@@ -8,7 +8,7 @@ import pydantic
 from aiohttp import web
 from tortoise.exceptions import ValidationError as FieldValidationError
 
-from handlers.errors import Conflict, NotFound
+from handlers.core.errors import Conflict, NotFound
 from webhooks.errors import error_middleware
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from handlers import flash, points
-from handlers.mall import ItemInput, create_item, return_order
-from handlers.mall_orders import expire_pickups
-from handlers.points_audit import audit_points
-from handlers.sessions import SessionKind, SessionStore
+from handlers.loyalty import ledger
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.mall import flash
+from handlers.mall.catalogue import ItemInput, create_item, return_order
+from handlers.mall.orders import expire_pickups
+from handlers.staff.sessions import SessionKind, SessionStore
 from models.mall import FlashSale, ItemKind, MallItem, MallOrder, OrderStatus, StockMovement
 from models.member import Member
 from models.merchant import Merchant
@@ -28,7 +29,7 @@ async def make_item(merchant: Merchant, stock: int = 50, name: str = "限量马�
 
 
 async def give_points(merchant: Merchant, member: Member, amount: int) -> None:
-    await points.credit(merchant.id, member.id, amount, PointsKind.GRANT, key=f"seed:{member.id}:{amount}",
+    await ledger.credit(merchant.id, member.id, amount, PointsKind.GRANT, key=f"seed:{member.id}:{amount}",
                         now=datetime.now(UTC), expires_at=None)
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import aiohttp
 
 from bot.settings import Settings
-from handlers import flash, points
-from handlers.mall import ItemInput, create_item
-from handlers.sessions import SessionKind, SessionStore
+from handlers.loyalty import ledger
+from handlers.mall import flash
+from handlers.mall.catalogue import ItemInput, create_item
+from handlers.staff.sessions import SessionKind, SessionStore
 from models.mall import FlashSale, ItemKind, MallItem, MallOrder
 from models.member import Member
 from models.points import PointsAccount, PointsKind
@@ -45,7 +46,7 @@ async def seed_members(merchant_id: int) -> list[int]:
         "id", flat=True
     )
     for member_id in ids:
-        await points.credit(merchant_id, member_id, START_POINTS, PointsKind.GRANT, key=f"seed:{member_id}",
+        await ledger.credit(merchant_id, member_id, START_POINTS, PointsKind.GRANT, key=f"seed:{member_id}",
                             now=now, expires_at=None)
     return ids
 

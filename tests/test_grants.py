@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from handlers.points_audit import audit_points
+from handlers.loyalty.ledger_audit import audit_points
 from models.loyalty import AuditLog
 from models.points import PointsAccount, PointsKind, PointsTransaction
 from tests.support.factories import make_member, make_merchant

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from handlers import groups
-from handlers.points_audit import audit_points
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.mall import groups
 from models.mall import DealGroup, GroupDeal, GroupStatus, MallItem, MallOrder, OrderStatus, StockMovement
 from models.member import Member
 from models.merchant import Merchant

@@ -11,9 +11,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.logs import JsonFormatter
-from handlers import jobs, loyalty_config, points, tiers
-from handlers.points_audit import audit_points
-from handlers.purchases import PurchaseRequest, record_purchase
+from handlers import jobs
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty import ledger, tiers
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.till.purchase import PurchaseRequest, record_purchase
 from models.member import Member
 from models.points import PointsAccount, PointsKind, PointsTransaction
 from tests.support.factories import make_member, make_merchant
@@ -51,7 +53,7 @@ async def test_points_maintenance_releases_then_expires_and_a_second_run_does_no
     merchant, member = shop
     await loyalty_config.save_program(merchant.id, {"pending_days": 7}, actor="test")
     await record_purchase(merchant, None, PurchaseRequest("p1", member.id, 10_000), now=NOW)
-    await points.credit(
+    await ledger.credit(
         merchant.id, member.id, 30, PointsKind.GRANT, key="g1", now=NOW, expires_at=NOW + timedelta(days=1)
     )
     nothing = {"released_lots": 0, "expired_members": 0}
@@ -68,7 +70,7 @@ async def test_points_maintenance_releases_then_expires_and_a_second_run_does_no
 async def test_points_maintenance_catches_up_missed_runs_in_one(shop: Any) -> None:
     merchant, member = shop
     for day in (1, 2):  # due on two different days; the job "missed" both
-        await points.credit(
+        await ledger.credit(
             merchant.id, member.id, 10 * day, PointsKind.GRANT, key=f"g{day}", now=NOW,
             expires_at=NOW + timedelta(days=day),
         )
@@ -82,7 +84,7 @@ async def test_points_maintenance_catches_up_missed_runs_in_one(shop: Any) -> No
 
 async def test_tier_review_downgrades_once_when_due_and_catches_up(shop: Any) -> None:
     merchant, member = shop
-    await points.credit(merchant.id, member.id, 100, PointsKind.GRANT, key="g", now=NOW, expires_at=None)
+    await ledger.credit(merchant.id, member.id, 100, PointsKind.GRANT, key="g", now=NOW, expires_at=None)
     await tiers.buy_upgrade(merchant, member.id, "silver", key="up", now=NOW)
     assert await jobs.tier_reviews(NOW + timedelta(days=10)) == {"downgraded": 0}  # not due yet
     # Two 30-day periods passed without a run: one run applies the review once.

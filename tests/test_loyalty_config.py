@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from handlers import loyalty_config
-from handlers.errors import ValidationError
+from handlers.core.errors import ValidationError
+from handlers.loyalty import config as loyalty_config
 from models.loyalty import AuditLog, RuleSetVersion
 from tests.support.factories import make_merchant
 

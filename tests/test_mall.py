@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers.members import CODE_ALPHABET
-from handlers.queries import sum_of
+from handlers.core.queries import sum_of
+from handlers.members.lookup import CODE_ALPHABET
 from handlers.rules.errors import RuleError
 from handlers.rules.mall import (
     ItemSpec,

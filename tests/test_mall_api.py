@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers.mall_orders import expire_pickups
-from handlers.points_audit import audit_points
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.mall.orders import expire_pickups
 from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
 from models.member import Member
 from models.merchant import Merchant

@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers import jobs, mall, points, wallet
-from handlers.errors import Conflict, DomainError, ErrorCode, ValidationError
-from handlers.mall_orders import OrderClosed, expire_pickups
-from handlers.members import CODE_ALPHABET
-from handlers.points_audit import audit_points
-from handlers.queries import sum_of
+from handlers import jobs
+from handlers.core.errors import Conflict, DomainError, ErrorCode, ValidationError
+from handlers.core.queries import sum_of
+from handlers.loyalty import ledger
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.mall import catalogue
+from handlers.mall.orders import OrderClosed, expire_pickups
+from handlers.members.lookup import CODE_ALPHABET
+from handlers.wallet import ledger as wallet
 from models.coupon import Coupon, CouponKind, CouponTemplate
 from models.loyalty import MemberTier
 from models.mall import FlashSale, ItemKind, MallItem, MallOrder, OrderStatus, StockMovement
@@ -28,7 +31,7 @@ NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
 
 async def give(shop: Merchant, member: Member, amount: int, key: str = "seed") -> None:
-    await points.credit(shop.id, member.id, amount, PointsKind.GRANT, key=f"{key}:{member.id}", now=NOW,
+    await ledger.credit(shop.id, member.id, amount, PointsKind.GRANT, key=f"{key}:{member.id}", now=NOW,
                         expires_at=None)
 
 
@@ -39,13 +42,13 @@ async def balance(member: Member) -> int:
 
 async def make_item(shop: Merchant, *, stock: int = 10, kind: ItemKind = ItemKind.PICKUP,
                     **fields: Any) -> MallItem:
-    data = mall.ItemInput(**{"name": "保温杯", "price_points": 100, **fields})
-    return await mall.create_item(shop, kind, data, stock=stock, actor="test")
+    data = catalogue.ItemInput(**{"name": "保温杯", "price_points": 100, **fields})
+    return await catalogue.create_item(shop, kind, data, stock=stock, actor="test")
 
 
 async def redeem(shop: Merchant, member: Member, item: MallItem, key: str = "k1", qty: int = 1,
                  now: datetime = NOW, **extra: Any) -> MallOrder:
-    order, _ = await mall.redeem(shop, member, item.id, qty=qty, client_key=key, now=now, **extra)
+    order, _ = await catalogue.redeem(shop, member, item.id, qty=qty, client_key=key, now=now, **extra)
     return order
 
 
@@ -101,7 +104,7 @@ async def test_lifetime_limit_counts_every_order_not_returned(shop: Merchant, me
     first = await redeem(shop, member, item, key="a")
     await redeem(shop, member, item, key="b")
     await assert_refused(shop, member, item, "超过每人限兑", "limit_per_member", key="c")
-    await mall.cancel(shop, member, first.id, now=NOW)  # a returned order frees its unit
+    await catalogue.cancel(shop, member, first.id, now=NOW)  # a returned order frees its unit
     await redeem(shop, member, item, key="c")
 
 
@@ -143,11 +146,11 @@ async def test_replayed_key_returns_the_first_order_and_a_changed_request_is_ref
     shop: Merchant, member: Member
 ) -> None:
     item = await make_item(shop)
-    first, replayed_first = await mall.redeem(shop, member, item.id, qty=1, client_key="same", now=NOW)
-    again, replayed = await mall.redeem(shop, member, item.id, qty=1, client_key="same", now=NOW)
+    first, replayed_first = await catalogue.redeem(shop, member, item.id, qty=1, client_key="same", now=NOW)
+    again, replayed = await catalogue.redeem(shop, member, item.id, qty=1, client_key="same", now=NOW)
     assert (again.id, replayed_first, replayed) == (first.id, False, True)
     with pytest.raises(DomainError) as caught:
-        await mall.redeem(shop, member, item.id, qty=2, client_key="same", now=NOW)
+        await catalogue.redeem(shop, member, item.id, qty=2, client_key="same", now=NOW)
     assert caught.value.code == ErrorCode.IDEMPOTENCY_MISMATCH
     assert await balance(member) == 900 and (await MallItem.get(id=item.id)).stock == 9
     assert await audit_points() == []
@@ -176,11 +179,11 @@ async def test_shipped_items_need_a_valid_address_and_others_refuse_one(
 async def test_cancel_returns_points_and_stock_exactly_once(shop: Merchant, member: Member) -> None:
     item = await make_item(shop)
     order = await redeem(shop, member, item, qty=3)
-    cancelled = await mall.cancel(shop, member, order.id, now=NOW)
+    cancelled = await catalogue.cancel(shop, member, order.id, now=NOW)
     assert (cancelled.status, cancelled.open_pickup_code, cancelled.closed_at) == (
         OrderStatus.CANCELLED, None, NOW)
     with pytest.raises(OrderClosed) as caught:
-        await mall.cancel(shop, member, order.id, now=NOW)
+        await catalogue.cancel(shop, member, order.id, now=NOW)
     assert "已取消" in caught.value.message
     assert await balance(member) == 1000 and (await MallItem.get(id=item.id)).stock == 10
     assert await StockMovement.filter(item_id=item.id, reason="cancel").count() == 1
@@ -200,7 +203,7 @@ async def test_expiry_job_returns_overdue_pickups_once(shop: Merchant, member: M
     assert (await MallOrder.get(id=fresh.id)).status == OrderStatus.AWAITING_PICKUP
     assert await balance(member) == 900 and (await MallItem.get(id=item.id)).stock == 9
     with pytest.raises(Conflict):
-        await mall.cancel(shop, member, overdue.id, now=NOW + timedelta(days=4))
+        await catalogue.cancel(shop, member, overdue.id, now=NOW + timedelta(days=4))
     assert await movements_sum(item) == 9
     assert await audit_points() == []
 
@@ -218,30 +221,30 @@ async def test_coupon_and_stored_value_items_are_delivered_at_once(shop: Merchan
     assert (await redeem(shop, member, topup, key="s")).status == OrderStatus.FULFILLED
     assert (await wallet.balance(shop.id, member.id)).bonus_fen == 5_000
     with pytest.raises(OrderClosed):  # delivered: nothing to cancel
-        await mall.cancel(shop, member, order.id, now=NOW)
+        await catalogue.cancel(shop, member, order.id, now=NOW)
     assert await balance(member) == 700
     assert await audit_points() == []
 
 
 async def test_group_orders_wait_for_open_pickup_or_are_refunded(shop: Merchant, member: Member) -> None:
     item = await make_item(shop, pickup_days=2)
-    pending = await mall.place_order(shop, member, item, qty=1, points=50, key="g1", now=NOW,
+    pending = await catalogue.place_order(shop, member, item, qty=1, points=50, key="g1", now=NOW,
                                      status=OrderStatus.PENDING_GROUP)
     assert (pending.status, pending.pickup_code) == (OrderStatus.PENDING_GROUP, None)
     with pytest.raises(OrderClosed):
-        await mall.cancel(shop, member, pending.id, now=NOW)
-    opened = await mall.open_pickup(pending.id, now=NOW + timedelta(hours=5))
+        await catalogue.cancel(shop, member, pending.id, now=NOW)
+    opened = await catalogue.open_pickup(pending.id, now=NOW + timedelta(hours=5))
     assert opened.status == OrderStatus.AWAITING_PICKUP and opened.pickup_code
     assert opened.pickup_deadline == NOW + timedelta(hours=5, days=2)
-    again = await mall.open_pickup(pending.id, now=NOW + timedelta(hours=6))
+    again = await catalogue.open_pickup(pending.id, now=NOW + timedelta(hours=6))
     assert again.pickup_code == opened.pickup_code
-    failed = await mall.place_order(shop, member, item, qty=1, points=50, key="g2", now=NOW,
+    failed = await catalogue.place_order(shop, member, item, qty=1, points=50, key="g2", now=NOW,
                                     status=OrderStatus.PENDING_GROUP)
-    await mall.return_order(failed.id, reason="group_refund", now=NOW, actor="system")
+    await catalogue.return_order(failed.id, reason="group_refund", now=NOW, actor="system")
     with pytest.raises(OrderClosed):
-        await mall.return_order(failed.id, reason="group_refund", now=NOW, actor="system")
+        await catalogue.return_order(failed.id, reason="group_refund", now=NOW, actor="system")
     with pytest.raises(OrderClosed):
-        await mall.open_pickup(failed.id, now=NOW)
+        await catalogue.open_pickup(failed.id, now=NOW)
     assert (await MallOrder.get(id=failed.id)).status == OrderStatus.GROUP_FAILED
     assert await balance(member) == 950 and (await MallItem.get(id=item.id)).stock == 9
     assert await audit_points() == []
@@ -251,14 +254,14 @@ async def test_flash_orders_skip_the_stock_and_window_checks(shop: Merchant, mem
     item = await make_item(shop, stock=0, sale_ends_at=NOW - timedelta(days=1))
     sale = await FlashSale.create(merchant_id=shop.id, item_id=item.id, price_points=10, stock=1,
                                   starts_at=NOW - timedelta(hours=1), ends_at=NOW + timedelta(hours=1))
-    order = await mall.place_order(shop, member, item, qty=1, points=10, key="flash:1", now=NOW,
+    order = await catalogue.place_order(shop, member, item, qty=1, points=10, key="flash:1", now=NOW,
                                    flash_sale_id=sale.id, take_stock=False)
     assert (order.status, order.flash_sale_id, order.points) == (OrderStatus.AWAITING_PICKUP, sale.id, 10)
     assert (await MallItem.get(id=item.id)).stock == 0
     assert await StockMovement.filter(reason="redeem").count() == 0
     with pytest.raises(Conflict):  # without a sale the window and the stock apply
-        await mall.place_order(shop, member, item, qty=1, points=10, key="plain:1", now=NOW)
-    await mall.cancel(shop, member, order.id, now=NOW)  # the unit goes back to the item's stock
+        await catalogue.place_order(shop, member, item, qty=1, points=10, key="plain:1", now=NOW)
+    await catalogue.cancel(shop, member, order.id, now=NOW)  # the unit goes back to the item's stock
     assert (await MallItem.get(id=item.id)).stock == 1 and await movements_sum(item) == 1
     assert await balance(member) == 1000
     assert await audit_points() == []
@@ -288,7 +291,7 @@ async def test_concurrent_cancel_and_expiry_return_once(shop: Merchant, member: 
     orders = [await redeem(shop, member, item, key=f"k{i}") for i in range(5)]
     later = NOW + timedelta(days=2)
     jobs = [expire_pickups(later), expire_pickups(later)]
-    cancels = [mall.cancel(shop, member, o.id, now=later) for o in orders]
+    cancels = [catalogue.cancel(shop, member, o.id, now=later) for o in orders]
     await asyncio.gather(*jobs, *cancels, return_exceptions=True)
     statuses = {o.status for o in await MallOrder.all()}
     assert statuses <= {OrderStatus.CANCELLED, OrderStatus.EXPIRED}
@@ -300,7 +303,7 @@ async def test_concurrent_cancel_and_expiry_return_once(shop: Merchant, member: 
 
 async def test_concurrent_retries_of_one_key_place_one_order(shop: Merchant, member: Member) -> None:
     item = await make_item(shop)
-    results = await asyncio.gather(*(mall.redeem(shop, member, item.id, qty=2, client_key="retry", now=NOW)
+    results = await asyncio.gather(*(catalogue.redeem(shop, member, item.id, qty=2, client_key="retry", now=NOW)
                                      for _ in range(10)))
     assert len({order.id for order, _ in results}) == 1
     assert sorted(replayed for _, replayed in results) == [False] + [True] * 9

@@ -3,9 +3,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from handlers import members, mp_login, registration
-from handlers.merchants import MerchantInput, create_merchant
-from handlers.sessions import token_digest
+from handlers.members import lookup as members
+from handlers.members import mp_login, registration
+from handlers.staff.merchants import MerchantInput, create_merchant
+from handlers.staff.sessions import token_digest
 from models.member import Gender, Member
 from models.merchant import Merchant
 from tests.support.wechat_sim import WeChatSim
@@ -274,7 +275,7 @@ async def test_anonymised_member_does_not_come_back_on_login(aiohttp_client: Any
 async def test_a_mini_program_sign_up_gets_the_registration_bonus_once(
     aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
 ) -> None:
-    from handlers.points_audit import audit_points
+    from handlers.loyalty.ledger_audit import audit_points
     from models.points import PointsAccount
 
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
@@ -290,8 +291,8 @@ async def test_following_after_the_mini_program_login_is_the_same_member(
 ) -> None:
     from datetime import UTC, datetime
 
-    from handlers.chat import IncomingMessage
-    from handlers.points_audit import audit_points
+    from handlers.core.chat import IncomingMessage
+    from handlers.loyalty.ledger_audit import audit_points
     from models.points import PointsAccount
     from webhooks.appkeys import DISPATCHER
 

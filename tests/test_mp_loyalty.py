@@ -11,11 +11,12 @@ from aiohttp.test_utils import TestClient
 from defusedxml import ElementTree as ET
 from PIL import Image
 
-from handlers import card, points
-from handlers.points_audit import audit_points
+from handlers.loyalty import ledger
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.members import member_qr
 from handlers.rules.checkin import local_day
 from handlers.rules.tiers_model import Benefits
-from handlers.sessions import SessionKind, SessionStore
+from handlers.staff.sessions import SessionKind, SessionStore
 from models.loyalty import MemberTier
 from models.member import Member
 from models.merchant import Merchant
@@ -85,7 +86,7 @@ async def test_points_summary_and_ledger_pages(
 ) -> None:
     now = datetime.now(UTC)
     for n in range(3):
-        await points.credit(shop.id, member.id, 10 + n, PointsKind.GRANT, key=f"g{n}", now=now,
+        await ledger.credit(shop.id, member.id, 10 + n, PointsKind.GRANT, key=f"g{n}", now=now,
                             expires_at=now + timedelta(days=10 + n * 30), reason="活动赠送")
     summary = await (await client.get("/api/mp/shop/points", headers=auth)).json()
     assert (summary["balance"], summary["pending"], summary["lifetime_earned"]) == (33, 0, 33)
@@ -112,7 +113,7 @@ async def test_make_up_yesterday_and_refusals(
     assert poor.status == 409
     error = (await poor.json())["error"]
     assert error["code"] == "insufficient_points" and "补签需要 20 积分" in error["message"]
-    await points.credit(shop.id, member.id, 50, PointsKind.GRANT, key="g", now=datetime.now(UTC),
+    await ledger.credit(shop.id, member.id, 50, PointsKind.GRANT, key="g", now=datetime.now(UTC),
                         expires_at=None)
     made = await client.post("/api/mp/shop/checkin/makeup", headers=auth, json={"day": yesterday})
     assert made.status == 200
@@ -156,7 +157,7 @@ async def test_card_qr_resolves_at_the_till(
     body = await (await client.get("/api/mp/shop/card", headers=auth)).json()
     assert body["member_code"] == member.code and 60 < body["expires_in"] <= 120
     assert 0 < body["refresh_in"] <= 60
-    found = await card.resolve_scan(shop, body["token"], secret=client.app[RUNTIME].secret,
+    found = await member_qr.resolve_scan(shop, body["token"], secret=client.app[RUNTIME].secret,
                                     now=datetime.now(UTC))
     assert found.id == member.id
     png = base64.b64decode(body["png"].removeprefix("data:image/png;base64,"))
@@ -181,10 +182,10 @@ async def test_openapi_documents_the_loyalty_endpoints(client: TestClient) -> No
 
 
 def test_benefit_lines() -> None:
-    lines = card.benefit_lines(Benefits(discount_percent=95, points_multiplier=Fraction(3, 2),
+    lines = member_qr.benefit_lines(Benefits(discount_percent=95, points_multiplier=Fraction(3, 2),
                                         birthday_gift_points=300, upgrade_gift_points=200))
     assert lines == ["消费享 9.5 折", "消费积分 1.5 倍", "生日礼 300 积分", "升级礼 200 积分"]
-    assert card.multiplier_text(Fraction(6, 5)) == "1.2" and card.multiplier_text(Fraction(2)) == "2"
+    assert member_qr.multiplier_text(Fraction(6, 5)) == "1.2" and member_qr.multiplier_text(Fraction(2)) == "2"
 
 
 async def test_tier_of_a_member_with_gold(client: TestClient, auth: dict[str, str], member: Member) -> None:
@@ -198,7 +199,7 @@ async def test_tier_of_a_member_with_gold(client: TestClient, auth: dict[str, st
 async def test_member_buys_a_tier_upgrade_with_points_once(
     client: TestClient, shop: Merchant, member: Member, auth: dict[str, str]
 ) -> None:
-    await points.credit(
+    await ledger.credit(
         shop.id, member.id, 5_500, PointsKind.GRANT, key="seed", now=datetime.now(UTC), expires_at=None
     )
     body = {"tier": "gold", "idempotency_key": "buy-1"}

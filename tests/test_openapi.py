@@ -24,11 +24,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from handlers import members
-from handlers.merchants import MerchantInput, create_merchant
-from handlers.sessions import SessionKind, SessionStore
-from handlers.staff_accounts import create_staff
-from handlers.templating import Renderer
+from handlers.core.templating import Renderer
+from handlers.members import lookup as members
+from handlers.staff.accounts import create_staff
+from handlers.staff.merchants import MerchantInput, create_merchant
+from handlers.staff.sessions import SessionKind, SessionStore
 from tests.support.wechat_sim import WeChatSim
 from webhooks.appkeys import REDIS, RENDERER
 

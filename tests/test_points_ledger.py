@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from handlers import points
-from handlers.errors import DomainError, ErrorCode
-from handlers.points_audit import audit_points
+from handlers.core.errors import DomainError, ErrorCode
+from handlers.loyalty import ledger
+from handlers.loyalty.ledger_audit import audit_points
 from models.points import PointsAccount, PointsKind, PointsTransaction
 from tests.support.factories import make_member, make_merchant
 
@@ -28,14 +28,14 @@ async def balance(member: Any) -> int:
     return (await PointsAccount.get(member_id=member.id)).balance
 
 
-async def earn(member: Any, amount: int, key: str, expires: datetime | None = None) -> points.Posted:
-    return await points.credit(
+async def earn(member: Any, amount: int, key: str, expires: datetime | None = None) -> ledger.Posted:
+    return await ledger.credit(
         member.merchant_id, member.id, amount, PointsKind.GRANT, key=key, now=NOW, expires_at=expires
     )
 
 
-async def spend(member: Any, amount: int, key: str, now: datetime = NOW) -> points.Posted:
-    return await points.debit(
+async def spend(member: Any, amount: int, key: str, now: datetime = NOW) -> ledger.Posted:
+    return await ledger.debit(
         member.merchant_id, member.id, amount, PointsKind.SPEND_REDEMPTION, key=key, now=now
     )
 
@@ -70,7 +70,7 @@ async def test_key_reused_for_different_request_is_refused(member: Any) -> None:
 
 async def test_overspend_is_refused_and_changes_nothing(member: Any) -> None:
     await earn(member, 10, "e")
-    with pytest.raises(points.NotEnoughPoints):
+    with pytest.raises(ledger.NotEnoughPoints):
         await spend(member, 11, "s")
     assert await balance(member) == 10
     assert await PointsTransaction.filter(member_id=member.id).count() == 1
@@ -81,11 +81,11 @@ async def test_spend_takes_soonest_expiring_lot_first_and_expiry_takes_the_rest(
     await earn(member, 50, "soon", NOW + 10 * DAY)
     await earn(member, 50, "never")
     await spend(member, 60, "s")  # all of "soon" (50) and 10 of "late"
-    expired = await points.expire_lapsed(NOW + 30 * DAY)
+    expired = await ledger.expire_lapsed(NOW + 30 * DAY)
     assert expired == 0  # "soon" was fully spent: nothing lapsed yet
-    assert await points.expire_lapsed(NOW + 61 * DAY) == 1
+    assert await ledger.expire_lapsed(NOW + 61 * DAY) == 1
     assert await balance(member) == 50  # only the never-expiring lot is left
-    assert await points.expire_lapsed(NOW + 61 * DAY) == 0  # idempotent
+    assert await ledger.expire_lapsed(NOW + 61 * DAY) == 0  # idempotent
     kinds = await PointsTransaction.filter(member_id=member.id, kind=PointsKind.EXPIRE).values_list(
         "delta", flat=True
     )
@@ -95,33 +95,33 @@ async def test_spend_takes_soonest_expiring_lot_first_and_expiry_takes_the_rest(
 
 async def test_lapsed_points_cannot_be_spent_even_before_the_job_runs(member: Any) -> None:
     await earn(member, 50, "soon", NOW + DAY)
-    with pytest.raises(points.NotEnoughPoints):
+    with pytest.raises(ledger.NotEnoughPoints):
         await spend(member, 10, "s", now=NOW + 2 * DAY)
     assert await balance(member) == 50  # a refused debit changes nothing; the expiry job takes them
-    assert await points.expire_lapsed(NOW + 2 * DAY) == 1
+    assert await ledger.expire_lapsed(NOW + 2 * DAY) == 1
     assert await balance(member) == 0
     assert await audit_points() == []
 
 
 async def test_pending_points_release_after_window_or_void_inside_it(member: Any) -> None:
     merchant_id = member.merchant_id
-    await points.hold_pending(
+    await ledger.hold_pending(
         merchant_id, member.id, 80, key="p1", now=NOW, available_at=NOW + 7 * DAY, expires_at=None
     )
-    await points.hold_pending(
+    await ledger.hold_pending(
         merchant_id, member.id, 20, key="p2", now=NOW, available_at=NOW + 7 * DAY, expires_at=None
     )
     account = await PointsAccount.get(member_id=member.id)
     assert (account.balance, account.pending) == (0, 100)
-    assert await points.void_pending(merchant_id, member.id, "p2") is True
-    assert await points.void_pending(merchant_id, member.id, "p2") is False
-    assert await points.release_pending(NOW + 6 * DAY) == 0
-    assert await points.release_pending(NOW + 7 * DAY) == 1
-    assert await points.release_pending(NOW + 8 * DAY) == 0
+    assert await ledger.void_pending(merchant_id, member.id, "p2") is True
+    assert await ledger.void_pending(merchant_id, member.id, "p2") is False
+    assert await ledger.release_pending(NOW + 6 * DAY) == 0
+    assert await ledger.release_pending(NOW + 7 * DAY) == 1
+    assert await ledger.release_pending(NOW + 8 * DAY) == 0
     account = await PointsAccount.get(member_id=member.id)
     assert (account.balance, account.pending) == (80, 0)
     assert (
-        await points.void_pending(merchant_id, member.id, "p1") is False
+        await ledger.void_pending(merchant_id, member.id, "p1") is False
     )  # released: must be reversed instead
     assert await audit_points() == []
 
@@ -129,14 +129,14 @@ async def test_pending_points_release_after_window_or_void_inside_it(member: Any
 async def test_reversing_a_spend_restores_its_lots(member: Any) -> None:
     await earn(member, 100, "e", NOW + 10 * DAY)
     await spend(member, 70, "s")
-    posted = await points.reverse(member.merchant_id, "s", key="r", now=NOW)
+    posted = await ledger.reverse(member.merchant_id, "s", key="r", now=NOW)
     assert posted.delta == 70 and posted.balance_after == 100
-    again = await points.reverse(member.merchant_id, "s", key="r", now=NOW)
+    again = await ledger.reverse(member.merchant_id, "s", key="r", now=NOW)
     assert again.replayed and again.transaction_id == posted.transaction_id
     with pytest.raises(DomainError) as caught:
-        await points.reverse(member.merchant_id, "s", key="r2", now=NOW)
+        await ledger.reverse(member.merchant_id, "s", key="r2", now=NOW)
     assert caught.value.code == ErrorCode.CONFLICT
-    assert await points.expire_lapsed(NOW + 11 * DAY) == 1  # restored points keep their original expiry
+    assert await ledger.expire_lapsed(NOW + 11 * DAY) == 1  # restored points keep their original expiry
     assert await balance(member) == 0
     assert await audit_points() == []
 
@@ -144,10 +144,10 @@ async def test_reversing_a_spend_restores_its_lots(member: Any) -> None:
 async def test_claw_back_of_spent_points_leaves_a_debt_repaid_by_the_next_earn(member: Any) -> None:
     await earn(member, 100, "purchase")
     await spend(member, 80, "s")
-    posted = await points.reverse(member.merchant_id, "purchase", key="refund", now=NOW)
+    posted = await ledger.reverse(member.merchant_id, "purchase", key="refund", now=NOW)
     assert posted.balance_after == -80
     assert await audit_points() == []
-    with pytest.raises(points.NotEnoughPoints):
+    with pytest.raises(ledger.NotEnoughPoints):
         await spend(member, 1, "s2")
     await earn(member, 100, "e2")
     assert await balance(member) == 20
@@ -163,7 +163,7 @@ async def test_concurrent_mutations_on_one_member_never_lose_an_update(member: A
             if i % 2:
                 return (await spend(member, 9, f"s{i}")).delta
             return (await earn(member, 5, f"e{i}")).delta
-        except points.NotEnoughPoints:
+        except ledger.NotEnoughPoints:
             return 0
 
     deltas = await asyncio.gather(*(one(i) for i in range(200)))
@@ -185,7 +185,7 @@ async def test_posting_for_an_unknown_or_foreign_member_is_member_not_found(memb
     other = await make_merchant("other")
     for merchant_id, member_id in ((member.merchant_id, 10_000), (other.id, member.id)):
         with pytest.raises(DomainError) as caught:
-            await points.credit(merchant_id, member_id, 5, PointsKind.GRANT, key=f"k{merchant_id}", now=NOW,
+            await ledger.credit(merchant_id, member_id, 5, PointsKind.GRANT, key=f"k{merchant_id}", now=NOW,
                                 expires_at=None)
         assert caught.value.code == ErrorCode.MEMBER_NOT_FOUND
     assert await PointsAccount.filter(member_id=10_000).count() == 0
@@ -194,9 +194,9 @@ async def test_posting_for_an_unknown_or_foreign_member_is_member_not_found(memb
 async def test_refunded_spend_into_an_expired_lot_expires_again_under_a_new_key(member: Any) -> None:
     await earn(member, 100, "e", NOW + DAY)
     await spend(member, 60, "s")
-    assert await points.expire_lapsed(NOW + 2 * DAY) == 1  # the 40 left lapse
-    await points.reverse(member.merchant_id, "s", key="r", now=NOW + 3 * DAY)  # 60 back into the lapsed lot
-    assert await points.expire_lapsed(NOW + 3 * DAY) == 1  # they lapse again: a second, distinct expiry
+    assert await ledger.expire_lapsed(NOW + 2 * DAY) == 1  # the 40 left lapse
+    await ledger.reverse(member.merchant_id, "s", key="r", now=NOW + 3 * DAY)  # 60 back into the lapsed lot
+    assert await ledger.expire_lapsed(NOW + 3 * DAY) == 1  # they lapse again: a second, distinct expiry
     assert await balance(member) == 0
     await earn(member, 10, "e2")
     await spend(member, 10, "s2", now=NOW + 3 * DAY)  # later debits are not blocked
@@ -205,9 +205,9 @@ async def test_refunded_spend_into_an_expired_lot_expires_again_under_a_new_key(
 
 async def test_reversing_an_earn_whose_lot_lapsed_takes_the_points_once(member: Any) -> None:
     await earn(member, 100, "purchase", NOW + DAY)
-    posted = await points.reverse(member.merchant_id, "purchase", key="refund", now=NOW + 2 * DAY)
+    posted = await ledger.reverse(member.merchant_id, "purchase", key="refund", now=NOW + 2 * DAY)
     assert posted.delta == 0
-    assert await points.expire_lapsed(NOW + 3 * DAY) == 0
+    assert await ledger.expire_lapsed(NOW + 3 * DAY) == 0
     assert await balance(member) == 0  # the lapse took them; the reversal takes nothing more
     assert await audit_points() == []
 
@@ -215,13 +215,13 @@ async def test_reversing_an_earn_whose_lot_lapsed_takes_the_points_once(member: 
 async def test_reversing_a_half_lapsed_half_spent_earn_takes_only_the_spent_half(member: Any) -> None:
     await earn(member, 100, "purchase", NOW + DAY)
     await spend(member, 50, "s")
-    posted = await points.reverse(member.merchant_id, "purchase", key="refund", now=NOW + 2 * DAY)
+    posted = await ledger.reverse(member.merchant_id, "purchase", key="refund", now=NOW + 2 * DAY)
     assert posted.delta == -50 and posted.balance_after == -50  # the spent half becomes the documented debt
     assert await audit_points() == []
 
 
 def test_earn_kinds_are_exactly_the_kinds_named_earn() -> None:
-    # handlers.tiers counts points earned with `kind LIKE 'earn%'`: no other kind may start with "earn".
+    # handlers.loyalty.tiers counts points earned with `kind LIKE 'earn%'`: no other kind may start with "earn".
     earn = {kind for kind in PointsKind if kind.value.startswith("earn")}
     assert earn == {k for k in PointsKind if k.name.startswith("EARN_")}
     assert all(kind.value.startswith("earn_") for kind in earn)

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from handlers import points, points_view
-from handlers.errors import ValidationError
-from handlers.points_audit import audit_points
+from handlers.core.errors import ValidationError
+from handlers.loyalty import ledger, points_view
+from handlers.loyalty.ledger_audit import audit_points
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsKind
@@ -23,7 +23,7 @@ async def shop(client: Any) -> Merchant:
 
 async def credit(shop: Merchant, member: Member, amount: int, key: str, expires_in_days: int | None) -> None:
     expires = NOW + timedelta(days=expires_in_days) if expires_in_days is not None else None
-    await points.credit(shop.id, member.id, amount, PointsKind.GRANT, key=key, now=NOW - timedelta(days=1),
+    await ledger.credit(shop.id, member.id, amount, PointsKind.GRANT, key=key, now=NOW - timedelta(days=1),
                         expires_at=expires, reason=f"赠送 {key}")
 
 
@@ -39,9 +39,9 @@ async def test_summary_balance_pending_lifetime_and_expiring_soon(shop: Merchant
     await credit(shop, member, 30, "b", expires_in_days=20)
     await credit(shop, member, 20, "c", expires_in_days=5)
     await credit(shop, member, 50, "d", expires_in_days=None)
-    await points.hold_pending(shop.id, member.id, 70, key="p", now=NOW, available_at=NOW + timedelta(days=7),
+    await ledger.hold_pending(shop.id, member.id, 70, key="p", now=NOW, available_at=NOW + timedelta(days=7),
                               expires_at=None)
-    await points.debit(shop.id, member.id, 10, PointsKind.SPEND_REDEMPTION, key="spend", now=NOW)
+    await ledger.debit(shop.id, member.id, 10, PointsKind.SPEND_REDEMPTION, key="spend", now=NOW)
     summary = await points_view.summary(shop.id, member.id, now=NOW)
     assert (summary.balance, summary.pending, summary.lifetime_earned) == (190, 70, 200)
     assert summary.expiring == 30 + 10  # the soonest lot paid for the spend

@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 
-from handlers import loyalty_config, points, tiers
-from handlers.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
-from handlers.points_audit import audit_points
-from handlers.purchases import PurchaseRequest, record_purchase, refund_purchase
-from handlers.staff_accounts import create_staff
-from models.activity import Purchase, PurchaseStatus
+from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty import ledger, tiers
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.staff.accounts import create_staff
+from handlers.till.purchase import PurchaseRequest, record_purchase
+from handlers.till.refund import refund_purchase
 from models.loyalty import TierChange
 from models.merchant import Store
 from models.points import PointsAccount, PointsKind, PointsPool
+from models.purchase import Purchase, PurchaseStatus
 from tests.support.factories import make_member, make_merchant
 
 NOW = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
@@ -85,7 +87,7 @@ async def test_repeated_key_returns_first_result_and_different_request_is_refuse
 
 async def test_tier_discount_offset_and_upgrade_with_gift(shop: Any) -> None:
     merchant, member = shop
-    await points.credit(merchant.id, member.id, 1000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
+    await ledger.credit(merchant.id, member.id, 1000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
     # 1,000 yuan reaches 银卡 (default ladder); the next purchase gets 9.8折 and the 1.2x multiplier.
     upgrade = await buy(shop, "big", 100_000)
     assert upgrade.tier_changed_to == "silver"
@@ -98,7 +100,7 @@ async def test_tier_discount_offset_and_upgrade_with_gift(shop: Any) -> None:
 
 async def test_offset_beyond_the_cap_is_refused_and_changes_nothing(shop: Any) -> None:
     merchant, member = shop
-    await points.credit(
+    await ledger.credit(
         merchant.id, member.id, 10_000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None
     )
     with pytest.raises(ValidationError) as caught:
@@ -108,7 +110,7 @@ async def test_offset_beyond_the_cap_is_refused_and_changes_nothing(shop: Any) -
 
 
 async def test_offset_without_enough_points_is_refused_and_rolls_back(shop: Any) -> None:
-    with pytest.raises(points.NotEnoughPoints):
+    with pytest.raises(ledger.NotEnoughPoints):
         await buy(shop, "p", 10_000, points_offset=1000)
     assert await Purchase.all().count() == 0
     assert await audit_points() == []
@@ -116,7 +118,7 @@ async def test_offset_without_enough_points_is_refused_and_rolls_back(shop: Any)
 
 async def test_refund_claws_back_points_and_returns_offset_once(shop: Any) -> None:
     merchant, member = shop
-    await points.credit(merchant.id, member.id, 500, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
+    await ledger.credit(merchant.id, member.id, 500, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
     result = await buy(shop, "p", 10_000, points_offset=500)  # pays 95 yuan, earns 95
     assert await balance(member) == 95
     refund = await refund_purchase(merchant, None, result.purchase_id, key="r1", now=NOW)
@@ -137,7 +139,7 @@ async def test_pending_points_are_voided_by_a_refund_inside_the_window(shop: Any
     assert kept.points_pending and await balance(member) == 0
     refund = await refund_purchase(merchant, None, refunded.purchase_id, key="r", now=NOW)
     assert refund.points_voided == 200 and refund.points_reversed == 0
-    await points.release_pending(NOW + timedelta(days=7))
+    await ledger.release_pending(NOW + timedelta(days=7))
     assert await balance(member) == 100
     assert await audit_points() == []
 
@@ -167,7 +169,7 @@ async def test_concurrent_purchases_on_one_member_keep_the_ledger_exact(shop: An
 
 async def test_buying_an_upgrade_with_points(shop: Any) -> None:
     merchant, member = shop
-    await points.credit(merchant.id, member.id, 6000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
+    await ledger.credit(merchant.id, member.id, 6000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
     change = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
     assert (change.to_code, change.gift_points) == ("gold", 200)
     assert await balance(member) == 6000 - 5000 + 200
@@ -179,7 +181,7 @@ async def test_buying_an_upgrade_with_points(shop: Any) -> None:
 
 
 async def coupon_for(merchant: Any, member: Any, key: str = "c1") -> Any:
-    from handlers import coupon_issue
+    from handlers.coupons import issue as coupon_issue
     from handlers.rules.coupons import Terms, Validity
 
     template = await coupon_issue.create_template(
@@ -193,7 +195,7 @@ async def coupon_for(merchant: Any, member: Any, key: str = "c1") -> Any:
 
 
 async def test_coupon_and_stored_value_at_the_till_and_their_refund(shop: Any) -> None:
-    from handlers import wallet
+    from handlers.wallet import ledger as wallet
     from models.coupon import Coupon, CouponStatus
     from models.wallet import WalletAccount
 
@@ -230,7 +232,7 @@ async def test_one_coupon_in_two_concurrent_purchases_is_used_once(shop: Any) ->
 
 
 async def test_paying_more_stored_value_than_the_balance_changes_nothing(shop: Any) -> None:
-    from handlers import wallet
+    from handlers.wallet import ledger as wallet
 
     merchant, member = shop
     await wallet.top_up(merchant, member.id, 1_000, key="top", payment_method="cash", now=NOW)
@@ -246,7 +248,7 @@ async def test_an_upgrade_gift_is_given_once_even_if_the_ladder_changes_it(shop:
     from models.loyalty import MemberTier
 
     merchant, member = shop
-    await points.credit(merchant.id, member.id, 20_000, PointsKind.GRANT, key="seed", now=NOW,
+    await ledger.credit(merchant.id, member.id, 20_000, PointsKind.GRANT, key="seed", now=NOW,
                         expires_at=None)
     first = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
     assert first.gift_points == 200
@@ -263,7 +265,7 @@ async def test_an_upgrade_gift_is_given_once_even_if_the_ladder_changes_it(shop:
 
 
 async def test_a_retry_replays_the_full_payment_split(shop: Any) -> None:
-    from handlers import wallet
+    from handlers.wallet import ledger as wallet
 
     merchant, member = shop
     await wallet.top_up(merchant, member.id, 5_000, key="top", payment_method="cash", now=NOW)

@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers import loyalty_config, referrals
-from handlers.errors import NotFound
-from handlers.points_audit import audit_points
-from models.activity import ReferralAward
+from handlers.core.errors import NotFound
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty import referrals
+from handlers.loyalty.ledger_audit import audit_points
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsTransaction
+from models.referral import ReferralAward
 from tests.support.factories import make_member, make_merchant
 from tests.test_admin_loyalty import login
 

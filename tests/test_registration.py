@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 
 from bot.dialog.state import DialogStore
-from handlers import members, registration
-from handlers.chat import IncomingMessage, TextReply
-from handlers.errors import ValidationError
-from handlers.merchants import MerchantInput, create_merchant
-from handlers.staff_accounts import create_staff
+from handlers.core.chat import IncomingMessage, TextReply
+from handlers.core.errors import ValidationError
+from handlers.members import lookup as members
+from handlers.members import registration
+from handlers.staff.accounts import create_staff
+from handlers.staff.merchants import MerchantInput, create_merchant
 from models.member import Gender, Member, MemberSource
 from models.merchant import Merchant
 from models.staff import Staff

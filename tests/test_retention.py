@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from bot.settings import Settings
-from handlers import members, registration
-from handlers.errors import NotFound
-from handlers.merchants import MerchantInput, create_merchant
-from handlers.retention import erase_due
+from handlers.core.errors import NotFound
+from handlers.members import lookup as members
+from handlers.members import registration
+from handlers.members.retention import erase_due
+from handlers.staff.merchants import MerchantInput, create_merchant
 from models.member import Gender, Member
 from models.merchant import Merchant
 from tests.conftest import SECRET

@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 
-from bot.scheduler import SCHEDULE, SCHEDULER, SCHEDULER_CONFIG, Entry, SchedulerConfig, next_due
-from handlers import loyalty_config
-from handlers.purchases import PurchaseRequest, record_purchase
+from handlers import jobs
+from handlers.core.schedule import Entry, SchedulerConfig, next_due
+from handlers.jobs import SCHEDULE
+from handlers.loyalty import config as loyalty_config
+from handlers.till.purchase import PurchaseRequest, record_purchase
 from models.points import PointsAccount
 from tests.support.factories import make_member, make_merchant
+from webhooks.appkeys import SCHEDULER, SCHEDULER_CONFIG
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
@@ -77,7 +80,7 @@ async def test_embedded_scheduler_runs_a_due_job_and_stops_cleanly(
     start = utc(2026, 12, 1, 3, 4, 50)  # 11:04:50 Shanghai; points maintenance is due at 11:05
     clock = FakeClock(start)
     app = make_app(redis_url="memory://")
-    app[SCHEDULER_CONFIG] = SchedulerConfig(clock=clock, max_sleep=0.01)
+    app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=SCHEDULE, runner=jobs.run_job, clock=clock, max_sleep=0.01)
     client = await aiohttp_client(app)
     merchant = await make_merchant()
     await loyalty_config.save_program(merchant.id, {"pending_days": 1, "registration_bonus": 0}, actor="t")

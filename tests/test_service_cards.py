@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers import service_cards
-from handlers.errors import DomainError, ErrorCode
+from handlers.core.errors import DomainError, ErrorCode
 from handlers.rules import cardtoken
-from handlers.sessions import SessionKind, SessionStore
+from handlers.staff.sessions import SessionKind, SessionStore
+from handlers.wallet import service_cards
 from models.cards import CardUse, MemberCard
 from models.loyalty import AuditLog
 from models.member import Member

@@ -9,12 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers import loyalty_config, simulate
-from handlers.errors import ValidationError
-from models.activity import Purchase, PurchaseStatus
+from handlers.core.errors import ValidationError
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty import simulate
 from models.loyalty import RuleSetVersion
 from models.member import Member
 from models.merchant import Merchant, Store
+from models.purchase import Purchase, PurchaseStatus
 from tests.support.factories import make_member, make_merchant
 from tests.test_admin_loyalty import error_of, login
 

@@ -4,10 +4,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from handlers import members
-from handlers.merchants import MerchantInput, create_merchant
-from handlers.sessions import SessionKind, SessionStore
-from handlers.staff_accounts import create_staff
+from handlers.members import lookup as members
+from handlers.staff.accounts import create_staff
+from handlers.staff.merchants import MerchantInput, create_merchant
+from handlers.staff.sessions import SessionKind, SessionStore
 from models.merchant import Merchant
 from models.staff import Staff
 from webhooks.appkeys import REDIS

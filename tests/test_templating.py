@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from handlers.errors import ValidationError
+from handlers.core.errors import ValidationError
 from models.merchant import ReplyTemplate
 from tests.support.factories import make_merchant
 from webhooks.appkeys import RENDERER

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from handlers.points_audit import audit_points
+from handlers.loyalty.ledger_audit import audit_points
 from handlers.rules import cardtoken
-from models.activity import Purchase
+from models.purchase import Purchase
 from tests.conftest import SECRET
 from tests.support.factories import make_member, make_merchant, staff_headers
 

@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 
 from bot.settings import Settings
-from handlers.staff_accounts import create_staff
-from models.activity import Purchase, PurchaseStatus
+from handlers.staff.accounts import create_staff
 from models.points import PointsAccount
+from models.purchase import Purchase, PurchaseStatus
 from tests.conftest import SECRET, real_redis
 from tests.support.factories import make_member, make_merchant
 

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from bot.settings import Settings
-from handlers import loyalty_config, tiers, wallet
-from handlers.errors import Conflict, DomainError, ErrorCode, NotFound
-from handlers.wallet_audit import audit_wallet
+from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty import tiers
+from handlers.wallet import ledger as wallet
+from handlers.wallet.audit import audit_wallet
 from models.loyalty import AuditLog
 from models.member import Member
 from models.merchant import Merchant

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from handlers import loyalty_config
-from handlers.sessions import SessionKind, SessionStore
-from handlers.wallet_audit import audit_wallet
+from handlers.loyalty import config as loyalty_config
+from handlers.staff.sessions import SessionKind, SessionStore
+from handlers.wallet.audit import audit_wallet
 from models.loyalty import AuditLog
 from models.member import Member
 from models.merchant import Merchant
@@ -171,9 +171,10 @@ async def test_chat_balance_shows_stored_value_and_usable_cards(client: TestClie
     from datetime import UTC, datetime
 
     from bot.dialog.intents import build_router
-    from handlers import service_cards, wallet
-    from handlers.chat import IncomingMessage, TextReply
-    from handlers.service_cards import ProductInput
+    from handlers.core.chat import IncomingMessage, TextReply
+    from handlers.wallet import ledger as wallet
+    from handlers.wallet import service_cards
+    from handlers.wallet.service_cards import ProductInput
     from models.cards import CardKind
     from webhooks.appkeys import DISPATCHER
 

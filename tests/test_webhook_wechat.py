@@ -11,14 +11,14 @@ import pytest
 
 from bot.demo import DEMO
 from bot.dialog import Dispatcher
-from handlers.chat import Article, ChatReply, IncomingMessage, NewsReply, TextReply
-from handlers.merchants import MerchantInput, create_merchant
-from handlers.wechat import dedup
+from handlers.core.chat import Article, ChatReply, IncomingMessage, NewsReply, TextReply
+from handlers.staff.merchants import MerchantInput, create_merchant
 from models.merchant import Merchant
 from tests.support.wechat_push import Mode, WeChatPusher, event_xml, sign, text_xml
 from tests.support.wechat_sim import WeChatSim
-from webhooks import wechat
 from webhooks.appkeys import BACKGROUND, REDIS
+from webhooks.wechat import callback as wechat
+from webhooks.wechat import dedup
 
 TOKEN = "shoptoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"

@@ -12,8 +12,8 @@ from aiohttp import ClientSession, ClientTimeout
 from redis.asyncio import Redis
 
 from bot.app import connect_redis
-from handlers.chat import Article
-from handlers.errors import DomainError, ErrorCode
+from handlers.core.chat import Article
+from handlers.core.errors import DomainError, ErrorCode
 from handlers.wechat import errors
 from handlers.wechat.client import AppCredentials, QrTicket, WeChatClient, mp_credentials, oa_credentials
 from models.merchant import Merchant

@@ -9,9 +9,10 @@ import pytest
 import xmltodict
 from wechatpy.crypto import WeChatCrypto
 
-from handlers.chat import Article, NewsReply, TextReply
-from handlers.errors import DomainError, ErrorCode
-from handlers.wechat.push import (
+from handlers.core.chat import Article, NewsReply, TextReply
+from handlers.core.errors import DomainError, ErrorCode
+from tests.support.wechat_push import event_xml, parse_reply, text_xml
+from webhooks.wechat.push import (
     check_timestamp,
     decrypt,
     encrypt_reply,
@@ -22,7 +23,6 @@ from handlers.wechat.push import (
     signature,
     verify_signature,
 )
-from tests.support.wechat_push import event_xml, parse_reply, text_xml
 
 # WeChat's published message-crypto sample (WXBizMsgCrypt demo, also used by wechatpy and other SDKs).
 SAMPLE_TOKEN = "spamtest"

@@ -15,12 +15,13 @@ from arq.worker import create_worker
 from tortoise import Tortoise
 
 from bot.cli import main
-from bot.scheduler import SCHEDULE, next_due
 from bot.settings import Settings
 from bot.worker import WorkerSettings, redis_settings
-from handlers import loyalty_config
-from handlers.points_audit import audit_points
-from handlers.purchases import PurchaseRequest, record_purchase
+from handlers.core.schedule import next_due
+from handlers.jobs import SCHEDULE
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty.ledger_audit import audit_points
+from handlers.till.purchase import PurchaseRequest, record_purchase
 from models import tortoise_config
 from models.points import PointsAccount
 from tests.conftest import REDIS_URL

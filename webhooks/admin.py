@@ -7,8 +7,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from handlers import reply_overrides
-from handlers.templating import MAX_OVERRIDE_CHARS
+from handlers.core import reply_overrides
+from handlers.core.templating import MAX_OVERRIDE_CHARS
 from webhooks.api import Call, In, Multiline, Out, Routes
 from webhooks.appkeys import RENDERER
 from webhooks.auth import ADMIN

@@ -16,8 +16,9 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, StrictInt
 
-from handlers import grants, loyalty_config, referrals, simulate
-from handlers.errors import ValidationError
+from handlers.core.errors import ValidationError
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty import grants, ledger, referrals, simulate
 from handlers.rules.earn_config import rule_set_to_dict
 from handlers.rules.program import program_to_dict
 from handlers.rules.tiers_config import tiers_to_dicts
@@ -261,7 +262,7 @@ class MemberPath(In):
 
 
 class GrantIn(In):
-    delta: Annotated[StrictInt, Field(ge=-grants.points.MAX_POSTING, le=grants.points.MAX_POSTING,
+    delta: Annotated[StrictInt, Field(ge=-ledger.MAX_POSTING, le=ledger.MAX_POSTING,
                                       description="points to add (> 0) or deduct (< 0); never 0")]
     reason: Annotated[Line, Field(min_length=1, max_length=grants.MAX_REASON)]
     idempotency_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]

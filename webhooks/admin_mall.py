@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from handlers import mall
+from handlers.mall import catalogue
 from handlers.rules import mall as rules
 from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
 from webhooks.api import BigId, Call, In, IntId, Line, Multiline, Out, Routes
@@ -50,16 +50,16 @@ class ItemFieldsIn(In):
     active: StrictBool = True
     sort: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = 0
 
-    def to_input(self) -> mall.ItemInput:
-        return mall.ItemInput(**self.model_dump())
+    def to_input(self) -> catalogue.ItemInput:
+        return catalogue.ItemInput(**self.model_dump())
 
 
 class ItemCreateIn(ItemFieldsIn):
     kind: ItemKind
     stock: Annotated[StrictInt, Field(ge=0, le=rules.MAX_STOCK, description="initial stock")] = 0
 
-    def to_input(self) -> mall.ItemInput:
-        return mall.ItemInput(**self.model_dump(exclude={"kind", "stock"}))
+    def to_input(self) -> catalogue.ItemInput:
+        return catalogue.ItemInput(**self.model_dump(exclude={"kind", "stock"}))
 
 
 class ItemOut(Out):
@@ -134,7 +134,7 @@ class OrdersQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     status: OrderStatus | None = None
     cursor: Annotated[int, Field(ge=1, le=2**62)] | None = None
-    limit: Annotated[int, Field(ge=1, le=mall.MAX_PAGE)] = 50
+    limit: Annotated[int, Field(ge=1, le=catalogue.MAX_PAGE)] = 50
 
 
 class ShipIn(In):
@@ -158,14 +158,14 @@ def order_out(order: MallOrder) -> OrderOut:
 @routes.get("/api/admin/mall/items", response=ItemsOut, auth=MANAGER)
 async def list_items(call: Call[None, None]) -> ItemsOut:
     """Every item of the merchant, active or not, by `sort`."""
-    return ItemsOut(items=[item_out(item) for item in await mall.list_items(call.merchant.id)])
+    return ItemsOut(items=[item_out(item) for item in await catalogue.list_items(call.merchant.id)])
 
 
 @routes.post("/api/admin/mall/items", body=ItemCreateIn, response=ItemOut, status=201, auth=ADMIN)
 async def create_item(call: Call[ItemCreateIn, None]) -> ItemOut:
     """Create an item (its initial stock is a restock movement); audit-logged."""
     body = call.body
-    item = await mall.create_item(call.merchant, body.kind, body.to_input(), stock=body.stock,
+    item = await catalogue.create_item(call.merchant, body.kind, body.to_input(), stock=body.stock,
                                   actor=_actor(call))
     return item_out(item)
 
@@ -173,14 +173,14 @@ async def create_item(call: Call[ItemCreateIn, None]) -> ItemOut:
 @routes.get("/api/admin/mall/items/{item_id}", path_model=ItemPath, response=ItemOut, auth=MANAGER)
 async def get_item(call: Call[None, ItemPath]) -> ItemOut:
     """One item."""
-    return item_out(await mall.get_item(call.merchant.id, call.path.item_id))
+    return item_out(await catalogue.get_item(call.merchant.id, call.path.item_id))
 
 
 @routes.put("/api/admin/mall/items/{item_id}", path_model=ItemPath, body=ItemFieldsIn, response=ItemOut,
             auth=ADMIN)
 async def put_item(call: Call[ItemFieldsIn, ItemPath]) -> ItemOut:
     """Replace an item's fields (its kind and stock stay); audit-logged."""
-    item = await mall.update_item(call.merchant, call.path.item_id, call.body.to_input(), actor=_actor(call))
+    item = await catalogue.update_item(call.merchant, call.path.item_id, call.body.to_input(), actor=_actor(call))
     return item_out(item)
 
 
@@ -189,7 +189,7 @@ async def put_item(call: Call[ItemFieldsIn, ItemPath]) -> ItemOut:
 async def adjust_stock(call: Call[StockIn, ItemPath]) -> StockOut:
     """Restock or adjust once per key; 409 if the stock would go below zero."""
     body = call.body
-    movement, replayed = await mall.adjust_stock(
+    movement, replayed = await catalogue.adjust_stock(
         call.merchant, call.path.item_id, delta=body.delta, reason=body.reason, key=body.idempotency_key,
         actor=_actor(call),
     )
@@ -201,7 +201,7 @@ async def adjust_stock(call: Call[StockIn, ItemPath]) -> StockOut:
 async def list_orders(call: Call[None, None]) -> OrdersOut:
     """Orders newest first (?status=to_ship&cursor=<next_cursor>&limit=1..100)."""
     query = OrdersQuery.model_validate({key: call.request.query.get(key) for key in call.request.query})
-    page, cursor = await mall.orders_page(call.merchant.id, status=query.status, cursor=query.cursor,
+    page, cursor = await catalogue.orders_page(call.merchant.id, status=query.status, cursor=query.cursor,
                                           limit=query.limit)
     return OrdersOut(items=[order_out(order) for order in page], next_cursor=cursor)
 
@@ -210,7 +210,7 @@ async def list_orders(call: Call[None, None]) -> OrdersOut:
              auth=MANAGER, errors=(409,))
 async def ship(call: Call[ShipIn, OrderPath]) -> OrderOut:
     """Mark an order to ship as shipped, with carrier and tracking number (409 unless it is to ship)."""
-    order = await mall.ship(call.merchant, call.staff, call.path.order_id,
+    order = await catalogue.ship(call.merchant, call.staff, call.path.order_id,
                                    carrier=call.body.carrier, tracking_no=call.body.tracking_no,
                                    now=datetime.now(UTC))
     await order.fetch_related("item")

@@ -23,11 +23,11 @@ import pydantic
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.errors import ErrorCode
+from handlers.core.errors import ErrorCode
 from webhooks.errors import error_response, parse_body
 
 if TYPE_CHECKING:
-    from handlers.sessions import Session
+    from handlers.staff.sessions import Session
     from models.member import Member
     from models.merchant import Merchant
     from models.staff import Staff

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import ClientSession, web
 from redis.asyncio import Redis
 
+from handlers.core.schedule import Scheduler, SchedulerConfig
+
 if TYPE_CHECKING:
-    from handlers.background import Background
-    from handlers.chat import ChatReply, IncomingMessage
-    from handlers.templating import Renderer
+    from handlers.core.background import Background
+    from handlers.core.chat import ChatReply, IncomingMessage
+    from handlers.core.templating import Renderer
     from handlers.wechat.client import WeChatClient
     from models.merchant import Merchant
 
@@ -39,3 +41,6 @@ RENDERER: web.AppKey[Renderer] = web.AppKey("renderer")
 WECHAT: web.AppKey[WeChatClient] = web.AppKey("wechat")
 DISPATCHER: web.AppKey[ChatDispatcher] = web.AppKey("dispatcher")
 BACKGROUND: web.AppKey[Background] = web.AppKey("background")
+# The embedded scheduler (memory:// only): tests set its config before start-up and read what it ran.
+SCHEDULER_CONFIG: web.AppKey[SchedulerConfig] = web.AppKey("scheduler_config", SchedulerConfig)
+SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler", Scheduler)

@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers import queries
-from handlers.errors import ErrorCode
-from handlers.sessions import Session, SessionKind, SessionStore
-from handlers.staff_auth import has_role
+from handlers.core import queries
+from handlers.core.errors import ErrorCode
+from handlers.staff.auth import has_role
+from handlers.staff.sessions import Session, SessionKind, SessionStore
 from models.member import Member
 from models.merchant import Merchant
 from models.staff import Staff, StaffRole

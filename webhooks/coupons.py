@@ -14,9 +14,11 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from handlers import coupon_issue, coupons, members
-from handlers.coupon_issue import CouponCode, CouponError, TemplateSpec
-from handlers.coupons import CouponView, State
+from handlers.coupons import issue as coupon_issue
+from handlers.coupons import redeem as coupons
+from handlers.coupons.issue import CouponCode, CouponError, TemplateSpec
+from handlers.coupons.redeem import CouponView, State
+from handlers.members import lookup as members
 from handlers.rules import coupons as rules
 from models.coupon import CouponKind, CouponStatus, CouponTemplate
 from models.merchant import Merchant, Store

@@ -11,7 +11,7 @@ import pydantic
 from aiohttp import web
 from tortoise import exceptions as tortoise_exceptions
 
-from handlers.errors import DomainError, ErrorCode
+from handlers.core.errors import DomainError, ErrorCode
 
 log = logging.getLogger(__name__)
 

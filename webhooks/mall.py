@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from handlers import flash, mall
-from handlers.mall_orders import STATUS_LABELS
+from handlers.mall import catalogue, flash
+from handlers.mall.orders import STATUS_LABELS
 from handlers.rules.mall import MAX_QTY
 from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
 from webhooks.api import BigId, Call, In, IntId, Line, Out, Routes
@@ -105,7 +105,7 @@ class RedeemIn(In):
 class OrdersQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     cursor: Annotated[int, Field(ge=1, le=2**62)] | None = None
-    limit: Annotated[int, Field(ge=1, le=mall.MAX_PAGE)] = 20
+    limit: Annotated[int, Field(ge=1, le=catalogue.MAX_PAGE)] = 20
 
 
 class VerifyIn(In):
@@ -123,7 +123,7 @@ class VerifiedOut(Out):
     message: str
 
 
-def offer_out(offer: mall.Offer) -> OfferOut:
+def offer_out(offer: catalogue.Offer) -> OfferOut:
     item = offer.item
     return OfferOut(
         id=item.id, kind=ItemKind(item.kind), name=item.name, description=item.description,
@@ -156,7 +156,7 @@ def _query(request: web.Request) -> OrdersQuery:
 @routes.get("/api/mp/{merchant_slug}/mall/items", path_model=MerchantPath, response=OffersOut, auth=MEMBER)
 async def items(call: Call[None, MerchantPath]) -> OffersOut:
     """Items on sale now, with stock, whether the member's tier may redeem them and their limit left."""
-    offers = await mall.catalogue(call.merchant, call.member.id, now=datetime.now(UTC))
+    offers = await catalogue.catalogue(call.merchant, call.member.id, now=datetime.now(UTC))
     return OffersOut(items=[offer_out(offer) for offer in offers])
 
 
@@ -164,7 +164,7 @@ async def items(call: Call[None, MerchantPath]) -> OffersOut:
             auth=MEMBER)
 async def item(call: Call[None, ItemPath]) -> OfferOut:
     """One active item as the member sees it."""
-    found = await mall.offer(call.merchant, call.member.id, call.path.item_id, now=datetime.now(UTC))
+    found = await catalogue.offer(call.merchant, call.member.id, call.path.item_id, now=datetime.now(UTC))
     return offer_out(found)
 
 
@@ -173,11 +173,11 @@ async def item(call: Call[None, ItemPath]) -> OfferOut:
 async def redeem(call: Call[RedeemIn, MerchantPath]) -> RedeemOut:
     """Redeem an item with points; refused (409, nothing changes) with the reason in `message`."""
     body = call.body
-    order, replayed = await mall.redeem(
+    order, replayed = await catalogue.redeem(
         call.merchant, call.member, body.item_id, qty=body.qty, client_key=body.idempotency_key,
         now=datetime.now(UTC), address=body.address.model_dump() if body.address else None,
     )
-    order = await mall.member_order(call.merchant.id, call.member.id, order.id)
+    order = await catalogue.member_order(call.merchant.id, call.member.id, order.id)
     return RedeemOut(**order_fields(order), replayed=replayed)
 
 
@@ -186,7 +186,7 @@ async def redeem(call: Call[RedeemIn, MerchantPath]) -> RedeemOut:
 async def orders(call: Call[None, MerchantPath]) -> OrdersOut:
     """The member's orders, newest first (?cursor=<next_cursor>&limit=1..100)."""
     query = _query(call.request)
-    page, cursor = await mall.orders_page(call.merchant.id, member_id=call.member.id, cursor=query.cursor,
+    page, cursor = await catalogue.orders_page(call.merchant.id, member_id=call.member.id, cursor=query.cursor,
                                           limit=query.limit)
     return OrdersOut(items=[OrderOut(**order_fields(order)) for order in page], next_cursor=cursor)
 
@@ -195,7 +195,7 @@ async def orders(call: Call[None, MerchantPath]) -> OrdersOut:
             auth=MEMBER)
 async def order(call: Call[None, OrderPath]) -> OrderOut:
     """One of the member's orders (its pick-up code while it awaits pick-up)."""
-    return OrderOut(**order_fields(await mall.member_order(call.merchant.id, call.member.id,
+    return OrderOut(**order_fields(await catalogue.member_order(call.merchant.id, call.member.id,
                                                            call.path.order_id)))
 
 
@@ -203,9 +203,9 @@ async def order(call: Call[None, OrderPath]) -> OrderOut:
              response=OrderOut, auth=MEMBER, errors=(409,))
 async def cancel(call: Call[None, OrderPath]) -> OrderOut:
     """Cancel before pick-up or shipping: points and stock come back once (409 if no longer possible)."""
-    order = await mall.cancel(call.merchant, call.member, call.path.order_id, now=datetime.now(UTC))
+    order = await catalogue.cancel(call.merchant, call.member, call.path.order_id, now=datetime.now(UTC))
     await flash.forget_returned(call.request.app[REDIS], order)
-    return OrderOut(**order_fields(await mall.member_order(call.merchant.id, call.member.id,
+    return OrderOut(**order_fields(await catalogue.member_order(call.merchant.id, call.member.id,
                                                            call.path.order_id)))
 
 
@@ -213,7 +213,7 @@ async def cancel(call: Call[None, OrderPath]) -> OrderOut:
              errors=(404, 409))
 async def verify_pickup(call: Call[VerifyIn, None]) -> VerifiedOut:
     """Hand over a pick-up order once; 409 names who verified it and when, or why it cannot be."""
-    done = await mall.verify_pickup(call.merchant, call.staff, call.body.code, now=datetime.now(UTC))
+    done = await catalogue.verify_pickup(call.merchant, call.staff, call.body.code, now=datetime.now(UTC))
     order = done.order
     cash = f"，请收取现金 {order.cash_fen / 100:.2f} 元" if order.cash_fen else ""
     return VerifiedOut(

@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
-from handlers import mp_login
-from handlers.errors import ErrorCode
-from handlers.merchants import SLUG, get_merchant
-from handlers.profile import mask_phone
-from handlers.sessions import SessionKind
+from handlers.core.errors import ErrorCode
+from handlers.members import mp_login
+from handlers.members.profile import mask_phone
+from handlers.staff.merchants import SLUG, get_merchant
+from handlers.staff.sessions import SessionKind
 from handlers.wechat.client import mp_credentials
 from handlers.wechat.errors import CodeUsed, FrequencyLimited, InvalidCode
 from models.member import Gender, Member

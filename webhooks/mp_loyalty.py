@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers import card, checkin, points_view, tiers
+from handlers.loyalty import checkin, points_view, tiers
+from handlers.members import member_qr
 from handlers.rules.checkin import local_day
 from models.points import PointsKind
 from webhooks.api import Call, In, Out, Routes
@@ -232,12 +233,12 @@ async def calendar(call: Call[None, MerchantPath]) -> CalendarOut:
 @routes.get("/api/mp/{merchant_slug}/card", path_model=MerchantPath, response=CardOut, auth=MEMBER)
 async def member_card(call: Call[None, MerchantPath]) -> CardOut:
     """The member card: a QR that rotates every 60 s (PNG and SVG) and the static member code."""
-    issued = card.issue_token(call.merchant, call.member.id, secret=call.request.app[RUNTIME].secret,
+    issued = member_qr.issue_token(call.merchant, call.member.id, secret=call.request.app[RUNTIME].secret,
                               now=datetime.now(UTC))
     return CardOut(
         token=issued.token, expires_in=issued.expires_in, refresh_in=issued.refresh_in,
-        member_code=call.member.code, png=card.png_data_url(card.qr_png(issued.token)),
-        svg=card.qr_svg(issued.token),
+        member_code=call.member.code, png=member_qr.png_data_url(member_qr.qr_png(issued.token)),
+        svg=member_qr.qr_svg(issued.token),
     )
 
 
@@ -250,10 +251,10 @@ async def tier(call: Call[None, MerchantPath]) -> TierOut:
         code=view.tier.code, name=view.tier.name, rank=view.tier.rank, since=view.since,
         benefits=BenefitsOut(
             discount_percent=benefits.discount_percent,
-            points_multiplier=card.multiplier_text(benefits.points_multiplier),
+            points_multiplier=member_qr.multiplier_text(benefits.points_multiplier),
             birthday_gift_points=benefits.birthday_gift_points,
             upgrade_gift_points=benefits.upgrade_gift_points,
-            lines=card.benefit_lines(benefits),
+            lines=member_qr.benefit_lines(benefits),
         ),
         next_tier=view.progress.next_tier.name if view.progress else None,
         progress=view.progress.message if view.progress else None,

@@ -1,6 +1,6 @@
 """H5 pages members open from the chat: the member card (`GET /card/{merchant_slug}?t=<link token>`).
 
-The link token (see `handlers.card.link_token`) names the merchant's member and expires after ten
+The link token (see `handlers.members.member_qr.link_token`) names the merchant's member and expires after ten
 minutes; the page refreshes its QR from `/card/{merchant_slug}/qr.svg` with the same token. Failures
 are friendly HTML pages (403 for a forged or expired link, 404 for an unknown merchant), never JSON.
 """
@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from handlers import card, members, points_view, tiers
-from handlers.errors import DomainError
-from handlers.merchants import SLUG
+from handlers.core.errors import DomainError
+from handlers.loyalty import points_view, tiers
+from handlers.members import lookup as members
+from handlers.members import member_qr
+from handlers.staff.merchants import SLUG
 from models.member import Member
 from models.merchant import Merchant
 from webhooks.appkeys import RENDERER, RUNTIME
@@ -51,7 +53,7 @@ async def _holder(request: web.Request, now: datetime) -> tuple[Merchant, Member
         raise _Refused(404, "页面不存在", "没有找到这家商户。")
     token = request.query.get("t", "")
     try:
-        member_id = card.verify_link(request.app[RUNTIME].secret, merchant.id, token, now=now)
+        member_id = member_qr.verify_link(request.app[RUNTIME].secret, merchant.id, token, now=now)
         member = await members.by_id(merchant, member_id)
     except DomainError as exc:
         detail = "链接已过期，" if "过期" in exc.message else "链接无效，"
@@ -73,7 +75,7 @@ async def card_page(request: web.Request) -> web.Response:
     html = request.app[RENDERER].page(
         TEMPLATE, error=False, nonce=nonce, merchant_name=merchant.name, member_code=member.code,
         member_name=member.name or "", tier_name=view.tier.name,
-        benefits=card.benefit_lines(view.tier.benefits),
+        benefits=member_qr.benefit_lines(view.tier.benefits),
         progress=view.progress.message if view.progress else "", balance=summary.balance,
         pending=summary.pending, qr_url=f"/card/{merchant.slug}/qr.svg?t={token}",
         refresh_ms=QR_REFRESH_SECONDS * 1000,
@@ -87,8 +89,8 @@ async def card_qr(request: web.Request) -> web.Response:
         merchant, member, _ = await _holder(request, now)
     except _Refused as refused:
         return _problem(request, refused.status, refused.title, refused.detail)
-    issued = card.issue_token(merchant, member.id, secret=request.app[RUNTIME].secret, now=now)
-    return web.Response(text=card.qr_svg(issued.token), content_type="image/svg+xml", headers=_headers())
+    issued = member_qr.issue_token(merchant, member.id, secret=request.app[RUNTIME].secret, now=now)
+    return web.Response(text=member_qr.qr_svg(issued.token), content_type="image/svg+xml", headers=_headers())
 
 
 def setup(app: web.Application) -> None:

@@ -20,8 +20,8 @@ from webhooks import (
     staff,
     till,
     wallet,
-    wechat,
 )
+from webhooks.wechat import callback
 
 
 def setup_routes(app: web.Application) -> None:
@@ -30,5 +30,5 @@ def setup_routes(app: web.Application) -> None:
         admin_loyalty.routes, coupons.routes, mall.routes, admin_mall.routes, service_cards.routes,
         wallet.routes, mall_deals.routes,
     )
-    wechat.setup(app)
+    callback.setup(app)
     pages.setup(app)

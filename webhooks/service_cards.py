@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, model_validator
 
-from handlers import card, service_cards
-from handlers.service_cards import ProductInput, Status
+from handlers.members import member_qr
+from handlers.wallet import service_cards
+from handlers.wallet.service_cards import ProductInput, Status
 from models.cards import CardKind, CardProduct, CardUse, MemberCard
 from models.merchant import Merchant
 from webhooks.api import BigId, Call, In, IntId, Line, Out, Routes
@@ -246,7 +247,7 @@ async def use_by_scan(call: Call[CardScanUseIn, None]) -> CardUsedOut:
     now = datetime.now(UTC)
     raw = call.body.qr if call.body.qr is not None else call.body.member_code
     secret = call.request.app[RUNTIME].secret
-    member = await card.resolve_scan(call.merchant, raw or "", secret=secret, now=now)
+    member = await member_qr.resolve_scan(call.merchant, raw or "", secret=secret, now=now)
     used = await service_cards.use_for_member(call.merchant, member, call.body.product_id,
                                               key=call.body.idempotency_key, staff=call.staff, now=now)
     return CardUsedOut(card=await _card(call.merchant, used.card), use=_use(used.use), replayed=used.replayed)

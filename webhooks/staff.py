@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
-from handlers import staff_auth
-from handlers.errors import ErrorCode
-from handlers.sessions import SessionKind
+from handlers.core.errors import ErrorCode
+from handlers.staff import auth as staff_auth
+from handlers.staff.sessions import SessionKind
 from models.merchant import Merchant
 from models.staff import Staff, StaffRole
 from webhooks.api import ApiError, Call, In, Line, Out, Routes

@@ -7,9 +7,14 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from handlers import card, loyalty_config, members, points_view, purchases, tiers
-from handlers.profile import mask_phone
+from handlers.loyalty import config as loyalty_config
+from handlers.loyalty import points_view, tiers
+from handlers.members import lookup as members
+from handlers.members import member_qr
+from handlers.members.profile import mask_phone
 from handlers.rules.earn_model import Item
+from handlers.till import purchase as purchases
+from handlers.till import refund as refunds
 from models.member import Member
 from models.merchant import Merchant
 from webhooks.api import Call, In, IntId, Line, Out, Routes
@@ -159,7 +164,7 @@ async def scan(call: Call[ScanIn, None]) -> MemberCardOut:
     """Identify the member from their card QR (refused once older than two 60 s windows) or typed code."""
     now = datetime.now(UTC)
     raw = call.body.qr if call.body.qr is not None else call.body.member_code
-    member = await card.resolve_scan(
+    member = await member_qr.resolve_scan(
         call.merchant, raw or "", secret=call.request.app[RUNTIME].secret, now=now
     )
     return await member_card(call.merchant, member, now)
@@ -197,7 +202,7 @@ async def record(call: Call[PurchaseIn, None]) -> PurchaseOut:
 )
 async def refund(call: Call[RefundIn, PurchasePath]) -> RefundOut:
     """Refund a purchase once: points clawed back (or voided while pending), offset points returned."""
-    result = await purchases.refund_purchase(
+    result = await refunds.refund_purchase(
         call.merchant, call.staff, call.path.purchase_id, key=call.body.idempotency_key, now=datetime.now(UTC)
     )
     return RefundOut(**_public(result.__dataclass_fields__, result))

@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
-from handlers import members, wallet
-from handlers.errors import ErrorCode, NotFound
+from handlers.core.errors import ErrorCode, NotFound
+from handlers.members import lookup as members
 from handlers.rules.wallet import MAX_TOP_UP_FEN
+from handlers.wallet import ledger as wallet
 from models.member import Member
 from models.merchant import Merchant
 from models.wallet import WalletKind, WalletTransaction

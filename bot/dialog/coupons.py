@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
-from handlers import coupons
-from handlers.chat import ChatReply
+from handlers.core.chat import ChatReply
+from handlers.coupons import redeem as coupons
 from handlers.rules.coupons import until_text
 
 MAX_SHOWN = 10

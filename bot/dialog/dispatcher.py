@@ -18,9 +18,9 @@ from bot.dialog.intents import build_router
 from bot.dialog.router import Intent, Router, normalise
 from bot.dialog.state import DEFAULT_TTL_SECONDS, DialogStore
 from bot.dialog.turn import Services, Turn
-from handlers.background import Background
-from handlers.chat import ChatReply, IncomingMessage
-from handlers.templating import Renderer
+from handlers.core.background import Background
+from handlers.core.chat import ChatReply, IncomingMessage
+from handlers.core.templating import Renderer
 from handlers.wechat.client import WeChatClient
 from models.merchant import Merchant
 

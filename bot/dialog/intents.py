@@ -9,9 +9,9 @@ from bot.dialog.mall import add_mall_intents
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
 from bot.dialog.wallet import add_wallet_intents
-from handlers import registration
-from handlers.chat import ChatReply
-from handlers.profile import mask_phone
+from handlers.core.chat import ChatReply
+from handlers.members import registration
+from handlers.members.profile import mask_phone
 
 
 async def help_(turn: Turn) -> ChatReply:

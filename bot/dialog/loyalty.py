@@ -10,10 +10,11 @@ from zoneinfo import ZoneInfo
 
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
-from handlers import card, checkin, points_view, tiers
-from handlers.chat import Article, ChatReply, NewsReply
-from handlers.checkin import NextReward
-from handlers.points_view import LedgerRow
+from handlers.core.chat import Article, ChatReply, NewsReply
+from handlers.loyalty import checkin, points_view, tiers
+from handlers.loyalty.checkin import NextReward
+from handlers.loyalty.points_view import LedgerRow
+from handlers.members import member_qr
 
 RECENT_ROWS = 5
 
@@ -60,12 +61,12 @@ async def points_summary(turn: Turn) -> ChatReply:
 
 async def member_card(turn: Turn) -> ChatReply:
     member = await turn.ensure_member()
-    token = card.link_token(turn.services.secret, turn.merchant.id, member.id, now=turn.now())
-    description = await turn.reply("card_link", code=member.code, minutes=card.LINK_TTL_SECONDS // 60)
+    token = member_qr.link_token(turn.services.secret, turn.merchant.id, member.id, now=turn.now())
+    description = await turn.reply("card_link", code=member.code, minutes=member_qr.LINK_TTL_SECONDS // 60)
     article = Article(
         title=f"{turn.merchant.name}会员卡",
         description=description.text,
-        url=card.card_url(turn.services.base_url, turn.merchant.slug, token),
+        url=member_qr.card_url(turn.services.base_url, turn.merchant.slug, token),
     )
     return NewsReply((article,))
 
@@ -74,7 +75,7 @@ async def tier_info(turn: Turn) -> ChatReply:
     member = await turn.ensure_member()
     view = await tiers.current(turn.merchant, member.id, now=turn.now())
     return await turn.reply(
-        "tier_info", tier_name=view.tier.name, benefits=card.benefit_lines(view.tier.benefits),
+        "tier_info", tier_name=view.tier.name, benefits=member_qr.benefit_lines(view.tier.benefits),
         progress=view.progress.message if view.progress else "",
         purchasable=[{"name": t.name, "cost": t.upgrade_cost_points} for t in view.purchasable],
     )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
-from handlers import mall, points_view
-from handlers.chat import ChatReply
-from handlers.mall_orders import STATUS_LABELS, local_time
+from handlers.core.chat import ChatReply
+from handlers.loyalty import points_view
+from handlers.mall import catalogue
+from handlers.mall.orders import STATUS_LABELS, local_time
 from models.mall import MallItem, OrderStatus
 
 TOP_ITEMS = 8
@@ -24,7 +25,7 @@ def _yuan(fen: int) -> str:
 async def mall_items(turn: Turn) -> ChatReply:
     member = await turn.ensure_member()
     now = turn.now()
-    offers = await mall.catalogue(turn.merchant, member.id, now=now, limit=TOP_ITEMS)
+    offers = await catalogue.catalogue(turn.merchant, member.id, now=now, limit=TOP_ITEMS)
     balance = (await points_view.summary(turn.merchant.id, member.id, now=now)).balance
     items = [
         {"name": o.item.name, "points": o.item.price_points,
@@ -37,7 +38,7 @@ async def mall_items(turn: Turn) -> ChatReply:
 
 async def my_orders(turn: Turn) -> ChatReply:
     member = await turn.ensure_member()
-    page, _ = await mall.orders_page(turn.merchant.id, member_id=member.id, open_only=True, limit=OPEN_ORDERS)
+    page, _ = await catalogue.orders_page(turn.merchant.id, member_id=member.id, open_only=True, limit=OPEN_ORDERS)
     tz = turn.merchant.timezone
     orders = []
     for order in page:

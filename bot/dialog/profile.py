@@ -11,10 +11,10 @@ from datetime import date
 
 from bot.dialog.state import DialogState
 from bot.dialog.turn import Turn
-from handlers import registration
-from handlers.chat import ChatReply
-from handlers.errors import ValidationError
-from handlers.profile import parse_birthday, parse_gender, parse_phone
+from handlers.core.chat import ChatReply
+from handlers.core.errors import ValidationError
+from handlers.members import registration
+from handlers.members.profile import parse_birthday, parse_gender, parse_phone
 from models.member import Gender, Member
 
 FLOW = "profile"

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from handlers.chat import ChatReply
+from handlers.core.chat import ChatReply
 
 if TYPE_CHECKING:
     from bot.dialog.state import DialogState

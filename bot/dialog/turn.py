@@ -9,11 +9,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.dialog.state import DialogState, DialogStore
-from handlers import members, registration
-from handlers.background import Background
-from handlers.chat import IncomingMessage, TextReply
-from handlers.errors import DomainError
-from handlers.templating import Renderer
+from handlers.core.background import Background
+from handlers.core.chat import IncomingMessage, TextReply
+from handlers.core.errors import DomainError
+from handlers.core.templating import Renderer
+from handlers.members import lookup as members
+from handlers.members import registration
 from handlers.wechat.client import WeChatClient, oa_credentials
 from models.member import Member
 from models.merchant import Merchant

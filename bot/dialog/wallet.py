@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
-from handlers import service_cards, wallet
-from handlers.chat import ChatReply
+from handlers.core.chat import ChatReply
+from handlers.wallet import ledger as wallet
+from handlers.wallet import service_cards
 from models.cards import CardKind
 
 

@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import ClientSession
 from redis.asyncio import Redis
 
-from handlers.chat import Article
+from handlers.core.chat import Article
 from handlers.wechat.errors import (
     DuplicateClientMsgId,
     InvalidAccessToken,

@@ -6,7 +6,7 @@ which is raised *before* calling WeChat when the request breaks WeChat's publish
 
 from __future__ import annotations
 
-from handlers.errors import DomainError, ErrorCode, ValidationError
+from handlers.core.errors import DomainError, ErrorCode, ValidationError
 
 
 class WeChatError(DomainError):

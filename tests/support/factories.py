@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers import members
-from handlers.merchants import MerchantInput, create_merchant
+from handlers.members import lookup as members
+from handlers.staff.merchants import MerchantInput, create_merchant
 from models.member import Member
 from models.merchant import Merchant
 
@@ -35,7 +35,7 @@ async def staff_headers(
     client: Any, merchant: Merchant, role: str = "cashier", username: str = ""
 ) -> dict[str, str]:
     """Create a staff account of `role` and log it in over HTTP; returns the Authorization header."""
-    from handlers.staff_accounts import create_staff
+    from handlers.staff.accounts import create_staff
 
     name = username or f"{role}-user"
     await create_staff(merchant, store_code="main", username=name, role=role, password="correct-horse-1")

@@ -1,0 +1,1 @@
+"""Shared plumbing of the use cases: errors, hand-written queries, the audit log, background tasks, templating."""

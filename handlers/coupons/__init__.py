@@ -1,0 +1,1 @@
+"""Coupons: templates and issuance, and what happens after (quote, use, restore, expiry)."""

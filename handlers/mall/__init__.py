@@ -1,0 +1,1 @@
+"""The points mall: catalogue, orders and pick-ups, flash sales, group deals."""

@@ -1,0 +1,253 @@
+"""Group deals (拼团): a member starts a group, others join; it fills or fails, and refunds once.
+
+Every member's order is placed when they join (points and stock are taken then), as a
+`PENDING_GROUP` order without a pick-up code. Joins lock the group row, so concurrent joins for the
+last seat are serialized and exactly one wins; the join that fills the group marks it FILLED in the
+same transaction and gives every member's order its pick-up code (`catalogue.open_pickup`). The expiry job
+fails OPEN groups past `expires_at` and returns every order (`catalogue.return_order`, reason
+`group_refund`: points and stock back exactly once), all in one transaction per group.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tortoise.transactions import in_transaction
+
+from handlers.core import audit_log
+from handlers.core.errors import Conflict, NotFound, ValidationError
+from handlers.mall import catalogue
+from models.mall import DealGroup, GroupDeal, GroupStatus, MallItem, MallOrder, OrderStatus
+from models.member import Member
+from models.merchant import Merchant
+from models.points import PointsAccount
+
+MAX_GROUP_SIZE = 100
+MAX_HOURS = 30 * 24
+MAX_POINTS = 10_000_000
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DealSpec:
+    item_id: int
+    price_points: int
+    group_size: int
+    hours: int
+    starts_at: datetime
+    ends_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    group: DealGroup
+    order: MallOrder
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    name: str
+    leader: bool
+    joined_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    group: DealGroup
+    deal: GroupDeal
+    members: list[GroupMember]
+    seconds_left: int
+
+
+# Admin ---------------------------------------------------------------------------------------------
+
+
+def _check_spec(spec: DealSpec, now: datetime) -> None:
+    if not 0 < spec.price_points <= MAX_POINTS:
+        raise ValidationError(f"积分价须在 1 到 {MAX_POINTS} 之间", field="price_points")
+    if not 2 <= spec.group_size <= MAX_GROUP_SIZE:
+        raise ValidationError(f"成团人数须在 2 到 {MAX_GROUP_SIZE} 之间", field="group_size")
+    if not 0 < spec.hours <= MAX_HOURS:
+        raise ValidationError(f"成团时限须在 1 到 {MAX_HOURS} 小时之间", field="hours")
+    catalogue.check_campaign_window(spec.starts_at, spec.ends_at, now)
+
+
+async def create_deal(merchant_id: int, spec: DealSpec, *, now: datetime, actor: str) -> GroupDeal:
+    _check_spec(spec, now)
+    item = await MallItem.get_or_none(id=spec.item_id, merchant_id=merchant_id)
+    if item is None:
+        raise NotFound("商品不存在", field="item_id")
+    if not item.active:
+        raise Conflict("商品已下架", field="item_id")
+    async with in_transaction():
+        deal = await GroupDeal.create(
+            merchant_id=merchant_id, item_id=item.id, price_points=spec.price_points,
+            group_size=spec.group_size, hours=spec.hours, starts_at=spec.starts_at, ends_at=spec.ends_at,
+        )
+        await audit_log.record(merchant_id, actor, "group_deal.create", f"group_deal:{deal.id}",
+                                   item_id=item.id, group_size=spec.group_size, hours=spec.hours)
+    return deal
+
+
+async def list_deals(merchant_id: int, *, live_at: datetime | None = None) -> list[GroupDeal]:
+    """The merchant's deals, soonest first (only active ones open at `live_at`, if given)."""
+    query = GroupDeal.filter(merchant_id=merchant_id)
+    if live_at is not None:
+        query = query.filter(active=True, starts_at__lte=live_at, ends_at__gt=live_at)
+    return await query.order_by("starts_at", "id").prefetch_related("item")
+
+
+# Starting and joining -------------------------------------------------------------------------------
+
+
+async def _replay(merchant_id: int, key: str) -> Joined | None:
+    order = await MallOrder.get_or_none(merchant_id=merchant_id, idempotency_key=key)
+    if order is None or order.group_id is None:
+        return None
+    return Joined(await DealGroup.get(id=order.group_id), order, replayed=True)
+
+
+async def start_group(merchant: Merchant, member: Member, deal_id: int, *, key: str,
+                      now: datetime) -> Joined:
+    """Open a group with `member` as its leader and first member (their order is placed now)."""
+    order_key = f"group:{deal_id}:{member.id}:{key}"
+    if (replayed := await _replay(merchant.id, order_key)) is not None:
+        return replayed
+    deal = await GroupDeal.get_or_none(id=deal_id, merchant_id=merchant.id)
+    if deal is None:
+        raise NotFound("拼团活动不存在", field="group_deal")
+    if not deal.active or now < deal.starts_at:
+        raise Conflict("拼团活动尚未开始", field="group_deal")
+    if now >= deal.ends_at:
+        raise Conflict("拼团活动已结束", field="group_deal")
+    item = await MallItem.get(id=deal.item_id)
+    try:
+        async with in_transaction():
+            group = await DealGroup.create(
+                merchant_id=merchant.id, deal_id=deal.id, leader_id=member.id, joined=1,
+                expires_at=now + timedelta(hours=deal.hours),
+            )
+            order = await catalogue.place_order(
+                merchant, member, item, qty=1, points=deal.price_points, key=order_key, now=now,
+                group_id=group.id, status=OrderStatus.PENDING_GROUP,
+            )
+            if order.group_id != group.id:
+                raise _LostRace  # a concurrent request with this key placed it: drop this group
+    except _LostRace:
+        return Joined(await DealGroup.get(id=order.group_id), order, replayed=True)
+    return Joined(group, order, replayed=False)
+
+
+class _LostRace(Exception):
+    pass
+
+
+async def join_group(merchant: Merchant, member: Member, group_id: int, *, key: str,
+                     now: datetime) -> Joined:
+    """Join an open group; the member who fills it opens every member's pick-up."""
+    async with in_transaction():
+        group = await DealGroup.select_for_update().get_or_none(id=group_id, merchant_id=merchant.id)
+        if group is None:
+            raise NotFound("拼团不存在", field="group")
+        order_key = f"join:{group.id}:{member.id}:{key}"
+        if (replayed := await _replay(merchant.id, order_key)) is not None:
+            return Joined(group, replayed.order, replayed=True)
+        deal = await GroupDeal.get(id=group.deal_id)
+        _check_joinable(group, deal, now)
+        if await MallOrder.exists(group_id=group.id, member_id=member.id):
+            raise Conflict("你已经在这个团里了", field="group")
+        item = await MallItem.get(id=deal.item_id)
+        order = await catalogue.place_order(
+            merchant, member, item, qty=1, points=deal.price_points, key=order_key, now=now,
+            group_id=group.id, status=OrderStatus.PENDING_GROUP,
+        )
+        group.joined += 1
+        if group.joined >= deal.group_size:
+            group.status, group.closed_at = GroupStatus.FILLED, now
+        await group.save(update_fields=["joined", "status", "closed_at"])
+        if group.status is GroupStatus.FILLED:
+            for order_id in await _order_ids(group.id):
+                await catalogue.open_pickup(order_id, now=now)
+            order = await MallOrder.get(id=order.id)
+    return Joined(group, order, replayed=False)
+
+
+def _check_joinable(group: DealGroup, deal: GroupDeal, now: datetime) -> None:
+    if group.status == GroupStatus.FILLED:
+        raise Conflict("这个团已经满员", field="group")
+    if group.status != GroupStatus.OPEN or now >= group.expires_at:
+        raise Conflict("这个团已过期", field="group")
+    if not deal.active:
+        raise Conflict("拼团活动已下架", field="group")
+    if group.joined >= deal.group_size:
+        raise Conflict("这个团已经满员", field="group")
+
+
+async def _order_ids(group_id: int) -> list[int]:
+    ids: list[int] = await MallOrder.filter(group_id=group_id).order_by("id").values_list(  # type: ignore[assignment]
+        "id", flat=True
+    )
+    return ids
+
+
+def _masked(name: str | None) -> str:
+    return f"{name[0]}*" if name else "会员"
+
+
+async def view_group(merchant_id: int, group_id: int, *, now: datetime) -> GroupView:
+    group = await DealGroup.get_or_none(id=group_id, merchant_id=merchant_id)
+    if group is None:
+        raise NotFound("拼团不存在", field="group")
+    deal = await GroupDeal.get(id=group.deal_id).prefetch_related("item")
+    orders = await MallOrder.filter(group_id=group.id).order_by("id").prefetch_related("member")
+    members = [
+        GroupMember(_masked(o.member.name), o.member_id == group.leader_id, o.created_at) for o in orders
+    ]
+    left = int((group.expires_at - now).total_seconds()) if group.status == GroupStatus.OPEN else 0
+    return GroupView(group, deal, members, max(left, 0))
+
+
+# The expiry job -------------------------------------------------------------------------------------
+
+
+async def expire_groups(now: datetime) -> dict[str, int]:
+    """OPEN groups past `expires_at` fail; each member's order is returned once. Idempotent."""
+    if now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    due: list[int] = await DealGroup.filter(  # type: ignore[assignment]
+        status=GroupStatus.OPEN, expires_at__lte=now
+    ).order_by("id").values_list("id", flat=True)
+    failed = refunded = 0
+    for group_id in due:
+        try:
+            returned = await _fail(group_id, now)
+        except Exception:  # one group's failure must not hold back everyone else's refunds
+            log.exception("failing a group deal failed", extra={"group_id": group_id})
+            continue
+        if returned is not None:
+            failed += 1
+            refunded += returned
+    return {"failed_groups": failed, "refunded_orders": refunded}
+
+
+async def _fail(group_id: int, now: datetime) -> int | None:
+    async with in_transaction():
+        group = await DealGroup.select_for_update().get(id=group_id)
+        if group.status != GroupStatus.OPEN or group.expires_at > now:
+            return None  # filled or failed meanwhile
+        group.status, group.closed_at = GroupStatus.FAILED, now
+        await group.save(update_fields=["status", "closed_at"])
+        order_ids = await _order_ids(group.id)
+        # Lock every member's points account up front, in id order, before any return takes the item's
+        # row lock: otherwise a member redeeming the same item meanwhile (account → item) and this
+        # refund (item → next account) could wait on each other.
+        members = await MallOrder.filter(id__in=order_ids).values_list("member_id", flat=True)
+        accounts = PointsAccount.select_for_update().filter(member_id__in=sorted(set(members)))
+        await accounts.order_by("member_id")
+        for order_id in order_ids:
+            await catalogue.return_order(order_id, reason="group_refund", now=now, actor="system")
+    return len(order_ids)

@@ -1,0 +1,94 @@
+"""Member identity: codes, get-or-create under concurrent deliveries, tenant-scoped lookups.
+
+Every lookup takes the merchant: no query here crosses merchants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from handlers.core import queries
+from handlers.core.errors import ErrorCode, NotFound
+from models.member import Member
+from models.merchant import Merchant
+
+# Crockford-style alphabet without 0/1/I/O: easy to read aloud and to type at the till.
+CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+CODE_LENGTH = 8  # 32**8 ≈ 1.1e12 codes: random, not sequential, not guessable
+MAX_CODE_ATTEMPTS = 5
+
+
+def new_member_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalise_code(raw: str) -> str:
+    return raw.strip().upper().replace("-", "").replace(" ", "")
+
+
+def openid_digest(secret: bytes, merchant_id: int, openid: str) -> str:
+    return hmac.new(secret, f"{merchant_id}:{openid}".encode(), hashlib.sha256).hexdigest()
+
+
+async def create_member(merchant: Merchant, **fields: Any) -> Member:
+    """Insert a member with a fresh random code, retrying on the (rare) code collision.
+
+    A unique violation on any other key (openid, mp_openid) propagates as IntegrityError.
+    """
+    for _ in range(MAX_CODE_ATTEMPTS):
+        code = new_member_code()
+        try:
+            async with in_transaction():
+                return await Member.create(merchant=merchant, code=code, **fields)
+        except IntegrityError:
+            if not await Member.filter(merchant_id=merchant.id, code=code).exists():
+                raise
+    raise RuntimeError("could not allocate a unique member code")
+
+
+async def get_or_create(
+    merchant: Merchant, lookup: dict[str, Any], defaults: dict[str, Any]
+) -> tuple[Member, bool]:
+    """Find the member by a unique key, or create it; safe under concurrent duplicate deliveries."""
+    member = await Member.get_or_none(merchant_id=merchant.id, **lookup)
+    if member is not None:
+        return member, False
+    try:
+        return await create_member(merchant, **lookup, **defaults), True
+    except IntegrityError:
+        member = await Member.get_or_none(merchant_id=merchant.id, **lookup)
+        if member is None:
+            raise
+        return member, False
+
+
+async def by_openid(merchant: Merchant, openid: str) -> Member | None:
+    """The member behind an Official Account follower (every chat message looks it up)."""
+    return await queries.first(Member, merchant_id=merchant.id, openid=openid)
+
+
+def is_code(code: str) -> bool:
+    return len(code) == CODE_LENGTH and all(ch in CODE_ALPHABET for ch in code)
+
+
+async def by_code(merchant: Merchant, code: str) -> Member:
+    normalised = normalise_code(code)
+    member = None
+    if is_code(normalised):
+        member = await Member.get_or_none(merchant_id=merchant.id, code=normalised)
+    if member is None or member.anonymized_at is not None:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field="member_code")
+    return member
+
+
+async def by_id(merchant: Merchant, member_id: int) -> Member:
+    member = await queries.first(Member, id=member_id, merchant_id=merchant.id)
+    if member is None:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    return member

@@ -1,0 +1,1 @@
+"""Merchants, stores, staff accounts, staff login and bearer sessions."""

@@ -1,0 +1,1 @@
+"""The staff till: purchases and their refunds."""

@@ -1,0 +1,1 @@
+"""The Official Account callback: its door, and WeChat's push protocol (signature, AES, XML, dedup)."""

@@ -1,0 +1,188 @@
+"""The Official Account callback `/wechat/{merchant_slug}`: URL verification (GET) and message push (POST).
+
+POST accepts plaintext, compatible and safe (AES) modes. Every refusal (signature, replay window, XML
+declarations, malformed body, wrong appid) happens before anything changes. Each push takes effect once:
+retries and concurrent duplicates get the first delivery's reply. A reply not ready within
+`REPLY_DEADLINE` seconds is answered with an empty body and later sent as a customer-service message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from handlers.core.chat import ChatReply, TextReply
+from handlers.core.errors import DomainError, ErrorCode
+from handlers.staff.merchants import SLUG, get_merchant
+from handlers.wechat.client import oa_credentials
+from models.merchant import Merchant
+from webhooks.appkeys import BACKGROUND, DISPATCHER, REDIS, WECHAT
+from webhooks.wechat import dedup
+from webhooks.wechat.push import (
+    Push,
+    bad_message,
+    check_timestamp,
+    decrypt,
+    encrypt_reply,
+    mask,
+    parse_push,
+    render_reply,
+    safe_xml,
+    verify_signature,
+)
+
+log = logging.getLogger(__name__)
+
+REPLY_DEADLINE = 4.0  # seconds; WeChat gives up after 5 s and retries
+MERCHANT_TTL_SECONDS = 5.0  # how long a process reuses a merchant row (credentials change within ~10 s)
+
+
+class MerchantCache:
+    """Merchant rows by slug, reused for a few seconds so the push hot path skips the database."""
+
+    def __init__(self, ttl: float = MERCHANT_TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._rows: dict[str, tuple[float, Merchant]] = {}  # slug -> (loaded at, row)
+
+    async def get(self, slug: str) -> Merchant:
+        now = time.monotonic()
+        hit = self._rows.get(slug)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        if not SLUG.match(slug):
+            raise DomainError(f"no merchant {slug[:64]!r}", code=ErrorCode.MERCHANT_NOT_FOUND)
+        merchant = await get_merchant(slug)
+        self._rows[slug] = (now, merchant)
+        return merchant
+
+
+MERCHANTS: web.AppKey[MerchantCache] = web.AppKey("wechat_merchants", MerchantCache)
+ANSWERS: web.AppKey[dedup.AnswerBook] = web.AppKey("wechat_answers", dedup.AnswerBook)
+
+
+def setup(app: web.Application) -> None:
+    app[MERCHANTS] = MerchantCache()
+    app[ANSWERS] = dedup.AnswerBook()
+    app.router.add_routes([web.get("/wechat/{merchant_slug}", verify_url),
+                           web.post("/wechat/{merchant_slug}", receive_push)])
+
+
+async def verify_url(request: web.Request) -> web.Response:
+    """WeChat's server URL check: echo `echostr` when the signature is ours."""
+    merchant = await request.app[MERCHANTS].get(request.match_info["merchant_slug"])
+    query = request.query
+    timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
+    verify_signature(query.get("signature", ""), merchant.oa_token, timestamp, nonce)
+    check_timestamp(timestamp)
+    return web.Response(text=query.get("echostr", ""), content_type="text/plain")
+
+
+async def receive_push(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    merchant = await request.app[MERCHANTS].get(request.match_info["merchant_slug"])
+    query = request.query
+    timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
+    mode = query.get("encrypt_type", "raw").lower()
+    if mode not in ("raw", "aes"):
+        raise bad_message(f"unknown encrypt_type {mode[:16]!r}")
+    if mode == "raw":
+        verify_signature(query.get("signature", ""), merchant.oa_token, timestamp, nonce)
+        check_timestamp(timestamp)
+        xml = _text(await request.read())
+    else:
+        xml = await _decrypted(request, merchant, timestamp, nonce)
+    push = parse_push(xml)
+    signature = query.get("signature", "").lower() if mode == "raw" else ""  # plaintext: bind URL to body
+    reply = await _answer(request.app, merchant, push, until=started + REPLY_DEADLINE, signature=signature)
+    body = render_reply(reply, openid=push.message.openid, account=push.account)
+    if body and mode == "aes":
+        body = encrypt_reply(body, token=merchant.oa_token, aes_key=merchant.oa_aes_key,
+                             appid=merchant.oa_appid, nonce=nonce)
+    return web.Response(text=body, content_type="application/xml" if body else "text/plain")
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode()
+    except UnicodeDecodeError as exc:
+        raise bad_message("body is not UTF-8") from exc
+
+
+async def _decrypted(request: web.Request, merchant: Merchant, timestamp: str, nonce: str) -> str:
+    """Safe and compatible modes: check msg_signature over the ciphertext, then decrypt it."""
+    envelope = safe_xml(_text(await request.read()))
+    encrypted = envelope.get("Encrypt")
+    if not encrypted:
+        raise bad_message("encrypted push lacks <Encrypt>")
+    verify_signature(request.query.get("msg_signature", ""), merchant.oa_token, timestamp, nonce, encrypted)
+    check_timestamp(timestamp)
+    if not merchant.oa_aes_key:
+        raise DomainError("safe mode is not configured for this merchant", code=ErrorCode.FORBIDDEN)
+    return decrypt(encrypted, merchant.oa_aes_key, merchant.oa_appid)
+
+
+async def _answer(
+    app: web.Application, merchant: Merchant, push: Push, *, until: float, signature: str = ""
+) -> ChatReply | None:
+    """Dispatch a first delivery (bounded by `until`); repeat the first delivery's reply for a duplicate."""
+    redis = app[REDIS]
+    try:
+        first = await dedup.claim(redis, merchant.id, push.dedup_key, signature=signature)
+    except dedup.SignatureReused:
+        raise
+    except Exception as exc:  # no dedup without Redis: let WeChat retry rather than risk double effects
+        raise DomainError("temporarily unavailable", code=ErrorCode.UNAVAILABLE) from exc
+    answers = app[ANSWERS]
+    if not first:
+        log.info("duplicate push", extra=_log_fields(merchant, push))
+        return await answers.earlier_answer(merchant.id, push.dedup_key, until=until)
+    answer = answers.open(merchant.id, push.dedup_key)
+    background = app[BACKGROUND]
+    task = background.spawn(_dispatch(app, merchant, push), name="wechat-dispatch")
+    done, _ = await asyncio.wait({task}, timeout=max(0.0, until - time.monotonic()))
+    if not done:
+        answer.set_result(None)  # answered empty; the reply goes out later as a customer-service message
+        background.spawn(_deliver_late(app, merchant, push, task), name="wechat-late-reply")
+        log.info("reply deadline passed; answering later", extra=_log_fields(merchant, push))
+        return None
+    reply: ChatReply | None = task.result()
+    answer.set_result(reply)
+    return reply
+
+
+async def _dispatch(app: web.Application, merchant: Merchant, push: Push) -> ChatReply | None:
+    try:
+        return await app[DISPATCHER].dispatch(merchant, push.message)
+    except Exception:
+        log.exception("chat dispatch failed", extra=_log_fields(merchant, push))
+        return None
+
+
+async def _deliver_late(app: web.Application, merchant: Merchant, push: Push,
+                        task: asyncio.Task[ChatReply | None]) -> None:
+    """Send a reply that missed the deadline as a customer-service message (failures are logged only)."""
+    reply = await task
+    if reply is None:
+        return
+    openid, wechat = push.message.openid, app[WECHAT]
+    try:
+        credentials = oa_credentials(merchant)
+        if isinstance(reply, TextReply):
+            await wechat.send_custom_text(credentials, openid, reply.text)
+        else:  # a customer-service news message carries exactly one article
+            await wechat.send_custom_news(credentials, openid, reply.articles[:1])
+    except Exception as exc:
+        log.warning("late reply not delivered: %s", type(exc).__name__,
+                    extra={**_log_fields(merchant, push), "error": str(exc)[:200]})
+    else:
+        log.info("late reply delivered", extra=_log_fields(merchant, push))
+
+
+def _log_fields(merchant: Merchant, push: Push) -> dict[str, Any]:
+    message = push.message
+    return {"merchant": merchant.slug, "openid": mask(message.openid), "kind": message.kind,
+            "event": message.event}

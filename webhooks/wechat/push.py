@@ -1,0 +1,234 @@
+"""Official Account message push: signatures, replay window, safe XML, AES, message and reply mapping.
+
+Pure helpers (no I/O). Signatures are compared in constant time; any DOCTYPE or entity declaration is
+refused before anything expands it; wechatpy is used only for its pure parts (parser, replies, AES).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from xml.parsers.expat import ExpatError
+
+import xmltodict
+from wechatpy import parse_message
+from wechatpy.crypto import PrpCrypto
+from wechatpy.events import BaseEvent, SubscribeScanEvent
+from wechatpy.exceptions import InvalidAppIdException
+from wechatpy.messages import BaseMessage
+from wechatpy.replies import ArticlesReply
+from wechatpy.replies import TextReply as WeChatTextReply
+
+from handlers.core.chat import ChatReply, IncomingMessage, NewsReply, TextReply
+from handlers.core.errors import DomainError, ErrorCode
+
+WINDOW = TIMESTAMP_WINDOW_SECONDS = 300
+MAX_REPLY_ARTICLES = 8  # WeChat shows at most 8 articles in a passive news reply
+
+_DECLARATION = re.compile(r"<!\s*(?:DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
+# wechatpy renames a scene-carrying subscribe; the bot sees every follow as `subscribe`.
+_SUBSCRIBE_ALIASES = frozenset({"subscribe_scan", "subscribe_scan_product"})
+
+
+def bad_message(message: str) -> DomainError:
+    return DomainError(message, code=ErrorCode.BAD_MESSAGE)
+
+
+def signature(*parts: str) -> str:
+    """WeChat's SHA-1 over the lexicographically sorted, concatenated parts."""
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()  # noqa: S324 - WeChat's protocol
+
+
+def verify_signature(given: str, token: str, *parts: str) -> None:
+    """Constant-time check of `given` against SHA-1(sort(token, *parts)); 403 bad_signature if it differs."""
+    if not token:
+        raise DomainError("merchant has no Official Account token", code=ErrorCode.BAD_SIGNATURE)
+    expected = signature(token, *parts)
+    if not hmac.compare_digest(expected.encode(), given.lower().encode()):
+        raise DomainError("signature does not match", code=ErrorCode.BAD_SIGNATURE)
+
+
+def check_timestamp(timestamp: str, *, now: float | None = None) -> int:
+    """The push timestamp, if it lies within five minutes of `now` (either way); else 403 stale_timestamp."""
+    current = time.time() if now is None else now
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(int(timestamp) - current) > WINDOW:
+        raise DomainError("timestamp missing or outside the 5-minute window", code=ErrorCode.STALE_TIMESTAMP)
+    return int(timestamp)
+
+
+def refuse_declarations(text: str) -> None:
+    """Refuse any DOCTYPE/ENTITY-style declaration before a parser sees the text (billion laughs, external
+    entities). WeChat never sends one; xmltodict also refuses entity declarations, as a second guard."""
+    if _DECLARATION.search(text):
+        raise bad_message("XML declarations (DOCTYPE, ENTITY) are not accepted")
+
+
+def safe_xml(body: bytes | str) -> dict[str, Any]:
+    """The children of the <xml> root as xmltodict gives them, declarations refused before parsing."""
+    try:
+        text = body.decode() if isinstance(body, bytes) else body
+    except UnicodeDecodeError as exc:
+        raise bad_message("body is not UTF-8") from exc
+    refuse_declarations(text)
+    try:
+        parsed = xmltodict.parse(text)
+    except (ExpatError, ValueError) as exc:
+        raise bad_message("body is not well-formed XML") from exc
+    root = parsed.get("xml") if isinstance(parsed, dict) else None
+    if not isinstance(root, dict):
+        raise bad_message("root element must be <xml>")
+    return root
+
+
+def flatten(root: dict[str, Any]) -> dict[str, str]:
+    """Leaf texts keyed by path: top-level `Content`; nested `ScanCodeInfo.ScanType`.
+
+    Containers below the top level always carry an index (`SubscribeMsgPopupEvent.List[0].TemplateId`),
+    so one item and several items (WeChat's List gotcha) produce the same key shape.
+    """
+    out: dict[str, str] = {}
+
+    def walk(node: dict[str, Any], prefix: str, depth: int) -> None:
+        for tag, value in node.items():
+            items = value if isinstance(value, list) else [value]
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    name = f"{prefix}{tag}[{index}]" if depth > 0 or len(items) > 1 else f"{prefix}{tag}"
+                    walk(item, name + ".", depth + 1)
+                else:
+                    out[f"{prefix}{tag}"] = item or ""
+
+    walk(root, "", 0)
+    return out
+
+
+def _cipher(aes_key: str) -> PrpCrypto:
+    try:
+        key = base64.b64decode(aes_key + "=", validate=True)
+    except ValueError as exc:
+        raise DomainError("merchant AES key is invalid", code=ErrorCode.FORBIDDEN) from exc
+    if len(key) != 32:
+        raise DomainError("merchant AES key is invalid", code=ErrorCode.FORBIDDEN)
+    return PrpCrypto(key)
+
+
+def decrypt(encrypted: str, aes_key: str, appid: str) -> str:
+    """Decrypt a safe-mode `Encrypt` payload; the appid inside must be the merchant's (else 403)."""
+    cipher = _cipher(aes_key)
+    try:
+        return str(cipher.decrypt(encrypted, appid))
+    except InvalidAppIdException as exc:
+        raise DomainError("message is for another Official Account", code=ErrorCode.FORBIDDEN) from exc
+    except Exception as exc:  # wechatpy surfaces base64, padding and length errors as assorted types
+        raise bad_message("encrypted payload cannot be decrypted") from exc
+
+
+def encrypt_reply(xml: str, *, token: str, aes_key: str, appid: str, nonce: str,
+                  timestamp: int | None = None) -> str:
+    """Wrap a reply for safe/compatible mode: Encrypt + MsgSignature + TimeStamp + Nonce."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    encrypted = _cipher(aes_key).encrypt(xml, appid).decode()
+    return (
+        f"<xml>\n<Encrypt><![CDATA[{encrypted}]]></Encrypt>\n"
+        f"<MsgSignature><![CDATA[{signature(token, stamp, nonce, encrypted)}]]></MsgSignature>\n"
+        f"<TimeStamp>{stamp}</TimeStamp>\n<Nonce><![CDATA[{_cdata(nonce)}]]></Nonce>\n</xml>"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """One parsed push: the bot's view, the dedup key, and who to answer as."""
+
+    message: IncomingMessage
+    dedup_key: str
+    account: str  # ToUserName: the Official Account's original id (the reply's FromUserName)
+
+
+def parse_push(xml: str) -> Push:
+    """Parse a plaintext push once, with wechatpy, and map it to `IncomingMessage` (400 if it is not one)."""
+    refuse_declarations(xml)
+    try:
+        parsed = parse_message(xml)
+    except ExpatError as exc:
+        raise bad_message("body is not well-formed XML") from exc
+    except Exception as exc:  # wechatpy raises KeyError/ValueError/TypeError on shapes it does not expect
+        raise bad_message("push cannot be parsed") from exc
+    data = getattr(parsed, "_data", None)  # the xmltodict dict wechatpy parsed (kept by every message)
+    if not isinstance(data, dict):
+        raise bad_message("push cannot be parsed")
+    raw = flatten(data)
+    openid, kind = raw.get("FromUserName", ""), raw.get("MsgType", "").strip().lower()
+    if not openid or not kind:
+        raise bad_message("push lacks FromUserName or MsgType")
+    create_time = raw.get("CreateTime", "").strip()
+    try:
+        created_at = datetime.fromtimestamp(int(create_time), UTC) if create_time.isascii() else None
+    except (ValueError, OverflowError, OSError):
+        created_at = None
+    if created_at is None or not create_time.isdigit():
+        raise bad_message("push lacks a valid CreateTime")
+    message = to_incoming(parsed, raw, kind, created_at)
+    return Push(message=message, dedup_key=dedup_key(message, create_time), account=raw.get("ToUserName", ""))
+
+
+def to_incoming(parsed: BaseMessage, raw: dict[str, str], kind: str, created_at: datetime) -> IncomingMessage:
+    event = event_key = ""
+    if kind == "event":
+        event = str(parsed.event) if isinstance(parsed, BaseEvent) else raw.get("Event", "")
+        event = event.strip().lower()
+        if event in _SUBSCRIBE_ALIASES:
+            event = "subscribe"
+        event_key = _event_key(parsed, raw)
+    return IncomingMessage(
+        openid=raw["FromUserName"], kind=kind, created_at=created_at,
+        content=raw.get("Content", "") if kind == "text" else "",
+        event=event, event_key=event_key,
+        msg_id=(raw.get("MsgId") or raw.get("MsgID") or "").strip(), raw=raw,
+    )
+
+
+def _event_key(parsed: BaseMessage, raw: dict[str, str]) -> str:
+    """The scene for a QR follow (wechatpy strips `qrscene_`); otherwise EventKey as sent (SCAN, CLICK…)."""
+    if isinstance(parsed, SubscribeScanEvent):
+        return str(parsed.scene_id)
+    return raw.get("EventKey", "")
+
+
+def dedup_key(message: IncomingMessage, create_time: str) -> str:
+    """MsgId for messages; FromUserName + CreateTime + Event for events (WeChat's documented rule)."""
+    if message.kind != "event" and message.msg_id:
+        return f"m:{message.msg_id}"
+    return f"e:{message.openid}:{create_time}:{message.event or message.kind}"
+
+
+def _cdata(text: str) -> str:
+    """Keep `]]>` inside user-visible text from closing the CDATA section wechatpy writes."""
+    return text.replace("]]>", "]]]]><![CDATA[>")
+
+
+def render_reply(reply: ChatReply | None, *, openid: str, account: str) -> str:
+    """The passive-reply XML for a chat reply; "" (WeChat's "nothing to say") for None."""
+    if reply is None:
+        return ""
+    common: dict[str, Any] = {"source": _cdata(account), "target": _cdata(openid), "time": int(time.time())}
+    if isinstance(reply, TextReply):
+        return str(WeChatTextReply(content=_cdata(reply.text), **common).render())
+    if isinstance(reply, NewsReply):
+        articles = [
+            {"title": _cdata(a.title), "description": _cdata(a.description), "url": _cdata(a.url),
+             "image": _cdata(a.image)}
+            for a in reply.articles[:MAX_REPLY_ARTICLES]
+        ]
+        return str(ArticlesReply(articles=articles, **common).render())
+    raise TypeError(f"unsupported reply {type(reply).__name__}")
+
+
+def mask(openid: str) -> str:
+    """An openid shortened for logs (never log it in full)."""
+    return f"{openid[:min(6, len(openid) // 3)]}…" if openid else "-"
