@@ -22,8 +22,12 @@ def main(base_url: str) -> int:
     signature = hashlib.sha1("".join(sorted([TOKEN, timestamp, nonce])).encode()).hexdigest()  # noqa: S324
     query = urlencode({"signature": signature, "timestamp": timestamp, "nonce": nonce})
     body = XML.format(ts=timestamp, msg_id=int(time.time() * 1000)).encode()
-    request = urllib.request.Request(f"{base_url}/wechat/demo?{query}", data=body, method="POST",  # noqa: S310
-                                     headers={"Content-Type": "text/xml"})
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        f"{base_url}/wechat/demo?{query}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "text/xml"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
         reply = response.read().decode()
     root = ElementTree.fromstring(reply)

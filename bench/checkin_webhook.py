@@ -48,11 +48,17 @@ def checkin_requests(count: int, prefix: str = OPENID_PREFIX) -> list[Request]:
     out = []
     for n in range(count):
         nonce, openid = str(secrets.randbelow(10**9)), f"{prefix}{n:020d}"
-        xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
-               f"</FromUserName><CreateTime>{stamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-               f"<Content><![CDATA[签到]]></Content><MsgId>{secrets.randbits(62)}</MsgId></xml>")
-        params = {"signature": signature(DEMO.oa_token, stamp, nonce), "timestamp": stamp, "nonce": nonce,
-                  "openid": openid}
+        xml = (
+            f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
+            f"</FromUserName><CreateTime>{stamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content><![CDATA[签到]]></Content><MsgId>{secrets.randbits(62)}</MsgId></xml>"
+        )
+        params = {
+            "signature": signature(DEMO.oa_token, stamp, nonce),
+            "timestamp": stamp,
+            "nonce": nonce,
+            "openid": openid,
+        }
         out.append(Request("/wechat/demo", params, xml.encode()))
     return out
 
@@ -101,8 +107,10 @@ async def count_checkins(database_url: str, prefix: str) -> int:
 async def _create_floor_table(database_url: str) -> None:
     connection = await asyncpg.connect(database_url)
     try:
-        await connection.execute(f"create table {floor.CHECKIN_TABLE} (id bigserial primary key, "
-                                 "openid text not null, day date not null, unique (openid, day))")
+        await connection.execute(
+            f"create table {floor.CHECKIN_TABLE} (id bigserial primary key, "
+            "openid text not null, day date not null, unique (openid, day))"
+        )
     finally:
         await connection.close()
 
@@ -119,13 +127,19 @@ async def measure(entries: list[Measured]) -> None:
     """Interleaved slices; each memberbot server consumes its own member list front to back."""
     batches = {m.server.name: iter(checkin_requests(MEMBERS, m.prefix)) for m in entries}
     for m in entries:
-        await load(m.server.url, batches[m.server.name], connections=CONNECTIONS, seconds=WARMUP_SECONDS,
-                   check=_ok)
+        await load(
+            m.server.url, batches[m.server.name], connections=CONNECTIONS, seconds=WARMUP_SECONDS, check=_ok
+        )
     for _ in range(ROUNDS):
         for m in entries:
             cpu = m.server.cpu_seconds()
-            part = await load(m.server.url, batches[m.server.name], connections=CONNECTIONS,
-                              seconds=SECONDS / ROUNDS, check=_ok)
+            part = await load(
+                m.server.url,
+                batches[m.server.name],
+                connections=CONNECTIONS,
+                seconds=SECONDS / ROUNDS,
+                check=_ok,
+            )
             part.server_cpu_seconds = m.server.cpu_seconds() - cpu
             m.result.add(part)
     for m in entries:
@@ -140,33 +154,68 @@ def report(entries: list[Measured]) -> str:
         r = m.result
         ratio = r.rps / base.rps if base.rps else 0.0
         written = "-" if m.checkins < 0 else m.checkins
-        rows.append([m.server.name, r.rps, r.percentile(50), r.percentile(99), r.requests, r.errors,
-                     r.cpu_us_per_request, m.rss_mib, f"{ratio:.2f}", written])
+        rows.append(
+            [
+                m.server.name,
+                r.rps,
+                r.percentile(50),
+                r.percentile(99),
+                r.requests,
+                r.errors,
+                r.cpu_us_per_request,
+                m.rss_mib,
+                f"{ratio:.2f}",
+                written,
+            ]
+        )
         if m.checkins >= 0 and not m.floor:
-            checks = [f"{ratio:.0%} of baseline req/s (>= {TARGET_RATIO:.0%}: "
-                      f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})",
-                      f"p99 {r.percentile(99):.0f} ms (< {TARGET_P99_MS:.0f}: "
-                      f"{'met' if r.percentile(99) < TARGET_P99_MS else 'NOT met'})",
-                      f"RSS {m.rss_mib:.0f} MiB (< {TARGET_RSS_MIB:.0f}: "
-                      f"{'met' if m.rss_mib < TARGET_RSS_MIB else 'NOT met'})"]
+            checks = [
+                f"{ratio:.0%} of baseline req/s (>= {TARGET_RATIO:.0%}: "
+                f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})",
+                f"p99 {r.percentile(99):.0f} ms (< {TARGET_P99_MS:.0f}: "
+                f"{'met' if r.percentile(99) < TARGET_P99_MS else 'NOT met'})",
+                f"RSS {m.rss_mib:.0f} MiB (< {TARGET_RSS_MIB:.0f}: "
+                f"{'met' if m.rss_mib < TARGET_RSS_MIB else 'NOT met'})",
+            ]
             verdicts.append(f"{m.server.name}: " + "; ".join(checks))
-    head = ["server", "req/s", "p50 ms", "p99 ms", "requests", "errors", "CPU µs/req", "RSS MiB", "ratio",
-            "check-ins written (incl. warm-up)"]
-    notes = [f"{m.server.name}: the baseline plus the two round trips a check-in cannot skip (the Redis "
-             "claim that makes a push take effect once, one INSERT of the day's check-in; bench/floor.py) "
-             "— no webhook that checks in can beat its ratio here" for m in entries if m.floor]
+    head = [
+        "server",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "requests",
+        "errors",
+        "CPU µs/req",
+        "RSS MiB",
+        "ratio",
+        "check-ins written (incl. warm-up)",
+    ]
+    notes = [
+        f"{m.server.name}: the baseline plus the two round trips a check-in cannot skip (the Redis "
+        "claim that makes a push take effect once, one INSERT of the day's check-in; bench/floor.py) "
+        "— no webhook that checks in can beat its ratio here"
+        for m in entries
+        if m.floor
+    ]
     return table(head, rows) + "\n\n" + "\n".join(verdicts + notes)
 
 
 async def run() -> str:
     ambient = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp, \
-            services.embedded_postgres(Path(tmp)) as embedded_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp,
+        services.embedded_postgres(Path(tmp)) as embedded_url,
+    ):
         workdir = Path(tmp)
         await prepare(embedded_url, "memory://")
         port = free_port()
-        baseline = Server("baseline", python_argv("-m", "bench.baseline", "--port", str(port)), {}, port,
-                          log_path=workdir / "baseline.log")
+        baseline = Server(
+            "baseline",
+            python_argv("-m", "bench.baseline", "--port", str(port)),
+            {},
+            port,
+            log_path=workdir / "baseline.log",
+        )
         embedded = services.memberbot("memberbot", embedded_url, "memory://", workdir)
         entries = [Measured(baseline), Measured(embedded)]
         databases = {"memberbot": embedded_url}
@@ -176,10 +225,12 @@ async def run() -> str:
             await services.fresh_redis()
             await prepare(DATABASE_URL, REDIS_URL, (OPENID_PREFIX, WORKERS_PREFIX))
             entries.append(Measured(services.memberbot("memberbot-pg", DATABASE_URL, REDIS_URL, workdir)))
-            entries.append(Measured(
-                services.memberbot("memberbot-pg-2w", DATABASE_URL, REDIS_URL, workdir, workers=2),
-                prefix=WORKERS_PREFIX,
-            ))
+            entries.append(
+                Measured(
+                    services.memberbot("memberbot-pg-2w", DATABASE_URL, REDIS_URL, workdir, workers=2),
+                    prefix=WORKERS_PREFIX,
+                )
+            )
             databases["memberbot-pg"] = databases["memberbot-pg-2w"] = DATABASE_URL
             await _create_floor_table(DATABASE_URL)
             entries.append(Measured(services.floor_server(workdir), prefix=FLOOR_PREFIX, floor=True))
@@ -192,10 +243,15 @@ async def run() -> str:
             for m in entries:
                 m.server.stop()
         for m in entries[1:]:
-            m.checkins = (await _count_floor(DATABASE_URL) if m.floor
-                          else await count_checkins(databases[m.server.name], m.prefix))
-    setup = (f"{CONNECTIONS} connections, {SECONDS:.0f} s per server in {ROUNDS} interleaved slices after "
-             f"{WARMUP_SECONDS} s warm-up, one distinct pre-registered member per request ({MEMBERS} per "
-             f"server), {os.cpu_count()} CPUs, load average {ambient:.1f} before, "
-             f"Python {sys.version.split()[0]}")
+            m.checkins = (
+                await _count_floor(DATABASE_URL)
+                if m.floor
+                else await count_checkins(databases[m.server.name], m.prefix)
+            )
+    setup = (
+        f"{CONNECTIONS} connections, {SECONDS:.0f} s per server in {ROUNDS} interleaved slices after "
+        f"{WARMUP_SECONDS} s warm-up, one distinct pre-registered member per request ({MEMBERS} per "
+        f"server), {os.cpu_count()} CPUs, load average {ambient:.1f} before, "
+        f"Python {sys.version.split()[0]}"
+    )
     return setup + "\n" + report(entries) + skipped

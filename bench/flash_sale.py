@@ -56,15 +56,33 @@ async def seed(database_url: str, redis_url: str) -> tuple[str, int, list[str]]:
     now = datetime.now(UTC)
     async with services.orm(database_url):
         merchant = await create_merchant(MerchantInput(slug="bench", name="压测门店"))
-        item = await create_item(merchant, ItemKind.PICKUP, ItemInput(name="秒杀商品", price_points=PRICE),
-                                 stock=UNITS, actor="bench")
-        spec = flash.SaleSpec(item_id=item.id, price_points=PRICE, stock=UNITS, limit_per_member=LIMIT,
-                              starts_at=now - timedelta(minutes=1), ends_at=now + timedelta(hours=1))
+        item = await create_item(
+            merchant,
+            ItemKind.PICKUP,
+            ItemInput(name="秒杀商品", price_points=PRICE),
+            stock=UNITS,
+            actor="bench",
+        )
+        spec = flash.SaleSpec(
+            item_id=item.id,
+            price_points=PRICE,
+            stock=UNITS,
+            limit_per_member=LIMIT,
+            starts_at=now - timedelta(minutes=1),
+            ends_at=now + timedelta(hours=1),
+        )
         sale = await flash.create_sale(merchant.id, spec, now=now, actor="bench")
         members = await services.bulk_members(merchant.id, MEMBERS, "oFlash")
         for member_id in members:
-            await ledger.credit(merchant.id, member_id, PRICE * LIMIT, PointsKind.GRANT,
-                                key=f"seed:{member_id}", now=now, expires_at=None)
+            await ledger.credit(
+                merchant.id,
+                member_id,
+                PRICE * LIMIT,
+                PointsKind.GRANT,
+                key=f"seed:{member_id}",
+                now=now,
+                expires_at=None,
+            )
     redis = Redis.from_url(redis_url)
     try:
         store = SessionStore(redis)
@@ -82,8 +100,11 @@ def attempts(count: int) -> Iterator[tuple[int, str]]:
 
 async def endpoint_load(server: Server, slug: str, sale_id: int, tokens: list[str]) -> LoadResult:
     path = f"/api/mp/{slug}/mall/flash-sales/{sale_id}/buy"
-    return await http_load(server, len(tokens), lambda member, key: (
-        path, {"idempotency_key": key}, {"Authorization": f"Bearer {tokens[member]}"}))
+    return await http_load(
+        server,
+        len(tokens),
+        lambda member, key: (path, {"idempotency_key": key}, {"Authorization": f"Bearer {tokens[member]}"}),
+    )
 
 
 async def fresh_gate(redis: Redis, sale_id: int) -> list[str]:
@@ -99,18 +120,21 @@ async def fresh_gate(redis: Redis, sale_id: int) -> list[str]:
 async def floor_load(floor: Server, redis: Redis, members: int) -> LoadResult:
     """The baseline's attempts behind bare aiohttp (bench/floor.py), on its own gate (sale id -1)."""
     await fresh_gate(redis, FLOOR_SALE_ID)
-    return await http_load(floor, members, lambda member, key: (
-        "/floor/flash", {"member": member, "idempotency_key": key}, {}))
+    return await http_load(
+        floor, members, lambda member, key: ("/floor/flash", {"member": member, "idempotency_key": key}, {})
+    )
 
 
-async def http_load(server: Server, members: int,
-                    request: Callable[[int, str], tuple[str, dict[str, Any], dict[str, str]]]) -> LoadResult:
+async def http_load(
+    server: Server, members: int, request: Callable[[int, str], tuple[str, dict[str, Any], dict[str, str]]]
+) -> LoadResult:
     """Attempts over CONCURRENCY keep-alive connections for SECONDS; 200 (bought) and 409 (refused) are ok."""
     result = LoadResult()
     plan = attempts(members)
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(server.url, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with aiohttp.ClientSession(
+        server.url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
         started = time.perf_counter()
         stop_at = started + SECONDS
 
@@ -172,29 +196,77 @@ async def sold(database_url: str, sale_id: int) -> tuple[int, int]:
         await conn.close()
 
 
-def report(endpoint: LoadResult, raw: LoadResult, bare: LoadResult, rss: float,
-           exact: tuple[int, int, int, int], audited: tuple[int, int]) -> str:
+def report(
+    endpoint: LoadResult,
+    raw: LoadResult,
+    bare: LoadResult,
+    rss: float,
+    exact: tuple[int, int, int, int],
+    audited: tuple[int, int],
+) -> str:
     ratio = endpoint.rps / raw.rps if raw.rps else 0.0
     orders, sold_, raw_orders, floor_orders = exact
     floor_ratio = bare.rps / raw.rps if raw.rps else 0.0
     rows: list[list[object]] = [
-        ["EVALSHA + asyncpg INSERT (baseline)", raw.rps, raw.percentile(50), raw.percentile(99), raw.requests,
-         raw.errors, raw_orders, "-", "-", "1.00"],
-        ["the same, bare aiohttp (floor)", bare.rps, bare.percentile(50), bare.percentile(99), bare.requests,
-         bare.errors, floor_orders, bare.cpu_us_per_request, "-", f"{floor_ratio:.2f}"],
-        ["POST …/flash-sales/{id}/buy", endpoint.rps, endpoint.percentile(50), endpoint.percentile(99),
-         endpoint.requests, endpoint.errors, orders, endpoint.cpu_us_per_request, rss, f"{ratio:.2f}"],
+        [
+            "EVALSHA + asyncpg INSERT (baseline)",
+            raw.rps,
+            raw.percentile(50),
+            raw.percentile(99),
+            raw.requests,
+            raw.errors,
+            raw_orders,
+            "-",
+            "-",
+            "1.00",
+        ],
+        [
+            "the same, bare aiohttp (floor)",
+            bare.rps,
+            bare.percentile(50),
+            bare.percentile(99),
+            bare.requests,
+            bare.errors,
+            floor_orders,
+            bare.cpu_us_per_request,
+            "-",
+            f"{floor_ratio:.2f}",
+        ],
+        [
+            "POST …/flash-sales/{id}/buy",
+            endpoint.rps,
+            endpoint.percentile(50),
+            endpoint.percentile(99),
+            endpoint.requests,
+            endpoint.errors,
+            orders,
+            endpoint.cpu_us_per_request,
+            rss,
+            f"{ratio:.2f}",
+        ],
     ]
-    head = ["path", "attempts/s", "p50 ms", "p99 ms", "attempts", "errors", "orders", "server CPU µs/attempt",
-            "server RSS MiB", "ratio"]
+    head = [
+        "path",
+        "attempts/s",
+        "p50 ms",
+        "p99 ms",
+        "attempts",
+        "errors",
+        "orders",
+        "server CPU µs/attempt",
+        "server RSS MiB",
+        "ratio",
+    ]
     met = "met" if ratio >= TARGET_RATIO else "NOT met"
     exactness = "exact" if orders == sold_ == raw_orders == floor_orders == UNITS else "NOT EXACT"
     code, mismatches = audited
-    return (table(head, rows) + f"\n\nendpoint at {ratio:.0%} of the baseline's attempts/s (target >= "
-            f"{TARGET_RATIO:.0%}: {met}); orders == units ({UNITS}) on both sides: {exactness} "
-            f"(FlashSale.sold {sold_}); memberbot audit points afterwards: exit {code}, "
-            f"{mismatches} mismatches. The floor is the baseline's own work served over HTTP by a bare "
-            "aiohttp handler (bench/floor.py): no endpoint here can beat its ratio.")
+    return (
+        table(head, rows) + f"\n\nendpoint at {ratio:.0%} of the baseline's attempts/s (target >= "
+        f"{TARGET_RATIO:.0%}: {met}); orders == units ({UNITS}) on both sides: {exactness} "
+        f"(FlashSale.sold {sold_}); memberbot audit points afterwards: exit {code}, "
+        f"{mismatches} mismatches. The floor is the baseline's own work served over HTTP by a bare "
+        "aiohttp handler (bench/floor.py): no endpoint here can beat its ratio."
+    )
 
 
 async def run() -> str:
@@ -218,8 +290,10 @@ async def run() -> str:
     try:
         async with asyncpg.create_pool(DATABASE_URL, min_size=CONCURRENCY, max_size=CONCURRENCY) as pool:
             for table_name in (BASELINE_TABLE, floor.FLASH_TABLE):
-                await pool.execute(f"create table {table_name} (id bigserial primary key, "
-                                   "member int not null, key text not null unique)")
+                await pool.execute(
+                    f"create table {table_name} (id bigserial primary key, "
+                    "member int not null, key text not null unique)"
+                )
             raw, raw_orders = await baseline_load(redis, pool, len(tokens))
             with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp:
                 bare_server = services.floor_server(Path(tmp), flash_sale_id=FLOOR_SALE_ID)
@@ -235,7 +309,9 @@ async def run() -> str:
         await redis.aclose()
     orders, sold_ = await sold(DATABASE_URL, sale_id)
     audited = services.audit(DATABASE_URL, REDIS_URL)
-    setup = (f"{CONCURRENCY} connections / tasks, {MEMBERS} members, {UNITS} units (limit {LIMIT}), "
-             f"{SECONDS:.0f} s each, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-             f"Python {sys.version.split()[0]}")
+    setup = (
+        f"{CONCURRENCY} connections / tasks, {MEMBERS} members, {UNITS} units (limit {LIMIT}), "
+        f"{SECONDS:.0f} s each, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+        f"Python {sys.version.split()[0]}"
+    )
     return setup + "\n" + report(endpoint, raw, bare, rss, (orders, sold_, raw_orders, floor_orders), audited)

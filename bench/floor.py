@@ -43,8 +43,13 @@ async def purchase(request: web.Request) -> web.Response:
     """The purchase baseline's transaction (lock, purchase row, posting, lot, balance) per request."""
     body: dict[str, Any] = await request.json()
     async with request.app[POOL].acquire() as conn:
-        await raw_purchase(conn, request.app[OPTIONS].merchant_id, int(body["member_id"]),
-                           str(body["idempotency_key"]), int(body["amount_fen"]))
+        await raw_purchase(
+            conn,
+            request.app[OPTIONS].merchant_id,
+            int(body["member_id"]),
+            str(body["idempotency_key"]),
+            int(body["amount_fen"]),
+        )
     return web.json_response({"ok": True})
 
 

@@ -62,7 +62,11 @@ class Server:
     async def start(self, ready_within: float = 20.0) -> None:
         log_file = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(  # noqa: ASYNC220 - a one-off spawn before any load
-            list(self.argv), env={**os.environ, **self.env}, cwd=ROOT, stdout=log_file, stderr=log_file,
+            list(self.argv),
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+            stdout=log_file,
+            stderr=log_file,
         )
         deadline = time.monotonic() + ready_within
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
@@ -149,8 +153,9 @@ class LoadResult:
 Check = Callable[[int, bytes], bool]
 
 
-async def load(base_url: str, requests: Iterator[Request], *, connections: int, seconds: float,
-               check: Check) -> LoadResult:
+async def load(
+    base_url: str, requests: Iterator[Request], *, connections: int, seconds: float, check: Check
+) -> LoadResult:
     """POST `requests` over `connections` keep-alive connections for `seconds` (or until they run out).
 
     A response counts as an error when `check(status, body)` is false or the request fails.
@@ -168,8 +173,12 @@ async def load(base_url: str, requests: Iterator[Request], *, connections: int, 
                     return
                 sent = time.perf_counter()
                 try:
-                    async with session.post(request.path, params=request.params, data=request.body,
-                                            headers={"Content-Type": "text/xml"}) as response:
+                    async with session.post(
+                        request.path,
+                        params=request.params,
+                        data=request.body,
+                        headers={"Content-Type": "text/xml"},
+                    ) as response:
                         ok = check(response.status, await response.read())
                 except (aiohttp.ClientError, TimeoutError):
                     ok = False

@@ -45,8 +45,9 @@ async def seed(database_url: str) -> tuple[int, list[int]]:
 
     async with services.orm(database_url):
         merchant = await create_merchant(MerchantInput(slug="bench", name="压测门店"))
-        await create_staff(merchant, store_code="main", username="till", role="cashier",
-                           password=services.STAFF_PASSWORD)
+        await create_staff(
+            merchant, store_code="main", username="till", role="cashier", password=services.STAFF_PASSWORD
+        )
         members = await services.bulk_members(merchant.id, MEMBERS, "oPurchase")
         accounts = [PointsAccount(merchant_id=merchant.id, member_id=m) for m in members]
         await PointsAccount.bulk_create(accounts)
@@ -55,8 +56,11 @@ async def seed(database_url: str) -> tuple[int, list[int]]:
 
 def purchases(members: list[int], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
     for n in itertools.count():
-        body = {"idempotency_key": f"{prefix}-{n}", "member_id": members[n % len(members)],
-                "amount_fen": 1_000 + (n % 7) * 100}
+        body = {
+            "idempotency_key": f"{prefix}-{n}",
+            "member_id": members[n % len(members)],
+            "amount_fen": 1_000 + (n % 7) * 100,
+        }
         yield "/api/staff/purchases", body
 
 
@@ -79,27 +83,46 @@ update points_account set balance = balance + $1, lifetime_earned = lifetime_ear
 where id = $2"""
 
 
-async def raw_purchase(conn: asyncpg.Connection, merchant_id: int, member_id: int, key: str,
-                       amount_fen: int) -> None:
+async def raw_purchase(
+    conn: asyncpg.Connection, merchant_id: int, member_id: int, key: str, amount_fen: int
+) -> None:
     points = amount_fen // 100
     breakdown = json.dumps([{"code": "base", "label": "消费积分", "points": points}])
     async with conn.transaction():
         account = await conn.fetchrow(
             "select id, balance from points_account where member_id = $1 for update", member_id
         )
-        purchase_id = await conn.fetchval(PURCHASE_SQL, key, "0" * 64, amount_fen, points, breakdown,
-                                          member_id, merchant_id, json.dumps({"points_earned": points}))
+        purchase_id = await conn.fetchval(
+            PURCHASE_SQL,
+            key,
+            "0" * 64,
+            amount_fen,
+            points,
+            breakdown,
+            member_id,
+            merchant_id,
+            json.dumps({"points_earned": points}),
+        )
         earn_key = f"purchase:{key}:earn"
-        txn_id = await conn.fetchval(TRANSACTION_SQL, points, earn_key, f"purchase:{purchase_id}",
-                                     account["balance"] + points, f"消费 {amount_fen / 100:.2f} 元",
-                                     member_id, merchant_id)
-        await conn.execute(LOT_SQL, earn_key, points, datetime.now(UTC) + timedelta(days=365), member_id,
-                           merchant_id, txn_id)
+        txn_id = await conn.fetchval(
+            TRANSACTION_SQL,
+            points,
+            earn_key,
+            f"purchase:{purchase_id}",
+            account["balance"] + points,
+            f"消费 {amount_fen / 100:.2f} 元",
+            member_id,
+            merchant_id,
+        )
+        await conn.execute(
+            LOT_SQL, earn_key, points, datetime.now(UTC) + timedelta(days=365), member_id, merchant_id, txn_id
+        )
         await conn.execute(ACCOUNT_SQL, points, account["id"])
 
 
-async def raw_slice(pool: asyncpg.Pool, merchant_id: int, members: list[int], prefix: str,
-                    seconds: float) -> LoadResult:
+async def raw_slice(
+    pool: asyncpg.Pool, merchant_id: int, members: list[int], prefix: str, seconds: float
+) -> LoadResult:
     result = LoadResult()
     bodies = purchases(members, prefix)
     started = time.perf_counter()
@@ -112,8 +135,9 @@ async def raw_slice(pool: asyncpg.Pool, merchant_id: int, members: list[int], pr
                     return
                 sent = time.perf_counter()
                 try:
-                    await raw_purchase(conn, merchant_id, body["member_id"], body["idempotency_key"],
-                                       body["amount_fen"])
+                    await raw_purchase(
+                        conn, merchant_id, body["member_id"], body["idempotency_key"], body["amount_fen"]
+                    )
                 except asyncpg.PostgresError:
                     result.errors += 1
                 result.latencies_ms.append((time.perf_counter() - sent) * 1000)
@@ -124,22 +148,32 @@ async def raw_slice(pool: asyncpg.Pool, merchant_id: int, members: list[int], pr
     return result
 
 
-async def measure(server: Server, floor: Server, merchant_id: int, members: list[int]
-                  ) -> tuple[LoadResult, LoadResult, LoadResult]:
+async def measure(
+    server: Server, floor: Server, merchant_id: int, members: list[int]
+) -> tuple[LoadResult, LoadResult, LoadResult]:
     async with aiohttp.ClientSession() as session:
         token = await services.staff_token(session, server.url, "bench", "till")
     # Warm-up: one purchase per member on each side (first-use rows, caches, pool connections).
-    await services.json_load(server.url, itertools.islice(purchases(members, "warm"), MEMBERS), token=token,
-                             connections=CONCURRENCY, seconds=60)
-    await services.json_load(floor.url, purchases(members, "floorwarm"), token="-", connections=CONCURRENCY,
-                             seconds=0.5)
+    await services.json_load(
+        server.url,
+        itertools.islice(purchases(members, "warm"), MEMBERS),
+        token=token,
+        connections=CONCURRENCY,
+        seconds=60,
+    )
+    await services.json_load(
+        floor.url, purchases(members, "floorwarm"), token="-", connections=CONCURRENCY, seconds=0.5
+    )
     endpoint, raw, bare = LoadResult(), LoadResult(), LoadResult()
     async with asyncpg.create_pool(DATABASE_URL, min_size=CONCURRENCY, max_size=CONCURRENCY) as pool:
         await raw_slice(pool, merchant_id, members, "rawwarm", 0.5)
         for round_ in range(ROUNDS):
             cpu = server.cpu_seconds()
             slice_result, _ = await services.json_load(
-                server.url, purchases(members, f"http{round_}"), token=token, connections=CONCURRENCY,
+                server.url,
+                purchases(members, f"http{round_}"),
+                token=token,
+                connections=CONCURRENCY,
                 seconds=SECONDS / ROUNDS,
             )
             slice_result.server_cpu_seconds = server.cpu_seconds() - cpu
@@ -147,7 +181,10 @@ async def measure(server: Server, floor: Server, merchant_id: int, members: list
             raw.add(await raw_slice(pool, merchant_id, members, f"raw{round_}", SECONDS / ROUNDS))
             cpu = floor.cpu_seconds()
             slice_result, _ = await services.json_load(
-                floor.url, purchases(members, f"floor{round_}"), token="-", connections=CONCURRENCY,
+                floor.url,
+                purchases(members, f"floor{round_}"),
+                token="-",
+                connections=CONCURRENCY,
                 seconds=SECONDS / ROUNDS,
             )
             slice_result.server_cpu_seconds = floor.cpu_seconds() - cpu
@@ -155,27 +192,66 @@ async def measure(server: Server, floor: Server, merchant_id: int, members: list
     return endpoint, raw, bare
 
 
-def report(endpoint: LoadResult, raw: LoadResult, bare: LoadResult, rss: float,
-           audited: tuple[int, int]) -> str:
+def report(
+    endpoint: LoadResult, raw: LoadResult, bare: LoadResult, rss: float, audited: tuple[int, int]
+) -> str:
     ratio = endpoint.rps / raw.rps if raw.rps else 0.0
     floor_ratio = bare.rps / raw.rps if raw.rps else 0.0
     rows: list[list[object]] = [
-        ["raw asyncpg (baseline)", raw.rps, raw.percentile(50), raw.percentile(99), raw.requests, raw.errors,
-         "-", "-", "1.00"],
-        ["the same transaction, bare aiohttp (floor)", bare.rps, bare.percentile(50), bare.percentile(99),
-         bare.requests, bare.errors, bare.cpu_us_per_request, "-", f"{floor_ratio:.2f}"],
-        ["POST /api/staff/purchases", endpoint.rps, endpoint.percentile(50), endpoint.percentile(99),
-         endpoint.requests, endpoint.errors, endpoint.cpu_us_per_request, rss, f"{ratio:.2f}"],
+        [
+            "raw asyncpg (baseline)",
+            raw.rps,
+            raw.percentile(50),
+            raw.percentile(99),
+            raw.requests,
+            raw.errors,
+            "-",
+            "-",
+            "1.00",
+        ],
+        [
+            "the same transaction, bare aiohttp (floor)",
+            bare.rps,
+            bare.percentile(50),
+            bare.percentile(99),
+            bare.requests,
+            bare.errors,
+            bare.cpu_us_per_request,
+            "-",
+            f"{floor_ratio:.2f}",
+        ],
+        [
+            "POST /api/staff/purchases",
+            endpoint.rps,
+            endpoint.percentile(50),
+            endpoint.percentile(99),
+            endpoint.requests,
+            endpoint.errors,
+            endpoint.cpu_us_per_request,
+            rss,
+            f"{ratio:.2f}",
+        ],
     ]
-    head = ["path", "tx/s", "p50 ms", "p99 ms", "transactions", "errors", "server CPU µs/tx",
-            "server RSS MiB", "ratio"]
+    head = [
+        "path",
+        "tx/s",
+        "p50 ms",
+        "p99 ms",
+        "transactions",
+        "errors",
+        "server CPU µs/tx",
+        "server RSS MiB",
+        "ratio",
+    ]
     met = "met" if ratio >= TARGET_RATIO else "NOT met"
     code, mismatches = audited
-    return (table(head, rows) + f"\n\nendpoint at {ratio:.0%} of the raw asyncpg tx/s (target >= "
-            f"{TARGET_RATIO:.0%}: {met}); memberbot audit points afterwards: exit {code}, "
-            f"{mismatches} mismatches (the baseline's rows are balanced too). The floor is the "
-            "baseline's own transaction served over HTTP by a bare aiohttp handler (bench/floor.py): "
-            "no endpoint here can beat its ratio.")
+    return (
+        table(head, rows) + f"\n\nendpoint at {ratio:.0%} of the raw asyncpg tx/s (target >= "
+        f"{TARGET_RATIO:.0%}: {met}); memberbot audit points afterwards: exit {code}, "
+        f"{mismatches} mismatches (the baseline's rows are balanced too). The floor is the "
+        "baseline's own transaction served over HTTP by a bare aiohttp handler (bench/floor.py): "
+        "no endpoint here can beat its ratio."
+    )
 
 
 async def run() -> str:
@@ -196,7 +272,9 @@ async def run() -> str:
             server.stop()
             floor.stop()
     audited = services.audit(DATABASE_URL, REDIS_URL)
-    setup = (f"{CONCURRENCY} connections / asyncpg tasks over {MEMBERS} members, {SECONDS:.0f} s each in "
-             f"{ROUNDS} interleaved slices, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-             f"Python {sys.version.split()[0]}")
+    setup = (
+        f"{CONCURRENCY} connections / asyncpg tasks over {MEMBERS} members, {SECONDS:.0f} s each in "
+        f"{ROUNDS} interleaved slices, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+        f"Python {sys.version.split()[0]}"
+    )
     return setup + "\n" + report(endpoint, raw, bare, rss, audited)

@@ -33,8 +33,9 @@ async def seed(database_url: str) -> int:
 
     async with services.orm(database_url):
         merchant = await create_merchant(MerchantInput(slug="bench", name="压测门店"))
-        await create_staff(merchant, store_code="main", username="till", role="cashier",
-                           password=services.STAFF_PASSWORD)
+        await create_staff(
+            merchant, store_code="main", username="till", role="cashier", password=services.STAFF_PASSWORD
+        )
         [member] = await services.bulk_members(merchant.id, 1, "oOneMember")
         return member
 
@@ -50,8 +51,10 @@ async def ledger(database_url: str, member_id: int) -> tuple[int, int]:
 
 def bodies(member_id: int, process: int) -> Iterator[tuple[str, dict[str, Any]]]:
     for n in range(process, PURCHASES, 2):
-        yield "/api/staff/purchases", {"idempotency_key": f"one-{n}", "member_id": member_id,
-                                       "amount_fen": 1_000 + (n % 9) * 100}
+        yield (
+            "/api/staff/purchases",
+            {"idempotency_key": f"one-{n}", "member_id": member_id, "amount_fen": 1_000 + (n % 9) * 100},
+        )
 
 
 async def run() -> str:
@@ -67,11 +70,19 @@ async def run() -> str:
             await asyncio.gather(*(server.start() for server in servers))
             async with aiohttp.ClientSession() as session:
                 token = await services.staff_token(session, servers[0].url, "bench", "till")
-            loads = await asyncio.gather(*(
-                services.json_load(server.url, bodies(member_id, n), token=token,
-                                   connections=IN_FLIGHT_PER_PROCESS, seconds=3600, request_timeout=600)
-                for n, server in enumerate(servers)
-            ))
+            loads = await asyncio.gather(
+                *(
+                    services.json_load(
+                        server.url,
+                        bodies(member_id, n),
+                        token=token,
+                        connections=IN_FLIGHT_PER_PROCESS,
+                        seconds=3600,
+                        request_timeout=600,
+                    )
+                    for n, server in enumerate(servers)
+                )
+            )
             rss = [server.rss_mib() for server in servers]
         finally:
             for server in servers:
@@ -84,14 +95,39 @@ async def run() -> str:
     reported = sum(r["points_earned"] + r["tier_gift_points"] for r in replies)
     balance, recorded = await ledger(DATABASE_URL, member_id)
     code, mismatches = services.audit(DATABASE_URL, REDIS_URL)
-    head = ["purchases", "ok", "errors", "wall s", "purchases/s", "p50 ms", "p99 ms", "RSS MiB (each)",
-            "recorded", "balance", "Σ reported", "audit mismatches"]
+    head = [
+        "purchases",
+        "ok",
+        "errors",
+        "wall s",
+        "purchases/s",
+        "p50 ms",
+        "p99 ms",
+        "RSS MiB (each)",
+        "recorded",
+        "balance",
+        "Σ reported",
+        "audit mismatches",
+    ]
     row: list[object] = [
-        PURCHASES, len(replies), total.errors, total.seconds, total.rps, total.percentile(50),
-        total.percentile(99), " / ".join(f"{r:.0f}" for r in rss), recorded, balance, reported, mismatches,
+        PURCHASES,
+        len(replies),
+        total.errors,
+        total.seconds,
+        total.rps,
+        total.percentile(50),
+        total.percentile(99),
+        " / ".join(f"{r:.0f}" for r in rss),
+        recorded,
+        balance,
+        reported,
+        mismatches,
     ]
     verdict = "met" if mismatches == 0 and code == 0 and recorded == len(replies) == PURCHASES else "NOT met"
-    return (f"{PURCHASES} purchases submitted at once, {IN_FLIGHT_PER_PROCESS} sockets per process, "
-            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n" + table(head, [row])
-            + f"\n\naudit exit {code}, {mismatches} mismatches (target 0: {verdict}); balance "
-            f"{'==' if balance == reported else '!='} Σ points reported by the responses")
+    return (
+        f"{PURCHASES} purchases submitted at once, {IN_FLIGHT_PER_PROCESS} sockets per process, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+        + table(head, [row])
+        + f"\n\naudit exit {code}, {mismatches} mismatches (target 0: {verdict}); balance "
+        f"{'==' if balance == reported else '!='} Σ points reported by the responses"
+    )

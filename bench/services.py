@@ -85,8 +85,13 @@ async def fresh_redis(url: str = REDIS_URL) -> None:
 
 def server_env(database_url: str, redis_url: str, port: int = 8080) -> dict[str, str]:
     return {
-        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": SECRET_KEY, "HOST": "127.0.0.1",
-        "PORT": str(port), "LOG_LEVEL": "WARNING", "WECHAT_API_BASE": "http://127.0.0.1:9",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": SECRET_KEY,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "WECHAT_API_BASE": "http://127.0.0.1:9",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
     }
 
@@ -94,7 +99,12 @@ def server_env(database_url: str, redis_url: str, port: int = 8080) -> dict[str,
 def cli(args: list[str], database_url: str, redis_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **server_env(database_url, redis_url)}
     return subprocess.run(
-        python_argv("-m", "bot", *args), env=env, cwd=ROOT, capture_output=True, text=True, check=False,
+        python_argv("-m", "bot", *args),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
         timeout=300,
     )
 
@@ -117,9 +127,20 @@ def memberbot(name: str, database_url: str, redis_url: str, workdir: Path, worke
 def floor_server(workdir: Path, *, merchant_id: int = 0, flash_sale_id: int = -1) -> Server:
     """bench.floor: a baseline's own work behind a bare aiohttp handler."""
     port = free_port()
-    argv = python_argv("-m", "bench.floor", "--port", str(port), "--database-url", DATABASE_URL,
-                       "--redis-url", REDIS_URL, "--merchant-id", str(merchant_id),
-                       "--flash-sale-id", str(flash_sale_id))
+    argv = python_argv(
+        "-m",
+        "bench.floor",
+        "--port",
+        str(port),
+        "--database-url",
+        DATABASE_URL,
+        "--redis-url",
+        REDIS_URL,
+        "--merchant-id",
+        str(merchant_id),
+        "--flash-sale-id",
+        str(flash_sale_id),
+    )
     return Server("floor", argv, {}, port, log_path=workdir / "floor.log")
 
 
@@ -138,14 +159,25 @@ async def bulk_members(merchant_id: int, count: int, prefix: str) -> list[int]:
 
     now = datetime.now(UTC)
     for start in range(0, count, 500):
-        await Member.bulk_create([
-            Member(merchant_id=merchant_id, code=f"{prefix[:4]}{n:08d}"[-16:], openid=f"{prefix}{n:020d}",
-                   subscribed=True, registered_at=now)
-            for n in range(start, min(start + 500, count))
-        ])
-    ids: list[int] = await Member.filter(  # type: ignore[assignment]
-        merchant_id=merchant_id, openid__startswith=prefix
-    ).order_by("id").values_list("id", flat=True)
+        await Member.bulk_create(
+            [
+                Member(
+                    merchant_id=merchant_id,
+                    code=f"{prefix[:4]}{n:08d}"[-16:],
+                    openid=f"{prefix}{n:020d}",
+                    subscribed=True,
+                    registered_at=now,
+                )
+                for n in range(start, min(start + 500, count))
+            ]
+        )
+    ids: list[int] = (
+        await Member.filter(  # type: ignore[assignment]
+            merchant_id=merchant_id, openid__startswith=prefix
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
     return ids
 
 
@@ -158,9 +190,15 @@ async def staff_token(session: aiohttp.ClientSession, base_url: str, merchant: s
         return str(payload["token"])
 
 
-async def json_load(base_url: str, bodies: Iterator[tuple[str, dict[str, Any]]], *, token: str,
-                    connections: int, seconds: float, request_timeout: float = 120,
-                    ) -> tuple[LoadResult, list[dict[str, Any]]]:
+async def json_load(
+    base_url: str,
+    bodies: Iterator[tuple[str, dict[str, Any]]],
+    *,
+    token: str,
+    connections: int,
+    seconds: float,
+    request_timeout: float = 120,
+) -> tuple[LoadResult, list[dict[str, Any]]]:
     """POST JSON bodies over `connections` keep-alive connections for `seconds` or until they run out.
 
     Returns the load figures and every successful response body (a non-200 counts as an error).
@@ -168,8 +206,9 @@ async def json_load(base_url: str, bodies: Iterator[tuple[str, dict[str, Any]]],
     result, replies = LoadResult(), []
     headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(base_url, connector=connector, headers=headers,
-                                     timeout=aiohttp.ClientTimeout(total=request_timeout)) as session:
+    async with aiohttp.ClientSession(
+        base_url, connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=request_timeout)
+    ) as session:
         started = time.perf_counter()
         stop_at = started + seconds
 
@@ -207,8 +246,12 @@ def seed_members(database_url: str, merchant_slug: str, count: int, prefix: str)
     """`bulk_members` in a child process: the benchmark process itself holds no ORM state."""
     done = subprocess.run(
         python_argv("-m", "bench.services", database_url, merchant_slug, str(count), prefix),
-        env={**os.environ, **server_env(database_url, REDIS_URL)}, cwd=ROOT, capture_output=True, text=True,
-        check=False, timeout=300,
+        env={**os.environ, **server_env(database_url, REDIS_URL)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     if done.returncode:
         raise RuntimeError(f"seeding members failed: {done.stderr}")

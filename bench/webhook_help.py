@@ -47,16 +47,24 @@ def help_requests(mode: str, count: int) -> list[Request]:
     out = []
     for i in range(count):
         nonce, openid = str(secrets.randbelow(10**9)), f"oBench{i % USERS:022d}"
-        xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
-               f"</FromUserName><CreateTime>{stamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-               f"<Content><![CDATA[帮助]]></Content><MsgId>{secrets.randbits(62)}</MsgId></xml>")
-        params = {"signature": signature(DEMO.oa_token, stamp, nonce), "timestamp": stamp, "nonce": nonce,
-                  "openid": openid}
+        xml = (
+            f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
+            f"</FromUserName><CreateTime>{stamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content><![CDATA[帮助]]></Content><MsgId>{secrets.randbits(62)}</MsgId></xml>"
+        )
+        params = {
+            "signature": signature(DEMO.oa_token, stamp, nonce),
+            "timestamp": stamp,
+            "nonce": nonce,
+            "openid": openid,
+        }
         if mode == "safe":
             encrypted = xmltodict.parse(crypto.encrypt_message(xml, nonce, stamp))["xml"]["Encrypt"]
             params.update(encrypt_type="aes", msg_signature=signature(DEMO.oa_token, stamp, nonce, encrypted))
-            xml = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
-                   f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>")
+            xml = (
+                f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
+                f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+            )
         out.append(Request("/wechat/demo", params, xml.encode()))
     return out
 
@@ -72,8 +80,9 @@ def sample_reply(body: bytes, mode: str) -> str:
     if mode == "safe":
         envelope = xmltodict.parse(xml)["xml"]
         crypto = WeChatCrypto(DEMO.oa_token, DEMO.oa_aes_key, DEMO.oa_appid)
-        xml = crypto.decrypt_message(envelope, envelope["MsgSignature"], envelope["TimeStamp"],
-                                     envelope["Nonce"])
+        xml = crypto.decrypt_message(
+            envelope, envelope["MsgSignature"], envelope["TimeStamp"], envelope["Nonce"]
+        )
     content = xmltodict.parse(xml)["xml"].get("Content") or ""
     return content.splitlines()[0][:40] if content else "(empty)"
 
@@ -98,9 +107,10 @@ async def _slice(server: Server, mode: str, seconds: float, count: int) -> LoadR
 
 async def _sample(server: Server, mode: str) -> str:
     [request] = help_requests(mode, 1)
-    async with aiohttp.ClientSession(server.url) as session, session.post(
-        request.path, params=request.params, data=request.body
-    ) as response:
+    async with (
+        aiohttp.ClientSession(server.url) as session,
+        session.post(request.path, params=request.params, data=request.body) as response,
+    ):
         body = await response.read()
     if response.status != 200 or not body.startswith(b"<xml>"):
         return f"HTTP {response.status}: {body[:60].decode(errors='replace')}"
@@ -128,19 +138,37 @@ async def measure(servers: list[Server]) -> list[Measured]:
 
 def _memberbot(name: str, database_url: str, redis_url: str, workdir: Path) -> Server:
     port = free_port()
-    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": secrets.token_urlsafe(36),
-           "HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "WARNING",
-           "WECHAT_API_BASE": "http://127.0.0.1:9", "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": secrets.token_urlsafe(36),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "WECHAT_API_BASE": "http://127.0.0.1:9",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+    }
     for command in (["migrate"], ["seed-demo", "--if-empty"]):
-        subprocess.run(python_argv("-m", "bot", *command), env={**os.environ, **env}, cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            python_argv("-m", "bot", *command),
+            env={**os.environ, **env},
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return Server(name, python_argv("-m", "bot", "serve"), env, port, log_path=workdir / f"{name}.log")
 
 
 def _baseline(workdir: Path) -> Server:
     port = free_port()
-    return Server("baseline", python_argv("-m", "bench.baseline", "--port", str(port)), {}, port,
-                  log_path=workdir / "baseline.log")
+    return Server(
+        "baseline",
+        python_argv("-m", "bench.baseline", "--port", str(port)),
+        {},
+        port,
+        log_path=workdir / "baseline.log",
+    )
 
 
 def report(measured: list[Measured]) -> str:
@@ -151,22 +179,50 @@ def report(measured: list[Measured]) -> str:
         r = m.result
         ratio = r.rps / base[m.mode].rps if base.get(m.mode) and base[m.mode].rps else 0.0
         shown = "1.00" if m.server == "baseline" else f"{ratio:.2f}"
-        rows.append([m.mode, m.server, r.rps, r.percentile(50), r.percentile(99), r.requests, r.errors,
-                     r.cpu_us_per_request, m.rss_mib, shown, m.sample])
+        rows.append(
+            [
+                m.mode,
+                m.server,
+                r.rps,
+                r.percentile(50),
+                r.percentile(99),
+                r.requests,
+                r.errors,
+                r.cpu_us_per_request,
+                m.rss_mib,
+                shown,
+                m.sample,
+            ]
+        )
         if m.server != "baseline":
             met = "met" if ratio >= TARGET_RATIO else "NOT met"
             cpu = base[m.mode].cpu_us_per_request / r.cpu_us_per_request if r.cpu_us_per_request else 0.0
-            verdicts.append(f"{m.server} {m.mode}: {ratio:.0%} of baseline req/s (target >= "
-                            f"{TARGET_RATIO:.0%}: {met}); by server CPU per request {cpu:.0%}")
-    head = ["mode", "server", "req/s", "p50 ms", "p99 ms", "requests", "errors", "CPU µs/req", "RSS MiB",
-            "ratio", "reply"]
+            verdicts.append(
+                f"{m.server} {m.mode}: {ratio:.0%} of baseline req/s (target >= "
+                f"{TARGET_RATIO:.0%}: {met}); by server CPU per request {cpu:.0%}"
+            )
+    head = [
+        "mode",
+        "server",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "requests",
+        "errors",
+        "CPU µs/req",
+        "RSS MiB",
+        "ratio",
+        "reply",
+    ]
     return table(head, rows) + "\n\n" + "\n".join(verdicts)
 
 
 async def run() -> str:
     ambient = os.getloadavg()[0]  # other work on the machine skews absolute figures; ratios less so
-    with tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp, \
-            services.embedded_postgres(Path(tmp)) as embedded_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="memberbot-bench-") as tmp,
+        services.embedded_postgres(Path(tmp)) as embedded_url,
+    ):
         workdir = Path(tmp)
         servers = [_baseline(workdir), _memberbot("memberbot", embedded_url, "memory://", workdir)]
         skipped = ""
@@ -182,7 +238,9 @@ async def run() -> str:
         finally:
             for server in servers:
                 server.stop()
-    setup = (f"{CONNECTIONS} connections, {SECONDS:.0f} s per server and mode in {ROUNDS} interleaved slices "
-             f"after {WARMUP_SECONDS:g} s warm-up, "
-             f"{os.cpu_count()} CPUs, load average {ambient:.1f} before, Python {sys.version.split()[0]}")
+    setup = (
+        f"{CONNECTIONS} connections, {SECONDS:.0f} s per server and mode in {ROUNDS} interleaved slices "
+        f"after {WARMUP_SECONDS:g} s warm-up, "
+        f"{os.cpu_count()} CPUs, load average {ambient:.1f} before, Python {sys.version.split()[0]}"
+    )
     return setup + "\n" + report(measured) + skipped

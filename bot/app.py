@@ -84,8 +84,12 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
     background = Background()
     app[BACKGROUND] = background
     app[DISPATCHER] = Dispatcher(
-        redis=app[REDIS], renderer=app[RENDERER], wechat=app[WECHAT], background=background,
-        base_url=app[RUNTIME].base_url, secret=app[RUNTIME].secret,
+        redis=app[REDIS],
+        renderer=app[RENDERER],
+        wechat=app[WECHAT],
+        background=background,
+        base_url=app[RUNTIME].base_url,
+        secret=app[RUNTIME].secret,
     )
     yield
     await background.drain()

@@ -72,8 +72,10 @@ def parse_now(raw: str | None) -> datetime | None:
     except ValueError:
         now = None
     if now is None or now.tzinfo is None:
-        print("memberbot: --now needs an ISO time with a timezone offset, e.g. 2027-01-01T00:00:00+08:00",
-              file=sys.stderr)
+        print(
+            "memberbot: --now needs an ISO time with a timezone offset, e.g. 2027-01-01T00:00:00+08:00",
+            file=sys.stderr,
+        )
         return None
     return now
 

@@ -174,10 +174,19 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"{self.data_dir} is not empty and holds no PostgreSQL cluster")
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         self._own(self.data_dir)
-        self._run([
-            "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-            "--locale=C", "--no-instructions",
-        ])
+        self._run(
+            [
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ]
+        )
 
     def _pg_ctl_start(self) -> None:
         socket_dir = self.socket_dir
@@ -187,16 +196,45 @@ class EmbeddedPostgres:
         options = [f"-c listen_addresses='' -c unix_socket_directories='{socket_dir}' -p {PORT}"]
         if not self.durable:
             options.append("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        self._run([
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"), "-w",
-            "-t", str(START_TIMEOUT_SECONDS), "-o", " ".join(options), "start",
-        ])
+        self._run(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_SECONDS),
+                "-o",
+                " ".join(options),
+                "start",
+            ]
+        )
 
     def _psql(self, database: str, sql: str) -> str:
-        return self._run([
-            "psql", "-X", "-q", "-A", "-t", "-h", str(self.socket_dir), "-p", str(PORT), "-U", SUPERUSER,
-            "-d", database, "-v", "ON_ERROR_STOP=1", "-c", sql,
-        ], as_owner=False)
+        return self._run(
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(PORT),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            as_owner=False,
+        )
 
     def _own(self, path: Path) -> None:
         if self._run_as is not None:
@@ -211,9 +249,14 @@ class EmbeddedPostgres:
         try:
             done = subprocess.run(  # noqa: S603 - fixed binaries of the wheel, arguments of ours
                 [str(binary), *argv[1:]],
-                capture_output=True, text=True, check=False, timeout=START_TIMEOUT_SECONDS + 30,
-                cwd=self.data_dir.parent, stdin=subprocess.DEVNULL,
-                user=run_as.uid if run_as else None, group=run_as.gid if run_as else None,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=START_TIMEOUT_SECONDS + 30,
+                cwd=self.data_dir.parent,
+                stdin=subprocess.DEVNULL,
+                user=run_as.uid if run_as else None,
+                group=run_as.gid if run_as else None,
                 extra_groups=[] if run_as else None,
                 env={**os.environ, "LC_ALL": "C", "PGTZ": "UTC"},
             )
@@ -245,7 +288,8 @@ def _system_user() -> _RunAs:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         subprocess.run(  # noqa: S603 - a fixed command
             [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         entry = pwd.getpwnam(SYSTEM_USER)
     return _RunAs(entry.pw_uid, entry.pw_gid)

@@ -4,4 +4,6 @@ import os
 
 from models import tortoise_config
 
-TORTOISE_ORM = tortoise_config(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/memberbot")
+TORTOISE_ORM = tortoise_config(
+    os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/memberbot"
+)

@@ -125,7 +125,9 @@ class MallOrder(Model):
     class Meta:
         table = "mall_order"
         unique_together = (
-            ("merchant", "idempotency_key"), ("merchant", "open_pickup_code"), ("group", "member"),
+            ("merchant", "idempotency_key"),
+            ("merchant", "open_pickup_code"),
+            ("group", "member"),
         )
         indexes = (("member_id", "item_id", "local_day"), ("status", "pickup_deadline"))
 

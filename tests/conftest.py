@@ -79,8 +79,11 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def settings(database_url: str, redis_url: str) -> Settings:
     return Settings(
-        database_url=database_url, redis_url=redis_url, secret_key=SECRET,
-        wechat_api_base="http://127.0.0.1:9", public_base_url="http://testserver",
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key=SECRET,
+        wechat_api_base="http://127.0.0.1:9",
+        public_base_url="http://testserver",
     )
 
 

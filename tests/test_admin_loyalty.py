@@ -13,12 +13,21 @@ from models.merchant import Merchant
 from tests.support.factories import make_merchant
 
 PASSWORD = "password-123"
-ADMIN_ONLY = [("GET", "/api/admin/rules"), ("PUT", "/api/admin/rules"),
-              ("GET", "/api/admin/rules/versions/1"),
-              ("GET", "/api/admin/tiers"), ("PUT", "/api/admin/tiers"),
-              ("GET", "/api/admin/program"), ("PUT", "/api/admin/program")]
-MANAGER_UP = [("GET", "/api/admin/audit-log"), ("POST", "/api/admin/rules/simulate"),
-              ("POST", "/api/admin/members/ABCD2345/points"), ("GET", "/api/admin/referrals/ranking")]
+ADMIN_ONLY = [
+    ("GET", "/api/admin/rules"),
+    ("PUT", "/api/admin/rules"),
+    ("GET", "/api/admin/rules/versions/1"),
+    ("GET", "/api/admin/tiers"),
+    ("PUT", "/api/admin/tiers"),
+    ("GET", "/api/admin/program"),
+    ("PUT", "/api/admin/program"),
+]
+MANAGER_UP = [
+    ("GET", "/api/admin/audit-log"),
+    ("POST", "/api/admin/rules/simulate"),
+    ("POST", "/api/admin/members/ABCD2345/points"),
+    ("GET", "/api/admin/referrals/ranking"),
+]
 BASE_TIER = {"code": "basic", "name": "普通会员", "rank": 0}
 
 
@@ -28,8 +37,9 @@ async def login(
     """A bearer header for a new staff account of `role`, logged in over HTTP."""
     username = username or f"{role}-{merchant.slug}"
     await create_staff(merchant, store_code=None, username=username, role=role, password=PASSWORD)
-    response = await client.post("/api/staff/login", json={"merchant": merchant.slug, "username": username,
-                                                           "password": PASSWORD})
+    response = await client.post(
+        "/api/staff/login", json={"merchant": merchant.slug, "username": username, "password": PASSWORD}
+    )
     assert response.status == 200, await response.text()
     return {"Authorization": f"Bearer {(await response.json())['token']}"}
 
@@ -112,7 +122,8 @@ async def test_invalid_rules_name_the_field_and_change_nothing(
 async def test_body_shape_errors_are_400(client: TestClient) -> None:
     admin = await login(client, await make_merchant(), "admin")
     assert (await error_of(await client.put("/api/admin/rules", json={"rules": [1]}, headers=admin), 400))[
-        "field"] == "rules"
+        "field"
+    ] == "rules"
     assert (await client.put("/api/admin/rules", data=b"{not json", headers=admin)).status == 400
     deep: dict[str, Any] = {"points_per_yuan": 1}
     nested = deep
@@ -120,15 +131,20 @@ async def test_body_shape_errors_are_400(client: TestClient) -> None:
         nested["x"] = {}
         nested = nested["x"]
     assert (await error_of(await client.put("/api/admin/rules", json={"rules": deep}, headers=admin), 400))[
-        "field"] == "rules"
+        "field"
+    ] == "rules"
 
 
 async def test_tiers_are_versioned_validated_and_audited(client: TestClient) -> None:
     shop = await make_merchant()
     admin = await login(client, shop, "admin")
     current = await (await client.get("/api/admin/tiers", headers=admin)).json()
-    assert current["version"] == 1 and [t["code"] for t in current["tiers"]] == ["normal", "silver", "gold",
-                                                                                 "diamond"]
+    assert current["version"] == 1 and [t["code"] for t in current["tiers"]] == [
+        "normal",
+        "silver",
+        "gold",
+        "diamond",
+    ]
     silver = {"code": "", "name": "银卡", "rank": 1, "criteria": {"window_days": 365, "spend_fen": 1}}
     bad = [BASE_TIER, silver]
     error = await error_of(await client.put("/api/admin/tiers", json={"tiers": bad}, headers=admin), 400)
@@ -147,9 +163,11 @@ async def test_program_is_validated_and_audited(client: TestClient) -> None:
     defaults = await (await client.get("/api/admin/program", headers=admin)).json()
     assert defaults["program"]["registration_bonus"] == 100
 
-    for program, field in [({"pending_days": 365}, "program.pending_days"),
-                           ({"referral": {"trigger": "never"}}, "program.referral.trigger"),
-                           ({"nope": 1}, "program.nope")]:
+    for program, field in [
+        ({"pending_days": 365}, "program.pending_days"),
+        ({"referral": {"trigger": "never"}}, "program.referral.trigger"),
+        ({"nope": 1}, "program.nope"),
+    ]:
         response = await client.put("/api/admin/program", json={"program": program}, headers=admin)
         assert (await error_of(response, 400))["field"] == field
     assert not await LoyaltyProgram.filter(merchant_id=shop.id).exists()
@@ -173,8 +191,9 @@ async def test_audit_log_pages_newest_first_and_stays_in_its_merchant(client: Te
     page = await (await client.get("/api/admin/audit-log?limit=2", headers=admin)).json()
     assert [e["detail"]["settings"]["pending_days"] for e in page["entries"]] == [3, 2]
     assert page["next_cursor"] == page["entries"][-1]["id"]
-    rest = await (await client.get(f"/api/admin/audit-log?limit=2&cursor={page['next_cursor']}",
-                                   headers=admin)).json()
+    rest = await (
+        await client.get(f"/api/admin/audit-log?limit=2&cursor={page['next_cursor']}", headers=admin)
+    ).json()
     assert [e["detail"]["settings"]["pending_days"] for e in rest["entries"]] == [1]
     assert rest["next_cursor"] is None
 

@@ -25,8 +25,11 @@ async def start(aiohttp_client: Any, make_app: Any, tmp_path: Path) -> tuple[Any
     client = await aiohttp_client(app)
     merchant = await create_merchant(MerchantInput(slug="shop-a", name="A 店"))
     await create_staff(merchant, store_code=None, username="alice", role="admin", password=PASSWORD)
-    body = await (await client.post("/api/staff/login", json={
-        "merchant": "shop-a", "username": "alice", "password": PASSWORD})).json()
+    body = await (
+        await client.post(
+            "/api/staff/login", json={"merchant": "shop-a", "username": "alice", "password": PASSWORD}
+        )
+    ).json()
     return client, merchant, {"Authorization": f"Bearer {body['token']}"}
 
 
@@ -42,20 +45,23 @@ async def test_list_shows_defaults_and_overrides(aiohttp_client: Any, make_app: 
     assert (listed["checkin_done"]["override"], listed["checkin_done"]["updated_at"]) == (None, None)
 
 
-async def test_put_takes_effect_at_once_in_this_process(aiohttp_client: Any, make_app: Any,
-                                                        tmp_path: Path) -> None:
+async def test_put_takes_effect_at_once_in_this_process(
+    aiohttp_client: Any, make_app: Any, tmp_path: Path
+) -> None:
     client, merchant, headers = await start(aiohttp_client, make_app, tmp_path)
     renderer = client.app[RENDERER]
     assert await renderer.reply(merchant.id, "welcome", nickname="张三") == "欢迎 张三！"  # now cached
-    response = await client.put("/api/admin/reply-templates/welcome", json={"source": "{{ nickname }}，您好"},
-                                headers=headers)
+    response = await client.put(
+        "/api/admin/reply-templates/welcome", json={"source": "{{ nickname }}，您好"}, headers=headers
+    )
     assert response.status == 200
     body = await response.json()
     assert (body["override"], body["default_source"]) == ("{{ nickname }}，您好", "欢迎 {{ nickname }}！")
     assert body["updated_at"] is not None
     assert await renderer.reply(merchant.id, "welcome", nickname="张三") == "张三，您好"
-    again = await client.put("/api/admin/reply-templates/welcome", json={"source": "嗨 {{ nickname }}"},
-                             headers=headers)
+    again = await client.put(
+        "/api/admin/reply-templates/welcome", json={"source": "嗨 {{ nickname }}"}, headers=headers
+    )
     assert again.status == 200
     assert await ReplyTemplate.filter(merchant_id=merchant.id).count() == 1
     assert await renderer.reply(merchant.id, "welcome", nickname="张三") == "嗨 张三"
@@ -72,23 +78,28 @@ async def test_delete_restores_the_default(aiohttp_client: Any, make_app: Any, t
     assert await client.app[RENDERER].reply(merchant.id, "welcome", nickname="x") == "欢迎 x！"
 
 
-async def test_bad_sources_are_refused_with_the_reason(aiohttp_client: Any, make_app: Any,
-                                                       tmp_path: Path) -> None:
+async def test_bad_sources_are_refused_with_the_reason(
+    aiohttp_client: Any, make_app: Any, tmp_path: Path
+) -> None:
     client, merchant, headers = await start(aiohttp_client, make_app, tmp_path)
-    broken = await client.put("/api/admin/reply-templates/welcome", json={"source": "{% if %}"},
-                              headers=headers)
+    broken = await client.put(
+        "/api/admin/reply-templates/welcome", json={"source": "{% if %}"}, headers=headers
+    )
     assert broken.status == 400
     error = (await broken.json())["error"]
     assert error["field"] == "source" and error["message"].startswith("模板无法解析")
     for source in ("{{ range(10000000) | list }}", "{{ 1 // 0 }}"):  # fail only when rendered
-        failing = await client.put("/api/admin/reply-templates/welcome", json={"source": source},
-                                   headers=headers)
+        failing = await client.put(
+            "/api/admin/reply-templates/welcome", json={"source": source}, headers=headers
+        )
         assert (failing.status, (await failing.json())["error"]["field"]) == (400, "source"), source
-    too_long = await client.put("/api/admin/reply-templates/welcome", json={"source": "x" * 4001},
-                                headers=headers)
+    too_long = await client.put(
+        "/api/admin/reply-templates/welcome", json={"source": "x" * 4001}, headers=headers
+    )
     assert (too_long.status, (await too_long.json())["error"]["field"]) == (400, "source")
-    extra = await client.put("/api/admin/reply-templates/welcome", json={"source": "x", "name": "y"},
-                             headers=headers)
+    extra = await client.put(
+        "/api/admin/reply-templates/welcome", json={"source": "x", "name": "y"}, headers=headers
+    )
     assert extra.status == 400
     assert await ReplyTemplate.filter(merchant_id=merchant.id).count() == 0
 
@@ -103,8 +114,9 @@ async def test_unknown_template_is_404(aiohttp_client: Any, make_app: Any, tmp_p
     assert await ReplyTemplate.filter(merchant_id=merchant.id).count() == 0
 
 
-async def test_overrides_stay_within_the_admins_merchant(aiohttp_client: Any, make_app: Any,
-                                                         tmp_path: Path) -> None:
+async def test_overrides_stay_within_the_admins_merchant(
+    aiohttp_client: Any, make_app: Any, tmp_path: Path
+) -> None:
     client, merchant, headers = await start(aiohttp_client, make_app, tmp_path)
     other = await create_merchant(MerchantInput(slug="shop-b", name="B 店"))
     await ReplyTemplate.create(merchant=other, name="welcome", source="B 店的欢迎语")

@@ -113,4 +113,3 @@ def test_no_module_imports_a_private_name_of_another_package() -> None:
                 if private or any(part.startswith("_") for part in node.module.split(".")):
                     wrong.add(f"{path.relative_to(ROOT)}: from {node.module} import {', '.join(private)}")
     assert not wrong, sorted(wrong)
-

@@ -39,7 +39,8 @@ async def test_registration_bonus_is_credited_once_with_expiry(client: Any) -> N
     await asyncio.gather(*(bonuses.registration_bonus(member) for _ in range(4)))  # the hook run again
     txns = await PointsTransaction.filter(member_id=member.id)
     assert [(t.kind, t.delta, t.idempotency_key) for t in txns] == [
-        (PointsKind.EARN_REGISTRATION, 100, f"registration:{member.id}")]
+        (PointsKind.EARN_REGISTRATION, 100, f"registration:{member.id}")
+    ]
     lot = await PointsLot.get(member_id=member.id)
     assert lot.expires_at == expiry_date(before, RollingMonths(12), shop.timezone)
     assert await audit_points() == []
@@ -61,8 +62,9 @@ async def test_profile_bonus_only_on_first_completion(client: Any) -> None:
 
 async def test_zero_bonus_posts_nothing_and_never_expiring_points(client: Any) -> None:
     shop = await make_merchant()
-    await loyalty_config.save_program(shop.id, {"registration_bonus": 0, "profile_bonus": 7,
-                                                "expiry": {"kind": "never"}}, actor="test")
+    await loyalty_config.save_program(
+        shop.id, {"registration_bonus": 0, "profile_bonus": 7, "expiry": {"kind": "never"}}, actor="test"
+    )
     member = (await registration.subscribe(shop, "o-zero", "", secret=SECRET.encode())).member
     assert await balance(member.id) == 0
     await bonuses.profile_bonus(member)

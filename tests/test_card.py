@@ -30,7 +30,9 @@ async def test_token_round_trip_within_two_windows(shop: Merchant) -> None:
     assert len(issued.token) <= 32
     assert (issued.refresh_in, issued.expires_in) == (30, 90)
     for later in (0, 29, 89):
-        found = await member_qr.resolve_scan(shop, issued.token, secret=SECRET, now=NOW + timedelta(seconds=later))
+        found = await member_qr.resolve_scan(
+            shop, issued.token, secret=SECRET, now=NOW + timedelta(seconds=later)
+        )
         assert found.id == member.id
 
 
@@ -50,7 +52,9 @@ async def test_another_merchants_token_and_a_forged_one_are_refused(shop: Mercha
     with pytest.raises(DomainError) as caught:
         await member_qr.resolve_scan(shop, token, secret=SECRET, now=NOW)
     assert caught.value.code == "card_invalid"
-    forged = member_qr.issue_token(shop, stranger.id, secret=b"another-secret-0123456789abcdef", now=NOW).token
+    forged = member_qr.issue_token(
+        shop, stranger.id, secret=b"another-secret-0123456789abcdef", now=NOW
+    ).token
     with pytest.raises(DomainError, match="无法识别"):
         await member_qr.resolve_scan(shop, forged, secret=SECRET, now=NOW)
     with pytest.raises(DomainError, match="无法识别"):

@@ -27,8 +27,9 @@ def text(content: str, openid: str = OPENID) -> IncomingMessage:
 
 
 def click(key: str, openid: str = OPENID) -> IncomingMessage:
-    return IncomingMessage(openid=openid, kind="event", created_at=datetime.now(UTC), event="click",
-                           event_key=key)
+    return IncomingMessage(
+        openid=openid, kind="event", created_at=datetime.now(UTC), event="click", event_key=key
+    )
 
 
 @pytest.fixture
@@ -49,12 +50,24 @@ async def say(app: Any, shop: Merchant, message: IncomingMessage) -> str:
 
 def test_keywords_and_menu_keys_are_registered() -> None:
     router = build_router()
-    for word, name in (("签到", "checkin"), ("积分", "points"), ("会员卡", "card"), ("等级", "tier"),
-                       ("CHECKIN", "checkin"), ("Points", "points"), ("card", "card"), ("tier", "tier")):
+    for word, name in (
+        ("签到", "checkin"),
+        ("积分", "points"),
+        ("会员卡", "card"),
+        ("等级", "tier"),
+        ("CHECKIN", "checkin"),
+        ("Points", "points"),
+        ("card", "card"),
+        ("tier", "tier"),
+    ):
         intent = router.by_keyword(word)
         assert intent is not None and intent.name == name, word
-    for key, name in (("MENU_CHECKIN", "checkin"), ("MENU_POINTS", "points"), ("MENU_CARD", "card"),
-                      ("MENU_TIER", "tier")):
+    for key, name in (
+        ("MENU_CHECKIN", "checkin"),
+        ("MENU_POINTS", "points"),
+        ("MENU_CARD", "card"),
+        ("MENU_TIER", "tier"),
+    ):
         intent = router.by_menu_key(key)
         assert intent is not None and intent.name == name, key
 
@@ -87,15 +100,23 @@ async def test_points_shows_balance_recent_rows_and_expiring(app: Any, shop: Mer
     assert "暂无积分记录" in await say(app, shop, text("积分"))
     now = datetime.now(UTC)
     for n in range(6):
-        await ledger.credit(shop.id, member.id, 10, PointsKind.GRANT, key=f"g{n}", now=now,
-                            expires_at=now + timedelta(days=5 if n == 0 else 300))
+        await ledger.credit(
+            shop.id,
+            member.id,
+            10,
+            PointsKind.GRANT,
+            key=f"g{n}",
+            now=now,
+            expires_at=now + timedelta(days=5 if n == 0 else 300),
+        )
     await ledger.debit(shop.id, member.id, 15, PointsKind.SPEND_REDEMPTION, key="spend", now=now)
     reply = await say(app, shop, text("积分"))
     assert "可用积分：45" in reply
     assert reply.count("赠送积分 +10") == 4 and "积分兑换 -15" in reply  # the last 5 rows
     assert "待生效" not in reply and "过期" not in reply  # the soonest lot was spent first
-    await ledger.credit(shop.id, member.id, 7, PointsKind.GRANT, key="soon", now=now,
-                        expires_at=now + timedelta(days=3))
+    await ledger.credit(
+        shop.id, member.id, 7, PointsKind.GRANT, key="soon", now=now, expires_at=now + timedelta(days=3)
+    )
     assert "7 积分将于" in await say(app, shop, click("MENU_POINTS"))
     assert await audit_points() == []
 

@@ -27,8 +27,9 @@ def text(content: str) -> IncomingMessage:
 
 
 def click(key: str) -> IncomingMessage:
-    return IncomingMessage(openid=OPENID, kind="event", created_at=datetime.now(UTC), event="click",
-                           event_key=key)
+    return IncomingMessage(
+        openid=OPENID, kind="event", created_at=datetime.now(UTC), event="click", event_key=key
+    )
 
 
 @pytest.fixture
@@ -56,8 +57,14 @@ async def say(app: Any, shop: Merchant, message: IncomingMessage) -> str:
 
 def test_keywords_and_menu_keys_are_registered() -> None:
     router = build_router()
-    for word, name in (("商城", "mall"), ("Mall", "mall"), ("积分商城", "mall"), ("订单", "orders"),
-                       ("我的订单", "orders"), ("提货码", "orders")):
+    for word, name in (
+        ("商城", "mall"),
+        ("Mall", "mall"),
+        ("积分商城", "mall"),
+        ("订单", "orders"),
+        ("我的订单", "orders"),
+        ("提货码", "orders"),
+    ):
         intent = router.by_keyword(word)
         assert intent is not None and intent.name == name, word
     for key, name in (("MENU_MALL", "mall"), ("MENU_ORDERS", "orders")):
@@ -74,7 +81,9 @@ async def test_mall_lists_items_on_sale_by_sort_with_prices(app: Any, shop: Merc
     lines = reply.splitlines()
     assert lines[0] == "shop 门店积分商城（您的可用积分：1000）"
     assert lines[1:4] == [
-        "1. 帆布袋：100 积分（已兑完）", "2. 保温杯：300 积分 + 9.9 元", "3. 金卡专享：50 积分（等级不足）",
+        "1. 帆布袋：100 积分（已兑完）",
+        "2. 保温杯：300 积分 + 9.9 元",
+        "3. 金卡专享：50 积分（等级不足）",
     ]
     assert "下架品" not in reply and "小程序" in reply and "订单" in reply
     assert lines[4] == "" and len(lines) == 6, reply

@@ -41,8 +41,15 @@ async def balance(member: Member) -> int:
 
 
 async def grant(shop: Merchant, member: Member, amount: int) -> None:
-    await ledger.credit(shop.id, member.id, amount, PointsKind.GRANT, key=f"grant:{member.id}:{amount}",
-                        now=NOON - timedelta(days=30), expires_at=None)
+    await ledger.credit(
+        shop.id,
+        member.id,
+        amount,
+        PointsKind.GRANT,
+        key=f"grant:{member.id}:{amount}",
+        now=NOON - timedelta(days=30),
+        expires_at=None,
+    )
 
 
 async def test_once_per_merchant_local_day_across_midnight(shop: Merchant) -> None:
@@ -127,7 +134,11 @@ async def test_a_make_up_committed_while_the_check_in_waits_continues_the_streak
             await other.execute("SELECT 1 FROM points_account WHERE member_id = $1 FOR UPDATE", member.id)
             await other.execute(
                 "INSERT INTO checkin (merchant_id, member_id, day, makeup, streak, points, created_at)"
-                " VALUES ($1, $2, $3, TRUE, 4, 0, now())", shop.id, member.id, DAY - timedelta(days=1))
+                " VALUES ($1, $2, $3, TRUE, 4, 0, now())",
+                shop.id,
+                member.id,
+                DAY - timedelta(days=1),
+            )
             waiting = asyncio.ensure_future(checkin.check_in(shop, member.id, now=NOON))
             await asyncio.sleep(0.3)
             assert not waiting.done()  # blocked on the account lock, its snapshot already taken
@@ -171,8 +182,12 @@ async def test_make_up_fills_the_gap_and_renumbers_the_later_run(shop: Merchant)
     assert (result.streak, result.current_streak, result.cost) == (2, 4, 20)
     assert result.balance == 100 + 15 - 20 == await balance(member)
     rows = await Checkin.filter(member_id=member.id).order_by("day")
-    assert [(r.streak, r.makeup, r.points) for r in rows] == [(1, False, 5), (2, True, 0), (3, False, 5),
-                                                              (4, False, 5)]
+    assert [(r.streak, r.makeup, r.points) for r in rows] == [
+        (1, False, 5),
+        (2, True, 0),
+        (3, False, 5),
+        (4, False, 5),
+    ]
     tomorrow = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1))
     assert tomorrow.streak == 5
     debit = await PointsTransaction.get(idempotency_key=f"makeup:{member.id}:{(DAY - timedelta(days=2))}")
@@ -229,9 +244,18 @@ async def test_make_up_before_joining_and_over_the_monthly_limit(shop: Merchant)
     await grant(shop, newcomer, 100)
     with pytest.raises(ValidationError, match="入会之前"):
         await checkin.make_up(shop, newcomer.id, DAY - timedelta(days=2), now=NOON)
-    await save_program(shop.id, {"checkin": {"daily_points": 5, "makeup_cost_points": 1,
-                                             "makeup_max_days_back": 5, "makeup_max_per_month": 2}},
-                       actor="test")
+    await save_program(
+        shop.id,
+        {
+            "checkin": {
+                "daily_points": 5,
+                "makeup_cost_points": 1,
+                "makeup_max_days_back": 5,
+                "makeup_max_per_month": 2,
+            }
+        },
+        actor="test",
+    )
     member = await make_member(shop, openid="o-member-2")
     await Member.filter(id=member.id).update(registered_at=NOON - timedelta(days=60))
     await grant(shop, member, 50)

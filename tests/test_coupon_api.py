@@ -19,8 +19,13 @@ from tests.support.factories import make_member, make_merchant, staff_headers
 from webhooks.appkeys import DISPATCHER, REDIS
 
 TEMPLATES = "/api/admin/coupons/templates"
-FULL_100 = {"name": "满100减20", "kind": "fixed", "threshold_fen": 10_000, "amount_off_fen": 2_000,
-            "valid_days": 30}
+FULL_100 = {
+    "name": "满100减20",
+    "kind": "fixed",
+    "threshold_fen": 10_000,
+    "amount_off_fen": 2_000,
+    "valid_days": 30,
+}
 
 
 @pytest.fixture
@@ -50,8 +55,16 @@ async def new_template(client: Any, admin: dict[str, str], **overrides: Any) -> 
 
 
 async def give(client: Any, headers: dict[str, str], member: Member, template_id: int, key: str) -> Any:
-    return await client.post("/api/admin/coupons/issue", headers=headers, json={
-        "member_code": member.code, "template_id": template_id, "idempotency_key": key, "reason": "客诉补偿"})
+    return await client.post(
+        "/api/admin/coupons/issue",
+        headers=headers,
+        json={
+            "member_code": member.code,
+            "template_id": template_id,
+            "idempotency_key": key,
+            "reason": "客诉补偿",
+        },
+    )
 
 
 # Templates ----------------------------------------------------------------------------------------
@@ -65,8 +78,9 @@ async def test_admin_creates_reads_replaces_and_deletes_templates(
     assert created["store_codes"] == ["main"]
     path = f"{TEMPLATES}/{created['id']}"
     assert (await (await client.get(path, headers=admin)).json())["name"] == "满100减20"
-    changed = await client.put(path, headers=admin,
-                               json={**FULL_100, "name": "新客券", "amount_off_fen": 3_000})
+    changed = await client.put(
+        path, headers=admin, json={**FULL_100, "name": "新客券", "amount_off_fen": 3_000}
+    )
     assert changed.status == 200 and (await changed.json())["description"] == "满100减30"
     listed = await (await client.get(TEMPLATES, headers=admin)).json()
     assert [t["id"] for t in listed["items"]] == [created["id"]]
@@ -81,8 +95,14 @@ async def test_admin_creates_reads_replaces_and_deletes_templates(
     [
         ({**FULL_100, "amount_off_fen": 20_000}, "amount_off_fen"),
         ({**FULL_100, "valid_days": None}, "valid_days"),
-        ({**FULL_100, "valid_from": "2024-05-01T00:00:00+08:00", "valid_until": "2024-06-01T00:00:00+08:00"},
-         "valid_days"),
+        (
+            {
+                **FULL_100,
+                "valid_from": "2024-05-01T00:00:00+08:00",
+                "valid_until": "2024-06-01T00:00:00+08:00",
+            },
+            "valid_days",
+        ),
         ({**FULL_100, "valid_days": None, "valid_from": "2024-05-01T00:00:00+08:00"}, "valid_until"),
         ({**FULL_100, "kind": "percent", "amount_off_fen": 0, "percent_off": 100}, "percent_off"),
         ({**FULL_100, "kind": "percent", "amount_off_fen": 0, "percent_off": 0}, "percent_off"),
@@ -124,8 +144,13 @@ async def test_roles(client: Any, shop: Merchant, member: Member) -> None:
     assert (await client.get(TEMPLATES)).status == 401
     mine = await member_headers(client, shop, member)
     assert (await client.get(f"/api/mp/{shop.slug}/coupons", headers=cashier)).status == 401
-    assert (await client.post("/api/staff/coupons/check", headers=mine,
-                              json={"member_id": member.id, "code": "X", "order_fen": 1})).status == 401
+    assert (
+        await client.post(
+            "/api/staff/coupons/check",
+            headers=mine,
+            json={"member_id": member.id, "code": "X", "order_fen": 1},
+        )
+    ).status == 401
 
 
 # Issue, revoke, list -------------------------------------------------------------------------------
@@ -154,20 +179,26 @@ async def test_revoke_and_admin_listing(
     client: Any, shop: Merchant, member: Member, admin: dict[str, str]
 ) -> None:
     created = await new_template(client, admin)
-    ids = [(await (await give(client, admin, member, created["id"], f"k{i}")).json())["coupon"]["id"]
-           for i in range(3)]
+    ids = [
+        (await (await give(client, admin, member, created["id"], f"k{i}")).json())["coupon"]["id"]
+        for i in range(3)
+    ]
     revoked = await client.post(f"/api/admin/coupons/{ids[0]}/revoke", headers=admin, json={"reason": "误发"})
     assert revoked.status == 200 and (await revoked.json())["state"] == "revoked"
-    assert (await client.post(f"/api/admin/coupons/{ids[0]}/revoke", headers=admin,
-                              json={"reason": "误发"})).status == 200
-    assert (await client.post("/api/admin/coupons/999999/revoke", headers=admin,
-                              json={"reason": "误发"})).status == 404
+    assert (
+        await client.post(f"/api/admin/coupons/{ids[0]}/revoke", headers=admin, json={"reason": "误发"})
+    ).status == 200
+    assert (
+        await client.post("/api/admin/coupons/999999/revoke", headers=admin, json={"reason": "误发"})
+    ).status == 404
     assert await AuditLog.filter(action="coupon.revoke").count() == 1
-    page = await (await client.get(f"/api/admin/coupons?template_id={created['id']}&status=issued&limit=1",
-                                   headers=admin)).json()
+    page = await (
+        await client.get(
+            f"/api/admin/coupons?template_id={created['id']}&status=issued&limit=1", headers=admin
+        )
+    ).json()
     assert [c["id"] for c in page["items"]] == [ids[2]] and page["next_cursor"] == ids[2]
-    rest = await (await client.get(f"/api/admin/coupons?status=issued&cursor={ids[2]}",
-                                   headers=admin)).json()
+    rest = await (await client.get(f"/api/admin/coupons?status=issued&cursor={ids[2]}", headers=admin)).json()
     assert [c["id"] for c in rest["items"]] == [ids[1]] and rest["next_cursor"] is None
     bad = await client.get("/api/admin/coupons?status=lost", headers=admin)
     assert bad.status == 400
@@ -176,12 +207,14 @@ async def test_revoke_and_admin_listing(
 # Member and cashier ---------------------------------------------------------------------------------
 
 
-async def test_member_sees_usable_coupons_first(client: Any, shop: Merchant, member: Member,
-                                                admin: dict[str, str]) -> None:
+async def test_member_sees_usable_coupons_first(
+    client: Any, shop: Merchant, member: Member, admin: dict[str, str]
+) -> None:
     created = await new_template(client, admin)
     now = datetime.now(UTC)
-    old = await coupons.issue(shop, member.id, created["id"], source="mall", key="old",
-                              now=now - timedelta(days=40))
+    old = await coupons.issue(
+        shop, member.id, created["id"], source="mall", key="old", now=now - timedelta(days=40)
+    )
     fresh = await coupons.issue(shop, member.id, created["id"], source="mall", key="fresh", now=now)
     headers = await member_headers(client, shop, member)
     listed = await (await client.get(f"/api/mp/{shop.slug}/coupons", headers=headers)).json()
@@ -197,26 +230,47 @@ async def test_cashier_checks_a_coupon_before_the_purchase(
     client: Any, shop: Merchant, member: Member, admin: dict[str, str]
 ) -> None:
     created = await new_template(client, admin, store_codes=["main"])
-    coupon = await coupons.issue(shop, member.id, created["id"], source="mall", key="c",
-                                 now=datetime.now(UTC))
+    coupon = await coupons.issue(
+        shop, member.id, created["id"], source="mall", key="c", now=datetime.now(UTC)
+    )
     cashier = await staff_headers(client, shop, "cashier")
-    ok = await client.post("/api/staff/coupons/check", headers=cashier,
-                           json={"member_code": member.code, "code": coupon.code, "order_fen": 12_000})
+    ok = await client.post(
+        "/api/staff/coupons/check",
+        headers=cashier,
+        json={"member_code": member.code, "code": coupon.code, "order_fen": 12_000},
+    )
     assert ok.status == 200, await ok.text()
-    assert await ok.json() == {"coupon_id": coupon.id, "code": coupon.code, "kind": "fixed",
-                               "description": "满100减20", "discount_fen": 2_000, "gift_name": "",
-                               "pay_fen": 10_000}
-    low = await client.post("/api/staff/coupons/check", headers=cashier,
-                            json={"member_id": member.id, "code": coupon.code, "order_fen": 5_000})
+    assert await ok.json() == {
+        "coupon_id": coupon.id,
+        "code": coupon.code,
+        "kind": "fixed",
+        "description": "满100减20",
+        "discount_fen": 2_000,
+        "gift_name": "",
+        "pay_fen": 10_000,
+    }
+    low = await client.post(
+        "/api/staff/coupons/check",
+        headers=cashier,
+        json={"member_id": member.id, "code": coupon.code, "order_fen": 5_000},
+    )
     assert low.status == 409
-    assert (await low.json())["error"] == {"code": "coupon_not_applicable", "message": "满 100.00 元可用",
-                                           "field": "code"}
-    unknown = await client.post("/api/staff/coupons/check", headers=cashier,
-                                json={"member_id": member.id, "code": "ZZZZZZZZZZ", "order_fen": 5_000})
+    assert (await low.json())["error"] == {
+        "code": "coupon_not_applicable",
+        "message": "满 100.00 元可用",
+        "field": "code",
+    }
+    unknown = await client.post(
+        "/api/staff/coupons/check",
+        headers=cashier,
+        json={"member_id": member.id, "code": "ZZZZZZZZZZ", "order_fen": 5_000},
+    )
     assert unknown.status == 404 and (await unknown.json())["error"]["code"] == "coupon_not_found"
-    both = await client.post("/api/staff/coupons/check", headers=cashier,
-                             json={"member_id": member.id, "member_code": member.code, "code": "X",
-                                   "order_fen": 1})
+    both = await client.post(
+        "/api/staff/coupons/check",
+        headers=cashier,
+        json={"member_id": member.id, "member_code": member.code, "code": "X", "order_fen": 1},
+    )
     assert both.status == 400
     assert (await Coupon.get(id=coupon.id)).status == CouponStatus.ISSUED  # a check changes nothing
 
@@ -240,12 +294,14 @@ async def _say(client: Any, shop: Merchant, content: str) -> str:
     return reply.text
 
 
-async def test_chat_lists_usable_coupons_with_codes(client: Any, shop: Merchant, member: Member,
-                                                    admin: dict[str, str]) -> None:
+async def test_chat_lists_usable_coupons_with_codes(
+    client: Any, shop: Merchant, member: Member, admin: dict[str, str]
+) -> None:
     assert "暂时没有可用的优惠券" in await _say(client, shop, "优惠券")
     created = await new_template(client, admin)
-    coupon = await coupons.issue(shop, member.id, created["id"], source="mall", key="chat",
-                                 now=datetime.now(UTC))
+    coupon = await coupons.issue(
+        shop, member.id, created["id"], source="mall", key="chat", now=datetime.now(UTC)
+    )
     reply = await _say(client, shop, "优惠券")
     assert "您有 1 张可用优惠券" in reply and coupon.code in reply and "满100减20" in reply
     assert "有效期至 " in reply

@@ -46,8 +46,14 @@ async def template(
 
 
 async def purchase(shop: Merchant, member: Member, key: str, amount: int = 20_000) -> Purchase:
-    return await Purchase.create(merchant_id=shop.id, member_id=member.id, idempotency_key=key,
-                                 request_digest="-", amount_fen=amount, paid_fen=amount)
+    return await Purchase.create(
+        merchant_id=shop.id,
+        member_id=member.id,
+        idempotency_key=key,
+        request_digest="-",
+        amount_fen=amount,
+        paid_fen=amount,
+    )
 
 
 async def refused(call: Any) -> CouponCode:
@@ -84,23 +90,33 @@ async def test_a_repeated_key_returns_the_same_coupon(shop: Merchant, member: Me
 
 async def test_inactive_sold_out_limited_and_stale_templates_refuse(shop: Merchant, member: Member) -> None:
     off = await template(shop, active=False)
-    assert await refused(coupons.issue(shop, member.id, off.id, source="mall", key="a", now=NOW)) == \
-        CouponCode.INACTIVE
+    assert (
+        await refused(coupons.issue(shop, member.id, off.id, source="mall", key="a", now=NOW))
+        == CouponCode.INACTIVE
+    )
     one = await template(shop, total_stock=1)
     await coupons.issue(shop, member.id, one.id, source="mall", key="b1", now=NOW)
-    assert await refused(coupons.issue(shop, member.id, one.id, source="mall", key="b2", now=NOW)) == \
-        CouponCode.OUT_OF_STOCK
+    assert (
+        await refused(coupons.issue(shop, member.id, one.id, source="mall", key="b2", now=NOW))
+        == CouponCode.OUT_OF_STOCK
+    )
     limited = await template(shop, limit_per_member=2)
     for i in range(2):
         await coupons.issue(shop, member.id, limited.id, source="mall", key=f"c{i}", now=NOW)
-    assert await refused(coupons.issue(shop, member.id, limited.id, source="mall", key="c9", now=NOW)) == \
-        CouponCode.LIMIT_REACHED
+    assert (
+        await refused(coupons.issue(shop, member.id, limited.id, source="mall", key="c9", now=NOW))
+        == CouponCode.LIMIT_REACHED
+    )
     past = await template(shop, validity=Validity(NOW - timedelta(days=9), NOW - timedelta(days=1)))
-    assert await refused(coupons.issue(shop, member.id, past.id, source="mall", key="d", now=NOW)) == \
-        CouponCode.EXPIRED
+    assert (
+        await refused(coupons.issue(shop, member.id, past.id, source="mall", key="d", now=NOW))
+        == CouponCode.EXPIRED
+    )
     other_shop = await make_merchant("other")
-    assert await refused(coupons.issue(other_shop, member.id, limited.id, source="mall", key="e", now=NOW)) \
+    assert (
+        await refused(coupons.issue(other_shop, member.id, limited.id, source="mall", key="e", now=NOW))
         == CouponCode.TEMPLATE_NOT_FOUND
+    )
     assert await Coupon.all().count() == 3
 
 
@@ -149,8 +165,11 @@ async def test_a_tier_upgrade_issues_the_tiers_gift_coupons_once(shop: Merchant,
     coupon = await Coupon.get(member_id=member.id)
     assert coupon.template_id == gift.id and coupon.source == "tier_gift"
     assert coupon.issue_key == f"tiergift:{member.id}:silver:{gift.id}"
-    await coupons.tier_gift(shop, member.id, loyalty_config.tier_by_code(
-        (await loyalty_config.current_tiers(shop.id))[1], "silver"))
+    await coupons.tier_gift(
+        shop,
+        member.id,
+        loyalty_config.tier_by_code((await loyalty_config.current_tiers(shop.id))[1], "silver"),
+    )
     assert await Coupon.filter(member_id=member.id).count() == 1
 
 
@@ -188,24 +207,41 @@ async def test_quote_checks_member_window_store_and_threshold(shop: Merchant, me
     await Store.create(merchant_id=shop.id, code="east", name="东店")
     t = await template(shop, store_codes=("main",))
     coupon = await coupons.issue(shop, member.id, t.id, source="mall", key="q", now=NOW)
-    found = await coupons.quote(shop, member.id, coupon.code.lower(), order_fen=10_000, store_code="main",
-                                now=NOW)
+    found = await coupons.quote(
+        shop, member.id, coupon.code.lower(), order_fen=10_000, store_code="main", now=NOW
+    )
     assert (found.coupon_id, found.kind, found.discount_fen) == (coupon.id, "fixed", 2_000)
     with pytest.raises(CouponError) as caught:
         await coupons.quote(shop, member.id, coupon.code, order_fen=9_999, store_code="main", now=NOW)
     assert caught.value.coupon_code == CouponCode.NOT_APPLICABLE
     assert caught.value.message == "满 100.00 元可用"
     assert caught.value.code == "coupon_not_applicable"
-    assert await refused(coupons.quote(shop, member.id, coupon.code, order_fen=10_000, store_code="east",
-                                       now=NOW)) == CouponCode.NOT_APPLICABLE
+    assert (
+        await refused(
+            coupons.quote(shop, member.id, coupon.code, order_fen=10_000, store_code="east", now=NOW)
+        )
+        == CouponCode.NOT_APPLICABLE
+    )
     stranger = await make_member(shop, openid="o-stranger")
-    assert await refused(coupons.quote(shop, stranger.id, coupon.code, order_fen=10_000, store_code="main",
-                                       now=NOW)) == CouponCode.NOT_FOUND
-    assert await refused(coupons.quote(shop, member.id, "NOSUCHCODE", order_fen=10_000, store_code="main",
-                                       now=NOW)) == CouponCode.NOT_FOUND
+    assert (
+        await refused(
+            coupons.quote(shop, stranger.id, coupon.code, order_fen=10_000, store_code="main", now=NOW)
+        )
+        == CouponCode.NOT_FOUND
+    )
+    assert (
+        await refused(
+            coupons.quote(shop, member.id, "NOSUCHCODE", order_fen=10_000, store_code="main", now=NOW)
+        )
+        == CouponCode.NOT_FOUND
+    )
     later = NOW + timedelta(days=31)  # past valid_until, the expiry job has not run yet
-    assert await refused(coupons.quote(shop, member.id, coupon.code, order_fen=10_000, store_code="main",
-                                       now=later)) == CouponCode.EXPIRED
+    assert (
+        await refused(
+            coupons.quote(shop, member.id, coupon.code, order_fen=10_000, store_code="main", now=later)
+        )
+        == CouponCode.EXPIRED
+    )
 
 
 async def test_percent_and_gift_quotes(shop: Merchant, member: Member) -> None:
@@ -215,8 +251,9 @@ async def test_percent_and_gift_quotes(shop: Merchant, member: Member) -> None:
     c2 = await coupons.issue(shop, member.id, gift.id, source="mall", key="g", now=NOW)
     q1 = await coupons.quote(shop, member.id, c1.code, order_fen=5_005, store_code=None, now=NOW)
     assert q1.discount_fen == 1_001
-    assert (await coupons.quote(shop, member.id, c1.code, order_fen=50_000, store_code=None, now=NOW)
-            ).discount_fen == 1_500
+    assert (
+        await coupons.quote(shop, member.id, c1.code, order_fen=50_000, store_code=None, now=NOW)
+    ).discount_fen == 1_500
     q2 = await coupons.quote(shop, member.id, c2.code, order_fen=1, store_code=None, now=NOW)
     assert (q2.kind, q2.discount_fen, q2.gift_name) == ("gift", 0, "咖啡一杯")
 
@@ -225,26 +262,55 @@ async def test_use_marks_used_once_and_restore_gives_it_back(shop: Merchant, mem
     t = await template(shop)
     coupon = await coupons.issue(shop, member.id, t.id, source="mall", key="u", now=NOW)
     p1, p2 = await purchase(shop, member, "p1"), await purchase(shop, member, "p2")
-    off = await coupons.use(shop, coupon.id, purchase_id=p1.id, order_fen=15_000, store_code="main", now=NOW,
-                            actor="staff:1")
+    off = await coupons.use(
+        shop, coupon.id, purchase_id=p1.id, order_fen=15_000, store_code="main", now=NOW, actor="staff:1"
+    )
     assert off == 2_000
-    assert await coupons.use(shop, coupon.id, purchase_id=p1.id, order_fen=15_000, store_code="main",
-                             now=NOW, actor="staff:1") == 2_000  # the same purchase again: same answer
-    assert await refused(coupons.use(shop, coupon.id, purchase_id=p2.id, order_fen=15_000, store_code="main",
-                                     now=NOW, actor="staff:1")) == CouponCode.USED
+    assert (
+        await coupons.use(
+            shop, coupon.id, purchase_id=p1.id, order_fen=15_000, store_code="main", now=NOW, actor="staff:1"
+        )
+        == 2_000
+    )  # the same purchase again: same answer
+    assert (
+        await refused(
+            coupons.use(
+                shop,
+                coupon.id,
+                purchase_id=p2.id,
+                order_fen=15_000,
+                store_code="main",
+                now=NOW,
+                actor="staff:1",
+            )
+        )
+        == CouponCode.USED
+    )
     used = await Coupon.get(id=coupon.id)
     assert (used.status, used.used_purchase_id, used.discount_fen, used.used_at) == (
-        CouponStatus.USED, p1.id, 2_000, NOW)
-    assert await refused(coupons.quote(shop, member.id, coupon.code, order_fen=15_000, store_code="main",
-                                       now=NOW)) == CouponCode.USED
+        CouponStatus.USED,
+        p1.id,
+        2_000,
+        NOW,
+    )
+    assert (
+        await refused(
+            coupons.quote(shop, member.id, coupon.code, order_fen=15_000, store_code="main", now=NOW)
+        )
+        == CouponCode.USED
+    )
     assert await coupons.restore(shop, p1.id, now=NOW, actor="staff:1") == 1
     assert await coupons.restore(shop, p1.id, now=NOW, actor="staff:1") == 0
     back = await Coupon.get(id=coupon.id)
     assert (back.status, back.used_purchase_id, back.discount_fen) == (CouponStatus.ISSUED, None, 0)
     kinds = await CouponEvent.filter(coupon_id=coupon.id).order_by("id").values_list("kind", flat=True)
     assert kinds == ["issued", "used", "restored"]
-    assert await coupons.use(shop, coupon.id, purchase_id=p2.id, order_fen=10_000, store_code="main",
-                             now=NOW, actor="staff:1") == 2_000
+    assert (
+        await coupons.use(
+            shop, coupon.id, purchase_id=p2.id, order_fen=10_000, store_code="main", now=NOW, actor="staff:1"
+        )
+        == 2_000
+    )
 
 
 async def test_use_refuses_another_members_purchase(shop: Merchant, member: Member) -> None:
@@ -252,8 +318,9 @@ async def test_use_refuses_another_members_purchase(shop: Merchant, member: Memb
     coupon = await coupons.issue(shop, member.id, t.id, source="mall", key="u", now=NOW)
     stranger = await make_member(shop, openid="o-stranger")
     theirs = await purchase(shop, stranger, "p-stranger")
-    attempt = coupons.use(shop, coupon.id, purchase_id=theirs.id, order_fen=15_000, store_code=None, now=NOW,
-                          actor="t")
+    attempt = coupons.use(
+        shop, coupon.id, purchase_id=theirs.id, order_fen=15_000, store_code=None, now=NOW, actor="t"
+    )
     assert await refused(attempt) == CouponCode.NOT_FOUND
     assert (await Coupon.get(id=coupon.id)).status == CouponStatus.ISSUED
 
@@ -262,8 +329,9 @@ async def test_restore_after_the_window_expires_the_coupon(shop: Merchant, membe
     t = await template(shop, validity=Validity(days=1))
     coupon = await coupons.issue(shop, member.id, t.id, source="mall", key="r", now=NOW)
     bought = await purchase(shop, member, "p")
-    await coupons.use(shop, coupon.id, purchase_id=bought.id, order_fen=10_000, store_code=None, now=NOW,
-                      actor="t")
+    await coupons.use(
+        shop, coupon.id, purchase_id=bought.id, order_fen=10_000, store_code=None, now=NOW, actor="t"
+    )
     assert await coupons.restore(shop, bought.id, now=NOW + timedelta(days=5), actor="t") == 1
     assert (await Coupon.get(id=coupon.id)).status == CouponStatus.EXPIRED
 
@@ -278,8 +346,15 @@ async def test_twenty_concurrent_uses_of_one_coupon_let_exactly_one_through(
     async def scan(i: int) -> int | CouponCode:
         try:
             async with in_transaction():
-                return await coupons.use(shop, coupon.id, purchase_id=bought[i].id, order_fen=20_000,
-                                         store_code="main", now=NOW, actor=f"till:{i}")
+                return await coupons.use(
+                    shop,
+                    coupon.id,
+                    purchase_id=bought[i].id,
+                    order_fen=20_000,
+                    store_code="main",
+                    now=NOW,
+                    actor=f"till:{i}",
+                )
         except CouponError as exc:
             return exc.coupon_code
 
@@ -303,5 +378,7 @@ async def test_the_expiry_job_expires_due_coupons_once(shop: Merchant, member: M
     assert (await Coupon.get(id=due.id)).status == CouponStatus.EXPIRED
     assert (await Coupon.get(id=keep.id)).status == CouponStatus.ISSUED
     assert await CouponEvent.filter(coupon_id=due.id, kind="expired").count() == 1
-    assert await refused(coupons.quote(shop, member.id, due.code, order_fen=10_000, store_code=None,
-                                       now=NOW)) == CouponCode.EXPIRED
+    assert (
+        await refused(coupons.quote(shop, member.id, due.code, order_fen=10_000, store_code=None, now=NOW))
+        == CouponCode.EXPIRED
+    )

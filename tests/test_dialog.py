@@ -163,8 +163,11 @@ async def test_register_again_during_the_dialog_resumes_it(app: Any) -> None:
 async def test_dialog_ends_silently_when_its_ttl_lapses(app: Any) -> None:
     shop = await merchant()
     dispatcher = Dispatcher(
-        redis=app[REDIS], renderer=app[RENDERER], secret=app[RUNTIME].secret,
-        base_url=app[RUNTIME].base_url, dialog_ttl=0.05,
+        redis=app[REDIS],
+        renderer=app[RENDERER],
+        secret=app[RUNTIME].secret,
+        base_url=app[RUNTIME].base_url,
+        dialog_ttl=0.05,
     )
     first = await dispatcher.dispatch(shop, text("注册"))
     assert isinstance(first, TextReply) and "手机号" in first.text
@@ -184,8 +187,10 @@ async def test_unreadable_dialog_state_counts_as_none(app: Any) -> None:
 async def test_menu_clicks_route_to_the_same_intents(app: Any) -> None:
     shop = await merchant()
     dispatch = app[DISPATCHER].dispatch
-    replies = {key: await dispatch(shop, event("click", key)) for key in
-               ("MENU_HELP", "MENU_REGISTER", "MENU_CANCEL", "MENU_ME", "MENU_UNKNOWN")}
+    replies = {
+        key: await dispatch(shop, event("click", key))
+        for key in ("MENU_HELP", "MENU_REGISTER", "MENU_CANCEL", "MENU_ME", "MENU_UNKNOWN")
+    }
     texts = {key: reply.text for key, reply in replies.items() if isinstance(reply, TextReply)}
     assert HELP_MARK in texts["MENU_HELP"] and HELP_MARK in texts["MENU_UNKNOWN"]
     assert "手机号" in texts["MENU_REGISTER"] and "已取消" in texts["MENU_CANCEL"]
@@ -225,8 +230,11 @@ async def test_a_feature_adds_an_intent_with_one_registration(app: Any) -> None:
 
     router.add_intent("lucky_draw", lucky_draw, keywords=("抽奖", "Lucky Draw"), menu_keys=("MENU_DRAW",))
     dispatcher = Dispatcher(
-        redis=app[REDIS], renderer=app[RENDERER], secret=app[RUNTIME].secret,
-        base_url=app[RUNTIME].base_url, router=router,
+        redis=app[REDIS],
+        renderer=app[RENDERER],
+        secret=app[RUNTIME].secret,
+        base_url=app[RUNTIME].base_url,
+        router=router,
     )
     shop = await merchant()
     assert await dispatcher.dispatch(shop, text(" lucky  DRAW ")) == TextReply("抽奖 cafe")
@@ -244,8 +252,11 @@ async def test_only_intents_that_declare_it_read_the_open_dialog(app: Any) -> No
     router.add_intent("peek", peek, keywords=("看看",), uses_dialog=True)
     router.add_intent("careless", peek, keywords=("随便",))
     dispatcher = Dispatcher(
-        redis=app[REDIS], renderer=app[RENDERER], secret=app[RUNTIME].secret,
-        base_url=app[RUNTIME].base_url, router=router,
+        redis=app[REDIS],
+        renderer=app[RENDERER],
+        secret=app[RUNTIME].secret,
+        base_url=app[RUNTIME].base_url,
+        router=router,
     )
     shop = await merchant()
     await dispatcher.dispatch(shop, text("注册"))  # opens the profile dialog

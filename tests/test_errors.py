@@ -34,8 +34,11 @@ async def test_each_failure_maps_to_its_status_and_envelope(aiohttp_client: Any)
     app.router.add_get("/{kind}", fail)
     client = await aiohttp_client(app)
     expected = {
-        "field": (400, "validation_error"), "pydantic": (400, "validation_error"),
-        "conflict": (409, "conflict"), "missing": (404, "not_found"), "boom": (500, "internal_error"),
+        "field": (400, "validation_error"),
+        "pydantic": (400, "validation_error"),
+        "conflict": (409, "conflict"),
+        "missing": (404, "not_found"),
+        "boom": (500, "internal_error"),
     }
     for kind, (status, code) in expected.items():
         response = await client.get(f"/{kind}")

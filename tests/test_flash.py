@@ -24,13 +24,21 @@ from webhooks.appkeys import REDIS
 
 
 async def make_item(merchant: Merchant, stock: int = 50, name: str = "限量马克杯") -> MallItem:
-    return await create_item(merchant, ItemKind.PICKUP, ItemInput(name=name, price_points=500), stock=stock,
-                             actor="test")
+    return await create_item(
+        merchant, ItemKind.PICKUP, ItemInput(name=name, price_points=500), stock=stock, actor="test"
+    )
 
 
 async def give_points(merchant: Merchant, member: Member, amount: int) -> None:
-    await ledger.credit(merchant.id, member.id, amount, PointsKind.GRANT, key=f"seed:{member.id}:{amount}",
-                        now=datetime.now(UTC), expires_at=None)
+    await ledger.credit(
+        merchant.id,
+        member.id,
+        amount,
+        PointsKind.GRANT,
+        key=f"seed:{member.id}:{amount}",
+        now=datetime.now(UTC),
+        expires_at=None,
+    )
 
 
 async def member_headers(client: TestClient, merchant: Merchant, member: Member) -> dict[str, str]:
@@ -43,11 +51,24 @@ def window(starts_in: timedelta = timedelta(minutes=-1), hours: int = 1) -> dict
     return {"starts_at": starts.isoformat(), "ends_at": (starts + timedelta(hours=hours)).isoformat()}
 
 
-async def new_sale(client: TestClient, merchant: Merchant, item: MallItem, *, stock: int = 5, limit: int = 1,
-                   price: int = 100, times: dict[str, str] | None = None) -> dict[str, Any]:
+async def new_sale(
+    client: TestClient,
+    merchant: Merchant,
+    item: MallItem,
+    *,
+    stock: int = 5,
+    limit: int = 1,
+    price: int = 100,
+    times: dict[str, str] | None = None,
+) -> dict[str, Any]:
     headers = await staff_headers(client, merchant, "manager", username=f"mgr{item.id}")
-    body = {"item_id": item.id, "price_points": price, "stock": stock, "limit_per_member": limit,
-            **(times or window())}
+    body = {
+        "item_id": item.id,
+        "price_points": price,
+        "stock": stock,
+        "limit_per_member": limit,
+        **(times or window()),
+    }
     response = await client.post("/api/admin/mall/flash-sales", json=body, headers=headers)
     assert response.status == 201, await response.text()
     sale: dict[str, Any] = await response.json()
@@ -66,8 +87,11 @@ async def buyers(merchant: Merchant, count: int, points_each: int = 1_000) -> li
 
 async def buy(client: TestClient, merchant: Merchant, member: Member, sale_id: int, key: str) -> Any:
     headers = await member_headers(client, merchant, member)
-    return await client.post(f"/api/mp/{merchant.slug}/mall/flash-sales/{sale_id}/buy",
-                             json={"idempotency_key": key}, headers=headers)
+    return await client.post(
+        f"/api/mp/{merchant.slug}/mall/flash-sales/{sale_id}/buy",
+        json={"idempotency_key": key},
+        headers=headers,
+    )
 
 
 async def left_in_redis(client: TestClient, sale_id: int) -> int:
@@ -138,9 +162,14 @@ async def test_outside_the_window_is_refused(client: TestClient) -> None:
     [member] = await buyers(merchant, 1)
     early = await buy(client, merchant, member, later["id"], "k")
     assert early.status == 409 and (await early.json())["error"]["message"] == "秒杀尚未开始"
-    ended = await FlashSale.create(merchant_id=merchant.id, item_id=item.id, price_points=10, stock=1,
-                                   starts_at=datetime.now(UTC) - timedelta(hours=2),
-                                   ends_at=datetime.now(UTC) - timedelta(hours=1))
+    ended = await FlashSale.create(
+        merchant_id=merchant.id,
+        item_id=item.id,
+        price_points=10,
+        stock=1,
+        starts_at=datetime.now(UTC) - timedelta(hours=2),
+        ends_at=datetime.now(UTC) - timedelta(hours=1),
+    )
     late = await buy(client, merchant, member, ended.id, "k")
     assert late.status == 409 and (await late.json())["error"]["message"] == "秒杀已结束"
     assert (await buy(client, merchant, member, 999_999, "k")).status == 404
@@ -242,8 +271,9 @@ async def one_bought(client: TestClient) -> tuple[Merchant, Member, dict[str, An
 
 async def cancel(client: TestClient, merchant: Merchant, member: Member, order: dict[str, Any]) -> None:
     headers = await member_headers(client, merchant, member)
-    cancelled = await client.post(f"/api/mp/{merchant.slug}/mall/orders/{order['order_id']}/cancel",
-                                  headers=headers)
+    cancelled = await client.post(
+        f"/api/mp/{merchant.slug}/mall/orders/{order['order_id']}/cancel", headers=headers
+    )
     assert cancelled.status == 200, await cancelled.text()
 
 

@@ -37,17 +37,35 @@ START_POINTS = 1_000
 
 async def seed_members(merchant_id: int) -> list[int]:
     now = datetime.now(UTC)
-    await Member.bulk_create([
-        Member(merchant_id=merchant_id, code=f"F{n:07d}", openid=f"o-flash-{n:05d}", subscribed=True,
-               registered_at=now)
-        for n in range(MEMBERS)
-    ])
-    ids: list[int] = await Member.filter(merchant_id=merchant_id).order_by("id").values_list(  # type: ignore[assignment]
-        "id", flat=True
+    await Member.bulk_create(
+        [
+            Member(
+                merchant_id=merchant_id,
+                code=f"F{n:07d}",
+                openid=f"o-flash-{n:05d}",
+                subscribed=True,
+                registered_at=now,
+            )
+            for n in range(MEMBERS)
+        ]
+    )
+    ids: list[int] = (
+        await Member.filter(merchant_id=merchant_id)
+        .order_by("id")
+        .values_list(  # type: ignore[assignment]
+            "id", flat=True
+        )
     )
     for member_id in ids:
-        await ledger.credit(merchant_id, member_id, START_POINTS, PointsKind.GRANT, key=f"seed:{member_id}",
-                            now=now, expires_at=None)
+        await ledger.credit(
+            merchant_id,
+            member_id,
+            START_POINTS,
+            PointsKind.GRANT,
+            key=f"seed:{member_id}",
+            now=now,
+            expires_at=None,
+        )
     return ids
 
 
@@ -55,11 +73,22 @@ async def test_flash_sale_across_two_processes_sells_exactly_the_units(
     client: Any, settings: Settings, tmp_path: Path
 ) -> None:
     merchant = await make_merchant()
-    item = await create_item(merchant, ItemKind.PICKUP, ItemInput(name="秒杀耳机", price_points=900),
-                             stock=UNITS + 20, actor="test")
+    item = await create_item(
+        merchant,
+        ItemKind.PICKUP,
+        ItemInput(name="秒杀耳机", price_points=900),
+        stock=UNITS + 20,
+        actor="test",
+    )
     now = datetime.now(UTC)
-    spec = flash.SaleSpec(item_id=item.id, price_points=PRICE, stock=UNITS, limit_per_member=LIMIT,
-                          starts_at=now - timedelta(minutes=1), ends_at=now + timedelta(hours=1))
+    spec = flash.SaleSpec(
+        item_id=item.id,
+        price_points=PRICE,
+        stock=UNITS,
+        limit_per_member=LIMIT,
+        starts_at=now - timedelta(minutes=1),
+        ends_at=now + timedelta(hours=1),
+    )
     sale = await flash.create_sale(merchant.id, spec, now=now, actor="test")
     member_ids = await seed_members(merchant.id)
     store = SessionStore(client.app[REDIS])
@@ -102,8 +131,13 @@ async def test_flash_sale_across_two_processes_sells_exactly_the_units(
     assert int(await client.app[REDIS].get(flash.gate_keys(sale.id)[0])) == 0
 
     audit = subprocess.run(  # noqa: ASYNC221 - a short CLI run after the load
-        [sys.executable, "-m", "bot", "audit", "points"], env=server_env(settings, 1), cwd=ROOT,
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-m", "bot", "audit", "points"],
+        env=server_env(settings, 1),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "0 mismatches" in audit.stdout

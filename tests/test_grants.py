@@ -33,19 +33,26 @@ async def test_grant_then_deduct_with_audit_rows(client: TestClient) -> None:
     granted = await response.json()
     assert granted["kind"] == "grant" and granted["balance_after"] == 120 and not granted["replayed"]
 
-    response = await client.post(url(member.code.lower()), json={"delta": -20, "reason": "录入错误更正",
-                                                                 "idempotency_key": "g-2"}, headers=manager)
+    response = await client.post(
+        url(member.code.lower()),
+        json={"delta": -20, "reason": "录入错误更正", "idempotency_key": "g-2"},
+        headers=manager,
+    )
     assert response.status == 200, await response.text()
     assert (await response.json())["kind"] == "adjust"
     assert await balance(member.id) == 100
 
     txns = await PointsTransaction.filter(member_id=member.id).order_by("id")
-    assert [(t.kind, t.delta, t.reason) for t in txns] == [(PointsKind.GRANT, 120, "门店活动补发"),
-                                                          (PointsKind.ADJUST, -20, "录入错误更正")]
+    assert [(t.kind, t.delta, t.reason) for t in txns] == [
+        (PointsKind.GRANT, 120, "门店活动补发"),
+        (PointsKind.ADJUST, -20, "录入错误更正"),
+    ]
     assert txns[0].actor == txns[1].actor and txns[0].actor.startswith("staff:")
     rows = await AuditLog.filter(merchant_id=shop.id).order_by("id")
     assert [(r.action, r.subject, r.detail["delta"], r.actor) for r in rows] == [
-        ("points.grant", member.code, 120, txns[0].actor), ("points.deduct", member.code, -20, txns[0].actor)]
+        ("points.grant", member.code, 120, txns[0].actor),
+        ("points.deduct", member.code, -20, txns[0].actor),
+    ]
     assert rows[0].detail["transaction_id"] == txns[0].id
     assert await audit_points() == []
 
@@ -54,8 +61,9 @@ async def test_deduction_below_zero_is_refused_and_changes_nothing(client: TestC
     shop = await make_merchant()
     member = await make_member(shop)
     manager = await login(client, shop, "manager")
-    await client.post(url(member.code), json={"delta": 50, "reason": "补发", "idempotency_key": "a"},
-                      headers=manager)
+    await client.post(
+        url(member.code), json={"delta": 50, "reason": "补发", "idempotency_key": "a"}, headers=manager
+    )
     body = {"delta": -51, "reason": "扣减", "idempotency_key": "b"}
     response = await client.post(url(member.code), json=body, headers=manager)
     error = await error_of(response, 409)
@@ -108,7 +116,8 @@ async def test_bad_requests_are_400_or_404_and_change_nothing(client: TestClient
         assert error["field"] == field, (body, error)
     body = {"delta": 10, "reason": "补发", "idempotency_key": "k"}
     assert (await error_of(await client.post(url("ZZZZ9999"), json=body, headers=manager), 404))[
-        "code"] == "member_not_found"
+        "code"
+    ] == "member_not_found"
     other_shop = await make_merchant("other")
     stranger = await make_member(other_shop, openid="o-other")
     assert (await client.post(url(stranger.code), json=body, headers=manager)).status == 404

@@ -18,11 +18,24 @@ from tests.support.factories import make_merchant, staff_headers
 from tests.test_flash import buyers, make_item, member_headers, window
 
 
-async def new_deal(client: TestClient, merchant: Merchant, item: MallItem, *, size: int = 3, hours: int = 24,
-                   price: int = 200, times: dict[str, str] | None = None) -> dict[str, Any]:
+async def new_deal(
+    client: TestClient,
+    merchant: Merchant,
+    item: MallItem,
+    *,
+    size: int = 3,
+    hours: int = 24,
+    price: int = 200,
+    times: dict[str, str] | None = None,
+) -> dict[str, Any]:
     headers = await staff_headers(client, merchant, "manager", username=f"deal{item.id}")
-    body = {"item_id": item.id, "price_points": price, "group_size": size, "hours": hours,
-            **(times or window())}
+    body = {
+        "item_id": item.id,
+        "price_points": price,
+        "group_size": size,
+        "hours": hours,
+        **(times or window()),
+    }
     response = await client.post("/api/admin/mall/group-deals", json=body, headers=headers)
     assert response.status == 201, await response.text()
     deal: dict[str, Any] = await response.json()
@@ -31,14 +44,18 @@ async def new_deal(client: TestClient, merchant: Merchant, item: MallItem, *, si
 
 async def start(client: TestClient, merchant: Merchant, member: Member, deal_id: int, key: str = "s") -> Any:
     headers = await member_headers(client, merchant, member)
-    return await client.post(f"/api/mp/{merchant.slug}/mall/group-deals/{deal_id}/groups",
-                             json={"idempotency_key": key}, headers=headers)
+    return await client.post(
+        f"/api/mp/{merchant.slug}/mall/group-deals/{deal_id}/groups",
+        json={"idempotency_key": key},
+        headers=headers,
+    )
 
 
 async def join(client: TestClient, merchant: Merchant, member: Member, group_id: int, key: str = "j") -> Any:
     headers = await member_headers(client, merchant, member)
-    return await client.post(f"/api/mp/{merchant.slug}/mall/groups/{group_id}/join",
-                             json={"idempotency_key": key}, headers=headers)
+    return await client.post(
+        f"/api/mp/{merchant.slug}/mall/groups/{group_id}/join", json={"idempotency_key": key}, headers=headers
+    )
 
 
 async def test_admin_creates_and_lists_deals_with_validation_and_roles(client: TestClient) -> None:
@@ -89,8 +106,10 @@ async def test_a_group_fills_and_everyone_gets_a_pickup_code(client: TestClient)
     assert full.status == 409 and "满员" in (await full.json())["error"]["message"]
     replay = await join(client, merchant, third, group_id)
     assert (await replay.json())["replayed"] is True
-    viewed = await client.get(f"/api/mp/{merchant.slug}/mall/groups/{group_id}",
-                              headers=await member_headers(client, merchant, late))
+    viewed = await client.get(
+        f"/api/mp/{merchant.slug}/mall/groups/{group_id}",
+        headers=await member_headers(client, merchant, late),
+    )
     assert (await viewed.json())["joined"] == 3
     assert await audit_points() == []
 

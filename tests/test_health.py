@@ -28,8 +28,14 @@ def test_a_bad_setting_stops_the_cli_with_one_line_and_exit_code_2() -> None:
     import sys
 
     env = {**os.environ, "TIMEZONE": "Mars/Base", "DEMO": "1"}
-    done = subprocess.run([sys.executable, "-m", "bot", "merchant", "list"], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "merchant", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "memberbot: invalid setting TIMEZONE: Value error, unknown IANA time zone 'Mars/Base'"

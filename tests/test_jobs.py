@@ -71,7 +71,12 @@ async def test_points_maintenance_catches_up_missed_runs_in_one(shop: Any) -> No
     merchant, member = shop
     for day in (1, 2):  # due on two different days; the job "missed" both
         await ledger.credit(
-            merchant.id, member.id, 10 * day, PointsKind.GRANT, key=f"g{day}", now=NOW,
+            merchant.id,
+            member.id,
+            10 * day,
+            PointsKind.GRANT,
+            key=f"g{day}",
+            now=NOW,
             expires_at=NOW + timedelta(days=day),
         )
     counts = await jobs.points_maintenance(NOW + timedelta(days=3))
@@ -114,8 +119,11 @@ async def test_birthday_gifts_catch_up_a_missed_day_but_not_an_old_or_unregister
     three_days_ago = (NOW - timedelta(days=3)).astimezone(zone).date()
     ten_days_ago = (NOW - timedelta(days=10)).astimezone(zone).date()
     long_ago = NOW - timedelta(days=400)
-    for who, day, registered in ((member, three_days_ago, long_ago), (late, three_days_ago, NOW),
-                                 (old, ten_days_ago, long_ago)):
+    for who, day, registered in (
+        (member, three_days_ago, long_ago),
+        (late, three_days_ago, NOW),
+        (old, ten_days_ago, long_ago),
+    ):
         await Member.filter(id=who.id).update(birthday=day.replace(year=2000), registered_at=registered)
     assert await jobs.birthday_gifts(NOW) == {"granted": 1}
     assert (await balance(member), await balance(late), await balance(old)) == (50, 0, 0)

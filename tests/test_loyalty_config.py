@@ -23,8 +23,9 @@ async def test_first_read_writes_default_version_once_even_concurrently(client: 
 async def test_saving_rules_makes_a_new_version_and_an_audit_row(client: Any) -> None:
     merchant = await make_merchant()
     await loyalty_config.current_rules(merchant.id)
-    saved = await loyalty_config.save_rules(merchant.id, {"points_per_yuan": 2, "version": 99},
-                                            actor="staff:1")
+    saved = await loyalty_config.save_rules(
+        merchant.id, {"points_per_yuan": 2, "version": 99}, actor="staff:1"
+    )
     assert saved.version == 2
     assert (await loyalty_config.current_rules(merchant.id)).points_per_yuan == 2
     assert (await loyalty_config.rules_version(merchant.id, 1)).points_per_yuan == 1

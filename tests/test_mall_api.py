@@ -47,10 +47,17 @@ async def redeem(
     return await client.post("/api/mp/shop/mall/redeem", json=body, headers=auth)
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "items"), ("GET", "items/1"), ("POST", "redeem"), ("GET", "orders"), ("GET", "orders/1"),
-    ("POST", "orders/1/cancel"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "items"),
+        ("GET", "items/1"),
+        ("POST", "redeem"),
+        ("GET", "orders"),
+        ("GET", "orders/1"),
+        ("POST", "orders/1/cancel"),
+    ],
+)
 async def test_member_endpoints_need_the_members_own_merchant_session(
     client: TestClient, shop: Merchant, method: str, path: str
 ) -> None:
@@ -73,7 +80,9 @@ async def test_catalogue_shows_items_on_sale_with_eligibility_and_limits(
     assert (await redeem(client, auth, cup)).status == 200
     body = await (await client.get("/api/mp/shop/mall/items", headers=auth)).json()
     assert [(i["name"], i["eligible"], i["remaining_limit"]) for i in body["items"]] == [
-        ("金卡礼", False, None), ("杯子", True, 1)]
+        ("金卡礼", False, None),
+        ("杯子", True, 1),
+    ]
     assert body["items"][1]["stock"] == 9
     one = await (await client.get(f"/api/mp/shop/mall/items/{cup.id}", headers=auth)).json()
     assert (one["on_sale"], one["remaining_limit"]) == (True, 1)
@@ -89,7 +98,11 @@ async def test_redeem_replay_and_refusals(
     assert first.status == 200, await first.text()
     order = await first.json()
     assert (order["status"], order["status_label"], order["points"], order["replayed"]) == (
-        "awaiting_pickup", "待提货", 800, False)
+        "awaiting_pickup",
+        "待提货",
+        800,
+        False,
+    )
     assert len(order["pickup_code"]) == 8 and order["can_cancel"]
     again = await (await redeem(client, auth, item, qty=2)).json()
     assert (again["id"], again["replayed"]) == (order["id"], True)
@@ -102,8 +115,11 @@ async def test_redeem_replay_and_refusals(
     assert short.status == 409 and (await short.json())["error"]["code"] == "insufficient_points"
     assert (await redeem(client, auth, pricey, key="k4", qty=0)).status == 400
     assert (await redeem(client, auth, pricey, key="k5", address=ADDRESS)).status == 400
-    assert (await client.post("/api/mp/shop/mall/redeem", json={"item_id": 999, "idempotency_key": "x"},
-                              headers=auth)).status == 404
+    assert (
+        await client.post(
+            "/api/mp/shop/mall/redeem", json={"item_id": 999, "idempotency_key": "x"}, headers=auth
+        )
+    ).status == 404
     assert await balance(member) == 200 and await MallOrder.all().count() == 1
     assert await audit_points() == []
 
@@ -145,7 +161,10 @@ async def test_pickup_is_verified_once_and_a_second_try_names_who_and_when(
     assert "15.00 元" in body["message"]
     verified = await MallOrder.get(id=order["id"])
     assert (verified.status, verified.open_pickup_code, verified.pickup_code) == (
-        OrderStatus.FULFILLED, None, code)
+        OrderStatus.FULFILLED,
+        None,
+        code,
+    )
     again = await client.post("/api/staff/pickups/verify", json={"code": code}, headers=cashier)
     assert again.status == 409
     assert verified.verified_at is not None
@@ -154,8 +173,9 @@ async def test_pickup_is_verified_once_and_a_second_try_names_who_and_when(
     assert "wang.desk" in message and when in message
     mine = await (await client.get(f"/api/mp/shop/mall/orders/{order['id']}", headers=auth)).json()
     assert (mine["status"], mine["pickup_code"]) == ("fulfilled", None)
-    assert (await client.post("/api/staff/pickups/verify", json={"code": "ZZZZZZZZ"},
-                              headers=cashier)).status == 404
+    assert (
+        await client.post("/api/staff/pickups/verify", json={"code": "ZZZZZZZZ"}, headers=cashier)
+    ).status == 404
     other = await make_merchant("other")
     stranger = await staff_headers(client, other, "cashier", username="stranger")
     verify = "/api/staff/pickups/verify"
@@ -178,8 +198,9 @@ async def test_expired_and_cancelled_codes_are_refused_with_the_reason(
     assert expired.status == 409 and "已退回" in (await expired.json())["error"]["message"]
     cancelled = await (await redeem(client, auth, item, key="gone")).json()
     await client.post(f"/api/mp/shop/mall/orders/{cancelled['id']}/cancel", headers=auth)
-    response = await client.post("/api/staff/pickups/verify", json={"code": cancelled["pickup_code"]},
-                                 headers=cashier)
+    response = await client.post(
+        "/api/staff/pickups/verify", json={"code": cancelled["pickup_code"]}, headers=cashier
+    )
     assert response.status == 409 and "已取消" in (await response.json())["error"]["message"]
     assert (await MallItem.get(id=item.id)).stock == 10
     assert await audit_points() == []
@@ -216,10 +237,12 @@ async def test_concurrent_verifies_of_one_code_succeed_once(
     item = await make_item(shop)
     order = await (await redeem(client, auth, item)).json()
     desks = [await staff_headers(client, shop, "cashier", username=f"desk{i}") for i in range(8)]
-    responses = await asyncio.gather(*(
-        client.post("/api/staff/pickups/verify", json={"code": order["pickup_code"]}, headers=desk)
-        for desk in desks
-    ))
+    responses = await asyncio.gather(
+        *(
+            client.post("/api/staff/pickups/verify", json={"code": order["pickup_code"]}, headers=desk)
+            for desk in desks
+        )
+    )
     assert sorted(r.status for r in responses) == [200] + [409] * 7
     assert (await MallOrder.get(id=order["id"])).status == OrderStatus.FULFILLED
 

@@ -31,8 +31,9 @@ NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
 
 async def give(shop: Merchant, member: Member, amount: int, key: str = "seed") -> None:
-    await ledger.credit(shop.id, member.id, amount, PointsKind.GRANT, key=f"{key}:{member.id}", now=NOW,
-                        expires_at=None)
+    await ledger.credit(
+        shop.id, member.id, amount, PointsKind.GRANT, key=f"{key}:{member.id}", now=NOW, expires_at=None
+    )
 
 
 async def balance(member: Member) -> int:
@@ -40,14 +41,22 @@ async def balance(member: Member) -> int:
     return account.balance if account else 0
 
 
-async def make_item(shop: Merchant, *, stock: int = 10, kind: ItemKind = ItemKind.PICKUP,
-                    **fields: Any) -> MallItem:
+async def make_item(
+    shop: Merchant, *, stock: int = 10, kind: ItemKind = ItemKind.PICKUP, **fields: Any
+) -> MallItem:
     data = catalogue.ItemInput(**{"name": "保温杯", "price_points": 100, **fields})
     return await catalogue.create_item(shop, kind, data, stock=stock, actor="test")
 
 
-async def redeem(shop: Merchant, member: Member, item: MallItem, key: str = "k1", qty: int = 1,
-                 now: datetime = NOW, **extra: Any) -> MallOrder:
+async def redeem(
+    shop: Merchant,
+    member: Member,
+    item: MallItem,
+    key: str = "k1",
+    qty: int = 1,
+    now: datetime = NOW,
+    **extra: Any,
+) -> MallOrder:
     order, _ = await catalogue.redeem(shop, member, item.id, qty=qty, client_key=key, now=now, **extra)
     return order
 
@@ -87,8 +96,9 @@ async def test_pickup_redemption_debits_points_takes_stock_and_issues_a_code(
     assert await audit_points() == []
 
 
-async def assert_refused(shop: Merchant, member: Member, item: MallItem, message: str, field: str,
-                         **kwargs: Any) -> None:
+async def assert_refused(
+    shop: Merchant, member: Member, item: MallItem, message: str, field: str, **kwargs: Any
+) -> None:
     before = (await balance(member), (await MallItem.get(id=item.id)).stock, await MallOrder.all().count())
     with pytest.raises(DomainError) as caught:
         await redeem(shop, member, item, **kwargs)
@@ -112,8 +122,15 @@ async def test_daily_limit_resets_at_the_merchants_local_midnight(shop: Merchant
     item = await make_item(shop, limit_per_day=1)
     before_midnight = datetime(2026, 3, 10, 15, 59, tzinfo=UTC)  # 23:59 in Shanghai
     await redeem(shop, member, item, key="a", now=before_midnight)
-    await assert_refused(shop, member, item, "今日已达上限", "limit_per_day", key="b",
-                         now=before_midnight + timedelta(seconds=30))
+    await assert_refused(
+        shop,
+        member,
+        item,
+        "今日已达上限",
+        "limit_per_day",
+        key="b",
+        now=before_midnight + timedelta(seconds=30),
+    )
     await redeem(shop, member, item, key="b", now=before_midnight + timedelta(minutes=1))  # 00:00 local
 
 
@@ -125,8 +142,9 @@ async def test_tier_restriction(shop: Merchant, member: Member) -> None:
 
 
 async def test_sale_window_and_inactive_items(shop: Merchant, member: Member) -> None:
-    item = await make_item(shop, sale_starts_at=NOW + timedelta(hours=1),
-                           sale_ends_at=NOW + timedelta(days=1))
+    item = await make_item(
+        shop, sale_starts_at=NOW + timedelta(hours=1), sale_ends_at=NOW + timedelta(days=1)
+    )
     await assert_refused(shop, member, item, "不在兑换时间内", "sale_window")
     await assert_refused(shop, member, item, "不在兑换时间内", "sale_window", now=NOW + timedelta(days=1))
     await redeem(shop, member, item, now=NOW + timedelta(hours=1))
@@ -181,7 +199,10 @@ async def test_cancel_returns_points_and_stock_exactly_once(shop: Merchant, memb
     order = await redeem(shop, member, item, qty=3)
     cancelled = await catalogue.cancel(shop, member, order.id, now=NOW)
     assert (cancelled.status, cancelled.open_pickup_code, cancelled.closed_at) == (
-        OrderStatus.CANCELLED, None, NOW)
+        OrderStatus.CANCELLED,
+        None,
+        NOW,
+    )
     with pytest.raises(OrderClosed) as caught:
         await catalogue.cancel(shop, member, order.id, now=NOW)
     assert "已取消" in caught.value.message
@@ -209,8 +230,14 @@ async def test_expiry_job_returns_overdue_pickups_once(shop: Merchant, member: M
 
 
 async def test_coupon_and_stored_value_items_are_delivered_at_once(shop: Merchant, member: Member) -> None:
-    template = await CouponTemplate.create(merchant_id=shop.id, name="满100减10", kind=CouponKind.FIXED,
-                                           threshold_fen=10_000, amount_off_fen=1_000, valid_days=30)
+    template = await CouponTemplate.create(
+        merchant_id=shop.id,
+        name="满100减10",
+        kind=CouponKind.FIXED,
+        threshold_fen=10_000,
+        amount_off_fen=1_000,
+        valid_days=30,
+    )
     coupon_item = await make_item(shop, kind=ItemKind.COUPON, coupon_template_id=template.id)
     order = await redeem(shop, member, coupon_item, key="c", qty=2)
     assert order.status == OrderStatus.FULFILLED and order.pickup_code is None
@@ -228,8 +255,9 @@ async def test_coupon_and_stored_value_items_are_delivered_at_once(shop: Merchan
 
 async def test_group_orders_wait_for_open_pickup_or_are_refunded(shop: Merchant, member: Member) -> None:
     item = await make_item(shop, pickup_days=2)
-    pending = await catalogue.place_order(shop, member, item, qty=1, points=50, key="g1", now=NOW,
-                                     status=OrderStatus.PENDING_GROUP)
+    pending = await catalogue.place_order(
+        shop, member, item, qty=1, points=50, key="g1", now=NOW, status=OrderStatus.PENDING_GROUP
+    )
     assert (pending.status, pending.pickup_code) == (OrderStatus.PENDING_GROUP, None)
     with pytest.raises(OrderClosed):
         await catalogue.cancel(shop, member, pending.id, now=NOW)
@@ -238,8 +266,9 @@ async def test_group_orders_wait_for_open_pickup_or_are_refunded(shop: Merchant,
     assert opened.pickup_deadline == NOW + timedelta(hours=5, days=2)
     again = await catalogue.open_pickup(pending.id, now=NOW + timedelta(hours=6))
     assert again.pickup_code == opened.pickup_code
-    failed = await catalogue.place_order(shop, member, item, qty=1, points=50, key="g2", now=NOW,
-                                    status=OrderStatus.PENDING_GROUP)
+    failed = await catalogue.place_order(
+        shop, member, item, qty=1, points=50, key="g2", now=NOW, status=OrderStatus.PENDING_GROUP
+    )
     await catalogue.return_order(failed.id, reason="group_refund", now=NOW, actor="system")
     with pytest.raises(OrderClosed):
         await catalogue.return_order(failed.id, reason="group_refund", now=NOW, actor="system")
@@ -252,10 +281,17 @@ async def test_group_orders_wait_for_open_pickup_or_are_refunded(shop: Merchant,
 
 async def test_flash_orders_skip_the_stock_and_window_checks(shop: Merchant, member: Member) -> None:
     item = await make_item(shop, stock=0, sale_ends_at=NOW - timedelta(days=1))
-    sale = await FlashSale.create(merchant_id=shop.id, item_id=item.id, price_points=10, stock=1,
-                                  starts_at=NOW - timedelta(hours=1), ends_at=NOW + timedelta(hours=1))
-    order = await catalogue.place_order(shop, member, item, qty=1, points=10, key="flash:1", now=NOW,
-                                   flash_sale_id=sale.id, take_stock=False)
+    sale = await FlashSale.create(
+        merchant_id=shop.id,
+        item_id=item.id,
+        price_points=10,
+        stock=1,
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+    )
+    order = await catalogue.place_order(
+        shop, member, item, qty=1, points=10, key="flash:1", now=NOW, flash_sale_id=sale.id, take_stock=False
+    )
     assert (order.status, order.flash_sale_id, order.points) == (OrderStatus.AWAITING_PICKUP, sale.id, 10)
     assert (await MallItem.get(id=item.id)).stock == 0
     assert await StockMovement.filter(reason="redeem").count() == 0
@@ -273,8 +309,9 @@ async def test_fifty_concurrent_redemptions_never_oversell(shop: Merchant) -> No
     for one in members:
         await give(shop, one, 500)
     attempts = [(members[i % 20], f"try{i}") for i in range(50)]
-    results = await asyncio.gather(*(redeem(shop, who, item, key=key) for who, key in attempts),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(redeem(shop, who, item, key=key) for who, key in attempts), return_exceptions=True
+    )
     placed = [r for r in results if isinstance(r, MallOrder)]
     refused = [r for r in results if not isinstance(r, MallOrder)]
     assert len(placed) == 10 and all(isinstance(r, Conflict) for r in refused), refused[:3]
@@ -303,8 +340,9 @@ async def test_concurrent_cancel_and_expiry_return_once(shop: Merchant, member: 
 
 async def test_concurrent_retries_of_one_key_place_one_order(shop: Merchant, member: Member) -> None:
     item = await make_item(shop)
-    results = await asyncio.gather(*(catalogue.redeem(shop, member, item.id, qty=2, client_key="retry", now=NOW)
-                                     for _ in range(10)))
+    results = await asyncio.gather(
+        *(catalogue.redeem(shop, member, item.id, qty=2, client_key="retry", now=NOW) for _ in range(10))
+    )
     assert len({order.id for order, _ in results}) == 1
     assert sorted(replayed for _, replayed in results) == [False] + [True] * 9
     assert await balance(member) == 800 and (await MallItem.get(id=item.id)).stock == 8

@@ -24,8 +24,9 @@ async def start(aiohttp_client: Any, make_app: Any, sim: WeChatSim) -> tuple[Any
     return client, merchant
 
 
-async def login(client: Any, sim: WeChatSim, openid: str, unionid: str | None = None,
-                slug: str = "shop-a") -> Any:
+async def login(
+    client: Any, sim: WeChatSim, openid: str, unionid: str | None = None, slug: str = "shop-a"
+) -> Any:
     code = sim.mint_code(APPID, openid, unionid)
     return await client.post(f"/api/mp/{slug}/login", json={"code": code})
 
@@ -34,8 +35,9 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_first_login_creates_member_and_session(aiohttp_client: Any, make_app: Any,
-                                                      wechat_sim: WeChatSim) -> None:
+async def test_first_login_creates_member_and_session(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
     response = await login(client, wechat_sim, "o-mp-1")
     assert response.status == 200
@@ -65,8 +67,9 @@ async def test_session_key_stays_server_side_and_token_is_stored_hashed(
     assert b"session_key" in record and token.encode() not in record
 
 
-async def test_same_user_logs_in_again_as_the_same_member(aiohttp_client: Any, make_app: Any,
-                                                         wechat_sim: WeChatSim) -> None:
+async def test_same_user_logs_in_again_as_the_same_member(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
     first = await (await login(client, wechat_sim, "o-mp-1")).json()
     second = await (await login(client, wechat_sim, "o-mp-1")).json()
@@ -75,8 +78,9 @@ async def test_same_user_logs_in_again_as_the_same_member(aiohttp_client: Any, m
     assert await Member.filter(merchant_id=merchant.id).count() == 1
 
 
-async def test_concurrent_first_logins_create_one_member(aiohttp_client: Any, make_app: Any,
-                                                         wechat_sim: WeChatSim) -> None:
+async def test_concurrent_first_logins_create_one_member(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
     responses = await asyncio.gather(*(login(client, wechat_sim, "o-mp-race") for _ in range(5)))
     codes = {(await r.json())["member"]["code"] for r in responses}
@@ -85,8 +89,9 @@ async def test_concurrent_first_logins_create_one_member(aiohttp_client: Any, ma
     assert await Member.filter(merchant_id=merchant.id).count() == 1
 
 
-async def test_unionid_links_the_official_account_member(aiohttp_client: Any, make_app: Any,
-                                                         wechat_sim: WeChatSim) -> None:
+async def test_unionid_links_the_official_account_member(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
     oa_member = await members.create_member(merchant, openid="o-oa-1", unionid="u-1")
     response = await login(client, wechat_sim, "o-mp-1", unionid="u-1")
@@ -134,8 +139,9 @@ async def test_a_unionid_already_linked_elsewhere_keeps_the_new_identity_apart(c
     assert await Member.filter(merchant_id=merchant.id, unionid="u-w").count() == 1
 
 
-async def test_unionid_of_another_merchant_is_not_linked(aiohttp_client: Any, make_app: Any,
-                                                         wechat_sim: WeChatSim) -> None:
+async def test_unionid_of_another_merchant_is_not_linked(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
     other = await create_merchant(MerchantInput(slug="shop-b", name="B 店"))
     foreign = await members.create_member(other, openid="o-oa-b", unionid="u-1")
@@ -156,13 +162,16 @@ async def test_invalid_or_used_code_is_401(aiohttp_client: Any, make_app: Any, w
     reused = await client.post("/api/mp/shop-a/login", json={"code": code})
     assert reused.status == 401
     assert (await reused.json())["error"] == {
-        "code": "invalid_login_code", "message": "登录凭证无效或已使用，请重新登录", "field": "code"
+        "code": "invalid_login_code",
+        "message": "登录凭证无效或已使用，请重新登录",
+        "field": "code",
     }
     assert await Member.filter(merchant_id=merchant.id).count() == 1
 
 
-async def test_login_body_and_merchant_are_validated(aiohttp_client: Any, make_app: Any,
-                                                     wechat_sim: WeChatSim) -> None:
+async def test_login_body_and_merchant_are_validated(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, _ = await start(aiohttp_client, make_app, wechat_sim)
     extra = await client.post("/api/mp/shop-a/login", json={"code": "x", "openid": "forged"})
     assert extra.status == 400
@@ -177,8 +186,9 @@ async def test_login_body_and_merchant_are_validated(aiohttp_client: Any, make_a
     assert wechat_sim.records("sns/jscode2session") == []
 
 
-async def test_token_of_another_merchant_is_refused(aiohttp_client: Any, make_app: Any,
-                                                    wechat_sim: WeChatSim) -> None:
+async def test_token_of_another_merchant_is_refused(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, _ = await start(aiohttp_client, make_app, wechat_sim)
     await create_merchant(MerchantInput(slug="shop-b", name="B 店", mp_appid=APPID, mp_secret=SECRET))
     token = (await (await login(client, wechat_sim, "o-mp-1")).json())["token"]
@@ -216,8 +226,9 @@ async def test_profile_completion_sets_timestamp_and_runs_hook_once(
         body = await partial.json()
         assert (body["name"], body["phone"], body["profile_complete"]) == ("张三", "138****8000", False)
         assert completed == []
-        full = await client.patch("/api/mp/shop-a/me", json={"birthday": "1990年5月20日", "gender": "女"},
-                                  headers=bearer(token))
+        full = await client.patch(
+            "/api/mp/shop-a/me", json={"birthday": "1990年5月20日", "gender": "女"}, headers=bearer(token)
+        )
         body = await full.json()
         assert (body["birthday"], body["gender"], body["profile_complete"]) == ("1990-05-20", "female", True)
         again = await client.patch("/api/mp/shop-a/me", json={"gender": "male"}, headers=bearer(token))
@@ -230,8 +241,9 @@ async def test_profile_completion_sets_timestamp_and_runs_hook_once(
     assert (member.phone, member.gender) == ("13800138000", Gender.MALE)
 
 
-async def test_invalid_profile_field_changes_nothing(aiohttp_client: Any, make_app: Any,
-                                                     wechat_sim: WeChatSim) -> None:
+async def test_invalid_profile_field_changes_nothing(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
     token = (await (await login(client, wechat_sim, "o-mp-1")).json())["token"]
     cases = [
@@ -249,19 +261,22 @@ async def test_invalid_profile_field_changes_nothing(aiohttp_client: Any, make_a
     assert (member.name, member.phone, member.birthday, member.gender) == (None, None, None, None)
 
 
-async def test_login_is_rate_limited_per_ip(aiohttp_client: Any, make_app: Any,
-                                            wechat_sim: WeChatSim) -> None:
+async def test_login_is_rate_limited_per_ip(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, _ = await start(aiohttp_client, make_app, wechat_sim)
-    statuses = [(await client.post("/api/mp/shop-a/login", json={"code": f"bad-{i}"})).status
-                for i in range(31)]
+    statuses = [
+        (await client.post("/api/mp/shop-a/login", json={"code": f"bad-{i}"})).status for i in range(31)
+    ]
     assert statuses[:30] == [401] * 30
     assert statuses[30] == 429
     limited = await client.post("/api/mp/shop-a/login", json={"code": "bad"})
     assert int(limited.headers["Retry-After"]) > 0
 
 
-async def test_anonymised_member_does_not_come_back_on_login(aiohttp_client: Any, make_app: Any,
-                                                             wechat_sim: WeChatSim) -> None:
+async def test_anonymised_member_does_not_come_back_on_login(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
     old = await members.create_member(merchant, mp_openid="o-mp-1", name="旧资料")
     await Member.filter(id=old.id).update(anonymized_at=old.registered_at, name=None)
@@ -300,9 +315,16 @@ async def test_following_after_the_mini_program_login_is_the_same_member(
     wechat_sim.add_app(APPID, SECRET)
     wechat_sim.add_app(oa_appid, oa_secret)
     client = await aiohttp_client(make_app(wechat_api_base=wechat_sim.url))
-    merchant = await create_merchant(MerchantInput(
-        slug="shop-a", name="A 店", mp_appid=APPID, mp_secret=SECRET, oa_appid=oa_appid, oa_secret=oa_secret,
-    ))
+    merchant = await create_merchant(
+        MerchantInput(
+            slug="shop-a",
+            name="A 店",
+            mp_appid=APPID,
+            mp_secret=SECRET,
+            oa_appid=oa_appid,
+            oa_secret=oa_secret,
+        )
+    )
     assert (await login(client, wechat_sim, "o-mp-7", unionid="u-7")).status == 200
     wechat_sim.add_follower(oa_appid, "o-oa-7", unionid="u-7")
     follow = IncomingMessage(openid="o-oa-7", kind="event", created_at=datetime.now(UTC), event="subscribe")

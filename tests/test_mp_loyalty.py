@@ -25,8 +25,13 @@ from tests.support.factories import make_member, make_merchant
 from webhooks.appkeys import REDIS, RUNTIME
 
 ENDPOINTS = [
-    ("GET", "points"), ("GET", "points/ledger"), ("POST", "checkin"), ("POST", "checkin/makeup"),
-    ("GET", "checkin/calendar"), ("GET", "card"), ("GET", "tier"),
+    ("GET", "points"),
+    ("GET", "points/ledger"),
+    ("POST", "checkin"),
+    ("POST", "checkin/makeup"),
+    ("GET", "checkin/calendar"),
+    ("GET", "card"),
+    ("GET", "tier"),
 ]
 
 
@@ -61,8 +66,9 @@ async def test_every_endpoint_needs_the_members_own_merchant_session(
     assert response.status == 401 and (await response.json())["error"]["code"] == "unauthorized"
     other = await make_merchant("other")
     stranger = await make_member(other, openid="o-stranger")
-    response = await client.request(method, url, headers=await login(client, other, stranger),
-                                    json={"day": "2030-01-01"})
+    response = await client.request(
+        method, url, headers=await login(client, other, stranger), json={"day": "2030-01-01"}
+    )
     assert response.status == 401
 
 
@@ -86,8 +92,16 @@ async def test_points_summary_and_ledger_pages(
 ) -> None:
     now = datetime.now(UTC)
     for n in range(3):
-        await ledger.credit(shop.id, member.id, 10 + n, PointsKind.GRANT, key=f"g{n}", now=now,
-                            expires_at=now + timedelta(days=10 + n * 30), reason="活动赠送")
+        await ledger.credit(
+            shop.id,
+            member.id,
+            10 + n,
+            PointsKind.GRANT,
+            key=f"g{n}",
+            now=now,
+            expires_at=now + timedelta(days=10 + n * 30),
+            reason="活动赠送",
+        )
     summary = await (await client.get("/api/mp/shop/points", headers=auth)).json()
     assert (summary["balance"], summary["pending"], summary["lifetime_earned"]) == (33, 0, 33)
     expected_first = local_day(now + timedelta(days=10), shop.timezone).isoformat()
@@ -113,12 +127,17 @@ async def test_make_up_yesterday_and_refusals(
     assert poor.status == 409
     error = (await poor.json())["error"]
     assert error["code"] == "insufficient_points" and "补签需要 20 积分" in error["message"]
-    await ledger.credit(shop.id, member.id, 50, PointsKind.GRANT, key="g", now=datetime.now(UTC),
-                        expires_at=None)
+    await ledger.credit(
+        shop.id, member.id, 50, PointsKind.GRANT, key="g", now=datetime.now(UTC), expires_at=None
+    )
     made = await client.post("/api/mp/shop/checkin/makeup", headers=auth, json={"day": yesterday})
     assert made.status == 200
     assert await made.json() == {
-        "day": yesterday, "streak": 1, "current_streak": 1, "cost": 20, "balance": 30
+        "day": yesterday,
+        "streak": 1,
+        "current_streak": 1,
+        "cost": 20,
+        "balance": 30,
     }
     checked = await (await client.post("/api/mp/shop/checkin", headers=auth)).json()
     assert checked["streak"] == 2
@@ -157,8 +176,9 @@ async def test_card_qr_resolves_at_the_till(
     body = await (await client.get("/api/mp/shop/card", headers=auth)).json()
     assert body["member_code"] == member.code and 60 < body["expires_in"] <= 120
     assert 0 < body["refresh_in"] <= 60
-    found = await member_qr.resolve_scan(shop, body["token"], secret=client.app[RUNTIME].secret,
-                                    now=datetime.now(UTC))
+    found = await member_qr.resolve_scan(
+        shop, body["token"], secret=client.app[RUNTIME].secret, now=datetime.now(UTC)
+    )
     assert found.id == member.id
     png = base64.b64decode(body["png"].removeprefix("data:image/png;base64,"))
     Image.open(io.BytesIO(png)).verify()
@@ -182,15 +202,24 @@ async def test_openapi_documents_the_loyalty_endpoints(client: TestClient) -> No
 
 
 def test_benefit_lines() -> None:
-    lines = member_qr.benefit_lines(Benefits(discount_percent=95, points_multiplier=Fraction(3, 2),
-                                        birthday_gift_points=300, upgrade_gift_points=200))
+    lines = member_qr.benefit_lines(
+        Benefits(
+            discount_percent=95,
+            points_multiplier=Fraction(3, 2),
+            birthday_gift_points=300,
+            upgrade_gift_points=200,
+        )
+    )
     assert lines == ["消费享 9.5 折", "消费积分 1.5 倍", "生日礼 300 积分", "升级礼 200 积分"]
-    assert member_qr.multiplier_text(Fraction(6, 5)) == "1.2" and member_qr.multiplier_text(Fraction(2)) == "2"
+    assert (
+        member_qr.multiplier_text(Fraction(6, 5)) == "1.2" and member_qr.multiplier_text(Fraction(2)) == "2"
+    )
 
 
 async def test_tier_of_a_member_with_gold(client: TestClient, auth: dict[str, str], member: Member) -> None:
-    await MemberTier.create(merchant_id=member.merchant_id, member_id=member.id, tier_code="gold",
-                            since=datetime.now(UTC))
+    await MemberTier.create(
+        merchant_id=member.merchant_id, member_id=member.id, tier_code="gold", since=datetime.now(UTC)
+    )
     body: dict[str, Any] = await (await client.get("/api/mp/shop/tier", headers=auth)).json()
     assert (body["name"], body["next_tier"]) == ("金卡", "钻石")
     assert body["benefits"]["lines"][:2] == ["消费享 9.5 折", "消费积分 1.5 倍"]

@@ -34,8 +34,13 @@ from webhooks.appkeys import REDIS, RENDERER
 
 MP_APPID, MP_SECRET = "wxmpfuzz00000001", "mp-fuzz-secret"
 EXAMPLES = 25
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 FIXED_PATH = {"merchant_slug": "demo", "name": "welcome"}
 
 
@@ -53,13 +58,22 @@ async def test_document_lists_every_json_endpoint(client: Any) -> None:
     doc = await response.json()
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) >= {
-        "/healthz", "/api/openapi.json", "/api/mp/{merchant_slug}/login", "/api/mp/{merchant_slug}/logout",
-        "/api/mp/{merchant_slug}/me", "/api/staff/login", "/api/staff/logout", "/api/staff/me",
-        "/api/admin/reply-templates", "/api/admin/reply-templates/{name}",
+        "/healthz",
+        "/api/openapi.json",
+        "/api/mp/{merchant_slug}/login",
+        "/api/mp/{merchant_slug}/logout",
+        "/api/mp/{merchant_slug}/me",
+        "/api/staff/login",
+        "/api/staff/logout",
+        "/api/staff/me",
+        "/api/admin/reply-templates",
+        "/api/admin/reply-templates/{name}",
     }
     assert set(doc["paths"]["/api/mp/{merchant_slug}/me"]) == {"get", "patch"}
     assert doc["components"]["securitySchemes"]["staffSession"] == {
-        "type": "http", "scheme": "bearer", "description": "Staff session token from POST /api/staff/login."
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Staff session token from POST /api/staff/login.",
     }
 
 
@@ -82,8 +96,15 @@ async def test_document_declares_errors_auth_and_bodies(client: Any) -> None:
     assert doc["components"]["schemas"]["StaffLoginIn"]["additionalProperties"] is False
     # The member profile never exposes WeChat's session key nor the raw phone number.
     member_fields = set(doc["components"]["schemas"]["MemberOut"]["properties"])
-    assert member_fields == {"code", "name", "phone", "birthday", "gender", "registered_at",
-                             "profile_complete"}
+    assert member_fields == {
+        "code",
+        "name",
+        "phone",
+        "birthday",
+        "gender",
+        "registered_at",
+        "profile_complete",
+    }
 
 
 def _fuzz(base_url: str, token_for: Callable[[str], str]) -> None:
@@ -108,11 +129,22 @@ def _fuzz(base_url: str, token_for: Callable[[str], str]) -> None:
             _run(strategy, base_url, token_for, scheme if authed else None, checks, examples)
 
 
-def _run(strategy: Any, base_url: str, token_for: Callable[[str], str], scheme: str | None,
-         checks: list[Any], examples: int) -> None:
+def _run(
+    strategy: Any,
+    base_url: str,
+    token_for: Callable[[str], str],
+    scheme: str | None,
+    checks: list[Any],
+    examples: int,
+) -> None:
     @given(case=strategy)
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def check(case: Any) -> None:
         headers = {"Authorization": f"Bearer {token_for(scheme)}"} if scheme else None
         response = case.call(base_url=base_url, headers=headers, timeout=10)
@@ -128,15 +160,19 @@ async def test_api_conforms_to_its_document(
     app = make_app(wechat_api_base=wechat_sim.url)
     app[RENDERER] = Renderer(reply_templates(tmp_path / "templates"))
     server = await aiohttp_server(app)
-    merchant = await create_merchant(MerchantInput(slug="demo", name="演示商户", mp_appid=MP_APPID,
-                                                   mp_secret=MP_SECRET))
-    admin = await create_staff(merchant, store_code="main", username="admin", role="admin",
-                               password="admin-password-1")
+    merchant = await create_merchant(
+        MerchantInput(slug="demo", name="演示商户", mp_appid=MP_APPID, mp_secret=MP_SECRET)
+    )
+    admin = await create_staff(
+        merchant, store_code="main", username="admin", role="admin", password="admin-password-1"
+    )
     member = await members.create_member(merchant, mp_openid="o-fuzz-member")
     store = SessionStore(app[REDIS])
     loop = asyncio.get_running_loop()
-    subjects = {"memberSession": (SessionKind.MEMBER, member.id),
-                "staffSession": (SessionKind.STAFF, admin.id)}
+    subjects = {
+        "memberSession": (SessionKind.MEMBER, member.id),
+        "staffSession": (SessionKind.STAFF, admin.id),
+    }
 
     def token_for(scheme: str) -> str:
         kind, subject = subjects[scheme]

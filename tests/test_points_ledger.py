@@ -185,8 +185,9 @@ async def test_posting_for_an_unknown_or_foreign_member_is_member_not_found(memb
     other = await make_merchant("other")
     for merchant_id, member_id in ((member.merchant_id, 10_000), (other.id, member.id)):
         with pytest.raises(DomainError) as caught:
-            await ledger.credit(merchant_id, member_id, 5, PointsKind.GRANT, key=f"k{merchant_id}", now=NOW,
-                                expires_at=None)
+            await ledger.credit(
+                merchant_id, member_id, 5, PointsKind.GRANT, key=f"k{merchant_id}", now=NOW, expires_at=None
+            )
         assert caught.value.code == ErrorCode.MEMBER_NOT_FOUND
     assert await PointsAccount.filter(member_id=10_000).count() == 0
 
@@ -221,7 +222,7 @@ async def test_reversing_a_half_lapsed_half_spent_earn_takes_only_the_spent_half
 
 
 def test_earn_kinds_are_exactly_the_kinds_named_earn() -> None:
-    # handlers.loyalty.tiers counts points earned with `kind LIKE 'earn%'`: no other kind may start with "earn".
+    # handlers.loyalty.tiers counts points earned with `kind LIKE 'earn%'`: no other kind may start "earn".
     earn = {kind for kind in PointsKind if kind.value.startswith("earn")}
     assert earn == {k for k in PointsKind if k.name.startswith("EARN_")}
     assert all(kind.value.startswith("earn_") for kind in earn)

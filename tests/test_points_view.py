@@ -23,8 +23,16 @@ async def shop(client: Any) -> Merchant:
 
 async def credit(shop: Merchant, member: Member, amount: int, key: str, expires_in_days: int | None) -> None:
     expires = NOW + timedelta(days=expires_in_days) if expires_in_days is not None else None
-    await ledger.credit(shop.id, member.id, amount, PointsKind.GRANT, key=key, now=NOW - timedelta(days=1),
-                        expires_at=expires, reason=f"赠送 {key}")
+    await ledger.credit(
+        shop.id,
+        member.id,
+        amount,
+        PointsKind.GRANT,
+        key=key,
+        now=NOW - timedelta(days=1),
+        expires_at=expires,
+        reason=f"赠送 {key}",
+    )
 
 
 async def test_summary_of_a_member_without_points(shop: Merchant) -> None:
@@ -39,8 +47,9 @@ async def test_summary_balance_pending_lifetime_and_expiring_soon(shop: Merchant
     await credit(shop, member, 30, "b", expires_in_days=20)
     await credit(shop, member, 20, "c", expires_in_days=5)
     await credit(shop, member, 50, "d", expires_in_days=None)
-    await ledger.hold_pending(shop.id, member.id, 70, key="p", now=NOW, available_at=NOW + timedelta(days=7),
-                              expires_at=None)
+    await ledger.hold_pending(
+        shop.id, member.id, 70, key="p", now=NOW, available_at=NOW + timedelta(days=7), expires_at=None
+    )
     await ledger.debit(shop.id, member.id, 10, PointsKind.SPEND_REDEMPTION, key="spend", now=NOW)
     summary = await points_view.summary(shop.id, member.id, now=NOW)
     assert (summary.balance, summary.pending, summary.lifetime_earned) == (190, 70, 200)

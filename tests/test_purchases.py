@@ -55,10 +55,12 @@ async def test_a_purchase_is_recorded_at_the_cashiers_store_else_the_merchants_f
     merchant, member = shop
     first = await Store.filter(merchant_id=merchant.id).order_by("id").first()
     north = await Store.create(merchant=merchant, code="north", name="北店")
-    cashier = await create_staff(merchant, store_code="north", username="north-till", role="cashier",
-                                 password="till-password-1")
-    owner = await create_staff(merchant, store_code=None, username="owner", role="admin",
-                               password="owner-password-1")
+    cashier = await create_staff(
+        merchant, store_code="north", username="north-till", role="cashier", password="till-password-1"
+    )
+    owner = await create_staff(
+        merchant, store_code=None, username="owner", role="admin", password="owner-password-1"
+    )
     at_till = await record_purchase(merchant, cashier, PurchaseRequest("n1", member.id, 1_000), now=NOW)
     by_owner = await record_purchase(merchant, owner, PurchaseRequest("o1", member.id, 1_000), now=NOW)
     assert (await Purchase.get(id=at_till.purchase_id)).store_id == north.id
@@ -248,8 +250,9 @@ async def test_an_upgrade_gift_is_given_once_even_if_the_ladder_changes_it(shop:
     from models.loyalty import MemberTier
 
     merchant, member = shop
-    await ledger.credit(merchant.id, member.id, 20_000, PointsKind.GRANT, key="seed", now=NOW,
-                        expires_at=None)
+    await ledger.credit(
+        merchant.id, member.id, 20_000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None
+    )
     first = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
     assert first.gift_points == 200
     await MemberTier.filter(member_id=member.id).update(tier_code="normal")  # dropped back meanwhile

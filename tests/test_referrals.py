@@ -24,8 +24,9 @@ LEVELS = [100, 30, 10]
 
 async def shop_with_levels(levels: list[int] = LEVELS, trigger: str = "first_purchase") -> Merchant:
     shop = await make_merchant()
-    await loyalty_config.save_program(shop.id, {"referral": {"trigger": trigger, "level_points": levels}},
-                                      actor="test")
+    await loyalty_config.save_program(
+        shop.id, {"referral": {"trigger": trigger, "level_points": levels}}, actor="test"
+    )
     return shop
 
 
@@ -49,8 +50,11 @@ async def test_three_levels_are_awarded_once(client: TestClient) -> None:
     top, second, first, referee = await chain(shop, 4)
     now = datetime.now(UTC)
     awards = await referrals.award(shop, referee.id, trigger="first_purchase", now=now)
-    assert [(a.referrer_id, a.level, a.points) for a in awards] == [(first.id, 1, 100), (second.id, 2, 30),
-                                                                    (top.id, 3, 10)]
+    assert [(a.referrer_id, a.level, a.points) for a in awards] == [
+        (first.id, 1, 100),
+        (second.id, 2, 30),
+        (top.id, 3, 10),
+    ]
     assert await balances([top, second, first, referee]) == [10, 30, 100, 0]
     assert await referrals.award(shop, referee.id, trigger="first_purchase", now=now) == []
     txns = await PointsTransaction.filter(kind=PointsKind.EARN_REFERRAL).order_by("id")
@@ -152,14 +156,19 @@ async def test_ranking_orders_by_direct_referrals_then_points(client: TestClient
     since, until = now - timedelta(days=30), now + timedelta(seconds=5)
     ranked = await referrals.ranking(shop.id, since=since, until=until)
     assert [(e.member_code, e.referrals, e.points) for e in ranked] == [
-        (star.code, 2, 200), (runner.code, 1, 130), (referees[2].code, 1, 100)]
+        (star.code, 2, 200),
+        (runner.code, 1, 130),
+        (referees[2].code, 1, 100),
+    ]
 
     manager = await login(client, shop, "manager")
     response = await client.get("/api/admin/referrals/ranking?days=30&limit=2", headers=manager)
     assert response.status == 200, await response.text()
     body = await response.json()
     assert [(e["rank"], e["member_code"], e["name"]) for e in body["entries"]] == [
-        (1, star.code, "星星"), (2, runner.code, None)]
+        (1, star.code, "星星"),
+        (2, runner.code, None),
+    ]
     longer = await (await client.get("/api/admin/referrals/ranking?days=60", headers=manager)).json()
     assert quiet.code in [e["member_code"] for e in longer["entries"]]
     for query in ("days=0", "days=367", "limit=101", "days=x"):

@@ -279,16 +279,24 @@ async def test_subscribe_reports_created_and_restored(app: Any) -> None:
 
 
 async def test_follow_register_and_unfollow_through_the_webhook(client: Any) -> None:
-    shop = await create_merchant(MerchantInput(
-        slug="shop", name="小店", oa_appid="wxshop00000000001", oa_secret="s", oa_token="shoptoken",
-        oa_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
-    ))
-    pusher = WeChatPusher(client, "shop", "shoptoken", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
-                          "wxshop00000000001")
+    shop = await create_merchant(
+        MerchantInput(
+            slug="shop",
+            name="小店",
+            oa_appid="wxshop00000000001",
+            oa_secret="s",
+            oa_token="shoptoken",
+            oa_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        )
+    )
+    pusher = WeChatPusher(
+        client, "shop", "shoptoken", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "wxshop00000000001"
+    )
     await pusher.event(ALICE, "subscribe", mode="safe")
     alice = await get(shop, ALICE)
-    welcome = await pusher.event(BOB, "subscribe", f"qrscene_ref_{alice.code}", mode="safe",
-                                 ticket="gQH47joAAAAAAAAAASxodHRw")
+    welcome = await pusher.event(
+        BOB, "subscribe", f"qrscene_ref_{alice.code}", mode="safe", ticket="gQH47joAAAAAAAAAASxodHRw"
+    )
     bob = await get(shop, BOB)
     assert welcome.type == "text" and bob.code in welcome.content and "欢迎关注小店" in welcome.content
     assert bob.referrer_id == alice.id and bob.source == MemberSource.OA_REFERRAL

@@ -39,7 +39,10 @@ async def left(shop: Merchant, openid: str, days_ago: float, **extra: Any) -> Me
     """A member with a complete profile who unfollowed `days_ago` days before NOW."""
     member = (await registration.subscribe(shop, openid, "", secret=KEY)).member
     await registration.complete_profile(
-        member, now=NOW - timedelta(days=400), phone="13800138000", birthday=date(1990, 5, 20),
+        member,
+        now=NOW - timedelta(days=400),
+        phone="13800138000",
+        birthday=date(1990, 5, 20),
         gender=Gender.FEMALE,
     )
     await Member.filter(id=member.id).update(name="王小丫", unionid="u-" + openid, **extra)
@@ -126,11 +129,20 @@ async def test_now_must_be_timezone_aware(app: Any) -> None:
 
 
 async def memberbot(settings: Settings, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": "memory://",
-           "SECRET_KEY": SECRET}
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": "memory://",
+        "SECRET_KEY": SECRET,
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     return process.returncode or 0, out.decode(), err.decode()
@@ -157,8 +169,15 @@ async def test_shipping_addresses_go_with_the_profile_except_on_an_order_still_t
     orders = {}
     for status in (OrderStatus.SHIPPED, OrderStatus.TO_SHIP):
         orders[status] = await MallOrder.create(
-            merchant=shop, member=member, item=item, qty=1, points=1, status=status,
-            idempotency_key=f"k-{status}", address=address, local_day=NOW.date(),
+            merchant=shop,
+            member=member,
+            item=item,
+            qty=1,
+            points=1,
+            status=status,
+            idempotency_key=f"k-{status}",
+            address=address,
+            local_day=NOW.date(),
         )
     assert await erase_due(NOW) == 1
     assert (await MallOrder.get(id=orders[OrderStatus.SHIPPED].id)).address is None

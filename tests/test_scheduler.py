@@ -80,7 +80,9 @@ async def test_embedded_scheduler_runs_a_due_job_and_stops_cleanly(
     start = utc(2026, 12, 1, 3, 4, 50)  # 11:04:50 Shanghai; points maintenance is due at 11:05
     clock = FakeClock(start)
     app = make_app(redis_url="memory://")
-    app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=SCHEDULE, runner=jobs.run_job, clock=clock, max_sleep=0.01)
+    app[SCHEDULER_CONFIG] = SchedulerConfig(
+        schedule=SCHEDULE, runner=jobs.run_job, clock=clock, max_sleep=0.01
+    )
     client = await aiohttp_client(app)
     merchant = await make_merchant()
     await loyalty_config.save_program(merchant.id, {"pending_days": 1, "registration_bonus": 0}, actor="t")

@@ -41,11 +41,15 @@ def start_two(tmp_path: Path, database_url: str) -> tuple[subprocess.Popen[bytes
     port = free_port()
     with (tmp_path / "serve.log").open("wb") as log:
         parent = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve"], cwd=ROOT, stdout=log, stderr=log,
+            [sys.executable, "-m", "bot", "serve"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
             env=env(DATABASE_URL=database_url, REDIS_URL=REDIS_URL, PORT=str(port), WORKERS="2"),
         )
     assert healthy(f"http://127.0.0.1:{port}", time.monotonic() + PARENT_WAIT_SECONDS), (
-        (tmp_path / "serve.log").read_text())
+        tmp_path / "serve.log"
+    ).read_text()
     workers = children(parent.pid)
     assert len(workers) == 2
     for _ in range(20):  # every connection is served, whichever process the kernel gives it to
@@ -94,7 +98,11 @@ def _state(pid: int) -> str:
 
 def test_more_than_one_worker_is_refused_on_the_embedded_default(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bot", "serve"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "bot", "serve"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
         env=env(DATABASE_URL="", REDIS_URL="memory://", WORKERS="2"),
     )
     assert done.returncode == 2

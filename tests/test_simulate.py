@@ -21,12 +21,28 @@ from tests.test_admin_loyalty import error_of, login
 
 
 async def purchase(
-    shop: Merchant, member: Member, key: str, paid_fen: int, at: datetime, *, store: Store | None = None,
-    tier: str = "normal", status: PurchaseStatus = PurchaseStatus.COMPLETED, items: Any = (),
+    shop: Merchant,
+    member: Member,
+    key: str,
+    paid_fen: int,
+    at: datetime,
+    *,
+    store: Store | None = None,
+    tier: str = "normal",
+    status: PurchaseStatus = PurchaseStatus.COMPLETED,
+    items: Any = (),
 ) -> Purchase:
     row = await Purchase.create(
-        merchant_id=shop.id, member_id=member.id, store=store, idempotency_key=key, request_digest="d" * 64,
-        amount_fen=paid_fen, paid_fen=paid_fen, tier_code=tier, items=list(items), status=status,
+        merchant_id=shop.id,
+        member_id=member.id,
+        store=store,
+        idempotency_key=key,
+        request_digest="d" * 64,
+        amount_fen=paid_fen,
+        paid_fen=paid_fen,
+        tier_code=tier,
+        items=list(items),
+        status=status,
         points_earned=paid_fen // 100,
     )
     await Purchase.filter(id=row.id).update(created_at=at)
@@ -64,8 +80,16 @@ async def example(now: datetime) -> tuple[Merchant, dict[str, Any]]:
         "points_per_yuan": 2,
         "tier_multipliers": {"silver": "1.5"},
         "category_multipliers": {"mug": 3},
-        "promotions": [{"code": "double", "label": "双倍积分", "start": day, "end": day, "multiplier": 2,
-                        "store_codes": ["main"]}],
+        "promotions": [
+            {
+                "code": "double",
+                "label": "双倍积分",
+                "start": day,
+                "end": day,
+                "multiplier": 2,
+                "store_codes": ["main"],
+            }
+        ],
     }
     return shop, proposed
 
@@ -74,8 +98,9 @@ async def test_simulation_matches_the_hand_computed_example(client: TestClient) 
     now = datetime.now(UTC)
     shop, proposed = await example(now)
     manager = await login(client, shop, "manager")
-    response = await client.post("/api/admin/rules/simulate", json={"rules": proposed, "days": 30},
-                                 headers=manager)
+    response = await client.post(
+        "/api/admin/rules/simulate", json={"rules": proposed, "days": 30}, headers=manager
+    )
     assert response.status == 200, await response.text()
     result = await response.json()
     assert result["purchases"] == 2
@@ -101,11 +126,13 @@ async def test_days_are_bounded_and_invalid_rules_are_400(client: TestClient) ->
     shop = await make_merchant()
     manager = await login(client, shop, "manager")
     for days in (0, 367, "7"):
-        response = await client.post("/api/admin/rules/simulate", json={"rules": {"points_per_yuan": 1},
-                                                                       "days": days}, headers=manager)
+        response = await client.post(
+            "/api/admin/rules/simulate", json={"rules": {"points_per_yuan": 1}, "days": days}, headers=manager
+        )
         assert (await error_of(response, 400))["field"] == "days"
-    response = await client.post("/api/admin/rules/simulate", json={"rules": {"points_per_yuan": "lots"}},
-                                 headers=manager)
+    response = await client.post(
+        "/api/admin/rules/simulate", json={"rules": {"points_per_yuan": "lots"}}, headers=manager
+    )
     assert (await error_of(response, 400))["field"] == "rules.points_per_yuan"
     with pytest.raises(ValidationError):
         await simulate.simulate(shop.id, {"points_per_yuan": 1}, days=400, now=datetime.now(UTC))

@@ -24,8 +24,9 @@ async def start(aiohttp_client: Any, make_app: Any) -> tuple[Any, Merchant]:
 
 
 async def login(client: Any, username: str, password: str = PASSWORD, merchant: str = "shop-a") -> Any:
-    return await client.post("/api/staff/login",
-                             json={"merchant": merchant, "username": username, "password": password})
+    return await client.post(
+        "/api/staff/login", json={"merchant": merchant, "username": username, "password": password}
+    )
 
 
 async def token_of(client: Any, username: str) -> dict[str, str]:
@@ -41,7 +42,9 @@ async def test_login_returns_token_and_staff(aiohttp_client: Any, make_app: Any)
     assert body["expires_in"] == 12 * 3600
     staff = await Staff.get(merchant_id=merchant.id, username="carl")
     assert body["staff"] == {
-        "id": staff.id, "username": "carl", "role": "cashier",
+        "id": staff.id,
+        "username": "carl",
+        "role": "cashier",
         "store": {"id": staff.store_id, "code": "main", "name": "总店"},
         "merchant": {"slug": "shop-a", "name": "A 店"},
     }
@@ -54,8 +57,11 @@ async def test_wrong_password_unknown_user_and_unknown_merchant_look_alike(
     aiohttp_client: Any, make_app: Any
 ) -> None:
     client, _ = await start(aiohttp_client, make_app)
-    answers = [await login(client, "carl", "wrong-password"), await login(client, "nobody"),
-               await login(client, "carl", merchant="no-such-shop")]
+    answers = [
+        await login(client, "carl", "wrong-password"),
+        await login(client, "nobody"),
+        await login(client, "carl", merchant="no-such-shop"),
+    ]
     assert [a.status for a in answers] == [401, 401, 401]
     errors = [(await a.json())["error"] for a in answers]
     assert errors[0] == errors[1] == errors[2] == {"code": "unauthorized", "message": "用户名或密码错误"}
@@ -118,8 +124,9 @@ async def test_roles_are_ordered_cashier_manager_admin(aiohttp_client: Any, make
     assert (await client.get("/api/admin/reply-templates")).status == 401
 
 
-async def test_role_downgrade_and_deactivation_apply_to_live_tokens(aiohttp_client: Any,
-                                                                   make_app: Any) -> None:
+async def test_role_downgrade_and_deactivation_apply_to_live_tokens(
+    aiohttp_client: Any, make_app: Any
+) -> None:
     client, merchant = await start(aiohttp_client, make_app)
     headers = await token_of(client, "alice")
     await Staff.filter(merchant_id=merchant.id, username="alice").update(role="cashier")
@@ -170,8 +177,9 @@ async def test_revoke_all_ends_every_session_of_an_account(aiohttp_client: Any, 
 
 async def test_oversized_body_is_413_envelope(aiohttp_client: Any, make_app: Any) -> None:
     client, _ = await start(aiohttp_client, make_app)
-    response = await client.post("/api/staff/login", data=b"{" + b" " * 300_000 + b"}",
-                                 headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/api/staff/login", data=b"{" + b" " * 300_000 + b"}", headers={"Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert (await response.json())["error"]["code"] == "payload_too_large"
 

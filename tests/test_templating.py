@@ -12,14 +12,20 @@ from tests.support.factories import make_merchant
 from webhooks.appkeys import RENDERER
 
 
-@pytest.mark.parametrize("source", [
-    "{{ 'x' * 1000000000 }}", "{{ [1] * 100000 }}", "{{ 2 ** 100000 }}", "{{ 1 // 0 }}",
-    "{% for %}",
-    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
-    "{% if code %}{{ 'x'|center(1000000000) }}{% endif %}",
-    "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
-    "{% macro m() %}x{% endmacro %}{{ m() }}",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'x' * 1000000000 }}",
+        "{{ [1] * 100000 }}",
+        "{{ 2 ** 100000 }}",
+        "{{ 1 // 0 }}",
+        "{% for %}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+        "{% if code %}{{ 'x'|center(1000000000) }}{% endif %}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "{% macro m() %}x{% endmacro %}{{ m() }}",
+    ],
+)
 async def test_dangerous_or_broken_overrides_are_refused_when_saved(client: Any, source: str) -> None:
     with pytest.raises(ValidationError) as caught:
         client.app[RENDERER].validate_override("help", source)
@@ -46,8 +52,10 @@ async def test_a_template_may_use_a_variable_called_name(client: Any) -> None:
 
 async def test_everyday_overrides_are_accepted(client: Any) -> None:
     renderer = client.app[RENDERER]
-    source = ("{{ merchant_name }}：{% if balance > 0 %}您有 {{ balance }} 积分{% else %}暂无积分{% endif %}"
-              "{% for row in rows %}\n{{ row.label|default('-') }} {{ row.delta }}{% endfor %}")
+    source = (
+        "{{ merchant_name }}：{% if balance > 0 %}您有 {{ balance }} 积分{% else %}暂无积分{% endif %}"
+        "{% for row in rows %}\n{{ row.label|default('-') }} {{ row.delta }}{% endfor %}"
+    )
     renderer.validate_override("help", source)
 
 

@@ -60,8 +60,11 @@ def servers(settings: Settings, tmp_path: Path, count: int) -> Iterator[list[str
             with (tmp_path / f"serve-{n}.log").open("wb") as log:
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "bot", "serve"], env=server_env(settings, port), cwd=ROOT,
-                        stdout=log, stderr=log,
+                        [sys.executable, "-m", "bot", "serve"],
+                        env=server_env(settings, port),
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=log,
                     )
                 )
             urls.append(f"http://127.0.0.1:{port}")
@@ -159,8 +162,13 @@ async def test_concurrent_purchases_and_refunds_across_two_processes(
     assert account.balance == initial + earned - reversed_
 
     audit = subprocess.run(  # noqa: ASYNC221 - a short CLI run after the load
-        [sys.executable, "-m", "bot", "audit", "points"], env=server_env(settings, 1), cwd=ROOT,
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-m", "bot", "audit", "points"],
+        env=server_env(settings, 1),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "0 mismatches" in audit.stdout

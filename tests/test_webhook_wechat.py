@@ -54,9 +54,16 @@ def bot(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 @pytest.fixture
 async def shop(client: Any) -> Merchant:
-    return await create_merchant(MerchantInput(
-        slug="shop", name="小店", oa_appid=APPID, oa_secret="shop-secret", oa_token=TOKEN, oa_aes_key=AES_KEY,
-    ))
+    return await create_merchant(
+        MerchantInput(
+            slug="shop",
+            name="小店",
+            oa_appid=APPID,
+            oa_secret="shop-secret",
+            oa_token=TOKEN,
+            oa_aes_key=AES_KEY,
+        )
+    )
 
 
 @pytest.fixture
@@ -76,13 +83,17 @@ async def test_url_verification_echoes_echostr(client: Any, shop: Merchant) -> N
     assert await response.text() == "8923746512"
 
 
-@pytest.mark.parametrize(("query", "code"), [
-    ({"signature": "0" * 40}, "bad_signature"),
-    ({"signature": ""}, "bad_signature"),
-    ({"timestamp": "1409735669", "signature": sign(TOKEN, "1409735669", "123")}, "stale_timestamp"),
-])
-async def test_url_verification_refusals(client: Any, shop: Merchant, query: dict[str, str],
-                                         code: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"signature": "0" * 40}, "bad_signature"),
+        ({"signature": ""}, "bad_signature"),
+        ({"timestamp": "1409735669", "signature": sign(TOKEN, "1409735669", "123")}, "stale_timestamp"),
+    ],
+)
+async def test_url_verification_refusals(
+    client: Any, shop: Merchant, query: dict[str, str], code: str
+) -> None:
     response = await client.get("/wechat/shop", params={**_query(echostr="e"), **query})
     assert response.status == 403
     assert (await response.json())["error"]["code"] == code
@@ -103,22 +114,44 @@ async def test_text_message_in_every_mode(pusher: WeChatPusher, bot: Recorder, m
     assert (reply.to_user, reply.from_user) == ("o-user-1", pusher.account)
     [message] = bot.messages
     assert (message.openid, message.kind, message.content, message.msg_id) == (
-        "o-user-1", "text", "你好", "6054768590064713728")
+        "o-user-1",
+        "text",
+        "你好",
+        "6054768590064713728",
+    )
     assert abs(message.created_at.timestamp() - time.time()) < 5
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(("event", "key", "ticket", "expected"), [
-    ("subscribe", "qrscene_staff42", "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2tIVXdvZmJsc0ZTUjVB",
-     ("subscribe", "staff42")),
-    ("subscribe", "", "", ("subscribe", "")),
-    ("SCAN", "staff42", "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2tIVXdvZmJsc0ZTUjVB",
-     ("scan", "staff42")),
-    ("CLICK", "MENU_CARD", "", ("click", "MENU_CARD")),
-    ("unsubscribe", "", "", ("unsubscribe", "")),
-])
-async def test_events_in_every_mode(pusher: WeChatPusher, bot: Recorder, mode: Mode, event: str, key: str,
-                                    ticket: str, expected: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("event", "key", "ticket", "expected"),
+    [
+        (
+            "subscribe",
+            "qrscene_staff42",
+            "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2tIVXdvZmJsc0ZTUjVB",
+            ("subscribe", "staff42"),
+        ),
+        ("subscribe", "", "", ("subscribe", "")),
+        (
+            "SCAN",
+            "staff42",
+            "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL2tIVXdvZmJsc0ZTUjVB",
+            ("scan", "staff42"),
+        ),
+        ("CLICK", "MENU_CARD", "", ("click", "MENU_CARD")),
+        ("unsubscribe", "", "", ("unsubscribe", "")),
+    ],
+)
+async def test_events_in_every_mode(
+    pusher: WeChatPusher,
+    bot: Recorder,
+    mode: Mode,
+    event: str,
+    key: str,
+    ticket: str,
+    expected: tuple[str, str],
+) -> None:
     reply = await pusher.event("o-user-2", event, key, mode=mode, ticket=ticket)
     assert reply.status == 200 and reply.content == f"收到:{expected[0]}"
     [message] = bot.messages
@@ -128,9 +161,11 @@ async def test_events_in_every_mode(pusher: WeChatPusher, bot: Recorder, mode: M
 
 
 async def test_unknown_types_and_events_are_dispatched_not_500(pusher: WeChatPusher, bot: Recorder) -> None:
-    popup = ("<SubscribeMsgPopupEvent><List><TemplateId><![CDATA[tpl-1]]></TemplateId>"
-             "<SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>2</PopupScene>"
-             "</List></SubscribeMsgPopupEvent>")
+    popup = (
+        "<SubscribeMsgPopupEvent><List><TemplateId><![CDATA[tpl-1]]></TemplateId>"
+        "<SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>2</PopupScene>"
+        "</List></SubscribeMsgPopupEvent>"
+    )
     assert (await pusher.event("o-user", "subscribe_msg_popup_event", extra=popup)).status == 200
     odd = text_xml("o-user", "x", msg_id="99", create_time=int(time.time())).replace("[text]", "[hologram]")
     assert (await pusher.push(odd, mode="safe")).status == 200
@@ -143,13 +178,21 @@ async def test_unknown_types_and_events_are_dispatched_not_500(pusher: WeChatPus
 @pytest.mark.parametrize("mode", ["plain", "safe"])
 async def test_news_and_empty_replies(pusher: WeChatPusher, bot: Recorder, mode: Mode) -> None:
     async def news(message: IncomingMessage) -> ChatReply | None:
-        return NewsReply((Article("会员卡", "点击查看", "https://example.com/card", "https://example.com/c.png"),))
+        return NewsReply(
+            (Article("会员卡", "点击查看", "https://example.com/card", "https://example.com/c.png"),)
+        )
 
     bot.respond = news
     reply = await pusher.text("o-user", "卡", mode=mode)
     assert reply.type == "news"
-    assert reply.articles == ({"title": "会员卡", "description": "点击查看", "url": "https://example.com/card",
-                               "image": "https://example.com/c.png"},)
+    assert reply.articles == (
+        {
+            "title": "会员卡",
+            "description": "点击查看",
+            "url": "https://example.com/card",
+            "image": "https://example.com/c.png",
+        },
+    )
 
     async def nothing(message: IncomingMessage) -> ChatReply | None:
         return None
@@ -165,8 +208,9 @@ async def _refused(pusher: WeChatPusher, bot: Recorder, query: dict[str, str], b
     return response.status, (await response.json())["error"]["code"]
 
 
-async def test_plaintext_signature_and_replay_refusals_change_nothing(pusher: WeChatPusher,
-                                                                      bot: Recorder) -> None:
+async def test_plaintext_signature_and_replay_refusals_change_nothing(
+    pusher: WeChatPusher, bot: Recorder
+) -> None:
     now = int(time.time())
     xml = text_xml("o-user", "hi", msg_id="555", create_time=now)
     assert await _refused(pusher, bot, _query(signature="f" * 40), xml.encode()) == (403, "bad_signature")
@@ -192,8 +236,16 @@ async def test_safe_mode_refusals(pusher: WeChatPusher, bot: Recorder) -> None:
     assert await _refused(pusher, bot, query, body.encode()) == (400, "bad_message")
 
 
-@pytest.mark.parametrize("body", [b"<xml><ToUserName>a", b"", "<xml>\xff</xml>".encode("latin-1"),
-                                  b"<xml><MsgType>text</MsgType></xml>", b"<html></html>"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<xml><ToUserName>a",
+        b"",
+        "<xml>\xff</xml>".encode("latin-1"),
+        b"<xml><MsgType>text</MsgType></xml>",
+        b"<html></html>",
+    ],
+)
 async def test_malformed_bodies_are_400(pusher: WeChatPusher, bot: Recorder, body: bytes) -> None:
     assert await _refused(pusher, bot, _query(), body) == (400, "bad_message")
 
@@ -227,16 +279,18 @@ EXTERNAL = (
 
 @pytest.mark.parametrize("attack", [BILLION_LAUGHS, EXTERNAL])
 @pytest.mark.parametrize("mode", MODES)
-async def test_entity_attacks_are_refused(pusher: WeChatPusher, bot: Recorder, attack: str,
-                                          mode: Mode) -> None:
+async def test_entity_attacks_are_refused(
+    pusher: WeChatPusher, bot: Recorder, attack: str, mode: Mode
+) -> None:
     reply = await pusher.push(attack, mode=mode)
     assert (reply.status, reply.error) == (400, "bad_message")
     assert "DOCTYPE" in reply.body  # refused by the declaration check, not by expat's own limits
     assert bot.messages == []
 
 
-async def test_concurrent_duplicates_take_effect_once_and_share_the_reply(pusher: WeChatPusher,
-                                                                          bot: Recorder) -> None:
+async def test_concurrent_duplicates_take_effect_once_and_share_the_reply(
+    pusher: WeChatPusher, bot: Recorder
+) -> None:
     async def slow_counter(message: IncomingMessage) -> ChatReply | None:
         await asyncio.sleep(0.2)
         return TextReply(f"第{len(bot.messages)}次")
@@ -250,8 +304,9 @@ async def test_concurrent_duplicates_take_effect_once_and_share_the_reply(pusher
     assert retry.content == "第1次" and len(bot.messages) == 1
 
 
-async def test_event_retries_are_deduplicated_by_user_time_and_event(pusher: WeChatPusher,
-                                                                     bot: Recorder) -> None:
+async def test_event_retries_are_deduplicated_by_user_time_and_event(
+    pusher: WeChatPusher, bot: Recorder
+) -> None:
     stamp = int(time.time())
     for _ in range(3):
         await pusher.event("o-user", "CLICK", "MENU_CARD", create_time=stamp)
@@ -260,8 +315,9 @@ async def test_event_retries_are_deduplicated_by_user_time_and_event(pusher: WeC
     assert [m.openid for m in bot.messages] == ["o-user", "o-user", "o-other"]
 
 
-async def test_same_msg_id_for_two_merchants_is_two_messages(client: Any, pusher: WeChatPusher,
-                                                             bot: Recorder) -> None:
+async def test_same_msg_id_for_two_merchants_is_two_messages(
+    client: Any, pusher: WeChatPusher, bot: Recorder
+) -> None:
     await create_merchant(MerchantInput(slug="cafe", name="咖啡", oa_token="cafetoken"))
     cafe = WeChatPusher(client, "cafe", "cafetoken", "", "")
     await pusher.text("o-user", "a", msg_id="42")
@@ -274,8 +330,16 @@ async def test_slow_reply_goes_out_as_customer_service_message(
 ) -> None:
     monkeypatch.setattr(wechat, "REPLY_DEADLINE", 0.2)
     client = await aiohttp_client(make_app(wechat_api_base=wechat_sim.url))
-    await create_merchant(MerchantInput(slug="shop", name="小店", oa_appid=APPID, oa_secret="shop-secret",
-                                        oa_token=TOKEN, oa_aes_key=AES_KEY))
+    await create_merchant(
+        MerchantInput(
+            slug="shop",
+            name="小店",
+            oa_appid=APPID,
+            oa_secret="shop-secret",
+            oa_token=TOKEN,
+            oa_aes_key=AES_KEY,
+        )
+    )
     wechat_sim.add_app(APPID, "shop-secret")
     wechat_sim.add_follower(APPID, "o-slow")
     wechat_sim.interact(APPID, "o-slow")
@@ -302,13 +366,18 @@ async def test_slow_reply_goes_out_as_customer_service_message(
 
 
 async def test_failed_late_delivery_is_logged_not_raised(
-    aiohttp_client: Any, make_app: Any, bot: Recorder, wechat_sim: WeChatSim, monkeypatch: pytest.MonkeyPatch,
+    aiohttp_client: Any,
+    make_app: Any,
+    bot: Recorder,
+    wechat_sim: WeChatSim,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(wechat, "REPLY_DEADLINE", 0.05)
     client = await aiohttp_client(make_app(wechat_api_base=wechat_sim.url))
-    await create_merchant(MerchantInput(slug="shop", name="小店", oa_appid=APPID, oa_secret="shop-secret",
-                                        oa_token=TOKEN))
+    await create_merchant(
+        MerchantInput(slug="shop", name="小店", oa_appid=APPID, oa_secret="shop-secret", oa_token=TOKEN)
+    )
     wechat_sim.add_app(APPID, "shop-secret")
     wechat_sim.add_follower(APPID, GONE, following=False)  # WeChat refuses: unfollowed
 
@@ -335,8 +404,9 @@ async def test_a_failing_bot_answers_empty_not_500(pusher: WeChatPusher, bot: Re
     assert len(bot.messages) == 1
 
 
-async def test_redis_down_is_503_and_nothing_dispatched(aiohttp_client: Any, make_app: Any,
-                                                        bot: Recorder) -> None:
+async def test_redis_down_is_503_and_nothing_dispatched(
+    aiohttp_client: Any, make_app: Any, bot: Recorder
+) -> None:
     client = await aiohttp_client(make_app(redis_url="redis://127.0.0.1:1/0"))
     await create_merchant(MerchantInput(slug="shop", name="小店", oa_token=TOKEN))
     reply = await WeChatPusher(client, "shop", TOKEN, "", "").text("o-user", "hi")
@@ -358,8 +428,9 @@ async def test_changed_credentials_apply_once_the_merchant_cache_expires(
 
 def test_event_xml_helper_matches_wechat_shape() -> None:
     xml = event_xml("o", "SCAN", event_key="42", ticket="t", create_time=1)
-    expected = ("<Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[42]]></EventKey>"
-                "<Ticket><![CDATA[t]]></Ticket>")
+    expected = (
+        "<Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[42]]></EventKey><Ticket><![CDATA[t]]></Ticket>"
+    )
     assert expected in xml
 
 

@@ -137,10 +137,16 @@ async def test_custom_news_sends_exactly_one_article(wx: WeChatClient, sim: WeCh
     sim.interact(OA.appid, FAN)
     article = Article("会员卡", "点击查看", "https://example.com/card", "https://example.com/c.png")
     await wx.send_custom_news(OA, FAN, [article])
-    assert sim.records("cgi-bin/message/custom/send")[0]["body"]["news"] == {"articles": [
-        {"title": "会员卡", "description": "点击查看", "url": "https://example.com/card",
-         "picurl": "https://example.com/c.png"}
-    ]}
+    assert sim.records("cgi-bin/message/custom/send")[0]["body"]["news"] == {
+        "articles": [
+            {
+                "title": "会员卡",
+                "description": "点击查看",
+                "url": "https://example.com/card",
+                "picurl": "https://example.com/c.png",
+            }
+        ]
+    }
     with pytest.raises(errors.WeChatRequestInvalid):
         await wx.send_custom_news(OA, FAN, [article, article])
     assert len(sim.records("cgi-bin/message/custom/send")) == 1
@@ -148,13 +154,21 @@ async def test_custom_news_sends_exactly_one_article(wx: WeChatClient, sim: WeCh
 
 async def test_template_send_returns_msgid_and_sends_links(wx: WeChatClient, sim: WeChatSim) -> None:
     msgid = await wx.send_template(
-        OA, FAN, TEMPLATE, {"thing1": "二十个字" * 5, "amount2": "100"}, url="https://example.com/p",
-        miniprogram=(MP.appid, "pages/card/index"), client_msg_id="points:42",
+        OA,
+        FAN,
+        TEMPLATE,
+        {"thing1": "二十个字" * 5, "amount2": "100"},
+        url="https://example.com/p",
+        miniprogram=(MP.appid, "pages/card/index"),
+        client_msg_id="points:42",
     )
     body = sim.records("cgi-bin/message/template/send")[0]["body"]
     assert isinstance(msgid, int)
     assert body == {
-        "touser": FAN, "template_id": TEMPLATE, "client_msg_id": "points:42", "url": "https://example.com/p",
+        "touser": FAN,
+        "template_id": TEMPLATE,
+        "client_msg_id": "points:42",
+        "url": "https://example.com/p",
         "miniprogram": {"appid": MP.appid, "pagepath": "pages/card/index"},
         "data": {"thing1": {"value": "二十个字" * 5}, "amount2": {"value": "100"}},
     }
@@ -162,8 +176,14 @@ async def test_template_send_returns_msgid_and_sends_links(wx: WeChatClient, sim
 
 @pytest.mark.parametrize(
     ("data", "client_msg_id"),
-    [({"thing1": "x" * 21}, "id-1"), ({"thing1": "第一行\n第二行"}, "id-1"), ({"thing1": "a\rb"}, "id-1"),
-     ({}, "id-1"), ({"thing1": "ok"}, ""), ({"thing1": "ok"}, "积" * 22)],
+    [
+        ({"thing1": "x" * 21}, "id-1"),
+        ({"thing1": "第一行\n第二行"}, "id-1"),
+        ({"thing1": "a\rb"}, "id-1"),
+        ({}, "id-1"),
+        ({"thing1": "ok"}, ""),
+        ({"thing1": "ok"}, "积" * 22),
+    ],
 )
 async def test_template_rules_are_enforced_before_sending(
     wx: WeChatClient, sim: WeChatSim, data: dict[str, str], client_msg_id: str
@@ -187,8 +207,14 @@ async def test_subscribe_send_uses_one_grant(wx: WeChatClient, sim: WeChatSim) -
     sim.grant(MP.appid, "o-mp-1", "sub-1")
     await wx.send_subscribe(MP, "o-mp-1", "sub-1", {"thing1": "签到提醒"}, page="pages/index/index")
     body = sim.records("cgi-bin/message/subscribe/send")[0]["body"]
-    assert body == {"touser": "o-mp-1", "template_id": "sub-1", "data": {"thing1": {"value": "签到提醒"}},
-                    "miniprogram_state": "formal", "lang": "zh_CN", "page": "pages/index/index"}
+    assert body == {
+        "touser": "o-mp-1",
+        "template_id": "sub-1",
+        "data": {"thing1": {"value": "签到提醒"}},
+        "miniprogram_state": "formal",
+        "lang": "zh_CN",
+        "page": "pages/index/index",
+    }
     with pytest.raises(errors.SubscribeRefused):
         await wx.send_subscribe(MP, "o-mp-1", "sub-1", {"thing1": "签到提醒"})
 
@@ -196,7 +222,8 @@ async def test_subscribe_send_uses_one_grant(wx: WeChatClient, sim: WeChatSim) -
 async def test_create_qrcode_makes_a_temporary_string_scene(wx: WeChatClient, sim: WeChatSim) -> None:
     qr = await wx.create_qrcode(OA, "ref:abc/1", 2_592_000)
     assert sim.records("cgi-bin/qrcode/create")[0]["body"] == {
-        "expire_seconds": 2_592_000, "action_name": "QR_STR_SCENE",
+        "expire_seconds": 2_592_000,
+        "action_name": "QR_STR_SCENE",
         "action_info": {"scene": {"scene_str": "ref:abc/1"}},
     }
     assert qr.expire_seconds == 2_592_000
@@ -239,7 +266,10 @@ async def test_wxacode_returns_png_bytes(wx: WeChatClient, sim: WeChatSim) -> No
     image = await wx.get_unlimited_wxacode(MP, "c=Ab3_x-9", "pages/card/index", width=280)
     assert image.startswith(b"\x89PNG\r\n\x1a\n")
     assert sim.records("wxa/getwxacodeunlimit")[0]["body"] == {
-        "scene": "c=Ab3_x-9", "page": "pages/card/index", "width": 280, "env_version": "release",
+        "scene": "c=Ab3_x-9",
+        "page": "pages/card/index",
+        "width": 280,
+        "env_version": "release",
         "check_path": True,
     }
 
@@ -254,8 +284,16 @@ async def test_wxacode_json_error_becomes_a_typed_error(wx: WeChatClient, sim: W
 
 @pytest.mark.parametrize(
     ("scene", "page", "width"),
-    [("", "p/i", 430), ("x" * 33, "p/i", 430), ("会员", "p/i", 430), ("a%20b", "p/i", 430),
-     ("a b", "p/i", 430), ("ok", "/p/i", 430), ("ok", "p/i?x=1", 430), ("ok", "p/i", 1281)],
+    [
+        ("", "p/i", 430),
+        ("x" * 33, "p/i", 430),
+        ("会员", "p/i", 430),
+        ("a%20b", "p/i", 430),
+        ("a b", "p/i", 430),
+        ("ok", "/p/i", 430),
+        ("ok", "p/i?x=1", 430),
+        ("ok", "p/i", 1281),
+    ],
 )
 async def test_wxacode_input_is_validated_before_calling(
     wx: WeChatClient, sim: WeChatSim, scene: str, page: str, width: int

@@ -41,8 +41,9 @@ SAMPLE_ENCRYPT = (
 
 BILLION_LAUGHS = (
     '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-    + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
-              for i in range(1, 10))
+    + "".join(
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10)
+    )
     + "]><xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime>"
     "<MsgType>text</MsgType><Content>&lol9;</Content><MsgId>1</MsgId></xml>"
 )
@@ -95,8 +96,9 @@ def test_undecryptable_payloads_are_bad_messages(payload: str) -> None:
 
 def test_encrypted_reply_is_what_wechat_can_verify_and_decrypt() -> None:
     xml = render_reply(TextReply("你好"), openid="o-user", account="gh_x")
-    wrapped = encrypt_reply(xml, token=SAMPLE_TOKEN, aes_key=SAMPLE_KEY, appid=SAMPLE_APPID, nonce="42",
-                            timestamp=1409735669)
+    wrapped = encrypt_reply(
+        xml, token=SAMPLE_TOKEN, aes_key=SAMPLE_KEY, appid=SAMPLE_APPID, nonce="42", timestamp=1409735669
+    )
     envelope = xmltodict.parse(wrapped)["xml"]
     assert envelope["TimeStamp"] == "1409735669" and envelope["Nonce"] == "42"
     crypto = WeChatCrypto(SAMPLE_TOKEN, SAMPLE_KEY, SAMPLE_APPID)
@@ -104,8 +106,10 @@ def test_encrypted_reply_is_what_wechat_can_verify_and_decrypt() -> None:
     assert parse_reply(plain).content == "你好"
 
 
-@pytest.mark.parametrize(("offset", "accepted"), [(0, True), (299, True), (-299, True), (301, False),
-                                                   (-301, False), (86_400, False)])
+@pytest.mark.parametrize(
+    ("offset", "accepted"),
+    [(0, True), (299, True), (-299, True), (301, False), (-301, False), (86_400, False)],
+)
 def test_timestamp_window_is_five_minutes_either_way(offset: int, accepted: bool) -> None:
     now = 1_700_000_000.0
     if accepted:
@@ -123,7 +127,7 @@ def test_non_numeric_timestamps_are_refused(value: str) -> None:
     assert caught.value.code == ErrorCode.STALE_TIMESTAMP
 
 
-@pytest.mark.parametrize("xml", [BILLION_LAUGHS, EXTERNAL_ENTITY, '<!DOCTYPE xml><xml><a>1</a></xml>'])
+@pytest.mark.parametrize("xml", [BILLION_LAUGHS, EXTERNAL_ENTITY, "<!DOCTYPE xml><xml><a>1</a></xml>"])
 def test_declarations_are_refused_before_expansion(xml: str) -> None:
     tracemalloc.start()
     try:
@@ -137,8 +141,9 @@ def test_declarations_are_refused_before_expansion(xml: str) -> None:
     assert peak < 2_000_000  # a billion laughs expanded would need gigabytes
 
 
-@pytest.mark.parametrize("xml", [b"<xml><a>1</a>", b"", b"plain text", b"<root><a>1</a></root>",
-                                 b"\xff\xfe<"])
+@pytest.mark.parametrize(
+    "xml", [b"<xml><a>1</a>", b"", b"plain text", b"<root><a>1</a></root>", b"\xff\xfe<"]
+)
 def test_malformed_bodies_are_bad_messages(xml: bytes) -> None:
     with pytest.raises(DomainError) as caught:
         safe_xml(xml)
@@ -167,8 +172,13 @@ def _event(event: str, key: str = "", **extra: str) -> str:
         (_event("VIEW", "https://example.com/card"), "view", "https://example.com/card"),
         (_event("unsubscribe"), "unsubscribe", ""),
         (_event("LOCATION", extra="<Latitude>31.2</Latitude><Longitude>121.4</Longitude>"), "location", ""),
-        (_event("TEMPLATESENDJOBFINISH", extra="<MsgID>200163836</MsgID><Status>failed:freq limit</Status>"),
-         "templatesendjobfinish", ""),
+        (
+            _event(
+                "TEMPLATESENDJOBFINISH", extra="<MsgID>200163836</MsgID><Status>failed:freq limit</Status>"
+            ),
+            "templatesendjobfinish",
+            "",
+        ),
         (_event("subscribe_msg_popup_event"), "subscribe_msg_popup_event", ""),
         (_event("some_future_event", "k"), "some_future_event", "k"),
     ],
@@ -187,11 +197,14 @@ def test_unknown_message_types_still_parse() -> None:
     assert push.dedup_key == "m:7"
 
 
-@pytest.mark.parametrize("xml", [
-    "<xml><FromUserName>o</FromUserName><CreateTime>1</CreateTime></xml>",
-    "<xml><MsgType>text</MsgType><CreateTime>1</CreateTime></xml>",
-    "<xml><FromUserName>o</FromUserName><MsgType>text</MsgType><CreateTime>soon</CreateTime></xml>",
-])
+@pytest.mark.parametrize(
+    "xml",
+    [
+        "<xml><FromUserName>o</FromUserName><CreateTime>1</CreateTime></xml>",
+        "<xml><MsgType>text</MsgType><CreateTime>1</CreateTime></xml>",
+        "<xml><FromUserName>o</FromUserName><MsgType>text</MsgType><CreateTime>soon</CreateTime></xml>",
+    ],
+)
 def test_pushes_missing_required_fields_are_bad_messages(xml: str) -> None:
     with pytest.raises(DomainError) as caught:
         parse_push(xml)
@@ -209,29 +222,39 @@ def test_text_reply_renders_and_survives_cdata_terminators() -> None:
     xml = render_reply(TextReply("a]]>b <c> & 中文"), openid="o-user", account="gh_x")
     reply = parse_reply(xml)
     assert (reply.type, reply.content, reply.to_user, reply.from_user) == (
-        "text", "a]]>b <c> & 中文", "o-user", "gh_x")
+        "text",
+        "a]]>b <c> & 中文",
+        "o-user",
+        "gh_x",
+    )
     assert abs(int(xmltodict.parse(xml)["xml"]["CreateTime"]) - time.time()) < 5
 
 
 def test_news_reply_renders_articles() -> None:
-    articles = tuple(Article(f"标题{i}", "说明", f"https://e.com/{i}", "https://e.com/p.png")
-                     for i in range(10))
+    articles = tuple(
+        Article(f"标题{i}", "说明", f"https://e.com/{i}", "https://e.com/p.png") for i in range(10)
+    )
     reply = parse_reply(render_reply(NewsReply(articles), openid="o", account="gh"))
     assert reply.type == "news"
     assert len(reply.articles) == 8
-    assert reply.articles[0] == {"title": "标题0", "description": "说明", "url": "https://e.com/0",
-                                 "image": "https://e.com/p.png"}
+    assert reply.articles[0] == {
+        "title": "标题0",
+        "description": "说明",
+        "url": "https://e.com/0",
+        "image": "https://e.com/p.png",
+    }
 
 
 def test_no_reply_renders_an_empty_body() -> None:
     assert render_reply(None, openid="o", account="gh") == ""
 
 
-
 @pytest.mark.parametrize("stamp", ["99999999999999999999", "-5", "12a"])
 def test_an_impossible_create_time_is_a_bad_message(stamp: str) -> None:
-    xml = (f"<xml><ToUserName>gh</ToUserName><FromUserName>o-user</FromUserName>"
-           f"<CreateTime>{stamp}</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId></xml>")
+    xml = (
+        f"<xml><ToUserName>gh</ToUserName><FromUserName>o-user</FromUserName>"
+        f"<CreateTime>{stamp}</CreateTime><MsgType>text</MsgType><Content>hi</Content><MsgId>1</MsgId></xml>"
+    )
     with pytest.raises(DomainError) as caught:
         parse_push(xml)
     assert caught.value.code == ErrorCode.BAD_MESSAGE

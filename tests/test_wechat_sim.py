@@ -90,10 +90,13 @@ async def test_token_checks(http: TestClient, state: SimState) -> None:
 
 @pytest.mark.parametrize(
     ("body", "errcode"),
-    [({"touser": FAN, "msgtype": "voice"}, 40008), (text(content=""), 47001),
-     ({"touser": FAN, "msgtype": "news", "news": {"articles": [{"title": "a", "url": "u"}] * 2}}, 45008),
-     ({"touser": FAN, "msgtype": "news", "news": {"articles": [{"title": "a"}]}}, 47001),
-     (text(openid="o-stranger"), 40003)],
+    [
+        ({"touser": FAN, "msgtype": "voice"}, 40008),
+        (text(content=""), 47001),
+        ({"touser": FAN, "msgtype": "news", "news": {"articles": [{"title": "a", "url": "u"}] * 2}}, 45008),
+        ({"touser": FAN, "msgtype": "news", "news": {"articles": [{"title": "a"}]}}, 47001),
+        (text(openid="o-stranger"), 40003),
+    ],
 )
 async def test_custom_send_validates_payload_and_recipient(
     http: TestClient, state: SimState, body: dict[str, Any], errcode: int
@@ -132,8 +135,14 @@ def template(value: str = "到账", **extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("body", "errcode"),
-    [(template(template_id="tmpl-x"), 40037), (template("x" * 21), 47003), (template("a\nb"), 47003),
-     (template(data={}), 47003), (template(touser="o-x"), 40003), (template(client_msg_id="m" * 65), 45067)],
+    [
+        (template(template_id="tmpl-x"), 40037),
+        (template("x" * 21), 47003),
+        (template("a\nb"), 47003),
+        (template(data={}), 47003),
+        (template(touser="o-x"), 40003),
+        (template(client_msg_id="m" * 65), 45067),
+    ],
 )
 async def test_template_send_validation(http: TestClient, body: dict[str, Any], errcode: int) -> None:
     assert (await call(http, "cgi-bin/message/template/send", body))["errcode"] == errcode
@@ -169,8 +178,14 @@ async def test_subscribe_send_consumes_grants(http: TestClient, state: SimState)
 
 @pytest.mark.parametrize(
     "body",
-    [subscribe(thing1="x" * 21), subscribe(name1="名" * 11), subscribe(weird1="x"), subscribe(),
-     {**subscribe(thing1="ok"), "miniprogram_state": "beta"}, {**subscribe(thing1="ok"), "lang": "fr"}],
+    [
+        subscribe(thing1="x" * 21),
+        subscribe(name1="名" * 11),
+        subscribe(weird1="x"),
+        subscribe(),
+        {**subscribe(thing1="ok"), "miniprogram_state": "beta"},
+        {**subscribe(thing1="ok"), "lang": "fr"},
+    ],
 )
 async def test_subscribe_send_rejects_bad_data_without_using_a_grant(
     http: TestClient, state: SimState, body: dict[str, Any]
@@ -182,14 +197,29 @@ async def test_subscribe_send_rejects_bad_data_without_using_a_grant(
 
 @pytest.mark.parametrize(
     ("body", "errcode"),
-    [({"action_name": "QR_STR_SCENE", "action_info": {"scene": {"scene_str": "a"}}, "expire_seconds": 60}, 0),
-     ({"action_name": "QR_STR_SCENE", "action_info": {"scene_str": "a"}}, 40053),
-     ({"action_name": "QR_STR_SCENE", "action_info": {"scene": {"scene_str": "a" * 65}}}, 40053),
-     ({"action_name": "QR_STR_SCENE", "action_info": {"scene": {"scene_str": "a"}},
-       "expire_seconds": 2592001}, 40053),
-     ({"action_name": "QR_LIMIT_SCENE", "action_info": {"scene": {"scene_id": 100001}}}, 40053),
-     ({"action_name": "QR_SCENE", "action_info": {"scene": {"scene_id": 0}}}, 40053),
-     ({"action_name": "QR_MAGIC", "action_info": {"scene": {"scene_str": "a"}}}, 40053)],
+    [
+        (
+            {
+                "action_name": "QR_STR_SCENE",
+                "action_info": {"scene": {"scene_str": "a"}},
+                "expire_seconds": 60,
+            },
+            0,
+        ),
+        ({"action_name": "QR_STR_SCENE", "action_info": {"scene_str": "a"}}, 40053),
+        ({"action_name": "QR_STR_SCENE", "action_info": {"scene": {"scene_str": "a" * 65}}}, 40053),
+        (
+            {
+                "action_name": "QR_STR_SCENE",
+                "action_info": {"scene": {"scene_str": "a"}},
+                "expire_seconds": 2592001,
+            },
+            40053,
+        ),
+        ({"action_name": "QR_LIMIT_SCENE", "action_info": {"scene": {"scene_id": 100001}}}, 40053),
+        ({"action_name": "QR_SCENE", "action_info": {"scene": {"scene_id": 0}}}, 40053),
+        ({"action_name": "QR_MAGIC", "action_info": {"scene": {"scene_str": "a"}}}, 40053),
+    ],
 )
 async def test_qrcode_create_validation(http: TestClient, body: dict[str, Any], errcode: int) -> None:
     answer = await call(http, "cgi-bin/qrcode/create", body)
@@ -219,12 +249,19 @@ async def test_jscode2session_codes(http: TestClient, state: SimState) -> None:
 
 async def test_wxacode_png_and_errors(http: TestClient, state: SimState) -> None:
     token = (await fetch_token(http))["access_token"]
-    response = await http.post("/wxa/getwxacodeunlimit", params={"access_token": token},
-                               json={"scene": "m=1&s=Ab", "page": "pages/index/index"})
+    response = await http.post(
+        "/wxa/getwxacodeunlimit",
+        params={"access_token": token},
+        json={"scene": "m=1&s=Ab", "page": "pages/index/index"},
+    )
     assert response.content_type == "image/png"
     assert (await response.read()).startswith(b"\x89PNG")
-    for body, errcode in [({"scene": "a%20"}, 40169), ({"scene": "x" * 33}, 40169),
-                          ({"scene": "会员"}, 40169), ({"scene": "a", "page": "p?x=1"}, 41030)]:
+    for body, errcode in [
+        ({"scene": "a%20"}, 40169),
+        ({"scene": "x" * 33}, 40169),
+        ({"scene": "会员"}, 40169),
+        ({"scene": "a", "page": "p?x=1"}, 41030),
+    ]:
         assert (await call(http, "wxa/getwxacodeunlimit", body, token))["errcode"] == errcode
     state.wxacode_per_minute = 1
     assert (await call(http, "wxa/getwxacodeunlimit", {"scene": "a"}, token))["errcode"] == 45009
@@ -240,34 +277,47 @@ async def test_injected_errors_are_one_shot(http: TestClient, state: SimState) -
 
 
 async def test_control_routes_set_up_and_inspect(http: TestClient, state: SimState) -> None:
-    for path, body in [("/sim/apps", {"appid": "wxmp", "secret": "s"}),
-                       ("/sim/followers", {"appid": "wxmp", "openid": "o-1", "unionid": "u-1"}),
-                       ("/sim/interactions", {"appid": "wxmp", "openid": "o-1"}),
-                       ("/sim/templates", {"appid": "wxmp", "template_id": "t", "keys": ["thing1"]}),
-                       ("/sim/grants", {"appid": "wxmp", "openid": "o-1", "template_id": "t", "count": 2})]:
+    for path, body in [
+        ("/sim/apps", {"appid": "wxmp", "secret": "s"}),
+        ("/sim/followers", {"appid": "wxmp", "openid": "o-1", "unionid": "u-1"}),
+        ("/sim/interactions", {"appid": "wxmp", "openid": "o-1"}),
+        ("/sim/templates", {"appid": "wxmp", "template_id": "t", "keys": ["thing1"]}),
+        ("/sim/grants", {"appid": "wxmp", "openid": "o-1", "template_id": "t", "count": 2}),
+    ]:
         assert (await http.post(path, json=body)).status == 200, path
     assert state.grants[("wxmp", "o-1", "t")] == 2 and state.users[("wxmp", "o-1")].unionid == "u-1"
     code = (await (await http.post("/sim/codes", json={"appid": "wxmp", "openid": "o-1"})).json())["code"]
     assert code in state.codes
     await fetch_token(http)
-    records = (await (await http.get("/sim/records", params={"endpoint": "cgi-bin/stable_token"})).json())
+    records = await (await http.get("/sim/records", params={"endpoint": "cgi-bin/stable_token"})).json()
     assert [record["body"]["appid"] for record in records["records"]] == [APPID]
     assert (await http.delete("/sim/records")).status == 200 and state.records() == []
 
 
 @pytest.mark.parametrize(
     ("path", "body"),
-    [("/sim/apps", {"appid": "wxnew"}), ("/sim/followers", {"appid": "wxnope", "openid": "o"}),
-     ("/sim/interactions", {"appid": APPID, "openid": "o-unknown"}), ("/sim/grants", ["not", "an", "object"]),
-     ("/sim/errors", {"endpoint": "x", "errcode": "40001"}), ("/sim/clock", {"seconds": -5}),
-     ("/sim/templates", {"appid": APPID, "template_id": "t", "keys": "thing1"})],
+    [
+        ("/sim/apps", {"appid": "wxnew"}),
+        ("/sim/followers", {"appid": "wxnope", "openid": "o"}),
+        ("/sim/interactions", {"appid": APPID, "openid": "o-unknown"}),
+        ("/sim/grants", ["not", "an", "object"]),
+        ("/sim/errors", {"endpoint": "x", "errcode": "40001"}),
+        ("/sim/clock", {"seconds": -5}),
+        ("/sim/templates", {"appid": APPID, "template_id": "t", "keys": "thing1"}),
+    ],
 )
 async def test_control_routes_reject_bad_input_and_change_nothing(
     http: TestClient, state: SimState, path: str, body: Any
 ) -> None:
     def snapshot() -> tuple[Any, ...]:
-        return (dict(state.apps), dict(state.users), dict(state.windows), dict(state.grants),
-                dict(state.injected), state.clock_offset)
+        return (
+            dict(state.apps),
+            dict(state.users),
+            dict(state.windows),
+            dict(state.grants),
+            dict(state.injected),
+            state.clock_offset,
+        )
 
     before = snapshot()
     response = await http.post(path, json=body)

@@ -83,8 +83,12 @@ async def test_burst_worker_runs_an_enqueued_job_against_the_database(settings: 
         # The same id while the first is queued is refused; the job itself is idempotent anyway.
         assert await pool.enqueue_job("run_job", "points_maintenance", _job_id="maintenance:test") is None
         worker = create_worker(
-            WorkerSettings, redis_settings=redis_settings(settings.redis_url), burst=True, poll_delay=0.05,
-            handle_signals=False, ctx={"settings": settings},
+            WorkerSettings,
+            redis_settings=redis_settings(settings.redis_url),
+            burst=True,
+            poll_delay=0.05,
+            handle_signals=False,
+            ctx={"settings": settings},
         )
         try:
             assert await worker.run_check() == 1

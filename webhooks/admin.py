@@ -21,8 +21,9 @@ class TemplatePath(In):
 
 
 class TemplateSourceIn(In):
-    source: Annotated[Multiline, Field(min_length=1, max_length=MAX_OVERRIDE_CHARS,
-                                       description="jinja2 source (sandboxed)")]
+    source: Annotated[
+        Multiline, Field(min_length=1, max_length=MAX_OVERRIDE_CHARS, description="jinja2 source (sandboxed)")
+    ]
 
 
 class ReplyTemplateOut(Out):
@@ -37,8 +38,9 @@ class ReplyTemplateList(Out):
 
 
 def _out(view: reply_overrides.TemplateView) -> ReplyTemplateOut:
-    return ReplyTemplateOut(name=view.name, default_source=view.default_source, override=view.override,
-                            updated_at=view.updated_at)
+    return ReplyTemplateOut(
+        name=view.name, default_source=view.default_source, override=view.override, updated_at=view.updated_at
+    )
 
 
 @routes.get("/api/admin/reply-templates", response=ReplyTemplateList, auth=ADMIN)
@@ -48,17 +50,24 @@ async def list_reply_templates(call: Call[None, None]) -> ReplyTemplateList:
     return ReplyTemplateList(templates=[_out(view) for view in views])
 
 
-@routes.put("/api/admin/reply-templates/{name}", path_model=TemplatePath, body=TemplateSourceIn,
-            response=ReplyTemplateOut, auth=ADMIN)
+@routes.put(
+    "/api/admin/reply-templates/{name}",
+    path_model=TemplatePath,
+    body=TemplateSourceIn,
+    response=ReplyTemplateOut,
+    auth=ADMIN,
+)
 async def put_reply_template(call: Call[TemplateSourceIn, TemplatePath]) -> ReplyTemplateOut:
     """Override one reply template; the source must compile in the sandbox (400 with the reason)."""
-    view = await reply_overrides.save_override(call.request.app[RENDERER], call.merchant, call.path.name,
-                                               call.body.source)
+    view = await reply_overrides.save_override(
+        call.request.app[RENDERER], call.merchant, call.path.name, call.body.source
+    )
     return _out(view)
 
 
-@routes.delete("/api/admin/reply-templates/{name}", path_model=TemplatePath, response=ReplyTemplateOut,
-               auth=ADMIN)
+@routes.delete(
+    "/api/admin/reply-templates/{name}", path_model=TemplatePath, response=ReplyTemplateOut, auth=ADMIN
+)
 async def delete_reply_template(call: Call[None, TemplatePath]) -> ReplyTemplateOut:
     """Drop the override and use the built-in template again."""
     view = await reply_overrides.delete_override(call.request.app[RENDERER], call.merchant, call.path.name)

@@ -108,8 +108,9 @@ async def put_rules(call: Call[RulesIn, None]) -> RulesOut:
     """Replace the earn rules: validated, saved as the next version, audit-logged."""
     check_document(call.body.rules, "rules")
     await loyalty_config.current_rules(call.merchant.id)  # a first save keeps the defaults as v1
-    rules = await within("rules", loyalty_config.save_rules(call.merchant.id, call.body.rules,
-                                                            actor=_actor(call)))
+    rules = await within(
+        "rules", loyalty_config.save_rules(call.merchant.id, call.body.rules, actor=_actor(call))
+    )
     return RulesOut(version=rules.version, rules=rule_set_to_dict(rules))
 
 
@@ -166,8 +167,9 @@ async def get_program(call: Call[None, None]) -> ProgramOut:
 async def put_program(call: Call[ProgramIn, None]) -> ProgramOut:
     """Replace the programme settings (omitted keys take their documented defaults); audit-logged."""
     check_document(call.body.program, "program")
-    program = await within("program", loyalty_config.save_program(call.merchant.id, call.body.program,
-                                                                  actor=_actor(call)))
+    program = await within(
+        "program", loyalty_config.save_program(call.merchant.id, call.body.program, actor=_actor(call))
+    )
     return ProgramOut(program=program_to_dict(program))
 
 
@@ -202,9 +204,14 @@ async def audit_log(call: Call[None, None]) -> AuditLogOut:
         rows = rows.filter(id__lt=query.cursor)
     page = await rows.order_by("-id").limit(query.limit + 1)
     entries = [
-        AuditEntryOut(id=row.id, actor=row.actor, action=row.action, subject=row.subject,
-                      detail=row.detail if isinstance(row.detail, dict) else {"value": row.detail},
-                      created_at=row.created_at)
+        AuditEntryOut(
+            id=row.id,
+            actor=row.actor,
+            action=row.action,
+            subject=row.subject,
+            detail=row.detail if isinstance(row.detail, dict) else {"value": row.detail},
+            created_at=row.created_at,
+        )
         for row in page[: query.limit]
     ]
     return AuditLogOut(entries=entries, next_cursor=entries[-1].id if len(page) > query.limit else None)
@@ -239,19 +246,26 @@ class SimulationOut(Out):
 async def simulate_rules(call: Call[SimulateIn, None]) -> SimulationOut:
     """What a proposed rule set would have granted over the last `days` days, beside the current one."""
     check_document(call.body.rules, "rules")
-    result = await within("rules", simulate.simulate(call.merchant.id, call.body.rules,
-                                                     days=call.body.days, now=datetime.now(UTC)))
+    result = await within(
+        "rules",
+        simulate.simulate(call.merchant.id, call.body.rules, days=call.body.days, now=datetime.now(UTC)),
+    )
     return SimulationOut(
-        since=result.since, until=result.until, purchases=result.purchases,
+        since=result.since,
+        until=result.until,
+        purchases=result.purchases,
         recorded_points=result.recorded_points,
-        current=_outcome(result.current), proposed=_outcome(result.proposed),
-        difference_points=result.difference_points, difference_fen=result.difference_fen,
+        current=_outcome(result.current),
+        proposed=_outcome(result.proposed),
+        difference_points=result.difference_points,
+        difference_fen=result.difference_fen,
     )
 
 
 def _outcome(outcome: simulate.Outcome) -> OutcomeOut:
-    return OutcomeOut(rule_set_version=outcome.rule_set_version, points=outcome.points,
-                      cost_fen=outcome.cost_fen)
+    return OutcomeOut(
+        rule_set_version=outcome.rule_set_version, points=outcome.points, cost_fen=outcome.cost_fen
+    )
 
 
 # Manual grants ------------------------------------------------------------------------------------
@@ -262,8 +276,14 @@ class MemberPath(In):
 
 
 class GrantIn(In):
-    delta: Annotated[StrictInt, Field(ge=-ledger.MAX_POSTING, le=ledger.MAX_POSTING,
-                                      description="points to add (> 0) or deduct (< 0); never 0")]
+    delta: Annotated[
+        StrictInt,
+        Field(
+            ge=-ledger.MAX_POSTING,
+            le=ledger.MAX_POSTING,
+            description="points to add (> 0) or deduct (< 0); never 0",
+        ),
+    ]
     reason: Annotated[Line, Field(min_length=1, max_length=grants.MAX_REASON)]
     idempotency_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 
@@ -277,17 +297,35 @@ class GrantOut(Out):
     replayed: bool = Field(description="true when the key was used before: nothing new was posted")
 
 
-@routes.post("/api/admin/members/{member_code}/points", path_model=MemberPath, body=GrantIn,
-             response=GrantOut, auth=MANAGER, errors=(409,))
+@routes.post(
+    "/api/admin/members/{member_code}/points",
+    path_model=MemberPath,
+    body=GrantIn,
+    response=GrantOut,
+    auth=MANAGER,
+    errors=(409,),
+)
 async def grant_points(call: Call[GrantIn, MemberPath]) -> GrantOut:
     """Grant or deduct points by hand, with a reason; a deduction never takes the balance below zero."""
     body = call.body
-    result = await grants.adjust(call.merchant, call.path.member_code, body.delta, reason=body.reason,
-                                 idempotency_key=body.idempotency_key, staff=call.staff,
-                                 now=datetime.now(UTC))
+    result = await grants.adjust(
+        call.merchant,
+        call.path.member_code,
+        body.delta,
+        reason=body.reason,
+        idempotency_key=body.idempotency_key,
+        staff=call.staff,
+        now=datetime.now(UTC),
+    )
     posted = result.posted
-    return GrantOut(member_code=result.member.code, transaction_id=posted.transaction_id, delta=posted.delta,
-                    kind=posted.kind, balance_after=posted.balance_after, replayed=posted.replayed)
+    return GrantOut(
+        member_code=result.member.code,
+        transaction_id=posted.transaction_id,
+        delta=posted.delta,
+        kind=posted.kind,
+        balance_after=posted.balance_after,
+        replayed=posted.replayed,
+    )
 
 
 # Referral ranking ---------------------------------------------------------------------------------
@@ -319,8 +357,13 @@ async def referral_ranking(call: Call[None, None]) -> RankingOut:
     until = datetime.now(UTC)
     since = until - timedelta(days=query.days)
     ranked = await referrals.ranking(call.merchant.id, since=since, until=until, limit=query.limit)
-    return RankingOut(since=since, until=until, entries=[
-        RankingEntryOut(rank=i, member_code=e.member_code, name=e.name, referrals=e.referrals,
-                        points=e.points)
-        for i, e in enumerate(ranked, 1)
-    ])
+    return RankingOut(
+        since=since,
+        until=until,
+        entries=[
+            RankingEntryOut(
+                rank=i, member_code=e.member_code, name=e.name, referrals=e.referrals, points=e.points
+            )
+            for i, e in enumerate(ranked, 1)
+        ],
+    )

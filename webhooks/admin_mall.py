@@ -43,9 +43,12 @@ class ItemFieldsIn(In):
     sale_starts_at: AwareDatetime | None = None
     sale_ends_at: AwareDatetime | None = None
     coupon_template_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = Field(
-        default=None, description="required for coupon items, refused otherwise")
-    stored_value_fen: Annotated[StrictInt, Field(ge=0, le=rules.MAX_STORED_VALUE_FEN,
-                                                 description="> 0 for stored_value items, else 0")] = 0
+        default=None, description="required for coupon items, refused otherwise"
+    )
+    stored_value_fen: Annotated[
+        StrictInt,
+        Field(ge=0, le=rules.MAX_STORED_VALUE_FEN, description="> 0 for stored_value items, else 0"),
+    ] = 0
     pickup_days: Annotated[StrictInt, Field(ge=1, le=rules.MAX_PICKUP_DAYS)] = 14
     active: StrictBool = True
     sort: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = 0
@@ -91,8 +94,14 @@ class ItemsOut(Out):
 
 
 class StockIn(In):
-    delta: Annotated[StrictInt, Field(ge=-rules.MAX_STOCK, le=rules.MAX_STOCK,
-                                      description="units to add (> 0) or remove (< 0, adjust only)")]
+    delta: Annotated[
+        StrictInt,
+        Field(
+            ge=-rules.MAX_STOCK,
+            le=rules.MAX_STOCK,
+            description="units to add (> 0) or remove (< 0, adjust only)",
+        ),
+    ]
     reason: Literal["restock", "adjust"]
     idempotency_key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 
@@ -165,8 +174,9 @@ async def list_items(call: Call[None, None]) -> ItemsOut:
 async def create_item(call: Call[ItemCreateIn, None]) -> ItemOut:
     """Create an item (its initial stock is a restock movement); audit-logged."""
     body = call.body
-    item = await catalogue.create_item(call.merchant, body.kind, body.to_input(), stock=body.stock,
-                                  actor=_actor(call))
+    item = await catalogue.create_item(
+        call.merchant, body.kind, body.to_input(), stock=body.stock, actor=_actor(call)
+    )
     return item_out(item)
 
 
@@ -176,42 +186,73 @@ async def get_item(call: Call[None, ItemPath]) -> ItemOut:
     return item_out(await catalogue.get_item(call.merchant.id, call.path.item_id))
 
 
-@routes.put("/api/admin/mall/items/{item_id}", path_model=ItemPath, body=ItemFieldsIn, response=ItemOut,
-            auth=ADMIN)
+@routes.put(
+    "/api/admin/mall/items/{item_id}", path_model=ItemPath, body=ItemFieldsIn, response=ItemOut, auth=ADMIN
+)
 async def put_item(call: Call[ItemFieldsIn, ItemPath]) -> ItemOut:
     """Replace an item's fields (its kind and stock stay); audit-logged."""
-    item = await catalogue.update_item(call.merchant, call.path.item_id, call.body.to_input(), actor=_actor(call))
+    item = await catalogue.update_item(
+        call.merchant, call.path.item_id, call.body.to_input(), actor=_actor(call)
+    )
     return item_out(item)
 
 
-@routes.post("/api/admin/mall/items/{item_id}/stock", path_model=ItemPath, body=StockIn, response=StockOut,
-             auth=MANAGER, errors=(409,))
+@routes.post(
+    "/api/admin/mall/items/{item_id}/stock",
+    path_model=ItemPath,
+    body=StockIn,
+    response=StockOut,
+    auth=MANAGER,
+    errors=(409,),
+)
 async def adjust_stock(call: Call[StockIn, ItemPath]) -> StockOut:
     """Restock or adjust once per key; 409 if the stock would go below zero."""
     body = call.body
     movement, replayed = await catalogue.adjust_stock(
-        call.merchant, call.path.item_id, delta=body.delta, reason=body.reason, key=body.idempotency_key,
+        call.merchant,
+        call.path.item_id,
+        delta=body.delta,
+        reason=body.reason,
+        key=body.idempotency_key,
         actor=_actor(call),
     )
-    return StockOut(item_id=movement.item_id, movement_id=movement.id, delta=movement.delta,
-                    stock_after=movement.stock_after, reason=movement.reason, replayed=replayed)
+    return StockOut(
+        item_id=movement.item_id,
+        movement_id=movement.id,
+        delta=movement.delta,
+        stock_after=movement.stock_after,
+        reason=movement.reason,
+        replayed=replayed,
+    )
 
 
 @routes.get("/api/admin/mall/orders", response=OrdersOut, auth=MANAGER, errors=(400,))
 async def list_orders(call: Call[None, None]) -> OrdersOut:
     """Orders newest first (?status=to_ship&cursor=<next_cursor>&limit=1..100)."""
     query = OrdersQuery.model_validate({key: call.request.query.get(key) for key in call.request.query})
-    page, cursor = await catalogue.orders_page(call.merchant.id, status=query.status, cursor=query.cursor,
-                                          limit=query.limit)
+    page, cursor = await catalogue.orders_page(
+        call.merchant.id, status=query.status, cursor=query.cursor, limit=query.limit
+    )
     return OrdersOut(items=[order_out(order) for order in page], next_cursor=cursor)
 
 
-@routes.post("/api/admin/mall/orders/{order_id}/ship", path_model=OrderPath, body=ShipIn, response=OrderOut,
-             auth=MANAGER, errors=(409,))
+@routes.post(
+    "/api/admin/mall/orders/{order_id}/ship",
+    path_model=OrderPath,
+    body=ShipIn,
+    response=OrderOut,
+    auth=MANAGER,
+    errors=(409,),
+)
 async def ship(call: Call[ShipIn, OrderPath]) -> OrderOut:
     """Mark an order to ship as shipped, with carrier and tracking number (409 unless it is to ship)."""
-    order = await catalogue.ship(call.merchant, call.staff, call.path.order_id,
-                                   carrier=call.body.carrier, tracking_no=call.body.tracking_no,
-                                   now=datetime.now(UTC))
+    order = await catalogue.ship(
+        call.merchant,
+        call.staff,
+        call.path.order_id,
+        carrier=call.body.carrier,
+        tracking_no=call.body.tracking_no,
+        now=datetime.now(UTC),
+    )
     await order.fetch_related("item")
     return order_out(order)

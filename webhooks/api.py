@@ -63,8 +63,15 @@ class Out(BaseModel):
 class ApiError(Exception):
     """An HTTP error decided at the door (auth, rate limit, lockout), with optional response headers."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
         self.headers = dict(headers or {})
@@ -171,19 +178,34 @@ class Routes:
         self.endpoints: list[Endpoint] = []
 
     def route(
-        self, method: str, path: str, *, summary: str = "", body: type[BaseModel] | None = None,
-        path_model: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
-        status: int | None = None, auth: AuthScheme | None = None, errors: tuple[int, ...] = (),
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str = "",
+        body: type[BaseModel] | None = None,
+        path_model: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int | None = None,
+        auth: AuthScheme | None = None,
+        errors: tuple[int, ...] = (),
         alternatives: Mapping[int, type[BaseModel]] | None = None,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             endpoint = Endpoint(
-                method=method.upper(), path=path, handler=handler,
+                method=method.upper(),
+                path=path,
+                handler=handler,
                 operation_id=f"{self.tag}_{handler.__name__}",
                 summary=summary or _first_line(handler.__doc__) or handler.__name__,
-                tag=self.tag, body=body, path_model=path_model, response=response,
+                tag=self.tag,
+                body=body,
+                path_model=path_model,
+                response=response,
                 status=status if status is not None else (200 if response is not None else 204),
-                auth=auth, errors=errors, alternatives=dict(alternatives or {}),
+                auth=auth,
+                errors=errors,
+                alternatives=dict(alternatives or {}),
             )
             _check(endpoint)
             self.endpoints.append(endpoint)
@@ -269,5 +291,6 @@ def _respond(endpoint: Endpoint, result: Result) -> web.StreamResponse:
         return web.Response(status=204)
     if endpoint.response is None or not isinstance(result, endpoint.response):
         raise TypeError(f"{endpoint.operation_id} returned {type(result).__name__}, not its declared model")
-    return web.Response(body=result.model_dump_json().encode(), status=endpoint.status,
-                        content_type="application/json")
+    return web.Response(
+        body=result.model_dump_json().encode(), status=endpoint.status, content_type="application/json"
+    )

@@ -60,8 +60,11 @@ class MemberAuth:
     statuses: tuple[int, ...] = (401,)
 
     def security_scheme(self) -> dict[str, Any]:
-        return {"type": "http", "scheme": "bearer",
-                "description": "Mini-program member session token from POST /api/mp/{merchant_slug}/login."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Mini-program member session token from POST /api/mp/{merchant_slug}/login.",
+        }
 
     def describe(self) -> str:
         return "Requires a member session of the merchant named in the path."
@@ -89,8 +92,11 @@ class StaffAuth:
         return (401,) if self.minimum is StaffRole.CASHIER else (401, 403)
 
     def security_scheme(self) -> dict[str, Any]:
-        return {"type": "http", "scheme": "bearer",
-                "description": "Staff session token from POST /api/staff/login."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Staff session token from POST /api/staff/login.",
+        }
 
     def describe(self) -> str:
         return f"Needs a staff session with role {self.minimum.value} or higher (cashier < manager < admin)"
@@ -126,5 +132,9 @@ async def rate_limit(request: web.Request, scope: str, subject: str, *, limit: i
         count, _, ttl = await pipe.execute()
     if int(count) > limit:
         retry = max(int(ttl), 1)
-        raise ApiError(429, ErrorCode.RATE_LIMITED, f"尝试过于频繁，请 {retry} 秒后再试",
-                       headers={"Retry-After": str(retry)})
+        raise ApiError(
+            429,
+            ErrorCode.RATE_LIMITED,
+            f"尝试过于频繁，请 {retry} 秒后再试",
+            headers={"Retry-After": str(retry)},
+        )

@@ -66,13 +66,21 @@ class CouponOut(Out):
 def coupon_out(view: CouponView, merchant: Merchant) -> CouponOut:
     coupon, template = view.coupon, view.template
     return CouponOut(
-        id=coupon.id, code=coupon.code, name=template.name, kind=template.kind, description=view.description,
+        id=coupon.id,
+        code=coupon.code,
+        name=template.name,
+        kind=template.kind,
+        description=view.description,
         state=view.state,
-        valid_from=coupon.valid_from, valid_until=coupon.valid_until,
+        valid_from=coupon.valid_from,
+        valid_until=coupon.valid_until,
         validity=rules.validity_text(coupon.valid_from, coupon.valid_until, merchant.timezone),
         threshold_fen=template.threshold_fen,
-        gift_name=template.gift_name, store_codes=template.store_codes, source=coupon.source,
-        used_at=coupon.used_at, discount_fen=coupon.discount_fen,
+        gift_name=template.gift_name,
+        store_codes=template.store_codes,
+        source=coupon.source,
+        used_at=coupon.used_at,
+        discount_fen=coupon.discount_fen,
     )
 
 
@@ -91,8 +99,13 @@ class MineQuery(_Query):
 # Member ------------------------------------------------------------------------------------------
 
 
-@routes.get("/api/mp/{merchant_slug}/coupons", path_model=MerchantPath, response=CouponListOut, auth=MEMBER,
-            errors=(400,))
+@routes.get(
+    "/api/mp/{merchant_slug}/coupons",
+    path_model=MerchantPath,
+    response=CouponListOut,
+    auth=MEMBER,
+    errors=(400,),
+)
 async def my_coupons(call: Call[None, MerchantPath]) -> CouponListOut:
     """The member's coupons, usable first (?status=usable|upcoming|used|expired|revoked)."""
     state = MineQuery.model_validate(dict(call.request.query)).status
@@ -135,13 +148,27 @@ async def check(call: Call[CheckIn, None]) -> QuoteOut:
     else:
         member = await members.by_code(call.merchant, body.member_code or "")
     store = await Store.get_or_none(id=call.staff.store_id) if call.staff.store_id is not None else None
-    found = await guarded(coupons.quote(call.merchant, member.id, body.code, order_fen=body.order_fen,
-                                        store_code=store.code if store else None, now=datetime.now(UTC)))
+    found = await guarded(
+        coupons.quote(
+            call.merchant,
+            member.id,
+            body.code,
+            order_fen=body.order_fen,
+            store_code=store.code if store else None,
+            now=datetime.now(UTC),
+        )
+    )
     coupon = await coupons.by_code(call.merchant, found.code)
     template = await CouponTemplate.get(id=coupon.template_id)
-    return QuoteOut(coupon_id=found.coupon_id, code=found.code, kind=CouponKind(found.kind),
-                    description=coupon_issue.describe(template), discount_fen=found.discount_fen,
-                    gift_name=found.gift_name, pay_fen=body.order_fen - found.discount_fen)
+    return QuoteOut(
+        coupon_id=found.coupon_id,
+        code=found.code,
+        kind=CouponKind(found.kind),
+        description=coupon_issue.describe(template),
+        discount_fen=found.discount_fen,
+        gift_name=found.gift_name,
+        pay_fen=body.order_fen - found.discount_fen,
+    )
 
 
 # Admin: templates --------------------------------------------------------------------------------
@@ -158,21 +185,33 @@ class TemplateIn(In):
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime | None = Field(default=None, description="exclusive end")
     valid_days: Annotated[StrictInt, Field(ge=1, le=rules.MAX_VALID_DAYS)] | None = Field(
-        default=None, description="instead of fixed dates: valid until the end of the day N days after issue")
+        default=None, description="instead of fixed dates: valid until the end of the day N days after issue"
+    )
     total_stock: Annotated[StrictInt, Field(ge=1, le=100_000_000)] | None = None
     limit_per_member: Annotated[StrictInt, Field(ge=1, le=100_000_000)] | None = None
-    store_codes: Annotated[list[Annotated[Line, Field(min_length=1, max_length=32)]],
-                           Field(min_length=1, max_length=coupon_issue.MAX_STORES)] | None = None
+    store_codes: (
+        Annotated[
+            list[Annotated[Line, Field(min_length=1, max_length=32)]],
+            Field(min_length=1, max_length=coupon_issue.MAX_STORES),
+        ]
+        | None
+    ) = None
     active: bool = True
 
     def spec(self) -> TemplateSpec:
-        terms = rules.Terms(kind=self.kind.value, threshold_fen=self.threshold_fen,
-                            amount_off_fen=self.amount_off_fen, percent_off=self.percent_off,
-                            cap_fen=self.cap_fen, gift_name=self.gift_name)
+        terms = rules.Terms(
+            kind=self.kind.value,
+            threshold_fen=self.threshold_fen,
+            amount_off_fen=self.amount_off_fen,
+            percent_off=self.percent_off,
+            cap_fen=self.cap_fen,
+            gift_name=self.gift_name,
+        )
         validity = rules.Validity(self.valid_from, self.valid_until, self.valid_days)
         stores = tuple(self.store_codes) if self.store_codes is not None else None
-        return TemplateSpec(self.name, terms, validity, self.total_stock, self.limit_per_member, stores,
-                            self.active)
+        return TemplateSpec(
+            self.name, terms, validity, self.total_stock, self.limit_per_member, stores, self.active
+        )
 
 
 class TemplateOut(Out):
@@ -198,11 +237,23 @@ class TemplateOut(Out):
 
 def template_out(t: CouponTemplate) -> TemplateOut:
     return TemplateOut(
-        id=t.id, name=t.name, kind=t.kind, description=coupon_issue.describe(t),
-        threshold_fen=t.threshold_fen, amount_off_fen=t.amount_off_fen, percent_off=t.percent_off,
-        cap_fen=t.cap_fen, gift_name=t.gift_name, valid_from=t.valid_from, valid_until=t.valid_until,
-        valid_days=t.valid_days, total_stock=t.total_stock, issued=t.issued,
-        limit_per_member=t.limit_per_member, store_codes=t.store_codes, active=t.active,
+        id=t.id,
+        name=t.name,
+        kind=t.kind,
+        description=coupon_issue.describe(t),
+        threshold_fen=t.threshold_fen,
+        amount_off_fen=t.amount_off_fen,
+        percent_off=t.percent_off,
+        cap_fen=t.cap_fen,
+        gift_name=t.gift_name,
+        valid_from=t.valid_from,
+        valid_until=t.valid_until,
+        valid_days=t.valid_days,
+        total_stock=t.total_stock,
+        issued=t.issued,
+        limit_per_member=t.limit_per_member,
+        store_codes=t.store_codes,
+        active=t.active,
         created_at=t.created_at,
     )
 
@@ -233,23 +284,36 @@ async def create_template(call: Call[TemplateIn, None]) -> TemplateOut:
     return template_out(created)
 
 
-@routes.get("/api/admin/coupons/templates/{template_id}", path_model=TemplatePath, response=TemplateOut,
-            auth=MANAGER)
+@routes.get(
+    "/api/admin/coupons/templates/{template_id}", path_model=TemplatePath, response=TemplateOut, auth=MANAGER
+)
 async def get_template(call: Call[None, TemplatePath]) -> TemplateOut:
     """One template, with how many coupons it has issued."""
     return template_out(await guarded(coupon_issue.get_template(call.merchant, call.path.template_id)))
 
 
-@routes.put("/api/admin/coupons/templates/{template_id}", path_model=TemplatePath, body=TemplateIn,
-            response=TemplateOut, auth=ADMIN, errors=(409,))
+@routes.put(
+    "/api/admin/coupons/templates/{template_id}",
+    path_model=TemplatePath,
+    body=TemplateIn,
+    response=TemplateOut,
+    auth=ADMIN,
+    errors=(409,),
+)
 async def replace_template(call: Call[TemplateIn, TemplatePath]) -> TemplateOut:
     """Replace a template; once coupons are issued its terms are frozen (409 naming the field)."""
-    return template_out(await guarded(coupon_issue.replace_template(
-        call.merchant, call.path.template_id, call.body.spec(), actor=_actor(call))))
+    return template_out(
+        await guarded(
+            coupon_issue.replace_template(
+                call.merchant, call.path.template_id, call.body.spec(), actor=_actor(call)
+            )
+        )
+    )
 
 
-@routes.delete("/api/admin/coupons/templates/{template_id}", path_model=TemplatePath, auth=ADMIN,
-               errors=(409,))
+@routes.delete(
+    "/api/admin/coupons/templates/{template_id}", path_model=TemplatePath, auth=ADMIN, errors=(409,)
+)
 async def delete_template(call: Call[None, TemplatePath]) -> None:
     """Delete a template that never issued a coupon (otherwise set active=false)."""
     await guarded(coupon_issue.delete_template(call.merchant, call.path.template_id, actor=_actor(call)))
@@ -275,9 +339,17 @@ class IssuedOut(Out):
 async def issue(call: Call[IssueIn, None]) -> IssuedOut:
     """Give a member a coupon by hand (stock and per-member limit apply), with a reason; audit-logged."""
     body, now = call.body, datetime.now(UTC)
-    coupon, created = await guarded(coupons.issue_manually(
-        call.merchant, body.member_code, body.template_id, idempotency_key=body.idempotency_key,
-        reason=body.reason, staff=call.staff, now=now))
+    coupon, created = await guarded(
+        coupons.issue_manually(
+            call.merchant,
+            body.member_code,
+            body.template_id,
+            idempotency_key=body.idempotency_key,
+            reason=body.reason,
+            staff=call.staff,
+            now=now,
+        )
+    )
     member = await members.by_id(call.merchant, coupon.member_id)
     shown = coupon_out(await coupons.view(coupon, now), call.merchant)
     return IssuedOut(member_code=member.code, coupon=shown, replayed=not created)
@@ -291,13 +363,20 @@ class RevokeIn(In):
     reason: Reason
 
 
-@routes.post("/api/admin/coupons/{coupon_id}/revoke", path_model=CouponPath, body=RevokeIn,
-             response=CouponOut, auth=MANAGER, errors=(409,))
+@routes.post(
+    "/api/admin/coupons/{coupon_id}/revoke",
+    path_model=CouponPath,
+    body=RevokeIn,
+    response=CouponOut,
+    auth=MANAGER,
+    errors=(409,),
+)
 async def revoke(call: Call[RevokeIn, CouponPath]) -> CouponOut:
     """Void an issued coupon, with a reason (audit-logged); a used or expired one is refused."""
     now = datetime.now(UTC)
-    coupon = await guarded(coupons.revoke(call.merchant, call.path.coupon_id, reason=call.body.reason,
-                                          staff=call.staff, now=now))
+    coupon = await guarded(
+        coupons.revoke(call.merchant, call.path.coupon_id, reason=call.body.reason, staff=call.staff, now=now)
+    )
     return coupon_out(await coupons.view(coupon, now), call.merchant)
 
 
@@ -328,8 +407,20 @@ async def list_coupons(call: Call[None, None]) -> AdminCouponListOut:
     query = AdminQuery.model_validate(dict(call.request.query))
     member_id = (await members.by_code(call.merchant, query.member_code)).id if query.member_code else None
     views = await coupons.admin_coupons(
-        call.merchant, template_id=query.template_id, status=query.status, member_id=member_id,
-        cursor=query.cursor, limit=query.limit + 1, now=datetime.now(UTC))
-    items = [AdminCouponOut(**coupon_out(v, call.merchant).model_dump(), member_id=v.coupon.member_id,
-                            template_id=v.coupon.template_id) for v in views[: query.limit]]
+        call.merchant,
+        template_id=query.template_id,
+        status=query.status,
+        member_id=member_id,
+        cursor=query.cursor,
+        limit=query.limit + 1,
+        now=datetime.now(UTC),
+    )
+    items = [
+        AdminCouponOut(
+            **coupon_out(v, call.merchant).model_dump(),
+            member_id=v.coupon.member_id,
+            template_id=v.coupon.template_id,
+        )
+        for v in views[: query.limit]
+    ]
     return AdminCouponListOut(items=items, next_cursor=items[-1].id if len(views) > query.limit else None)

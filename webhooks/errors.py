@@ -76,8 +76,9 @@ def error_response(
 def _pydantic_response(exc: pydantic.ValidationError) -> web.Response:
     first = exc.errors(include_url=False)[0]
     field = ".".join(str(part) for part in first["loc"]) or None
-    return error_response(400, ErrorCode.VALIDATION, f"{field}: {first['msg']}" if field else first["msg"],
-                          field=field)
+    return error_response(
+        400, ErrorCode.VALIDATION, f"{field}: {first['msg']}" if field else first["msg"], field=field
+    )
 
 
 M = TypeVar("M", bound=pydantic.BaseModel)

@@ -31,5 +31,6 @@ async def healthz(request: web.Request) -> web.Response:
     database, redis = await asyncio.gather(_database_ok(), _redis_ok(request))
     checks = {"database": "ok" if database else "down", "redis": "ok" if redis else "down"}
     healthy = database and redis
-    return web.json_response({"status": "ok" if healthy else "down", "checks": checks},
-                             status=200 if healthy else 503)
+    return web.json_response(
+        {"status": "ok" if healthy else "down", "checks": checks}, status=200 if healthy else 503
+    )

@@ -23,8 +23,15 @@ from webhooks.auth import CASHIER, MEMBER
 from webhooks.mp import MerchantPath
 
 routes = Routes("mall")
-Key = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$",
-                           description="client-chosen idempotency key; a retry with the same key is safe")]
+Key = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="client-chosen idempotency key; a retry with the same key is safe",
+    ),
+]
 
 
 class ItemPath(MerchantPath):
@@ -98,8 +105,9 @@ class RedeemIn(In):
     item_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
     qty: Annotated[StrictInt, Field(ge=1, le=MAX_QTY)] = 1
     idempotency_key: Key
-    address: AddressIn | None = Field(default=None,
-                                      description="required for shipped items, refused otherwise")
+    address: AddressIn | None = Field(
+        default=None, description="required for shipped items, refused otherwise"
+    )
 
 
 class OrdersQuery(BaseModel):
@@ -126,11 +134,22 @@ class VerifiedOut(Out):
 def offer_out(offer: catalogue.Offer) -> OfferOut:
     item = offer.item
     return OfferOut(
-        id=item.id, kind=ItemKind(item.kind), name=item.name, description=item.description,
-        image_url=item.image_url, category=item.category, price_points=item.price_points,
-        cash_fen=item.cash_fen, stored_value_fen=item.stored_value_fen, stock=item.stock,
-        pickup_days=item.pickup_days, sale_starts_at=item.sale_starts_at, sale_ends_at=item.sale_ends_at,
-        min_tier_rank=item.min_tier_rank, on_sale=offer.on_sale, eligible=offer.eligible,
+        id=item.id,
+        kind=ItemKind(item.kind),
+        name=item.name,
+        description=item.description,
+        image_url=item.image_url,
+        category=item.category,
+        price_points=item.price_points,
+        cash_fen=item.cash_fen,
+        stored_value_fen=item.stored_value_fen,
+        stock=item.stock,
+        pickup_days=item.pickup_days,
+        sale_starts_at=item.sale_starts_at,
+        sale_ends_at=item.sale_ends_at,
+        min_tier_rank=item.min_tier_rank,
+        on_sale=offer.on_sale,
+        eligible=offer.eligible,
         remaining_limit=offer.remaining,
     )
 
@@ -139,13 +158,22 @@ def order_fields(order: MallOrder) -> dict[str, Any]:
     item: MallItem = order.item
     status = OrderStatus(order.status)
     return {
-        "id": order.id, "item_id": order.item_id, "item_name": item.name, "kind": ItemKind(item.kind),
-        "qty": order.qty, "points": order.points, "cash_fen": order.cash_fen, "status": status,
+        "id": order.id,
+        "item_id": order.item_id,
+        "item_name": item.name,
+        "kind": ItemKind(item.kind),
+        "qty": order.qty,
+        "points": order.points,
+        "cash_fen": order.cash_fen,
+        "status": status,
         "status_label": STATUS_LABELS[status],
         "pickup_code": order.open_pickup_code if status is OrderStatus.AWAITING_PICKUP else None,
-        "pickup_deadline": order.pickup_deadline, "address": order.address,
+        "pickup_deadline": order.pickup_deadline,
+        "address": order.address,
         "can_cancel": status in (OrderStatus.AWAITING_PICKUP, OrderStatus.TO_SHIP),
-        "created_at": order.created_at, "verified_at": order.verified_at, "closed_at": order.closed_at,
+        "created_at": order.created_at,
+        "verified_at": order.verified_at,
+        "closed_at": order.closed_at,
     }
 
 
@@ -160,65 +188,96 @@ async def items(call: Call[None, MerchantPath]) -> OffersOut:
     return OffersOut(items=[offer_out(offer) for offer in offers])
 
 
-@routes.get("/api/mp/{merchant_slug}/mall/items/{item_id}", path_model=ItemPath, response=OfferOut,
-            auth=MEMBER)
+@routes.get(
+    "/api/mp/{merchant_slug}/mall/items/{item_id}", path_model=ItemPath, response=OfferOut, auth=MEMBER
+)
 async def item(call: Call[None, ItemPath]) -> OfferOut:
     """One active item as the member sees it."""
     found = await catalogue.offer(call.merchant, call.member.id, call.path.item_id, now=datetime.now(UTC))
     return offer_out(found)
 
 
-@routes.post("/api/mp/{merchant_slug}/mall/redeem", path_model=MerchantPath, body=RedeemIn,
-             response=RedeemOut, auth=MEMBER, errors=(400, 404, 409))
+@routes.post(
+    "/api/mp/{merchant_slug}/mall/redeem",
+    path_model=MerchantPath,
+    body=RedeemIn,
+    response=RedeemOut,
+    auth=MEMBER,
+    errors=(400, 404, 409),
+)
 async def redeem(call: Call[RedeemIn, MerchantPath]) -> RedeemOut:
     """Redeem an item with points; refused (409, nothing changes) with the reason in `message`."""
     body = call.body
     order, replayed = await catalogue.redeem(
-        call.merchant, call.member, body.item_id, qty=body.qty, client_key=body.idempotency_key,
-        now=datetime.now(UTC), address=body.address.model_dump() if body.address else None,
+        call.merchant,
+        call.member,
+        body.item_id,
+        qty=body.qty,
+        client_key=body.idempotency_key,
+        now=datetime.now(UTC),
+        address=body.address.model_dump() if body.address else None,
     )
     order = await catalogue.member_order(call.merchant.id, call.member.id, order.id)
     return RedeemOut(**order_fields(order), replayed=replayed)
 
 
-@routes.get("/api/mp/{merchant_slug}/mall/orders", path_model=MerchantPath, response=OrdersOut, auth=MEMBER,
-            errors=(400,))
+@routes.get(
+    "/api/mp/{merchant_slug}/mall/orders",
+    path_model=MerchantPath,
+    response=OrdersOut,
+    auth=MEMBER,
+    errors=(400,),
+)
 async def orders(call: Call[None, MerchantPath]) -> OrdersOut:
     """The member's orders, newest first (?cursor=<next_cursor>&limit=1..100)."""
     query = _query(call.request)
-    page, cursor = await catalogue.orders_page(call.merchant.id, member_id=call.member.id, cursor=query.cursor,
-                                          limit=query.limit)
+    page, cursor = await catalogue.orders_page(
+        call.merchant.id, member_id=call.member.id, cursor=query.cursor, limit=query.limit
+    )
     return OrdersOut(items=[OrderOut(**order_fields(order)) for order in page], next_cursor=cursor)
 
 
-@routes.get("/api/mp/{merchant_slug}/mall/orders/{order_id}", path_model=OrderPath, response=OrderOut,
-            auth=MEMBER)
+@routes.get(
+    "/api/mp/{merchant_slug}/mall/orders/{order_id}", path_model=OrderPath, response=OrderOut, auth=MEMBER
+)
 async def order(call: Call[None, OrderPath]) -> OrderOut:
     """One of the member's orders (its pick-up code while it awaits pick-up)."""
-    return OrderOut(**order_fields(await catalogue.member_order(call.merchant.id, call.member.id,
-                                                           call.path.order_id)))
+    return OrderOut(
+        **order_fields(await catalogue.member_order(call.merchant.id, call.member.id, call.path.order_id))
+    )
 
 
-@routes.post("/api/mp/{merchant_slug}/mall/orders/{order_id}/cancel", path_model=OrderPath,
-             response=OrderOut, auth=MEMBER, errors=(409,))
+@routes.post(
+    "/api/mp/{merchant_slug}/mall/orders/{order_id}/cancel",
+    path_model=OrderPath,
+    response=OrderOut,
+    auth=MEMBER,
+    errors=(409,),
+)
 async def cancel(call: Call[None, OrderPath]) -> OrderOut:
     """Cancel before pick-up or shipping: points and stock come back once (409 if no longer possible)."""
     order = await catalogue.cancel(call.merchant, call.member, call.path.order_id, now=datetime.now(UTC))
     await flash.forget_returned(call.request.app[REDIS], order)
-    return OrderOut(**order_fields(await catalogue.member_order(call.merchant.id, call.member.id,
-                                                           call.path.order_id)))
+    return OrderOut(
+        **order_fields(await catalogue.member_order(call.merchant.id, call.member.id, call.path.order_id))
+    )
 
 
-@routes.post("/api/staff/pickups/verify", body=VerifyIn, response=VerifiedOut, auth=CASHIER,
-             errors=(404, 409))
+@routes.post(
+    "/api/staff/pickups/verify", body=VerifyIn, response=VerifiedOut, auth=CASHIER, errors=(404, 409)
+)
 async def verify_pickup(call: Call[VerifyIn, None]) -> VerifiedOut:
     """Hand over a pick-up order once; 409 names who verified it and when, or why it cannot be."""
     done = await catalogue.verify_pickup(call.merchant, call.staff, call.body.code, now=datetime.now(UTC))
     order = done.order
     cash = f"，请收取现金 {order.cash_fen / 100:.2f} 元" if order.cash_fen else ""
     return VerifiedOut(
-        order_id=order.id, item_name=done.item_name, qty=order.qty, cash_fen=order.cash_fen,
-        member_code=done.member_code, member_name=done.member_name,
+        order_id=order.id,
+        item_name=done.item_name,
+        qty=order.qty,
+        cash_fen=order.cash_fen,
+        member_code=done.member_code,
+        member_name=done.member_name,
         verified_at=order.verified_at or datetime.now(UTC),
         message=f"核销成功：{done.item_name}×{order.qty}{cash}",
     )

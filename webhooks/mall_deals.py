@@ -21,8 +21,15 @@ from webhooks.mp import MerchantPath
 
 routes = Routes("mall_deals")
 
-Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                           description="client-chosen idempotency key; a retry with the same key is safe")]
+Key = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="client-chosen idempotency key; a retry with the same key is safe",
+    ),
+]
 Points = Annotated[StrictInt, Field(ge=1, le=flash.MAX_POINTS)]
 
 
@@ -69,20 +76,37 @@ def _state(starts_at: datetime, ends_at: datetime, now: datetime) -> str:
 
 def _sale_out(sale: FlashSale, now: datetime) -> FlashSaleOut:
     return FlashSaleOut(
-        id=sale.id, item_id=sale.item_id, item_name=sale.item.name, price_points=sale.price_points,
-        stock=sale.stock, sold=sale.sold, limit_per_member=sale.limit_per_member, starts_at=sale.starts_at,
-        ends_at=sale.ends_at, state=_state(sale.starts_at, sale.ends_at, now),
+        id=sale.id,
+        item_id=sale.item_id,
+        item_name=sale.item.name,
+        price_points=sale.price_points,
+        stock=sale.stock,
+        sold=sale.sold,
+        limit_per_member=sale.limit_per_member,
+        starts_at=sale.starts_at,
+        ends_at=sale.ends_at,
+        state=_state(sale.starts_at, sale.ends_at, now),
     )
 
 
-@routes.post("/api/admin/mall/flash-sales", body=FlashSaleIn, response=FlashSaleOut, status=201,
-             auth=MANAGER, errors=(404, 409))
+@routes.post(
+    "/api/admin/mall/flash-sales",
+    body=FlashSaleIn,
+    response=FlashSaleOut,
+    status=201,
+    auth=MANAGER,
+    errors=(404, 409),
+)
 async def create_flash_sale(call: Call[FlashSaleIn, None]) -> FlashSaleOut:
     """Create a flash sale: `stock` units move from the item to the sale (refused if the item lacks them)."""
     body, now = call.body, _now()
     spec = flash.SaleSpec(
-        item_id=body.item_id, price_points=body.price_points, stock=body.stock,
-        limit_per_member=body.limit_per_member, starts_at=body.starts_at, ends_at=body.ends_at,
+        item_id=body.item_id,
+        price_points=body.price_points,
+        stock=body.stock,
+        limit_per_member=body.limit_per_member,
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
     )
     sale = await flash.create_sale(call.merchant.id, spec, now=now, actor=_actor(call))
     await sale.fetch_related("item")
@@ -96,8 +120,9 @@ async def list_flash_sales(call: Call[None, None]) -> FlashSalesOut:
     return FlashSalesOut(items=[_sale_out(s, now) for s in await flash.list_sales(call.merchant.id)])
 
 
-@routes.get("/api/mp/{merchant_slug}/mall/flash-sales", path_model=MerchantPath, response=FlashSalesOut,
-            auth=MEMBER)
+@routes.get(
+    "/api/mp/{merchant_slug}/mall/flash-sales", path_model=MerchantPath, response=FlashSalesOut, auth=MEMBER
+)
 async def member_flash_sales(call: Call[None, MerchantPath]) -> FlashSalesOut:
     """Flash sales that are live or upcoming."""
     now = _now()
@@ -129,17 +154,33 @@ class FlashBuyOut(OrderOut):
 
 def _order_fields(order: MallOrder) -> dict[str, object]:
     return {
-        "order_id": order.id, "status": order.status, "status_label": STATUS_LABELS[order.status],
-        "points": order.points, "pickup_code": order.pickup_code, "pickup_deadline": order.pickup_deadline,
+        "order_id": order.id,
+        "status": order.status,
+        "status_label": STATUS_LABELS[order.status],
+        "points": order.points,
+        "pickup_code": order.pickup_code,
+        "pickup_deadline": order.pickup_deadline,
     }
 
 
-@routes.post("/api/mp/{merchant_slug}/mall/flash-sales/{sale_id}/buy", path_model=SalePath, body=KeyIn,
-             response=FlashBuyOut, auth=MEMBER, errors=(409, 503))
+@routes.post(
+    "/api/mp/{merchant_slug}/mall/flash-sales/{sale_id}/buy",
+    path_model=SalePath,
+    body=KeyIn,
+    response=FlashBuyOut,
+    auth=MEMBER,
+    errors=(409, 503),
+)
 async def buy_flash(call: Call[KeyIn, SalePath]) -> FlashBuyOut:
     """Grab one unit of a live flash sale (409: sold out, limit reached, not open, not enough points)."""
-    bought = await flash.buy(call.request.app[REDIS], call.merchant, call.member, call.path.sale_id,
-                             key=call.body.idempotency_key, now=_now())
+    bought = await flash.buy(
+        call.request.app[REDIS],
+        call.merchant,
+        call.member,
+        call.path.sale_id,
+        key=call.body.idempotency_key,
+        now=_now(),
+    )
     return FlashBuyOut.model_validate(
         {**_order_fields(bought.order), "flash_sale_id": bought.sale.id, "replayed": bought.replayed}
     )
@@ -176,19 +217,38 @@ class GroupDealsOut(Out):
 
 def _deal_out(deal: GroupDeal, now: datetime) -> GroupDealOut:
     return GroupDealOut(
-        id=deal.id, item_id=deal.item_id, item_name=deal.item.name, price_points=deal.price_points,
-        group_size=deal.group_size, hours=deal.hours, starts_at=deal.starts_at, ends_at=deal.ends_at,
-        active=deal.active, state=_state(deal.starts_at, deal.ends_at, now),
+        id=deal.id,
+        item_id=deal.item_id,
+        item_name=deal.item.name,
+        price_points=deal.price_points,
+        group_size=deal.group_size,
+        hours=deal.hours,
+        starts_at=deal.starts_at,
+        ends_at=deal.ends_at,
+        active=deal.active,
+        state=_state(deal.starts_at, deal.ends_at, now),
     )
 
 
-@routes.post("/api/admin/mall/group-deals", body=GroupDealIn, response=GroupDealOut, status=201,
-             auth=MANAGER, errors=(404, 409))
+@routes.post(
+    "/api/admin/mall/group-deals",
+    body=GroupDealIn,
+    response=GroupDealOut,
+    status=201,
+    auth=MANAGER,
+    errors=(404, 409),
+)
 async def create_group_deal(call: Call[GroupDealIn, None]) -> GroupDealOut:
     """Create a group deal: the item at `price_points` when `group_size` members join within `hours`."""
     body, now = call.body, _now()
-    spec = groups.DealSpec(item_id=body.item_id, price_points=body.price_points, group_size=body.group_size,
-                           hours=body.hours, starts_at=body.starts_at, ends_at=body.ends_at)
+    spec = groups.DealSpec(
+        item_id=body.item_id,
+        price_points=body.price_points,
+        group_size=body.group_size,
+        hours=body.hours,
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
+    )
     deal = await groups.create_deal(call.merchant.id, spec, now=now, actor=_actor(call))
     await deal.fetch_related("item")
     return _deal_out(deal, now)
@@ -201,8 +261,9 @@ async def list_group_deals(call: Call[None, None]) -> GroupDealsOut:
     return GroupDealsOut(items=[_deal_out(d, now) for d in await groups.list_deals(call.merchant.id)])
 
 
-@routes.get("/api/mp/{merchant_slug}/mall/group-deals", path_model=MerchantPath, response=GroupDealsOut,
-            auth=MEMBER)
+@routes.get(
+    "/api/mp/{merchant_slug}/mall/group-deals", path_model=MerchantPath, response=GroupDealsOut, auth=MEMBER
+)
 async def member_group_deals(call: Call[None, MerchantPath]) -> GroupDealsOut:
     """Group deals open now."""
     now = _now()
@@ -245,10 +306,16 @@ class JoinOut(OrderOut):
 def _group_out(view: groups.GroupView) -> GroupOut:
     group, deal = view.group, view.deal
     return GroupOut(
-        id=group.id, deal_id=deal.id, item_name=deal.item.name, price_points=deal.price_points,
-        status=group.status, group_size=deal.group_size, joined=group.joined,
+        id=group.id,
+        deal_id=deal.id,
+        item_name=deal.item.name,
+        price_points=deal.price_points,
+        status=group.status,
+        group_size=deal.group_size,
+        joined=group.joined,
         members=[GroupMemberOut(name=m.name, leader=m.leader, joined_at=m.joined_at) for m in view.members],
-        expires_at=group.expires_at, seconds_left=view.seconds_left,
+        expires_at=group.expires_at,
+        seconds_left=view.seconds_left,
     )
 
 
@@ -260,28 +327,43 @@ async def _joined_out(call: Call[KeyIn, Any], joined: groups.Joined, now: dateti
     )
 
 
-@routes.post("/api/mp/{merchant_slug}/mall/group-deals/{deal_id}/groups", path_model=DealPath, body=KeyIn,
-             response=JoinOut, auth=MEMBER, errors=(409,))
+@routes.post(
+    "/api/mp/{merchant_slug}/mall/group-deals/{deal_id}/groups",
+    path_model=DealPath,
+    body=KeyIn,
+    response=JoinOut,
+    auth=MEMBER,
+    errors=(409,),
+)
 async def start_group(call: Call[KeyIn, DealPath]) -> JoinOut:
     """Start a group as its leader; the points are taken now and returned if the group does not fill."""
     now = _now()
-    joined = await groups.start_group(call.merchant, call.member, call.path.deal_id,
-                                      key=call.body.idempotency_key, now=now)
+    joined = await groups.start_group(
+        call.merchant, call.member, call.path.deal_id, key=call.body.idempotency_key, now=now
+    )
     return await _joined_out(call, joined, now)
 
 
-@routes.post("/api/mp/{merchant_slug}/mall/groups/{group_id}/join", path_model=GroupPath, body=KeyIn,
-             response=JoinOut, auth=MEMBER, errors=(409,))
+@routes.post(
+    "/api/mp/{merchant_slug}/mall/groups/{group_id}/join",
+    path_model=GroupPath,
+    body=KeyIn,
+    response=JoinOut,
+    auth=MEMBER,
+    errors=(409,),
+)
 async def join_group(call: Call[KeyIn, GroupPath]) -> JoinOut:
     """Join an open group; the member who fills it gives everyone their pick-up code."""
     now = _now()
-    joined = await groups.join_group(call.merchant, call.member, call.path.group_id,
-                                     key=call.body.idempotency_key, now=now)
+    joined = await groups.join_group(
+        call.merchant, call.member, call.path.group_id, key=call.body.idempotency_key, now=now
+    )
     return await _joined_out(call, joined, now)
 
 
-@routes.get("/api/mp/{merchant_slug}/mall/groups/{group_id}", path_model=GroupPath, response=GroupOut,
-            auth=MEMBER)
+@routes.get(
+    "/api/mp/{merchant_slug}/mall/groups/{group_id}", path_model=GroupPath, response=GroupOut, auth=MEMBER
+)
 async def get_group(call: Call[None, GroupPath]) -> GroupOut:
     """A group's status, who joined (names masked) and the time left to fill."""
     return _group_out(await groups.view_group(call.merchant.id, call.path.group_id, now=_now()))

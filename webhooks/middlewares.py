@@ -26,8 +26,12 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
             log.info(
                 "request",
-                extra={"method": request.method, "path": request.path, "status": response.status,
-                       "ms": round((time.perf_counter() - started) * 1000, 1)},
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status,
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                },
             )
         return response
     finally:

@@ -61,26 +61,37 @@ class ProfilePatch(In):
 
 def member_out(member: Member) -> MemberOut:
     return MemberOut(
-        code=member.code, name=member.name, phone=mask_phone(member.phone) or None,
-        birthday=member.birthday, gender=Gender(member.gender) if member.gender else None,
-        registered_at=member.registered_at, profile_complete=mp_login.profile_complete(member),
+        code=member.code,
+        name=member.name,
+        phone=mask_phone(member.phone) or None,
+        birthday=member.birthday,
+        gender=Gender(member.gender) if member.gender else None,
+        registered_at=member.registered_at,
+        profile_complete=mp_login.profile_complete(member),
     )
 
 
-@routes.post("/api/mp/{merchant_slug}/login", path_model=MerchantPath, body=MpLoginIn, response=MpLoginOut,
-             errors=(401, 404, 429, 502))
+@routes.post(
+    "/api/mp/{merchant_slug}/login",
+    path_model=MerchantPath,
+    body=MpLoginIn,
+    response=MpLoginOut,
+    errors=(401, 404, 429, 502),
+)
 async def login(call: Call[MpLoginIn, MerchantPath]) -> MpLoginOut:
     """Exchange a wx.login code for a member session (creating or linking the member)."""
-    await rate_limit(call.request, "mp-login", call.path.merchant_slug,
-                     limit=LOGIN_ATTEMPTS, window=LOGIN_WINDOW_SECONDS)
+    await rate_limit(
+        call.request, "mp-login", call.path.merchant_slug, limit=LOGIN_ATTEMPTS, window=LOGIN_WINDOW_SECONDS
+    )
     merchant = await get_merchant(call.path.merchant_slug)
     try:
         mp = await call.request.app[WECHAT].code2session(mp_credentials(merchant), call.body.code)
     except (InvalidCode, CodeUsed):
         raise ApiError(401, "invalid_login_code", "登录凭证无效或已使用，请重新登录", field="code") from None
     except FrequencyLimited:
-        raise ApiError(429, ErrorCode.RATE_LIMITED, "登录过于频繁，请稍后再试",
-                       headers={"Retry-After": "60"}) from None
+        raise ApiError(
+            429, ErrorCode.RATE_LIMITED, "登录过于频繁，请稍后再试", headers={"Retry-After": "60"}
+        ) from None
     member = await mp_login.link_member(merchant, mp.openid, mp.unionid)
     issued = await session_store(call.request).issue(
         SessionKind.MEMBER, merchant.id, member.id, data={"openid": mp.openid, "session_key": mp.session_key}
@@ -100,12 +111,14 @@ async def me(call: Call[None, MerchantPath]) -> MemberOut:
     return member_out(call.member)
 
 
-@routes.patch("/api/mp/{merchant_slug}/me", path_model=MerchantPath, body=ProfilePatch, response=MemberOut,
-              auth=MEMBER)
+@routes.patch(
+    "/api/mp/{merchant_slug}/me", path_model=MerchantPath, body=ProfilePatch, response=MemberOut, auth=MEMBER
+)
 async def update_me(call: Call[ProfilePatch, MerchantPath]) -> MemberOut:
     """Complete or update name, phone, birthday and gender (validated like the chat dialog)."""
-    edit = mp_login.ProfileEdit(name=call.body.name, phone=call.body.phone, birthday=call.body.birthday,
-                                gender=call.body.gender)
+    edit = mp_login.ProfileEdit(
+        name=call.body.name, phone=call.body.phone, birthday=call.body.birthday, gender=call.body.gender
+    )
     today = datetime.now(ZoneInfo(call.merchant.timezone)).date()
     member = await mp_login.update_profile(call.member, edit, today=today, now=datetime.now(UTC))
     return member_out(member)

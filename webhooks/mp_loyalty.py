@@ -164,7 +164,9 @@ async def points_summary(call: Call[None, MerchantPath]) -> PointsOut:
     found = await points_view.summary(call.merchant.id, call.member.id, now=datetime.now(UTC))
     first = found.expiring_first_at
     return PointsOut(
-        balance=found.balance, pending=found.pending, lifetime_earned=found.lifetime_earned,
+        balance=found.balance,
+        pending=found.pending,
+        lifetime_earned=found.lifetime_earned,
         expiring_soon=ExpiringOut(
             points=found.expiring,
             first_date=first.astimezone(ZoneInfo(call.merchant.timezone)).date() if first else None,
@@ -172,15 +174,27 @@ async def points_summary(call: Call[None, MerchantPath]) -> PointsOut:
     )
 
 
-@routes.get("/api/mp/{merchant_slug}/points/ledger", path_model=MerchantPath, response=LedgerOut,
-            auth=MEMBER, errors=(400,))
+@routes.get(
+    "/api/mp/{merchant_slug}/points/ledger",
+    path_model=MerchantPath,
+    response=LedgerOut,
+    auth=MEMBER,
+    errors=(400,),
+)
 async def points_ledger(call: Call[None, MerchantPath]) -> LedgerOut:
     """The member's points history, newest first (?cursor=<next_cursor>&limit=1..100)."""
     query = _query(call.request, LedgerQuery)
     page = await points_view.ledger(call.merchant.id, call.member.id, cursor=query.cursor, limit=query.limit)
     items = [
-        LedgerItemOut(id=r.id, delta=r.delta, kind=r.kind, kind_label=r.label, reason=r.reason,
-                      balance_after=r.balance_after, created_at=r.created_at)
+        LedgerItemOut(
+            id=r.id,
+            delta=r.delta,
+            kind=r.kind,
+            kind_label=r.label,
+            reason=r.reason,
+            balance_after=r.balance_after,
+            created_at=r.created_at,
+        )
         for r in page.rows
     ]
     return LedgerOut(items=items, next_cursor=page.next_cursor)
@@ -195,22 +209,44 @@ async def check_in(call: Call[None, MerchantPath]) -> CheckinOut:
     else:
         message = f"签到成功，获得 {result.points} 积分，已连续签到 {result.streak} 天"
     return CheckinOut(
-        day=result.day, already_checked_in=result.already, streak=result.streak, points=result.points,
-        bonus=result.bonus, balance=result.balance, next_reward=_reward(result.next_reward), message=message,
+        day=result.day,
+        already_checked_in=result.already,
+        streak=result.streak,
+        points=result.points,
+        bonus=result.bonus,
+        balance=result.balance,
+        next_reward=_reward(result.next_reward),
+        message=message,
     )
 
 
-@routes.post("/api/mp/{merchant_slug}/checkin/makeup", path_model=MerchantPath, body=MakeupIn,
-             response=MakeupOut, auth=MEMBER, errors=(400, 409))
+@routes.post(
+    "/api/mp/{merchant_slug}/checkin/makeup",
+    path_model=MerchantPath,
+    body=MakeupIn,
+    response=MakeupOut,
+    auth=MEMBER,
+    errors=(400, 409),
+)
 async def make_up(call: Call[MakeupIn, MerchantPath]) -> MakeupOut:
     """补签 a missed day for points; refused with the reason (409 insufficient_points, …)."""
     result = await checkin.make_up(call.merchant, call.member.id, call.body.day, now=datetime.now(UTC))
-    return MakeupOut(day=result.day, streak=result.streak, current_streak=result.current_streak,
-                     cost=result.cost, balance=result.balance)
+    return MakeupOut(
+        day=result.day,
+        streak=result.streak,
+        current_streak=result.current_streak,
+        cost=result.cost,
+        balance=result.balance,
+    )
 
 
-@routes.get("/api/mp/{merchant_slug}/checkin/calendar", path_model=MerchantPath, response=CalendarOut,
-            auth=MEMBER, errors=(400,))
+@routes.get(
+    "/api/mp/{merchant_slug}/checkin/calendar",
+    path_model=MerchantPath,
+    response=CalendarOut,
+    auth=MEMBER,
+    errors=(400,),
+)
 async def calendar(call: Call[None, MerchantPath]) -> CalendarOut:
     """The check-in calendar of a month (?month=YYYY-MM, default this month)."""
     now = datetime.now(UTC)
@@ -223,21 +259,37 @@ async def calendar(call: Call[None, MerchantPath]) -> CalendarOut:
     view = await checkin.calendar(call.merchant, call.member.id, year, number, now=now)
     return CalendarOut(
         month=f"{year:04d}-{number:02d}",
-        days=[CalendarDayOut(day=d.day, checked=d.checked, makeup=d.makeup, today=d.today, future=d.future,
-                             can_make_up=d.can_make_up) for d in view.days],
-        streak=view.streak, checked_today=view.checked_today, next_reward=_reward(view.next_reward),
-        makeup_cost=view.makeup_cost, makeups_left=view.makeups_left,
+        days=[
+            CalendarDayOut(
+                day=d.day,
+                checked=d.checked,
+                makeup=d.makeup,
+                today=d.today,
+                future=d.future,
+                can_make_up=d.can_make_up,
+            )
+            for d in view.days
+        ],
+        streak=view.streak,
+        checked_today=view.checked_today,
+        next_reward=_reward(view.next_reward),
+        makeup_cost=view.makeup_cost,
+        makeups_left=view.makeups_left,
     )
 
 
 @routes.get("/api/mp/{merchant_slug}/card", path_model=MerchantPath, response=CardOut, auth=MEMBER)
 async def member_card(call: Call[None, MerchantPath]) -> CardOut:
     """The member card: a QR that rotates every 60 s (PNG and SVG) and the static member code."""
-    issued = member_qr.issue_token(call.merchant, call.member.id, secret=call.request.app[RUNTIME].secret,
-                              now=datetime.now(UTC))
+    issued = member_qr.issue_token(
+        call.merchant, call.member.id, secret=call.request.app[RUNTIME].secret, now=datetime.now(UTC)
+    )
     return CardOut(
-        token=issued.token, expires_in=issued.expires_in, refresh_in=issued.refresh_in,
-        member_code=call.member.code, png=member_qr.png_data_url(member_qr.qr_png(issued.token)),
+        token=issued.token,
+        expires_in=issued.expires_in,
+        refresh_in=issued.refresh_in,
+        member_code=call.member.code,
+        png=member_qr.png_data_url(member_qr.qr_png(issued.token)),
         svg=member_qr.qr_svg(issued.token),
     )
 
@@ -248,7 +300,10 @@ async def tier(call: Call[None, MerchantPath]) -> TierOut:
     view = await tiers.current(call.merchant, call.member.id, now=datetime.now(UTC))
     benefits = view.tier.benefits
     return TierOut(
-        code=view.tier.code, name=view.tier.name, rank=view.tier.rank, since=view.since,
+        code=view.tier.code,
+        name=view.tier.name,
+        rank=view.tier.rank,
+        since=view.since,
         benefits=BenefitsOut(
             discount_percent=benefits.discount_percent,
             points_multiplier=member_qr.multiplier_text(benefits.points_multiplier),
@@ -258,8 +313,10 @@ async def tier(call: Call[None, MerchantPath]) -> TierOut:
         ),
         next_tier=view.progress.next_tier.name if view.progress else None,
         progress=view.progress.message if view.progress else None,
-        purchasable=[TierRefOut(code=t.code, name=t.name, upgrade_cost_points=t.upgrade_cost_points)
-                     for t in view.purchasable],
+        purchasable=[
+            TierRefOut(code=t.code, name=t.name, upgrade_cost_points=t.upgrade_cost_points)
+            for t in view.purchasable
+        ],
     )
 
 

@@ -97,13 +97,18 @@ def build_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, refs)
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": "memberbot API", "version": _api_version(),
-                 "description": 'Every error uses the envelope {"error": {"code", "message", "field"?}}.'},
+        "info": {
+            "title": "memberbot API",
+            "version": _api_version(),
+            "description": 'Every error uses the envelope {"error": {"code", "message", "field"?}}.',
+        },
         "paths": paths,
         "components": {
             "schemas": components,
-            "responses": {f"Error{status}": _error_response(status, refs[(ErrorEnvelope, "serialization")])
-                          for status in sorted(used_errors)},
+            "responses": {
+                f"Error{status}": _error_response(status, refs[(ErrorEnvelope, "serialization")])
+                for status in sorted(used_errors)
+            },
             "securitySchemes": security_schemes,
         },
     }
@@ -121,8 +126,11 @@ def _schemas(
                 wanted.append((model, "serialization"))
     unique = list(dict.fromkeys(wanted))
     refs, definitions = models_json_schema(unique, ref_template=REF)
-    return {(model, mode): schema for (model, mode), schema in refs.items() if isinstance(model, type)
-            and issubclass(model, BaseModel)}, dict(definitions.get("$defs", {}))
+    return {
+        (model, mode): schema
+        for (model, mode), schema in refs.items()
+        if isinstance(model, type) and issubclass(model, BaseModel)
+    }, dict(definitions.get("$defs", {}))
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -132,13 +140,20 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _operation(
     endpoint: Endpoint, refs: dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]
 ) -> dict[str, Any]:
-    operation: dict[str, Any] = {"operationId": endpoint.operation_id, "summary": endpoint.summary,
-                                 "tags": [endpoint.tag]}
+    operation: dict[str, Any] = {
+        "operationId": endpoint.operation_id,
+        "summary": endpoint.summary,
+        "tags": [endpoint.tag],
+    }
     if endpoint.path_model is not None:
         properties = endpoint.path_model.model_json_schema()["properties"]
         operation["parameters"] = [
-            {"name": name, "in": "path", "required": True,
-             "schema": {k: v for k, v in properties[name].items() if k != "title"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {k: v for k, v in properties[name].items() if k != "title"},
+            }
             for name in endpoint.path_params()
         ]
     if endpoint.body is not None:
@@ -151,11 +166,14 @@ def _operation(
         responses[str(endpoint.status)] = {"description": "Done (no content)"}
     else:
         responses[str(endpoint.status)] = {
-            "description": "OK", "content": _json(refs[(endpoint.response, "serialization")])
+            "description": "OK",
+            "content": _json(refs[(endpoint.response, "serialization")]),
         }
     for status, model in endpoint.alternatives.items():
-        responses[str(status)] = {"description": ERRORS.get(status, "Alternative outcome"),
-                                  "content": _json(refs[(model, "serialization")])}
+        responses[str(status)] = {
+            "description": ERRORS.get(status, "Alternative outcome"),
+            "content": _json(refs[(model, "serialization")]),
+        }
     for status in endpoint.error_statuses():
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     operation["responses"] = responses

@@ -29,8 +29,12 @@ def _headers(nonce: str = "") -> dict[str, str]:
     policy = "default-src 'none'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     if nonce:
         policy += f"; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'"
-    return {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "Content-Security-Policy": policy,
-            "X-Content-Type-Options": "nosniff"}
+    return {
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+    }
 
 
 def _problem(request: web.Request, status: int, title: str, detail: str) -> web.Response:
@@ -73,11 +77,18 @@ async def card_page(request: web.Request) -> web.Response:
     view = await tiers.current(merchant, member.id, now=now)
     nonce = secrets.token_urlsafe(16)
     html = request.app[RENDERER].page(
-        TEMPLATE, error=False, nonce=nonce, merchant_name=merchant.name, member_code=member.code,
-        member_name=member.name or "", tier_name=view.tier.name,
+        TEMPLATE,
+        error=False,
+        nonce=nonce,
+        merchant_name=merchant.name,
+        member_code=member.code,
+        member_name=member.name or "",
+        tier_name=view.tier.name,
         benefits=member_qr.benefit_lines(view.tier.benefits),
-        progress=view.progress.message if view.progress else "", balance=summary.balance,
-        pending=summary.pending, qr_url=f"/card/{merchant.slug}/qr.svg?t={token}",
+        progress=view.progress.message if view.progress else "",
+        balance=summary.balance,
+        pending=summary.pending,
+        qr_url=f"/card/{merchant.slug}/qr.svg?t={token}",
         refresh_ms=QR_REFRESH_SECONDS * 1000,
     )
     return web.Response(text=html, content_type="text/html", headers=_headers(nonce))

@@ -26,9 +26,20 @@ from webhooks.wechat import callback
 
 def setup_routes(app: web.Application) -> None:
     api.mount(
-        app, openapi.routes, mp.routes, mp_loyalty.routes, staff.routes, till.routes, admin.routes,
-        admin_loyalty.routes, coupons.routes, mall.routes, admin_mall.routes, service_cards.routes,
-        wallet.routes, mall_deals.routes,
+        app,
+        openapi.routes,
+        mp.routes,
+        mp_loyalty.routes,
+        staff.routes,
+        till.routes,
+        admin.routes,
+        admin_loyalty.routes,
+        coupons.routes,
+        mall.routes,
+        admin_mall.routes,
+        service_cards.routes,
+        wallet.routes,
+        mall_deals.routes,
     )
     callback.setup(app)
     pages.setup(app)

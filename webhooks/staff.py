@@ -57,7 +57,9 @@ class StaffLoginOut(Out):
 async def staff_out(staff: Staff, merchant: Merchant) -> StaffOut:
     store = await staff_auth.staff_store(staff)
     return StaffOut(
-        id=staff.id, username=staff.username, role=StaffRole(staff.role),
+        id=staff.id,
+        username=staff.username,
+        role=StaffRole(staff.role),
         store=StoreOut(id=store.id, code=store.code, name=store.name) if store is not None else None,
         merchant=StaffMerchantOut(slug=merchant.slug, name=merchant.name),
     )
@@ -68,16 +70,25 @@ async def _locked(slug: str, exc: staff_auth.AccountLocked, now: datetime) -> Ap
     zone = ZoneInfo(merchant.timezone if merchant is not None else "Asia/Shanghai")
     local = exc.until.astimezone(zone).strftime("%H:%M")
     retry = max(1, math.ceil((exc.until - now).total_seconds()))
-    return ApiError(423, ErrorCode.LOCKED, f"连续多次密码错误，账号已锁定，请于 {local} 后再试",
-                    headers={"Retry-After": str(retry)})
+    return ApiError(
+        423,
+        ErrorCode.LOCKED,
+        f"连续多次密码错误，账号已锁定，请于 {local} 后再试",
+        headers={"Retry-After": str(retry)},
+    )
 
 
 @routes.post("/api/staff/login", body=StaffLoginIn, response=StaffLoginOut, errors=(401, 423, 429))
 async def login(call: Call[StaffLoginIn, None]) -> StaffLoginOut:
     """Log a staff member in; wrong passwords lock the account (423) after five attempts."""
     body = call.body
-    await rate_limit(call.request, "staff-login", f"{body.merchant}|{body.username.lower()}",
-                     limit=LOGIN_ATTEMPTS, window=LOGIN_WINDOW_SECONDS)
+    await rate_limit(
+        call.request,
+        "staff-login",
+        f"{body.merchant}|{body.username.lower()}",
+        limit=LOGIN_ATTEMPTS,
+        window=LOGIN_WINDOW_SECONDS,
+    )
     now = datetime.now(UTC)
     try:
         staff = await staff_auth.authenticate(body.merchant, body.username, body.password, now=now)

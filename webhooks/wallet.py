@@ -22,8 +22,15 @@ from webhooks.mp import MerchantPath
 
 routes = Routes("wallet")
 Q = TypeVar("Q", bound=BaseModel)
-Key = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
-                           description="client-chosen idempotency key; a retry with the same key is safe")]
+Key = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="client-chosen idempotency key; a retry with the same key is safe",
+    ),
+]
 Code = Annotated[str, Field(pattern=r"^[0-9A-Za-z-]{4,20}$", description="the member code")]
 Reason = Annotated[Line, Field(min_length=1, max_length=200)]
 Method = Literal["cash", "wechat", "alipay", "card", "other"]
@@ -68,7 +75,8 @@ class WalletAdjustIn(In):
 class WalletWithdrawIn(In):
     member_code: Code
     amount_fen: Annotated[StrictInt, Field(ge=1, le=wallet.MAX_PAY_FEN)] | None = Field(
-        default=None, description="principal to pay back in cash; omitted: all of it (bonus never)")
+        default=None, description="principal to pay back in cash; omitted: all of it (bonus never)"
+    )
     reason: Reason
     idempotency_key: Key
 
@@ -113,10 +121,16 @@ async def resolve_member(merchant: Merchant, member_id: int | None, member_code:
 
 def _out(posted: wallet.Posting, member: Member) -> WalletPostingOut:
     return WalletPostingOut(
-        transaction_id=posted.transaction_id, member_id=member.id, member_code=member.code, kind=posted.kind,
-        principal_delta=posted.principal_delta, bonus_delta=posted.bonus_delta,
-        principal_after=posted.principal_after, bonus_after=posted.bonus_after,
-        total_after=posted.principal_after + posted.bonus_after, tier_changed_to=posted.tier_changed_to,
+        transaction_id=posted.transaction_id,
+        member_id=member.id,
+        member_code=member.code,
+        kind=posted.kind,
+        principal_delta=posted.principal_delta,
+        bonus_delta=posted.bonus_delta,
+        principal_after=posted.principal_after,
+        bonus_after=posted.bonus_after,
+        total_after=posted.principal_after + posted.bonus_after,
+        tier_changed_to=posted.tier_changed_to,
         replayed=posted.replayed,
     )
 
@@ -130,67 +144,110 @@ def _actor(call: Call[Any, Any]) -> str:
     return f"staff:{call.staff.id}"
 
 
-@routes.post("/api/staff/wallet/top-ups", body=TopUpIn, response=WalletPostingOut, auth=CASHIER,
-             errors=(400, 404, 409))
+@routes.post(
+    "/api/staff/wallet/top-ups", body=TopUpIn, response=WalletPostingOut, auth=CASHIER, errors=(400, 404, 409)
+)
 async def top_up(call: Call[TopUpIn, None]) -> WalletPostingOut:
     """Top up a member's stored value: principal = the cash paid, plus the programme's bonus."""
     body = call.body
     member = await resolve_member(call.merchant, body.member_id, body.member_code)
     posted = await wallet.top_up(
-        call.merchant, member.id, body.amount_fen, key=f"topup:{body.idempotency_key}",
-        payment_method=body.payment_method, now=datetime.now(UTC), actor=_actor(call),
+        call.merchant,
+        member.id,
+        body.amount_fen,
+        key=f"topup:{body.idempotency_key}",
+        payment_method=body.payment_method,
+        now=datetime.now(UTC),
+        actor=_actor(call),
     )
     return _out(posted, member)
 
 
-@routes.post("/api/admin/wallet/adjust", body=WalletAdjustIn, response=WalletPostingOut, auth=ADMIN,
-             errors=(404, 409))
+@routes.post(
+    "/api/admin/wallet/adjust", body=WalletAdjustIn, response=WalletPostingOut, auth=ADMIN, errors=(404, 409)
+)
 async def adjust(call: Call[WalletAdjustIn, None]) -> WalletPostingOut:
     """Correct a member's principal and/or bonus by hand, with a reason (never below zero; audited)."""
     body = call.body
     member = await members.by_code(call.merchant, body.member_code)
-    posted = await wallet.adjust(call.merchant, member.id, body.principal_delta, body.bonus_delta,
-                                 reason=body.reason, key=f"adjust:{body.idempotency_key}", actor=_actor(call),
-                                 now=datetime.now(UTC))
+    posted = await wallet.adjust(
+        call.merchant,
+        member.id,
+        body.principal_delta,
+        body.bonus_delta,
+        reason=body.reason,
+        key=f"adjust:{body.idempotency_key}",
+        actor=_actor(call),
+        now=datetime.now(UTC),
+    )
     return _out(posted, member)
 
 
-@routes.post("/api/admin/wallet/withdraw", body=WalletWithdrawIn, response=WalletPostingOut, auth=MANAGER,
-             errors=(404, 409))
+@routes.post(
+    "/api/admin/wallet/withdraw",
+    body=WalletWithdrawIn,
+    response=WalletPostingOut,
+    auth=MANAGER,
+    errors=(404, 409),
+)
 async def withdraw(call: Call[WalletWithdrawIn, None]) -> WalletPostingOut:
     """Pay a member's principal back in cash (bonus is never paid out); audited."""
     body = call.body
     member = await members.by_code(call.merchant, body.member_code)
-    posted = await wallet.withdraw(call.merchant, member.id, body.amount_fen, reason=body.reason,
-                                   key=f"withdraw:{body.idempotency_key}", actor=_actor(call),
-                                   now=datetime.now(UTC))
+    posted = await wallet.withdraw(
+        call.merchant,
+        member.id,
+        body.amount_fen,
+        reason=body.reason,
+        key=f"withdraw:{body.idempotency_key}",
+        actor=_actor(call),
+        now=datetime.now(UTC),
+    )
     return _out(posted, member)
 
 
 def _row(txn: WalletTransaction) -> WalletTransactionOut:
     kind = WalletKind(txn.kind)
-    return WalletTransactionOut(id=txn.id, kind=kind, kind_label=wallet.KIND_LABELS[kind],
-                          principal_delta=txn.principal_delta, bonus_delta=txn.bonus_delta,
-                          principal_after=txn.principal_after, bonus_after=txn.bonus_after, reason=txn.reason,
-                          created_at=txn.created_at)
+    return WalletTransactionOut(
+        id=txn.id,
+        kind=kind,
+        kind_label=wallet.KIND_LABELS[kind],
+        principal_delta=txn.principal_delta,
+        bonus_delta=txn.bonus_delta,
+        principal_after=txn.principal_after,
+        bonus_after=txn.bonus_after,
+        reason=txn.reason,
+        created_at=txn.created_at,
+    )
 
 
 async def _wallet(merchant_id: int, member_id: int, limit: int) -> WalletOut:
     found = await wallet.balance(merchant_id, member_id)
     rows = await wallet.recent(merchant_id, member_id, limit)
-    return WalletOut(principal_fen=found.principal_fen, bonus_fen=found.bonus_fen, total_fen=found.total_fen,
-                     lifetime_top_up_fen=found.lifetime_top_up_fen, transactions=[_row(t) for t in rows])
+    return WalletOut(
+        principal_fen=found.principal_fen,
+        bonus_fen=found.bonus_fen,
+        total_fen=found.total_fen,
+        lifetime_top_up_fen=found.lifetime_top_up_fen,
+        transactions=[_row(t) for t in rows],
+    )
 
 
-@routes.get("/api/mp/{merchant_slug}/wallet", path_model=MerchantPath, response=WalletOut, auth=MEMBER,
-            errors=(400,))
+@routes.get(
+    "/api/mp/{merchant_slug}/wallet", path_model=MerchantPath, response=WalletOut, auth=MEMBER, errors=(400,)
+)
 async def my_wallet(call: Call[None, MerchantPath]) -> WalletOut:
     """The member's stored value (principal, bonus, total) and latest transactions (`?limit=`, ≤ 100)."""
     return await _wallet(call.merchant.id, call.member.id, query(call.request, WalletQuery).limit)
 
 
-@routes.get("/api/admin/members/{member_code}/wallet", path_model=WalletMemberPath, response=WalletOut,
-            auth=MANAGER, errors=(400,))
+@routes.get(
+    "/api/admin/members/{member_code}/wallet",
+    path_model=WalletMemberPath,
+    response=WalletOut,
+    auth=MANAGER,
+    errors=(400,),
+)
 async def member_wallet(call: Call[None, WalletMemberPath]) -> WalletOut:
     """A member's stored value and latest transactions (`?limit=`, ≤ 100)."""
     member = await members.by_code(call.merchant, call.path.member_code)

@@ -28,5 +28,9 @@ async def my_coupons(turn: Turn) -> ChatReply:
 
 
 def add_coupon_intents(router: Router) -> None:
-    router.add_intent("coupons", my_coupons, keywords=("优惠券", "coupons", "coupon", "我的优惠券", "券"),
-                      menu_keys=("MENU_COUPONS",))
+    router.add_intent(
+        "coupons",
+        my_coupons,
+        keywords=("优惠券", "coupons", "coupon", "我的优惠券", "券"),
+        menu_keys=("MENU_COUPONS",),
+    )

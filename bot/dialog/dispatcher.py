@@ -27,15 +27,26 @@ from models.merchant import Merchant
 
 class Dispatcher:
     def __init__(
-        self, *, redis: Redis, renderer: Renderer, secret: bytes, base_url: str,
-        wechat: WeChatClient | None = None, background: Background | None = None,
-        router: Router | None = None, dialog_ttl: float = DEFAULT_TTL_SECONDS,
+        self,
+        *,
+        redis: Redis,
+        renderer: Renderer,
+        secret: bytes,
+        base_url: str,
+        wechat: WeChatClient | None = None,
+        background: Background | None = None,
+        router: Router | None = None,
+        dialog_ttl: float = DEFAULT_TTL_SECONDS,
     ) -> None:
         self.router = router or build_router()
         self.dialogs = DialogStore(redis, ttl_seconds=dialog_ttl)
         self.services = Services(
-            renderer=renderer, dialogs=self.dialogs, secret=secret, base_url=base_url,
-            wechat=wechat, background=background,
+            renderer=renderer,
+            dialogs=self.dialogs,
+            secret=secret,
+            base_url=base_url,
+            wechat=wechat,
+            background=background,
         )
 
     async def dispatch(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None:

@@ -53,7 +53,10 @@ async def subscribed(turn: Turn) -> ChatReply:
     )
     member = subscription.member
     return await turn.reply(
-        "welcome", code=member.code, created=subscription.created, restored=subscription.restored,
+        "welcome",
+        code=member.code,
+        created=subscription.created,
+        restored=subscription.restored,
         profile_completed=member.profile_completed_at is not None,
     )
 
@@ -72,13 +75,20 @@ async def unsubscribed(turn: Turn) -> None:
 def build_router() -> Router:
     """The router with every built-in intent; features add theirs with one `add_intent` call."""
     router = Router(fallback=help_, unsupported=unsupported)
-    router.add_intent("help", help_, keywords=("帮助", "help", "?", "菜单", "menu"), menu_keys=("MENU_HELP",),
-                      uses_dialog=True)
+    router.add_intent(
+        "help",
+        help_,
+        keywords=("帮助", "help", "?", "菜单", "menu"),
+        menu_keys=("MENU_HELP",),
+        uses_dialog=True,
+    )
     router.add_intent("me", me, keywords=("我的", "me", "个人信息"), menu_keys=("MENU_ME",))
-    router.add_intent("register", register, keywords=("注册", "register"), menu_keys=("MENU_REGISTER",),
-                      uses_dialog=True)
-    router.add_intent("cancel", cancel, keywords=("取消", "cancel"), menu_keys=("MENU_CANCEL",),
-                      uses_dialog=True)
+    router.add_intent(
+        "register", register, keywords=("注册", "register"), menu_keys=("MENU_REGISTER",), uses_dialog=True
+    )
+    router.add_intent(
+        "cancel", cancel, keywords=("取消", "cancel"), menu_keys=("MENU_CANCEL",), uses_dialog=True
+    )
     router.add_event("subscribe", subscribed)
     router.add_event("scan", scanned)
     router.add_event("unsubscribe", unsubscribed)

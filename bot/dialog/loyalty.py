@@ -32,7 +32,11 @@ async def check_in(turn: Turn) -> ChatReply:
         result = await checkin.check_in(turn.merchant, member.id, now=turn.now())
     template = "checkin_already" if result.already else "checkin_done"
     return await turn.reply(
-        template, points=result.points, bonus=result.bonus, streak=result.streak, balance=result.balance,
+        template,
+        points=result.points,
+        bonus=result.bonus,
+        streak=result.streak,
+        balance=result.balance,
         **_reward(result.next_reward),
     )
 
@@ -53,7 +57,10 @@ async def points_summary(turn: Turn) -> ChatReply:
     zone = ZoneInfo(turn.merchant.timezone)
     first = found.expiring_first_at
     return await turn.reply(
-        "points_summary", balance=found.balance, pending=found.pending, expiring=found.expiring,
+        "points_summary",
+        balance=found.balance,
+        pending=found.pending,
+        expiring=found.expiring,
         expiring_date=first.astimezone(zone).date().isoformat() if first else "",
         recent=[_row(row, zone) for row in recent.rows],
     )
@@ -75,7 +82,9 @@ async def tier_info(turn: Turn) -> ChatReply:
     member = await turn.ensure_member()
     view = await tiers.current(turn.merchant, member.id, now=turn.now())
     return await turn.reply(
-        "tier_info", tier_name=view.tier.name, benefits=member_qr.benefit_lines(view.tier.benefits),
+        "tier_info",
+        tier_name=view.tier.name,
+        benefits=member_qr.benefit_lines(view.tier.benefits),
         progress=view.progress.message if view.progress else "",
         purchasable=[{"name": t.name, "cost": t.upgrade_cost_points} for t in view.purchasable],
     )
@@ -83,7 +92,8 @@ async def tier_info(turn: Turn) -> ChatReply:
 
 def add_loyalty_intents(router: Router) -> None:
     router.add_intent("checkin", check_in, keywords=("签到", "checkin", "打卡"), menu_keys=("MENU_CHECKIN",))
-    router.add_intent("points", points_summary, keywords=("积分", "points", "我的积分"),
-                      menu_keys=("MENU_POINTS",))
+    router.add_intent(
+        "points", points_summary, keywords=("积分", "points", "我的积分"), menu_keys=("MENU_POINTS",)
+    )
     router.add_intent("card", member_card, keywords=("会员卡", "card", "会员码"), menu_keys=("MENU_CARD",))
     router.add_intent("tier", tier_info, keywords=("等级", "tier", "会员等级"), menu_keys=("MENU_TIER",))

@@ -53,7 +53,8 @@ async def _next(turn: Turn, member: Member, state: DialogState) -> ChatReply:
         return await turn.reply(f"ask_{missing[0]}")
     data = state.data
     await registration.complete_profile(
-        member, now=turn.now(),
+        member,
+        now=turn.now(),
         phone=data.get("phone"),
         birthday=date.fromisoformat(data["birthday"]) if "birthday" in data else None,
         gender=Gender(data["gender"]) if "gender" in data else None,

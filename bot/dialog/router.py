@@ -58,7 +58,12 @@ class Router:
         self._flows: dict[str, FlowHandler] = {}
 
     def add_intent(
-        self, name: str, handler: Handler, *, keywords: Iterable[str] = (), menu_keys: Iterable[str] = (),
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        keywords: Iterable[str] = (),
+        menu_keys: Iterable[str] = (),
         uses_dialog: bool = False,
     ) -> Intent:
         """Register an intent; a keyword or menu key already taken is a programming error. An intent that

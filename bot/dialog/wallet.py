@@ -24,11 +24,16 @@ async def balance(turn: Turn) -> ChatReply:
         for view in views
     ]
     return await turn.reply(
-        "wallet_balance", total=wallet.yuan(found.total_fen), principal=wallet.yuan(found.principal_fen),
-        bonus=wallet.yuan(found.bonus_fen), has_balance=found.total_fen > 0, cards=cards,
+        "wallet_balance",
+        total=wallet.yuan(found.total_fen),
+        principal=wallet.yuan(found.principal_fen),
+        bonus=wallet.yuan(found.bonus_fen),
+        has_balance=found.total_fen > 0,
+        cards=cards,
     )
 
 
 def add_wallet_intents(router: Router) -> None:
-    router.add_intent("balance", balance, keywords=("余额", "balance", "储值", "我的余额"),
-                      menu_keys=("MENU_BALANCE",))
+    router.add_intent(
+        "balance", balance, keywords=("余额", "balance", "储值", "我的余额"), menu_keys=("MENU_BALANCE",)
+    )

@@ -47,5 +47,6 @@ def create_sim_app(state: SimState | None = None) -> web.Application:
 def run_simulator(*, host: str = "127.0.0.1", port: int = 8090) -> None:
     log = logging.getLogger("memberbot.wechat_sim")
     log.info("WeChat API simulator on http://%s:%s (set WECHAT_API_BASE to it)", host, port)
-    web.run_app(create_sim_app(), host=host, port=port, print=None, access_log_class=SimAccessLogger,
-                access_log=log)
+    web.run_app(
+        create_sim_app(), host=host, port=port, print=None, access_log_class=SimAccessLogger, access_log=log
+    )

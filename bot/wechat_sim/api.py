@@ -28,9 +28,20 @@ QR_MAX_EXPIRE = 2_592_000
 WXACODE_SCENE = re.compile(r"[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}")
 TEMPLATE_VALUE_MAX = 20
 # Subscribe-message keyword types and their value limits (characters).
-SUBSCRIBE_LIMITS = {"thing": 20, "name": 10, "phrase": 5, "symbol": 5, "number": 32, "letter": 32,
-                    "character_string": 32, "phone_number": 17, "car_number": 8, "amount": 32,
-                    "time": 32, "date": 32}
+SUBSCRIBE_LIMITS = {
+    "thing": 20,
+    "name": 10,
+    "phrase": 5,
+    "symbol": 5,
+    "number": 32,
+    "letter": 32,
+    "character_string": 32,
+    "phone_number": 17,
+    "car_number": 8,
+    "amount": 32,
+    "time": 32,
+    "date": 32,
+}
 TITLE_URL = ("title", "url")
 SUBSCRIBE_KEY = re.compile(r"([a-z_]+?)(\d+)")
 
@@ -170,15 +181,21 @@ async def qrcode_create(state: SimState, request: web.Request, body: Body, appid
             raise SimError(40053, "invalid action info: scene_id")
     else:
         raise SimError(40053, "invalid action info: action_name")
-    answer: Body = {"ticket": "SIMTICKET" + secrets.token_urlsafe(24),
-                    "url": "http://weixin.qq.com/q/" + secrets.token_urlsafe(12)}
+    answer: Body = {
+        "ticket": "SIMTICKET" + secrets.token_urlsafe(24),
+        "url": "http://weixin.qq.com/q/" + secrets.token_urlsafe(12),
+    }
     if action in ("QR_SCENE", "QR_STR_SCENE"):
         expire = body.get("expire_seconds", 30)
         if not isinstance(expire, int) or isinstance(expire, bool) or not 1 <= expire <= QR_MAX_EXPIRE:
             raise SimError(40053, "invalid action info: expire_seconds must be at most 2592000")
         answer["expire_seconds"] = expire
-    state.qrcodes[answer["ticket"]] = {"appid": appid, "action_name": action, "scene": value,
-                                       "url": answer["url"]}
+    state.qrcodes[answer["ticket"]] = {
+        "appid": appid,
+        "action_name": action,
+        "scene": value,
+        "url": answer["url"],
+    }
     return answer
 
 
@@ -260,8 +277,15 @@ def _make_handler(endpoint: str, handler: Endpoint, takes_token: bool) -> Callab
     async def serve(request: web.Request) -> web.StreamResponse:
         state = request.app[SIM_STATE]
         raw = await request.read()
-        record: Body = {"endpoint": endpoint, "method": request.method, "query": dict(request.query),
-                        "body": None, "raw": raw.decode("utf-8", "replace"), "errcode": 0, "at": state.now()}
+        record: Body = {
+            "endpoint": endpoint,
+            "method": request.method,
+            "query": dict(request.query),
+            "body": None,
+            "raw": raw.decode("utf-8", "replace"),
+            "errcode": 0,
+            "at": state.now(),
+        }
         state.recorded.append(record)
         try:
             record["body"] = _parse_body(request.method, raw)

@@ -43,8 +43,9 @@ def _add_follower(state: SimState, body: Body) -> Body:
     following = body.get("following", True)
     if not isinstance(following, bool):
         raise ValueError("following: true or false")
-    state.add_follower(_str(body, "appid"), _str(body, "openid"), _str(body, "unionid", required=False),
-                       following=following)
+    state.add_follower(
+        _str(body, "appid"), _str(body, "openid"), _str(body, "unionid", required=False), following=following
+    )
     return {}
 
 
@@ -68,8 +69,11 @@ def _grant(state: SimState, body: Body) -> Body:
 
 
 def _mint_code(state: SimState, body: Body) -> Body:
-    return {"code": state.mint_code(_str(body, "appid"), _str(body, "openid"),
-                                    _str(body, "unionid", required=False))}
+    return {
+        "code": state.mint_code(
+            _str(body, "appid"), _str(body, "openid"), _str(body, "unionid", required=False)
+        )
+    }
 
 
 def _inject(state: SimState, body: Body) -> Body:
@@ -79,8 +83,13 @@ def _inject(state: SimState, body: Body) -> Body:
     errmsg = body.get("errmsg", "injected error")
     if not isinstance(errmsg, str):
         raise ValueError("errmsg: a string")
-    state.inject_error(_str(body, "endpoint"), errcode, errmsg, times=_int(body, "times", 1),
-                       status=_int(body, "status", 200))
+    state.inject_error(
+        _str(body, "endpoint"),
+        errcode,
+        errmsg,
+        times=_int(body, "times", 1),
+        status=_int(body, "status", 200),
+    )
     return {}
 
 
@@ -141,8 +150,9 @@ async def clear_records(request: web.Request) -> web.Response:
 
 async def get_stats(request: web.Request) -> web.Response:
     state = request.app[SIM_STATE]
-    return web.json_response({"force_refreshes": {appid: len(app.force_refreshes)
-                                                  for appid, app in state.apps.items()}})
+    return web.json_response(
+        {"force_refreshes": {appid: len(app.force_refreshes) for appid, app in state.apps.items()}}
+    )
 
 
 def add_control_routes(app: web.Application) -> None:

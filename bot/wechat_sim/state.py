@@ -159,8 +159,15 @@ class SimState:
         self.codes[code] = SimCode(appid, openid, unionid, issued_at=self.now())
         return code
 
-    def inject_error(self, endpoint: str, errcode: int, errmsg: str = "injected error", *,
-                     times: int = 1, status: int = 200) -> None:
+    def inject_error(
+        self,
+        endpoint: str,
+        errcode: int,
+        errmsg: str = "injected error",
+        *,
+        times: int = 1,
+        status: int = 200,
+    ) -> None:
         """The next `times` calls to `endpoint` (e.g. "cgi-bin/message/custom/send") answer with this error.
 
         `status` >= 500 answers with that HTTP status and a non-JSON body instead.

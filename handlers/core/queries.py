@@ -94,4 +94,3 @@ async def first(model: type[M], **where: Any) -> M | None:
     if unknown:
         raise ValueError(f"{model.__name__} has no columns {sorted(unknown)}")
     return await fetch_model(model, _first_sql(model._meta.db_table, tuple(where)), **where)
-

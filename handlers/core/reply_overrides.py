@@ -43,16 +43,23 @@ async def list_templates(renderer: Renderer, merchant: Merchant) -> list[Templat
     views = []
     for name in renderer.reply_names():
         row = rows.get(name)
-        views.append(TemplateView(name, default_source(renderer, name), row.source if row else None,
-                                  row.updated_at if row else None))
+        views.append(
+            TemplateView(
+                name,
+                default_source(renderer, name),
+                row.source if row else None,
+                row.updated_at if row else None,
+            )
+        )
     return views
 
 
 async def get_template(renderer: Renderer, merchant: Merchant, name: str) -> TemplateView:
     _require_known(renderer, name)
     row = await ReplyTemplate.get_or_none(merchant_id=merchant.id, name=name)
-    return TemplateView(name, default_source(renderer, name), row.source if row else None,
-                        row.updated_at if row else None)
+    return TemplateView(
+        name, default_source(renderer, name), row.source if row else None, row.updated_at if row else None
+    )
 
 
 async def save_override(renderer: Renderer, merchant: Merchant, name: str, source: str) -> TemplateView:

@@ -49,15 +49,62 @@ class LimitedSandbox(SandboxedEnvironment):
 # and text filters. No assignments, macros, calls (so no range()) or width/padding filters, so nothing
 # can build a value much larger than the template plus its data.
 _ALLOWED_NODES = (
-    nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Const, nodes.Getattr, nodes.Getitem,
-    nodes.If, nodes.For, nodes.Compare, nodes.Operand, nodes.And, nodes.Or, nodes.Not, nodes.CondExpr,
-    nodes.Concat, nodes.Filter, nodes.Test, nodes.Tuple, nodes.List, nodes.Pair, nodes.Keyword,
-    nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod, nodes.Neg, nodes.Pos,
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Name,
+    nodes.Const,
+    nodes.Getattr,
+    nodes.Getitem,
+    nodes.If,
+    nodes.For,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.CondExpr,
+    nodes.Concat,
+    nodes.Filter,
+    nodes.Test,
+    nodes.Tuple,
+    nodes.List,
+    nodes.Pair,
+    nodes.Keyword,
+    nodes.Add,
+    nodes.Sub,
+    nodes.Mul,
+    nodes.Div,
+    nodes.FloorDiv,
+    nodes.Mod,
+    nodes.Neg,
+    nodes.Pos,
 )
-SAFE_FILTERS = frozenset({
-    "default", "d", "upper", "lower", "title", "capitalize", "trim", "truncate", "length", "count",
-    "first", "last", "join", "int", "float", "round", "abs", "string", "striptags", "e", "escape",
-})
+SAFE_FILTERS = frozenset(
+    {
+        "default",
+        "d",
+        "upper",
+        "lower",
+        "title",
+        "capitalize",
+        "trim",
+        "truncate",
+        "length",
+        "count",
+        "first",
+        "last",
+        "join",
+        "int",
+        "float",
+        "round",
+        "abs",
+        "string",
+        "striptags",
+        "e",
+        "escape",
+    }
+)
 
 
 def check_constructs(template: nodes.Template) -> None:
@@ -79,15 +126,25 @@ class Renderer:
     def __init__(self, root: Path) -> None:
         loader = jinja2.FileSystemLoader(str(root))
         self.text = jinja2.Environment(
-            loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,  # noqa: S701 - plain-text chat
-            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
+            loader=loader,
+            autoescape=False,  # noqa: S701 - plain-text chat replies, never HTML
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
         )
         self.html = jinja2.Environment(
-            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-            trim_blocks=True, lstrip_blocks=True,
+            loader=loader,
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
         )
         self.sandbox = LimitedSandbox(
-            autoescape=False, undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True,
+            autoescape=False,
+            undefined=jinja2.ChainableUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
         )
         self._root = root
         self._overrides: dict[int, _Overrides] = {}
@@ -107,13 +164,17 @@ class Renderer:
             try:
                 text = override.render(**context).strip()
             except Exception as exc:
-                log.warning("reply override failed; using the built-in", extra={
-                    "merchant_id": merchant_id, "template": name, "error": type(exc).__name__})
+                log.warning(
+                    "reply override failed; using the built-in",
+                    extra={"merchant_id": merchant_id, "template": name, "error": type(exc).__name__},
+                )
             else:
                 if len(text) <= MAX_RENDERED_CHARS:
                     return text
-                log.warning("reply override too long; using the built-in",
-                            extra={"merchant_id": merchant_id, "template": name})
+                log.warning(
+                    "reply override too long; using the built-in",
+                    extra={"merchant_id": merchant_id, "template": name},
+                )
         return self.text.get_template(f"{REPLY_DIR}/{name}.txt.j2").render(**context).strip()
 
     def message(self, name: str, **context: Any) -> str:
@@ -159,7 +220,9 @@ class Renderer:
                 check_constructs(self.sandbox.parse(source))
                 templates[name] = self.sandbox.from_string(source)
             except jinja2.TemplateError:
-                log.warning("reply override refused; using the built-in",
-                            extra={"merchant_id": merchant_id, "template": name})
+                log.warning(
+                    "reply override refused; using the built-in",
+                    extra={"merchant_id": merchant_id, "template": name},
+                )
         self._overrides[merchant_id] = _Overrides(now, templates)
         return templates

@@ -115,8 +115,11 @@ async def check_spec(merchant: Merchant, spec: TemplateSpec) -> None:
     if spec.store_codes is not None:
         if not spec.store_codes or len(spec.store_codes) > MAX_STORES:
             raise ValidationError(f"store_codes: 1–{MAX_STORES} 个门店，或不限（null）", field="store_codes")
-        known = set(await Store.filter(merchant_id=merchant.id, code__in=list(spec.store_codes))
-                    .values_list("code", flat=True))
+        known = set(
+            await Store.filter(merchant_id=merchant.id, code__in=list(spec.store_codes)).values_list(
+                "code", flat=True
+            )
+        )
         missing = [code for code in spec.store_codes if code not in known]
         if missing:
             raise ValidationError(f"store_codes: 门店 {missing[0]} 不存在", field="store_codes")
@@ -125,10 +128,17 @@ async def check_spec(merchant: Merchant, spec: TemplateSpec) -> None:
 def _columns(spec: TemplateSpec) -> dict[str, Any]:
     terms, validity = spec.terms, spec.validity
     return {
-        "name": spec.name.strip(), "kind": CouponKind(terms.kind), "threshold_fen": terms.threshold_fen,
-        "amount_off_fen": terms.amount_off_fen, "percent_off": terms.percent_off, "cap_fen": terms.cap_fen,
-        "gift_name": terms.gift_name.strip(), "valid_from": validity.valid_from,
-        "valid_until": validity.valid_until, "valid_days": validity.days, "total_stock": spec.total_stock,
+        "name": spec.name.strip(),
+        "kind": CouponKind(terms.kind),
+        "threshold_fen": terms.threshold_fen,
+        "amount_off_fen": terms.amount_off_fen,
+        "percent_off": terms.percent_off,
+        "cap_fen": terms.cap_fen,
+        "gift_name": terms.gift_name.strip(),
+        "valid_from": validity.valid_from,
+        "valid_until": validity.valid_until,
+        "valid_days": validity.days,
+        "total_stock": spec.total_stock,
         "limit_per_member": spec.limit_per_member,
         "store_codes": list(dict.fromkeys(spec.store_codes)) if spec.store_codes is not None else None,
         "active": spec.active,
@@ -140,8 +150,9 @@ async def create_template(merchant: Merchant, spec: TemplateSpec, *, actor: str)
     columns = _columns(spec)
     async with in_transaction():
         template = await CouponTemplate.create(merchant_id=merchant.id, **columns)
-        await audit_log.record(merchant.id, actor, "coupon_template.create", f"template:{template.id}",
-                                   **_auditable(columns))
+        await audit_log.record(
+            merchant.id, actor, "coupon_template.create", f"template:{template.id}", **_auditable(columns)
+        )
     return template
 
 
@@ -169,8 +180,9 @@ async def replace_template(
                 raise Conflict(f"total_stock: 已发放 {template.issued} 张，总量不能更少", field="total_stock")
         template.update_from_dict(columns)
         await template.save()
-        await audit_log.record(merchant.id, actor, "coupon_template.replace", f"template:{template.id}",
-                                   **_auditable(columns))
+        await audit_log.record(
+            merchant.id, actor, "coupon_template.replace", f"template:{template.id}", **_auditable(columns)
+        )
     return template
 
 
@@ -185,8 +197,10 @@ async def delete_template(merchant: Merchant, template_id: int, *, actor: str) -
 
 
 def _auditable(columns: dict[str, object]) -> dict[str, object]:
-    return {k: v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, StrEnum) else v
-            for k, v in columns.items()}
+    return {
+        k: v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, StrEnum) else v
+        for k, v in columns.items()
+    }
 
 
 # Issuance -----------------------------------------------------------------------------------------
@@ -197,17 +211,30 @@ def new_coupon_code() -> str:
 
 
 async def issue(
-    merchant: Merchant, member_id: int, template_id: int, *, source: str, key: str, now: datetime,
+    merchant: Merchant,
+    member_id: int,
+    template_id: int,
+    *,
+    source: str,
+    key: str,
+    now: datetime,
     actor: str = "system",
 ) -> Coupon:
     """Issue one coupon of the template to the member (exact stock and limits; a repeated key replays)."""
-    coupon, _ = await issue_once(merchant, member_id, template_id, source=source, key=key, now=now,
-                                 actor=actor)
+    coupon, _ = await issue_once(
+        merchant, member_id, template_id, source=source, key=key, now=now, actor=actor
+    )
     return coupon
 
 
 async def issue_once(
-    merchant: Merchant, member_id: int, template_id: int, *, source: str, key: str, now: datetime,
+    merchant: Merchant,
+    member_id: int,
+    template_id: int,
+    *,
+    source: str,
+    key: str,
+    now: datetime,
     actor: str = "system",
 ) -> tuple[Coupon, bool]:
     """`issue`, also telling whether this call created the coupon (False: the key was used before)."""
@@ -219,28 +246,31 @@ async def issue_once(
         if replay is not None:
             return _same_request(replay, member_id, template_id), False
         await _check_issuable(merchant, template, member_id)
-        valid_from, valid_until = rules.window(validity_of(template), issued_at=now,
-                                               timezone=merchant.timezone)
+        valid_from, valid_until = rules.window(
+            validity_of(template), issued_at=now, timezone=merchant.timezone
+        )
         if valid_until <= now:
             raise CouponError(CouponCode.EXPIRED, "该券已过有效期，不能发放", field="template_id")
         coupon = await _create(merchant, template, member_id, source, key, valid_from, valid_until)
         template.issued += 1
         await template.save(update_fields=["issued"])
-        await CouponEvent.create(merchant_id=merchant.id, coupon_id=coupon.id, kind="issued",
-                                 actor=actor[:32], reference=source)
+        await CouponEvent.create(
+            merchant_id=merchant.id, coupon_id=coupon.id, kind="issued", actor=actor[:32], reference=source
+        )
     return coupon, True
 
 
 def _same_request(coupon: Coupon, member_id: int, template_id: int) -> Coupon:
     if coupon.member_id != member_id or coupon.template_id != template_id:
-        raise DomainError("idempotency key was already used for a different request",
-                          code=ErrorCode.IDEMPOTENCY_MISMATCH, field="idempotency_key")
+        raise DomainError(
+            "idempotency key was already used for a different request",
+            code=ErrorCode.IDEMPOTENCY_MISMATCH,
+            field="idempotency_key",
+        )
     return coupon
 
 
-async def _check_issuable(
-    merchant: Merchant, template: CouponTemplate, member_id: int
-) -> None:
+async def _check_issuable(merchant: Merchant, template: CouponTemplate, member_id: int) -> None:
     member = await Member.get_or_none(id=member_id, merchant_id=merchant.id)
     if member is None or member.anonymized_at is not None:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field="member")
@@ -251,13 +281,19 @@ async def _check_issuable(
     if template.limit_per_member is not None:
         held = await Coupon.filter(template_id=template.id, member_id=member_id).count()
         if held >= template.limit_per_member:
-            raise CouponError(CouponCode.LIMIT_REACHED, f"该券每人限领 {template.limit_per_member} 张",
-                              field="template_id")
+            raise CouponError(
+                CouponCode.LIMIT_REACHED, f"该券每人限领 {template.limit_per_member} 张", field="template_id"
+            )
 
 
 async def _create(
-    merchant: Merchant, template: CouponTemplate, member_id: int, source: str, key: str,
-    valid_from: datetime, valid_until: datetime,
+    merchant: Merchant,
+    template: CouponTemplate,
+    member_id: int,
+    source: str,
+    key: str,
+    valid_from: datetime,
+    valid_until: datetime,
 ) -> Coupon:
     """Insert with a fresh random code, retrying a (rare) code collision inside a savepoint."""
     for _ in range(MAX_CODE_ATTEMPTS):
@@ -265,8 +301,14 @@ async def _create(
         try:
             async with in_transaction():
                 return await Coupon.create(
-                    merchant_id=merchant.id, template_id=template.id, member_id=member_id, code=code,
-                    source=source, issue_key=key, valid_from=valid_from, valid_until=valid_until,
+                    merchant_id=merchant.id,
+                    template_id=template.id,
+                    member_id=member_id,
+                    code=code,
+                    source=source,
+                    issue_key=key,
+                    valid_from=valid_from,
+                    valid_until=valid_until,
                 )
         except IntegrityError:
             if await Coupon.filter(merchant_id=merchant.id, code=code).exists():

@@ -49,9 +49,28 @@ from models.merchant import Merchant
 from models.purchase import Purchase
 from models.staff import Staff
 
-__all__ = ["CouponCode", "CouponError", "CouponQuote", "CouponView", "admin_coupons", "by_code", "describe",
-           "expire_coupons", "expiry_job", "install", "issue", "issue_manually", "member_coupons",
-           "new_member_gift", "quote", "restore", "revoke", "tier_gift", "use", "view"]
+__all__ = [
+    "CouponCode",
+    "CouponError",
+    "CouponQuote",
+    "CouponView",
+    "admin_coupons",
+    "by_code",
+    "describe",
+    "expire_coupons",
+    "expiry_job",
+    "install",
+    "issue",
+    "issue_manually",
+    "member_coupons",
+    "new_member_gift",
+    "quote",
+    "restore",
+    "revoke",
+    "tier_gift",
+    "use",
+    "view",
+]
 
 log = logging.getLogger(__name__)
 EXPIRY_BATCH = 500
@@ -75,7 +94,12 @@ def _window(coupon: Coupon, template: CouponTemplate) -> rules.Window:
 
 
 def _check(
-    merchant: Merchant, coupon: Coupon, template: CouponTemplate, *, order_fen: int, store_code: str | None,
+    merchant: Merchant,
+    coupon: Coupon,
+    template: CouponTemplate,
+    *,
+    order_fen: int,
+    store_code: str | None,
     now: datetime,
 ) -> int:
     """The discount this coupon gives on this order now, or the CouponError saying why not."""
@@ -86,8 +110,14 @@ def _check(
     if coupon.status == CouponStatus.REVOKED:
         raise CouponError(CouponCode.NOT_APPLICABLE, "该券已作废", field="code")
     terms = terms_of(template)
-    refused = rules.refusal(terms, _window(coupon, template), order_fen=order_fen, store_code=store_code,
-                            now=now, timezone=merchant.timezone)
+    refused = rules.refusal(
+        terms,
+        _window(coupon, template),
+        order_fen=order_fen,
+        store_code=store_code,
+        now=now,
+        timezone=merchant.timezone,
+    )
     if refused is not None:
         code = CouponCode.EXPIRED if refused.code == "expired" else CouponCode.NOT_APPLICABLE
         raise CouponError(code, refused.reason, field="code")
@@ -111,8 +141,14 @@ async def quote(
 
 
 async def use(
-    merchant: Merchant, coupon_id: int, *, purchase_id: int, order_fen: int, store_code: str | None,
-    now: datetime, actor: str,
+    merchant: Merchant,
+    coupon_id: int,
+    *,
+    purchase_id: int,
+    order_fen: int,
+    store_code: str | None,
+    now: datetime,
+    actor: str,
 ) -> int:
     """Mark the coupon used by the purchase (row locked, everything re-checked); the discount in fen."""
     async with in_transaction():
@@ -134,9 +170,11 @@ async def use(
 async def restore(merchant: Merchant, purchase_id: int, *, now: datetime, actor: str) -> int:
     """Give back the coupons a refunded purchase used; how many were restored (0 on a repeat)."""
     async with in_transaction():
-        used = await Coupon.select_for_update().filter(
-            merchant_id=merchant.id, used_purchase_id=purchase_id, status=CouponStatus.USED
-        ).order_by("id")
+        used = (
+            await Coupon.select_for_update()
+            .filter(merchant_id=merchant.id, used_purchase_id=purchase_id, status=CouponStatus.USED)
+            .order_by("id")
+        )
         for coupon in used:
             lapsed = coupon.valid_until <= now
             coupon.status = CouponStatus.EXPIRED if lapsed else CouponStatus.ISSUED
@@ -149,8 +187,13 @@ async def restore(merchant: Merchant, purchase_id: int, *, now: datetime, actor:
 
 
 async def _event(coupon: Coupon, kind: str, actor: str, reference: str = "") -> None:
-    await CouponEvent.create(merchant_id=coupon.merchant_id, coupon_id=coupon.id, kind=kind,
-                             actor=actor[:32], reference=reference[:64])
+    await CouponEvent.create(
+        merchant_id=coupon.merchant_id,
+        coupon_id=coupon.id,
+        kind=kind,
+        actor=actor[:32],
+        reference=reference[:64],
+    )
 
 
 # Listings -----------------------------------------------------------------------------------------
@@ -189,8 +232,10 @@ def _state_filter(state: State, now: datetime) -> Q:
 
 async def _views(rows: list[Coupon], now: datetime) -> list[CouponView]:
     templates = {t.id: t for t in await CouponTemplate.filter(id__in={c.template_id for c in rows})}
-    return [CouponView(c, templates[c.template_id], state_of(c, now), describe(templates[c.template_id]))
-            for c in rows]
+    return [
+        CouponView(c, templates[c.template_id], state_of(c, now), describe(templates[c.template_id]))
+        for c in rows
+    ]
 
 
 async def view(coupon: Coupon, now: datetime) -> CouponView:
@@ -209,8 +254,14 @@ async def member_coupons(
 
 
 async def admin_coupons(
-    merchant: Merchant, *, template_id: int | None, status: CouponStatus | None, member_id: int | None,
-    cursor: int | None, limit: int, now: datetime,
+    merchant: Merchant,
+    *,
+    template_id: int | None,
+    status: CouponStatus | None,
+    member_id: int | None,
+    cursor: int | None,
+    limit: int,
+    now: datetime,
 ) -> list[CouponView]:
     """Newest first, `limit` rows with id below `cursor`; `status` is the stored status."""
     rows = Coupon.filter(merchant_id=merchant.id)
@@ -254,14 +305,27 @@ async def revoke(merchant: Merchant, coupon_id: int, *, reason: str, staff: Staf
         coupon.status = CouponStatus.REVOKED
         await coupon.save(update_fields=["status"])
         await _event(coupon, "revoked", actor, reason)
-        await audit_log.record(merchant.id, actor, "coupon.revoke", f"coupon:{coupon.code}",
-                                   coupon_id=coupon.id, member_id=coupon.member_id, reason=reason)
+        await audit_log.record(
+            merchant.id,
+            actor,
+            "coupon.revoke",
+            f"coupon:{coupon.code}",
+            coupon_id=coupon.id,
+            member_id=coupon.member_id,
+            reason=reason,
+        )
     return coupon
 
 
 async def issue_manually(
-    merchant: Merchant, member_code: str, template_id: int, *, idempotency_key: str, reason: str,
-    staff: Staff, now: datetime,
+    merchant: Merchant,
+    member_code: str,
+    template_id: int,
+    *,
+    idempotency_key: str,
+    reason: str,
+    staff: Staff,
+    now: datetime,
 ) -> tuple[Coupon, bool]:
     """A manager gives a member a coupon, with a reason and an audit row (in the same transaction)."""
     reason = reason.strip()
@@ -270,12 +334,27 @@ async def issue_manually(
     member = await members.by_code(merchant, member_code)
     actor = f"staff:{staff.id}"
     async with in_transaction():
-        coupon, created = await issue_once(merchant, member.id, template_id, source="manual",
-                                           key=f"manual:{idempotency_key}", now=now, actor=actor)
+        coupon, created = await issue_once(
+            merchant,
+            member.id,
+            template_id,
+            source="manual",
+            key=f"manual:{idempotency_key}",
+            now=now,
+            actor=actor,
+        )
         if created:
-            await audit_log.record(merchant.id, actor, "coupon.issue", f"coupon:{coupon.code}",
-                                       coupon_id=coupon.id, member_code=member.code, template_id=template_id,
-                                       reason=reason, idempotency_key=idempotency_key)
+            await audit_log.record(
+                merchant.id,
+                actor,
+                "coupon.issue",
+                f"coupon:{coupon.code}",
+                coupon_id=coupon.id,
+                member_code=member.code,
+                template_id=template_id,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            )
     return coupon, created
 
 
@@ -287,19 +366,29 @@ async def expire_coupons(now: datetime) -> int:
     total = 0
     while True:
         async with in_transaction():
-            batch = await Coupon.select_for_update().filter(
-                status=CouponStatus.ISSUED, valid_until__lte=now
-            ).order_by("id").limit(EXPIRY_BATCH)
+            batch = (
+                await Coupon.select_for_update()
+                .filter(status=CouponStatus.ISSUED, valid_until__lte=now)
+                .order_by("id")
+                .limit(EXPIRY_BATCH)
+            )
             if not batch:
                 return total
             await Coupon.filter(id__in=[c.id for c in batch], status=CouponStatus.ISSUED).update(
                 status=CouponStatus.EXPIRED
             )
-            await CouponEvent.bulk_create([
-                CouponEvent(merchant_id=c.merchant_id, coupon_id=c.id, kind="expired", actor="system",
-                            reference=c.valid_until.astimezone(UTC).isoformat()[:64])
-                for c in batch
-            ])
+            await CouponEvent.bulk_create(
+                [
+                    CouponEvent(
+                        merchant_id=c.merchant_id,
+                        coupon_id=c.id,
+                        kind="expired",
+                        actor="system",
+                        reference=c.valid_until.astimezone(UTC).isoformat()[:64],
+                    )
+                    for c in batch
+                ]
+            )
         total += len(batch)
 
 
@@ -316,17 +405,35 @@ async def _gift(
 ) -> None:
     for template_id in template_ids:
         try:
-            await issue(merchant, member_id, template_id, source=source, key=f"{key}:{template_id}",
-                        now=datetime.now(UTC))
+            await issue(
+                merchant,
+                member_id,
+                template_id,
+                source=source,
+                key=f"{key}:{template_id}",
+                now=datetime.now(UTC),
+            )
         except DomainError as exc:  # out of stock, deactivated, deleted: the other gifts still go out
-            log.warning("coupon gift not issued", extra={"member_id": member_id, "template_id": template_id,
-                                                         "source": source, "reason": exc.message})
+            log.warning(
+                "coupon gift not issued",
+                extra={
+                    "member_id": member_id,
+                    "template_id": template_id,
+                    "source": source,
+                    "reason": exc.message,
+                },
+            )
 
 
 async def tier_gift(merchant: Merchant, member_id: int, tier: Tier) -> None:
     """`on_tier_upgraded` hook: the tier's gift coupons, once per member, tier and template."""
-    await _gift(merchant, member_id, tier.benefits.upgrade_gift_coupon_template_ids, "tier_gift",
-                f"tiergift:{member_id}:{tier.code}")
+    await _gift(
+        merchant,
+        member_id,
+        tier.benefits.upgrade_gift_coupon_template_ids,
+        "tier_gift",
+        f"tiergift:{member_id}:{tier.code}",
+    )
 
 
 async def new_member_gift(member: Member) -> None:
@@ -335,8 +442,9 @@ async def new_member_gift(member: Member) -> None:
         return
     merchant = await Merchant.get(id=member.merchant_id)
     program = await loyalty_config.program(merchant.id)
-    await _gift(merchant, member.id, program.new_member_coupon_template_ids, "new_member",
-                f"newmember:{member.id}")
+    await _gift(
+        merchant, member.id, program.new_member_coupon_template_ids, "new_member", f"newmember:{member.id}"
+    )
 
 
 def install() -> None:
@@ -345,4 +453,3 @@ def install() -> None:
         tiers.on_tier_upgraded.append(tier_gift)
     if new_member_gift not in registration.on_registered:
         registration.on_registered.append(new_member_gift)
-

@@ -38,8 +38,14 @@ async def _bonus(
     if amount <= 0:
         return
     await ledger.credit(
-        merchant.id, member.id, amount, kind, key=key, now=now,
-        expires_at=expiry_date(now, program.expiry, merchant.timezone), reason=reason,
+        merchant.id,
+        member.id,
+        amount,
+        kind,
+        key=key,
+        now=now,
+        expires_at=expiry_date(now, program.expiry, merchant.timezone),
+        reason=reason,
     )
 
 
@@ -55,8 +61,9 @@ async def registration_bonus(member: Member) -> None:
 async def profile_bonus(member: Member) -> None:
     """`on_profile_completed` hook: the profile-completion bonus."""
     merchant = await Merchant.get(id=member.merchant_id)
-    await _bonus(merchant, member, PointsKind.EARN_PROFILE, profile_key(member.id), "完善资料奖励",
-                 datetime.now(UTC))
+    await _bonus(
+        merchant, member, PointsKind.EARN_PROFILE, profile_key(member.id), "完善资料奖励", datetime.now(UTC)
+    )
 
 
 def install() -> None:

@@ -138,8 +138,17 @@ async def _check_in(
     # over as a table: the rules stay in Python.
     table, cycle = points_table(policy)
     row = await queries.fetch_one(
-        _CHECK_IN_CALL, merchant=merchant.id, member=member_id, openid=openid, day=day, table=table,
-        cycle=cycle, daily=policy.daily_points, reason=f"{day.isoformat()} 签到", now=now, expires=expires,
+        _CHECK_IN_CALL,
+        merchant=merchant.id,
+        member=member_id,
+        openid=openid,
+        day=day,
+        table=table,
+        cycle=cycle,
+        daily=policy.daily_points,
+        reason=f"{day.isoformat()} 签到",
+        now=now,
+        expires=expires,
     )
     if row["outcome"] == "no_member":
         return None
@@ -176,8 +185,15 @@ async def make_up(merchant: Merchant, member_id: int, day: date, *, now: datetim
             used = await _makeups_in_month(member_id, day)
             recent = await _checked_days(member_id, day, day)
             _refuse_makeup(policy, day, today, joined, used, checked=bool(recent))
-            if not makeup_allowed(day, today, recent, policy.makeup_max_days_back, used_this_month=used,
-                                  max_per_month=policy.makeup_max_per_month, not_before=joined):
+            if not makeup_allowed(
+                day,
+                today,
+                recent,
+                policy.makeup_max_days_back,
+                used_this_month=used,
+                max_per_month=policy.makeup_max_per_month,
+                not_before=joined,
+            ):
                 raise ValidationError("这一天不能补签", field="day")
             streak = await _streak_through(member_id, day - timedelta(days=1)) + 1
             await Checkin.create(
@@ -214,9 +230,15 @@ def _refuse_makeup(
 async def _charge(merchant_id: int, member_id: int, cost: int, day: date, now: datetime) -> int:
     try:
         posted = await ledger.debit(
-            merchant_id, member_id, cost, PointsKind.SPEND_MAKEUP,
-            key=f"makeup:{member_id}:{day.isoformat()}", now=now, reference=day.isoformat(),
-            actor="member", reason=f"补签 {day.isoformat()}",
+            merchant_id,
+            member_id,
+            cost,
+            PointsKind.SPEND_MAKEUP,
+            key=f"makeup:{member_id}:{day.isoformat()}",
+            now=now,
+            reference=day.isoformat(),
+            actor="member",
+            reason=f"补签 {day.isoformat()}",
         )
     except ledger.NotEnoughPoints:
         available = await _balance(merchant_id, member_id)
@@ -281,17 +303,24 @@ async def calendar(
     makeups = {row.day for row in rows if row.makeup}
     used = await _makeups_in_month(member_id, first)
     grid = month_calendar(
-        year, month, [row.day for row in rows], today, policy=policy, makeups_used_this_month=used,
+        year,
+        month,
+        [row.day for row in rows],
+        today,
+        policy=policy,
+        makeups_used_this_month=used,
         not_before=local_day(member.registered_at, merchant.timezone),
     )
     streak, checked_today = await live_streak(member_id, today)
     limit = policy.makeup_max_per_month
     return CalendarView(
-        year=year, month=month,
+        year=year,
+        month=month,
         days=[
             DayView(d.day, d.checked, d.day in makeups, d.is_today, d.is_future, d.can_make_up) for d in grid
         ],
-        streak=streak, checked_today=checked_today,
+        streak=streak,
+        checked_today=checked_today,
         next_reward=next_reward(policy, streak),
         makeup_cost=policy.makeup_cost_points,
         makeups_left=None if limit is None else max(limit - used, 0),

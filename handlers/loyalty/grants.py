@@ -52,8 +52,14 @@ def _check(delta: int, reason: str, idempotency_key: str) -> str:
 
 
 async def adjust(
-    merchant: Merchant, member_code: str, delta: int, *, reason: str, idempotency_key: str,
-    staff: Staff, now: datetime,
+    merchant: Merchant,
+    member_code: str,
+    delta: int,
+    *,
+    reason: str,
+    idempotency_key: str,
+    staff: Staff,
+    now: datetime,
 ) -> Grant:
     """Credit (delta > 0) or deduct (delta < 0) points by hand; idempotent by `idempotency_key`."""
     reason = _check(delta, reason, idempotency_key)
@@ -64,22 +70,41 @@ async def adjust(
         if delta > 0:
             policy = (await loyalty_config.program(merchant.id)).expiry
             posted = await ledger.credit(
-                merchant.id, member.id, delta, PointsKind.GRANT, key=key, now=now,
-                expires_at=expiry_date(now, policy, merchant.timezone), reference=member.code,
-                actor=actor, reason=reason,
+                merchant.id,
+                member.id,
+                delta,
+                PointsKind.GRANT,
+                key=key,
+                now=now,
+                expires_at=expiry_date(now, policy, merchant.timezone),
+                reference=member.code,
+                actor=actor,
+                reason=reason,
             )
         else:
             try:
                 posted = await ledger.debit(
-                    merchant.id, member.id, -delta, PointsKind.ADJUST, key=key, now=now,
-                    reference=member.code, actor=actor, reason=reason,
+                    merchant.id,
+                    member.id,
+                    -delta,
+                    PointsKind.ADJUST,
+                    key=key,
+                    now=now,
+                    reference=member.code,
+                    actor=actor,
+                    reason=reason,
                 )
             except ledger.NotEnoughPoints as exc:
                 raise ledger.NotEnoughPoints(exc.message, field="delta") from None
         if not posted.replayed:
             await audit_log.record(
-                merchant.id, actor, "points.grant" if delta > 0 else "points.deduct", member.code,
-                delta=delta, reason=reason, transaction_id=posted.transaction_id,
+                merchant.id,
+                actor,
+                "points.grant" if delta > 0 else "points.deduct",
+                member.code,
+                delta=delta,
+                reason=reason,
+                transaction_id=posted.transaction_id,
                 idempotency_key=idempotency_key,
             )
     return Grant(member, posted)

@@ -80,7 +80,10 @@ async def summary(merchant_id: int, member_id: int, *, now: datetime) -> PointsS
     account = await PointsAccount.get_or_none(merchant_id=merchant_id, member_id=member_id)
     soon = await PointsLot.filter(
         Q(expires_at__gt=now) & Q(expires_at__lte=now + timedelta(days=EXPIRING_DAYS)),
-        merchant_id=merchant_id, member_id=member_id, status=LotStatus.AVAILABLE, remaining__gt=0,
+        merchant_id=merchant_id,
+        member_id=member_id,
+        status=LotStatus.AVAILABLE,
+        remaining__gt=0,
     ).order_by("expires_at")
     if account is None:
         return PointsSummary(0, 0, 0, 0, None)
@@ -107,8 +110,13 @@ async def ledger(
     found = await query.order_by("-id").limit(limit + 1)
     rows = [
         LedgerRow(
-            id=txn.id, delta=txn.delta, kind=PointsKind(txn.kind), label=kind_label(txn.kind),
-            reason=txn.reason, balance_after=txn.balance_after, created_at=txn.created_at,
+            id=txn.id,
+            delta=txn.delta,
+            kind=PointsKind(txn.kind),
+            label=kind_label(txn.kind),
+            reason=txn.reason,
+            balance_after=txn.balance_after,
+            created_at=txn.created_at,
         )
         for txn in found[:limit]
     ]

@@ -103,16 +103,24 @@ async def _award_level(
     try:
         async with in_transaction():
             await ReferralAward.create(
-                merchant_id=merchant.id, referee_id=referee_id, referrer_id=referrer.id, level=level,
+                merchant_id=merchant.id,
+                referee_id=referee_id,
+                referrer_id=referrer.id,
+                level=level,
                 points=amount,
             )
             if amount == 0:
                 return Award(referrer.id, level, 0, None)
             posted = await ledger.credit(
-                merchant.id, referrer.id, amount, PointsKind.EARN_REFERRAL,
-                key=ledger_key(referee_id, level), now=now,
+                merchant.id,
+                referrer.id,
+                amount,
+                PointsKind.EARN_REFERRAL,
+                key=ledger_key(referee_id, level),
+                now=now,
                 expires_at=expiry_date(now, program.expiry, merchant.timezone),
-                reference=f"referee:{referee_id}", reason=f"{level} 级推荐奖励",
+                reference=f"referee:{referee_id}",
+                reason=f"{level} 级推荐奖励",
             )
     except IntegrityError:
         return None  # already awarded for this referee and level (maybe by a concurrent call)
@@ -128,20 +136,19 @@ async def ranking(
     direct = await (
         window.filter(level=1).group_by("referrer_id").annotate(n=Count("id")).values("referrer_id", "n")
     )
-    earned = await (
-        window.group_by("referrer_id").annotate(total=Sum("points")).values("referrer_id", "total")
-    )
+    earned = await window.group_by("referrer_id").annotate(total=Sum("points")).values("referrer_id", "total")
     counts = {int(row["referrer_id"]): int(row["n"]) for row in direct}
     totals = {int(row["referrer_id"]): int(row["total"] or 0) for row in earned}
     order = sorted(set(counts) | set(totals), key=lambda m: (-counts.get(m, 0), -totals.get(m, 0), m))
     entries: list[RankingEntry] = []
     for start in range(0, len(order), limit):  # skip anonymised referrers without loading everyone
-        chunk = order[start:start + limit]
+        chunk = order[start : start + limit]
         rows = await Member.filter(merchant_id=merchant_id, id__in=chunk, anonymized_at=None)
         people = {m.id: m for m in rows}
         entries += [
             RankingEntry(m, people[m].code, people[m].name, counts.get(m, 0), totals.get(m, 0))
-            for m in chunk if m in people
+            for m in chunk
+            if m in people
         ]
         if len(entries) >= limit:
             break

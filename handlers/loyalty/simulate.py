@@ -73,8 +73,12 @@ def items_from_json(raw: object) -> tuple[Item, ...]:
         sku, category = entry.get("sku"), entry.get("category", "")
         qty, price = entry.get("qty"), entry.get("unit_price_fen")
         if (
-            isinstance(sku, str) and isinstance(category, str)
-            and type(qty) is int and type(price) is int and qty >= 1 and price >= 0
+            isinstance(sku, str)
+            and isinstance(category, str)
+            and type(qty) is int
+            and type(price) is int
+            and qty >= 1
+            and price >= 0
         ):
             items.append(Item(sku=sku, category=category, qty=qty, unit_price_fen=price))
     return tuple(items)
@@ -82,12 +86,14 @@ def items_from_json(raw: object) -> tuple[Item, ...]:
 
 def replayed(row: PurchaseRow, store_codes: Mapping[int, str]) -> Replayed:
     purchase = Purchase(
-        amount_fen=max(row.paid_fen, 0), items=items_from_json(row.items),
+        amount_fen=max(row.paid_fen, 0),
+        items=items_from_json(row.items),
         store_code=store_codes.get(row.store_id, "") if row.store_id is not None else "",
         at=row.created_at,
     )
     member = MemberInfo(
-        tier_code=row.tier_code, period_spend_fen=max(row.period_spend_fen, 0),
+        tier_code=row.tier_code,
+        period_spend_fen=max(row.period_spend_fen, 0),
         points_today=max(row.points_today_before, 0),
     )
     return Replayed(purchase, member, row.points_earned)
@@ -104,8 +110,11 @@ async def recorded(merchant_id: int, since: datetime, until: datetime) -> AsyncI
     while True:
         rows = await (
             PurchaseRow.filter(
-                merchant_id=merchant_id, status=PurchaseStatus.COMPLETED, created_at__gte=since,
-                created_at__lt=until, id__gt=last_id,
+                merchant_id=merchant_id,
+                status=PurchaseStatus.COMPLETED,
+                created_at__gte=since,
+                created_at__lt=until,
+                id__gt=last_id,
             )
             .order_by("id")
             .limit(BATCH)
@@ -132,7 +141,10 @@ async def simulate(merchant_id: int, proposed_raw: Any, *, days: int, now: datet
         current_points += earn(replay, current)
         proposed_points += earn(replay, proposed)
     return Simulation(
-        since=since, until=now, purchases=count, recorded_points=recorded_points,
+        since=since,
+        until=now,
+        purchases=count,
+        recorded_points=recorded_points,
         current=Outcome(current.version, current_points, points_to_fen(current_points, cash)),
         proposed=Outcome(proposed.version, proposed_points, points_to_fen(proposed_points, cash)),
     )

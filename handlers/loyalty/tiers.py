@@ -84,10 +84,14 @@ async def _stats_and_tier(
     merchant_id: int, member_id: int, window_days: int, now: datetime
 ) -> tuple[WindowStats, str | None]:
     """The window stats and the stored tier code (None: never changed tier), in one query."""
-    row = await fetch_one(_WINDOW_SQL, merchant=merchant_id, member=member_id,
-                          since=now - timedelta(days=window_days))
-    stats = WindowStats(spend_fen=int(row["spend"]), recharge_fen=int(row["recharge"]),
-                        points_earned=max(int(row["earned"]), 0))
+    row = await fetch_one(
+        _WINDOW_SQL, merchant=merchant_id, member=member_id, since=now - timedelta(days=window_days)
+    )
+    stats = WindowStats(
+        spend_fen=int(row["spend"]),
+        recharge_fen=int(row["recharge"]),
+        points_earned=max(int(row["earned"]), 0),
+    )
     return stats, row["tier_code"]
 
 

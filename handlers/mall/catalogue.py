@@ -55,9 +55,26 @@ from models.merchant import Merchant
 from models.staff import Staff
 
 __all__ = [
-    "ItemInput", "Offer", "OrderClosed", "adjust_stock", "cancel", "catalogue", "create_item", "get_item",
-    "list_items", "member_order", "move_stock", "offer", "open_pickup", "orders_page", "place_order",
-    "redeem", "return_order", "ship", "update_item", "verify_pickup",
+    "ItemInput",
+    "Offer",
+    "OrderClosed",
+    "adjust_stock",
+    "cancel",
+    "catalogue",
+    "create_item",
+    "get_item",
+    "list_items",
+    "member_order",
+    "move_stock",
+    "offer",
+    "open_pickup",
+    "orders_page",
+    "place_order",
+    "redeem",
+    "return_order",
+    "ship",
+    "update_item",
+    "verify_pickup",
 ]
 STOCK_REASONS = ("restock", "adjust")
 MAX_PAGE = 100
@@ -104,11 +121,18 @@ class ItemInput:
 async def _validate(merchant: Merchant, kind: ItemKind, data: ItemInput) -> None:
     _, ladder = await loyalty_config.current_tiers(merchant.id)
     spec = ItemSpec(
-        kind=kind.value, price_points=data.price_points, cash_fen=data.cash_fen,
-        stored_value_fen=data.stored_value_fen, has_coupon_template=data.coupon_template_id is not None,
-        limit_per_member=data.limit_per_member, limit_per_day=data.limit_per_day,
-        min_tier_rank=data.min_tier_rank, sale_starts_at=data.sale_starts_at, sale_ends_at=data.sale_ends_at,
-        image_url=data.image_url, pickup_days=data.pickup_days,
+        kind=kind.value,
+        price_points=data.price_points,
+        cash_fen=data.cash_fen,
+        stored_value_fen=data.stored_value_fen,
+        has_coupon_template=data.coupon_template_id is not None,
+        limit_per_member=data.limit_per_member,
+        limit_per_day=data.limit_per_day,
+        min_tier_rank=data.min_tier_rank,
+        sale_starts_at=data.sale_starts_at,
+        sale_ends_at=data.sale_ends_at,
+        image_url=data.image_url,
+        pickup_days=data.pickup_days,
     )
     try:
         validate_item(spec, max_tier_rank=max(tier.rank for tier in ladder))
@@ -131,8 +155,9 @@ async def create_item(
         item = await MallItem.create(merchant_id=merchant.id, kind=kind, stock=0, **data.columns())
         if stock:
             await move_stock(item, stock, "restock", key=f"item:{item.id}:initial", actor=actor)
-        await audit_log.record(merchant.id, actor, "mall.item.create", str(item.id), kind=kind.value,
-                                   name=item.name, stock=stock)
+        await audit_log.record(
+            merchant.id, actor, "mall.item.create", str(item.id), kind=kind.value, name=item.name, stock=stock
+        )
     return item
 
 
@@ -156,8 +181,15 @@ async def update_item(merchant: Merchant, item_id: int, data: ItemInput, *, acto
         for name, value in data.columns().items():
             setattr(locked, name, value)
         await locked.save()
-        await audit_log.record(merchant.id, actor, "mall.item.update", str(item.id), name=locked.name,
-                                   price_points=locked.price_points, active=locked.active)
+        await audit_log.record(
+            merchant.id,
+            actor,
+            "mall.item.update",
+            str(item.id),
+            name=locked.name,
+            price_points=locked.price_points,
+            active=locked.active,
+        )
     return locked
 
 
@@ -181,8 +213,14 @@ async def adjust_stock(
             if item is None:
                 raise NotFound("商品不存在", field="item_id")
             movement = await move_stock(item, delta, reason, key=stored_key, actor=actor)
-            await audit_log.record(merchant.id, actor, f"mall.stock.{reason}", str(item.id), delta=delta,
-                                       stock_after=movement.stock_after)
+            await audit_log.record(
+                merchant.id,
+                actor,
+                f"mall.stock.{reason}",
+                str(item.id),
+                delta=delta,
+                stock_after=movement.stock_after,
+            )
     except IntegrityError:
         if (replayed := await _stock_replay(merchant.id, stored_key, item_id, delta, reason)) is not None:
             return replayed, True
@@ -202,8 +240,11 @@ async def _stock_replay(
 
 
 def _mismatch() -> DomainError:
-    return DomainError("idempotency key was already used for a different request",
-                       code=ErrorCode.IDEMPOTENCY_MISMATCH, field="idempotency_key")
+    return DomainError(
+        "idempotency key was already used for a different request",
+        code=ErrorCode.IDEMPOTENCY_MISMATCH,
+        field="idempotency_key",
+    )
 
 
 # The catalogue (members) --------------------------------------------------------------------------
@@ -224,8 +265,10 @@ async def _standings(merchant: Merchant, member_id: int, now: datetime) -> tuple
     rank = loyalty_config.tier_by_code(ladder, await tiers.tier_code(merchant.id, member_id)).rank
     today = local_day(now, merchant.timezone)
     held: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    rows = await MallOrder.filter(member_id=member_id).exclude(status__in=RETURNED).values_list(
-        "item_id", "qty", "local_day"
+    rows = (
+        await MallOrder.filter(member_id=member_id)
+        .exclude(status__in=RETURNED)
+        .values_list("item_id", "qty", "local_day")
     )
     for item_id, qty, day in rows:
         held[item_id][0] += qty
@@ -241,19 +284,27 @@ def _offer(item: MallItem, rank: int, held: dict[int, list[int]], now: datetime)
     total, today = held.get(item.id, [0, 0])
     standing = MemberStanding(tier_rank=rank, bought_total=total, bought_today=today)
     return Offer(
-        item=item, on_sale=item.active and in_window(item.sale_starts_at, item.sale_ends_at, now),
-        eligible=rank >= item.min_tier_rank, remaining=remaining_limit(terms(item), standing),
+        item=item,
+        on_sale=item.active and in_window(item.sale_starts_at, item.sale_ends_at, now),
+        eligible=rank >= item.min_tier_rank,
+        remaining=remaining_limit(terms(item), standing),
     )
 
 
-async def catalogue(merchant: Merchant, member_id: int | None, *, now: datetime,
-                    limit: int = MAX_PAGE) -> list[Offer]:
+async def catalogue(
+    merchant: Merchant, member_id: int | None, *, now: datetime, limit: int = MAX_PAGE
+) -> list[Offer]:
     """Active items on sale now, by `sort`; `member_id=None` shows them to nobody in particular."""
-    items = await MallItem.filter(
-        Q(sale_starts_at__isnull=True) | Q(sale_starts_at__lte=now),
-        Q(sale_ends_at__isnull=True) | Q(sale_ends_at__gt=now),
-        merchant_id=merchant.id, active=True,
-    ).order_by("sort", "id").limit(limit)
+    items = (
+        await MallItem.filter(
+            Q(sale_starts_at__isnull=True) | Q(sale_starts_at__lte=now),
+            Q(sale_ends_at__isnull=True) | Q(sale_ends_at__gt=now),
+            merchant_id=merchant.id,
+            active=True,
+        )
+        .order_by("sort", "id")
+        .limit(limit)
+    )
     rank, held = await _standings(merchant, member_id, now) if member_id is not None else (0, {})
     return [_offer(item, rank, held, now) for item in items]
 
@@ -271,7 +322,13 @@ async def offer(merchant: Merchant, member_id: int, item_id: int, *, now: dateti
 
 
 async def redeem(
-    merchant: Merchant, member: Member, item_id: int, *, qty: int, client_key: str, now: datetime,
+    merchant: Merchant,
+    member: Member,
+    item_id: int,
+    *,
+    qty: int,
+    client_key: str,
+    now: datetime,
     address: dict[str, Any] | None = None,
 ) -> tuple[MallOrder, bool]:
     """Redeem at the item's current price (order key `mp:<member>:<client_key>`). Returns the order and
@@ -306,8 +363,13 @@ async def cancel(merchant: Merchant, member: Member, order_id: int, *, now: date
 
 
 async def orders_page(
-    merchant_id: int, *, member_id: int | None = None, status: OrderStatus | None = None,
-    open_only: bool = False, cursor: int | None = None, limit: int = 20,
+    merchant_id: int,
+    *,
+    member_id: int | None = None,
+    status: OrderStatus | None = None,
+    open_only: bool = False,
+    cursor: int | None = None,
+    limit: int = 20,
 ) -> tuple[list[MallOrder], int | None]:
     """Orders newest first (with their item), and the cursor of the next page (None at the end)."""
     query = MallOrder.filter(merchant_id=merchant_id)
@@ -399,10 +461,20 @@ async def ship(
             raise NotFound("订单不存在", field="order_id")
         if order.status != OrderStatus.TO_SHIP:
             raise OrderClosed(f"订单{STATUS_LABELS[OrderStatus(order.status)]}，不能发货", field="order_id")
-        shipment = {"carrier": carrier, "tracking_no": tracking_no, "shipped_at": now.isoformat(),
-                    "shipped_by": staff.username}
+        shipment = {
+            "carrier": carrier,
+            "tracking_no": tracking_no,
+            "shipped_at": now.isoformat(),
+            "shipped_by": staff.username,
+        }
         order.status, order.address = OrderStatus.SHIPPED, {**(order.address or {}), "shipment": shipment}
         await order.save(update_fields=["status", "address"])
-        await audit_log.record(merchant.id, f"staff:{staff.id}", "mall.order.ship", str(order.id),
-                                   carrier=carrier, tracking_no=tracking_no)
+        await audit_log.record(
+            merchant.id,
+            f"staff:{staff.id}",
+            "mall.order.ship",
+            str(order.id),
+            carrier=carrier,
+            tracking_no=tracking_no,
+        )
     return order

@@ -107,12 +107,26 @@ async def create_sale(merchant_id: int, spec: SaleSpec, *, now: datetime, actor:
         if item.stock < spec.stock:
             raise Conflict(f"商品库存不足：现有 {item.stock} 件", field="stock")
         sale = await FlashSale.create(
-            merchant_id=merchant_id, item_id=item.id, price_points=spec.price_points, stock=spec.stock,
-            limit_per_member=spec.limit_per_member, starts_at=spec.starts_at, ends_at=spec.ends_at,
+            merchant_id=merchant_id,
+            item_id=item.id,
+            price_points=spec.price_points,
+            stock=spec.stock,
+            limit_per_member=spec.limit_per_member,
+            starts_at=spec.starts_at,
+            ends_at=spec.ends_at,
         )
-        await catalogue.move_stock(item, -spec.stock, "flash_allot", key=f"flash_allot:{sale.id}", actor=actor)
-        await audit_log.record(merchant_id, actor, "flash_sale.create", f"flash_sale:{sale.id}",
-                                   item_id=item.id, stock=spec.stock, price_points=spec.price_points)
+        await catalogue.move_stock(
+            item, -spec.stock, "flash_allot", key=f"flash_allot:{sale.id}", actor=actor
+        )
+        await audit_log.record(
+            merchant_id,
+            actor,
+            "flash_sale.create",
+            f"flash_sale:{sale.id}",
+            item_id=item.id,
+            stock=spec.stock,
+            price_points=spec.price_points,
+        )
     return sale
 
 
@@ -178,8 +192,9 @@ async def db_state(sale_id: int) -> tuple[int, dict[int, int], dict[str, int]]:
     """From the database: (units left, units per member, order key -> member), the last two for orders
     not returned: the gate holds a reservation exactly while it counts it under the member's limit."""
     sale = await FlashSale.get(id=sale_id)
-    rows = await MallOrder.filter(flash_sale_id=sale_id).values_list("member_id", "qty", "status",
-                                                                      "idempotency_key")
+    rows = await MallOrder.filter(flash_sale_id=sale_id).values_list(
+        "member_id", "qty", "status", "idempotency_key"
+    )
     per_member: dict[int, int] = {}
     reservations: dict[str, int] = {}
     ordered = 0
@@ -231,8 +246,9 @@ async def get_sale(merchant_id: int, sale_id: int) -> FlashSale:
     return sale
 
 
-async def buy(redis: Redis, merchant: Merchant, member: Member, sale_id: int, *, key: str,
-              now: datetime) -> Bought:
+async def buy(
+    redis: Redis, merchant: Merchant, member: Member, sale_id: int, *, key: str, now: datetime
+) -> Bought:
     """One unit for `member`: gated in Redis, then written to the database. A repeated key replays."""
     sale = await get_sale(merchant.id, sale_id)
     check_window(sale, now)
@@ -293,14 +309,17 @@ async def _forget_returned_orders(redis: Redis, sale_id: int, member_id: int) ->
 
 
 async def live_units(sale_id: int, member_id: int) -> int:
-    rows = await MallOrder.filter(flash_sale_id=sale_id, member_id=member_id).exclude(
-        status__in=catalogue.RETURNED
-    ).values_list("qty", flat=True)
+    rows = (
+        await MallOrder.filter(flash_sale_id=sale_id, member_id=member_id)
+        .exclude(status__in=catalogue.RETURNED)
+        .values_list("qty", flat=True)
+    )
     return sum(int(qty) for qty in rows)  # type: ignore[call-overload]
 
 
-async def _write(merchant: Merchant, member: Member, sale: FlashSale, reservation: str,
-                 now: datetime) -> tuple[MallOrder, bool]:
+async def _write(
+    merchant: Merchant, member: Member, sale: FlashSale, reservation: str, now: datetime
+) -> tuple[MallOrder, bool]:
     """The order, under the member's account lock (their attempts serialize, so the limit check is
     exact); the sale row is locked last, by the conditional `sold + 1`, only for the commit."""
     async with in_transaction():
@@ -312,8 +331,15 @@ async def _write(merchant: Merchant, member: Member, sale: FlashSale, reservatio
             raise LimitReached(f"每人限购 {sale.limit_per_member} 件", field="flash_sale")
         item = await MallItem.get(id=sale.item_id)
         order = await catalogue.place_order(
-            merchant, member, item, qty=1, points=sale.price_points, key=reservation, now=now,
-            flash_sale_id=sale.id, take_stock=False,
+            merchant,
+            member,
+            item,
+            qty=1,
+            points=sale.price_points,
+            key=reservation,
+            now=now,
+            flash_sale_id=sale.id,
+            take_stock=False,
         )
         counted = await FlashSale.filter(id=sale.id, sold__lt=F("stock")).update(sold=F("sold") + 1)
         if not counted:

@@ -85,11 +85,23 @@ async def create_deal(merchant_id: int, spec: DealSpec, *, now: datetime, actor:
         raise Conflict("商品已下架", field="item_id")
     async with in_transaction():
         deal = await GroupDeal.create(
-            merchant_id=merchant_id, item_id=item.id, price_points=spec.price_points,
-            group_size=spec.group_size, hours=spec.hours, starts_at=spec.starts_at, ends_at=spec.ends_at,
+            merchant_id=merchant_id,
+            item_id=item.id,
+            price_points=spec.price_points,
+            group_size=spec.group_size,
+            hours=spec.hours,
+            starts_at=spec.starts_at,
+            ends_at=spec.ends_at,
         )
-        await audit_log.record(merchant_id, actor, "group_deal.create", f"group_deal:{deal.id}",
-                                   item_id=item.id, group_size=spec.group_size, hours=spec.hours)
+        await audit_log.record(
+            merchant_id,
+            actor,
+            "group_deal.create",
+            f"group_deal:{deal.id}",
+            item_id=item.id,
+            group_size=spec.group_size,
+            hours=spec.hours,
+        )
     return deal
 
 
@@ -111,8 +123,7 @@ async def _replay(merchant_id: int, key: str) -> Joined | None:
     return Joined(await DealGroup.get(id=order.group_id), order, replayed=True)
 
 
-async def start_group(merchant: Merchant, member: Member, deal_id: int, *, key: str,
-                      now: datetime) -> Joined:
+async def start_group(merchant: Merchant, member: Member, deal_id: int, *, key: str, now: datetime) -> Joined:
     """Open a group with `member` as its leader and first member (their order is placed now)."""
     order_key = f"group:{deal_id}:{member.id}:{key}"
     if (replayed := await _replay(merchant.id, order_key)) is not None:
@@ -128,12 +139,22 @@ async def start_group(merchant: Merchant, member: Member, deal_id: int, *, key: 
     try:
         async with in_transaction():
             group = await DealGroup.create(
-                merchant_id=merchant.id, deal_id=deal.id, leader_id=member.id, joined=1,
+                merchant_id=merchant.id,
+                deal_id=deal.id,
+                leader_id=member.id,
+                joined=1,
                 expires_at=now + timedelta(hours=deal.hours),
             )
             order = await catalogue.place_order(
-                merchant, member, item, qty=1, points=deal.price_points, key=order_key, now=now,
-                group_id=group.id, status=OrderStatus.PENDING_GROUP,
+                merchant,
+                member,
+                item,
+                qty=1,
+                points=deal.price_points,
+                key=order_key,
+                now=now,
+                group_id=group.id,
+                status=OrderStatus.PENDING_GROUP,
             )
             if order.group_id != group.id:
                 raise _LostRace  # a concurrent request with this key placed it: drop this group
@@ -146,8 +167,7 @@ class _LostRace(Exception):
     pass
 
 
-async def join_group(merchant: Merchant, member: Member, group_id: int, *, key: str,
-                     now: datetime) -> Joined:
+async def join_group(merchant: Merchant, member: Member, group_id: int, *, key: str, now: datetime) -> Joined:
     """Join an open group; the member who fills it opens every member's pick-up."""
     async with in_transaction():
         group = await DealGroup.select_for_update().get_or_none(id=group_id, merchant_id=merchant.id)
@@ -162,8 +182,15 @@ async def join_group(merchant: Merchant, member: Member, group_id: int, *, key: 
             raise Conflict("你已经在这个团里了", field="group")
         item = await MallItem.get(id=deal.item_id)
         order = await catalogue.place_order(
-            merchant, member, item, qty=1, points=deal.price_points, key=order_key, now=now,
-            group_id=group.id, status=OrderStatus.PENDING_GROUP,
+            merchant,
+            member,
+            item,
+            qty=1,
+            points=deal.price_points,
+            key=order_key,
+            now=now,
+            group_id=group.id,
+            status=OrderStatus.PENDING_GROUP,
         )
         group.joined += 1
         if group.joined >= deal.group_size:
@@ -188,8 +215,12 @@ def _check_joinable(group: DealGroup, deal: GroupDeal, now: datetime) -> None:
 
 
 async def _order_ids(group_id: int) -> list[int]:
-    ids: list[int] = await MallOrder.filter(group_id=group_id).order_by("id").values_list(  # type: ignore[assignment]
-        "id", flat=True
+    ids: list[int] = (
+        await MallOrder.filter(group_id=group_id)
+        .order_by("id")
+        .values_list(  # type: ignore[assignment]
+            "id", flat=True
+        )
     )
     return ids
 
@@ -218,9 +249,13 @@ async def expire_groups(now: datetime) -> dict[str, int]:
     """OPEN groups past `expires_at` fail; each member's order is returned once. Idempotent."""
     if now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    due: list[int] = await DealGroup.filter(  # type: ignore[assignment]
-        status=GroupStatus.OPEN, expires_at__lte=now
-    ).order_by("id").values_list("id", flat=True)
+    due: list[int] = (
+        await DealGroup.filter(  # type: ignore[assignment]
+            status=GroupStatus.OPEN, expires_at__lte=now
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
     failed = refunded = 0
     for group_id in due:
         try:

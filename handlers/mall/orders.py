@@ -46,7 +46,9 @@ OPEN = (OrderStatus.PENDING_GROUP, OrderStatus.AWAITING_PICKUP, OrderStatus.TO_S
 MAX_CODE_ATTEMPTS = 8
 ADDRESS_FIELDS = (("name", "收货人", 32), ("region", "所在地区", 64), ("detail", "详细地址", 128))
 _RETURN_TO: dict[str, OrderStatus] = {
-    "cancel": OrderStatus.CANCELLED, "expire": OrderStatus.EXPIRED, "group_refund": OrderStatus.GROUP_FAILED,
+    "cancel": OrderStatus.CANCELLED,
+    "expire": OrderStatus.EXPIRED,
+    "group_refund": OrderStatus.GROUP_FAILED,
 }
 _RETURNABLE: dict[str, tuple[OrderStatus, ...]] = {
     "cancel": (OrderStatus.AWAITING_PICKUP, OrderStatus.TO_SHIP),
@@ -54,9 +56,14 @@ _RETURNABLE: dict[str, tuple[OrderStatus, ...]] = {
     "group_refund": (OrderStatus.PENDING_GROUP,),
 }
 STATUS_LABELS = {
-    OrderStatus.PENDING_GROUP: "拼团中", OrderStatus.AWAITING_PICKUP: "待提货", OrderStatus.TO_SHIP: "待发货",
-    OrderStatus.SHIPPED: "已发货", OrderStatus.FULFILLED: "已完成", OrderStatus.CANCELLED: "已取消",
-    OrderStatus.EXPIRED: "已过期", OrderStatus.GROUP_FAILED: "拼团失败",
+    OrderStatus.PENDING_GROUP: "拼团中",
+    OrderStatus.AWAITING_PICKUP: "待提货",
+    OrderStatus.TO_SHIP: "待发货",
+    OrderStatus.SHIPPED: "已发货",
+    OrderStatus.FULFILLED: "已完成",
+    OrderStatus.CANCELLED: "已取消",
+    OrderStatus.EXPIRED: "已过期",
+    OrderStatus.GROUP_FAILED: "拼团失败",
 }
 
 log = logging.getLogger(__name__)
@@ -88,8 +95,13 @@ async def move_stock(item: MallItem, delta: int, reason: str, *, key: str, actor
     item.stock = after
     await item.save(update_fields=["stock", "updated_at"])
     return await StockMovement.create(
-        merchant_id=item.merchant_id, item_id=item.id, delta=delta, stock_after=after, reason=reason,
-        idempotency_key=key, actor=actor[:32],
+        merchant_id=item.merchant_id,
+        item_id=item.id,
+        delta=delta,
+        stock_after=after,
+        reason=reason,
+        idempotency_key=key,
+        actor=actor[:32],
     )
 
 
@@ -131,20 +143,28 @@ async def standing(merchant: Merchant, member_id: int, item: MallItem, now: date
 
 def terms(item: MallItem) -> ItemTerms:
     return ItemTerms(
-        active=item.active, stock=item.stock, min_tier_rank=item.min_tier_rank,
-        limit_per_member=item.limit_per_member, limit_per_day=item.limit_per_day,
-        sale_starts_at=item.sale_starts_at, sale_ends_at=item.sale_ends_at,
+        active=item.active,
+        stock=item.stock,
+        min_tier_rank=item.min_tier_rank,
+        limit_per_member=item.limit_per_member,
+        limit_per_day=item.limit_per_day,
+        sale_starts_at=item.sale_starts_at,
+        sale_ends_at=item.sale_ends_at,
     )
 
 
-async def _replay(merchant_id: int, key: str, member_id: int, item_id: int, qty: int,
-                  points_total: int) -> MallOrder | None:
+async def _replay(
+    merchant_id: int, key: str, member_id: int, item_id: int, qty: int, points_total: int
+) -> MallOrder | None:
     order = await MallOrder.get_or_none(merchant_id=merchant_id, idempotency_key=key)
     if order is None:
         return None
     if (order.member_id, order.item_id, order.qty, order.points) != (member_id, item_id, qty, points_total):
-        raise DomainError("idempotency key was already used for a different request",
-                          code=ErrorCode.IDEMPOTENCY_MISMATCH, field="idempotency_key")
+        raise DomainError(
+            "idempotency key was already used for a different request",
+            code=ErrorCode.IDEMPOTENCY_MISMATCH,
+            field="idempotency_key",
+        )
     return order
 
 
@@ -181,8 +201,18 @@ async def place_order(
       `open_pickup(order.id, now=...)` is called when the group fills.
     """
     order, _ = await place_order_once(
-        merchant, member, item, qty=qty, points=points, key=key, now=now, flash_sale_id=flash_sale_id,
-        group_id=group_id, status=status, address=address, take_stock=take_stock,
+        merchant,
+        member,
+        item,
+        qty=qty,
+        points=points,
+        key=key,
+        now=now,
+        flash_sale_id=flash_sale_id,
+        group_id=group_id,
+        status=status,
+        address=address,
+        take_stock=take_stock,
     )
     return order
 
@@ -214,17 +244,38 @@ async def place_order_once(
         if (replayed := await _replay(merchant.id, key, member.id, item.id, qty, points)) is not None:
             return replayed, True
         order = await _place_locked(
-            merchant, account, member, item, qty=qty, total=points, key=key, now=now,
-            flash_sale_id=flash_sale_id, group_id=group_id, status=status, address=address,
+            merchant,
+            account,
+            member,
+            item,
+            qty=qty,
+            total=points,
+            key=key,
+            now=now,
+            flash_sale_id=flash_sale_id,
+            group_id=group_id,
+            status=status,
+            address=address,
             take_stock=take_stock,
         )
         return order, False
 
 
 async def _place_locked(
-    merchant: Merchant, account: PointsAccount, member: Member, item: MallItem, *, qty: int, total: int,
-    key: str, now: datetime, flash_sale_id: int | None, group_id: int | None, status: OrderStatus | None,
-    address: dict[str, Any] | None, take_stock: bool,
+    merchant: Merchant,
+    account: PointsAccount,
+    member: Member,
+    item: MallItem,
+    *,
+    qty: int,
+    total: int,
+    key: str,
+    now: datetime,
+    flash_sale_id: int | None,
+    group_id: int | None,
+    status: OrderStatus | None,
+    address: dict[str, Any] | None,
+    take_stock: bool,
 ) -> MallOrder:
     locked = await MallItem.select_for_update().get_or_none(id=item.id, merchant_id=merchant.id)
     if locked is None:
@@ -239,15 +290,29 @@ async def _place_locked(
     actor = f"member:{member.id}"
     if total:
         await ledger.debit_locked(
-            account, total, PointsKind.SPEND_REDEMPTION, key=f"mall:{key}", now=now,
-            reference=f"mall:{locked.id}", actor=actor, reason=f"积分兑换 {locked.name}×{qty}",
+            account,
+            total,
+            PointsKind.SPEND_REDEMPTION,
+            key=f"mall:{key}",
+            now=now,
+            reference=f"mall:{locked.id}",
+            actor=actor,
+            reason=f"积分兑换 {locked.name}×{qty}",
         )
     if take_stock:
         await move_stock(locked, -qty, "redeem", key=f"mall:{key}:stock", actor=actor)
     order = await MallOrder.create(
-        merchant_id=merchant.id, member_id=member.id, item_id=locked.id, qty=qty, points=total,
-        cash_fen=locked.cash_fen * qty, status=status or OrderStatus.PENDING_GROUP, idempotency_key=key,
-        address=shipping, flash_sale_id=flash_sale_id, group_id=group_id,
+        merchant_id=merchant.id,
+        member_id=member.id,
+        item_id=locked.id,
+        qty=qty,
+        points=total,
+        cash_fen=locked.cash_fen * qty,
+        status=status or OrderStatus.PENDING_GROUP,
+        idempotency_key=key,
+        address=shipping,
+        flash_sale_id=flash_sale_id,
+        group_id=group_id,
         local_day=local_day(now, merchant.timezone),
     )
     if status is None:
@@ -278,15 +343,21 @@ async def _deliver(
 ) -> None:
     key = order.idempotency_key
     if kind is ItemKind.STORED_VALUE:
-        await wallet.credit_mall(merchant, order.member_id, item.stored_value_fen * order.qty,
-                                 key=f"mall:{key}", now=now)
+        await wallet.credit_mall(
+            merchant, order.member_id, item.stored_value_fen * order.qty, key=f"mall:{key}", now=now
+        )
         return
     if item.coupon_template_id is None:
         raise ValidationError("优惠券商品未指定优惠券模板", field="coupon_template_id")
     for n in range(1, order.qty + 1):
         await coupons.issue(
-            merchant, order.member_id, item.coupon_template_id, source="mall",
-            key=f"mall:{key}" if n == 1 else f"mall:{key}:{n}", now=now, actor=f"member:{order.member_id}",
+            merchant,
+            order.member_id,
+            item.coupon_template_id,
+            source="mall",
+            key=f"mall:{key}" if n == 1 else f"mall:{key}:{n}",
+            now=now,
+            actor=f"member:{order.member_id}",
         )
 
 
@@ -349,8 +420,14 @@ async def return_order(order_id: int, *, reason: ReturnReason, now: datetime, ac
         key = order.idempotency_key
         debit_key = f"mall:{key}"
         if await PointsTransaction.exists(merchant_id=order.merchant_id, idempotency_key=debit_key):
-            await ledger.reverse(order.merchant_id, debit_key, key=f"mall:{key}:return", now=now, actor=actor,
-                                 reason=f"兑换退回（{STATUS_LABELS[_RETURN_TO[reason]]}）")
+            await ledger.reverse(
+                order.merchant_id,
+                debit_key,
+                key=f"mall:{key}:return",
+                now=now,
+                actor=actor,
+                reason=f"兑换退回（{STATUS_LABELS[_RETURN_TO[reason]]}）",
+            )
         await move_stock(item, order.qty, reason, key=f"mall:{key}:return", actor=actor)
         order.status, order.closed_at, order.open_pickup_code = _RETURN_TO[reason], now, None
         await order.save(update_fields=["status", "closed_at", "open_pickup_code"])
@@ -373,9 +450,13 @@ async def expire_pickups(now: datetime) -> dict[str, int]:
     back. Selects due-and-not-done, so a second run (or a racing cancel) returns nothing twice."""
     if now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    due: list[int] = await MallOrder.filter(  # type: ignore[assignment]
-        status=OrderStatus.AWAITING_PICKUP, pickup_deadline__lte=now
-    ).order_by("id").values_list("id", flat=True)
+    due: list[int] = (
+        await MallOrder.filter(  # type: ignore[assignment]
+            status=OrderStatus.AWAITING_PICKUP, pickup_deadline__lte=now
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
     expired = 0
     for order_id in due:
         try:
@@ -387,4 +468,3 @@ async def expire_pickups(now: datetime) -> dict[str, int]:
             continue
         expired += 1
     return {"expired_orders": expired}
-

@@ -98,8 +98,13 @@ async def resolve_scan(merchant: Merchant, qr_or_code: str, *, secret: bytes, no
 
 def qr_png(data: str, *, box_size: int = 8) -> bytes:
     """A QR code PNG (medium error correction, standard 4-module quiet zone)."""
-    image = qrcode.make(data, image_factory=PilImage, box_size=box_size, border=4,
-                        error_correction=qrcode.constants.ERROR_CORRECT_M)
+    image = qrcode.make(
+        data,
+        image_factory=PilImage,
+        box_size=box_size,
+        border=4,
+        error_correction=qrcode.constants.ERROR_CORRECT_M,
+    )
     buffer = io.BytesIO()
     image.save(buffer)
     return buffer.getvalue()
@@ -107,8 +112,13 @@ def qr_png(data: str, *, box_size: int = 8) -> bytes:
 
 def qr_svg(data: str) -> str:
     """A standalone SVG document of the QR code (one path, scales without blur)."""
-    image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathFillImage, box_size=10, border=4,
-                        error_correction=qrcode.constants.ERROR_CORRECT_M)
+    image = qrcode.make(
+        data,
+        image_factory=qrcode.image.svg.SvgPathFillImage,
+        box_size=10,
+        border=4,
+        error_correction=qrcode.constants.ERROR_CORRECT_M,
+    )
     return cast(str, image.to_string(encoding="unicode"))
 
 
@@ -125,8 +135,9 @@ def _link_mac(secret: bytes, merchant_id: int, member_id: int, expires: int) -> 
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def link_token(secret: bytes, merchant_id: int, member_id: int, *, now: datetime | int,
-               ttl: int = LINK_TTL_SECONDS) -> str:
+def link_token(
+    secret: bytes, merchant_id: int, member_id: int, *, now: datetime | int, ttl: int = LINK_TTL_SECONDS
+) -> str:
     """`<member_id>.<expires unix>.<mac>`: opens the member's card page until it expires."""
     expires = _unix(now) + ttl
     return f"{member_id}.{expires}.{_link_mac(secret, merchant_id, member_id, expires)}"

@@ -105,8 +105,12 @@ async def subscribe(
         member = await _attach_by_unionid(merchant, openid, digest, unionid)
     if member is None:
         defaults = {
-            "openid_digest": digest, "subscribed": True, "source": attribution.source, "unionid": unionid,
-            "referrer": attribution.referrer, "acquired_by": attribution.staff,
+            "openid_digest": digest,
+            "subscribed": True,
+            "source": attribution.source,
+            "unionid": unionid,
+            "referrer": attribution.referrer,
+            "acquired_by": attribution.staff,
         }
         try:
             member, created = await members.get_or_create(merchant, {"openid": openid}, defaults)
@@ -136,7 +140,9 @@ async def unsubscribe(merchant: Merchant, openid: str, *, secret: bytes, now: da
     if member is None:
         return None
     values = {
-        "openid": None, "subscribed": False, "unsubscribed_at": now,
+        "openid": None,
+        "subscribed": False,
+        "unsubscribed_at": now,
         "openid_digest": members.openid_digest(secret, merchant.id, openid),
     }
     if not await Member.filter(id=member.id, openid=openid).update(**values):
@@ -147,8 +153,12 @@ async def unsubscribe(merchant: Merchant, openid: str, *, secret: bytes, now: da
 
 
 async def complete_profile(
-    member: Member, *, now: datetime,
-    phone: str | None = None, birthday: date | None = None, gender: Gender | None = None,
+    member: Member,
+    *,
+    now: datetime,
+    phone: str | None = None,
+    birthday: date | None = None,
+    gender: Gender | None = None,
 ) -> bool:
     """Write validated profile fields; the first time all are present, set `profile_completed_at`.
 
@@ -203,9 +213,11 @@ async def _mark_subscribed(member: Member, digest: str) -> None:
 
 async def _attach_by_unionid(merchant: Merchant, openid: str, digest: str, unionid: str) -> Member | None:
     """The mini-program member with this unionid and no Official Account identity, now given it."""
-    candidate = await Member.filter(
-        merchant_id=merchant.id, unionid=unionid, openid=None, anonymized_at=None
-    ).order_by("id").first()
+    candidate = (
+        await Member.filter(merchant_id=merchant.id, unionid=unionid, openid=None, anonymized_at=None)
+        .order_by("id")
+        .first()
+    )
     if candidate is None:
         return None
     try:

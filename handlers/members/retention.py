@@ -61,6 +61,8 @@ async def _erase_addresses(merchant: Merchant) -> None:
     """Shipping addresses (a name, a phone, a place) of anonymised members go too, except on an order
     still waiting to ship. Idempotent: only addresses still present are touched."""
     anonymised = Member.filter(merchant_id=merchant.id, anonymized_at__isnull=False).values("id")
-    await MallOrder.filter(
-        merchant_id=merchant.id, address__isnull=False, member_id__in=Subquery(anonymised)
-    ).exclude(status=OrderStatus.TO_SHIP).update(address=None)
+    await (
+        MallOrder.filter(merchant_id=merchant.id, address__isnull=False, member_id__in=Subquery(anonymised))
+        .exclude(status=OrderStatus.TO_SHIP)
+        .update(address=None)
+    )

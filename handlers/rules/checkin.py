@@ -155,9 +155,14 @@ def month_calendar(
             checked=day in checked,
             is_today=day == today,
             is_future=day > today,
-            can_make_up=policy is not None and makeup_allowed(
-                day, today, checked, policy.makeup_max_days_back,
-                used_this_month=makeups_used_this_month, max_per_month=policy.makeup_max_per_month,
+            can_make_up=policy is not None
+            and makeup_allowed(
+                day,
+                today,
+                checked,
+                policy.makeup_max_days_back,
+                used_this_month=makeups_used_this_month,
+                max_per_month=policy.makeup_max_per_month,
                 not_before=not_before,
             ),
         )
@@ -167,20 +172,32 @@ def month_calendar(
 
 def validate_checkin_policy(raw: object) -> CheckinPolicy:
     """A `CheckinPolicy` from JSON-like data; raises `RuleError` naming the first invalid field."""
-    top = p.obj(raw, "", required=("daily_points",), optional=(
-        "streak_rewards", "cycle_days", "makeup_cost_points", "makeup_max_days_back", "makeup_max_per_month",
-    ))
+    top = p.obj(
+        raw,
+        "",
+        required=("daily_points",),
+        optional=(
+            "streak_rewards",
+            "cycle_days",
+            "makeup_cost_points",
+            "makeup_max_days_back",
+            "makeup_max_per_month",
+        ),
+    )
     cycle = p.opt_integer(top.get("cycle_days"), "cycle_days", lo=1, hi=366)
     return CheckinPolicy(
         daily_points=p.integer(top["daily_points"], "daily_points", lo=0, hi=MAX_POINTS),
         streak_rewards=_rewards(top.get("streak_rewards", {}), cycle),
         cycle_days=cycle,
-        makeup_cost_points=p.integer(top.get("makeup_cost_points", 0), "makeup_cost_points", lo=0,
-                                     hi=MAX_POINTS),
-        makeup_max_days_back=p.integer(top.get("makeup_max_days_back", 0), "makeup_max_days_back", lo=0,
-                                       hi=366),
-        makeup_max_per_month=p.opt_integer(top.get("makeup_max_per_month"), "makeup_max_per_month", lo=0,
-                                           hi=31),
+        makeup_cost_points=p.integer(
+            top.get("makeup_cost_points", 0), "makeup_cost_points", lo=0, hi=MAX_POINTS
+        ),
+        makeup_max_days_back=p.integer(
+            top.get("makeup_max_days_back", 0), "makeup_max_days_back", lo=0, hi=366
+        ),
+        makeup_max_per_month=p.opt_integer(
+            top.get("makeup_max_per_month"), "makeup_max_per_month", lo=0, hi=31
+        ),
     )
 
 
@@ -198,7 +215,7 @@ def checkin_policy_to_dict(policy: CheckinPolicy) -> dict[str, Any]:
 
 def _rewards(raw: object, cycle: int | None) -> Mapping[int, int]:
     if not isinstance(raw, Mapping):
-        raise RuleError("streak_rewards", "应为对象，如 {\"7\": 50}")
+        raise RuleError("streak_rewards", '应为对象，如 {"7": 50}')
     last_day = cycle if cycle is not None else MAX_STREAK_DAY
     rewards: dict[int, int] = {}
     for key, value in raw.items():

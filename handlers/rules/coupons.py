@@ -200,6 +200,6 @@ def until_text(valid_until: datetime, timezone: str) -> str:
 
 
 def validity_text(valid_from: datetime, valid_until: datetime, timezone: str) -> str:
-    """"2024-05-01 至 2024-05-31" (whole days), or with times when the window does not fall on midnight."""
+    """ "2024-05-01 至 2024-05-31" (whole days), or with times when the window does not fall on midnight."""
     zone = ZoneInfo(timezone)
     return f"{_moment_text(valid_from, zone, end=False)} 至 {_moment_text(valid_until, zone, end=True)}"

@@ -17,8 +17,16 @@ MAX_POINTS_PER_YUAN = Fraction(10_000)
 MAX_SKU_BONUS = 1_000_000
 
 _TOP_OPTIONAL = (
-    "timezone", "band_mode", "bands", "tier_multipliers", "category_multipliers", "sku_multipliers",
-    "sku_bonuses", "promotions", "per_purchase_cap", "daily_cap",
+    "timezone",
+    "band_mode",
+    "bands",
+    "tier_multipliers",
+    "category_multipliers",
+    "sku_multipliers",
+    "sku_bonuses",
+    "promotions",
+    "per_purchase_cap",
+    "daily_cap",
 )
 _BAND_MODES: tuple[BandMode, ...] = ("per_purchase", "cumulative")
 
@@ -31,8 +39,9 @@ def validate_rule_set(raw: object) -> RuleSet:
         raise RuleError("band_mode", "应为 per_purchase 或 cumulative")
     return RuleSet(
         version=p.integer(top["version"], "version", lo=1),
-        points_per_yuan=p.fraction(top["points_per_yuan"], "points_per_yuan", lo=Fraction(0),
-                                   hi=MAX_POINTS_PER_YUAN),
+        points_per_yuan=p.fraction(
+            top["points_per_yuan"], "points_per_yuan", lo=Fraction(0), hi=MAX_POINTS_PER_YUAN
+        ),
         timezone=p.timezone(top.get("timezone", "Asia/Shanghai"), "timezone"),
         band_mode=cast(BandMode, mode),
         bands=_bands(top.get("bands", [])),
@@ -106,10 +115,12 @@ def _multipliers(raw: object, path: str) -> Mapping[str, Fraction]:
 
 def _bonuses(raw: object) -> Mapping[str, int]:
     table = p.obj(raw, "sku_bonuses", optional=_string_keys(raw, "sku_bonuses"))
-    return MappingProxyType({
-        key: p.integer(value, p.join("sku_bonuses", key), lo=0, hi=MAX_SKU_BONUS)
-        for key, value in table.items()
-    })
+    return MappingProxyType(
+        {
+            key: p.integer(value, p.join("sku_bonuses", key), lo=0, hi=MAX_SKU_BONUS)
+            for key, value in table.items()
+        }
+    )
 
 
 def _string_keys(raw: object, path: str) -> tuple[str, ...]:
@@ -137,8 +148,12 @@ def _promotions(raw: object) -> tuple[Promotion, ...]:
 
 
 def _promotion(entry: object, path: str) -> Promotion:
-    raw = p.obj(entry, path, required=("code", "label", "start", "end", "multiplier"),
-                optional=("weekdays", "store_codes"))
+    raw = p.obj(
+        entry,
+        path,
+        required=("code", "label", "start", "end", "multiplier"),
+        optional=("weekdays", "store_codes"),
+    )
     start = p.iso_date(raw["start"], p.join(path, "start"))
     end = p.iso_date(raw["end"], p.join(path, "end"))
     if end < start:

@@ -15,7 +15,6 @@ from typing import Literal
 BandMode = Literal["per_purchase", "cumulative"]
 
 
-
 def _no_fractions() -> Mapping[str, Fraction]:
     return MappingProxyType({})
 

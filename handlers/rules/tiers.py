@@ -41,6 +41,7 @@ __all__ = [
     "validate_tiers",
 ]
 
+
 @dataclass(frozen=True, slots=True)
 class Remaining:
     """How much more of `metric` reaches `tier_code` — the nearest tier that counts this metric."""

@@ -13,8 +13,13 @@ from handlers.rules.tiers_model import METRICS, Benefits, Criteria, Downgrade, M
 MAX_DAYS = 3660
 MAX_POINTS = 10**9
 MAX_FEN = 10**12
-_BENEFIT_KEYS = ("discount_percent", "points_multiplier", "birthday_gift_points", "upgrade_gift_points",
-                 "upgrade_gift_coupon_template_ids")
+_BENEFIT_KEYS = (
+    "discount_percent",
+    "points_multiplier",
+    "birthday_gift_points",
+    "upgrade_gift_points",
+    "upgrade_gift_coupon_template_ids",
+)
 
 
 def validate_tiers(raw: object) -> list[Tier]:
@@ -41,16 +46,21 @@ def tiers_to_dicts(tiers: list[Tier]) -> list[dict[str, Any]]:
 
 
 def _tier(entry: object, path: str) -> Tier:
-    raw = p.obj(entry, path, required=("code", "name", "rank"),
-                optional=("criteria", "upgrade_cost_points", "benefits", "downgrade"))
+    raw = p.obj(
+        entry,
+        path,
+        required=("code", "name", "rank"),
+        optional=("criteria", "upgrade_cost_points", "benefits", "downgrade"),
+    )
     criteria_raw = raw.get("criteria")
     return Tier(
         code=p.text(raw["code"], p.join(path, "code"), max_len=32),
         name=p.text(raw["name"], p.join(path, "name"), max_len=32),
         rank=p.integer(raw["rank"], p.join(path, "rank"), lo=0, hi=1000),
         criteria=None if criteria_raw is None else _criteria(criteria_raw, p.join(path, "criteria")),
-        upgrade_cost_points=p.opt_integer(raw.get("upgrade_cost_points"), p.join(path, "upgrade_cost_points"),
-                                          lo=1, hi=MAX_POINTS),
+        upgrade_cost_points=p.opt_integer(
+            raw.get("upgrade_cost_points"), p.join(path, "upgrade_cost_points"), lo=1, hi=MAX_POINTS
+        ),
         benefits=_benefits(raw.get("benefits", {}), p.join(path, "benefits")),
         downgrade=_downgrade(raw.get("downgrade", {}), p.join(path, "downgrade")),
     )
@@ -75,14 +85,20 @@ def _benefits(entry: object, path: str) -> Benefits:
     )
     if len(set(coupons)) != len(coupons):
         raise RuleError(coupons_path, "券模板重复")
+
     def points(key: str) -> int:
         return p.integer(raw.get(key, 0), p.join(path, key), lo=0, hi=MAX_POINTS)
 
     return Benefits(
-        discount_percent=p.integer(raw.get("discount_percent", 100), p.join(path, "discount_percent"),
-                                   lo=1, hi=100),
-        points_multiplier=p.fraction(raw.get("points_multiplier", 1), p.join(path, "points_multiplier"),
-                                     lo=Fraction(1), hi=Fraction(100)),
+        discount_percent=p.integer(
+            raw.get("discount_percent", 100), p.join(path, "discount_percent"), lo=1, hi=100
+        ),
+        points_multiplier=p.fraction(
+            raw.get("points_multiplier", 1),
+            p.join(path, "points_multiplier"),
+            lo=Fraction(1),
+            hi=Fraction(100),
+        ),
         birthday_gift_points=points("birthday_gift_points"),
         upgrade_gift_points=points("upgrade_gift_points"),
         upgrade_gift_coupon_template_ids=coupons,

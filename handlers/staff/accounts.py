@@ -16,8 +16,9 @@ MIN_PASSWORD = 8
 hasher = PasswordHasher()
 
 
-async def create_staff(merchant: Merchant, *, store_code: str | None, username: str, role: str,
-                       password: str) -> Staff:
+async def create_staff(
+    merchant: Merchant, *, store_code: str | None, username: str, role: str, password: str
+) -> Staff:
     if not USERNAME.match(username):
         raise ValidationError("username: 3–64 letters, digits, '_', '.' or '-'", field="username")
     try:
@@ -32,7 +33,12 @@ async def create_staff(merchant: Merchant, *, store_code: str | None, username: 
         if store is None:
             raise NotFound(f"no store {store_code!r}", field="store")
     try:
-        return await Staff.create(merchant=merchant, store=store, username=username, role=staff_role,
-                                  password_hash=hasher.hash(password))
+        return await Staff.create(
+            merchant=merchant,
+            store=store,
+            username=username,
+            role=staff_role,
+            password_hash=hasher.hash(password),
+        )
     except IntegrityError as exc:
         raise Conflict(f"staff {username!r} already exists", field="username") from exc

@@ -70,8 +70,13 @@ class SessionStore:
         self.redis = redis
 
     async def issue(
-        self, kind: SessionKind, merchant_id: int, subject_id: int, *,
-        ttl: int | None = None, data: Mapping[str, str] | None = None,
+        self,
+        kind: SessionKind,
+        merchant_id: int,
+        subject_id: int,
+        *,
+        ttl: int | None = None,
+        data: Mapping[str, str] | None = None,
     ) -> IssuedSession:
         seconds = ttl if ttl is not None else DEFAULT_TTL[kind]
         if seconds <= 0:
@@ -79,8 +84,14 @@ class SessionStore:
         token = secrets.token_urlsafe(32)
         now = time.time()
         session = Session(kind, merchant_id, subject_id, now, now + seconds, dict(data or {}))
-        record = {"kind": kind.value, "merchant_id": merchant_id, "subject_id": subject_id,
-                  "issued_at": now, "expires_at": now + seconds, "data": dict(session.data)}
+        record = {
+            "kind": kind.value,
+            "merchant_id": merchant_id,
+            "subject_id": subject_id,
+            "issued_at": now,
+            "expires_at": now + seconds,
+            "data": dict(session.data),
+        }
         digest = token_digest(token)
         index = _index_key(kind, subject_id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -127,8 +138,10 @@ def _decode(raw: Any) -> Session | None:
     try:
         record = json.loads(raw)
         return Session(
-            kind=SessionKind(record["kind"]), merchant_id=int(record["merchant_id"]),
-            subject_id=int(record["subject_id"]), issued_at=float(record["issued_at"]),
+            kind=SessionKind(record["kind"]),
+            merchant_id=int(record["merchant_id"]),
+            subject_id=int(record["subject_id"]),
+            issued_at=float(record["issued_at"]),
             expires_at=float(record["expires_at"]),
             data={str(k): str(v) for k, v in dict(record.get("data") or {}).items()},
         )

@@ -171,8 +171,14 @@ async def _period(merchant: Merchant, member_id: int, key: str, now: datetime) -
     local = now.astimezone(zone)
     year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    row = await fetch_one(_PERIOD_SQL, merchant=merchant.id, member=member_id, key=key, year_start=year_start,
-                          day_start=day_start)
+    row = await fetch_one(
+        _PERIOD_SQL,
+        merchant=merchant.id,
+        member=member_id,
+        key=key,
+        year_start=year_start,
+        day_start=day_start,
+    )
     return int(row["spend"]), int(row["today"]), row["existing"]
 
 
@@ -363,8 +369,13 @@ LEFT JOIN store s ON s.id = COALESCE(
 
 
 async def _context(merchant: Merchant, staff: Staff | None, req: PurchaseRequest) -> dict[str, Any]:
-    return await fetch_one(_CONTEXT_SQL, merchant=merchant.id, key=req.idempotency_key, member=req.member_id,
-                           staff_store=staff.store_id if staff is not None else None)
+    return await fetch_one(
+        _CONTEXT_SQL,
+        merchant=merchant.id,
+        key=req.idempotency_key,
+        member=req.member_id,
+        staff_store=staff.store_id if staff is not None else None,
+    )
 
 
 async def _lock_pool(merchant_id: int, program: Program) -> PointsPool | None:

@@ -39,7 +39,6 @@ class RefundResult:
     stored_value_refunded_fen: int = 0
 
 
-
 async def refund_purchase(
     merchant: Merchant, staff: Staff | None, purchase_id: int, *, key: str, now: datetime
 ) -> RefundResult:

@@ -19,8 +19,9 @@ async def audit_wallet(merchant_id: int | None = None) -> list[Mismatch]:
     """Every account: principal == Σ principal_delta, bonus == Σ bonus_delta, both ≥ 0; every ledger
     row's running `*_after` is never negative; no ledger rows without an account."""
     scope = {"merchant_id": merchant_id} if merchant_id is not None else {}
-    accounts = await WalletAccount.filter(**scope).values("merchant_id", "member_id", "principal_fen",
-                                                          "bonus_fen")
+    accounts = await WalletAccount.filter(**scope).values(
+        "merchant_id", "member_id", "principal_fen", "bonus_fen"
+    )
     principal = await _sums(WalletTransaction.filter(**scope), "principal_delta")
     bonus = await _sums(WalletTransaction.filter(**scope), "bonus_delta")
     mismatches: list[Mismatch] = []
@@ -37,11 +38,15 @@ async def audit_wallet(merchant_id: int | None = None) -> list[Mismatch]:
         mismatches += [
             Mismatch(merchant, member, name, want, got) for name, want, got in checks if want != got
         ]
-    negative = await WalletTransaction.filter(**scope).filter(principal_after__lt=0).values(
-        "merchant_id", "member_id", "principal_after"
+    negative = (
+        await WalletTransaction.filter(**scope)
+        .filter(principal_after__lt=0)
+        .values("merchant_id", "member_id", "principal_after")
     )
-    negative += await WalletTransaction.filter(**scope).filter(bonus_after__lt=0).values(
-        "merchant_id", "member_id", "bonus_after"
+    negative += (
+        await WalletTransaction.filter(**scope)
+        .filter(bonus_after__lt=0)
+        .values("merchant_id", "member_id", "bonus_after")
     )
     for row in negative:
         value = row.get("principal_after", row.get("bonus_after", 0))

@@ -82,18 +82,38 @@ def check_product(data: ProductInput) -> ProductInput:
         raise ValidationError(f"valid_days: 1–{MAX_VALID_DAYS} 天", field="valid_days")
     if not 0 <= data.price_fen <= MAX_PRICE_FEN:
         raise ValidationError(f"price_fen: 0–{MAX_PRICE_FEN}", field="price_fen")
-    return ProductInput(data.kind, _text(data.name, "name"), _text(data.service, "service"), data.uses,
-                        data.valid_days, data.price_fen, data.active)
+    return ProductInput(
+        data.kind,
+        _text(data.name, "name"),
+        _text(data.service, "service"),
+        data.uses,
+        data.valid_days,
+        data.price_fen,
+        data.active,
+    )
 
 
 async def create_product(merchant: Merchant, data: ProductInput, *, actor: str) -> CardProduct:
     data = check_product(data)
     async with in_transaction():
-        product = await CardProduct.create(merchant_id=merchant.id, kind=data.kind, name=data.name,
-                                           service=data.service, uses=data.uses, valid_days=data.valid_days,
-                                           price_fen=data.price_fen, active=data.active)
-        await audit_log.record(merchant.id, actor, "service_card_product.create", f"product:{product.id}",
-                                   name=data.name, kind=data.kind.value)
+        product = await CardProduct.create(
+            merchant_id=merchant.id,
+            kind=data.kind,
+            name=data.name,
+            service=data.service,
+            uses=data.uses,
+            valid_days=data.valid_days,
+            price_fen=data.price_fen,
+            active=data.active,
+        )
+        await audit_log.record(
+            merchant.id,
+            actor,
+            "service_card_product.create",
+            f"product:{product.id}",
+            name=data.name,
+            kind=data.kind.value,
+        )
     return product
 
 
@@ -118,8 +138,14 @@ async def update_product(
         found.name, found.service, found.uses = data.name, data.service, data.uses
         found.valid_days, found.price_fen, found.active = data.valid_days, data.price_fen, data.active
         await found.save()
-        await audit_log.record(merchant.id, actor, "service_card_product.update", f"product:{found.id}",
-                                   name=data.name, active=data.active)
+        await audit_log.record(
+            merchant.id,
+            actor,
+            "service_card_product.update",
+            f"product:{found.id}",
+            name=data.name,
+            active=data.active,
+        )
     return found
 
 
@@ -140,8 +166,15 @@ def local_date(moment: datetime, timezone: str) -> str:
 
 
 async def issue(
-    merchant: Merchant, member: Member, product_id: int, *, source: Source, key: str, now: datetime,
-    actor: str, reason: str = "",
+    merchant: Merchant,
+    member: Member,
+    product_id: int,
+    *,
+    source: Source,
+    key: str,
+    now: datetime,
+    actor: str,
+    reason: str = "",
 ) -> Issued:
     """Sell (`sold`, the product's price recorded) or grant (`granted`, free, audit row) one card.
 
@@ -157,22 +190,40 @@ async def issue(
     try:
         async with in_transaction():
             card = await MemberCard.create(
-                merchant_id=merchant.id, member_id=member.id, product_id=found.id, kind=found.kind,
-                uses_total=found.uses, uses_left=found.uses, valid_from=now,
-                valid_until=valid_until(now, found.valid_days, merchant.timezone), source=source,
-                issue_key=issue_key, price_fen=found.price_fen if source == "sold" else 0,
+                merchant_id=merchant.id,
+                member_id=member.id,
+                product_id=found.id,
+                kind=found.kind,
+                uses_total=found.uses,
+                uses_left=found.uses,
+                valid_from=now,
+                valid_until=valid_until(now, found.valid_days, merchant.timezone),
+                source=source,
+                issue_key=issue_key,
+                price_fen=found.price_fen if source == "sold" else 0,
             )
-            await audit_log.record(merchant.id, actor, f"service_card.{source}", f"card:{card.id}",
-                                       member_id=member.id, product_id=found.id, reason=reason)
+            await audit_log.record(
+                merchant.id,
+                actor,
+                f"service_card.{source}",
+                f"card:{card.id}",
+                member_id=member.id,
+                product_id=found.id,
+                reason=reason,
+            )
     except IntegrityError:  # a concurrent request with this key won
-        return _replay_issue(await MemberCard.get(merchant_id=merchant.id, issue_key=issue_key), member,
-                             product_id)
+        return _replay_issue(
+            await MemberCard.get(merchant_id=merchant.id, issue_key=issue_key), member, product_id
+        )
     return Issued(card)
 
 
 def _mismatch() -> DomainError:
-    return DomainError("idempotency key was already used for a different request",
-                       code=ErrorCode.IDEMPOTENCY_MISMATCH, field="idempotency_key")
+    return DomainError(
+        "idempotency key was already used for a different request",
+        code=ErrorCode.IDEMPOTENCY_MISMATCH,
+        field="idempotency_key",
+    )
 
 
 def _replay_issue(card: MemberCard, member: Member, product_id: int) -> Issued:
@@ -199,11 +250,17 @@ def refusal(card: MemberCard, now: datetime, timezone: str) -> DomainError | Non
         case "revoked":
             return DomainError("服务卡已停用", code=ErrorCode.SERVICE_CARD_REVOKED, field="card")
         case "not_started":
-            return DomainError(f"服务卡尚未生效，{local_date(card.valid_from, timezone)} 起可用",
-                               code=ErrorCode.SERVICE_CARD_NOT_STARTED, field="card")
+            return DomainError(
+                f"服务卡尚未生效，{local_date(card.valid_from, timezone)} 起可用",
+                code=ErrorCode.SERVICE_CARD_NOT_STARTED,
+                field="card",
+            )
         case "expired":
-            return DomainError(f"服务卡已过期 {local_date(card.valid_until, timezone)}",
-                               code=ErrorCode.SERVICE_CARD_EXPIRED, field="card")
+            return DomainError(
+                f"服务卡已过期 {local_date(card.valid_until, timezone)}",
+                code=ErrorCode.SERVICE_CARD_EXPIRED,
+                field="card",
+            )
         case "exhausted":
             return DomainError("服务卡次数已用完", code=ErrorCode.SERVICE_CARD_EXHAUSTED, field="card")
     return None
@@ -230,9 +287,13 @@ async def use(merchant: Merchant, card_id: int, *, key: str, staff: Staff | None
         try:
             async with in_transaction():  # a savepoint: the same key on another card may commit first
                 record = await CardUse.create(
-                    merchant_id=merchant.id, card_id=card.id, uses_left_after=card.uses_left,
-                    idempotency_key=key, staff_id=staff.id if staff else None,
-                    store_id=staff.store_id if staff else None, created_at=now,
+                    merchant_id=merchant.id,
+                    card_id=card.id,
+                    uses_left_after=card.uses_left,
+                    idempotency_key=key,
+                    staff_id=staff.id if staff else None,
+                    store_id=staff.store_id if staff else None,
+                    created_at=now,
                 )
         except IntegrityError:
             raise _mismatch() from None
@@ -250,8 +311,9 @@ async def use_for_member(
         if (first.member_id, first.product_id) != (member.id, product_id):
             raise _mismatch()
         return await use(merchant, first.id, key=key, staff=staff, now=now)
-    cards = await MemberCard.filter(merchant_id=merchant.id, member_id=member.id,
-                                    product_id=product_id).order_by("valid_until", "id")
+    cards = await MemberCard.filter(
+        merchant_id=merchant.id, member_id=member.id, product_id=product_id
+    ).order_by("valid_until", "id")
     if not cards:
         raise NotFound("该会员没有这项服务卡", field="product_id")
     usable = [card for card in cards if status(card, now) == "active"]
@@ -274,8 +336,14 @@ async def revoke(merchant: Merchant, card_id: int, *, reason: str, actor: str, n
         if card.revoked_at is None:
             card.revoked_at = now
             await card.save(update_fields=["revoked_at"])
-            await audit_log.record(merchant.id, actor, "service_card.revoke", f"card:{card.id}",
-                                       member_id=card.member_id, reason=reason)
+            await audit_log.record(
+                merchant.id,
+                actor,
+                "service_card.revoke",
+                f"card:{card.id}",
+                member_id=card.member_id,
+                reason=reason,
+            )
     return card
 
 

@@ -155,8 +155,12 @@ class WeChatClient:
                 return await self._fetch_token(app)
 
     async def _fetch_token(self, app: AppCredentials) -> str:
-        body = {"grant_type": "client_credential", "appid": app.appid, "secret": app.secret,
-                "force_refresh": False}
+        body = {
+            "grant_type": "client_credential",
+            "appid": app.appid,
+            "secret": app.secret,
+            "force_refresh": False,
+        }
         answer = await self._json("POST", "/cgi-bin/stable_token", json_body=body)
         token, expires_in = answer.get("access_token"), answer.get("expires_in")
         if not isinstance(token, str) or not token or not isinstance(expires_in, int):
@@ -174,7 +178,11 @@ class WeChatClient:
     # -- transport -----------------------------------------------------------------------------------------
 
     async def _send(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
     ) -> tuple[str, bytes]:
         data = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
@@ -209,23 +217,33 @@ class WeChatClient:
         return answer
 
     async def _json(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         _, payload = await self._send(method, path, params=params, json_body=json_body)
         return self._decode(path, payload)
 
     async def _call(
-        self, app: AppCredentials, path: str, body: Mapping[str, Any] | None,
-        *, params: Mapping[str, str] | None = None,
+        self,
+        app: AppCredentials,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        params: Mapping[str, str] | None = None,
     ) -> tuple[str, bytes]:
         """POST `body` (GET with `params` when body is None) with the app's token; one re-fetch and
         one retry on an invalid/expired token."""
         for attempt in (1, 2):
             token = await self.access_token(app)
             content_type, payload = await self._send(
-                "POST" if body is not None else "GET", path,
-                params={**(params or {}), "access_token": token}, json_body=body,
+                "POST" if body is not None else "GET",
+                path,
+                params={**(params or {}), "access_token": token},
+                json_body=body,
             )
             if not _looks_like_json(content_type, payload):
                 return content_type, payload
@@ -265,14 +283,25 @@ class WeChatClient:
         if len(articles) != 1:
             raise WeChatRequestInvalid("articles: a news message has exactly one article", field="articles")
         article = articles[0]
-        item = {"title": article.title, "description": article.description, "url": article.url,
-                "picurl": article.image}
+        item = {
+            "title": article.title,
+            "description": article.description,
+            "url": article.url,
+            "picurl": article.image,
+        }
         body = {"touser": openid, "msgtype": "news", "news": {"articles": [item]}}
         await self._call_json(app, "/cgi-bin/message/custom/send", body)
 
     async def send_template(
-        self, app: AppCredentials, openid: str, template_id: str, data: Mapping[str, str], *,
-        url: str | None = None, miniprogram: tuple[str, str] | None = None, client_msg_id: str,
+        self,
+        app: AppCredentials,
+        openid: str,
+        template_id: str,
+        data: Mapping[str, str],
+        *,
+        url: str | None = None,
+        miniprogram: tuple[str, str] | None = None,
+        client_msg_id: str,
     ) -> int:
         """Send a template message (2023 rules: values ≤ 20 characters, no line breaks) and return its msgid.
 
@@ -286,8 +315,12 @@ class WeChatClient:
                 raise WeChatRequestInvalid(
                     f"data.{key}: at most {TEMPLATE_VALUE_MAX} characters and no line breaks", field="data"
                 )
-        body: dict[str, Any] = {"touser": openid, "template_id": template_id, "client_msg_id": client_msg_id,
-                                "data": _wrap_data(data, field_name="data")}
+        body: dict[str, Any] = {
+            "touser": openid,
+            "template_id": template_id,
+            "client_msg_id": client_msg_id,
+            "data": _wrap_data(data, field_name="data"),
+        }
         if url:
             body["url"] = url
         if miniprogram is not None:
@@ -306,8 +339,11 @@ class WeChatClient:
             raise WeChatRequestInvalid(
                 f"expire_seconds: 1–{QR_MAX_EXPIRE_SECONDS} (30 days)", field="expire_seconds"
             )
-        body = {"expire_seconds": expire_seconds, "action_name": "QR_STR_SCENE",
-                "action_info": {"scene": {"scene_str": scene}}}
+        body = {
+            "expire_seconds": expire_seconds,
+            "action_name": "QR_STR_SCENE",
+            "action_info": {"scene": {"scene_str": scene}},
+        }
         answer = await self._call_json(app, "/cgi-bin/qrcode/create", body)
         ticket, url = answer.get("ticket"), answer.get("url")
         if not isinstance(ticket, str) or not ticket or not isinstance(url, str):
@@ -318,18 +354,30 @@ class WeChatClient:
     # -- mini-program --------------------------------------------------------------------------------------
 
     async def send_subscribe(
-        self, app: AppCredentials, openid: str, template_id: str, data: Mapping[str, str], *,
-        page: str | None = None, miniprogram_state: str = "formal", lang: str = "zh_CN",
+        self,
+        app: AppCredentials,
+        openid: str,
+        template_id: str,
+        data: Mapping[str, str],
+        *,
+        page: str | None = None,
+        miniprogram_state: str = "formal",
+        lang: str = "zh_CN",
     ) -> None:
         """A mini-program subscribe message; it uses up one of the user's grants for `template_id`."""
         if miniprogram_state not in SUBSCRIBE_STATES:
-            raise WeChatRequestInvalid(f"miniprogram_state: one of {', '.join(SUBSCRIBE_STATES)}",
-                                       field="miniprogram_state")
+            raise WeChatRequestInvalid(
+                f"miniprogram_state: one of {', '.join(SUBSCRIBE_STATES)}", field="miniprogram_state"
+            )
         if lang not in SUBSCRIBE_LANGS:
             raise WeChatRequestInvalid(f"lang: one of {', '.join(SUBSCRIBE_LANGS)}", field="lang")
-        body: dict[str, Any] = {"touser": openid, "template_id": template_id,
-                                "data": _wrap_data(data, field_name="data"),
-                                "miniprogram_state": miniprogram_state, "lang": lang}
+        body: dict[str, Any] = {
+            "touser": openid,
+            "template_id": template_id,
+            "data": _wrap_data(data, field_name="data"),
+            "miniprogram_state": miniprogram_state,
+            "lang": lang,
+        }
         if page:
             body["page"] = page
         await self._call_json(app, "/cgi-bin/message/subscribe/send", body)
@@ -338,17 +386,30 @@ class WeChatClient:
         """Exchange a `wx.login` code (single use, 5 minutes) for the user's openid and session key."""
         if not js_code:
             raise WeChatRequestInvalid("js_code: must not be empty", field="js_code")
-        params = {"appid": app.appid, "secret": app.secret, "js_code": js_code,
-                  "grant_type": "authorization_code"}
+        params = {
+            "appid": app.appid,
+            "secret": app.secret,
+            "js_code": js_code,
+            "grant_type": "authorization_code",
+        }
         answer = await self._json("GET", "/sns/jscode2session", params=params)
         openid, session_key, unionid = answer.get("openid"), answer.get("session_key"), answer.get("unionid")
         if not isinstance(openid, str) or not openid or not isinstance(session_key, str):
             raise WeChatUnavailable(-1, "jscode2session answered without an openid")
-        return MpSession(openid=openid, session_key=session_key,
-                         unionid=unionid if isinstance(unionid, str) and unionid else None)
+        return MpSession(
+            openid=openid,
+            session_key=session_key,
+            unionid=unionid if isinstance(unionid, str) and unionid else None,
+        )
 
     async def get_unlimited_wxacode(
-        self, app: AppCredentials, scene: str, page: str, *, width: int = 430, env_version: str = "release",
+        self,
+        app: AppCredentials,
+        scene: str,
+        page: str,
+        *,
+        width: int = 430,
+        env_version: str = "release",
         check_path: bool = True,
     ) -> bytes:
         """A mini-program code image (PNG or JPEG bytes) for `page` carrying `scene`."""
@@ -362,8 +423,12 @@ class WeChatClient:
             raise WeChatRequestInvalid("width: 280–1280 pixels", field="width")
         if env_version not in WXACODE_ENVS:
             raise WeChatRequestInvalid(f"env_version: one of {', '.join(WXACODE_ENVS)}", field="env_version")
-        body: dict[str, Any] = {"scene": scene, "width": width, "env_version": env_version,
-                                "check_path": check_path}
+        body: dict[str, Any] = {
+            "scene": scene,
+            "width": width,
+            "env_version": env_version,
+            "check_path": check_path,
+        }
         if page:
             body["page"] = page
         content_type, payload = await self._call(app, "/wxa/getwxacodeunlimit", body)

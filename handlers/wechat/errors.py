@@ -112,9 +112,19 @@ class WeChatRequestInvalid(ValidationError):
 _REGISTRY: dict[int, type[WeChatError]] = {
     errcode: cls
     for cls in (
-        WeChatUnavailable, InvalidCredential, InvalidAccessToken, InvalidOpenid, RequireSubscribe,
-        SubscribeRefused, OutOfResponseWindow, FrequencyLimited, InvalidCode, CodeUsed, InvalidTemplate,
-        DuplicateClientMsgId, InvalidArgument,
+        WeChatUnavailable,
+        InvalidCredential,
+        InvalidAccessToken,
+        InvalidOpenid,
+        RequireSubscribe,
+        SubscribeRefused,
+        OutOfResponseWindow,
+        FrequencyLimited,
+        InvalidCode,
+        CodeUsed,
+        InvalidTemplate,
+        DuplicateClientMsgId,
+        InvalidArgument,
     )
     for errcode in cls.errcodes
 }

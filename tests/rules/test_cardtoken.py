@@ -14,8 +14,9 @@ NOW = 1_790_000_000  # 2026-09
 SCENE_SAFE = re.compile(r"[0-9A-Za-z.]{1,32}")
 
 
-def reason_of(token: str, *, secret: bytes = SECRET, merchant: int = MERCHANT, now: int = NOW,
-              window: int = 60) -> str:
+def reason_of(
+    token: str, *, secret: bytes = SECRET, merchant: int = MERCHANT, now: int = NOW, window: int = 60
+) -> str:
     with pytest.raises(TokenError) as caught:
         verify(secret, merchant, token, now, window=window)
     return caught.value.reason
@@ -96,7 +97,7 @@ def test_every_single_character_change_is_rejected() -> None:
         for replacement in "0aZ.":
             if replacement == original:
                 continue
-            tampered = token[:position] + replacement + token[position + 1:]
+            tampered = token[:position] + replacement + token[position + 1 :]
             assert reason_of(tampered) in {"bad_mac", "malformed"}
 
 
@@ -157,8 +158,9 @@ def test_fuzzed_tokens_only_ever_raise_token_error(token: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, MAX_MEMBER_ID), st.integers(0, 62**5 - 1), st.integers(1, 86_400), st.data())
-def test_round_trip_and_mutation_property(member_id: int, index: int, window: int,
-                                          data: st.DataObject) -> None:
+def test_round_trip_and_mutation_property(
+    member_id: int, index: int, window: int, data: st.DataObject
+) -> None:
     now = index * window + data.draw(st.integers(0, window - 1))
     token = issue(SECRET, MERCHANT, member_id, now, window=window)
     assert len(token) <= 32
@@ -166,4 +168,4 @@ def test_round_trip_and_mutation_property(member_id: int, index: int, window: in
     position = data.draw(st.integers(0, len(token) - 1))
     replacement = data.draw(st.characters(codec="utf-8").filter(lambda c: c != token[position]))
     with pytest.raises(TokenError):
-        verify(SECRET, MERCHANT, token[:position] + replacement + token[position + 1:], now, window=window)
+        verify(SECRET, MERCHANT, token[:position] + replacement + token[position + 1 :], now, window=window)

@@ -142,8 +142,9 @@ TODAY = date(2026, 3, 10)
         (date(2026, 2, 28), [], 12, {}, True),  # across a month boundary
     ],
 )
-def test_makeup_allowed(day: date, checked: list[date], max_back: int, extra: dict[str, object],
-                        allowed: bool) -> None:
+def test_makeup_allowed(
+    day: date, checked: list[date], max_back: int, extra: dict[str, object], allowed: bool
+) -> None:
     assert makeup_allowed(day, TODAY, checked, max_back, **extra) is allowed  # type: ignore[arg-type]
 
 
@@ -162,16 +163,23 @@ def test_month_calendar_flags() -> None:
     assert not any(d.can_make_up for d in month_calendar(2026, 3, checked, TODAY))
 
 
-@pytest.mark.parametrize(("year", "month", "length"), [(2026, 2, 28), (2028, 2, 29), (2026, 4, 30),
-                                                       (2026, 12, 31)])
+@pytest.mark.parametrize(
+    ("year", "month", "length"), [(2026, 2, 28), (2028, 2, 29), (2026, 4, 30), (2026, 12, 31)]
+)
 def test_month_calendar_length(year: int, month: int, length: int) -> None:
     days = month_calendar(year, month, [], TODAY)
     assert [d.day for d in days] == [date(year, month, 1) + timedelta(days=n) for n in range(length)]
 
 
 def test_policy_parses_and_round_trips() -> None:
-    raw = {"daily_points": 5, "streak_rewards": {"3": 10, "7": 50}, "cycle_days": 7, "makeup_cost_points": 20,
-           "makeup_max_days_back": 7, "makeup_max_per_month": 2}
+    raw = {
+        "daily_points": 5,
+        "streak_rewards": {"3": 10, "7": 50},
+        "cycle_days": 7,
+        "makeup_cost_points": 20,
+        "makeup_max_days_back": 7,
+        "makeup_max_per_month": 2,
+    }
     policy = validate_checkin_policy(raw)
     assert policy == CheckinPolicy(5, {3: 10, 7: 50}, 7, 20, 7, 2)
     assert checkin_policy_to_dict(policy) == raw
@@ -230,8 +238,9 @@ def test_streak_matches_a_naive_count(offsets: set[int], at: int) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.sets(st.integers(0, 60)), st.integers(0, 60), st.integers(0, 40), st.integers(1, 12))
-def test_calendar_never_offers_impossible_make_ups(offsets: set[int], today_offset: int, back: int,
-                                                   month: int) -> None:
+def test_calendar_never_offers_impossible_make_ups(
+    offsets: set[int], today_offset: int, back: int, month: int
+) -> None:
     today = date(2026, 1, 1) + timedelta(days=today_offset)
     checked = [date(2026, 1, 1) + timedelta(days=n) for n in offsets]
     policy = CheckinPolicy(daily_points=1, makeup_max_days_back=back)

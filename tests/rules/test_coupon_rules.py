@@ -86,7 +86,8 @@ def test_relative_validity_ends_at_the_end_of_the_local_day() -> None:
 def test_fixed_validity_is_the_templates() -> None:
     until = NOW + timedelta(days=30)
     assert rules.window(Validity(NOW, until), issued_at=NOW + timedelta(days=3), timezone=SHANGHAI) == (
-        NOW, until
+        NOW,
+        until,
     )
 
 

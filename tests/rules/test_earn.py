@@ -43,12 +43,19 @@ def buy(amount_fen: int, *items: Item, store: str = "S1", at: datetime = NOON_UT
 
 
 def promo(code: str, start: str, end: str, multiplier: int | Fraction, **extra: object) -> Promotion:
-    return Promotion(code, "圣诞" if code == "xmas" else code, date.fromisoformat(start),
-                     date.fromisoformat(end), Fraction(multiplier), **extra)  # type: ignore[arg-type]
+    return Promotion(
+        code,
+        "圣诞" if code == "xmas" else code,
+        date.fromisoformat(start),
+        date.fromisoformat(end),
+        Fraction(multiplier),
+        **extra,
+    )  # type: ignore[arg-type]
 
 
-def earn(purchase: Purchase, rule_set: RuleSet, member: MemberInfo | None = None,
-         pool: int | None = None) -> EarnResult:
+def earn(
+    purchase: Purchase, rule_set: RuleSet, member: MemberInfo | None = None, pool: int | None = None
+) -> EarnResult:
     return compute_earn(purchase, member or MemberInfo("basic"), rule_set, pool_remaining=pool)
 
 
@@ -79,20 +86,27 @@ def test_base_points_are_amount_times_rate_floored(rate: Fraction, amount_fen: i
     ("items", "amount_fen", "expected"),
     [
         # Two equal items, one wine (×2): half of 100 base points doubles.
-        ((Item("A", "wine", 1, 5_000), Item("B", "food", 1, 5_000)), 10_000,
-         {"base": 100, "category:wine": 50}),
+        (
+            (Item("A", "wine", 1, 5_000), Item("B", "food", 1, 5_000)),
+            10_000,
+            {"base": 100, "category:wine": 50},
+        ),
         # The SKU rule wins over the category rule; they never stack.
         ((Item("W1", "wine", 1, 10_000),), 10_000, {"base": 100, "sku:W1": 200}),
         # Paid less than list price (discount): the paid amount is split pro-rata.
-        ((Item("A", "wine", 2, 2_500), Item("B", "food", 1, 5_000)), 8_000,
-         {"base": 80, "category:wine": 40}),
+        (
+            (Item("A", "wine", 2, 2_500), Item("B", "food", 1, 5_000)),
+            8_000,
+            {"base": 80, "category:wine": 40},
+        ),
         # Items worth nothing: nothing to weight by, so no item rule applies.
         ((Item("A", "wine", 1, 0),), 10_000, {"base": 100}),
         ((), 10_000, {"base": 100}),
     ],
 )
-def test_item_multipliers_split_pro_rata(items: tuple[Item, ...], amount_fen: int,
-                                         expected: dict[str, int]) -> None:
+def test_item_multipliers_split_pro_rata(
+    items: tuple[Item, ...], amount_fen: int, expected: dict[str, int]
+) -> None:
     rule_set = rules(category_multipliers={"wine": Fraction(2)}, sku_multipliers={"W1": Fraction(3)})
     result = earn(buy(amount_fen, *items), rule_set)
     assert codes(result) == expected
@@ -100,8 +114,10 @@ def test_item_multipliers_split_pro_rata(items: tuple[Item, ...], amount_fen: in
 
 
 def test_item_lines_are_labelled_and_ordered_categories_then_skus() -> None:
-    rule_set = rules(category_multipliers={"wine": Fraction(3, 2), "food": Fraction(2)},
-                     sku_multipliers={"Z": Fraction(4, 3)})
+    rule_set = rules(
+        category_multipliers={"wine": Fraction(3, 2), "food": Fraction(2)},
+        sku_multipliers={"Z": Fraction(4, 3)},
+    )
     items = (Item("Z", "misc", 1, 3_000), Item("A", "wine", 1, 4_000), Item("B", "food", 1, 3_000))
     result = earn(buy(10_000, *items), rule_set)
     assert [(line.code, line.label) for line in result.breakdown] == [
@@ -116,8 +132,15 @@ def test_item_lines_are_labelled_and_ordered_categories_then_skus() -> None:
 
 @pytest.mark.parametrize(
     ("amount_yuan", "expected"),
-    [(999, 999), (1_000, 1_000), (1_999, 1_999), (2_000, 3_000), (4_999, 7_498), (5_000, 10_000),
-     (6_000, 12_000)],
+    [
+        (999, 999),
+        (1_000, 1_000),
+        (1_999, 1_999),
+        (2_000, 3_000),
+        (4_999, 7_498),
+        (5_000, 10_000),
+        (6_000, 12_000),
+    ],
 )
 def test_per_purchase_band_applies_to_the_whole_purchase(amount_yuan: int, expected: int) -> None:
     result = earn(buy(amount_yuan * YUAN), rules(bands=EXAMPLE_BANDS))
@@ -142,8 +165,9 @@ def test_per_purchase_band_label_names_its_threshold() -> None:
         (10_000, 100, 200),
     ],
 )
-def test_cumulative_bands_weight_each_part_of_the_purchase(period_spend_yuan: int, amount_yuan: int,
-                                                           expected: int) -> None:
+def test_cumulative_bands_weight_each_part_of_the_purchase(
+    period_spend_yuan: int, amount_yuan: int, expected: int
+) -> None:
     member = MemberInfo("basic", period_spend_fen=period_spend_yuan * YUAN)
     result = earn(buy(amount_yuan * YUAN), rules(bands=EXAMPLE_BANDS, band_mode="cumulative"), member)
     assert result.points == expected
@@ -157,8 +181,9 @@ def test_cumulative_bands_weight_each_part_of_the_purchase(period_spend_yuan: in
         (MemberInfo("silver", tier_name="银卡"), 100, None),
     ],
 )
-def test_tier_multiplier(member: MemberInfo, expected_points: int,
-                         expected_line: BreakdownLine | None) -> None:
+def test_tier_multiplier(
+    member: MemberInfo, expected_points: int, expected_line: BreakdownLine | None
+) -> None:
     result = earn(buy(10_000), rules(tier_multipliers={"gold": Fraction(3, 2)}), member)
     assert result.points == expected_points
     assert (result.breakdown[1:] or (None,))[0] == expected_line
@@ -175,18 +200,21 @@ def test_tier_multiplier(member: MemberInfo, expected_points: int,
         (datetime(2026, 12, 24, 4, 0, tzinfo=UTC), "S9", False),  # other store
     ],
 )
-def test_promotion_dates_are_inclusive_in_merchant_local_time(at: datetime, store: str,
-                                                               applies: bool) -> None:
-    rule_set = rules(promotions=(promo("xmas", "2026-12-24", "2026-12-26", 3,
-                                       store_codes=frozenset({"S1", "S2"})),))
+def test_promotion_dates_are_inclusive_in_merchant_local_time(
+    at: datetime, store: str, applies: bool
+) -> None:
+    rule_set = rules(
+        promotions=(promo("xmas", "2026-12-24", "2026-12-26", 3, store_codes=frozenset({"S1", "S2"})),)
+    )
     result = earn(buy(10_000, store=store, at=at), rule_set)
     assert result.points == (300 if applies else 100)
     if applies:
         assert result.breakdown[-1] == BreakdownLine("promo:xmas", "圣诞 3 倍", 200)
 
 
-@pytest.mark.parametrize(("day", "applies"), [(date(2026, 6, 13), True), (date(2026, 6, 14), True),
-                                             (date(2026, 6, 15), False)])
+@pytest.mark.parametrize(
+    ("day", "applies"), [(date(2026, 6, 13), True), (date(2026, 6, 14), True), (date(2026, 6, 15), False)]
+)
 def test_promotion_weekdays(day: date, applies: bool) -> None:
     weekend = promo("weekend", "2026-01-01", "2026-12-31", 2, weekdays=frozenset({5, 6}))
     at = datetime(day.year, day.month, day.day, 4, tzinfo=UTC)
@@ -197,8 +225,10 @@ def test_promotion_weekdays(day: date, applies: bool) -> None:
     ("promotions", "winner"),
     [
         ((promo("a", "2026-06-01", "2026-06-30", 2), promo("b", "2026-06-05", "2026-06-30", 3)), "b"),
-        ((promo("late", "2026-06-05", "2026-06-30", 2), promo("early", "2026-06-01", "2026-06-30", 2)),
-         "early"),
+        (
+            (promo("late", "2026-06-05", "2026-06-30", 2), promo("early", "2026-06-01", "2026-06-30", 2)),
+            "early",
+        ),
         ((promo("y", "2026-06-01", "2026-06-30", 2), promo("x", "2026-06-01", "2026-06-30", 2)), "x"),
         ((promo("over", "2026-05-01", "2026-05-31", 9),), None),
     ],
@@ -232,8 +262,14 @@ def test_sku_bonus_is_per_unit_and_added_after_the_floor() -> None:
         (600, 1_000, 0, 1_000, 500, {}),
     ],
 )
-def test_caps_apply_in_order(per_purchase: int | None, daily: int | None, today: int, pool: int | None,
-                             expected: int, cap_lines: dict[str, int]) -> None:
+def test_caps_apply_in_order(
+    per_purchase: int | None,
+    daily: int | None,
+    today: int,
+    pool: int | None,
+    expected: int,
+    cap_lines: dict[str, int],
+) -> None:
     rule_set = rules(per_purchase_cap=per_purchase, daily_cap=daily)
     result = earn(buy(50_000), rule_set, MemberInfo("basic", points_today=today), pool)
     assert result.points == expected
@@ -244,8 +280,11 @@ def test_caps_apply_in_order(per_purchase: int | None, daily: int | None, today:
 
 def test_combination_order_end_to_end() -> None:
     rule_set = rules(
-        bands=(Band(0, 100_000, Fraction(1)), Band(100_000, 200_000, Fraction(3, 2)),
-               Band(200_000, None, Fraction(2))),
+        bands=(
+            Band(0, 100_000, Fraction(1)),
+            Band(100_000, 200_000, Fraction(3, 2)),
+            Band(200_000, None, Fraction(2)),
+        ),
         tier_multipliers={"gold": Fraction(3, 2)},
         category_multipliers={"wine": Fraction(4, 3)},
         sku_bonuses={"X": 5},
@@ -272,8 +311,10 @@ def test_floor_happens_once_not_per_step() -> None:
     assert codes(result) == {"base": 1, "tier:gold": 1}
 
 
-@pytest.mark.parametrize(("points", "per_yuan", "fen"), [(0, 100, 0), (100, 100, 100), (1, 100, 1),
-                                                        (1, 200, 1), (1, 300, 0), (150, 10, 1_500)])
+@pytest.mark.parametrize(
+    ("points", "per_yuan", "fen"),
+    [(0, 100, 0), (100, 100, 100), (1, 100, 1), (1, 200, 1), (1, 300, 0), (150, 10, 1_500)],
+)
 def test_points_to_fen(points: int, per_yuan: int, fen: int) -> None:
     assert points_to_fen(points, per_yuan) == fen
 
@@ -315,9 +356,15 @@ def bands_st(draw: st.DrawFn) -> tuple[Band, ...]:
 def rule_sets(draw: st.DrawFn) -> RuleSet:
     start = draw(st.dates(date(2026, 1, 1), date(2026, 12, 31)))
     promotions = tuple(
-        Promotion(f"p{i}", "活动", start, start + timedelta(days=draw(st.integers(0, 60))), draw(multipliers),
-                  draw(st.none() | st.frozensets(st.integers(0, 6), min_size=1)),
-                  draw(st.none() | st.just(frozenset({"S1"}))))
+        Promotion(
+            f"p{i}",
+            "活动",
+            start,
+            start + timedelta(days=draw(st.integers(0, 60))),
+            draw(multipliers),
+            draw(st.none() | st.frozensets(st.integers(0, 6), min_size=1)),
+            draw(st.none() | st.just(frozenset({"S1"}))),
+        )
         for i in range(draw(st.integers(0, 2)))
     )
     caps = st.none() | st.integers(0, 50_000)
@@ -326,8 +373,9 @@ def rule_sets(draw: st.DrawFn) -> RuleSet:
         points_per_yuan=draw(st.fractions(min_value=0, max_value=20, max_denominator=10)),
         band_mode=draw(st.sampled_from(["per_purchase", "cumulative"])),
         bands=draw(bands_st()),
-        tier_multipliers=MappingProxyType(draw(st.dictionaries(st.sampled_from(["gold", "silver"]),
-                                                               multipliers))),
+        tier_multipliers=MappingProxyType(
+            draw(st.dictionaries(st.sampled_from(["gold", "silver"]), multipliers))
+        ),
         category_multipliers=MappingProxyType(draw(st.dictionaries(st.sampled_from(["wine"]), multipliers))),
         sku_multipliers=MappingProxyType(draw(st.dictionaries(skus, multipliers))),
         sku_bonuses=MappingProxyType(draw(st.dictionaries(skus, st.integers(0, 50)))),
@@ -337,17 +385,27 @@ def rule_sets(draw: st.DrawFn) -> RuleSet:
     )
 
 
-members = st.builds(MemberInfo, st.sampled_from(["gold", "silver", "basic"]), st.integers(0, 3_000_000),
-                    st.integers(0, 60_000))
+members = st.builds(
+    MemberInfo,
+    st.sampled_from(["gold", "silver", "basic"]),
+    st.integers(0, 3_000_000),
+    st.integers(0, 60_000),
+)
 moments = st.datetimes(datetime(2026, 1, 1), datetime(2027, 1, 1), timezones=st.just(UTC))
 pools = st.none() | st.integers(-10, 100_000)
 
 
 @settings(max_examples=200, deadline=None)
-@given(rule_sets(), st.integers(0, 5_000_000), items_st, members, moments, st.sampled_from(["S1", "S2"]),
-       pools)
+@given(
+    rule_sets(), st.integers(0, 5_000_000), items_st, members, moments, st.sampled_from(["S1", "S2"]), pools
+)
 def test_breakdown_sums_to_a_capped_non_negative_total(
-    rule_set: RuleSet, amount: int, items: tuple[Item, ...], member: MemberInfo, at: datetime, store: str,
+    rule_set: RuleSet,
+    amount: int,
+    items: tuple[Item, ...],
+    member: MemberInfo,
+    at: datetime,
+    store: str,
     pool: int | None,
 ) -> None:
     result = earn(buy(amount, *items, store=store, at=at), rule_set, member, pool)
@@ -363,13 +421,19 @@ def test_breakdown_sums_to_a_capped_non_negative_total(
 @settings(max_examples=200, deadline=None)
 @given(rule_sets(), st.integers(0, 5_000_000), st.integers(0, 5_000_000), items_st, members, moments, pools)
 def test_points_never_decrease_as_the_amount_grows(
-    rule_set: RuleSet, a: int, b: int, items: tuple[Item, ...], member: MemberInfo, at: datetime,
+    rule_set: RuleSet,
+    a: int,
+    b: int,
+    items: tuple[Item, ...],
+    member: MemberInfo,
+    at: datetime,
     pool: int | None,
 ) -> None:
     low, high = sorted((a, b))
-    assert earn(buy(low, *items, at=at), rule_set, member, pool).points <= earn(
-        buy(high, *items, at=at), rule_set, member, pool
-    ).points
+    assert (
+        earn(buy(low, *items, at=at), rule_set, member, pool).points
+        <= earn(buy(high, *items, at=at), rule_set, member, pool).points
+    )
 
 
 @settings(max_examples=100, deadline=None)

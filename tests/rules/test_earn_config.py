@@ -28,8 +28,15 @@ VALID: dict[str, Any] = {
     "sku_bonuses": {"SKU-2": 10},
     "promotions": [
         {"code": "xmas", "label": "圣诞", "start": "2026-12-24", "end": "2026-12-26", "multiplier": 3},
-        {"code": "wkd", "label": "周末", "start": "2026-01-01", "end": "2026-12-31", "multiplier": "2",
-         "weekdays": [5, 6], "store_codes": ["S1"]},
+        {
+            "code": "wkd",
+            "label": "周末",
+            "start": "2026-01-01",
+            "end": "2026-12-31",
+            "multiplier": "2",
+            "weekdays": [5, 6],
+            "store_codes": ["S1"],
+        },
     ],
     "per_purchase_cap": 5_000,
     "daily_cap": 20_000,
@@ -68,8 +75,16 @@ def test_minimal_rule_set_has_safe_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(1, Fraction(1)), ("1.25", Fraction(5, 4)), ("4/3", Fraction(4, 3)), (1.5, Fraction(3, 2)),
-     (Decimal("2.5"), Fraction(5, 2)), (" 2 ", Fraction(2)), ("0", Fraction(0)), (0.1, Fraction(1, 10))],
+    [
+        (1, Fraction(1)),
+        ("1.25", Fraction(5, 4)),
+        ("4/3", Fraction(4, 3)),
+        (1.5, Fraction(3, 2)),
+        (Decimal("2.5"), Fraction(5, 2)),
+        (" 2 ", Fraction(2)),
+        ("0", Fraction(0)),
+        (0.1, Fraction(1, 10)),
+    ],
 )
 def test_rates_are_exact(raw: object, expected: Fraction) -> None:
     assert validate_rule_set(changed(("points_per_yuan",), raw)).points_per_yuan == expected
@@ -159,8 +174,9 @@ codes = st.text("abcXYZ-_0123", min_size=1, max_size=8)
 @st.composite
 def raw_bands(draw: st.DrawFn) -> list[dict[str, object]]:
     edges = sorted(draw(st.sets(st.integers(0, 10**9), max_size=5)))
-    factors = sorted(draw(st.lists(st.fractions(1, 100, max_denominator=1000), min_size=len(edges),
-                                   max_size=len(edges))))
+    factors = sorted(
+        draw(st.lists(st.fractions(1, 100, max_denominator=1000), min_size=len(edges), max_size=len(edges)))
+    )
     bands: list[dict[str, object]] = []
     for index, (low, factor) in enumerate(zip(edges, factors, strict=True)):
         band: dict[str, object] = {"min_fen": low, "multiplier": f"{factor.numerator}/{factor.denominator}"}
@@ -176,7 +192,8 @@ def raw_promotions(draw: st.DrawFn) -> list[dict[str, object]]:
     for code in draw(st.lists(codes, max_size=3, unique=True)):
         start = draw(st.dates(date(2020, 1, 1), date(2030, 12, 31)))
         promo: dict[str, object] = {
-            "code": code, "label": draw(st.sampled_from(["圣诞", "周年庆", "会员日"])),
+            "code": code,
+            "label": draw(st.sampled_from(["圣诞", "周年庆", "会员日"])),
             "start": start.isoformat(),
             "end": (start + timedelta(days=draw(st.integers(0, 400)))).isoformat(),
             "multiplier": draw(numbers),

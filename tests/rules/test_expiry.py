@@ -64,11 +64,14 @@ def test_expired_lots_are_ignored_when_now_is_given() -> None:
         allocate_spend(lots, 150, now=at(2))
 
 
-@pytest.mark.parametrize("bad", [
-    lambda: allocate_spend([], -1),
-    lambda: allocate_spend([Lot(1, -5, None)], 0),
-    lambda: Lot(1, 5, datetime(2026, 1, 1)),  # naive expiry
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: allocate_spend([], -1),
+        lambda: allocate_spend([Lot(1, -5, None)], 0),
+        lambda: Lot(1, 5, datetime(2026, 1, 1)),  # naive expiry
+    ],
+)
 def test_allocate_spend_rejects_nonsense(bad: object) -> None:
     with pytest.raises(ValueError):
         bad()  # type: ignore[operator]
@@ -158,8 +161,9 @@ def test_invalid_policy_names_the_field(raw: object, field: str) -> None:
     assert caught.value.field == field
 
 
-@pytest.mark.parametrize("build", [lambda: RollingMonths(0), lambda: YearlyClearance(2, 30),
-                                   lambda: YearlyClearance(0, 1)])
+@pytest.mark.parametrize(
+    "build", [lambda: RollingMonths(0), lambda: YearlyClearance(2, 30), lambda: YearlyClearance(0, 1)]
+)
 def test_policies_check_themselves(build: object) -> None:
     with pytest.raises(ValueError):
         build()  # type: ignore[operator]
@@ -203,10 +207,14 @@ policies = st.one_of(st.just(Never()), st.integers(1, 120).map(RollingMonths), s
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.datetimes(datetime(2000, 1, 1), datetime(2090, 1, 1), timezones=st.just(UTC)), policies,
-       st.sampled_from([SHANGHAI, "America/New_York", "UTC"]))
-def test_expiry_is_after_the_earn_day_at_its_last_instant(earned: datetime, policy: ExpiryPolicy,
-                                                          tz: str) -> None:
+@given(
+    st.datetimes(datetime(2000, 1, 1), datetime(2090, 1, 1), timezones=st.just(UTC)),
+    policies,
+    st.sampled_from([SHANGHAI, "America/New_York", "UTC"]),
+)
+def test_expiry_is_after_the_earn_day_at_its_last_instant(
+    earned: datetime, policy: ExpiryPolicy, tz: str
+) -> None:
     result = expiry_date(earned, policy, tz)
     if isinstance(policy, Never):
         assert result is None

@@ -29,15 +29,27 @@ from handlers.rules.tiers import (
 
 LADDER_RAW: list[dict[str, Any]] = [
     {"code": "basic", "name": "普通会员", "rank": 0},
-    {"code": "silver", "name": "银卡", "rank": 1,
-     "criteria": {"window_days": 365, "spend_fen": 100_000, "points_earned": 1_000},
-     "benefits": {"discount_percent": 98, "birthday_gift_points": 100},
-     "downgrade": {"enabled": True, "every_days": 30, "grace_days": 90}},
-    {"code": "gold", "name": "金卡", "rank": 2,
-     "criteria": {"window_days": 365, "spend_fen": 500_000, "recharge_fen": 300_000},
-     "benefits": {"discount_percent": 95, "points_multiplier": "1.5", "upgrade_gift_points": 500,
-                  "upgrade_gift_coupon_template_ids": [11, 12]},
-     "downgrade": {"enabled": True, "every_days": 365, "grace_days": 30}},
+    {
+        "code": "silver",
+        "name": "银卡",
+        "rank": 1,
+        "criteria": {"window_days": 365, "spend_fen": 100_000, "points_earned": 1_000},
+        "benefits": {"discount_percent": 98, "birthday_gift_points": 100},
+        "downgrade": {"enabled": True, "every_days": 30, "grace_days": 90},
+    },
+    {
+        "code": "gold",
+        "name": "金卡",
+        "rank": 2,
+        "criteria": {"window_days": 365, "spend_fen": 500_000, "recharge_fen": 300_000},
+        "benefits": {
+            "discount_percent": 95,
+            "points_multiplier": "1.5",
+            "upgrade_gift_points": 500,
+            "upgrade_gift_coupon_template_ids": [11, 12],
+        },
+        "downgrade": {"enabled": True, "every_days": 365, "grace_days": 30},
+    },
     {"code": "diamond", "name": "钻石卡", "rank": 3, "upgrade_cost_points": 50_000},
 ]
 LADDER = validate_tiers(LADDER_RAW)
@@ -102,8 +114,9 @@ def test_unknown_current_tier_is_a_rule_error() -> None:
         ("diamond", stats(), date(2030, 1, 1), None, None),  # downgrade disabled
     ],
 )
-def test_evaluate_downgrade(current: str, window: WindowStats, today: date, last_review: date | None,
-                            expected: str | None) -> None:
+def test_evaluate_downgrade(
+    current: str, window: WindowStats, today: date, last_review: date | None, expected: str | None
+) -> None:
     result = evaluate_downgrade(LADDER, current, window, SINCE, today, last_review=last_review)
     assert (result.code if result else None) == expected
 
@@ -117,10 +130,16 @@ def test_due_review_names_the_review_date() -> None:
     ("current", "window", "message"),
     [
         ("basic", stats(spend_yuan=680), "再消费 320 元或再获得 1000 积分即可在 2027-03-01 前升级为银卡"),
-        ("basic", WindowStats(spend_fen=67_950, points_earned=999),
-         "再消费 320.50 元或再获得 1 积分即可在 2027-03-01 前升级为银卡"),
-        ("silver", stats(spend_yuan=4_000, recharge_yuan=2_999),
-         "再消费 1000 元或再充值 1 元即可在 2027-03-01 前升级为金卡"),
+        (
+            "basic",
+            WindowStats(spend_fen=67_950, points_earned=999),
+            "再消费 320.50 元或再获得 1 积分即可在 2027-03-01 前升级为银卡",
+        ),
+        (
+            "silver",
+            stats(spend_yuan=4_000, recharge_yuan=2_999),
+            "再消费 1000 元或再充值 1 元即可在 2027-03-01 前升级为金卡",
+        ),
         ("basic", stats(points=5_000), "已满足升级为银卡的条件"),
     ],
 )
@@ -187,10 +206,14 @@ def changed(index: int, path: tuple[str, ...], value: object) -> list[dict[str, 
         (changed(2, ("benefits", "discount_percent"), 9.5), "tiers[2].benefits.discount_percent"),
         (changed(2, ("benefits", "points_multiplier"), "0.5"), "tiers[2].benefits.points_multiplier"),
         (changed(2, ("benefits", "birthday_gift_points"), -1), "tiers[2].benefits.birthday_gift_points"),
-        (changed(2, ("benefits", "upgrade_gift_coupon_template_ids"), [1, 1]),
-         "tiers[2].benefits.upgrade_gift_coupon_template_ids"),
-        (changed(2, ("benefits", "upgrade_gift_coupon_template_ids"), [0]),
-         "tiers[2].benefits.upgrade_gift_coupon_template_ids[0]"),
+        (
+            changed(2, ("benefits", "upgrade_gift_coupon_template_ids"), [1, 1]),
+            "tiers[2].benefits.upgrade_gift_coupon_template_ids",
+        ),
+        (
+            changed(2, ("benefits", "upgrade_gift_coupon_template_ids"), [0]),
+            "tiers[2].benefits.upgrade_gift_coupon_template_ids[0]",
+        ),
         (changed(2, ("downgrade", "enabled"), "yes"), "tiers[2].downgrade.enabled"),
         (changed(2, ("downgrade", "every_days"), 0), "tiers[2].downgrade.every_days"),
         (changed(2, ("downgrade", "grace_days"), -1), "tiers[2].downgrade.grace_days"),
@@ -206,6 +229,7 @@ def test_invalid_tiers_name_the_field(raw: object, field: str) -> None:
 
 # --- properties ---------------------------------------------------------------------------------------
 
+
 @st.composite
 def ladders(draw: st.DrawFn) -> list[dict[str, Any]]:
     raw: list[dict[str, Any]] = [{"code": "t0", "name": "基础", "rank": 0}]
@@ -218,12 +242,19 @@ def ladders(draw: st.DrawFn) -> list[dict[str, Any]]:
             floors[metric] = draw(st.integers(max(floors[metric], 1), floors[metric] + 100_000))
             criteria[metric] = floors[metric]
         rank += draw(st.integers(1, 3))
-        raw.append({
-            "code": f"t{index}", "name": f"等级{index}", "rank": rank,
-            "criteria": criteria,
-            "downgrade": {"enabled": True, "every_days": draw(st.integers(1, 400)),
-                          "grace_days": draw(st.integers(0, 400))},
-        })
+        raw.append(
+            {
+                "code": f"t{index}",
+                "name": f"等级{index}",
+                "rank": rank,
+                "criteria": criteria,
+                "downgrade": {
+                    "enabled": True,
+                    "every_days": draw(st.integers(1, 400)),
+                    "grace_days": draw(st.integers(0, 400)),
+                },
+            }
+        )
     return raw
 
 
@@ -233,8 +264,9 @@ window_stats = st.builds(WindowStats, amounts, amounts, amounts)
 
 @settings(max_examples=200, deadline=None)
 @given(ladders(), window_stats, window_stats, st.integers(0, 4))
-def test_upgrade_is_monotone_in_stats(raw: list[dict[str, Any]], a: WindowStats, b: WindowStats,
-                                      pick: int) -> None:
+def test_upgrade_is_monotone_in_stats(
+    raw: list[dict[str, Any]], a: WindowStats, b: WindowStats, pick: int
+) -> None:
     tiers = validate_tiers(raw)
     current = tiers[pick % len(tiers)]
     pairs = list(zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True))
@@ -248,10 +280,22 @@ def test_upgrade_is_monotone_in_stats(raw: list[dict[str, Any]], a: WindowStats,
 
 
 @settings(max_examples=200, deadline=None)
-@given(ladders(), window_stats, st.integers(0, 4), st.dates(date(2020, 1, 1), date(2030, 1, 1)),
-       st.integers(-30, 2_000), st.none() | st.integers(-30, 2_000))
-def test_downgrade_never_happens_inside_grace(raw: list[dict[str, Any]], window: WindowStats, pick: int,
-                                              since: date, age_days: int, reviewed_days: int | None) -> None:
+@given(
+    ladders(),
+    window_stats,
+    st.integers(0, 4),
+    st.dates(date(2020, 1, 1), date(2030, 1, 1)),
+    st.integers(-30, 2_000),
+    st.none() | st.integers(-30, 2_000),
+)
+def test_downgrade_never_happens_inside_grace(
+    raw: list[dict[str, Any]],
+    window: WindowStats,
+    pick: int,
+    since: date,
+    age_days: int,
+    reviewed_days: int | None,
+) -> None:
     tiers = validate_tiers(raw)
     current = tiers[pick % len(tiers)]
     today = since + timedelta(days=age_days)

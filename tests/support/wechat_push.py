@@ -51,8 +51,9 @@ def cdata(name: str, value: str) -> str:
     return f"<{name}><![CDATA[{value}]]></{name}>"
 
 
-def text_xml(openid: str, content: str, *, msg_id: str, create_time: int,
-             account: str = DEFAULT_ACCOUNT) -> str:
+def text_xml(
+    openid: str, content: str, *, msg_id: str, create_time: int, account: str = DEFAULT_ACCOUNT
+) -> str:
     return (
         f"<xml>{cdata('ToUserName', account)}{cdata('FromUserName', openid)}"
         f"<CreateTime>{create_time}</CreateTime>{cdata('MsgType', 'text')}{cdata('Content', content)}"
@@ -60,8 +61,16 @@ def text_xml(openid: str, content: str, *, msg_id: str, create_time: int,
     )
 
 
-def event_xml(openid: str, event: str, *, event_key: str = "", create_time: int, ticket: str = "",
-              extra: str = "", account: str = DEFAULT_ACCOUNT) -> str:
+def event_xml(
+    openid: str,
+    event: str,
+    *,
+    event_key: str = "",
+    create_time: int,
+    ticket: str = "",
+    extra: str = "",
+    account: str = DEFAULT_ACCOUNT,
+) -> str:
     """An event push; `extra` is appended verbatim (e.g. `<Latitude>…</Latitude>`)."""
     key = cdata("EventKey", event_key) if event_key else ""
     tick = cdata("Ticket", ticket) if ticket else ""
@@ -75,8 +84,15 @@ def event_xml(openid: str, event: str, *, event_key: str = "", create_time: int,
 class WeChatPusher:
     """Posts signed pushes for one merchant through an aiohttp test client."""
 
-    def __init__(self, client: Any, merchant_slug: str, token: str, aes_key: str, appid: str,
-                 account: str = DEFAULT_ACCOUNT) -> None:
+    def __init__(
+        self,
+        client: Any,
+        merchant_slug: str,
+        token: str,
+        aes_key: str,
+        appid: str,
+        account: str = DEFAULT_ACCOUNT,
+    ) -> None:
         self.client = client
         self.path = f"/wechat/{merchant_slug}"
         self.token = token
@@ -90,25 +106,60 @@ class WeChatPusher:
         self._last_create_time = max(int(time.time()), self._last_create_time + 1)
         return self._last_create_time
 
-    async def text(self, openid: str, content: str, mode: Mode = "plain", msg_id: str | None = None,
-                   create_time: int | None = None) -> ParsedReply:
-        xml = text_xml(openid, escape_cdata(content), msg_id=msg_id or str(secrets.randbits(63)),
-                       create_time=create_time or self.next_create_time(), account=self.account)
+    async def text(
+        self,
+        openid: str,
+        content: str,
+        mode: Mode = "plain",
+        msg_id: str | None = None,
+        create_time: int | None = None,
+    ) -> ParsedReply:
+        xml = text_xml(
+            openid,
+            escape_cdata(content),
+            msg_id=msg_id or str(secrets.randbits(63)),
+            create_time=create_time or self.next_create_time(),
+            account=self.account,
+        )
         return await self.push(xml, mode=mode, openid=openid)
 
-    async def event(self, openid: str, event: str, event_key: str = "", mode: Mode = "plain", *,
-                    ticket: str = "", create_time: int | None = None, extra: str = "") -> ParsedReply:
-        xml = event_xml(openid, event, event_key=event_key, ticket=ticket, extra=extra,
-                        create_time=create_time or self.next_create_time(), account=self.account)
+    async def event(
+        self,
+        openid: str,
+        event: str,
+        event_key: str = "",
+        mode: Mode = "plain",
+        *,
+        ticket: str = "",
+        create_time: int | None = None,
+        extra: str = "",
+    ) -> ParsedReply:
+        xml = event_xml(
+            openid,
+            event,
+            event_key=event_key,
+            ticket=ticket,
+            extra=extra,
+            create_time=create_time or self.next_create_time(),
+            account=self.account,
+        )
         return await self.push(xml, mode=mode, openid=openid)
 
-    async def push(self, xml: str, mode: Mode = "plain", *, openid: str = "", timestamp: int | None = None,
-                   nonce: str | None = None) -> ParsedReply:
+    async def push(
+        self,
+        xml: str,
+        mode: Mode = "plain",
+        *,
+        openid: str = "",
+        timestamp: int | None = None,
+        nonce: str | None = None,
+    ) -> ParsedReply:
         """Sign and post any plaintext push XML in `mode`; returns the decoded reply."""
         stamp, once = str(timestamp or int(time.time())), nonce or str(secrets.randbelow(10**9))
         query, body = self.signed(xml, mode, timestamp=stamp, nonce=once, openid=openid)
-        response = await self.client.post(self.path, params=query, data=body.encode(),
-                                          headers={"Content-Type": "text/xml"})
+        response = await self.client.post(
+            self.path, params=query, data=body.encode(), headers={"Content-Type": "text/xml"}
+        )
         return await self.read_reply(response, encrypted=mode != "plain", nonce=once)
 
     def signed(
@@ -150,8 +201,11 @@ class WeChatPusher:
         envelope = xmltodict.parse(text)["xml"]
         expected = sign(self.token, envelope["TimeStamp"], envelope["Nonce"], envelope["Encrypt"])
         assert envelope["MsgSignature"] == expected, "reply MsgSignature does not match"
-        return str(self.crypto.decrypt_message(envelope, envelope["MsgSignature"], envelope["TimeStamp"],
-                                               envelope["Nonce"]))
+        return str(
+            self.crypto.decrypt_message(
+                envelope, envelope["MsgSignature"], envelope["TimeStamp"], envelope["Nonce"]
+            )
+        )
 
 
 def parse_reply(xml: str) -> ParsedReply:
@@ -161,13 +215,22 @@ def parse_reply(xml: str) -> ParsedReply:
         items = data["Articles"]["item"]
         items = items if isinstance(items, list) else [items]
         articles = tuple(
-            {"title": i.get("Title") or "", "description": i.get("Description") or "",
-             "url": i.get("Url") or "", "image": i.get("PicUrl") or ""}
+            {
+                "title": i.get("Title") or "",
+                "description": i.get("Description") or "",
+                "url": i.get("Url") or "",
+                "image": i.get("PicUrl") or "",
+            }
             for i in items
         )
     return ParsedReply(
-        status=200, type=data.get("MsgType", ""), content=data.get("Content") or "", articles=articles,
-        to_user=data.get("ToUserName", ""), from_user=data.get("FromUserName", ""), body=xml,
+        status=200,
+        type=data.get("MsgType", ""),
+        content=data.get("Content") or "",
+        articles=articles,
+        to_user=data.get("ToUserName", ""),
+        from_user=data.get("FromUserName", ""),
+        body=xml,
     )
 
 

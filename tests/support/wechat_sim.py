@@ -60,8 +60,15 @@ class WeChatSim:
     def mint_code(self, appid: str, openid: str, unionid: str | None = None) -> str:
         return self.state.mint_code(appid, openid, unionid)
 
-    def inject_error(self, endpoint: str, errcode: int, errmsg: str = "injected error", *,
-                     times: int = 1, status: int = 200) -> None:
+    def inject_error(
+        self,
+        endpoint: str,
+        errcode: int,
+        errmsg: str = "injected error",
+        *,
+        times: int = 1,
+        status: int = 200,
+    ) -> None:
         self.state.inject_error(endpoint, errcode, errmsg, times=times, status=status)
 
     def expire_token(self, appid: str) -> None:

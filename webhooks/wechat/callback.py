@@ -67,8 +67,9 @@ ANSWERS: web.AppKey[dedup.AnswerBook] = web.AppKey("wechat_answers", dedup.Answe
 def setup(app: web.Application) -> None:
     app[MERCHANTS] = MerchantCache()
     app[ANSWERS] = dedup.AnswerBook()
-    app.router.add_routes([web.get("/wechat/{merchant_slug}", verify_url),
-                           web.post("/wechat/{merchant_slug}", receive_push)])
+    app.router.add_routes(
+        [web.get("/wechat/{merchant_slug}", verify_url), web.post("/wechat/{merchant_slug}", receive_push)]
+    )
 
 
 async def verify_url(request: web.Request) -> web.Response:
@@ -100,8 +101,9 @@ async def receive_push(request: web.Request) -> web.Response:
     reply = await _answer(request.app, merchant, push, until=started + REPLY_DEADLINE, signature=signature)
     body = render_reply(reply, openid=push.message.openid, account=push.account)
     if body and mode == "aes":
-        body = encrypt_reply(body, token=merchant.oa_token, aes_key=merchant.oa_aes_key,
-                             appid=merchant.oa_appid, nonce=nonce)
+        body = encrypt_reply(
+            body, token=merchant.oa_token, aes_key=merchant.oa_aes_key, appid=merchant.oa_appid, nonce=nonce
+        )
     return web.Response(text=body, content_type="application/xml" if body else "text/plain")
 
 
@@ -162,8 +164,9 @@ async def _dispatch(app: web.Application, merchant: Merchant, push: Push) -> Cha
         return None
 
 
-async def _deliver_late(app: web.Application, merchant: Merchant, push: Push,
-                        task: asyncio.Task[ChatReply | None]) -> None:
+async def _deliver_late(
+    app: web.Application, merchant: Merchant, push: Push, task: asyncio.Task[ChatReply | None]
+) -> None:
     """Send a reply that missed the deadline as a customer-service message (failures are logged only)."""
     reply = await task
     if reply is None:
@@ -176,13 +179,20 @@ async def _deliver_late(app: web.Application, merchant: Merchant, push: Push,
         else:  # a customer-service news message carries exactly one article
             await wechat.send_custom_news(credentials, openid, reply.articles[:1])
     except Exception as exc:
-        log.warning("late reply not delivered: %s", type(exc).__name__,
-                    extra={**_log_fields(merchant, push), "error": str(exc)[:200]})
+        log.warning(
+            "late reply not delivered: %s",
+            type(exc).__name__,
+            extra={**_log_fields(merchant, push), "error": str(exc)[:200]},
+        )
     else:
         log.info("late reply delivered", extra=_log_fields(merchant, push))
 
 
 def _log_fields(merchant: Merchant, push: Push) -> dict[str, Any]:
     message = push.message
-    return {"merchant": merchant.slug, "openid": mask(message.openid), "kind": message.kind,
-            "event": message.event}
+    return {
+        "merchant": merchant.slug,
+        "openid": mask(message.openid),
+        "kind": message.kind,
+        "event": message.event,
+    }

@@ -129,8 +129,9 @@ def decrypt(encrypted: str, aes_key: str, appid: str) -> str:
         raise bad_message("encrypted payload cannot be decrypted") from exc
 
 
-def encrypt_reply(xml: str, *, token: str, aes_key: str, appid: str, nonce: str,
-                  timestamp: int | None = None) -> str:
+def encrypt_reply(
+    xml: str, *, token: str, aes_key: str, appid: str, nonce: str, timestamp: int | None = None
+) -> str:
     """Wrap a reply for safe/compatible mode: Encrypt + MsgSignature + TimeStamp + Nonce."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     encrypted = _cipher(aes_key).encrypt(xml, appid).decode()
@@ -186,10 +187,14 @@ def to_incoming(parsed: BaseMessage, raw: dict[str, str], kind: str, created_at:
             event = "subscribe"
         event_key = _event_key(parsed, raw)
     return IncomingMessage(
-        openid=raw["FromUserName"], kind=kind, created_at=created_at,
+        openid=raw["FromUserName"],
+        kind=kind,
+        created_at=created_at,
         content=raw.get("Content", "") if kind == "text" else "",
-        event=event, event_key=event_key,
-        msg_id=(raw.get("MsgId") or raw.get("MsgID") or "").strip(), raw=raw,
+        event=event,
+        event_key=event_key,
+        msg_id=(raw.get("MsgId") or raw.get("MsgID") or "").strip(),
+        raw=raw,
     )
 
 
@@ -221,8 +226,12 @@ def render_reply(reply: ChatReply | None, *, openid: str, account: str) -> str:
         return str(WeChatTextReply(content=_cdata(reply.text), **common).render())
     if isinstance(reply, NewsReply):
         articles = [
-            {"title": _cdata(a.title), "description": _cdata(a.description), "url": _cdata(a.url),
-             "image": _cdata(a.image)}
+            {
+                "title": _cdata(a.title),
+                "description": _cdata(a.description),
+                "url": _cdata(a.url),
+                "image": _cdata(a.image),
+            }
             for a in reply.articles[:MAX_REPLY_ARTICLES]
         ]
         return str(ArticlesReply(articles=articles, **common).render())
@@ -231,4 +240,4 @@ def render_reply(reply: ChatReply | None, *, openid: str, account: str) -> str:
 
 def mask(openid: str) -> str:
     """An openid shortened for logs (never log it in full)."""
-    return f"{openid[:min(6, len(openid) // 3)]}…" if openid else "-"
+    return f"{openid[: min(6, len(openid) // 3)]}…" if openid else "-"
