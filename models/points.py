@@ -5,9 +5,9 @@ Invariants (checked by `memberbot audit points`):
   sum(available lot.remaining) == max(account.balance, 0)   (a refund claw-back may leave a debt)
   account.pending == sum(pending lot.remaining)
 
-Two writers post to these tables: `handlers.points` and, for check-ins on PostgreSQL, the
-`memberbot_check_in` function of migration 0009. A migration that changes a column here must
-replace that function too.
+One writer posts to these tables: the `memberbot_points_*` functions of migration 0010, called by
+`handlers.loyalty.ledger` and by the check-in function. A migration that changes a column here must
+replace those functions too.
 """
 
 from __future__ import annotations

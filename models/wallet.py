@@ -1,7 +1,8 @@
 """Stored value (储值): a member's prepaid balance, principal and bonus kept apart, and its ledger.
 
 Invariant (checked by `memberbot audit stored-value`): account principal/bonus == Σ of the ledger's
-principal/bonus deltas, and neither is ever negative.
+principal/bonus deltas, and neither is ever negative. One writer posts to these tables: the
+`memberbot_wallet_*` functions of migration 0010, called by `handlers.wallet.ledger`.
 """
 
 from __future__ import annotations

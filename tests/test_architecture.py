@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -113,3 +114,31 @@ def test_no_module_imports_a_private_name_of_another_package() -> None:
                 if private or any(part.startswith("_") for part in node.module.split(".")):
                     wrong.add(f"{path.relative_to(ROOT)}: from {node.module} import {', '.join(private)}")
     assert not wrong, sorted(wrong)
+
+
+LEDGER_MODELS = r"(PointsAccount|PointsTransaction|PointsLot|PointsDraw|WalletAccount|WalletTransaction)"
+LEDGER_WRITES = (
+    re.compile(
+        r"(?i)\b(insert\s+into|update|delete\s+from)\s+\"?(points|wallet)_(account|transaction|lot|draw)\b"
+    ),
+    re.compile(LEDGER_MODELS + r"\.(create|bulk_create|get_or_create|update_or_create|bulk_update)\("),
+    re.compile(LEDGER_MODELS + r"\b[^\n]*\)\.(update|delete)\("),
+)
+
+
+@pytest.mark.parametrize("package", ["bot", "webhooks", "handlers"])
+def test_only_the_ledger_functions_write_the_ledger_tables(package: str) -> None:
+    """Points and stored value are written by the PostgreSQL functions of migration 0010 alone: no
+    Python module inserts, updates or deletes their rows (the ORM's writes included)."""
+    wrong = {
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sources(package)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(pattern.search(line) for pattern in LEDGER_WRITES)
+    }
+    assert not wrong, sorted(wrong)
+
+
+@pytest.mark.parametrize("module", ["handlers/loyalty/ledger.py", "handlers/wallet/ledger.py"])
+def test_the_ledger_modules_save_no_model(module: str) -> None:
+    assert ".save(" not in (ROOT / module).read_text()

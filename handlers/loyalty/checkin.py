@@ -2,7 +2,7 @@
 
 A day is the merchant-local calendar date. At most one check-in per member per day: the account row
 is locked first (so a member's check-ins serialize, inside the `memberbot_check_in` function of
-migration 0009), and the (member, day) unique key is the lasting guarantee — a concurrent duplicate
+migration 0010), and the (member, day) unique key is the lasting guarantee — a concurrent duplicate
 becomes "already checked in", never a second posting. The `Checkin` row and its ledger posting
 commit in one transaction.
 
@@ -134,8 +134,8 @@ async def _check_in(
     policy = program.checkin
     day = local_day(now, merchant.timezone)
     expires = expiry_date(now, program.expiry, merchant.timezone)
-    # One round trip to memberbot_check_in (migration 0009), with the points of each streak handed
-    # over as a table: the rules stay in Python.
+    # One round trip to memberbot_check_in (migration 0010; it posts through the ledger's writer), with
+    # the points of each streak handed over as a table: the rules stay in Python.
     table, cycle = points_table(policy)
     row = await queries.fetch_one(
         _CHECK_IN_CALL,

@@ -6,6 +6,10 @@ one append-only `PointsTransaction`, and keeps the expiry lots in step:
 
   balance == sum(deltas);  sum(available lots' remaining) == max(balance, 0);  pending == pending lots.
 
+This module decides what to post (amounts, keys, which lots a spend draws from by the pure rule
+`allocate_spend`); the PostgreSQL functions of migration 0010 (`memberbot_points_*`) write it, and
+nothing else writes these tables: the check-in function posts through them too.
+
 Claw-back (documented policy): reversing an earn whose points were already spent takes what the
 member still has and leaves the rest as a negative balance (a debt). Future credits repay the debt
 before they fill a lot. Points of that earn that already expired are not taken again. No other
@@ -16,16 +20,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any
 
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from handlers.core import queries
 from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
-from handlers.core.queries import lock_member_row, sum_of
 from handlers.rules.expiry import InsufficientPoints, Lot, allocate_spend
-from models.points import LotStatus, PointsAccount, PointsDraw, PointsKind, PointsLot, PointsTransaction
+from models.points import LotStatus, PointsAccount, PointsKind, PointsLot, PointsTransaction
 
 log = logging.getLogger(__name__)
 DEBIT_KINDS = frozenset(
@@ -54,62 +57,72 @@ class NotEnoughPoints(DomainError):
     code = ErrorCode.INSUFFICIENT_POINTS
 
 
+_ACCOUNT_SQL = "SELECT * FROM memberbot_points_account(:merchant, :member)"
+
+
 async def lock_account(merchant_id: int, member_id: int) -> PointsAccount:
-    """The member's account row, locked FOR UPDATE in the current transaction (created if missing)."""
-    return await lock_member_row(PointsAccount, merchant_id, member_id)
+    """The member's account row, locked FOR UPDATE in the current transaction (opened if missing).
+    A member of another merchant, or none, is 404 member_not_found."""
+    rows = await queries.fetch_rows(_ACCOUNT_SQL, merchant=merchant_id, member=member_id)
+    if not rows:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    return queries.as_model(PointsAccount, rows[0])
+
+
+def _mismatch() -> DomainError:
+    return DomainError(
+        "idempotency key was already used for a different request",
+        code=ErrorCode.IDEMPOTENCY_MISMATCH,
+        field="idempotency_key",
+    )
+
+
+def _replayed(
+    txn: PointsTransaction | dict[str, Any], member_id: int, kind: PointsKind, delta: int | None
+) -> Posted:
+    row = (
+        txn
+        if isinstance(txn, dict)
+        else {
+            "id": txn.id,
+            "member_id": txn.member_id,
+            "kind": txn.kind,
+            "delta": txn.delta,
+            "balance_after": txn.balance_after,
+        }
+    )
+    if row["member_id"] != member_id or row["kind"] != kind or (delta is not None and row["delta"] != delta):
+        raise _mismatch()
+    return Posted(
+        row["id"], row["member_id"], row["delta"], PointsKind(row["kind"]), row["balance_after"], True
+    )
 
 
 async def _replay(
     merchant_id: int, member_id: int, key: str, kind: PointsKind, delta: int | None
 ) -> Posted | None:
     txn = await PointsTransaction.get_or_none(merchant_id=merchant_id, idempotency_key=key)
-    if txn is None:
-        return None
-    if txn.member_id != member_id or txn.kind != kind or (delta is not None and txn.delta != delta):
-        raise DomainError(
-            "idempotency key was already used for a different request",
-            code=ErrorCode.IDEMPOTENCY_MISMATCH,
-            field="idempotency_key",
-        )
-    return Posted(txn.id, txn.member_id, txn.delta, PointsKind(txn.kind), txn.balance_after, replayed=True)
+    return None if txn is None else _replayed(txn, member_id, kind, delta)
+
+
+async def _written_or_replayed(
+    rows: list[dict[str, Any]], account: PointsAccount, delta: int, kind: PointsKind, key: str
+) -> Posted:
+    """The posting a writer function returned, or (no row: the key was used) the earlier one."""
+    if not rows:
+        replayed = await _replay(account.merchant_id, account.member_id, key, kind, delta)
+        if replayed is None:  # unreachable: the key's row exists, or the writer would have written
+            raise RuntimeError(f"points posting {key!r} neither written nor found")
+        return replayed
+    account.balance = int(rows[0]["balance_after"])
+    if delta > 0 and kind != PointsKind.REVERSE:
+        account.lifetime_earned += delta
+    return Posted(int(rows[0]["transaction_id"]), account.member_id, delta, kind, account.balance)
 
 
 def _check_amount(amount: int) -> None:
     if not 0 < amount <= MAX_POSTING:
         raise ValidationError(f"points must be between 1 and {MAX_POSTING}", field="points")
-
-
-async def _write(
-    account: PointsAccount,
-    delta: int,
-    kind: PointsKind,
-    key: str,
-    *,
-    reference: str,
-    actor: str,
-    reason: str,
-    reverses_id: int | None = None,
-) -> PointsTransaction:
-    account.balance += delta
-    if delta > 0 and kind != PointsKind.REVERSE:
-        account.lifetime_earned += delta
-    await account.save(update_fields=["balance", "lifetime_earned", "updated_at"])
-    return await PointsTransaction.create(
-        merchant_id=account.merchant_id,
-        member_id=account.member_id,
-        delta=delta,
-        kind=kind,
-        idempotency_key=key,
-        reference=reference[:64],
-        balance_after=account.balance,
-        actor=actor[:32],
-        reason=reason[:255],
-        reverses_id=reverses_id,
-    )
-
-
-def _posted(txn: PointsTransaction) -> Posted:
-    return Posted(txn.id, txn.member_id, txn.delta, PointsKind(txn.kind), txn.balance_after)
 
 
 async def credit(
@@ -142,31 +155,10 @@ async def credit(
         )
 
 
-_CREDIT_TXN_SQL = """
-    INSERT INTO points_transaction (merchant_id, member_id, delta, kind, idempotency_key, reference,
-                                    balance_after, actor, reason, created_at)
-    VALUES (:merchant, :member, :amount, :kind, :key, :reference, :balance, :actor, :reason, :created)
-    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
-    RETURNING id
+_CREDIT_SQL = """
+SELECT transaction_id, balance_after FROM memberbot_points_credit(
+    :account, :amount, :kind, :key, :reference, :actor, :reason, :now, :expires)
 """
-_CREDIT_ACCOUNT_SQL = """
-    UPDATE points_account SET balance = :balance, lifetime_earned = lifetime_earned + :amount,
-                              updated_at = :created
-    WHERE id = :account{only_if}
-"""
-_CREDIT_LOT_SQL = """
-    INSERT INTO points_lot (merchant_id, member_id, source_id, source_key, amount, remaining, status,
-                            earned_at, expires_at)
-    SELECT :merchant, :member, {txn}, :key, :amount, :fill, :status, :now, :expires {source}
-"""
-# The posting, the balance and the lot in one statement (one round trip). Constant fragments only:
-# every value is bound.
-_CREDIT_SQL = (
-    f"WITH txn AS ({_CREDIT_TXN_SQL}),"  # noqa: S608
-    f" acc AS ({_CREDIT_ACCOUNT_SQL.format(only_if=' AND EXISTS (SELECT 1 FROM txn)')}),"
-    f" lot AS ({_CREDIT_LOT_SQL.format(txn='id', source='FROM txn')})"
-    " SELECT id FROM txn"
-)
 
 
 async def credit_locked(
@@ -181,29 +173,26 @@ async def credit_locked(
     actor: str = "system",
     reason: str = "",
 ) -> Posted:
-    """`credit` on an account the caller locked with `lock_account` in its open transaction.
-
-    Every credit passes here (purchases, check-ins, grants), so it is hand-written SQL: the posting, the
-    new balance and the lot in one statement. A key used before writes nothing and
-    replays the earlier posting (or refuses a different request under it)."""
+    """`credit` on an account the caller locked with `lock_account` in its open transaction: one round
+    trip. A key used before writes nothing and replays the earlier posting (or refuses a different
+    request under it)."""
     _check_amount(amount)
-    balance = account.balance + amount
-    params = {
-        "merchant": account.merchant_id, "member": account.member_id, "account": account.id,
-        "amount": amount, "kind": kind.value, "key": key, "reference": reference[:64], "balance": balance,
-        "actor": actor[:32], "reason": reason[:255], "created": datetime.now(UTC), "now": now,
-        "expires": expires_at, "status": LotStatus.AVAILABLE.value,
-        "fill": amount - min(amount, max(-account.balance, 0)),  # repay any claw-back debt first
-    }
-    rows = await queries.fetch_rows(_CREDIT_SQL, **params)
-    if not rows:
-        replayed = await _replay(account.merchant_id, account.member_id, key, kind, amount)
-        if replayed is None:  # unreachable: the key's row exists, or the insert would have written
-            raise RuntimeError(f"points credit {key!r} neither written nor found")
-        return replayed
-    account.balance = balance
-    account.lifetime_earned += amount
-    return Posted(int(rows[0]["id"]), account.member_id, amount, kind, balance)
+    rows = await queries.fetch_rows(
+        _CREDIT_SQL,
+        account=account.id,
+        amount=amount,
+        kind=kind.value,
+        key=key,
+        reference=reference,
+        actor=actor,
+        reason=reason,
+        now=now,
+        expires=expires_at,
+    )
+    return await _written_or_replayed(rows, account, amount, kind, key)
+
+
+_HOLD_SQL = "SELECT memberbot_points_hold(:account, :amount, :key, :now, :available, :expires) AS lot"
 
 
 async def hold_pending(
@@ -220,23 +209,16 @@ async def hold_pending(
     _check_amount(amount)
     async with in_transaction():
         account = await lock_account(merchant_id, member_id)
-        lot = await PointsLot.get_or_none(merchant_id=merchant_id, source_key=key)
-        if lot is not None:
-            return lot.id
-        lot = await PointsLot.create(
-            merchant_id=merchant_id,
-            member_id=member_id,
-            source_key=key,
+        row = await queries.fetch_one(
+            _HOLD_SQL,
+            account=account.id,
             amount=amount,
-            remaining=amount,
-            status=LotStatus.PENDING,
-            earned_at=now,
-            available_at=available_at,
-            expires_at=expires_at,
+            key=key,
+            now=now,
+            available=available_at,
+            expires=expires_at,
         )
-        account.pending += amount
-        await account.save(update_fields=["pending", "updated_at"])
-        return lot.id
+        return int(row["lot"])
 
 
 async def debit(
@@ -259,6 +241,25 @@ async def debit(
         )
 
 
+# Under the account lock, in one round trip: a posting already made under the key, and the lots a
+# spend may draw from at `now` (lapsed ones are left to the expiry that precedes the spend).
+_SPEND_READ_SQL = """
+SELECT 'txn' AS what, t.id, t.member_id, t.kind, t.delta, t.balance_after, NULL::timestamptz AS expires_at,
+       0 AS remaining
+  FROM points_transaction t WHERE t.merchant_id = :merchant AND t.idempotency_key = :key
+UNION ALL
+SELECT 'lot', l.id, l.member_id, NULL, NULL, NULL, l.expires_at, l.remaining
+  FROM points_lot l
+ WHERE l.member_id = :member AND l.status = 'available' AND l.remaining > 0
+   AND (l.expires_at IS NULL OR l.expires_at > :now)
+"""
+_EXPIRE_SQL = "SELECT transaction_id, balance_after, amount FROM memberbot_points_expire(:account, :now)"
+_DEBIT_SQL = """
+SELECT transaction_id, balance_after FROM memberbot_points_debit(
+    :account, :amount, :kind, :key, :reference, :actor, :reason, :reverses, :lots, :takes)
+"""
+
+
 async def debit_locked(
     account: PointsAccount,
     amount: int,
@@ -270,24 +271,72 @@ async def debit_locked(
     actor: str = "system",
     reason: str = "",
 ) -> Posted:
-    """`debit` on an account the caller locked in its open transaction. When it raises
-    `NotEnoughPoints`, the caller's transaction must roll back (it may have expired lapsed lots)."""
+    """`debit` on an account the caller locked in its open transaction. Lapsed lots expire first (their
+    own posting); the spend then draws from the soonest-expiring lots. `NotEnoughPoints` changes nothing."""
     _check_amount(amount)
     if kind not in DEBIT_KINDS:
         raise ValueError(f"{kind} is not a debit")
-    if (replayed := await _replay(account.merchant_id, account.member_id, key, kind, -amount)) is not None:
-        return replayed
-    await _expire_locked(account, now)
-    lots = await _spendable(account.member_id, now)
+    rows = await queries.fetch_rows(
+        _SPEND_READ_SQL, merchant=account.merchant_id, key=key, member=account.member_id, now=now
+    )
+    if done := [row for row in rows if row["what"] == "txn"]:
+        return _replayed(done[0], account.member_id, kind, -amount)
+    lots = [Lot(row["id"], row["remaining"], row["expires_at"]) for row in rows]
     try:
-        plan = allocate_spend([Lot(lot.id, lot.remaining, lot.expires_at) for lot in lots], amount)
+        plan = allocate_spend(lots, amount)
     except InsufficientPoints:
         raise NotEnoughPoints(
             f"积分不足：需要 {amount}，可用 {max(account.balance, 0)}", field="points"
         ) from None
-    txn = await _write(account, -amount, kind, key, reference=reference, actor=actor, reason=reason)
-    await _draw(txn, {lot.id: lot for lot in lots}, plan)
-    return _posted(txn)
+    await _expire(account, now)
+    written = await queries.fetch_rows(
+        _DEBIT_SQL,
+        account=account.id,
+        amount=amount,
+        kind=kind.value,
+        key=key,
+        reference=reference,
+        actor=actor,
+        reason=reason,
+        reverses=None,
+        lots=[lot for lot, _ in plan],
+        takes=[take for _, take in plan],
+    )
+    return await _written_or_replayed(written, account, -amount, kind, key)
+
+
+async def _expire(account: PointsAccount, now: datetime) -> Posted | None:
+    """Expire the member's lapsed lots into one `expire` posting (account already locked)."""
+    rows = await queries.fetch_rows(_EXPIRE_SQL, account=account.id, now=now)
+    if not rows:
+        return None
+    account.balance = int(rows[0]["balance_after"])
+    return Posted(
+        int(rows[0]["transaction_id"]),
+        account.member_id,
+        -int(rows[0]["amount"]),
+        PointsKind.EXPIRE,
+        account.balance,
+    )
+
+
+_RESTORE_SQL = """
+SELECT transaction_id, balance_after FROM memberbot_points_restore(
+    :account, :amount, :key, :reference, :actor, :reason, :reverses, :lots, :gives)
+"""
+# What a claw-back needs once lapsed lots have expired: how much of the earn the expiry took, and the
+# lots the member still has.
+_CLAW_BACK_READ_SQL = """
+SELECT 'lapsed' AS what, 0 AS id, COALESCE(SUM(d.amount), 0)::integer AS amount, NULL::bigint AS source_id,
+       NULL::timestamptz AS expires_at
+  FROM points_draw d JOIN points_lot l ON l.id = d.lot_id JOIN points_transaction t ON t.id = d.transaction_id
+ WHERE l.source_id = :earn AND t.kind = 'expire'
+UNION ALL
+SELECT 'lot', l.id, l.remaining, l.source_id, l.expires_at FROM points_lot l
+ WHERE l.member_id = :member AND l.status = 'available' AND l.remaining > 0
+   AND (l.expires_at IS NULL OR l.expires_at > :now)
+"""
+_DRAWS_SQL = "SELECT lot_id, amount FROM points_draw WHERE transaction_id = :txn ORDER BY id"
 
 
 async def reverse(
@@ -308,111 +357,67 @@ async def reverse(
             return replayed
         if await PointsTransaction.exists(reverses_id=original.id):
             raise Conflict("这笔积分已经撤销过了", field="idempotency_key")
-        delta = -original.delta
         if original.delta > 0:
-            await _expire_locked(account, now)
-            delta += await _lapsed_from(original)
-        txn = await _write(
-            account,
-            delta,
-            PointsKind.REVERSE,
-            key,
+            return await _claw_back(account, original, key, now=now, actor=actor, reason=reason)
+        draws = await queries.fetch_rows(_DRAWS_SQL, txn=original.id)
+        rows = await queries.fetch_rows(
+            _RESTORE_SQL,
+            account=account.id,
+            amount=-original.delta,
+            key=key,
             reference=original.reference,
             actor=actor,
             reason=reason,
-            reverses_id=original.id,
+            reverses=original.id,
+            lots=[d["lot_id"] for d in draws],
+            gives=[d["amount"] for d in draws],
         )
-        if original.delta > 0:
-            await _claw_back(txn, original, -delta, now)
-        else:
-            await _restore(account, txn, original)
-        return _posted(txn)
+        return await _written_or_replayed(rows, account, -original.delta, PointsKind.REVERSE, key)
 
 
-async def _lapsed_from(earn: PointsTransaction) -> int:
-    """How many of an earn's points the expiry already took from its lot."""
-    return await sum_of(
-        PointsDraw.filter(lot__source_id=earn.id, transaction__kind=PointsKind.EXPIRE), "amount"
-    )
-
-
-async def _spendable(member_id: int, now: datetime) -> list[PointsLot]:
-    return await PointsLot.filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now),
-        member_id=member_id,
-        status=LotStatus.AVAILABLE,
-        remaining__gt=0,
-    ).select_for_update()
-
-
-async def _draw(txn: PointsTransaction, lots: dict[int, PointsLot], plan: list[tuple[int, int]]) -> None:
-    for lot_id, take in plan:
-        lot = lots[lot_id]
-        lot.remaining -= take
-        await lot.save(update_fields=["remaining"])
-        await PointsDraw.create(transaction_id=txn.id, lot_id=lot_id, amount=take)
-
-
-async def _claw_back(txn: PointsTransaction, original: PointsTransaction, amount: int, now: datetime) -> None:
-    """Take the earned points back: from their own lot first, then soonest-expiring; the rest is debt."""
+async def _claw_back(
+    account: PointsAccount, earn: PointsTransaction, key: str, *, now: datetime, actor: str, reason: str
+) -> Posted:
+    """Take an earn's points back: from its own lot first, then soonest-expiring; the rest is debt."""
+    await _expire(account, now)
+    rows = await queries.fetch_rows(_CLAW_BACK_READ_SQL, earn=earn.id, member=account.member_id, now=now)
+    amount = earn.delta - next(row["amount"] for row in rows if row["what"] == "lapsed")
     lots = sorted(
-        await _spendable(original.member_id, now),
-        key=lambda lot: (
-            lot.source_id != original.id,
-            lot.expires_at is None,
-            lot.expires_at or now,
-            lot.id,
+        (row for row in rows if row["what"] == "lot"),
+        key=lambda row: (
+            row["source_id"] != earn.id,
+            row["expires_at"] is None,
+            row["expires_at"] or now,
+            row["id"],
         ),
     )  # its own lot first, then soonest-expiring
-    remaining = amount
-    for lot in lots:
-        if remaining == 0:
+    plan: list[tuple[int, int]] = []
+    left = amount
+    for row in lots:
+        if left == 0:
             break
-        take = min(lot.remaining, remaining)
-        lot.remaining -= take
-        remaining -= take
-        await lot.save(update_fields=["remaining"])
-        await PointsDraw.create(transaction_id=txn.id, lot_id=lot.id, amount=take)
-
-
-async def _restore(account: PointsAccount, txn: PointsTransaction, original: PointsTransaction) -> None:
-    """Give back exactly the lots a spend drew from (after repaying any debt)."""
-    debt = max(-(account.balance + original.delta), 0)  # debt before this reversal credited the account
-    for draw in await PointsDraw.filter(transaction_id=original.id).order_by("id"):
-        repay = min(debt, draw.amount)
-        debt -= repay
-        if draw.amount - repay:
-            lot = await PointsLot.select_for_update().get(id=draw.lot_id)
-            lot.remaining += draw.amount - repay
-            await lot.save(update_fields=["remaining"])
-
-
-async def _expire_locked(account: PointsAccount, now: datetime) -> Posted | None:
-    """Expire the member's lapsed lots into one `expire` transaction (account already locked)."""
-    lapsed = (
-        await PointsLot.filter(
-            member_id=account.member_id, status=LotStatus.AVAILABLE, remaining__gt=0, expires_at__lte=now
-        )
-        .order_by("id")
-        .select_for_update()
+        take = min(row["amount"], left)
+        plan.append((row["id"], take))
+        left -= take
+    written = await queries.fetch_rows(
+        _DEBIT_SQL,
+        account=account.id,
+        amount=amount,
+        kind=PointsKind.REVERSE.value,
+        key=key,
+        reference=earn.reference,
+        actor=actor,
+        reason=reason,
+        reverses=earn.id,
+        lots=[lot for lot, _ in plan],
+        takes=[take for _, take in plan],
     )
-    total = sum(lot.remaining for lot in lapsed)
-    if not total:
-        return None
-    # Unique per posting: the member's latest transaction id changes with every posting (the account
-    # is locked), so an expiry after points were restored into an already-expired lot gets a new key.
-    latest = await PointsTransaction.filter(member_id=account.member_id).order_by("-id").first()
-    key = f"expire:{account.member_id}:after:{latest.id if latest else 0}"
-    txn = await _write(
-        account, -total, PointsKind.EXPIRE, key, reference="", actor="system", reason="积分到期"
-    )
-    await _draw(txn, {lot.id: lot for lot in lapsed}, [(lot.id, lot.remaining) for lot in lapsed])
-    return _posted(txn)
+    return await _written_or_replayed(written, account, -amount, PointsKind.REVERSE, key)
 
 
 async def expire_member(merchant_id: int, member_id: int, now: datetime) -> Posted | None:
     async with in_transaction():
-        return await _expire_locked(await lock_account(merchant_id, member_id), now)
+        return await _expire(await lock_account(merchant_id, member_id), now)
 
 
 async def expire_lapsed(now: datetime, merchant_id: int | None = None) -> int:
@@ -448,40 +453,19 @@ async def release_pending(now: datetime, merchant_id: int | None = None) -> int:
 
 
 async def _release_one(lot_id: int) -> bool:
-    lot_row = await PointsLot.get(id=lot_id)
+    lot = await PointsLot.get(id=lot_id)
     async with in_transaction():
-        account = await lock_account(lot_row.merchant_id, lot_row.member_id)
-        lot = await PointsLot.select_for_update().get(id=lot_id)
-        if lot.status != LotStatus.PENDING:
-            return False
-        account.pending -= lot.amount
-        txn = await _write(
-            account,
-            lot.amount,
-            PointsKind.EARN_PURCHASE,
-            lot.source_key,
-            reference=lot.source_key[:64],
-            actor="system",
-            reason="待生效积分到账",
-        )
-        lot.status, lot.source_id = LotStatus.AVAILABLE, txn.id
-        lot.remaining = lot.amount - min(lot.amount, max(-(account.balance - lot.amount), 0))
-        await lot.save(update_fields=["status", "source_id", "remaining"])
-        await account.save(update_fields=["pending"])
-        return True
+        account = await lock_account(lot.merchant_id, lot.member_id)
+        row = await queries.fetch_one(_RELEASE_SQL, account=account.id, lot=lot_id)
+        return bool(row["released"])
+
+
+_RELEASE_SQL = "SELECT memberbot_points_release(:account, :lot) AS released"
+_VOID_SQL = "SELECT memberbot_points_void(:account, :key) AS voided"
 
 
 async def void_pending(merchant_id: int, member_id: int, key: str) -> bool:
     """Void pending points inside the refund window. False if they were already released or voided."""
     async with in_transaction():
         account = await lock_account(merchant_id, member_id)
-        lot = await PointsLot.select_for_update().get_or_none(
-            merchant_id=merchant_id, member_id=member_id, source_key=key
-        )
-        if lot is None or lot.status != LotStatus.PENDING:
-            return False
-        lot.status, lot.remaining = LotStatus.VOIDED, 0
-        await lot.save(update_fields=["status", "remaining"])
-        account.pending -= lot.amount
-        await account.save(update_fields=["pending", "updated_at"])
-        return True
+        return bool((await queries.fetch_one(_VOID_SQL, account=account.id, key=key))["voided"])

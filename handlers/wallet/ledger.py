@@ -16,12 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from handlers.core import audit_log
+from handlers.core import audit_log, queries
 from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
-from handlers.core.queries import lock_member_row
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import tiers
 from handlers.rules.wallet import MAX_TOP_UP_FEN, InsufficientBalance, split_payment, top_up_bonus
@@ -90,9 +88,15 @@ def _check_amount(amount_fen: int, top: int, field: str = "amount_fen") -> None:
         raise ValidationError(f"{field} must be between 1 and {top}", field=field)
 
 
+_ACCOUNT_SQL = "SELECT * FROM memberbot_wallet_account(:merchant, :member)"
+
+
 async def lock_account(merchant_id: int, member_id: int) -> WalletAccount:
-    """The member's wallet row, locked FOR UPDATE in the current transaction (created if missing)."""
-    return await lock_member_row(WalletAccount, merchant_id, member_id)
+    """The member's wallet row, locked FOR UPDATE in the current transaction (opened if missing)."""
+    rows = await queries.fetch_rows(_ACCOUNT_SQL, merchant=merchant_id, member=member_id)
+    if not rows:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    return queries.as_model(WalletAccount, rows[0])
 
 
 def _mismatch() -> DomainError:
@@ -103,13 +107,17 @@ def _mismatch() -> DomainError:
     )
 
 
-async def _existing(
-    merchant_id: int, key: str, member_id: int, kind: WalletKind
-) -> WalletTransaction | None:
+async def _existing(merchant_id: int, key: str, member_id: int, kind: WalletKind) -> WalletTransaction | None:
     txn = await WalletTransaction.get_or_none(merchant_id=merchant_id, idempotency_key=key)
     if txn is not None and (txn.member_id != member_id or txn.kind != kind):
         raise _mismatch()
     return txn
+
+
+_POST_SQL = """
+SELECT * FROM memberbot_wallet_post(
+    :account, :kind, :principal, :bonus, :key, :reference, :actor, :reason, :reverses, :now)
+"""
 
 
 async def _post(
@@ -125,39 +133,42 @@ async def _post(
     reason: str = "",
     reverses_id: int | None = None,
 ) -> WalletTransaction:
+    """One posting through `memberbot_wallet_post` (migration 0010), the wallet ledger's one writer."""
     principal, bonus = account.principal_fen + principal_delta, account.bonus_fen + bonus_delta
-    if principal < 0 or bonus < 0:  # callers check first; this is the last line of defence
+    if principal < 0 or bonus < 0:  # callers check first; the writer refuses it too
         raise NotEnoughBalance("储值余额不足", available_fen=account.principal_fen + account.bonus_fen)
-    try:
-        async with in_transaction():  # a savepoint: a key raced by another member is a clean 409
-            txn = await WalletTransaction.create(
-                merchant_id=account.merchant_id,
-                member_id=account.member_id,
-                kind=kind,
-                principal_delta=principal_delta,
-                bonus_delta=bonus_delta,
-                principal_after=principal,
-                bonus_after=bonus,
-                idempotency_key=key,
-                reference=reference[:64],
-                actor=actor[:32],
-                reason=reason[:255],
-                reverses_id=reverses_id,
-                created_at=now,
-            )
-    except IntegrityError:
-        raise _mismatch() from None
+    rows = await queries.fetch_rows(
+        _POST_SQL,
+        account=account.id,
+        kind=kind.value,
+        principal=principal_delta,
+        bonus=bonus_delta,
+        key=key,
+        reference=reference,
+        actor=actor,
+        reason=reason,
+        reverses=reverses_id,
+        now=now,
+    )
+    if not rows:  # callers replay their own key under the lock first: this one is another member's
+        raise _mismatch()
     account.principal_fen, account.bonus_fen = principal, bonus
     if kind == WalletKind.TOP_UP:
         account.lifetime_top_up_fen += principal_delta
-    await account.save(update_fields=["principal_fen", "bonus_fen", "lifetime_top_up_fen", "updated_at"])
-    return txn
+    return queries.as_model(WalletTransaction, rows[0])
 
 
 def posting(txn: WalletTransaction, *, replayed: bool = False, tier: str | None = None) -> Posting:
     return Posting(
-        txn.id, txn.member_id, WalletKind(txn.kind), txn.principal_delta, txn.bonus_delta,
-        txn.principal_after, txn.bonus_after, replayed, tier,
+        txn.id,
+        txn.member_id,
+        WalletKind(txn.kind),
+        txn.principal_delta,
+        txn.bonus_delta,
+        txn.principal_after,
+        txn.bonus_after,
+        replayed,
+        tier,
     )
 
 
@@ -192,8 +203,17 @@ async def top_up(
         replayed = txn is not None
         if txn is None:
             reason = f"充值 {yuan(amount_fen)} 元" + (f"，赠送 {yuan(bonus)} 元" if bonus else "")
-            txn = await _post(account, WalletKind.TOP_UP, amount_fen, bonus, key, now=now,
-                              reference=payment_method, actor=actor, reason=reason)
+            txn = await _post(
+                account,
+                WalletKind.TOP_UP,
+                amount_fen,
+                bonus,
+                key,
+                now=now,
+                reference=payment_method,
+                actor=actor,
+                reason=reason,
+            )
         elif txn.principal_delta != amount_fen or txn.reference != payment_method:
             raise _mismatch()
     change = await tiers.evaluate(merchant, member_id, now=now, key=f"topup:{txn.id}")
@@ -235,8 +255,17 @@ async def pay(
                 field="amount_fen",
             ) from None
         reason = f"储值消费 {yuan(amount_fen)} 元"
-        txn = await _post(account, WalletKind.PAY, -split.principal_fen, -split.bonus_fen, key, now=now,
-                          reference=reference, actor=actor, reason=reason)
+        txn = await _post(
+            account,
+            WalletKind.PAY,
+            -split.principal_fen,
+            -split.bonus_fen,
+            key,
+            now=now,
+            reference=reference,
+            actor=actor,
+            reason=reason,
+        )
         return _payment(txn)
 
 
@@ -262,8 +291,16 @@ async def refund_payment(
         if await WalletTransaction.exists(reverses_id=original.id):
             raise Conflict("这笔储值支付已经退回过了", field="idempotency_key")
         txn = await _post(
-            account, WalletKind.REFUND, -original.principal_delta, -original.bonus_delta, key, now=now,
-            reference=original.reference, actor=actor, reason="消费退款，退回储值", reverses_id=original.id,
+            account,
+            WalletKind.REFUND,
+            -original.principal_delta,
+            -original.bonus_delta,
+            key,
+            now=now,
+            reference=original.reference,
+            actor=actor,
+            reason="消费退款，退回储值",
+            reverses_id=original.id,
         )
         return _payment(txn)
 
@@ -280,14 +317,29 @@ async def credit_mall(merchant: Merchant, member_id: int, amount_fen: int, *, ke
             if txn.bonus_delta != amount_fen:
                 raise _mismatch()
             return txn.id
-        txn = await _post(account, WalletKind.MALL, 0, amount_fen, key, now=now,
-                          reference=key[:64], reason=f"积分兑换储值 {yuan(amount_fen)} 元")
+        txn = await _post(
+            account,
+            WalletKind.MALL,
+            0,
+            amount_fen,
+            key,
+            now=now,
+            reference=key[:64],
+            reason=f"积分兑换储值 {yuan(amount_fen)} 元",
+        )
         return txn.id
 
 
 async def adjust(
-    merchant: Merchant, member_id: int, principal_delta: int, bonus_delta: int, *,
-    reason: str, key: str, actor: str, now: datetime,
+    merchant: Merchant,
+    member_id: int,
+    principal_delta: int,
+    bonus_delta: int,
+    *,
+    reason: str,
+    key: str,
+    actor: str,
+    now: datetime,
 ) -> Posting:
     """Correct a balance by hand (either part up or down, never below zero), with an audit row."""
     if principal_delta == 0 and bonus_delta == 0:
@@ -303,22 +355,39 @@ async def adjust(
             if (txn.principal_delta, txn.bonus_delta) != (principal_delta, bonus_delta):
                 raise _mismatch()
             return posting(txn, replayed=True)
-        for name, have, delta in (("principal_delta", account.principal_fen, principal_delta),
-                                  ("bonus_delta", account.bonus_fen, bonus_delta)):
+        for name, have, delta in (
+            ("principal_delta", account.principal_fen, principal_delta),
+            ("bonus_delta", account.bonus_fen, bonus_delta),
+        ):
             if have + delta < 0:
-                raise NotEnoughBalance(f"调整后余额不能为负：当前 {yuan(have)} 元", available_fen=have,
-                                       field=name)
-        txn = await _post(account, WalletKind.ADJUST, principal_delta, bonus_delta, key, now=now,
-                          actor=actor, reason=reason)
-        await audit_log.record(merchant.id, actor, "wallet.adjust", f"member:{member_id}",
-                                   transaction_id=txn.id, principal_delta=principal_delta,
-                                   bonus_delta=bonus_delta, reason=reason)
+                raise NotEnoughBalance(
+                    f"调整后余额不能为负：当前 {yuan(have)} 元", available_fen=have, field=name
+                )
+        txn = await _post(
+            account, WalletKind.ADJUST, principal_delta, bonus_delta, key, now=now, actor=actor, reason=reason
+        )
+        await audit_log.record(
+            merchant.id,
+            actor,
+            "wallet.adjust",
+            f"member:{member_id}",
+            transaction_id=txn.id,
+            principal_delta=principal_delta,
+            bonus_delta=bonus_delta,
+            reason=reason,
+        )
         return posting(txn)
 
 
 async def withdraw(
-    merchant: Merchant, member_id: int, amount_fen: int | None, *,
-    reason: str, key: str, actor: str, now: datetime,
+    merchant: Merchant,
+    member_id: int,
+    amount_fen: int | None,
+    *,
+    reason: str,
+    key: str,
+    actor: str,
+    now: datetime,
 ) -> Posting:
     """Pay principal back to the member in cash (all of it when `amount_fen` is None), with an audit
     row. Bonus is never paid out: it stays on the account, spendable only."""
@@ -336,12 +405,19 @@ async def withdraw(
         if amount == 0 or amount > account.principal_fen:
             raise NotEnoughBalance(
                 f"可退本金不足：可退 {yuan(account.principal_fen)} 元（赠送金额不可退现）",
-                available_fen=account.principal_fen, field="amount_fen",
+                available_fen=account.principal_fen,
+                field="amount_fen",
             )
-        txn = await _post(account, WalletKind.WITHDRAW, -amount, 0, key, now=now, actor=actor,
-                          reason=reason)
-        await audit_log.record(merchant.id, actor, "wallet.withdraw", f"member:{member_id}",
-                                   transaction_id=txn.id, principal_fen=amount, reason=reason)
+        txn = await _post(account, WalletKind.WITHDRAW, -amount, 0, key, now=now, actor=actor, reason=reason)
+        await audit_log.record(
+            merchant.id,
+            actor,
+            "wallet.withdraw",
+            f"member:{member_id}",
+            transaction_id=txn.id,
+            principal_fen=amount,
+            reason=reason,
+        )
         return posting(txn)
 
 
@@ -365,6 +441,8 @@ async def balance(merchant_id: int, member_id: int) -> Balance:
 
 async def recent(merchant_id: int, member_id: int, limit: int = 20) -> list[WalletTransaction]:
     """The member's latest ledger rows, newest first."""
-    return await WalletTransaction.filter(merchant_id=merchant_id, member_id=member_id).order_by("-id").limit(
-        limit
+    return (
+        await WalletTransaction.filter(merchant_id=merchant_id, member_id=member_id)
+        .order_by("-id")
+        .limit(limit)
     )
