@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.transactions import in_transaction
 
+from handlers.core import queries
 from handlers.core.errors import DomainError, ErrorCode
 from handlers.loyalty import ledger
 from handlers.loyalty.ledger_audit import audit_points
@@ -226,3 +229,28 @@ def test_earn_kinds_are_exactly_the_kinds_named_earn() -> None:
     earn = {kind for kind in PointsKind if kind.value.startswith("earn")}
     assert earn == {k for k in PointsKind if k.name.startswith("EARN_")}
     assert all(kind.value.startswith("earn_") for kind in earn)
+
+
+async def test_ledger_rows_are_append_only_in_the_database(member: Any) -> None:
+    """Whatever code runs, a posting once written cannot be changed or removed."""
+    posted = await earn(member, 10, "append-only")
+    with pytest.raises(OperationalError, match="append-only"):
+        await PointsTransaction.filter(id=posted.transaction_id).update(delta=1000)
+    with pytest.raises(OperationalError, match="append-only"):
+        await PointsTransaction.filter(id=posted.transaction_id).delete()
+    assert (await PointsTransaction.get(id=posted.transaction_id)).delta == 10
+
+
+async def test_the_writer_refuses_to_take_a_balance_below_zero(member: Any) -> None:
+    """The last line of defence below the Python checks: a debit posting may never go negative."""
+    await earn(member, 5, "small")
+    account = await PointsAccount.get(member_id=member.id)
+    with pytest.raises(IntegrityError, match="below zero"):
+        async with in_transaction():
+            await queries.fetch_rows(
+                "SELECT * FROM memberbot_points_post(:account, -6, 'spend_redemption', 'too-much', '', 'test',"
+                " '', NULL, false, 0)",
+                account=account.id,
+            )
+    assert await balance(member) == 5
+    assert await audit_points() == []
