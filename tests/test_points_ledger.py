@@ -248,8 +248,8 @@ async def test_the_writer_refuses_to_take_a_balance_below_zero(member: Any) -> N
     with pytest.raises(IntegrityError, match="below zero"):
         async with in_transaction():
             await queries.fetch_rows(
-                "SELECT * FROM memberbot_points_post(:account, -6, 'spend_redemption', 'too-much', '', 'test',"
-                " '', NULL, false, 0)",
+                "SELECT * FROM memberbot_points_post("
+                " :account, -6, 'spend_redemption', 'too-much', '', 'test', '', NULL, false, 0)",
                 account=account.id,
             )
     assert await balance(member) == 5
