@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from arq import ArqRedis
 from redis.asyncio import Redis
 from tortoise import Tortoise
 
 from bot.dialog import Dispatcher
 from bot.scheduler import embedded_scheduler
 from bot.settings import ROOT, Settings
+from bot.worker import arq_dispatch
+from handlers import effects
 from handlers.core.background import Background
 from handlers.core.templating import Renderer
-from handlers.coupons import redeem as coupons
-from handlers.loyalty import bonuses
 from handlers.loyalty import config as loyalty_config
 from handlers.wechat.client import WeChatClient
 from models import tortoise_config
-from webhooks.appkeys import BACKGROUND, DISPATCHER, HTTP, REDIS, RENDERER, RUNTIME, WECHAT
+from webhooks.appkeys import BACKGROUND, DISPATCHER, EFFECTS, HTTP, REDIS, RENDERER, RUNTIME, WECHAT
 from webhooks.errors import error_middleware
 from webhooks.middlewares import request_id_middleware
 from webhooks.routes import setup_routes
@@ -90,9 +91,33 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         background=background,
         base_url=app[RUNTIME].base_url,
         secret=app[RUNTIME].secret,
+        effects=app[EFFECTS],
     )
     yield
     await background.drain()
+
+
+def _effects(settings: Settings) -> CleanupContext:
+    """How queued effects reach a runner promptly: arq jobs for the worker processes, or (memory://)
+    background tasks of this process. Either way the sweep (`effects_sweep`) catches what is missed."""
+
+    async def effects_dispatch(app: web.Application) -> AsyncIterator[None]:
+        registry, background = app[EFFECTS], app[BACKGROUND]
+        if settings.redis_url.startswith("memory://"):
+
+            async def in_process(task_ids: Sequence[int]) -> None:
+                for task_id in task_ids:
+                    background.spawn(registry.run(task_id), name=f"task:{task_id}")
+
+            registry.dispatch = in_process
+            yield
+            return
+        # arq's client on this app's connection pool: nothing to connect at start-up (a Redis that is
+        # down shows in /healthz instead of stopping the start).
+        registry.dispatch = arq_dispatch(ArqRedis(connection_pool=app[REDIS].connection_pool))
+        yield
+
+    return effects_dispatch
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -104,10 +129,11 @@ def create_app(settings: Settings) -> web.Application:
         secret=settings.secret(), base_url=settings.base_url(), max_body_bytes=settings.max_body_bytes
     )
     app[RENDERER] = Renderer(ROOT / "templates")
-    app.cleanup_ctx.extend([_database(settings), _redis(settings), _http(settings), _chat])
+    app[EFFECTS] = effects.build()
+    app.cleanup_ctx.extend(
+        [_database(settings), _redis(settings), _http(settings), _chat, _effects(settings)]
+    )
     if settings.redis_url.startswith("memory://"):  # no worker process: this one runs the jobs
         app.cleanup_ctx.append(embedded_scheduler)
     setup_routes(app)
-    bonuses.install()
-    coupons.install()
     return app

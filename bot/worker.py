@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from arq import cron, func
+from arq import ArqRedis, cron, func
 from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
@@ -26,8 +26,9 @@ from arq.worker import Function
 from tortoise import Tortoise
 
 from bot.settings import Settings
-from handlers import jobs
+from handlers import effects, jobs
 from handlers.core.schedule import SCHEDULE_TIMEZONE, Entry
+from handlers.core.tasks import Dispatch
 from handlers.jobs import SCHEDULE
 from models import tortoise_config
 
@@ -36,6 +37,7 @@ EMBEDDED_REDIS_REFUSAL = (
     "(embedded scheduler). A worker needs real Redis (redis://…)"
 )
 JOB_TIMEOUT_SECONDS = 3600
+TASK_TIMEOUT_SECONDS = 90  # under the task lease (handlers.core.tasks.LEASE): no two runs overlap
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -59,6 +61,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         raise RuntimeError(EMBEDDED_REDIS_REFUSAL)
     ctx["settings"] = settings
     await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)
+    ctx["effects"] = effects.build(dispatch=arq_dispatch(ctx["redis"]))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -71,8 +74,40 @@ async def run_job(ctx: dict[str, Any], job: str, now: str | None = None) -> jobs
     return await jobs.run_job(job, at)
 
 
+def arq_dispatch(pool: ArqRedis) -> Dispatch:
+    """How a queued effect reaches a worker promptly: one arq job per task and attempt (`_job_id`
+    dedupes a second enqueue of the same attempt while its result lives; the task's own claim is the
+    lasting guarantee)."""
+
+    async def dispatch(task_ids: Sequence[int]) -> None:
+        for task_id in task_ids:
+            await pool.enqueue_job("run_task", task_id, _job_id=task_job_id(task_id, 0))
+
+    return dispatch
+
+
+def task_job_id(task_id: int, attempts: int) -> str:
+    return f"task:{task_id}:{attempts}"
+
+
+async def run_task(ctx: dict[str, Any], task_id: int) -> None:
+    """One durable effect (claimed first: a task another worker runs, or already did, is skipped)."""
+    await ctx["effects"].run(task_id)
+
+
+async def sweep_effects(ctx: dict[str, Any]) -> jobs.Counts:
+    """The worker's `effects_sweep`: every due task (a retry after its backoff, or one whose process
+    died) becomes an arq job, so all worker processes share them."""
+    due = await ctx["effects"].due(datetime.now(UTC))
+    for task_id, attempts in due:
+        await ctx["redis"].enqueue_job("run_task", task_id, _job_id=task_job_id(task_id, attempts))
+    return {"enqueued": len(due)}
+
+
 def _scheduled(job: str) -> Any:
     async def scheduled(ctx: dict[str, Any]) -> jobs.Counts:
+        if job == "effects_sweep":
+            return await sweep_effects(ctx)
         return await jobs.run_job(job, datetime.now(UTC))
 
     scheduled.__qualname__ = scheduled.__name__ = job
@@ -102,6 +137,7 @@ class WorkerSettings:
     on_shutdown: StartupShutdown | None = shutdown
     functions: Sequence[WorkerCoroutine | Function] = (
         func(run_job, name="run_job", timeout=JOB_TIMEOUT_SECONDS, max_tries=1),
+        func(run_task, name="run_task", timeout=TASK_TIMEOUT_SECONDS, max_tries=1),
     )
     cron_jobs: Sequence[CronJob] | None = tuple(cron_job(entry) for entry in SCHEDULE)
     job_timeout = JOB_TIMEOUT_SECONDS

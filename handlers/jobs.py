@@ -12,6 +12,8 @@ by the next one:
   given is never re-posted, even if the tier's gift changed since). A 29 February birthday is
   celebrated on 28 February in other years; a member who registered after the day gets nothing.
 - `retention`: unfollowed members' profiles past the merchant's grace period are erased.
+- `effects_sweep` (every minute): durable effects that are due — retries after their backoff, tasks
+  whose process died — run (`handlers.core.tasks`; the arq worker fans them out as `run_task` jobs).
 
 `run_job(name, now)` runs one by name and logs one JSON line with its counts.
 """
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from handlers import effects
 from handlers.core.schedule import Entry
 from handlers.coupons import redeem as coupons
 from handlers.loyalty import config as loyalty_config
@@ -138,10 +141,17 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("coupon_expiry", minute=20),
     # A group deal that fails to fill refunds its members within ten minutes of its deadline.
     Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
+    Entry("effects_sweep", minute=frozenset(range(60))),
 )
 
 
+async def effects_sweep(now: datetime) -> Counts:
+    """Run the durable effects that are due: retries after a backoff, and tasks whose process died."""
+    return await effects.build().run_due(_aware(now))
+
+
 JOBS: dict[str, Job] = {
+    "effects_sweep": effects_sweep,
     "points_maintenance": points_maintenance,
     "tier_reviews": tier_reviews,
     "birthday_gifts": birthday_gifts,

@@ -19,6 +19,7 @@ MODEL_MODULES = [
     "models.coupon",
     "models.wallet",
     "models.cards",
+    "models.task",
 ]
 
 

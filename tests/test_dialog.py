@@ -14,6 +14,7 @@ from handlers.core.chat import IncomingMessage, TextReply
 from handlers.staff.merchants import MerchantInput, create_merchant
 from models.member import Gender, Member
 from models.merchant import Merchant, ReplyTemplate
+from tests.support.factories import EFFECTS
 from webhooks.appkeys import DISPATCHER, REDIS, RENDERER, RUNTIME
 
 OPENID = "o-alice-0000000000000000001"
@@ -168,6 +169,7 @@ async def test_dialog_ends_silently_when_its_ttl_lapses(app: Any) -> None:
         secret=app[RUNTIME].secret,
         base_url=app[RUNTIME].base_url,
         dialog_ttl=0.05,
+        effects=EFFECTS,
     )
     first = await dispatcher.dispatch(shop, text("注册"))
     assert isinstance(first, TextReply) and "手机号" in first.text
@@ -235,6 +237,7 @@ async def test_a_feature_adds_an_intent_with_one_registration(app: Any) -> None:
         secret=app[RUNTIME].secret,
         base_url=app[RUNTIME].base_url,
         router=router,
+        effects=EFFECTS,
     )
     shop = await merchant()
     assert await dispatcher.dispatch(shop, text(" lucky  DRAW ")) == TextReply("抽奖 cafe")
@@ -257,6 +260,7 @@ async def test_only_intents_that_declare_it_read_the_open_dialog(app: Any) -> No
         secret=app[RUNTIME].secret,
         base_url=app[RUNTIME].base_url,
         router=router,
+        effects=EFFECTS,
     )
     shop = await merchant()
     await dispatcher.dispatch(shop, text("注册"))  # opens the profile dialog

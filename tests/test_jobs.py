@@ -18,7 +18,7 @@ from handlers.loyalty.ledger_audit import audit_points
 from handlers.till.purchase import PurchaseRequest, record_purchase
 from models.member import Member
 from models.points import PointsAccount, PointsKind, PointsTransaction
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 LADDER: list[dict[str, Any]] = [
@@ -52,7 +52,7 @@ async def balance(member: Member) -> int:
 async def test_points_maintenance_releases_then_expires_and_a_second_run_does_nothing(shop: Any) -> None:
     merchant, member = shop
     await loyalty_config.save_program(merchant.id, {"pending_days": 7}, actor="test")
-    await record_purchase(merchant, None, PurchaseRequest("p1", member.id, 10_000), now=NOW)
+    await record_purchase(merchant, None, PurchaseRequest("p1", member.id, 10_000), now=NOW, effects=EFFECTS)
     await ledger.credit(
         merchant.id, member.id, 30, PointsKind.GRANT, key="g1", now=NOW, expires_at=NOW + timedelta(days=1)
     )
@@ -90,7 +90,7 @@ async def test_points_maintenance_catches_up_missed_runs_in_one(shop: Any) -> No
 async def test_tier_review_downgrades_once_when_due_and_catches_up(shop: Any) -> None:
     merchant, member = shop
     await ledger.credit(merchant.id, member.id, 100, PointsKind.GRANT, key="g", now=NOW, expires_at=None)
-    await tiers.buy_upgrade(merchant, member.id, "silver", key="up", now=NOW)
+    await tiers.buy_upgrade(merchant, member.id, "silver", key="up", now=NOW, effects=EFFECTS)
     assert await jobs.tier_reviews(NOW + timedelta(days=10)) == {"downgraded": 0}  # not due yet
     # Two 30-day periods passed without a run: one run applies the review once.
     assert await jobs.tier_reviews(NOW + timedelta(days=65)) == {"downgraded": 1}

@@ -9,6 +9,7 @@ from handlers.staff.merchants import MerchantInput, create_merchant
 from handlers.staff.sessions import token_digest
 from models.member import Gender, Member
 from models.merchant import Merchant
+from tests.support.factories import EFFECTS, effects_done
 from tests.support.wechat_sim import WeChatSim
 from webhooks.appkeys import REDIS
 
@@ -108,8 +109,10 @@ async def test_a_login_and_a_follow_of_one_person_at_the_same_moment_make_one_me
     secret = b"k" * 32
     for n in range(12):
         unionid = f"u-race-{n}"
-        follow = registration.subscribe(merchant, f"o-oa-r{n}", "", secret=secret, unionid=unionid)
-        login = mp_login.link_member(merchant, f"o-mp-r{n}", unionid)
+        follow = registration.subscribe(
+            merchant, f"o-oa-r{n}", "", secret=secret, unionid=unionid, effects=EFFECTS
+        )
+        login = mp_login.link_member(merchant, f"o-mp-r{n}", unionid, effects=EFFECTS)
         pair = (follow, login) if n % 2 else (login, follow)
         await asyncio.gather(*pair)
         person = await Member.filter(merchant_id=merchant.id, unionid=unionid)
@@ -121,8 +124,12 @@ async def test_a_login_and_a_follow_of_one_person_at_the_same_moment_make_one_me
 async def test_a_mini_program_member_never_takes_a_unionid_another_member_has(client: Any) -> None:
     merchant = await create_merchant(MerchantInput(slug="shop-v", name="V 店"))
     await members.create_member(merchant, openid="o-oa-9", unionid="u-9")
-    lone = await mp_login.link_member(merchant, "o-mp-9", None)  # logged in without a unionid first
-    again = await mp_login.link_member(merchant, "o-mp-9", "u-9")  # now WeChat reports the unionid
+    lone = await mp_login.link_member(
+        merchant, "o-mp-9", None, effects=EFFECTS
+    )  # logged in without a unionid first
+    again = await mp_login.link_member(
+        merchant, "o-mp-9", "u-9", effects=EFFECTS
+    )  # now WeChat reports the unionid
     assert again.id == lone.id and again.unionid is None
     assert await Member.filter(merchant_id=merchant.id, unionid="u-9").count() == 1
 
@@ -132,8 +139,10 @@ async def test_a_unionid_already_linked_elsewhere_keeps_the_new_identity_apart(c
     belongs to a member with other openids. They get a member of their own rather than an error."""
     merchant = await create_merchant(MerchantInput(slug="shop-w", name="W 店"))
     old = await members.create_member(merchant, openid="o-oa-old", mp_openid="o-mp-old", unionid="u-w")
-    follow = await registration.subscribe(merchant, "o-oa-new", "", secret=b"k" * 32, unionid="u-w")
-    login = await mp_login.link_member(merchant, "o-mp-new", "u-w")
+    follow = await registration.subscribe(
+        merchant, "o-oa-new", "", secret=b"k" * 32, unionid="u-w", effects=EFFECTS
+    )
+    login = await mp_login.link_member(merchant, "o-mp-new", "u-w", effects=EFFECTS)
     assert follow.created and follow.member.id != old.id and follow.member.unionid is None
     assert login.id not in (old.id, follow.member.id) and login.unionid is None
     assert await Member.filter(merchant_id=merchant.id, unionid="u-w").count() == 1
@@ -213,30 +222,21 @@ async def test_profile_completion_sets_timestamp_and_runs_hook_once(
 ) -> None:
     client, merchant = await start(aiohttp_client, make_app, wechat_sim)
     token = (await (await login(client, wechat_sim, "o-mp-1")).json())["token"]
-    completed: list[int] = []
-
-    async def hook(member: Member) -> None:
-        completed.append(member.id)
-
-    registration.on_profile_completed.append(hook)
-    try:
-        edit = {"name": " 张三 ", "phone": "+86 138-0013-8000"}
-        partial = await client.patch("/api/mp/shop-a/me", json=edit, headers=bearer(token))
-        assert partial.status == 200
-        body = await partial.json()
-        assert (body["name"], body["phone"], body["profile_complete"]) == ("张三", "138****8000", False)
-        assert completed == []
-        full = await client.patch(
-            "/api/mp/shop-a/me", json={"birthday": "1990年5月20日", "gender": "女"}, headers=bearer(token)
-        )
-        body = await full.json()
-        assert (body["birthday"], body["gender"], body["profile_complete"]) == ("1990-05-20", "female", True)
-        again = await client.patch("/api/mp/shop-a/me", json={"gender": "male"}, headers=bearer(token))
-        assert (await again.json())["gender"] == "male"
-    finally:
-        registration.on_profile_completed.remove(hook)
+    edit = {"name": " 张三 ", "phone": "+86 138-0013-8000"}
+    partial = await client.patch("/api/mp/shop-a/me", json=edit, headers=bearer(token))
+    assert partial.status == 200
+    body = await partial.json()
+    assert (body["name"], body["phone"], body["profile_complete"]) == ("张三", "138****8000", False)
+    assert await effects_done(registration.PROFILE_COMPLETED) == []
+    full = await client.patch(
+        "/api/mp/shop-a/me", json={"birthday": "1990年5月20日", "gender": "女"}, headers=bearer(token)
+    )
+    body = await full.json()
+    assert (body["birthday"], body["gender"], body["profile_complete"]) == ("1990-05-20", "female", True)
+    again = await client.patch("/api/mp/shop-a/me", json={"gender": "male"}, headers=bearer(token))
+    assert (await again.json())["gender"] == "male"
     member = await Member.get(merchant_id=merchant.id, mp_openid="o-mp-1")
-    assert completed == [member.id]
+    assert await effects_done(registration.PROFILE_COMPLETED) == [{"member_id": member.id}]
     assert member.profile_completed_at is not None
     assert (member.phone, member.gender) == ("13800138000", Gender.MALE)
 

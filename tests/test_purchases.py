@@ -19,7 +19,7 @@ from models.loyalty import TierChange
 from models.merchant import Store
 from models.points import PointsAccount, PointsKind, PointsPool
 from models.purchase import Purchase, PurchaseStatus
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 NOW = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
 
@@ -34,7 +34,7 @@ async def shop(client: Any) -> Any:
 async def buy(shop: Any, key: str, amount_fen: int, **extra: Any) -> Any:
     merchant, member = shop
     return await record_purchase(
-        merchant, None, PurchaseRequest(key, member.id, amount_fen, **extra), now=NOW
+        merchant, None, PurchaseRequest(key, member.id, amount_fen, **extra), now=NOW, effects=EFFECTS
     )
 
 
@@ -61,8 +61,12 @@ async def test_a_purchase_is_recorded_at_the_cashiers_store_else_the_merchants_f
     owner = await create_staff(
         merchant, store_code=None, username="owner", role="admin", password="owner-password-1"
     )
-    at_till = await record_purchase(merchant, cashier, PurchaseRequest("n1", member.id, 1_000), now=NOW)
-    by_owner = await record_purchase(merchant, owner, PurchaseRequest("o1", member.id, 1_000), now=NOW)
+    at_till = await record_purchase(
+        merchant, cashier, PurchaseRequest("n1", member.id, 1_000), now=NOW, effects=EFFECTS
+    )
+    by_owner = await record_purchase(
+        merchant, owner, PurchaseRequest("o1", member.id, 1_000), now=NOW, effects=EFFECTS
+    )
     assert (await Purchase.get(id=at_till.purchase_id)).store_id == north.id
     assert first is not None and (await Purchase.get(id=by_owner.purchase_id)).store_id == first.id
 
@@ -73,7 +77,9 @@ async def test_an_unknown_or_foreign_member_is_not_found_and_nothing_is_written(
     stranger = await make_member(other)
     for member_id in (stranger.id, 999_999):
         with pytest.raises(NotFound):
-            await record_purchase(merchant, None, PurchaseRequest(f"x{member_id}", member_id, 1_000), now=NOW)
+            await record_purchase(
+                merchant, None, PurchaseRequest(f"x{member_id}", member_id, 1_000), now=NOW, effects=EFFECTS
+            )
     assert await Purchase.all().count() == 0
 
 
@@ -153,7 +159,7 @@ async def test_pool_budget_is_never_exceeded_under_concurrency(shop: Any) -> Non
     others = [await make_member(merchant, openid=f"o-{i}") for i in range(5)]
     results = await asyncio.gather(
         *(
-            record_purchase(merchant, None, PurchaseRequest(f"k{i}", m.id, 10_000), now=NOW)
+            record_purchase(merchant, None, PurchaseRequest(f"k{i}", m.id, 10_000), now=NOW, effects=EFFECTS)
             for i, m in enumerate(others)
         )
     )
@@ -172,13 +178,13 @@ async def test_concurrent_purchases_on_one_member_keep_the_ledger_exact(shop: An
 async def test_buying_an_upgrade_with_points(shop: Any) -> None:
     merchant, member = shop
     await ledger.credit(merchant.id, member.id, 6000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
-    change = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
+    change = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW, effects=EFFECTS)
     assert (change.to_code, change.gift_points) == ("gold", 200)
     assert await balance(member) == 6000 - 5000 + 200
-    again = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
+    again = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW, effects=EFFECTS)
     assert again.to_code == "gold" and await balance(member) == 1200
     with pytest.raises(Conflict):
-        await tiers.buy_upgrade(merchant, member.id, "gold", key="up2", now=NOW)
+        await tiers.buy_upgrade(merchant, member.id, "gold", key="up2", now=NOW, effects=EFFECTS)
     assert await audit_points() == []
 
 
@@ -203,7 +209,9 @@ async def test_coupon_and_stored_value_at_the_till_and_their_refund(shop: Any) -
 
     merchant, member = shop
     coupon = await coupon_for(merchant, member)
-    await wallet.top_up(merchant, member.id, 5_000, key="top", payment_method="cash", now=NOW)
+    await wallet.top_up(
+        merchant, member.id, 5_000, key="top", payment_method="cash", now=NOW, effects=EFFECTS
+    )
     result = await buy(shop, "p", 12_000, coupon_code=coupon.code, stored_value_fen=3_000)
     assert (result.coupon_fen, result.paid_fen, result.stored_value_fen) == (2_000, 10_000, 3_000)
     assert result.points_earned == 100  # on the 100 yuan paid (cash and stored value alike)
@@ -237,7 +245,9 @@ async def test_paying_more_stored_value_than_the_balance_changes_nothing(shop: A
     from handlers.wallet import ledger as wallet
 
     merchant, member = shop
-    await wallet.top_up(merchant, member.id, 1_000, key="top", payment_method="cash", now=NOW)
+    await wallet.top_up(
+        merchant, member.id, 1_000, key="top", payment_method="cash", now=NOW, effects=EFFECTS
+    )
     with pytest.raises(DomainError) as caught:
         await buy(shop, "p", 5_000, stored_value_fen=2_000)
     assert caught.value.code == ErrorCode.INSUFFICIENT_BALANCE
@@ -253,13 +263,13 @@ async def test_an_upgrade_gift_is_given_once_even_if_the_ladder_changes_it(shop:
     await ledger.credit(
         merchant.id, member.id, 20_000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None
     )
-    first = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW)
+    first = await tiers.buy_upgrade(merchant, member.id, "gold", key="up1", now=NOW, effects=EFFECTS)
     assert first.gift_points == 200
     await MemberTier.filter(member_id=member.id).update(tier_code="normal")  # dropped back meanwhile
     ladder = [t for t in loyalty_config.DEFAULT_TIERS]
     ladder[2] = {**ladder[2], "benefits": {**ladder[2]["benefits"], "upgrade_gift_points": 300}}
     await loyalty_config.save_tiers(merchant.id, ladder, actor="test")
-    again = await tiers.buy_upgrade(merchant, member.id, "gold", key="up2", now=NOW)
+    again = await tiers.buy_upgrade(merchant, member.id, "gold", key="up2", now=NOW, effects=EFFECTS)
     assert again.gift_points == 0
     assert await balance(member) == 20_000 - 5_000 + 200 - 5_000
     result = await buy(shop, "after", 1_000)  # later purchases are not blocked by the old gift's key
@@ -271,7 +281,9 @@ async def test_a_retry_replays_the_full_payment_split(shop: Any) -> None:
     from handlers.wallet import ledger as wallet
 
     merchant, member = shop
-    await wallet.top_up(merchant, member.id, 5_000, key="top", payment_method="cash", now=NOW)
+    await wallet.top_up(
+        merchant, member.id, 5_000, key="top", payment_method="cash", now=NOW, effects=EFFECTS
+    )
     first = await buy(shop, "split", 10_000, stored_value_fen=3_000)
     row = await Purchase.get(idempotency_key="split")
     assert row.result is not None and row.result["stored_value_fen"] == 3_000
@@ -283,8 +295,10 @@ async def test_same_key_for_two_members_at_once_makes_one_purchase(shop: Any) ->
     merchant, member = shop
     other = await make_member(merchant, openid="o-other")
     outcomes = await asyncio.gather(
-        record_purchase(merchant, None, PurchaseRequest("shared", member.id, 1_000), now=NOW),
-        record_purchase(merchant, None, PurchaseRequest("shared", other.id, 1_000), now=NOW),
+        record_purchase(
+            merchant, None, PurchaseRequest("shared", member.id, 1_000), now=NOW, effects=EFFECTS
+        ),
+        record_purchase(merchant, None, PurchaseRequest("shared", other.id, 1_000), now=NOW, effects=EFFECTS),
         return_exceptions=True,
     )
     failures = [o for o in outcomes if isinstance(o, BaseException)]

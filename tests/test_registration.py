@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from bot.dialog.state import DialogStore
+from handlers import effects
 from handlers.core.chat import IncomingMessage, TextReply
 from handlers.core.errors import ValidationError
+from handlers.core.tasks import Effects
 from handlers.members import lookup as members
 from handlers.members import registration
 from handlers.staff.accounts import create_staff
@@ -17,7 +18,9 @@ from handlers.staff.merchants import MerchantInput, create_merchant
 from models.member import Gender, Member, MemberSource
 from models.merchant import Merchant
 from models.staff import Staff
+from models.task import Task, TaskStatus
 from tests.conftest import SECRET
+from tests.support.factories import EFFECTS, effects_done
 from tests.support.wechat_push import WeChatPusher
 from webhooks.appkeys import DISPATCHER, REDIS
 
@@ -38,17 +41,9 @@ async def app(aiohttp_client: Any, make_app: Any) -> Any:
     return (await aiohttp_client(make_app())).app
 
 
-@pytest.fixture
-def registered() -> Iterator[list[int]]:
-    """Member ids seen by an on_registered callback (the hook list is restored afterwards)."""
-    seen: list[int] = []
-
-    async def record(member: Member) -> None:
-        seen.append(member.id)
-
-    registration.on_registered.append(record)
-    yield seen
-    registration.on_registered.remove(record)
+async def registered() -> list[int]:
+    """Member ids whose `member.registered` effect ran."""
+    return [payload["member_id"] for payload in await effects_done(members.MEMBER_REGISTERED)]
 
 
 async def follow(app: Any, shop: Merchant, openid: str, scene: str = "") -> str:
@@ -66,7 +61,7 @@ async def get(shop: Merchant, openid: str) -> Member:
 
 
 async def test_subscribe_creates_a_subscribed_member_and_welcomes_with_its_code(
-    app: Any, registered: list[int]
+    app: Any,
 ) -> None:
     shop = await merchant()
     reply = await follow(app, shop, ALICE)
@@ -75,11 +70,11 @@ async def test_subscribe_creates_a_subscribed_member_and_welcomes_with_its_code(
     assert member.subscribed and member.source == MemberSource.OA_SUBSCRIBE
     assert member.openid_digest == members.openid_digest(SECRET.encode(), shop.id, ALICE)
     assert member.referrer_id is None and member.acquired_by_id is None
-    assert registered == [member.id]
+    assert await registered() == [member.id]
 
 
 async def test_twenty_concurrent_subscribe_deliveries_make_one_member(
-    app: Any, registered: list[int]
+    app: Any,
 ) -> None:
     shop = await merchant()
     replies = await asyncio.gather(
@@ -88,7 +83,7 @@ async def test_twenty_concurrent_subscribe_deliveries_make_one_member(
     member = await get(shop, ALICE)
     assert await Member.filter(merchant_id=shop.id).count() == 1
     assert all(isinstance(r, TextReply) and member.code in r.text for r in replies)
-    assert registered == [member.id]
+    assert await registered() == [member.id]
 
 
 @pytest.mark.parametrize("prefix", ["", "qrscene_"])
@@ -210,12 +205,17 @@ async def test_unsubscribe_detaches_the_openid_and_drops_the_dialog(app: Any) ->
     assert await app[REDIS].get(DialogStore.key(shop.id, ALICE)) is None
 
 
-async def test_resubscribe_restores_the_same_member(app: Any, registered: list[int]) -> None:
+async def test_resubscribe_restores_the_same_member(app: Any) -> None:
     shop = await merchant()
     await follow(app, shop, ALICE)
     before = await get(shop, ALICE)
     await registration.complete_profile(
-        before, now=datetime.now(UTC), phone="13800138000", birthday=date(1990, 5, 20), gender=Gender.MALE
+        before,
+        now=datetime.now(UTC),
+        phone="13800138000",
+        birthday=date(1990, 5, 20),
+        gender=Gender.MALE,
+        effects=EFFECTS,
     )
     await unfollow(app, shop, ALICE)
     replies = await asyncio.gather(*(follow(app, shop, ALICE) for _ in range(20)))
@@ -224,7 +224,7 @@ async def test_resubscribe_restores_the_same_member(app: Any, registered: list[i
     assert after.subscribed and after.unsubscribed_at is None
     assert await Member.filter(merchant_id=shop.id).count() == 1
     assert all("欢迎回来" in reply and before.code in reply for reply in replies)
-    assert registered == [before.id]
+    assert await registered() == [before.id]
 
 
 async def test_anonymised_member_following_again_is_a_new_member(app: Any) -> None:
@@ -238,41 +238,56 @@ async def test_anonymised_member_following_again_is_a_new_member(app: Any) -> No
     assert new.id != old.id and new.code != old.code and "欢迎关注" in reply
 
 
-async def test_profile_completed_hook_runs_once(app: Any) -> None:
+async def test_profile_completed_effect_runs_once_and_a_failure_is_retried(app: Any) -> None:
+    """The effect of the first completion runs right after commit; when it fails the profile stands
+    and the task is due again after a backoff, then runs once; a second completion queues nothing."""
     shop = await merchant()
     await follow(app, shop, ALICE)
     member = await get(shop, ALICE)
-    completed: list[int] = []
+    calls: list[int] = []
 
-    async def record(done: Member) -> None:
-        completed.append(done.id)
+    async def flaky(registry: Effects, payload: Any, now: datetime) -> None:
+        calls.append(payload["member_id"])
+        if len(calls) == 1:
+            raise RuntimeError("points service down")
 
-    async def broken(done: Member) -> None:
-        raise RuntimeError("points service down")
-
-    registration.on_profile_completed.extend([broken, record])
-    try:
-        with pytest.raises(ValidationError):
-            await registration.complete_profile(member, now=datetime.now(UTC), phone="13800138000")
-        now = datetime.now(UTC)
-        assert await registration.complete_profile(
-            member, now=now, phone="13800138000", birthday=date(1990, 5, 20), gender=Gender.FEMALE
+    flaky_effects = Effects(
+        {**effects.HANDLERS, registration.PROFILE_COMPLETED: flaky}, inline=effects.INLINE
+    )
+    with pytest.raises(ValidationError):
+        await registration.complete_profile(
+            member, now=datetime.now(UTC), phone="13800138000", effects=flaky_effects
         )
-        assert not await registration.complete_profile(member, now=now, gender=Gender.UNDISCLOSED)
-    finally:
-        registration.on_profile_completed.remove(broken)
-        registration.on_profile_completed.remove(record)
-    assert completed == [member.id]
+    now = datetime.now(UTC)
+    assert await registration.complete_profile(
+        member,
+        now=now,
+        phone="13800138000",
+        birthday=date(1990, 5, 20),
+        gender=Gender.FEMALE,
+        effects=flaky_effects,
+    )
+    assert calls == [member.id]
+    task = await Task.get(kind=registration.PROFILE_COMPLETED)
+    assert (task.status, task.attempts) == (TaskStatus.PENDING, 1) and task.run_after > now
+    assert "points service down" in task.last_error
+    assert not await registration.complete_profile(
+        member, now=now, gender=Gender.UNDISCLOSED, effects=flaky_effects
+    )
+    assert await flaky_effects.run_due(now) == {"done": 0, "failed": 0}  # not due before its backoff
+    assert await flaky_effects.run_due(now + timedelta(hours=1)) == {"done": 1, "failed": 0}
+    assert calls == [member.id, member.id]
+    assert await Task.filter(kind=registration.PROFILE_COMPLETED).count() == 1
     stored = await Member.get(id=member.id)
     assert stored.gender == Gender.UNDISCLOSED and stored.profile_completed_at is not None
 
 
 async def test_subscribe_reports_created_and_restored(app: Any) -> None:
     shop, secret = await merchant(), SECRET.encode()
-    first = await registration.subscribe(shop, ALICE, "", secret=secret)
-    again = await registration.subscribe(shop, ALICE, "", secret=secret)
+    first = await registration.subscribe(shop, ALICE, "", secret=secret, effects=EFFECTS)
+    again = await registration.subscribe(shop, ALICE, "", secret=secret, effects=EFFECTS)
     await registration.unsubscribe(shop, ALICE, secret=secret, now=datetime.now(UTC))
-    back = await registration.subscribe(shop, ALICE, "", secret=secret)
+    back = await registration.subscribe(shop, ALICE, "", secret=secret, effects=EFFECTS)
     flags = [(s.created, s.restored) for s in (first, again, back)]
     assert flags == [(True, False), (False, False), (False, True)]
     assert first.member.id == again.member.id == back.member.id

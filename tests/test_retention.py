@@ -17,6 +17,7 @@ from handlers.staff.merchants import MerchantInput, create_merchant
 from models.member import Gender, Member
 from models.merchant import Merchant
 from tests.conftest import SECRET
+from tests.support.factories import EFFECTS
 
 ALICE, BOB = "o-alice-000000000000000001", "o-bob-00000000000000000002"
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -37,13 +38,14 @@ async def merchant(slug: str = "cafe", grace_days: int = 30) -> Merchant:
 
 async def left(shop: Merchant, openid: str, days_ago: float, **extra: Any) -> Member:
     """A member with a complete profile who unfollowed `days_ago` days before NOW."""
-    member = (await registration.subscribe(shop, openid, "", secret=KEY)).member
+    member = (await registration.subscribe(shop, openid, "", secret=KEY, effects=EFFECTS)).member
     await registration.complete_profile(
         member,
         now=NOW - timedelta(days=400),
         phone="13800138000",
         birthday=date(1990, 5, 20),
         gender=Gender.FEMALE,
+        effects=EFFECTS,
     )
     await Member.filter(id=member.id).update(name="王小丫", unionid="u-" + openid, **extra)
     await registration.unsubscribe(shop, openid, secret=KEY, now=NOW - timedelta(days=days_ago))
@@ -102,14 +104,14 @@ async def test_each_merchant_has_its_own_grace_period(app: Any) -> None:
 
 async def test_still_subscribed_members_are_never_erased(app: Any) -> None:
     shop = await merchant(grace_days=0)
-    await registration.subscribe(shop, ALICE, "", secret=KEY)
+    await registration.subscribe(shop, ALICE, "", secret=KEY, effects=EFFECTS)
     assert await erase_due(NOW + timedelta(days=3650)) == 0
 
 
 async def test_following_again_within_the_grace_period_cancels_the_erasure(app: Any) -> None:
     shop = await merchant()
     member = await left(shop, ALICE, days_ago=20)
-    back = await registration.subscribe(shop, ALICE, "", secret=KEY)
+    back = await registration.subscribe(shop, ALICE, "", secret=KEY, effects=EFFECTS)
     assert back.restored and back.member.id == member.id
     assert await erase_due(NOW + timedelta(days=365)) == 0
     assert (await Member.get(id=member.id)).phone == "13800138000"
@@ -119,7 +121,7 @@ async def test_following_after_erasure_starts_a_new_member(app: Any) -> None:
     shop = await merchant()
     old = await left(shop, ALICE, days_ago=31)
     await erase_due(NOW)
-    new = await registration.subscribe(shop, ALICE, "", secret=KEY)
+    new = await registration.subscribe(shop, ALICE, "", secret=KEY, effects=EFFECTS)
     assert new.created and new.member.id != old.id and new.member.phone is None
 
 

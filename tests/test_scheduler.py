@@ -14,7 +14,7 @@ from handlers.jobs import SCHEDULE
 from handlers.loyalty import config as loyalty_config
 from handlers.till.purchase import PurchaseRequest, record_purchase
 from models.points import PointsAccount
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 from webhooks.appkeys import SCHEDULER, SCHEDULER_CONFIG
 
 
@@ -54,6 +54,7 @@ def test_schedule_names_every_job_with_its_time() -> None:
         ("mall_pickup_expiry", None, 15),
         ("coupon_expiry", None, 20),
         ("expire_groups", None, frozenset({7, 17, 27, 37, 47, 57})),
+        ("effects_sweep", None, frozenset(range(60))),
     }
 
 
@@ -80,15 +81,18 @@ async def test_embedded_scheduler_runs_a_due_job_and_stops_cleanly(
     start = utc(2026, 12, 1, 3, 4, 50)  # 11:04:50 Shanghai; points maintenance is due at 11:05
     clock = FakeClock(start)
     app = make_app(redis_url="memory://")
-    app[SCHEDULER_CONFIG] = SchedulerConfig(
-        schedule=SCHEDULE, runner=jobs.run_job, clock=clock, max_sleep=0.01
-    )
+    daily = tuple(
+        entry for entry in SCHEDULE if entry.job != "effects_sweep"
+    )  # every minute: not this test's
+    app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=daily, runner=jobs.run_job, clock=clock, max_sleep=0.01)
     client = await aiohttp_client(app)
     merchant = await make_merchant()
     await loyalty_config.save_program(merchant.id, {"pending_days": 1, "registration_bonus": 0}, actor="t")
     member = await make_member(merchant)
     bought = start - timedelta(days=2)
-    await record_purchase(merchant, None, PurchaseRequest("p", member.id, 10_000), now=bought)
+    await record_purchase(
+        merchant, None, PurchaseRequest("p", member.id, 10_000), now=bought, effects=EFFECTS
+    )
     await asyncio.sleep(0.05)
     assert not app[SCHEDULER].runs  # nothing due before 11:05
     clock.now = start + timedelta(seconds=11)

@@ -22,7 +22,7 @@ from models.member import Member
 from models.merchant import Merchant
 from models.wallet import WalletAccount, WalletKind, WalletTransaction
 from tests.conftest import SECRET
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 NOW = datetime(2026, 5, 1, 4, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,9 @@ async def money(member: Member) -> tuple[int, int]:
 
 async def top_up(shop: tuple[Merchant, Member], amount: int, key: str) -> wallet.Posting:
     merchant, member = shop
-    return await wallet.top_up(merchant, member.id, amount, key=key, payment_method="cash", now=NOW)
+    return await wallet.top_up(
+        merchant, member.id, amount, key=key, payment_method="cash", now=NOW, effects=EFFECTS
+    )
 
 
 async def test_top_up_adds_principal_and_the_highest_bonus_reached(shop: Any) -> None:
@@ -199,9 +201,13 @@ async def test_a_recharge_criterion_upgrades_the_tier(shop: Any) -> None:
     ]
     await loyalty_config.save_tiers(merchant.id, ladder, actor="test")
     now = datetime.now(UTC)
-    first = await wallet.top_up(merchant, member.id, 30_000, key="t1", payment_method="wechat", now=now)
+    first = await wallet.top_up(
+        merchant, member.id, 30_000, key="t1", payment_method="wechat", now=now, effects=EFFECTS
+    )
     assert first.tier_changed_to is None and await tiers.tier_code(merchant.id, member.id) == "normal"
-    second = await wallet.top_up(merchant, member.id, 20_000, key="t2", payment_method="wechat", now=now)
+    second = await wallet.top_up(
+        merchant, member.id, 20_000, key="t2", payment_method="wechat", now=now, effects=EFFECTS
+    )
     assert second.tier_changed_to == "vip" and await tiers.tier_code(merchant.id, member.id) == "vip"
     stats = await tiers.window_stats(merchant.id, member.id, 365, now)
     assert stats.recharge_fen == 50_000  # principal only, the bonus does not count
@@ -214,7 +220,7 @@ async def test_concurrent_top_ups_and_payments_never_go_negative_or_lose_an_upda
     async def one(i: int) -> int:
         if i % 2 == 0:
             posted = await wallet.top_up(
-                merchant, member.id, 500, key=f"t{i}", payment_method="cash", now=NOW
+                merchant, member.id, 500, key=f"t{i}", payment_method="cash", now=NOW, effects=EFFECTS
             )
             return posted.principal_delta + posted.bonus_delta
         try:

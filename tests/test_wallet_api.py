@@ -14,7 +14,7 @@ from models.loyalty import AuditLog
 from models.member import Member
 from models.merchant import Merchant
 from models.wallet import WalletTransaction
-from tests.support.factories import make_member, make_merchant, staff_headers
+from tests.support.factories import EFFECTS, make_member, make_merchant, staff_headers
 from webhooks.appkeys import REDIS
 
 BONUS = {"stored_value": {"bonus_tiers": [{"min_fen": 10_000, "bonus_fen": 2_000}]}}
@@ -195,7 +195,9 @@ async def test_chat_balance_shows_stored_value_and_usable_cards(client: TestClie
 
     assert "您的储值余额：0.00 元" in await say()
     now = datetime.now(UTC)
-    await wallet.top_up(merchant, member.id, 10_000, key="t1", payment_method="cash", now=now)
+    await wallet.top_up(
+        merchant, member.id, 10_000, key="t1", payment_method="cash", now=now, effects=EFFECTS
+    )
     product = await service_cards.create_product(
         merchant, ProductInput(CardKind.COUNT, "洗剪吹5次卡", "洗剪吹", 5, 30, 10_000), actor="test"
     )

@@ -24,8 +24,9 @@ from handlers.loyalty.ledger_audit import audit_points
 from handlers.till.purchase import PurchaseRequest, record_purchase
 from models import tortoise_config
 from models.points import PointsAccount
+from models.task import Task, TaskStatus
 from tests.conftest import REDIS_URL
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 real_redis = pytest.mark.skipif(not REDIS_URL, reason="needs MEMBERBOT_TEST_REDIS_URL (real Redis)")
@@ -74,7 +75,9 @@ async def test_burst_worker_runs_an_enqueued_job_against_the_database(settings: 
         program = {"pending_days": 1, "registration_bonus": 0}
         await loyalty_config.save_program(merchant.id, program, actor="t")
         member = await make_member(merchant)
-        await record_purchase(merchant, None, PurchaseRequest("p", member.id, 10_000), now=bought)
+        await record_purchase(
+            merchant, None, PurchaseRequest("p", member.id, 10_000), now=bought, effects=EFFECTS
+        )
         assert (await PointsAccount.get(member_id=member.id)).balance == 0
     pool = await create_pool(redis_settings(settings.redis_url))
     try:
@@ -108,3 +111,41 @@ async def test_worker_startup_refuses_in_process_redis(settings: Settings) -> No
     ctx: dict[str, Any] = {"settings": settings.model_copy(update={"redis_url": "memory://"})}
     with pytest.raises(RuntimeError, match="memory://"):
         await startup(ctx)
+
+
+@real_redis
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")  # arq 0.28 on redis 5
+async def test_the_worker_runs_due_effects_from_the_one_registry(settings: Settings) -> None:
+    """A member registered by a process that died before its effect ran: the worker's sweep enqueues
+    the task as a `run_task` job and a worker runs it with the same registry the app has."""
+    from bot.worker import startup, sweep_effects
+    from handlers import effects
+    from handlers.members import lookup as members
+
+    async with orm(settings.database_url):
+        merchant = await make_merchant()
+        await loyalty_config.save_program(merchant.id, {"registration_bonus": 25}, actor="t")
+        member = await members.create_member(merchant, openid="o-worker", subscribed=True)
+        await Task.filter(kind=members.MEMBER_REGISTERED).update(lease_until=datetime.now(UTC))  # it died
+    pool = await create_pool(redis_settings(settings.redis_url))
+    worker = create_worker(
+        WorkerSettings,
+        redis_settings=redis_settings(settings.redis_url),
+        burst=True,
+        poll_delay=0.05,
+        handle_signals=False,
+        ctx={"settings": settings},
+    )
+    try:
+        ctx: dict[str, Any] = {"settings": settings, "redis": pool}
+        await startup(ctx)
+        assert ctx["effects"].handlers is effects.HANDLERS
+        assert await sweep_effects(ctx) == {"enqueued": 1}
+        assert await sweep_effects(ctx) == {"enqueued": 1}  # the same attempt: arq keeps one job
+        assert await worker.run_check() == 1
+        assert (await PointsAccount.get(member_id=member.id)).balance == 25
+        assert (await Task.get(kind=members.MEMBER_REGISTERED)).status == TaskStatus.DONE
+    finally:
+        await worker.close()
+        await pool.aclose()
+        await Tortoise.close_connections()

@@ -24,6 +24,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.core.errors import ErrorCode
+from handlers.core.tasks import Effects
+from webhooks.appkeys import EFFECTS
 from webhooks.errors import error_response, parse_body
 
 if TYPE_CHECKING:
@@ -114,6 +116,11 @@ class Call(Generic[B, P]):
     @property
     def merchant(self) -> Merchant:
         return self._principal().merchant
+
+    @property
+    def effects(self) -> Effects:
+        """The durable side effects registry (`handlers.effects`), for use cases that queue them."""
+        return self.request.app[EFFECTS]
 
     @property
     def session(self) -> Session:

@@ -8,6 +8,7 @@ from aiohttp import ClientSession, web
 from redis.asyncio import Redis
 
 from handlers.core.schedule import Scheduler, SchedulerConfig
+from handlers.core.tasks import Effects
 
 if TYPE_CHECKING:
     from handlers.core.background import Background
@@ -41,6 +42,7 @@ RENDERER: web.AppKey[Renderer] = web.AppKey("renderer")
 WECHAT: web.AppKey[WeChatClient] = web.AppKey("wechat")
 DISPATCHER: web.AppKey[ChatDispatcher] = web.AppKey("dispatcher")
 BACKGROUND: web.AppKey[Background] = web.AppKey("background")
+EFFECTS: web.AppKey[Effects] = web.AppKey("effects", Effects)
 # The embedded scheduler (memory:// only): tests set its config before start-up and read what it ran.
 SCHEDULER_CONFIG: web.AppKey[SchedulerConfig] = web.AppKey("scheduler_config", SchedulerConfig)
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler", Scheduler)

@@ -107,12 +107,45 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, ErrorCode.INTERNAL, "internal error")
 
 
+MAX_JSON_DEPTH = 32  # no request memberbot accepts nests deeper than a handful of levels
+
+
 async def json_body(request: web.Request) -> Any:
-    """The request's JSON body, or a 400 naming what is wrong with it."""
+    """The request's JSON body, or a 400 naming what is wrong with it (never a 500: a body nested
+    thousands deep is refused before the parser recurses into it)."""
+    raw = await request.read()
+    if _nesting(raw) > MAX_JSON_DEPTH:
+        raise DomainError(
+            f"请求体嵌套过深（不超过 {MAX_JSON_DEPTH} 层）", code=ErrorCode.VALIDATION, field="body"
+        )
     try:
-        return await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DomainError("request body is not valid JSON", code=ErrorCode.VALIDATION, field="body") from exc
+        return json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise DomainError("请求体不是有效的 JSON", code=ErrorCode.VALIDATION, field="body") from None
+
+
+def _nesting(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (brackets inside strings ignored)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:  # the common case, at C speed
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:

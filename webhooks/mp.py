@@ -17,7 +17,7 @@ from handlers.wechat.client import mp_credentials
 from handlers.wechat.errors import CodeUsed, FrequencyLimited, InvalidCode
 from models.member import Gender, Member
 from webhooks.api import ApiError, Call, In, Line, Out, Routes
-from webhooks.appkeys import WECHAT
+from webhooks.appkeys import EFFECTS, WECHAT
 from webhooks.auth import MEMBER, bearer_token, rate_limit, session_store
 
 LOGIN_ATTEMPTS = 30
@@ -92,7 +92,7 @@ async def login(call: Call[MpLoginIn, MerchantPath]) -> MpLoginOut:
         raise ApiError(
             429, ErrorCode.RATE_LIMITED, "登录过于频繁，请稍后再试", headers={"Retry-After": "60"}
         ) from None
-    member = await mp_login.link_member(merchant, mp.openid, mp.unionid)
+    member = await mp_login.link_member(merchant, mp.openid, mp.unionid, effects=call.request.app[EFFECTS])
     issued = await session_store(call.request).issue(
         SessionKind.MEMBER, merchant.id, member.id, data={"openid": mp.openid, "session_key": mp.session_key}
     )
@@ -120,5 +120,7 @@ async def update_me(call: Call[ProfilePatch, MerchantPath]) -> MemberOut:
         name=call.body.name, phone=call.body.phone, birthday=call.body.birthday, gender=call.body.gender
     )
     today = datetime.now(ZoneInfo(call.merchant.timezone)).date()
-    member = await mp_login.update_profile(call.member, edit, today=today, now=datetime.now(UTC))
+    member = await mp_login.update_profile(
+        call.member, edit, today=today, now=datetime.now(UTC), effects=call.effects
+    )
     return member_out(member)

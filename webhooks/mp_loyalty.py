@@ -356,6 +356,7 @@ async def buy_tier(call: Call[TierUpgradeIn, MerchantPath]) -> TierUpgradeOut:
         call.body.tier,
         key=f"mp:{call.member.id}:{call.body.idempotency_key}",
         now=datetime.now(UTC),
+        effects=call.effects,
     )
     return TierUpgradeOut(
         from_code=change.from_code,

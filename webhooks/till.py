@@ -188,7 +188,9 @@ async def record(call: Call[PurchaseIn, None]) -> PurchaseOut:
         body.coupon_code,
         body.stored_value_fen,
     )
-    result = await purchases.record_purchase(call.merchant, call.staff, request, now=datetime.now(UTC))
+    result = await purchases.record_purchase(
+        call.merchant, call.staff, request, now=datetime.now(UTC), effects=call.effects
+    )
     return PurchaseOut(**_public(result.__dataclass_fields__, result))
 
 

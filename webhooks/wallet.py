@@ -158,6 +158,7 @@ async def top_up(call: Call[TopUpIn, None]) -> WalletPostingOut:
         key=f"topup:{body.idempotency_key}",
         payment_method=body.payment_method,
         now=datetime.now(UTC),
+        effects=call.effects,
         actor=_actor(call),
     )
     return _out(posted, member)

@@ -20,6 +20,7 @@ from bot.dialog.state import DEFAULT_TTL_SECONDS, DialogStore
 from bot.dialog.turn import Services, Turn
 from handlers.core.background import Background
 from handlers.core.chat import ChatReply, IncomingMessage
+from handlers.core.tasks import Effects
 from handlers.core.templating import Renderer
 from handlers.wechat.client import WeChatClient
 from models.merchant import Merchant
@@ -33,6 +34,7 @@ class Dispatcher:
         renderer: Renderer,
         secret: bytes,
         base_url: str,
+        effects: Effects,
         wechat: WeChatClient | None = None,
         background: Background | None = None,
         router: Router | None = None,
@@ -45,6 +47,7 @@ class Dispatcher:
             dialogs=self.dialogs,
             secret=secret,
             base_url=base_url,
+            effects=effects,
             wechat=wechat,
             background=background,
         )

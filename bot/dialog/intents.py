@@ -49,7 +49,12 @@ async def cancel(turn: Turn) -> ChatReply:
 async def subscribed(turn: Turn) -> ChatReply:
     unionid = None if await turn.member() is not None else await turn.unionid()
     subscription = await registration.subscribe(
-        turn.merchant, turn.openid, turn.message.event_key, secret=turn.services.secret, unionid=unionid
+        turn.merchant,
+        turn.openid,
+        turn.message.event_key,
+        secret=turn.services.secret,
+        effects=turn.services.effects,
+        unionid=unionid,
     )
     member = subscription.member
     return await turn.reply(
@@ -62,7 +67,10 @@ async def subscribed(turn: Turn) -> ChatReply:
 
 
 async def scanned(turn: Turn) -> ChatReply:
-    member = (await registration.scan(turn.merchant, turn.openid, secret=turn.services.secret)).member
+    scanned = await registration.scan(
+        turn.merchant, turn.openid, secret=turn.services.secret, effects=turn.services.effects
+    )
+    member = scanned.member
     completed = member.profile_completed_at is not None
     return await turn.reply("scan", code=member.code, profile_completed=completed)
 

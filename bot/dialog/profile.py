@@ -55,6 +55,7 @@ async def _next(turn: Turn, member: Member, state: DialogState) -> ChatReply:
     await registration.complete_profile(
         member,
         now=turn.now(),
+        effects=turn.services.effects,
         phone=data.get("phone"),
         birthday=date.fromisoformat(data["birthday"]) if "birthday" in data else None,
         gender=Gender(data["gender"]) if "gender" in data else None,

@@ -12,6 +12,7 @@ from bot.dialog.state import DialogState, DialogStore
 from handlers.core.background import Background
 from handlers.core.chat import IncomingMessage, TextReply
 from handlers.core.errors import DomainError
+from handlers.core.tasks import Effects
 from handlers.core.templating import Renderer
 from handlers.members import lookup as members
 from handlers.members import registration
@@ -30,6 +31,7 @@ class Services:
     dialogs: DialogStore
     secret: bytes
     base_url: str
+    effects: Effects
     wechat: WeChatClient | None = None
     background: Background | None = None
 
@@ -90,7 +92,12 @@ class Turn:
         member = await self.member()
         if member is None:
             subscription = await registration.subscribe(
-                self.merchant, self.openid, "", secret=self.services.secret, unionid=await self.unionid()
+                self.merchant,
+                self.openid,
+                "",
+                secret=self.services.secret,
+                effects=self.services.effects,
+                unionid=await self.unionid(),
             )
             member = self._member = subscription.member
         return member

@@ -38,9 +38,7 @@ from handlers.core.errors import DomainError, ValidationError
 from handlers.coupons import issue as coupon_issue
 from handlers.coupons.issue import CouponCode, CouponError, describe, issue, issue_once, terms_of
 from handlers.loyalty import config as loyalty_config
-from handlers.loyalty import tiers
 from handlers.members import lookup as members
-from handlers.members import registration
 from handlers.rules import coupons as rules
 from handlers.rules.tiers_model import Tier
 from models.coupon import Coupon, CouponEvent, CouponStatus, CouponTemplate
@@ -59,7 +57,6 @@ __all__ = [
     "describe",
     "expire_coupons",
     "expiry_job",
-    "install",
     "issue",
     "issue_manually",
     "member_coupons",
@@ -397,11 +394,11 @@ async def expiry_job(now: datetime) -> dict[str, int]:
     return {"expired": await expire_coupons(now)}
 
 
-# Gift hooks ---------------------------------------------------------------------------------------
+# Gifts (the `tier.upgraded` and `member.registered` effects of handlers.effects) --------------------
 
 
 async def _gift(
-    merchant: Merchant, member_id: int, template_ids: tuple[int, ...], source: str, key: str
+    merchant: Merchant, member_id: int, template_ids: tuple[int, ...], source: str, key: str, now: datetime
 ) -> None:
     for template_id in template_ids:
         try:
@@ -411,7 +408,7 @@ async def _gift(
                 template_id,
                 source=source,
                 key=f"{key}:{template_id}",
-                now=datetime.now(UTC),
+                now=now,
             )
         except DomainError as exc:  # out of stock, deactivated, deleted: the other gifts still go out
             log.warning(
@@ -425,31 +422,29 @@ async def _gift(
             )
 
 
-async def tier_gift(merchant: Merchant, member_id: int, tier: Tier) -> None:
-    """`on_tier_upgraded` hook: the tier's gift coupons, once per member, tier and template."""
+async def tier_gift(merchant: Merchant, member_id: int, tier: Tier, *, now: datetime) -> None:
+    """The tier's gift coupons, once per member, tier and template."""
     await _gift(
         merchant,
         member_id,
         tier.benefits.upgrade_gift_coupon_template_ids,
         "tier_gift",
         f"tiergift:{member_id}:{tier.code}",
+        now,
     )
 
 
-async def new_member_gift(member: Member) -> None:
-    """`on_registered` hook: the programme's new-member coupons, once per member and template."""
+async def new_member_gift(member: Member, *, now: datetime) -> None:
+    """The programme's new-member coupons, once per member and template."""
     if member.anonymized_at is not None:
         return
     merchant = await Merchant.get(id=member.merchant_id)
     program = await loyalty_config.program(merchant.id)
     await _gift(
-        merchant, member.id, program.new_member_coupon_template_ids, "new_member", f"newmember:{member.id}"
+        merchant,
+        member.id,
+        program.new_member_coupon_template_ids,
+        "new_member",
+        f"newmember:{member.id}",
+        now,
     )
-
-
-def install() -> None:
-    """Register the gift hooks (idempotent: installing twice registers each hook once)."""
-    if tier_gift not in tiers.on_tier_upgraded:
-        tiers.on_tier_upgraded.append(tier_gift)
-    if new_member_gift not in registration.on_registered:
-        registration.on_registered.append(new_member_gift)

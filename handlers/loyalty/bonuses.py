@@ -1,19 +1,19 @@
-"""Registration and profile-completion bonuses, hooked into `handlers.members.registration`.
+"""Registration and profile-completion bonuses: the `member.registered` and `member.profile_completed`
+effects (`handlers.effects`).
 
-`on_registered` credits the programme's `registration_bonus` (and, when the programme's referral
-trigger is registration, awards the referrer chain); `on_profile_completed` credits `profile_bonus`.
+`registration_bonus` credits the programme's `registration_bonus` (and, when the programme's referral
+trigger is registration, awards the referrer chain); `profile_bonus` credits `profile_bonus`.
 Each bonus uses a per-member ledger key (`registration:<id>`, `profile:<id>`), so it is posted at
-most once per member however often — or however concurrently — a hook runs. Points expire per the
+most once per member however often — or however concurrently — its effect runs. Points expire per the
 programme's expiry policy. Anonymised members get nothing; a bonus set to 0 posts nothing.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, referrals
-from handlers.members import registration
 from handlers.rules.expiry import expiry_date
 from models.member import Member
 from models.merchant import Merchant
@@ -49,26 +49,15 @@ async def _bonus(
     )
 
 
-async def registration_bonus(member: Member) -> None:
-    """`on_registered` hook: the registration bonus, then registration-triggered referral awards."""
-    now = datetime.now(UTC)
+async def registration_bonus(member: Member, *, now: datetime) -> None:
+    """The registration bonus, then registration-triggered referral awards."""
     merchant = await Merchant.get(id=member.merchant_id)
     await _bonus(merchant, member, PointsKind.EARN_REGISTRATION, registration_key(member.id), "注册奖励", now)
     if member.referrer_id is not None and member.anonymized_at is None:
         await referrals.award(merchant, member.id, trigger="registration", now=now)
 
 
-async def profile_bonus(member: Member) -> None:
-    """`on_profile_completed` hook: the profile-completion bonus."""
+async def profile_bonus(member: Member, *, now: datetime) -> None:
+    """The profile-completion bonus."""
     merchant = await Merchant.get(id=member.merchant_id)
-    await _bonus(
-        merchant, member, PointsKind.EARN_PROFILE, profile_key(member.id), "完善资料奖励", datetime.now(UTC)
-    )
-
-
-def install() -> None:
-    """Register the hooks (idempotent: installing twice registers each hook once)."""
-    if registration_bonus not in registration.on_registered:
-        registration.on_registered.append(registration_bonus)
-    if profile_bonus not in registration.on_profile_completed:
-        registration.on_profile_completed.append(profile_bonus)
+    await _bonus(merchant, member, PointsKind.EARN_PROFILE, profile_key(member.id), "完善资料奖励", now)

@@ -4,14 +4,13 @@ Criteria are read from a rolling window (spend paid in cash at the till, points 
 reversals, recharge — the principal of stored-value top-ups), never from the
 current balance. Every change writes one append-only `TierChange` (unique idempotency key).
 An upgrade gift is credited at most once per member and tier (`tiergift:<member>:<tier>`), so a
-member who drops and climbs back does not collect it twice. Coupon gifts are handed to the
-`on_tier_upgraded` callbacks (documented extension point for the coupons issue).
+member who drops and climbs back does not collect it twice. An upgrade queues the `tier.upgraded`
+effect in its transaction (the tier's gift coupons, `handlers.effects`), run right after commit.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -22,6 +21,7 @@ from tortoise.transactions import in_transaction
 from handlers.core import queries
 from handlers.core.errors import Conflict, NotFound
 from handlers.core.queries import fetch_one
+from handlers.core.tasks import Effects, Queued
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
 from handlers.rules.expiry import expiry_date
@@ -54,8 +54,7 @@ class TierChangeResult:
     gift_points: int
 
 
-TierHook = Callable[[Merchant, int, Tier], Awaitable[None]]
-on_tier_upgraded: list[TierHook] = []
+TIER_UPGRADED = "tier.upgraded"
 
 
 # Earn kinds are exactly the PointsKind values starting with "earn_" (checked by a test).
@@ -144,7 +143,9 @@ async def current(merchant: Merchant, member_id: int, *, now: datetime) -> TierV
     )
 
 
-async def evaluate(merchant: Merchant, member_id: int, *, now: datetime, key: str) -> TierChangeResult | None:
+async def evaluate(
+    merchant: Merchant, member_id: int, *, now: datetime, key: str, effects: Effects
+) -> TierChangeResult | None:
     """After activity: move the member up to the highest tier their window stats earn, if any.
 
     Most activity earns no upgrade, so one unlocked read decides that first. It misses nothing: of two
@@ -163,12 +164,20 @@ async def evaluate(merchant: Merchant, member_id: int, *, now: datetime, key: st
         if target is None:
             return None
         result = await _change(merchant, state, current_tier, target, "upgrade", key=f"{key}:tier", now=now)
-    await _after_upgrade(merchant, member_id, target)
+        queued = await _queue_upgraded(effects, merchant, member_id, target, f"{key}:tier")
+    await effects.after_commit(queued)
     return result
 
 
 async def buy_upgrade(
-    merchant: Merchant, member_id: int, code: str, *, key: str, now: datetime, actor: str = "member"
+    merchant: Merchant,
+    member_id: int,
+    code: str,
+    *,
+    key: str,
+    now: datetime,
+    effects: Effects,
+    actor: str = "member",
 ) -> TierChangeResult:
     """Upgrade by spending points (e.g. 银卡 → 金卡 for 1,000 points): one transaction, or nothing."""
     _, tiers = await loyalty_config.current_tiers(merchant.id)
@@ -193,7 +202,8 @@ async def buy_upgrade(
             reason=f"积分升级为{target.name}",
         )
         result = await _change(merchant, state, current_tier, target, "purchase_upgrade", key=key, now=now)
-    await _after_upgrade(merchant, member_id, target)
+        queued = await _queue_upgraded(effects, merchant, member_id, target, key)
+    await effects.after_commit(queued)
     return result
 
 
@@ -229,12 +239,16 @@ async def _change(
     return TierChangeResult(old.code, new.code, new.name, reason, gift)
 
 
-async def _after_upgrade(merchant: Merchant, member_id: int, tier: Tier) -> None:
-    for hook in list(on_tier_upgraded):
-        try:
-            await hook(merchant, member_id, tier)
-        except Exception:
-            log.exception("tier upgrade hook failed", extra={"member_id": member_id, "tier": tier.code})
+async def _queue_upgraded(
+    effects: Effects, merchant: Merchant, member_id: int, tier: Tier, key: str
+) -> Queued:
+    """The `tier.upgraded` effect, keyed by the tier change (its gifts go once per member and tier)."""
+    return await effects.queue(
+        TIER_UPGRADED,
+        key,
+        {"merchant_id": merchant.id, "member_id": member_id, "tier": tier.code},
+        merchant_id=merchant.id,
+    )
 
 
 async def review_downgrades(now: datetime, merchant_id: int | None = None) -> int:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from handlers.core import queries
+from handlers.core import queries, tasks
 from handlers.core.errors import ErrorCode, NotFound
 from models.member import Member
 from models.merchant import Merchant
@@ -36,8 +37,16 @@ def openid_digest(secret: bytes, merchant_id: int, openid: str) -> str:
     return hmac.new(secret, f"{merchant_id}:{openid}".encode(), hashlib.sha256).hexdigest()
 
 
+MEMBER_REGISTERED = "member.registered"
+
+
+def registered_key(member_id: int) -> str:
+    return f"member:{member_id}"
+
+
 async def create_member(merchant: Merchant, **fields: Any) -> Member:
-    """Insert a member with a fresh random code, retrying on the (rare) code collision.
+    """Insert a member with a fresh random code, retrying on the (rare) code collision, and queue its
+    `member.registered` effect in the same transaction (run after commit by whoever registers it).
 
     A unique violation on any other key (openid, mp_openid) propagates as IntegrityError.
     """
@@ -45,7 +54,16 @@ async def create_member(merchant: Merchant, **fields: Any) -> Member:
         code = new_member_code()
         try:
             async with in_transaction():
-                return await Member.create(merchant=merchant, code=code, **fields)
+                member = await Member.create(merchant=merchant, code=code, **fields)
+                await tasks.queue(
+                    MEMBER_REGISTERED,
+                    registered_key(member.id),
+                    {"member_id": member.id},
+                    merchant_id=merchant.id,
+                    now=datetime.now(UTC),
+                    inline=True,
+                )
+                return member
         except IntegrityError:
             if not await Member.filter(merchant_id=merchant.id, code=code).exists():
                 raise

@@ -8,7 +8,7 @@ key, so the loser of a race re-reads the winner's member.
 
 Profile edits use the chat dialog's parsers (`handlers.members.profile`), and completion goes through
 `handlers.registration.complete_profile`, which sets `profile_completed_at` once and runs the
-`on_profile_completed` callbacks.
+
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from tortoise.exceptions import IntegrityError
 
+from handlers.core.tasks import Effects
 from handlers.members import lookup as members
 from handlers.members import registration
 from handlers.members.profile import parse_birthday, parse_gender, parse_name, parse_phone
@@ -43,7 +44,7 @@ def profile_complete(member: Member) -> bool:
     return member.profile_completed_at is not None
 
 
-async def link_member(merchant: Merchant, openid: str, unionid: str | None) -> Member:
+async def link_member(merchant: Merchant, openid: str, unionid: str | None, *, effects: Effects) -> Member:
     """The member this mini-program user is, creating it on first login."""
     member = await Member.get_or_none(merchant_id=merchant.id, mp_openid=openid)
     if member is not None and member.anonymized_at is not None:
@@ -74,7 +75,7 @@ async def link_member(merchant: Merchant, openid: str, unionid: str | None) -> M
         defaults["unionid"] = None
         member, created = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)
     if created:
-        await registration.registered(member)  # registration bonus, new-member gifts, …
+        await registration.registered(member, effects)  # registration bonus, new-member gifts, …
     return member
 
 
@@ -96,7 +97,9 @@ async def _attach_by_unionid(merchant: Merchant, openid: str, unionid: str) -> M
     return candidate
 
 
-async def update_profile(member: Member, edit: ProfileEdit, *, today: date, now: datetime) -> Member:
+async def update_profile(
+    member: Member, edit: ProfileEdit, *, today: date, now: datetime, effects: Effects
+) -> Member:
     """Validate every given field first (nothing is written if one is invalid), then save them."""
     values: dict[str, Any] = {}
     if edit.name is not None:
@@ -112,5 +115,5 @@ async def update_profile(member: Member, edit: ProfileEdit, *, today: date, now:
         for name, value in values.items():
             setattr(member, name, value)
     if member.profile_completed_at is None and None not in (member.phone, member.birthday, member.gender):
-        await registration.complete_profile(member, now=now)
+        await registration.complete_profile(member, now=now, effects=effects)
     return member

@@ -12,19 +12,16 @@
 - `unsubscribe` detaches the OA identity at once; erasing the profile later is `handlers.members.retention`'s
   job (the policy is in that module and in docs/retention.md).
 
-Extension points for the points issue: `on_registered` and `on_profile_completed` are lists of async
-callbacks, empty by default. Each runs once per member, after the change is committed, in list order:
-`on_registered` when a member is created — by `subscribe` or a first mini-program login, through
-`registered(member)` — (not on relink or re-follow), `on_profile_completed`
-when `profile_completed_at` is first set. A failing callback is logged and does not undo registration
-or stop the next callback, so a callback must be idempotent and own its retries.
+What follows is a durable effect (`handlers.effects`): a member's creation queues `member.registered`
+in its transaction (`members.create_member`; not on relink or re-follow), the profile's first
+completion queues `member.profile_completed` in its own. Both run right after commit, through the
+`Effects` the caller passes; a failure never undoes the registration and is retried.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -32,6 +29,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from handlers.core.errors import ValidationError
+from handlers.core.tasks import Effects
 from handlers.members import lookup as members
 from models.member import Gender, Member, MemberSource
 from models.merchant import Merchant
@@ -39,9 +37,7 @@ from models.staff import Staff
 
 log = logging.getLogger(__name__)
 
-MemberHook = Callable[[Member], Awaitable[None]]
-on_registered: list[MemberHook] = []
-on_profile_completed: list[MemberHook] = []
+PROFILE_COMPLETED = "member.profile_completed"
 
 SCENE_PREFIX = "qrscene_"
 _REF = re.compile(r"^ref_([0-9A-Za-z-]{4,20})$")
@@ -86,7 +82,13 @@ async def resolve_scene(merchant: Merchant, scene: str) -> Attribution:
 
 
 async def subscribe(
-    merchant: Merchant, openid: str, scene: str, *, secret: bytes, unionid: str | None = None
+    merchant: Merchant,
+    openid: str,
+    scene: str,
+    *,
+    secret: bytes,
+    effects: Effects,
+    unionid: str | None = None,
 ) -> Subscription:
     """Follow (or message from an unknown follower): find, relink or create the member; mark subscribed.
 
@@ -123,15 +125,15 @@ async def subscribe(
                     merchant, {"openid": openid}, {**defaults, "unionid": None}
                 )
         if created:
-            await _run_hooks(on_registered, member)
+            await registered(member, effects)
             return Subscription(member, created=True, restored=False)
     await _mark_subscribed(member, digest)
     return Subscription(member, created=False, restored=restored)
 
 
-async def scan(merchant: Merchant, openid: str, *, secret: bytes) -> Subscription:
+async def scan(merchant: Merchant, openid: str, *, secret: bytes, effects: Effects) -> Subscription:
     """SCAN of a parametric QR by a follower: never changes attribution, only ensures the member."""
-    return await subscribe(merchant, openid, "", secret=secret)
+    return await subscribe(merchant, openid, "", secret=secret, effects=effects)
 
 
 async def unsubscribe(merchant: Merchant, openid: str, *, secret: bytes, now: datetime) -> Member | None:
@@ -156,6 +158,7 @@ async def complete_profile(
     member: Member,
     *,
     now: datetime,
+    effects: Effects,
     phone: str | None = None,
     birthday: date | None = None,
     gender: Gender | None = None,
@@ -175,11 +178,18 @@ async def complete_profile(
         completed = await Member.filter(id=member.id, profile_completed_at=None).update(
             profile_completed_at=now
         )
+        if completed:
+            queued = await effects.queue(
+                PROFILE_COMPLETED,
+                f"member:{member.id}",
+                {"member_id": member.id},
+                merchant_id=member.merchant_id,
+            )
     for name, value in values.items():
         setattr(member, name, value)
     if completed:
         member.profile_completed_at = now
-        await _run_hooks(on_profile_completed, member)
+        await effects.after_commit(queued)
     return bool(completed)
 
 
@@ -232,14 +242,6 @@ async def _attach_by_unionid(merchant: Merchant, openid: str, digest: str, union
     return candidate
 
 
-async def registered(member: Member) -> None:
-    """Run the `on_registered` callbacks for a member just created by any channel."""
-    await _run_hooks(on_registered, member)
-
-
-async def _run_hooks(hooks: list[MemberHook], member: Member) -> None:
-    for hook in list(hooks):
-        try:
-            await hook(member)
-        except Exception:
-            log.exception("registration hook failed", extra={"hook": getattr(hook, "__name__", repr(hook))})
+async def registered(member: Member, effects: Effects) -> None:
+    """After a member's creation by any channel is committed: its `member.registered` effect, now."""
+    await effects.run_queued(members.MEMBER_REGISTERED, members.registered_key(member.id))

@@ -1,12 +1,13 @@
 """Purchases at the till: discount, coupon, points offset, stored value, points earned, tier change;
-and their refund.
+their refunds are `handlers.till.refund`.
 
 One purchase is one database transaction holding the member's account lock (so the daily cap and
 the points pool stay exact under concurrency): the `Purchase` row (unique idempotency key), the
 coupon marked used, the offset debit, the stored-value payment and the earn credit (or pending
 hold). Locks are always taken in the order points account → coupon → wallet. The tier review and
-referral awards run after commit. A repeated idempotency key returns the first result unchanged;
-the same key with a different request is refused (409).
+referral awards are the durable `purchase.completed` effect (`handlers.core.tasks`), queued in the
+same transaction and run right after commit. A repeated idempotency key returns the first result
+unchanged; the same key with a different request is refused (409).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +27,9 @@ from tortoise.transactions import in_transaction
 from handlers.core import queries
 from handlers.core.errors import DomainError, ErrorCode, NotFound, ValidationError
 from handlers.core.queries import fetch_one
+from handlers.core.tasks import Effects
 from handlers.coupons import redeem as coupons
+from handlers.coupons.redeem import CouponQuote
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, referrals, tiers
 from handlers.rules.earn import compute_earn
@@ -35,6 +39,7 @@ from handlers.rules.errors import RuleError
 from handlers.rules.expiry import expiry_date
 from handlers.rules.program import Program
 from handlers.rules.tiers_model import Tier
+from handlers.rules.till import Quote as TillQuote
 from handlers.rules.till import after_tier_discount, price
 from handlers.wallet import ledger as wallet
 from models.member import Member
@@ -182,34 +187,90 @@ async def _period(merchant: Merchant, member_id: int, key: str, now: datetime) -
     return int(row["spend"]), int(row["today"]), row["existing"]
 
 
+@dataclass(frozen=True, slots=True)
+class _Till:
+    """What a purchase is priced against, loaded once before any lock."""
+
+    member: Member
+    tier: Tier
+    program: Program
+    rules: RuleSet
+    store_id: int | None
+    store_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Quote:
+    price: TillQuote
+    coupon: CouponQuote | None
+
+
 async def record_purchase(
-    merchant: Merchant, staff: Staff | None, req: PurchaseRequest, *, now: datetime
+    merchant: Merchant, staff: Staff | None, req: PurchaseRequest, *, now: datetime, effects: Effects
 ) -> PurchaseResult:
+    """Quote, then post in one transaction, then the after-commit effect (tier review, referral awards)
+    runs at once, durably: if it fails, the purchase stands and the effect is retried."""
     _validate(req)
     digest = _digest(req)
+    till = await _load(merchant, staff, req)
+    async with in_transaction():
+        account = await ledger.lock_account(merchant.id, till.member.id)
+        period_spend, points_today, existing_id = await _period(
+            merchant, till.member.id, req.idempotency_key, now
+        )
+        if existing_id is not None:  # the one check of the key, under the lock (a retry replays)
+            return await _replay(await Purchase.get(id=existing_id), digest)
+        quote = await _quote(merchant, till, req, now)
+        purchase, result = await _post(
+            merchant, staff, till, account, req, quote, digest, (period_spend, points_today), now=now
+        )
+        queued = await effects.queue(
+            AFTER_PURCHASE,
+            f"purchase:{purchase.id}",
+            {"purchase_id": purchase.id, "at": now.isoformat()},
+            merchant_id=merchant.id,
+        )
+    [after] = await effects.after_commit(queued) or [None]
+    return PurchaseResult(**{**after, "replayed": False}) if after else result
+
+
+async def _load(merchant: Merchant, staff: Staff | None, req: PurchaseRequest) -> _Till:
     context = await _context(merchant, staff, req)
-    if context["ctx_existing"] is not None:
-        return await _replay(await Purchase.get(id=context["ctx_existing"]), digest)
     if context["id"] is None or context["anonymized_at"] is not None:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    member = queries.as_model(Member, context)
     program = await loyalty_config.program(merchant.id)
     _, ladder = await loyalty_config.current_tiers(merchant.id)
     rules = effective_rules(await loyalty_config.current_rules(merchant.id), ladder, merchant.timezone)
     tier = loyalty_config.tier_by_code(ladder, context["ctx_tier_code"] or ladder[0].code)
-    store_id, store_code = context["ctx_store_id"], context["ctx_store_code"]
+    return _Till(
+        queries.as_model(Member, context),
+        tier,
+        program,
+        rules,
+        context["ctx_store_id"],
+        context["ctx_store_code"],
+    )
+
+
+async def _quote(merchant: Merchant, till: _Till, req: PurchaseRequest, now: datetime) -> _Quote:
+    """Tier discount, then the coupon, then the points offset; refused with the reason, nothing written."""
     coupon = None
     try:
         if req.coupon_code:
-            order_fen = after_tier_discount(req.amount_fen, tier.benefits.discount_percent)
+            order_fen = after_tier_discount(req.amount_fen, till.tier.benefits.discount_percent)
             coupon = await coupons.quote(
-                merchant, member.id, req.coupon_code, order_fen=order_fen, store_code=store_code, now=now
+                merchant,
+                till.member.id,
+                req.coupon_code,
+                order_fen=order_fen,
+                store_code=till.store_code,
+                now=now,
             )
         quote = price(
             req.amount_fen,
-            tier.benefits.discount_percent,
+            till.tier.benefits.discount_percent,
             req.points_offset,
-            program.offset,
+            till.program.offset,
             coupon_fen=coupon.discount_fen if coupon else 0,
         )
     except RuleError as exc:
@@ -218,104 +279,117 @@ async def record_purchase(
         raise ValidationError(
             f"储值支付不能超过应付金额 {quote.paid_fen / 100:.2f} 元", field="stored_value_fen"
         )
+    return _Quote(quote, coupon)
 
-    async with in_transaction():
-        account = await ledger.lock_account(merchant.id, member.id)
-        period_spend, points_today, existing_id = await _period(merchant, member.id, req.idempotency_key, now)
-        if existing_id is not None:  # a concurrent request with this key won the lock first
-            return await _replay(await Purchase.get(id=existing_id), digest)
-        pool = await _lock_pool(merchant.id, program)
-        earn = compute_earn(
-            EarnPurchase(quote.paid_fen, req.items, store_code or "", now),
-            MemberInfo(tier.code, period_spend, points_today, tier.name),
-            rules,
-            pool_remaining=None if pool is None else pool.budget - pool.granted,
+
+async def _post(
+    merchant: Merchant,
+    staff: Staff | None,
+    till: _Till,
+    account: PointsAccount,
+    req: PurchaseRequest,
+    quoted: _Quote,
+    digest: str,
+    period: tuple[int, int],
+    *,
+    now: datetime,
+) -> tuple[Purchase, PurchaseResult]:
+    """Every write of the purchase, in the caller's transaction holding the account lock: the row, the
+    coupon used, the offset debit, the stored-value payment, the earn (or pending hold), the pool."""
+    quote, coupon, member, tier = quoted.price, quoted.coupon, till.member, till.tier
+    period_spend, points_today = period
+    pool = await _lock_pool(merchant.id, till.program)
+    earn = compute_earn(
+        EarnPurchase(quote.paid_fen, req.items, till.store_code or "", now),
+        MemberInfo(tier.code, period_spend, points_today, tier.name),
+        till.rules,
+        pool_remaining=None if pool is None else pool.budget - pool.granted,
+    )
+    try:  # a unique violation aborts the transaction, which the error below rolls back
+        purchase = await Purchase.create(
+            merchant_id=merchant.id,
+            member_id=member.id,
+            store_id=till.store_id,
+            staff=staff,
+            idempotency_key=req.idempotency_key,
+            request_digest=digest,
+            amount_fen=quote.amount_fen,
+            discount_fen=quote.discount_fen,
+            offset_points=quote.offset_points,
+            offset_fen=quote.offset_fen,
+            paid_fen=quote.paid_fen,
+            points_earned=earn.points,
+            points_pending=bool(earn.points and till.program.pending_days),
+            rule_set_version=earn.rule_set_version,
+            breakdown=_lines(earn),
+            items=[asdict(i) for i in req.items],
+            tier_code=tier.code,
+            period_spend_fen=period_spend,
+            points_today_before=points_today,
+            pool_code=pool.code if pool is not None and earn.points else None,
         )
-        try:  # a unique violation aborts the transaction, which the error below rolls back
-            purchase = await Purchase.create(
-                merchant_id=merchant.id,
-                member_id=member.id,
-                store_id=store_id,
-                staff=staff,
-                idempotency_key=req.idempotency_key,
-                request_digest=digest,
-                amount_fen=quote.amount_fen,
-                discount_fen=quote.discount_fen,
-                offset_points=quote.offset_points,
-                offset_fen=quote.offset_fen,
-                paid_fen=quote.paid_fen,
-                points_earned=earn.points,
-                points_pending=bool(earn.points and program.pending_days),
-                rule_set_version=earn.rule_set_version,
-                breakdown=_lines(earn),
-                items=[asdict(i) for i in req.items],
-                tier_code=tier.code,
-                period_spend_fen=period_spend,
-                points_today_before=points_today,
-                pool_code=pool.code if pool is not None and earn.points else None,
-            )
-        except IntegrityError:  # the same key, for another member, committed first
-            raise DomainError(
-                "idempotency key was already used for a different purchase",
-                code=ErrorCode.IDEMPOTENCY_MISMATCH,
-                field="idempotency_key",
-            ) from None
-        actor = f"staff:{staff.id}" if staff else "system"
-        if coupon is not None:
-            await coupons.use(
-                merchant,
-                coupon.coupon_id,
-                purchase_id=purchase.id,
-                order_fen=quote.amount_fen - quote.discount_fen,
-                store_code=store_code,
-                now=now,
-                actor=actor,
-            )
-        if quote.offset_points:
-            await ledger.debit_locked(
-                account,
-                quote.offset_points,
-                PointsKind.SPEND_OFFSET,
-                key=offset_key(req.idempotency_key),
-                now=now,
-                reference=f"purchase:{purchase.id}",
-                actor=actor,
-                reason=f"消费抵扣 {quote.offset_fen / 100:.2f} 元",
-            )
-        if req.stored_value_fen:
-            await wallet.pay(
-                merchant,
-                member.id,
-                req.stored_value_fen,
-                key=wallet_key(req.idempotency_key),
-                now=now,
-                reference=f"purchase:{purchase.id}",
-                actor=actor,
-            )
-        await _earn(merchant, program, account, purchase, earn, now=now, actor=actor)
-        if pool is not None and earn.points:
-            pool.granted += earn.points
-            await pool.save(update_fields=["granted"])
-        result = PurchaseResult(
-            purchase.id,
-            member.id,
-            quote.amount_fen,
-            quote.discount_fen,
+    except IntegrityError:  # the unique-key backstop: the same key, for another member, committed first
+        raise DomainError(
+            "idempotency key was already used for a different purchase",
+            code=ErrorCode.IDEMPOTENCY_MISMATCH,
+            field="idempotency_key",
+        ) from None
+    actor = f"staff:{staff.id}" if staff else "system"
+    if coupon is not None:
+        await coupons.use(
+            merchant,
+            coupon.coupon_id,
+            purchase_id=purchase.id,
+            order_fen=quote.amount_fen - quote.discount_fen,
+            store_code=till.store_code,
+            now=now,
+            actor=actor,
+        )
+    if quote.offset_points:
+        await ledger.debit_locked(
+            account,
             quote.offset_points,
-            quote.offset_fen,
-            quote.paid_fen,
-            earn.points,
-            purchase.points_pending,
-            earn.rule_set_version,
-            purchase.breakdown,
-            account.balance,
-            tier.code,
-            coupon_code=coupon.code if coupon else None,
-            coupon_fen=quote.coupon_fen,
-            stored_value_fen=req.stored_value_fen,
+            PointsKind.SPEND_OFFSET,
+            key=offset_key(req.idempotency_key),
+            now=now,
+            reference=f"purchase:{purchase.id}",
+            actor=actor,
+            reason=f"消费抵扣 {quote.offset_fen / 100:.2f} 元",
         )
-        await _store_result(purchase, result)  # a retry from now on replays exactly this
-    return await _after_commit(merchant, member, purchase, result, now=now)
+    if req.stored_value_fen:
+        await wallet.pay(
+            merchant,
+            member.id,
+            req.stored_value_fen,
+            key=wallet_key(req.idempotency_key),
+            now=now,
+            reference=f"purchase:{purchase.id}",
+            actor=actor,
+        )
+    await _earn(merchant, till.program, account, purchase, earn, now=now, actor=actor)
+    if pool is not None and earn.points:
+        pool.granted += earn.points
+        await pool.save(update_fields=["granted"])
+    result = PurchaseResult(
+        purchase.id,
+        member.id,
+        quote.amount_fen,
+        quote.discount_fen,
+        quote.offset_points,
+        quote.offset_fen,
+        quote.paid_fen,
+        earn.points,
+        purchase.points_pending,
+        earn.rule_set_version,
+        purchase.breakdown,
+        account.balance,
+        tier.code,
+        coupon_code=coupon.code if coupon else None,
+        coupon_fen=quote.coupon_fen,
+        stored_value_fen=req.stored_value_fen,
+    )
+    await _store_result(purchase, result)  # a retry from now on replays exactly this
+    return purchase, result
 
 
 async def _store_result(purchase: Purchase, result: PurchaseResult) -> None:
@@ -323,19 +397,23 @@ async def _store_result(purchase: Purchase, result: PurchaseResult) -> None:
     await purchase.save(update_fields=["result"])
 
 
-async def _after_commit(
-    merchant: Merchant, member: Member, purchase: Purchase, result: PurchaseResult, *, now: datetime
-) -> PurchaseResult:
-    """Tier review and referral awards: the purchase stands whatever happens here (failures are logged
-    and a later activity re-evaluates the tier)."""
-    try:
-        change = await tiers.evaluate(merchant, member.id, now=now, key=f"purchase:{purchase.id}")
-        awards = await _first_purchase_referrals(merchant, member, now)
-    except Exception:
-        log.exception("after-purchase step failed", extra={"purchase_id": purchase.id})
-        return result
+AFTER_PURCHASE = "purchase.completed"
+
+
+async def after_purchase(
+    effects: Effects, payload: Mapping[str, Any], now: datetime
+) -> dict[str, Any] | None:
+    """The `purchase.completed` effect: the tier review and first-purchase referral awards, then the
+    stored result updated so a retry replays them. Idempotent (tier change and award keys)."""
+    purchase = await Purchase.get(id=payload["purchase_id"])
+    merchant = await Merchant.get(id=purchase.merchant_id)
+    member = await Member.get(id=purchase.member_id)
+    at = datetime.fromisoformat(payload["at"])
+    change = await tiers.evaluate(merchant, member.id, now=at, key=f"purchase:{purchase.id}", effects=effects)
+    awards = await _first_purchase_referrals(merchant, member, at)
+    result = PurchaseResult(**{**(purchase.result or {}), "replayed": False})
     if change is None and not awards:
-        return result
+        return purchase.result
     balance = (await PointsAccount.get(member_id=member.id)).balance
     result = replace(
         result,
@@ -346,19 +424,17 @@ async def _after_commit(
         referral_awards=awards,
     )
     await _store_result(purchase, result)
-    return result
+    return purchase.result
 
 
 def _lines(earn: EarnResult) -> list[dict[str, Any]]:
     return [{"code": line.code, "label": line.label, "points": line.points} for line in earn.breakdown]
 
 
-# What a purchase needs before it locks anything, in one round trip: a purchase already recorded under
-# the key (a retry), the member (all columns; NULLs if there is none), their stored tier code, and the
-# store: the cashier's, else the merchant's first.
+# What a purchase needs before it locks anything, in one round trip: the member (all columns; NULLs if
+# there is none), their stored tier code, and the store: the cashier's, else the merchant's first.
 _CONTEXT_SQL = """
 SELECT m.*,
-  (SELECT id FROM purchase WHERE merchant_id = :merchant AND idempotency_key = :key) AS ctx_existing,
   (SELECT tier_code FROM member_tier WHERE member_id = :member) AS ctx_tier_code,
   s.id AS ctx_store_id, s.code AS ctx_store_code
 FROM (SELECT 1 AS one) AS one
@@ -372,7 +448,6 @@ async def _context(merchant: Merchant, staff: Staff | None, req: PurchaseRequest
     return await fetch_one(
         _CONTEXT_SQL,
         merchant=merchant.id,
-        key=req.idempotency_key,
         member=req.member_id,
         staff_store=staff.store_id if staff is not None else None,
     )

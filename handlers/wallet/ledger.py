@@ -13,13 +13,16 @@ only); mall credits are bonus (bought with points, not cash).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log, queries
 from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import tiers
 from handlers.rules.wallet import MAX_TOP_UP_FEN, InsufficientBalance, split_payment, top_up_bonus
@@ -186,11 +189,13 @@ async def top_up(
     key: str,
     payment_method: str,
     now: datetime,
+    effects: Effects,
     actor: str = "system",
 ) -> Posting:
     """Add `amount_fen` of principal plus the programme's bonus (highest tier reached, once).
 
-    After commit the member's tier is re-evaluated (a recharge criterion may upgrade it).
+    The `wallet.topped_up` effect, queued with it, re-evaluates the member's tier right after commit
+    (a recharge criterion may upgrade it).
     """
     _check_amount(amount_fen, MAX_TOP_UP_FEN)
     check_key(key)
@@ -214,10 +219,42 @@ async def top_up(
                 actor=actor,
                 reason=reason,
             )
+            queued = [
+                await effects.queue(
+                    AFTER_TOP_UP,
+                    f"topup:{txn.id}",
+                    {
+                        "merchant_id": merchant.id,
+                        "member_id": member_id,
+                        "transaction_id": txn.id,
+                        "at": now.isoformat(),
+                    },
+                    merchant_id=merchant.id,
+                )
+            ]
         elif txn.principal_delta != amount_fen or txn.reference != payment_method:
             raise _mismatch()
-    change = await tiers.evaluate(merchant, member_id, now=now, key=f"topup:{txn.id}")
-    return posting(txn, replayed=replayed, tier=change.to_code if change else None)
+        else:
+            queued = []
+    after = await effects.after_commit(*queued)
+    tier = after[0]["tier_changed_to"] if after and after[0] else None
+    return posting(txn, replayed=replayed, tier=tier)
+
+
+AFTER_TOP_UP = "wallet.topped_up"
+
+
+async def after_top_up(effects: Effects, payload: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The `wallet.topped_up` effect: the tier review a recharge criterion may pass."""
+    merchant = await Merchant.get(id=payload["merchant_id"])
+    change = await tiers.evaluate(
+        merchant,
+        payload["member_id"],
+        now=datetime.fromisoformat(payload["at"]),
+        key=f"topup:{payload['transaction_id']}",
+        effects=effects,
+    )
+    return {"tier_changed_to": change.to_code if change else None}
 
 
 async def pay(

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from handlers import effects
 from handlers.members import lookup as members
 from handlers.staff.merchants import MerchantInput, create_merchant
 from models.member import Member
 from models.merchant import Merchant
 
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+# The durable effects registry, built as the app and the worker build it (no prompt dispatch: a queued
+# task that is not inline waits for `run_due`).
+EFFECTS = effects.build()
+
+
+async def effects_done(kind: str) -> list[dict[str, Any]]:
+    """The payloads of the `kind` effects that ran to completion, oldest first."""
+    from models.task import Task, TaskStatus
+
+    rows = await Task.filter(kind=kind, status=TaskStatus.DONE).order_by("id")
+    return [row.payload for row in rows]
 
 
 async def make_merchant(slug: str = "shop", **overrides: Any) -> Merchant:

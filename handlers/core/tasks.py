@@ -1,0 +1,214 @@
+"""Durable side effects: work a state change causes, queued in the same transaction, run after commit.
+
+A use case calls `queue(kind, key, payload)` inside its transaction: the `task` row commits with the
+change or not at all, and its unique `(kind, key)` queues an effect once however often the cause is
+retried. After commit the use case hands the ids to `Effects.after_commit`: kinds marked `inline` run
+there and then (their result can shape the response, e.g. a purchase's tier upgrade); the others are
+dispatched (an arq job with a `_job_id`, or a wake-up of the embedded runner).
+
+Whatever fails is retried, never lost: a failed run is due again after a backoff (`BACKOFF`), a run
+whose process died is due again when its lease lapses, and `run_due` — the worker's cron, or the
+embedded scheduler — runs everything due. A task runs at most once at a time (claimed by one atomic
+UPDATE), and its handler must be idempotent (ledger keys, unique rows): a crash after the handler's
+commit but before `done` runs it again. After `MAX_ATTEMPTS` failures a task is `dead` and logged.
+
+`Effects` is built once from one registry (`handlers.effects.build`) by the app, the worker and the
+tests alike: there are no hook lists to install.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from handlers.core import queries
+from models.task import TaskStatus
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=2)  # a claimed task not finished by then is due again (its process died)
+MAX_ATTEMPTS = 12
+BACKOFF = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600)  # seconds after the 1st, 2nd, … failure
+MAX_ERROR = 2000
+
+Payload = Mapping[str, Any]
+Result = dict[str, Any] | None
+Handler = Callable[["Effects", Payload, datetime], Awaitable[Result]]
+Dispatch = Callable[[Sequence[int]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A task queued by the current transaction (None id: the same effect was queued before)."""
+
+    id: int | None
+    kind: str
+
+
+_QUEUE_SQL = """
+INSERT INTO task (merchant_id, kind, key, payload, status, attempts, run_after, lease_until, last_error,
+                  created_at)
+VALUES (:merchant, :kind, :key, :payload, :status, 0, :now, :lease, '', :now)
+ON CONFLICT (kind, key) DO NOTHING
+RETURNING id
+"""
+
+
+async def queue(
+    kind: str, key: str, payload: Payload, *, merchant_id: int | None, now: datetime, inline: bool = False
+) -> Queued:
+    """Queue an effect in the caller's open transaction. `inline`: the caller will run it right after
+    commit, so it is created claimed (no worker takes it before the caller's lease lapses)."""
+    rows = await queries.fetch_rows(
+        _QUEUE_SQL,
+        merchant=merchant_id,
+        kind=kind,
+        key=key[:160],
+        payload=_json(payload),
+        status=(TaskStatus.RUNNING if inline else TaskStatus.PENDING).value,
+        now=now,
+        lease=now + LEASE if inline else None,
+    )
+    return Queued(int(rows[0]["id"]) if rows else None, kind)
+
+
+def _json(payload: Payload) -> str:
+    return json.dumps(payload, ensure_ascii=False, sort_keys=True, default=str)
+
+
+_CLAIM_SQL = """
+UPDATE task SET status = 'running', lease_until = :lease
+ WHERE id = :id AND (status = 'pending' AND run_after <= :now OR status = 'running' AND lease_until <= :now
+                     OR (:mine AND status = 'running'))
+RETURNING id, kind, payload, attempts
+"""
+_CLAIM_KEY_SQL = """
+UPDATE task SET status = 'running', lease_until = :lease
+ WHERE kind = :kind AND key = :key
+   AND (status = 'pending' AND run_after <= :now OR status = 'running')
+RETURNING id
+"""
+_DUE_SQL = """
+SELECT id, attempts FROM task
+ WHERE status = 'pending' AND run_after <= :now OR status = 'running' AND lease_until <= :now
+ ORDER BY run_after, id
+ LIMIT :limit
+"""
+_DONE_SQL = "UPDATE task SET status = 'done', lease_until = NULL, done_at = :now WHERE id = :id"
+_FAILED_SQL = """
+UPDATE task SET status = :status, attempts = attempts + 1, run_after = :retry, lease_until = NULL,
+                last_error = :error
+ WHERE id = :id
+"""
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait after the `attempts`-th failure, with up to 10% jitter (retries of many tasks spread)."""
+    base = BACKOFF[min(attempts, len(BACKOFF)) - 1]
+    return timedelta(seconds=base * (1 + random.random() / 10))
+
+
+async def no_dispatch(ids: Sequence[int]) -> None:
+    """No prompt runner: `run_due` picks the tasks up."""
+
+
+@dataclass
+class Effects:
+    """The registry of effect handlers by kind, and how queued tasks reach a runner."""
+
+    handlers: Mapping[str, Handler]
+    inline: frozenset[str] = frozenset()
+    dispatch: Dispatch = no_dispatch
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    async def queue(self, kind: str, key: str, payload: Payload, *, merchant_id: int | None) -> Queued:
+        if kind not in self.handlers:
+            raise ValueError(f"no handler for effect kind {kind!r}")
+        return await queue(
+            kind, key, payload, merchant_id=merchant_id, now=self.clock(), inline=kind in self.inline
+        )
+
+    async def after_commit(self, *queued: Queued) -> list[Result]:
+        """Run the inline tasks now (their results, in order; None for a failure, retried later) and
+        dispatch the rest."""
+        results: list[Result] = []
+        later: list[int] = []
+        for task in queued:
+            if task.id is None:
+                continue
+            if task.kind in self.inline:
+                results.append(await self.run(task.id, mine=True))
+            else:
+                later.append(task.id)
+        if later:
+            try:
+                await self.dispatch(later)
+            except Exception:  # the tasks are committed: the sweep runs them if dispatch fails
+                log.exception("task dispatch failed", extra={"tasks": later})
+        return results
+
+    async def run_queued(self, kind: str, key: str) -> Result:
+        """After commit: run the task the caller's transaction queued under `key` (it knows the cause,
+        not the task's id: e.g. a member's creation queues `member.registered`)."""
+        now = self.clock()
+        rows = await queries.fetch_rows(_CLAIM_KEY_SQL, kind=kind, key=key, now=now, lease=now + LEASE)
+        return await self.run(int(rows[0]["id"]), mine=True) if rows else None
+
+    async def run(self, task_id: int, *, mine: bool = False) -> Result:
+        """Claim and run one task if it is due (`mine`: the caller queued it claimed, to run inline);
+        its handler's result, or None (not run, or failed and retried later)."""
+        return (await self._run(task_id, mine=mine, now=self.clock()))[1]
+
+    async def _run(self, task_id: int, *, mine: bool, now: datetime) -> tuple[TaskStatus | None, Result]:
+        rows = await queries.fetch_rows(_CLAIM_SQL, id=task_id, now=now, lease=now + LEASE, mine=mine)
+        if not rows:
+            return None, None  # done, not due yet, or running elsewhere
+        row = rows[0]
+        handler = self.handlers.get(row["kind"])
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for effect kind {row['kind']!r}")
+            result = await handler(self, _loads(row["payload"]), now)
+        except Exception as exc:
+            return await self._failed(task_id, row["kind"], int(row["attempts"]) + 1, exc, now), None
+        await queries.fetch_rows(_DONE_SQL, id=task_id, now=now)
+        return TaskStatus.DONE, result
+
+    async def _failed(
+        self, task_id: int, kind: str, attempts: int, exc: Exception, now: datetime
+    ) -> TaskStatus:
+        dead = attempts >= MAX_ATTEMPTS
+        error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+        extra = {"task_id": task_id, "kind": kind, "attempts": attempts}
+        if dead:
+            log.error("task failed for the last time; left dead", extra=extra, exc_info=exc)
+        else:
+            log.warning("task failed; retried later", extra=extra, exc_info=exc)
+        status = TaskStatus.DEAD if dead else TaskStatus.PENDING
+        await queries.fetch_rows(
+            _FAILED_SQL, id=task_id, status=status.value, retry=now + backoff(attempts), error=error
+        )
+        return status
+
+    async def due(self, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
+        """(id, attempts so far) of the tasks due at `now`, oldest first."""
+        rows = await queries.fetch_rows(_DUE_SQL, now=now, limit=limit)
+        return [(int(row["id"]), int(row["attempts"])) for row in rows]
+
+    async def run_due(self, now: datetime, limit: int = 500) -> dict[str, int]:
+        """Run what is due, one task at a time (the embedded scheduler; tests)."""
+        counts = {"done": 0, "failed": 0}
+        for task_id, _ in await self.due(now, limit):
+            status, _ = await self._run(task_id, mine=False, now=now)
+            if status is not None:
+                counts["done" if status == TaskStatus.DONE else "failed"] += 1
+        return counts
+
+
+def _loads(raw: object) -> dict[str, Any]:
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,64 @@
+"""The one registry of durable side effects: what each queued task kind does (`handlers.core.tasks`).
+
+The app, the worker and the tests all call `build()`, so every process runs the same effects; there
+is nothing to install. Each handler is idempotent (ledger keys, unique rows), as a task may run again
+after a crash between its work and its `done`.
+
+- `member.registered`, queued by a member's creation (follow, mini-program): the registration bonus,
+  registration-triggered referral awards, the new-member coupons;
+- `member.profile_completed`, by the profile's first completion: the profile bonus;
+- `purchase.completed`, by a till purchase: the tier review, first-purchase referral awards;
+- `wallet.topped_up`, by a stored-value top-up: the tier review (recharge criteria);
+- `tier.upgraded`, by an upgrade (earned or bought): the tier's gift coupons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from handlers.core.tasks import Dispatch, Effects, Handler, no_dispatch
+from handlers.coupons import redeem as coupons
+from handlers.loyalty import bonuses, tiers
+from handlers.loyalty import config as loyalty_config
+from handlers.members import lookup as members
+from handlers.members import registration
+from handlers.till import purchase
+from handlers.wallet import ledger as wallet
+from models.member import Member
+from models.merchant import Merchant
+
+
+async def member_registered(effects: Effects, payload: Mapping[str, Any], now: datetime) -> None:
+    member = await Member.get(id=payload["member_id"])
+    await bonuses.registration_bonus(member, now=now)
+    await coupons.new_member_gift(member, now=now)
+
+
+async def profile_completed(effects: Effects, payload: Mapping[str, Any], now: datetime) -> None:
+    await bonuses.profile_bonus(await Member.get(id=payload["member_id"]), now=now)
+
+
+async def tier_upgraded(effects: Effects, payload: Mapping[str, Any], now: datetime) -> None:
+    merchant = await Merchant.get(id=payload["merchant_id"])
+    _, ladder = await loyalty_config.current_tiers(merchant.id)
+    tier = next((t for t in ladder if t.code == payload["tier"]), None)
+    if tier is not None:  # a tier removed from the ladder since has no gifts left to give
+        await coupons.tier_gift(merchant, payload["member_id"], tier, now=now)
+
+
+HANDLERS: dict[str, Handler] = {
+    members.MEMBER_REGISTERED: member_registered,
+    registration.PROFILE_COMPLETED: profile_completed,
+    purchase.AFTER_PURCHASE: purchase.after_purchase,
+    wallet.AFTER_TOP_UP: wallet.after_top_up,
+    tiers.TIER_UPGRADED: tier_upgraded,
+}
+# All of today's effects shape what the member or cashier sees next (the welcome's bonus, the
+# receipt's tier), so they run in the request, right after commit; a failure is retried by `run_due`.
+INLINE = frozenset(HANDLERS)
+
+
+def build(dispatch: Dispatch = no_dispatch) -> Effects:
+    return Effects(HANDLERS, inline=INLINE, dispatch=dispatch)
