@@ -44,8 +44,10 @@ def connect_redis(url: str) -> Redis:
         from fakeredis import FakeServer
         from fakeredis.aioredis import FakeRedis
 
-        return FakeRedis(server=FakeServer(), decode_responses=False)
-    return Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        client: Redis = FakeRedis(server=FakeServer(), decode_responses=False)
+    else:
+        client = Redis.from_url(url, decode_responses=False, health_check_interval=30)
+    return client
 
 
 def _database(settings: Settings) -> CleanupContext:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.member import Member
+    from models.merchant import Merchant, Store
+    from models.staff import Staff
 
 
 class CardKind(StrEnum):
@@ -15,7 +21,9 @@ class CardKind(StrEnum):
 
 class CardProduct(Model):
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
     kind = fields.CharEnumField(CardKind, max_length=8)
     name = fields.CharField(max_length=64)
@@ -32,13 +40,15 @@ class CardProduct(Model):
 
 class MemberCard(Model):
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="service_cards", on_delete=fields.RESTRICT
     )
     member_id: int
-    product: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    product: fields.ForeignKeyRelation[CardProduct] = fields.ForeignKeyField(
         "models.CardProduct", related_name="cards", on_delete=fields.RESTRICT
     )
     product_id: int
@@ -63,19 +73,21 @@ class CardUse(Model):
     """Append-only: one row per use (unique key), by whom and where."""
 
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    card: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    card: fields.ForeignKeyRelation[MemberCard] = fields.ForeignKeyField(
         "models.MemberCard", related_name="uses", on_delete=fields.RESTRICT
     )
     card_id: int
     uses_left_after = fields.IntField(null=True)
     idempotency_key = fields.CharField(max_length=128)
-    staff: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    staff: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
         "models.Staff", null=True, on_delete=fields.RESTRICT
     )
     staff_id: int | None
-    store: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    store: fields.ForeignKeyNullableRelation[Store] = fields.ForeignKeyField(
         "models.Store", null=True, on_delete=fields.RESTRICT
     )
     store_id: int | None

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.member import Member
+    from models.merchant import Merchant
+    from models.purchase import Purchase
 
 
 class CouponKind(StrEnum):
@@ -17,7 +22,9 @@ class CouponKind(StrEnum):
 
 class CouponTemplate(Model):
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
     name = fields.CharField(max_length=64)
     kind = fields.CharEnumField(CouponKind, max_length=8)
@@ -50,13 +57,15 @@ class CouponStatus(StrEnum):
 
 class Coupon(Model):
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    template: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    template: fields.ForeignKeyRelation[CouponTemplate] = fields.ForeignKeyField(
         "models.CouponTemplate", related_name="coupons", on_delete=fields.RESTRICT
     )
     template_id: int
-    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="coupons", on_delete=fields.RESTRICT
     )
     member_id: int
@@ -67,7 +76,7 @@ class Coupon(Model):
     valid_from = fields.DatetimeField()
     valid_until = fields.DatetimeField()
     used_at = fields.DatetimeField(null=True)
-    used_purchase: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    used_purchase: fields.ForeignKeyNullableRelation[Purchase] = fields.ForeignKeyField(
         "models.Purchase", null=True, related_name="coupons", on_delete=fields.RESTRICT
     )
     used_purchase_id: int | None
@@ -84,9 +93,11 @@ class CouponEvent(Model):
     """Append-only: issued, used, restored, expired, revoked — who, when, why."""
 
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    coupon: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    coupon: fields.ForeignKeyRelation[Coupon] = fields.ForeignKeyField(
         "models.Coupon", related_name="events", on_delete=fields.RESTRICT
     )
     coupon_id: int

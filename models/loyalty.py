@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.member import Member
+    from models.merchant import Merchant
 
 
 class LoyaltyProgram(Model):
     """Per-merchant settings validated by handlers.loyalty.config before they are saved."""
 
     id = fields.IntField(primary_key=True)
-    merchant: fields.OneToOneRelation = fields.OneToOneField(
+    merchant: fields.OneToOneRelation[Merchant] = fields.OneToOneField(
         "models.Merchant", related_name="loyalty_program", on_delete=fields.RESTRICT
     )
     merchant_id: int
@@ -27,7 +31,9 @@ class RuleSetVersion(Model):
     """An immutable earn rule set. Each purchase records the version its points came from."""
 
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
     version = fields.IntField()
     rules: Any = fields.JSONField()
@@ -43,7 +49,9 @@ class TierSetVersion(Model):
     """An immutable tier ladder (codes, ranks, criteria, benefits)."""
 
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
     version = fields.IntField()
     tiers: Any = fields.JSONField()
@@ -59,9 +67,11 @@ class MemberTier(Model):
     """A member's current tier (one row per member, locked when it changes)."""
 
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.OneToOneRelation = fields.OneToOneField(
+    member: fields.OneToOneRelation[Member] = fields.OneToOneField(
         "models.Member", related_name="tier", on_delete=fields.RESTRICT
     )
     member_id: int
@@ -77,9 +87,11 @@ class TierChange(Model):
     """Tier history, append-only."""
 
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="tier_changes", on_delete=fields.RESTRICT
     )
     member_id: int
@@ -99,7 +111,9 @@ class AuditLog(Model):
     """Who changed what: manual grants, configuration changes, refunds."""
 
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
     actor = fields.CharField(max_length=32)
     action = fields.CharField(max_length=64)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.coupon import CouponTemplate
+    from models.member import Member
+    from models.merchant import Merchant
+    from models.staff import Staff
 
 
 class ItemKind(StrEnum):
@@ -18,7 +24,9 @@ class ItemKind(StrEnum):
 
 class MallItem(Model):
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
     kind = fields.CharEnumField(ItemKind, max_length=16)
     name = fields.CharField(max_length=64)
@@ -33,7 +41,7 @@ class MallItem(Model):
     min_tier_rank = fields.IntField(default=0)
     sale_starts_at = fields.DatetimeField(null=True)
     sale_ends_at = fields.DatetimeField(null=True)
-    coupon_template: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    coupon_template: fields.ForeignKeyNullableRelation[CouponTemplate] = fields.ForeignKeyField(
         "models.CouponTemplate", null=True, on_delete=fields.RESTRICT
     )
     coupon_template_id: int | None
@@ -53,9 +61,11 @@ class StockMovement(Model):
     """Append-only: every change of an item's stock, with the reason and a unique key."""
 
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    item: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    item: fields.ForeignKeyRelation[MallItem] = fields.ForeignKeyField(
         "models.MallItem", related_name="movements", on_delete=fields.RESTRICT
     )
     item_id: int
@@ -85,13 +95,15 @@ class OrderStatus(StrEnum):
 
 class MallOrder(Model):
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="mall_orders", on_delete=fields.RESTRICT
     )
     member_id: int
-    item: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    item: fields.ForeignKeyRelation[MallItem] = fields.ForeignKeyField(
         "models.MallItem", related_name="orders", on_delete=fields.RESTRICT
     )
     item_id: int
@@ -105,16 +117,16 @@ class MallOrder(Model):
     open_pickup_code = fields.CharField(max_length=16, null=True)
     pickup_deadline = fields.DatetimeField(null=True)
     address: Any = fields.JSONField(null=True)
-    flash_sale: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    flash_sale: fields.ForeignKeyNullableRelation[FlashSale] = fields.ForeignKeyField(
         "models.FlashSale", null=True, on_delete=fields.RESTRICT
     )
     flash_sale_id: int | None
-    group: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    group: fields.ForeignKeyNullableRelation[DealGroup] = fields.ForeignKeyField(
         "models.DealGroup", null=True, related_name="orders", on_delete=fields.RESTRICT
     )
     group_id: int | None
     verified_at = fields.DatetimeField(null=True)
-    verified_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    verified_by: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
         "models.Staff", null=True, on_delete=fields.RESTRICT
     )
     verified_by_id: int | None
@@ -136,9 +148,11 @@ class FlashSale(Model):
     """秒杀: during [starts_at, ends_at) stock and per-member limits are gated in Redis first."""
 
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    item: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    item: fields.ForeignKeyRelation[MallItem] = fields.ForeignKeyField(
         "models.MallItem", related_name="flash_sales", on_delete=fields.RESTRICT
     )
     item_id: int
@@ -158,9 +172,11 @@ class GroupDeal(Model):
     """拼团: the item at `price_points` when `group_size` members join one group within `hours`."""
 
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    item: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    item: fields.ForeignKeyRelation[MallItem] = fields.ForeignKeyField(
         "models.MallItem", related_name="group_deals", on_delete=fields.RESTRICT
     )
     item_id: int
@@ -184,13 +200,17 @@ class GroupStatus(StrEnum):
 
 class DealGroup(Model):
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    deal: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    deal: fields.ForeignKeyRelation[GroupDeal] = fields.ForeignKeyField(
         "models.GroupDeal", related_name="groups", on_delete=fields.RESTRICT
     )
     deal_id: int
-    leader: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Member", on_delete=fields.RESTRICT)
+    leader: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
+        "models.Member", on_delete=fields.RESTRICT
+    )
     leader_id: int
     status = fields.CharEnumField(GroupStatus, max_length=8, default=GroupStatus.OPEN)
     joined = fields.IntField(default=0)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.merchant import Merchant
+    from models.staff import Staff
 
 
 class Gender(StrEnum):
@@ -27,7 +32,7 @@ class Member(Model):
     """Identity and profile. Ledger rows reference the member, so erasure anonymises and never deletes."""
 
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
         "models.Merchant", related_name="members", on_delete=fields.RESTRICT
     )
     merchant_id: int
@@ -42,11 +47,11 @@ class Member(Model):
     registered_at = fields.DatetimeField(auto_now_add=True)
     profile_completed_at = fields.DatetimeField(null=True)
     source = fields.CharEnumField(MemberSource, max_length=16, default=MemberSource.OA_SUBSCRIBE)
-    referrer: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    referrer: fields.ForeignKeyNullableRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="referrals", null=True, on_delete=fields.SET_NULL
     )
     referrer_id: int | None
-    acquired_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    acquired_by: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
         "models.Staff", related_name="acquired_members", null=True, on_delete=fields.SET_NULL
     )
     acquired_by_id: int | None

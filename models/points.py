@@ -13,9 +13,14 @@ replace those functions too.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.member import Member
+    from models.merchant import Merchant
 
 
 class PointsKind(StrEnum):
@@ -44,9 +49,11 @@ class LotStatus(StrEnum):
 
 class PointsAccount(Model):
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.OneToOneRelation = fields.OneToOneField(
+    member: fields.OneToOneRelation[Member] = fields.OneToOneField(
         "models.Member", related_name="points_account", on_delete=fields.RESTRICT
     )
     member_id: int
@@ -63,9 +70,11 @@ class PointsTransaction(Model):
     """One append-only ledger row. Never updated, never deleted."""
 
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="points_transactions", on_delete=fields.RESTRICT
     )
     member_id: int
@@ -76,7 +85,7 @@ class PointsTransaction(Model):
     balance_after = fields.IntField()
     actor = fields.CharField(max_length=32, default="system")
     reason = fields.CharField(max_length=255, default="")
-    reverses: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    reverses: fields.ForeignKeyNullableRelation[PointsTransaction] = fields.ForeignKeyField(
         "models.PointsTransaction", related_name="reversals", null=True, on_delete=fields.RESTRICT
     )
     reverses_id: int | None
@@ -92,13 +101,15 @@ class PointsLot(Model):
     """Points earned together, with one expiry. Spending draws from the soonest-expiring lots first."""
 
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="points_lots", on_delete=fields.RESTRICT
     )
     member_id: int
-    source: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    source: fields.ForeignKeyNullableRelation[PointsTransaction] = fields.ForeignKeyField(
         "models.PointsTransaction", related_name="lots", null=True, on_delete=fields.RESTRICT
     )
     source_id: int | None
@@ -124,11 +135,11 @@ class PointsDraw(Model):
     """How much one debit took from one lot (so a reversal can restore exactly those lots)."""
 
     id = fields.BigIntField(primary_key=True)
-    transaction: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    transaction: fields.ForeignKeyRelation[PointsTransaction] = fields.ForeignKeyField(
         "models.PointsTransaction", related_name="draws", on_delete=fields.RESTRICT
     )
     transaction_id: int
-    lot: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    lot: fields.ForeignKeyRelation[PointsLot] = fields.ForeignKeyField(
         "models.PointsLot", related_name="draws", on_delete=fields.RESTRICT
     )
     lot_id: int
@@ -142,7 +153,9 @@ class PointsPool(Model):
     """A campaign's points budget. `granted` never exceeds `budget`, even under concurrency."""
 
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
     code = fields.CharField(max_length=64)
     budget = fields.IntField()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.member import Member
+    from models.merchant import Merchant, Store
+    from models.staff import Staff
 
 
 class PurchaseStatus(StrEnum):
@@ -16,17 +21,19 @@ class PurchaseStatus(StrEnum):
 
 class Purchase(Model):
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="purchases", on_delete=fields.RESTRICT
     )
     member_id: int
-    store: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    store: fields.ForeignKeyNullableRelation[Store] = fields.ForeignKeyField(
         "models.Store", null=True, on_delete=fields.RESTRICT
     )
     store_id: int | None
-    staff: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    staff: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
         "models.Staff", null=True, related_name="purchases", on_delete=fields.RESTRICT
     )
     staff_id: int | None
@@ -51,7 +58,7 @@ class Purchase(Model):
     refund_key = fields.CharField(max_length=128, null=True)
     result: Any = fields.JSONField(null=True)  # the response, replayed for a repeated idempotency key
     pool_code = fields.CharField(max_length=64, null=True)  # the points pool its points came from
-    refunded_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    refunded_by: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
         "models.Staff", null=True, related_name="refunds", on_delete=fields.RESTRICT
     )
     refunded_by_id: int | None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.merchant import Merchant, Store
 
 
 class StaffRole(StrEnum):
@@ -16,11 +20,11 @@ class StaffRole(StrEnum):
 
 class Staff(Model):
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
         "models.Merchant", related_name="staff", on_delete=fields.RESTRICT
     )
     merchant_id: int
-    store: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    store: fields.ForeignKeyNullableRelation[Store] = fields.ForeignKeyField(
         "models.Store", related_name="staff", null=True, on_delete=fields.SET_NULL
     )
     store_id: int | None

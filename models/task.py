@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.merchant import Merchant
 
 
 class TaskStatus(StrEnum):
@@ -20,7 +23,7 @@ class Task(Model):
     """`(kind, key)` is unique, so an effect is queued once however often its cause is retried."""
 
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyNullableRelation[Any] = fields.ForeignKeyField(
+    merchant: fields.ForeignKeyNullableRelation[Merchant] = fields.ForeignKeyField(
         "models.Merchant", null=True, on_delete=fields.RESTRICT
     )
     merchant_id: int | None

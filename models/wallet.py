@@ -8,9 +8,14 @@ principal/bonus deltas, and neither is ever negative. One writer posts to these 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.member import Member
+    from models.merchant import Merchant
 
 
 class WalletKind(StrEnum):
@@ -24,9 +29,11 @@ class WalletKind(StrEnum):
 
 class WalletAccount(Model):
     id = fields.IntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.OneToOneRelation = fields.OneToOneField(
+    member: fields.OneToOneRelation[Member] = fields.OneToOneField(
         "models.Member", related_name="wallet", on_delete=fields.RESTRICT
     )
     member_id: int
@@ -41,9 +48,11 @@ class WalletAccount(Model):
 
 class WalletTransaction(Model):
     id = fields.BigIntField(primary_key=True)
-    merchant: fields.ForeignKeyRelation = fields.ForeignKeyField("models.Merchant", on_delete=fields.RESTRICT)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
     merchant_id: int
-    member: fields.ForeignKeyRelation = fields.ForeignKeyField(
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "models.Member", related_name="wallet_transactions", on_delete=fields.RESTRICT
     )
     member_id: int
@@ -56,7 +65,7 @@ class WalletTransaction(Model):
     reference = fields.CharField(max_length=64, default="")
     actor = fields.CharField(max_length=32, default="system")
     reason = fields.CharField(max_length=255, default="")
-    reverses: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+    reverses: fields.ForeignKeyNullableRelation[WalletTransaction] = fields.ForeignKeyField(
         "models.WalletTransaction", null=True, related_name="reversals", on_delete=fields.RESTRICT
     )
     reverses_id: int | None

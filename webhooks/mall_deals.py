@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, Field, StrictInt
 
 from handlers.mall import flash, groups
-from handlers.mall.catalogue import STATUS_LABELS
+from handlers.mall.orders import STATUS_LABELS
 from models.mall import DealGroup, FlashSale, GroupDeal, GroupStatus, MallOrder, OrderStatus
 from webhooks.api import Call, In, IntId, Out, Routes
 from webhooks.appkeys import REDIS

@@ -115,11 +115,10 @@ async def check_spec(merchant: Merchant, spec: TemplateSpec) -> None:
     if spec.store_codes is not None:
         if not spec.store_codes or len(spec.store_codes) > MAX_STORES:
             raise ValidationError(f"store_codes: 1–{MAX_STORES} 个门店，或不限（null）", field="store_codes")
-        known = set(
-            await Store.filter(merchant_id=merchant.id, code__in=list(spec.store_codes)).values_list(
-                "code", flat=True
-            )
+        rows = await Store.filter(merchant_id=merchant.id, code__in=list(spec.store_codes)).values_list(
+            "code", flat=True
         )
+        known = {str(code) for code in rows}
         missing = [code for code in spec.store_codes if code not in known]
         if missing:
             raise ValidationError(f"store_codes: 门店 {missing[0]} 不存在", field="store_codes")

@@ -36,6 +36,7 @@ from handlers.core import audit_log, queries
 from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
 from handlers.loyalty import ledger
 from handlers.mall import catalogue
+from handlers.mall.orders import RETURNED
 from models.mall import FlashSale, MallItem, MallOrder
 from models.member import Member
 from models.merchant import Merchant
@@ -159,7 +160,7 @@ async def run_gate(redis: Redis, keys: list[str], *args: str | int) -> str:
     try:
         result = await redis.evalsha(GATE_SHA, len(keys), *argv)  # type: ignore[misc]  # redis-py's union
     except NoScriptError:
-        await redis.script_load(GATE_SOURCE)  # type: ignore[misc]
+        await redis.script_load(GATE_SOURCE)
         result = await redis.evalsha(GATE_SHA, len(keys), *argv)  # type: ignore[misc]
     return result.decode() if isinstance(result, bytes) else str(result)
 
@@ -200,7 +201,7 @@ async def db_state(sale_id: int) -> tuple[int, dict[int, int], dict[str, int]]:
     ordered = 0
     for member_id, qty, status, key in rows:
         ordered += qty
-        if status not in catalogue.RETURNED:
+        if status not in RETURNED:
             reservations[key] = member_id
             per_member[member_id] = per_member.get(member_id, 0) + qty
     return sale.stock - ordered, per_member, reservations
@@ -299,7 +300,7 @@ async def _forget_returned_orders(redis: Redis, sale_id: int, member_id: int) ->
     the gate hearing of it (a pick-up the expiry job returned, say); True if any place was freed. Only
     run when the gate says "limit", so the common path pays nothing for it."""
     returned = await MallOrder.filter(
-        flash_sale_id=sale_id, member_id=member_id, status__in=catalogue.RETURNED
+        flash_sale_id=sale_id, member_id=member_id, status__in=RETURNED
     ).values_list("idempotency_key", flat=True)
     freed = False
     for reservation in returned:
@@ -311,7 +312,7 @@ async def _forget_returned_orders(redis: Redis, sale_id: int, member_id: int) ->
 async def live_units(sale_id: int, member_id: int) -> int:
     rows = (
         await MallOrder.filter(flash_sale_id=sale_id, member_id=member_id)
-        .exclude(status__in=catalogue.RETURNED)
+        .exclude(status__in=RETURNED)
         .values_list("qty", flat=True)
     )
     return sum(int(qty) for qty in rows)  # type: ignore[call-overload]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
 from handlers.rules import _parse as p
 from handlers.rules.earn_model import Band, BandMode, Promotion, RuleSet
@@ -43,7 +43,7 @@ def validate_rule_set(raw: object) -> RuleSet:
             top["points_per_yuan"], "points_per_yuan", lo=Fraction(0), hi=MAX_POINTS_PER_YUAN
         ),
         timezone=p.timezone(top.get("timezone", "Asia/Shanghai"), "timezone"),
-        band_mode=cast(BandMode, mode),
+        band_mode=mode,
         bands=_bands(top.get("bands", [])),
         tier_multipliers=_multipliers(top.get("tier_multipliers", {}), "tier_multipliers"),
         category_multipliers=_multipliers(top.get("category_multipliers", {}), "category_multipliers"),

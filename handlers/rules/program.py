@@ -7,7 +7,7 @@ round-trip. Defaults are what a new merchant starts with.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from handlers.rules import _parse as p
 from handlers.rules.checkin import CheckinPolicy, checkin_policy_to_dict, validate_checkin_policy
@@ -152,7 +152,7 @@ def _referral(raw: object) -> ReferralPolicy:
     if len(levels) > MAX_REFERRAL_DEPTH:
         raise RuleError("referral.level_points", f"最多 {MAX_REFERRAL_DEPTH} 级")
     return ReferralPolicy(
-        trigger=cast(ReferralTrigger, trigger),
+        trigger=trigger,
         level_points=tuple(
             p.integer(v, f"referral.level_points[{i}]", lo=0, hi=MAX_POINTS) for i, v in enumerate(levels)
         ),

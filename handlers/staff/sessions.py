@@ -129,7 +129,7 @@ class SessionStore:
         digests = [bytes(d).decode() for d in await self.redis.smembers(index)]  # type: ignore[misc]
         if not digests:
             return 0
-        removed = int(await self.redis.delete(*(_key(d) for d in digests)))  # type: ignore[misc]
+        removed = int(await self.redis.delete(*(_key(d) for d in digests)))
         await self.redis.delete(index)
         return removed
 

@@ -392,8 +392,12 @@ async def _post(
     return purchase, result
 
 
+def _stored(result: PurchaseResult) -> dict[str, Any]:
+    return {k: v for k, v in asdict(result).items() if k != "replayed"}
+
+
 async def _store_result(purchase: Purchase, result: PurchaseResult) -> None:
-    purchase.result = {k: v for k, v in asdict(result).items() if k != "replayed"}
+    purchase.result = _stored(result)
     await purchase.save(update_fields=["result"])
 
 
@@ -411,9 +415,10 @@ async def after_purchase(
     at = datetime.fromisoformat(payload["at"])
     change = await tiers.evaluate(merchant, member.id, now=at, key=f"purchase:{purchase.id}", effects=effects)
     awards = await _first_purchase_referrals(merchant, member, at)
-    result = PurchaseResult(**{**(purchase.result or {}), "replayed": False})
+    stored: dict[str, Any] = dict(purchase.result or {})
     if change is None and not awards:
-        return purchase.result
+        return stored
+    result = PurchaseResult(**{**stored, "replayed": False})
     balance = (await PointsAccount.get(member_id=member.id)).balance
     result = replace(
         result,
@@ -424,7 +429,7 @@ async def after_purchase(
         referral_awards=awards,
     )
     await _store_result(purchase, result)
-    return purchase.result
+    return _stored(result)
 
 
 def _lines(earn: EarnResult) -> list[dict[str, Any]]:

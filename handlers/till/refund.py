@@ -88,7 +88,7 @@ async def refund_purchase(
         coupons_back = await coupons.restore(merchant, purchase.id, now=now, actor=actor)
         stored_value = await _refund_stored_value(merchant, purchase, now=now, actor=actor)
         purchase.status, purchase.refunded_at, purchase.refund_key = PurchaseStatus.REFUNDED, now, key
-        purchase.refunded_by = staff  # type: ignore[assignment]
+        purchase.refunded_by = staff
         await purchase.save(update_fields=["status", "refunded_at", "refund_key", "refunded_by_id"])
         await audit_log.record(
             merchant.id,
@@ -126,7 +126,7 @@ async def _refund_stored_value(merchant: Merchant, purchase: Purchase, *, now: d
     await wallet.refund_payment(
         merchant, payment.idempotency_key, key=f"refund:{purchase.id}:wallet", now=now, actor=actor
     )
-    return -(payment.principal_delta + payment.bonus_delta)
+    return -int(payment.principal_delta + payment.bonus_delta)
 
 
 async def _return_to_pool(merchant_id: int, pool_code: str | None, amount: int) -> None:

@@ -353,7 +353,7 @@ async def credit_mall(merchant: Merchant, member_id: int, amount_fen: int, *, ke
         if txn is not None:
             if txn.bonus_delta != amount_fen:
                 raise _mismatch()
-            return txn.id
+            return int(txn.id)
         txn = await _post(
             account,
             WalletKind.MALL,
@@ -364,7 +364,7 @@ async def credit_mall(merchant: Merchant, member_id: int, amount_fen: int, *, ke
             reference=key[:64],
             reason=f"积分兑换储值 {yuan(amount_fen)} 元",
         )
-        return txn.id
+        return int(txn.id)
 
 
 async def adjust(
