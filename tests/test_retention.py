@@ -64,7 +64,7 @@ async def test_profile_is_erased_after_the_grace_period(app: Any) -> None:
     assert profile(erased) == (None,) * 6
     assert erased.anonymized_at == NOW and erased.code == member.code  # the row stays for the ledger
     with pytest.raises(NotFound):
-        await members.by_code(shop, member.code)
+        await members.resolve(shop, code=member.code)
 
 
 async def test_erasure_is_idempotent(app: Any) -> None:

@@ -143,10 +143,7 @@ class QuoteOut(Out):
 async def check(call: Call[CheckIn, None]) -> QuoteOut:
     """Before recording a purchase: does the member's coupon apply here, and what does it take off?"""
     body = call.body
-    if body.member_id is not None:
-        member = await members.by_id(call.merchant, body.member_id)
-    else:
-        member = await members.by_code(call.merchant, body.member_code or "")
+    member = await members.resolve(call.merchant, member_id=body.member_id, code=body.member_code)
     store = await Store.get_or_none(id=call.staff.store_id) if call.staff.store_id is not None else None
     found = await guarded(
         coupons.quote(
@@ -350,7 +347,7 @@ async def issue(call: Call[IssueIn, None]) -> IssuedOut:
             now=now,
         )
     )
-    member = await members.by_id(call.merchant, coupon.member_id)
+    member = await members.resolve(call.merchant, member_id=coupon.member_id)
     shown = coupon_out(await coupons.view(coupon, now), call.merchant)
     return IssuedOut(member_code=member.code, coupon=shown, replayed=not created)
 
@@ -405,7 +402,9 @@ async def list_coupons(call: Call[None, None]) -> AdminCouponListOut:
     `status` is the stored one: issued, used, expired or revoked.
     """
     query = AdminQuery.model_validate(dict(call.request.query))
-    member_id = (await members.by_code(call.merchant, query.member_code)).id if query.member_code else None
+    member_id = (
+        (await members.resolve(call.merchant, code=query.member_code)).id if query.member_code else None
+    )
     views = await coupons.admin_coupons(
         call.merchant,
         template_id=query.template_id,

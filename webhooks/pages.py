@@ -58,7 +58,7 @@ async def _holder(request: web.Request, now: datetime) -> tuple[Merchant, Member
     token = request.query.get("t", "")
     try:
         member_id = member_qr.verify_link(request.app[RUNTIME].secret, merchant.id, token, now=now)
-        member = await members.by_id(merchant, member_id)
+        member = await members.resolve(merchant, member_id=member_id)
     except DomainError as exc:
         detail = "链接已过期，" if "过期" in exc.message else "链接无效，"
         raise _Refused(403, "无法打开会员卡", detail + "请回到公众号重新发送“会员卡”获取新链接。") from None

@@ -178,7 +178,7 @@ async def record(call: Call[PurchaseIn, None]) -> PurchaseOut:
     body = call.body
     member_id = body.member_id
     if member_id is None:
-        member_id = (await members.by_code(call.merchant, body.member_code or "")).id
+        member_id = (await members.resolve(call.merchant, code=body.member_code or "")).id
     request = purchases.PurchaseRequest(
         body.idempotency_key,
         member_id,

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
-from handlers.core.errors import ErrorCode, NotFound
 from handlers.members import lookup as members
 from handlers.rules.wallet import MAX_TOP_UP_FEN
 from handlers.wallet import ledger as wallet
@@ -110,13 +109,8 @@ class WalletMemberPath(In):
 
 
 async def resolve_member(merchant: Merchant, member_id: int | None, member_code: str | None) -> Member:
-    """The member named by id or code at the till; an erased member is not found."""
-    if member_code is not None:
-        return await members.by_code(merchant, member_code)
-    member = await members.by_id(merchant, member_id or 0)
-    if member.anonymized_at is not None:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field="member_id")
-    return member
+    """The member named by id or code at the till (`members.resolve`: an erased member is not found)."""
+    return await members.resolve(merchant, member_id=member_id, code=member_code)
 
 
 def _out(posted: wallet.Posting, member: Member) -> WalletPostingOut:
@@ -170,7 +164,7 @@ async def top_up(call: Call[TopUpIn, None]) -> WalletPostingOut:
 async def adjust(call: Call[WalletAdjustIn, None]) -> WalletPostingOut:
     """Correct a member's principal and/or bonus by hand, with a reason (never below zero; audited)."""
     body = call.body
-    member = await members.by_code(call.merchant, body.member_code)
+    member = await members.resolve(call.merchant, code=body.member_code)
     posted = await wallet.adjust(
         call.merchant,
         member.id,
@@ -194,7 +188,7 @@ async def adjust(call: Call[WalletAdjustIn, None]) -> WalletPostingOut:
 async def withdraw(call: Call[WalletWithdrawIn, None]) -> WalletPostingOut:
     """Pay a member's principal back in cash (bonus is never paid out); audited."""
     body = call.body
-    member = await members.by_code(call.merchant, body.member_code)
+    member = await members.resolve(call.merchant, code=body.member_code)
     posted = await wallet.withdraw(
         call.merchant,
         member.id,
@@ -251,5 +245,5 @@ async def my_wallet(call: Call[None, MerchantPath]) -> WalletOut:
 )
 async def member_wallet(call: Call[None, WalletMemberPath]) -> WalletOut:
     """A member's stored value and latest transactions (`?limit=`, ≤ 100)."""
-    member = await members.by_code(call.merchant, call.path.member_code)
+    member = await members.resolve(call.merchant, code=call.path.member_code)
     return await _wallet(call.merchant.id, member.id, query(call.request, WalletQuery).limit)

@@ -328,7 +328,7 @@ async def issue_manually(
     reason = reason.strip()
     if not 1 <= len(reason) <= MAX_REASON:
         raise ValidationError(f"reason: 请填写 1–{MAX_REASON} 个字的原因", field="reason")
-    member = await members.by_code(merchant, member_code)
+    member = await members.resolve(merchant, code=member_code)
     actor = f"staff:{staff.id}"
     async with in_transaction():
         coupon, created = await issue_once(

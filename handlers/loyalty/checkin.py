@@ -177,7 +177,7 @@ async def make_up(merchant: Merchant, member_id: int, day: date, *, now: datetim
     """补签 a missed past day for `makeup_cost_points`; refused with the reason, changing nothing."""
     policy = (await loyalty_config.program(merchant.id)).checkin
     today = local_day(now, merchant.timezone)
-    member = await members.by_id(merchant, member_id)
+    member = await members.resolve(merchant, member_id=member_id)
     joined = local_day(member.registered_at, merchant.timezone)
     try:
         async with in_transaction():
@@ -297,7 +297,7 @@ async def calendar(
         raise ValidationError("月份应为 YYYY-MM，如 2024-05", field="month")
     policy = (await loyalty_config.program(merchant.id)).checkin
     today = local_day(now, merchant.timezone)
-    member = await members.by_id(merchant, member_id)
+    member = await members.resolve(merchant, member_id=member_id)
     first = date(year, month, 1)
     rows = await Checkin.filter(member_id=member_id, day__gte=first, day__lt=_next_month(first))
     makeups = {row.day for row in rows if row.makeup}

@@ -63,7 +63,7 @@ async def adjust(
 ) -> Grant:
     """Credit (delta > 0) or deduct (delta < 0) points by hand; idempotent by `idempotency_key`."""
     reason = _check(delta, reason, idempotency_key)
-    member = await members.by_code(merchant, member_code)  # not-found for anything that cannot be a code
+    member = await members.resolve(merchant, code=member_code)  # not-found for anything that cannot be a code
     actor = f"staff:{staff.id}"
     key = ledger_key(idempotency_key)
     async with in_transaction():

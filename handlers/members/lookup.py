@@ -15,7 +15,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from handlers.core import queries, tasks
-from handlers.core.errors import ErrorCode, NotFound
+from handlers.core.errors import ErrorCode, NotFound, ValidationError
 from models.member import Member
 from models.merchant import Merchant
 
@@ -95,18 +95,26 @@ def is_code(code: str) -> bool:
     return len(code) == CODE_LENGTH and all(ch in CODE_ALPHABET for ch in code)
 
 
-async def by_code(merchant: Merchant, code: str) -> Member:
-    normalised = normalise_code(code)
-    member = None
-    if is_code(normalised):
-        member = await Member.get_or_none(merchant_id=merchant.id, code=normalised)
-    if member is None or member.anonymized_at is not None:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field="member_code")
-    return member
+async def resolve(
+    merchant: Merchant, *, member_id: int | None = None, code: str | None = None, field: str | None = None
+) -> Member:
+    """The merchant's member named by id or by member code (a code wins when both are given).
 
-
-async def by_id(merchant: Merchant, member_id: int) -> Member:
-    member = await queries.first(Member, id=member_id, merchant_id=merchant.id)
-    if member is None:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    return member
+    One rule for every caller: a member of another merchant, an unknown one, and an erased
+    (anonymised) one are all 404 `member_not_found`, naming the field that named the member."""
+    if code is not None:
+        normalised = normalise_code(code)
+        found = (
+            await queries.first(Member, merchant_id=merchant.id, code=normalised)
+            if is_code(normalised)
+            else None
+        )
+        field = field or "member_code"
+    elif member_id is not None:
+        found = await queries.first(Member, id=member_id, merchant_id=merchant.id)
+        field = field or "member_id"
+    else:
+        raise ValidationError("请提供会员号 member_code 或会员 member_id", field=field or "member_code")
+    if found is None or found.anonymized_at is not None:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field=field)
+    return found

@@ -81,7 +81,7 @@ async def resolve_scan(merchant: Merchant, qr_or_code: str, *, secret: bytes, no
         code = members.normalise_code(text)
         if not (code.isascii() and code.isalnum() and len(code) <= MAX_CODE_CHARS):
             raise NotFound("会员不存在，请核对会员号", code=ErrorCode.MEMBER_NOT_FOUND, field="code")
-        return await members.by_code(merchant, code)
+        return await members.resolve(merchant, code=code)
     try:
         member_id = cardtoken.verify(
             secret, merchant.id, text, _unix(now), CARD_WINDOW_SECONDS, CARD_ACCEPT_WINDOWS
@@ -90,10 +90,10 @@ async def resolve_scan(merchant: Merchant, qr_or_code: str, *, secret: bytes, no
         if exc.reason == "expired":
             raise DomainError("会员码已过期，请会员刷新后重新出示", code=CARD_EXPIRED, field="code") from None
         raise DomainError("无法识别的会员码，请确认是本店会员卡", code=CARD_INVALID, field="code") from None
-    member = await members.by_id(merchant, member_id)
-    if member.anonymized_at is not None:
-        raise DomainError("无法识别的会员码，请确认是本店会员卡", code=CARD_INVALID, field="code")
-    return member
+    try:
+        return await members.resolve(merchant, member_id=member_id, field="code")
+    except NotFound:  # a token signed for a member since erased reads as no card of ours
+        raise DomainError("无法识别的会员码，请确认是本店会员卡", code=CARD_INVALID, field="code") from None
 
 
 def qr_png(data: str, *, box_size: int = 8) -> bytes:
