@@ -20,12 +20,10 @@ by the next one:
 
 from __future__ import annotations
 
-import calendar
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from handlers import effects
 from handlers.core.schedule import Entry
@@ -35,6 +33,7 @@ from handlers.loyalty import ledger, tiers
 from handlers.mall import groups
 from handlers.mall.orders import expire_pickups
 from handlers.members import retention as retention_policy
+from handlers.rules.calendar import due_birthday, local_day
 from handlers.rules.expiry import expiry_date
 from models.member import Member
 from models.merchant import Merchant
@@ -69,23 +68,6 @@ async def retention(now: datetime) -> Counts:
     return {"erased": await retention_policy.erase_due(_aware(now))}
 
 
-def birthday_in(year: int, birthday: date) -> date:
-    """The day a birthday is celebrated in `year` (29 February falls back to 28 February)."""
-    if (birthday.month, birthday.day) == (2, 29) and not calendar.isleap(year):
-        return date(year, 2, 28)
-    return birthday.replace(year=year)
-
-
-def due_birthday(birthday: date, registered: date, today: date, catch_up_days: int) -> date | None:
-    """The celebrated day within the last `catch_up_days` days (today included), if the member was
-    already registered on it."""
-    for year in {today.year, (today - timedelta(days=catch_up_days - 1)).year}:
-        day = birthday_in(year, birthday)
-        if registered <= day <= today and (today - day).days < catch_up_days:
-            return day
-    return None
-
-
 async def birthday_gifts(now: datetime) -> Counts:
     now = _aware(now)
     granted = 0
@@ -95,15 +77,14 @@ async def birthday_gifts(now: datetime) -> Counts:
 
 
 async def _merchant_birthdays(merchant: Merchant, now: datetime) -> int:
-    zone = ZoneInfo(merchant.timezone)
-    today = now.astimezone(zone).date()
+    today = local_day(now, merchant.timezone)
     _, ladder = await loyalty_config.current_tiers(merchant.id)
     program = await loyalty_config.program(merchant.id)
     granted = 0
     members = Member.filter(merchant_id=merchant.id, birthday__isnull=False, anonymized_at__isnull=True)
     for member in await members.order_by("id"):
         assert member.birthday is not None
-        registered = member.registered_at.astimezone(zone).date()
+        registered = local_day(member.registered_at, merchant.timezone)
         day = due_birthday(member.birthday, registered, today, BIRTHDAY_CATCH_UP_DAYS)
         if day is None:
             continue

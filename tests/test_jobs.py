@@ -15,6 +15,7 @@ from handlers import jobs
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, tiers
 from handlers.loyalty.ledger_audit import audit_points
+from handlers.rules.calendar import due_birthday
 from handlers.till.purchase import PurchaseRequest, record_purchase
 from models.member import Member
 from models.points import PointsAccount, PointsKind, PointsTransaction
@@ -143,7 +144,7 @@ async def test_birthday_gifts_catch_up_a_missed_day_but_not_an_old_or_unregister
     ],
 )
 def test_due_birthday(birthday: date, registered: date, today: date, due: date | None) -> None:
-    assert jobs.due_birthday(birthday, registered, today, jobs.BIRTHDAY_CATCH_UP_DAYS) == due
+    assert due_birthday(birthday, registered, today, jobs.BIRTHDAY_CATCH_UP_DAYS) == due
 
 
 async def test_retention_erases_due_profiles_once(shop: Any) -> None:

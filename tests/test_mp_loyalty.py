@@ -14,7 +14,7 @@ from PIL import Image
 from handlers.loyalty import ledger
 from handlers.loyalty.ledger_audit import audit_points
 from handlers.members import member_qr
-from handlers.rules.checkin import local_day
+from handlers.rules.calendar import local_day
 from handlers.rules.tiers_model import Benefits
 from handlers.staff.sessions import SessionKind, SessionStore
 from models.loyalty import MemberTier

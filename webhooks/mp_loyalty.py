@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.loyalty import checkin, points_view, tiers
 from handlers.members import member_qr
-from handlers.rules.checkin import local_day
+from handlers.rules.calendar import local_day
 from models.points import PointsKind
 from webhooks.api import Call, In, Out, Routes
 from webhooks.appkeys import RUNTIME

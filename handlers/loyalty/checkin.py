@@ -29,9 +29,9 @@ from handlers.core.errors import Conflict, ErrorCode, NotFound, ValidationError
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
 from handlers.members import lookup as members
+from handlers.rules.calendar import local_day, next_month
 from handlers.rules.checkin import (
     CheckinPolicy,
-    local_day,
     makeup_allowed,
     month_calendar,
     points_table,
@@ -271,12 +271,8 @@ async def _makeups_in_month(member_id: int, day: date) -> int:
     """Made-up days in the calendar month of `day` (the monthly limit counts days, not actions)."""
     first = day.replace(day=1)
     return await Checkin.filter(
-        member_id=member_id, makeup=True, day__gte=first, day__lt=_next_month(first)
+        member_id=member_id, makeup=True, day__gte=first, day__lt=next_month(first)
     ).count()
-
-
-def _next_month(day: date) -> date:
-    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 async def live_streak(member_id: int, today: date) -> tuple[int, bool]:
@@ -299,7 +295,7 @@ async def calendar(
     today = local_day(now, merchant.timezone)
     member = await members.resolve(merchant, member_id=member_id)
     first = date(year, month, 1)
-    rows = await Checkin.filter(member_id=member_id, day__gte=first, day__lt=_next_month(first))
+    rows = await Checkin.filter(member_id=member_id, day__gte=first, day__lt=next_month(first))
     makeups = {row.day for row in rows if row.makeup}
     used = await _makeups_in_month(member_id, first)
     grid = month_calendar(

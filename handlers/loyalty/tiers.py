@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -24,6 +23,7 @@ from handlers.core.queries import fetch_one
 from handlers.core.tasks import Effects, Queued
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
+from handlers.rules.calendar import local_day
 from handlers.rules.expiry import expiry_date
 from handlers.rules.tiers import Progress, evaluate_downgrade, evaluate_upgrade, progress, purchasable_tiers
 from handlers.rules.tiers_model import Tier, WindowStats
@@ -133,7 +133,7 @@ async def current(merchant: Merchant, member_id: int, *, now: datetime) -> TierV
     state = await _state(merchant.id, member_id, tiers, lock=False)
     tier = loyalty_config.tier_by_code(tiers, state.tier_code)
     stats = await window_stats(merchant.id, member_id, _window(tiers), now)
-    window_end = _local_day(now, merchant.timezone) + timedelta(days=_window(tiers))
+    window_end = local_day(now, merchant.timezone) + timedelta(days=_window(tiers))
     return TierView(
         tier,
         state.since,
@@ -261,7 +261,7 @@ async def review_downgrades(now: datetime, merchant_id: int | None = None) -> in
     for merchant in await merchants:
         _, tiers = await loyalty_config.current_tiers(merchant.id)
         reviewable = [t.code for t in tiers if t.downgrade.enabled]
-        today = _local_day(now, merchant.timezone)
+        today = local_day(now, merchant.timezone)
         member_ids: list[int] = await MemberTier.filter(  # type: ignore[assignment]
             merchant_id=merchant.id, tier_code__in=reviewable
         ).values_list("member_id", flat=True)
@@ -277,7 +277,7 @@ async def _review_one(
         state = await MemberTier.select_for_update().get(member_id=member_id)
         stats = await window_stats(merchant.id, member_id, _window(tiers), now)  # read under the lock
         current_tier = loyalty_config.tier_by_code(tiers, state.tier_code)
-        since = _local_day(state.since, merchant.timezone)
+        since = local_day(state.since, merchant.timezone)
         target = evaluate_downgrade(
             tiers, current_tier.code, stats, since, today, last_review=state.last_review_on
         )
@@ -295,7 +295,3 @@ async def _review_one(
             now=now,
         )
         return 1
-
-
-def _local_day(moment: datetime, tz: str) -> date:
-    return moment.astimezone(ZoneInfo(tz)).date()

@@ -36,7 +36,7 @@ from handlers.mall.orders import (
     validate_address,
 )
 from handlers.members.lookup import CODE_ALPHABET
-from handlers.rules.checkin import local_day
+from handlers.rules.calendar import local_day
 from handlers.rules.errors import RuleError
 from handlers.rules.mall import (
     MAX_STOCK,

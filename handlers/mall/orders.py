@@ -26,7 +26,7 @@ from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, tiers
 from handlers.members.lookup import CODE_ALPHABET
 from handlers.members.profile import parse_phone
-from handlers.rules.checkin import local_day
+from handlers.rules.calendar import local_day
 from handlers.rules.mall import (
     MAX_QTY,
     ItemTerms,

@@ -11,10 +11,9 @@ import calendar
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from handlers.rules import _parse as p
 from handlers.rules.errors import RuleError
@@ -25,8 +24,6 @@ __all__ = [
     "RuleError",
     "checkin_points",
     "checkin_policy_to_dict",
-    "day_bounds_utc",
-    "local_day",
     "makeup_allowed",
     "month_calendar",
     "streak_after",
@@ -62,21 +59,6 @@ class CalendarDay:
     is_today: bool
     is_future: bool
     can_make_up: bool
-
-
-def local_day(now_utc: datetime, tz: str) -> date:
-    """The calendar date in zone `tz` at the aware instant `now_utc`."""
-    if now_utc.utcoffset() is None:
-        raise ValueError("now_utc must be timezone-aware")
-    return now_utc.astimezone(ZoneInfo(tz)).date()
-
-
-def day_bounds_utc(day: date, tz: str) -> tuple[datetime, datetime]:
-    """[start, end) of the local `day` as UTC instants; 23 or 25 hours long on DST change days."""
-    zone = ZoneInfo(tz)
-    start = datetime.combine(day, time(), zone).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC)
-    return start, end
 
 
 def streak_after(checked_days: Iterable[date], day: date) -> int:

@@ -7,7 +7,6 @@ expire go last; ties go to the smaller lot id (the older lot).
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -15,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from handlers.rules import _parse as p
+from handlers.rules.calendar import add_months, days_in_month
 from handlers.rules.errors import RuleError
 
 __all__ = [
@@ -82,11 +82,11 @@ class YearlyClearance:
     day: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.month <= 12 or not 1 <= self.day <= calendar.monthrange(2000, self.month)[1]:
+        if not 1 <= self.month <= 12 or not 1 <= self.day <= days_in_month(2000, self.month):
             raise ValueError("not a calendar day")
 
     def on(self, year: int) -> date:
-        return date(year, self.month, min(self.day, calendar.monthrange(year, self.month)[1]))
+        return date(year, self.month, min(self.day, days_in_month(year, self.month)))
 
 
 ExpiryPolicy = Never | RollingMonths | YearlyClearance
@@ -137,7 +137,7 @@ def expiry_date(earned_at: datetime, policy: ExpiryPolicy, tz: str) -> datetime 
         case Never():
             return None
         case RollingMonths(months=months):
-            last_day = _add_months(earned, months)
+            last_day = add_months(earned, months)
         case YearlyClearance():
             last_day = policy.on(earned.year)
             if last_day <= earned:
@@ -158,7 +158,7 @@ def validate_expiry_policy(raw: object) -> ExpiryPolicy:
     if kind == "yearly_clearance":
         top = p.obj(raw, "", required=("kind", "month", "day"))
         month = p.integer(top["month"], "month", lo=1, hi=12)
-        last = calendar.monthrange(2000, month)[1]  # a leap year: Feb 29 is allowed
+        last = days_in_month(2000, month)  # a leap year: Feb 29 is allowed
         return YearlyClearance(month, p.integer(top["day"], "day", lo=1, hi=last))
     raise RuleError("kind", "应为 never、rolling_months 或 yearly_clearance")
 
@@ -183,9 +183,3 @@ def _usable(lot: Lot, now: datetime | None) -> bool:
 
 def _spend_order(lot: Lot) -> tuple[bool, datetime | None, int]:
     return (lot.expires_at is None, lot.expires_at, lot.id)
-
-
-def _add_months(day: date, months: int) -> date:
-    index = day.month - 1 + months
-    year, month = day.year + index // 12, index % 12 + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -32,6 +31,7 @@ from handlers.coupons import redeem as coupons
 from handlers.coupons.redeem import CouponQuote
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, referrals, tiers
+from handlers.rules import calendar
 from handlers.rules.earn import compute_earn
 from handlers.rules.earn_model import EarnResult, Item, MemberInfo, RuleSet
 from handlers.rules.earn_model import Purchase as EarnPurchase
@@ -172,17 +172,13 @@ SELECT
 async def _period(merchant: Merchant, member_id: int, key: str, now: datetime) -> tuple[int, int, int | None]:
     """Cash spend this calendar year and purchase points earned today, both merchant-local, and the id of
     a purchase already recorded under `key` (read under the account lock, in the same round trip)."""
-    zone = ZoneInfo(merchant.timezone)
-    local = now.astimezone(zone)
-    year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
-    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
     row = await fetch_one(
         _PERIOD_SQL,
         merchant=merchant.id,
         member=member_id,
         key=key,
-        year_start=year_start,
-        day_start=day_start,
+        year_start=calendar.year_start(now, merchant.timezone),
+        day_start=calendar.day_start(now, merchant.timezone),
     )
     return int(row["spend"]), int(row["today"]), row["existing"]
 

@@ -6,13 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handlers.rules.calendar import day_bounds_utc, local_day
 from handlers.rules.checkin import (
     CheckinPolicy,
     RuleError,
     checkin_points,
     checkin_policy_to_dict,
-    day_bounds_utc,
-    local_day,
     makeup_allowed,
     month_calendar,
     points_table,
