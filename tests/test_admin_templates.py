@@ -21,7 +21,8 @@ def templates(root: Path) -> Path:
 
 async def start(aiohttp_client: Any, make_app: Any, tmp_path: Path) -> tuple[Any, Merchant, dict[str, str]]:
     app = make_app()
-    app[RENDERER] = Renderer(templates(tmp_path / "templates"))
+    samples = {"welcome": {"nickname": "张三"}, "checkin_done": {"days": 3}}
+    app[RENDERER] = Renderer(templates(tmp_path / "templates"), samples=samples)
     client = await aiohttp_client(app)
     merchant = await create_merchant(MerchantInput(slug="shop-a", name="A 店"))
     await create_staff(merchant, store_code=None, username="alice", role="admin", password=PASSWORD)

@@ -7,10 +7,11 @@ per process for a short time so the hot chat path does not query the database on
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import operator
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from handlers.core import reply_samples
 from handlers.core.errors import ValidationError
 from models.merchant import ReplyTemplate
 
@@ -116,6 +118,16 @@ def check_constructs(template: nodes.Template) -> None:
             raise jinja2.exceptions.SecurityError(f"不允许使用过滤器 {node.name}")
 
 
+def _named(exc: Exception) -> str:
+    """The name jinja's message is about: `'x' is undefined`, `... has no attribute 'x'`, `access to
+    attribute 'x' of ... is unsafe` → x."""
+    message = str(exc)
+    for pattern in (r"attribute '([^']+)'", r"^'([^']+)' is undefined"):
+        if match := re.search(pattern, message):
+            return match.group(1)
+    return message
+
+
 @dataclass(slots=True)
 class _Overrides:
     loaded_at: float
@@ -123,7 +135,9 @@ class _Overrides:
 
 
 class Renderer:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, samples: Mapping[str, Mapping[str, Any]] = reply_samples.SAMPLES) -> None:
+        """`samples`: what each reply template under `root` is given (overrides are checked against it)."""
+        self.samples = samples
         loader = jinja2.FileSystemLoader(str(root))
         self.text = jinja2.Environment(
             loader=loader,
@@ -140,9 +154,11 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        # Strict: a name an override is not given fails (checked against sample data when saved; at
+        # render time the built-in answers instead), rather than rendering as nothing.
         self.sandbox = LimitedSandbox(
             autoescape=False,
-            undefined=jinja2.ChainableUndefined,
+            undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
         )
@@ -194,14 +210,20 @@ class Renderer:
         try:
             check_constructs(self.sandbox.parse(source))
             template = self.sandbox.from_string(source)
-            # Sandbox violations and e.g. {{ 1 // 0 }} raise here; an undefined name only means the
-            # result depends on the data it will be given (a failure then falls back to the built-in).
-            with contextlib.suppress(jinja2.UndefinedError):
-                template.render()
         except jinja2.TemplateError as exc:
             raise ValidationError(f"模板无法解析: {exc}", field="source") from exc
+        try:  # against what the reply is given: a name it is not given, a sandbox violation, {{ 1 // 0 }}
+            text = template.render(merchant_name="街角咖啡", **self.samples.get(name, {})).strip()
+        except jinja2.UndefinedError as exc:
+            raise ValidationError(f"模板使用了回复中没有的内容：{_named(exc)}", field="source") from exc
+        except jinja2.exceptions.SecurityError as exc:
+            raise ValidationError(f"模板使用了不允许的内容：{_named(exc)}", field="source") from exc
         except Exception as exc:  # e.g. {{ 1 // 0 }}: compiles, but can never render
             raise ValidationError(f"模板无法渲染: {type(exc).__name__}", field="source") from exc
+        if not text:
+            raise ValidationError("模板渲染结果为空", field="source")
+        if len(text) > MAX_RENDERED_CHARS:
+            raise ValidationError(f"模板渲染结果超过 {MAX_RENDERED_CHARS} 个字符", field="source")
         return template
 
     def forget(self, merchant_id: int) -> None:
