@@ -18,6 +18,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+test-fast: $(STAMP)  # the inner loop: everything but the tests marked slow
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .

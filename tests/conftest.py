@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from argon2 import PasswordHasher
 
 from bot.app import create_app
 from bot.embedded_pg import EmbeddedPostgres
 from bot.settings import Settings
 from handlers import jobs
 from handlers.core.schedule import SchedulerConfig
+from handlers.staff import accounts
 from tests.support import dbutil
 from webhooks.appkeys import SCHEDULER_CONFIG
 
@@ -34,6 +36,9 @@ SECRET = "test-secret-key-0123456789abcdef0123456789"
 
 
 TEST_DATABASE = "memberbot_test"
+# Staff passwords are hashed with argon2's cheapest parameters here (a login per test adds up); the
+# service keeps argon2-cffi's defaults (tests/test_staff_auth.py checks them).
+accounts.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bot.settings import Settings
 from handlers.loyalty import ledger
@@ -26,7 +27,7 @@ from tests.support.factories import make_merchant
 from tests.test_two_processes import ROOT, server_env, servers, wait_healthy
 from webhooks.appkeys import REDIS
 
-pytestmark = real_redis
+pytestmark = [real_redis, pytest.mark.slow]
 MEMBERS = 1_000
 ATTEMPTS = 5_000
 UNITS = 100

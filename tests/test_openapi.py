@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -153,6 +154,7 @@ def _run(
     check()
 
 
+@pytest.mark.slow
 async def test_api_conforms_to_its_document(
     aiohttp_server: Any, make_app: Any, wechat_sim: WeChatSim, tmp_path: Path
 ) -> None:

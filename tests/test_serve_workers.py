@@ -9,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import REDIS_URL, SECRET, real_redis
 from tests.test_two_processes import ROOT, free_port
 
+pytestmark = pytest.mark.slow
 PARENT_WAIT_SECONDS = 20
 
 

@@ -191,3 +191,17 @@ async def test_concurrent_guesses_cannot_get_past_the_lockout(aiohttp_client: An
     statuses = [a.status for a in answers]
     assert statuses.count(200) + statuses.count(401) <= 5  # at most five passwords were checked
     assert 423 in statuses
+
+
+def test_the_service_hashes_with_argon2s_recommended_parameters() -> None:
+    """The suite hashes cheaply (tests/conftest.py); the service must not: argon2-cffi's defaults."""
+    import importlib
+
+    import handlers.staff.accounts as module
+
+    cheap = module.hasher
+    try:
+        fresh = importlib.reload(module).hasher
+    finally:
+        module.hasher = cheap
+    assert (fresh.time_cost, fresh.memory_cost, fresh.parallelism) == (3, 65536, 4)

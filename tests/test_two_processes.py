@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bot.settings import Settings
 from handlers.staff.accounts import create_staff
@@ -23,7 +24,7 @@ from models.purchase import Purchase, PurchaseStatus
 from tests.conftest import SECRET, real_redis
 from tests.support.factories import make_member, make_merchant
 
-pytestmark = real_redis
+pytestmark = [real_redis, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 UNIQUE = 240
 REPEATED = 40  # keys sent twice, once to each process

@@ -13,7 +13,7 @@ from models.staff import Staff, StaffRole
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
 MIN_PASSWORD = 8
-hasher = PasswordHasher()
+hasher = PasswordHasher()  # argon2-cffi's defaults: RFC 9106's low-memory profile (t=3, 64 MiB, p=4)
 
 
 async def create_staff(

@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from tortoise.transactions import in_transaction
 
 from handlers.core.errors import DomainError, ErrorCode, Unauthorized
-from handlers.staff.accounts import hasher
+from handlers.staff import accounts
 from models.merchant import Merchant, Store
 from models.staff import Staff, StaffRole
 
@@ -45,12 +45,12 @@ def has_role(role: StaffRole | str, minimum: StaffRole) -> bool:
 
 @functools.cache
 def _dummy_hash() -> str:
-    return hasher.hash(secrets.token_urlsafe(16))
+    return accounts.hasher.hash(secrets.token_urlsafe(16))
 
 
 def _check(password_hash: str, password: str) -> bool:
     try:
-        return hasher.verify(password_hash, password)
+        return accounts.hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -85,8 +85,8 @@ async def authenticate(merchant_slug: str, username: str, password: str, *, now:
 async def _succeeded(staff: Staff, password: str) -> None:
     """The right password: the attempt counted in advance, and any earlier failures, are forgiven."""
     values: dict[str, object] = {"failed_logins": 0, "locked_until": None}
-    if hasher.check_needs_rehash(staff.password_hash):
-        values["password_hash"] = await asyncio.to_thread(hasher.hash, password)
+    if accounts.hasher.check_needs_rehash(staff.password_hash):
+        values["password_hash"] = await asyncio.to_thread(accounts.hasher.hash, password)
     if values:
         await Staff.filter(id=staff.id).update(**values)
         for name, value in values.items():
