@@ -12,9 +12,11 @@ from arq import ArqRedis
 from redis.asyncio import Redis
 from tortoise import Tortoise
 
+from bot.demo import DEMO
 from bot.dialog import Dispatcher
 from bot.scheduler import embedded_scheduler
-from bot.settings import ROOT, Settings
+from bot.settings import ROOT, WECHAT_SIM_PREFIX, Settings
+from bot.wechat_sim import SimState, create_sim_app
 from bot.worker import arq_dispatch
 from handlers import effects
 from handlers.core.background import Background
@@ -77,7 +79,7 @@ def _http(settings: Settings) -> CleanupContext:
         timeout = aiohttp.ClientTimeout(total=10, connect=3)
         async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as session:
             app[HTTP] = session
-            app[WECHAT] = WeChatClient(session, app[REDIS], settings.wechat_api_base)
+            app[WECHAT] = WeChatClient(session, app[REDIS], settings.wechat_api_url())
             yield
 
     return http
@@ -122,6 +124,29 @@ def _effects(settings: Settings) -> CleanupContext:
     return effects_dispatch
 
 
+def mount_wechat_sim(app: web.Application, settings: Settings) -> None:
+    """Demo mode without WECHAT_API_BASE: the WeChat API simulator as a sub-app under WECHAT_SIM_PREFIX
+    (API and /sim control routes), knowing the demo merchant's Official Account and mini-program, so the
+    client (pointed at this app's own loopback URL) fetches tokens and redeems login codes from it."""
+    state = SimState()
+    for appid, secret in ((DEMO.oa_appid, DEMO.oa_secret), (DEMO.mp_appid, DEMO.mp_secret)):
+        state.add_app(appid, secret)
+    app.add_subapp(WECHAT_SIM_PREFIX, create_sim_app(state))
+    url = settings.wechat_api_url()
+
+    async def announce(app: web.Application) -> None:
+        log.info(
+            "WECHAT_API_BASE unset in demo mode: the WeChat API simulator serves the WeChat API in-process "
+            "at %s (demo apps %s, %s; login codes: POST %s/sim/codes)",
+            url,
+            DEMO.oa_appid,
+            DEMO.mp_appid,
+            url,
+        )
+
+    app.on_startup.append(announce)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -138,4 +163,6 @@ def create_app(settings: Settings) -> web.Application:
     if settings.redis_url.startswith("memory://"):  # no worker process: this one runs the jobs
         app.cleanup_ctx.append(embedded_scheduler)
     setup_routes(app)
+    if settings.wechat_sim_in_process:
+        mount_wechat_sim(app, settings)
     return app

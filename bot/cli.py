@@ -370,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     rrun.add_argument("--now", default=None, help="ISO time with offset (default: now)")
     retention.set_defaults(func=cmd_retention)
 
-    sim = sub.add_parser("wechat-sim", help="run the loopback WeChat API simulator")
+    sim = sub.add_parser(
+        "wechat-sim",
+        help="run the WeChat API simulator on its own port (DEMO=1 serve has one at /wechat-sim)",
+    )
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8090)
     sim.set_defaults(func=cmd_wechat_sim)

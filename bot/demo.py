@@ -31,8 +31,9 @@ async def seed_demo(*, if_empty: bool) -> int:
     for username, role in DEMO_STAFF:
         await create_staff(merchant, store_code="main", username=username, role=role, password=DEMO_PASSWORD)
     print(
-        f"memberbot: seeded merchant 'demo' (OA token {DEMO.oa_token}, AES key {DEMO.oa_aes_key}); "
-        f"staff cashier/manager/admin with password {DEMO_PASSWORD}",
+        f"memberbot: seeded merchant 'demo' (OA {DEMO.oa_appid}, token {DEMO.oa_token}, AES key "
+        f"{DEMO.oa_aes_key}; mini-program {DEMO.mp_appid}); staff cashier/manager/admin with password "
+        f"{DEMO_PASSWORD}",
         file=sys.stderr,
     )
     return 0

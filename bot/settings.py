@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DATA_DIR = ROOT / "var" / "pg"  # DATABASE_URL unset: a PostgreSQL 18 of our own, here
 EMBEDDED_DATABASE = "memberbot"
 EMBEDDED_REDIS_URL = "memory://"
+WECHAT_API = "https://api.weixin.qq.com"  # WECHAT_API_BASE unset, outside demo mode
+WECHAT_SIM_PREFIX = "/wechat-sim"  # WECHAT_API_BASE unset in demo mode: the simulator, mounted here
 
 
 class Settings(BaseSettings):
@@ -25,7 +28,10 @@ class Settings(BaseSettings):
     redis_url: str = Field(EMBEDDED_REDIS_URL, description="redis://host:port/db, or memory:// (in-process)")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_api_base: str = Field(
+        "",
+        description=f"WeChat API root; empty: {WECHAT_API}, or with DEMO=1 the in-process simulator",
+    )
     secret_key: SecretStr | None = Field(None, description="signs member-card QR tokens and sessions")
     demo: bool = Field(False, description="demo mode: embedded defaults, generated secret key")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -70,11 +76,44 @@ class Settings(BaseSettings):
             raise ValueError("SECRET_KEY must be at least 32 characters")
         if self.workers > 1 and self.embedded:
             raise ValueError("WORKERS > 1 needs PostgreSQL and a real Redis (embedded: one process)")
+        if not self.wechat_api_base and not self.demo:
+            self.wechat_api_base = WECHAT_API
+        if self.workers > 1 and self.wechat_sim_in_process:
+            # Each serve process would have a simulator of its own: a login code minted in one would be
+            # unknown to the process the login request reaches.
+            raise ValueError(
+                "WORKERS > 1 needs WECHAT_API_BASE (the in-process WeChat simulator is one process)"
+            )
         return self
 
     @property
     def embedded(self) -> bool:
         return not self.database_url or self.redis_url.startswith("memory://")
+
+    @property
+    def wechat_sim_in_process(self) -> bool:
+        """Demo mode without WECHAT_API_BASE: the app serves the WeChat simulator under WECHAT_SIM_PREFIX."""
+        return self.demo and not self.wechat_api_base
+
+    def wechat_api_url(self) -> str:
+        """The WeChat API root the client calls: WECHAT_API_BASE when set, else the in-process simulator
+        (demo mode) or the real WeChat."""
+        if self.wechat_api_base:
+            return self.wechat_api_base
+        if self.demo:
+            return self.loopback_url() + WECHAT_SIM_PREFIX
+        return WECHAT_API
+
+    def loopback_url(self) -> str:
+        """The URL this process reaches its own HTTP server at (a wildcard HOST means loopback)."""
+        try:
+            address = ipaddress.ip_address(self.host or "0.0.0.0")  # noqa: S104 - parsed, not bound
+        except ValueError:  # a host name, e.g. localhost
+            return f"http://{self.host}:{self.port}"
+        if address.is_unspecified:
+            address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+        host = f"[{address}]" if address.version == 6 else str(address)
+        return f"http://{host}:{self.port}"
 
     def secret(self) -> bytes:
         """The signing key; in demo mode one is generated once and kept under var/."""

@@ -1,9 +1,12 @@
-"""A loopback WeChat API simulator (`memberbot wechat-sim`) for development and tests.
+"""A loopback WeChat API simulator for development, demos and tests.
 
 It emulates the endpoints memberbot calls — `cgi-bin/stable_token`, `cgi-bin/message/custom/send`,
 `cgi-bin/message/template/send`, `cgi-bin/message/subscribe/send`, `cgi-bin/qrcode/create`,
-`sns/jscode2session` and `wxa/getwxacodeunlimit` — with WeChat's validation and error codes, and records
-every request. Point `WECHAT_API_BASE` at it. Set it up through `SimState` (in-process) or `/sim/...`:
+`cgi-bin/user/info`, `sns/jscode2session` and `wxa/getwxacodeunlimit` — with WeChat's validation and
+error codes, and records every request. It runs on its own port (`memberbot wechat-sim`; point
+`WECHAT_API_BASE` at it) or, in demo mode without `WECHAT_API_BASE`, mounted in the memberbot app under
+`/wechat-sim` (`bot.app.mount_wechat_sim`). The README lists the control routes; set it up through
+`SimState` (in-process) or `/sim/...`:
 
     POST /sim/apps {appid, secret}                 POST /sim/followers {appid, openid, unionid?, following?}
     POST /sim/interactions {appid, openid}         POST /sim/templates {appid, template_id, keys?}

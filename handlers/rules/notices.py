@@ -124,7 +124,7 @@ def valid_order(raw: Iterable[str]) -> tuple[Channel, ...]:
             raise ValueError(f"未知渠道 {name}（可选 template、subscribe、custom）")
         if name in order:
             raise ValueError(f"渠道 {name} 重复")
-        order.append(name)  # type: ignore[arg-type]  # checked against CHANNELS above
+        order.append(name)
     if not order:
         raise ValueError("至少选择一个渠道")
     return tuple(order)

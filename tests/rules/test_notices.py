@@ -97,9 +97,7 @@ def test_template_values_are_one_line_of_at_most_20_characters(text: str) -> Non
 
 
 def test_template_values_are_cut_visibly() -> None:
-    assert (
-        template_value("消费 128.00 元，获得 128 积分，当前积分 1,280") == "消费 128.00 元，获得 128 …"
-    )
+    assert template_value("消费 128.00 元，获得 128 积分，当前积分 1,280") == "消费 128.00 元，获得 128 …"
     assert template_value(" 银卡\n会员 ") == "银卡 会员"
 
 
