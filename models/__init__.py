@@ -20,6 +20,7 @@ MODEL_MODULES = [
     "models.wallet",
     "models.cards",
     "models.task",
+    "models.notice",
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import time
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -21,6 +23,11 @@ class Merchant(Model):
     mp_secret = fields.CharField(max_length=128, default="")
     # Retention: days after unfollowing before profile fields are erased (WeChat rule, see README).
     retention_grace_days = fields.IntField(default=30)
+    # Member notices that are not urgent wait out these merchant-local hours (start == end: none).
+    quiet_start = fields.TimeField(default=time(22, 0))
+    quiet_end = fields.TimeField(default=time(8, 0))
+    # Members' invite QR codes: permanent (QR_LIMIT_STR_SCENE, 100,000 per account) or 30-day ones.
+    invite_qr_permanent = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
