@@ -22,6 +22,7 @@ from handlers import effects
 from handlers.core.background import Background
 from handlers.core.templating import Renderer
 from handlers.loyalty import config as loyalty_config
+from handlers.notices.delivery import NoticeServices
 from handlers.wechat.client import WeChatClient
 from models import tortoise_config
 from webhooks.appkeys import BACKGROUND, DISPATCHER, EFFECTS, HTTP, REDIS, RENDERER, RUNTIME, WECHAT
@@ -85,43 +86,48 @@ def _http(settings: Settings) -> CleanupContext:
     return http
 
 
-async def _chat(app: web.Application) -> AsyncIterator[None]:
+async def _background(app: web.Application) -> AsyncIterator[None]:
     background = Background()
     app[BACKGROUND] = background
+    yield
+    await background.drain()
+
+
+async def _chat(app: web.Application) -> AsyncIterator[None]:
     app[DISPATCHER] = Dispatcher(
         redis=app[REDIS],
         renderer=app[RENDERER],
         wechat=app[WECHAT],
-        background=background,
+        background=app[BACKGROUND],
         base_url=app[RUNTIME].base_url,
         secret=app[RUNTIME].secret,
         effects=app[EFFECTS],
     )
     yield
-    await background.drain()
 
 
 def _effects(settings: Settings) -> CleanupContext:
-    """How queued effects reach a runner promptly: arq jobs for the worker processes, or (memory://)
-    background tasks of this process. Either way the sweep (`effects_sweep`) catches what is missed."""
+    """The durable effects registry, able to send notices, and how queued tasks reach a runner
+    promptly: arq jobs for the worker processes, or (memory://) background tasks of this process.
+    Either way the sweep (`effects_sweep`) catches what is missed."""
 
-    async def effects_dispatch(app: web.Application) -> AsyncIterator[None]:
-        registry, background = app[EFFECTS], app[BACKGROUND]
+    async def effects_ctx(app: web.Application) -> AsyncIterator[None]:
+        registry = effects.build(services=NoticeServices(app[WECHAT], app[REDIS]))
+        app[EFFECTS] = registry
         if settings.redis_url.startswith("memory://"):
+            background = app[BACKGROUND]
 
             async def in_process(task_ids: Sequence[int]) -> None:
                 for task_id in task_ids:
                     background.spawn(registry.run(task_id), name=f"task:{task_id}")
 
             registry.dispatch = in_process
-            yield
-            return
-        # arq's client on this app's connection pool: nothing to connect at start-up (a Redis that is
-        # down shows in /healthz instead of stopping the start).
-        registry.dispatch = arq_dispatch(ArqRedis(connection_pool=app[REDIS].connection_pool))
+        else:  # arq's client on this app's connection pool: nothing to connect at start-up (a Redis
+            # that is down shows in /healthz instead of stopping the start)
+            registry.dispatch = arq_dispatch(ArqRedis(connection_pool=app[REDIS].connection_pool))
         yield
 
-    return effects_dispatch
+    return effects_ctx
 
 
 def mount_wechat_sim(app: web.Application, settings: Settings) -> None:
@@ -134,7 +140,7 @@ def mount_wechat_sim(app: web.Application, settings: Settings) -> None:
     app.add_subapp(WECHAT_SIM_PREFIX, create_sim_app(state))
     url = settings.wechat_api_url()
 
-    async def announce(app: web.Application) -> None:
+    async def announce(app: web.Application) -> AsyncIterator[None]:
         log.info(
             "WECHAT_API_BASE unset in demo mode: the WeChat API simulator serves the WeChat API in-process "
             "at %s (demo apps %s, %s; login codes: POST %s/sim/codes)",
@@ -143,8 +149,9 @@ def mount_wechat_sim(app: web.Application, settings: Settings) -> None:
             DEMO.mp_appid,
             url,
         )
+        yield
 
-    app.on_startup.append(announce)
+    app.cleanup_ctx.append(announce)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -156,9 +163,8 @@ def create_app(settings: Settings) -> web.Application:
         secret=settings.secret(), base_url=settings.base_url(), max_body_bytes=settings.max_body_bytes
     )
     app[RENDERER] = Renderer(ROOT / "templates")
-    app[EFFECTS] = effects.build()
     app.cleanup_ctx.extend(
-        [_database(settings), _redis(settings), _http(settings), _chat, _effects(settings)]
+        [_database(settings), _redis(settings), _http(settings), _background, _effects(settings), _chat]
     )
     if settings.redis_url.startswith("memory://"):  # no worker process: this one runs the jobs
         app.cleanup_ctx.append(embedded_scheduler)

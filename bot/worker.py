@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from arq import ArqRedis, cron, func
 from arq.connections import RedisSettings
 from arq.cron import CronJob
@@ -30,6 +31,8 @@ from handlers import effects, jobs
 from handlers.core.schedule import SCHEDULE_TIMEZONE, Entry
 from handlers.core.tasks import Dispatch
 from handlers.jobs import SCHEDULE
+from handlers.notices.delivery import NoticeServices
+from handlers.wechat.client import WeChatClient
 from models import tortoise_config
 
 EMBEDDED_REDIS_REFUSAL = (
@@ -61,10 +64,16 @@ async def startup(ctx: dict[str, Any]) -> None:
         raise RuntimeError(EMBEDDED_REDIS_REFUSAL)
     ctx["settings"] = settings
     await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)
-    ctx["effects"] = effects.build(dispatch=arq_dispatch(ctx["redis"]))
+    ctx["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10, connect=3))
+    wechat = WeChatClient(ctx["session"], ctx["redis"], settings.wechat_api_url())
+    ctx["effects"] = effects.build(
+        dispatch=arq_dispatch(ctx["redis"]), services=NoticeServices(wechat, ctx["redis"])
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "session" in ctx:
+        await ctx["session"].close()
     await Tortoise.close_connections()
 
 

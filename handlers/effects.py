@@ -24,6 +24,7 @@ from handlers.loyalty import bonuses, tiers
 from handlers.loyalty import config as loyalty_config
 from handlers.members import lookup as members
 from handlers.members import registration
+from handlers.notices.delivery import NOTICE_SEND, NoticeServices, sender
 from handlers.till import purchase
 from handlers.wallet import ledger as wallet
 from models.member import Member
@@ -60,5 +61,7 @@ HANDLERS: dict[str, Handler] = {
 INLINE = frozenset(HANDLERS)
 
 
-def build(dispatch: Dispatch = no_dispatch) -> Effects:
-    return Effects(HANDLERS, inline=INLINE, dispatch=dispatch)
+def build(dispatch: Dispatch = no_dispatch, services: NoticeServices | None = None) -> Effects:
+    """The registry every process runs; `services` lets it send notices (without: they wait for a
+    process that can, e.g. the CLI leaves them to the worker)."""
+    return Effects({**HANDLERS, NOTICE_SEND: sender(services)}, inline=INLINE, dispatch=dispatch)

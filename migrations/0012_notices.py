@@ -2,7 +2,6 @@ from typing import Any
 
 from tortoise import migrations
 from tortoise.migrations import operations as ops
-import datetime
 import functools
 from json import dumps, loads
 from models.notice import DeliveryStatus
@@ -84,11 +83,11 @@ class Migration(migrations.Migration):
             "ALTER TABLE merchant ADD COLUMN invite_qr_permanent BOOLEAN NOT NULL DEFAULT FALSE",
         ),
         AddColumn(
-            'Merchant', 'quiet_end', fields.TimeField(default=datetime.time.fromisoformat('08:00:00'), auto_now=False, auto_now_add=False),
-            "ALTER TABLE merchant ADD COLUMN quiet_end TIME NOT NULL DEFAULT '08:00'",
+            'Merchant', 'quiet_end_minute', fields.SmallIntField(default=480),
+            "ALTER TABLE merchant ADD COLUMN quiet_end_minute SMALLINT NOT NULL DEFAULT 480",
         ),
         AddColumn(
-            'Merchant', 'quiet_start', fields.TimeField(default=datetime.time.fromisoformat('22:00:00'), auto_now=False, auto_now_add=False),
-            "ALTER TABLE merchant ADD COLUMN quiet_start TIME NOT NULL DEFAULT '22:00'",
+            'Merchant', 'quiet_start_minute', fields.SmallIntField(default=1320),
+            "ALTER TABLE merchant ADD COLUMN quiet_start_minute SMALLINT NOT NULL DEFAULT 1320",
         ),
     ]

@@ -23,9 +23,10 @@ class Merchant(Model):
     mp_secret = fields.CharField(max_length=128, default="")
     # Retention: days after unfollowing before profile fields are erased (WeChat rule, see README).
     retention_grace_days = fields.IntField(default=30)
-    # Member notices that are not urgent wait out these merchant-local hours (start == end: none).
-    quiet_start = fields.TimeField(default=time(22, 0))
-    quiet_end = fields.TimeField(default=time(8, 0))
+    # Member notices that are not urgent wait out these merchant-local hours, as minutes after midnight
+    # (default 22:00–08:00; start == end: none).
+    quiet_start_minute = fields.SmallIntField(default=22 * 60)
+    quiet_end_minute = fields.SmallIntField(default=8 * 60)
     # Members' invite QR codes: permanent (QR_LIMIT_STR_SCENE, 100,000 per account) or 30-day ones.
     invite_qr_permanent = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -35,6 +36,14 @@ class Merchant(Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def quiet_hours(self) -> tuple[time, time]:
+        return _time(self.quiet_start_minute), _time(self.quiet_end_minute)
+
+
+def _time(minute: int) -> time:
+    return time(minute // 60, minute % 60)
 
 
 class Store(Model):

@@ -12,6 +12,7 @@ from handlers.loyalty import config as loyalty_config
 from handlers.loyalty.ledger_audit import audit_points
 from handlers.members import lookup as members
 from handlers.members import registration
+from handlers.notices.delivery import NOTICE_SEND
 from handlers.rules.expiry import RollingMonths, expiry_date
 from models.member import Gender
 from models.points import PointsAccount, PointsKind, PointsLot, PointsTransaction
@@ -27,7 +28,11 @@ async def balance(member_id: int) -> int:
 
 async def test_the_app_runs_the_one_registry_of_effects(client: Any) -> None:
     """One registry (handlers.effects): no hook list a process could forget to install."""
-    assert client.app[APP_EFFECTS].handlers is effects.HANDLERS
+    assert (
+        set(client.app[APP_EFFECTS].handlers)
+        == set(effects.HANDLERS) | {NOTICE_SEND}
+        == set(EFFECTS.handlers)
+    )
     assert {members.MEMBER_REGISTERED, registration.PROFILE_COMPLETED} <= set(effects.HANDLERS)
 
 

@@ -82,11 +82,19 @@ async def test_an_effect_whose_process_died_runs_once_its_lease_lapses(client: A
     member = await members.create_member(merchant, openid="o-orphan", subscribed=True)
     registry = effects.build()
     now = datetime.now(UTC)
-    assert await registry.run_due(now) == {"done": 0, "failed": 0}  # still leased to its creator
+    assert await registry.run_due(now) == {
+        "done": 0,
+        "failed": 0,
+        "deferred": 0,
+    }  # still leased to its creator
     assert await PointsAccount.get_or_none(member_id=member.id) is None
-    assert await registry.run_due(now + tasks.LEASE + timedelta(seconds=1)) == {"done": 1, "failed": 0}
+    assert await registry.run_due(now + tasks.LEASE + timedelta(seconds=1)) == {
+        "done": 1,
+        "failed": 0,
+        "deferred": 0,
+    }
     assert (await PointsAccount.get(member_id=member.id)).balance == 40
-    assert await registry.run_due(now + timedelta(hours=1)) == {"done": 0, "failed": 0}
+    assert await registry.run_due(now + timedelta(hours=1)) == {"done": 0, "failed": 0, "deferred": 0}
     assert (await PointsAccount.get(member_id=member.id)).balance == 40
 
 

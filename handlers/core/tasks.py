@@ -41,6 +41,15 @@ Handler = Callable[["Effects", Payload, datetime], Awaitable[Result]]
 Dispatch = Callable[[Sequence[int]], Awaitable[None]]
 
 
+class Deferred(Exception):
+    """Raised by a handler that cannot act before `until` (e.g. quiet hours): the task is due again
+    then, and the wait does not count as a failed attempt."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(until.isoformat())
+        self.until = until
+
+
 @dataclass(frozen=True, slots=True)
 class Queued:
     """A task queued by the current transaction (None id: the same effect was queued before)."""
@@ -99,6 +108,7 @@ SELECT id, attempts FROM task
  LIMIT :limit
 """
 _DONE_SQL = "UPDATE task SET status = 'done', lease_until = NULL, done_at = :now WHERE id = :id"
+_DEFERRED_SQL = "UPDATE task SET status = 'pending', run_after = :until, lease_until = NULL WHERE id = :id"
 _FAILED_SQL = """
 UPDATE task SET status = :status, attempts = attempts + 1, run_after = :retry, lease_until = NULL,
                 last_error = :error
@@ -163,7 +173,8 @@ class Effects:
         its handler's result, or None (not run, or failed and retried later)."""
         return (await self._run(task_id, mine=mine, now=self.clock()))[1]
 
-    async def _run(self, task_id: int, *, mine: bool, now: datetime) -> tuple[TaskStatus | None, Result]:
+    async def _run(self, task_id: int, *, mine: bool, now: datetime) -> tuple[str | None, Result]:
+        """("done" | "failed" | "deferred", the handler's result), or (None, None) when not claimed."""
         rows = await queries.fetch_rows(_CLAIM_SQL, id=task_id, now=now, lease=now + LEASE, mine=mine)
         if not rows:
             return None, None  # done, not due yet, or running elsewhere
@@ -173,14 +184,16 @@ class Effects:
             if handler is None:
                 raise LookupError(f"no handler for effect kind {row['kind']!r}")
             result = await handler(self, _loads(row["payload"]), now)
+        except Deferred as wait:
+            await queries.fetch_rows(_DEFERRED_SQL, id=task_id, until=wait.until)
+            return "deferred", None
         except Exception as exc:
-            return await self._failed(task_id, row["kind"], int(row["attempts"]) + 1, exc, now), None
+            await self._failed(task_id, row["kind"], int(row["attempts"]) + 1, exc, now)
+            return "failed", None
         await queries.fetch_rows(_DONE_SQL, id=task_id, now=now)
-        return TaskStatus.DONE, result
+        return "done", result
 
-    async def _failed(
-        self, task_id: int, kind: str, attempts: int, exc: Exception, now: datetime
-    ) -> TaskStatus:
+    async def _failed(self, task_id: int, kind: str, attempts: int, exc: Exception, now: datetime) -> None:
         dead = attempts >= MAX_ATTEMPTS
         error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
         extra = {"task_id": task_id, "kind": kind, "attempts": attempts}
@@ -192,7 +205,6 @@ class Effects:
         await queries.fetch_rows(
             _FAILED_SQL, id=task_id, status=status.value, retry=now + backoff(attempts), error=error
         )
-        return status
 
     async def due(self, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
         """(id, attempts so far) of the tasks due at `now`, oldest first."""
@@ -201,11 +213,11 @@ class Effects:
 
     async def run_due(self, now: datetime, limit: int = 500) -> dict[str, int]:
         """Run what is due, one task at a time (the embedded scheduler; tests)."""
-        counts = {"done": 0, "failed": 0}
+        counts = {"done": 0, "failed": 0, "deferred": 0}
         for task_id, _ in await self.due(now, limit):
-            status, _ = await self._run(task_id, mine=False, now=now)
-            if status is not None:
-                counts["done" if status == TaskStatus.DONE else "failed"] += 1
+            outcome, _ = await self._run(task_id, mine=False, now=now)
+            if outcome is not None:
+                counts[outcome] += 1
         return counts
 
 

@@ -31,7 +31,7 @@ async def window_opened(redis: Redis, merchant_id: int, openid: str, now: dateti
 
 async def window(redis: Redis, merchant_id: int, openid: str) -> tuple[datetime | None, int]:
     """(when the member's current window opened, messages sent in it); (None, 0) outside any."""
-    found = await redis.hgetall(_window_key(merchant_id, openid))
+    found = await redis.hgetall(_window_key(merchant_id, openid))  # type: ignore[misc]
     if not found:
         return None, 0
     opened = int(found.get(b"opened", b"0"))
@@ -39,7 +39,7 @@ async def window(redis: Redis, merchant_id: int, openid: str) -> tuple[datetime 
 
 
 async def window_used(redis: Redis, merchant_id: int, openid: str) -> None:
-    await redis.hincrby(_window_key(merchant_id, openid), "sent", 1)
+    await redis.hincrby(_window_key(merchant_id, openid), "sent", 1)  # type: ignore[misc]
 
 
 async def record_grants(member: Member, accepted: Iterable[str], rejected: Iterable[str]) -> dict[str, int]:

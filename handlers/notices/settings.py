@@ -198,8 +198,12 @@ async def reset(merchant: Merchant, code: str, *, actor: str) -> Setting:
 
 
 async def set_quiet_hours(merchant: Merchant, start: time, end: time, *, actor: str) -> None:
-    merchant.quiet_start, merchant.quiet_end = start, end
-    await merchant.save(update_fields=["quiet_start", "quiet_end"])
+    """Merchant-local quiet hours for notices that are not urgent (start == end: none)."""
+    merchant.quiet_start_minute, merchant.quiet_end_minute = (
+        start.hour * 60 + start.minute,
+        end.hour * 60 + end.minute,
+    )
+    await merchant.save(update_fields=["quiet_start_minute", "quiet_end_minute"])
     await audit_log.record(
         merchant.id, actor, "notice.quiet_hours", "", start=start.isoformat(), end=end.isoformat()
     )
