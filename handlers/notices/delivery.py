@@ -263,6 +263,7 @@ async def _deliver(
             msgid=msgid,
             text=text,
             reason=";".join(passed),
+            errcode=delivery.errcode,
         )
         return {"channel": channel, "msgid": msgid}
     final = DeliveryStatus.FAILED if delivery.errcode is not None else DeliveryStatus.SKIPPED

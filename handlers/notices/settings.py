@@ -25,6 +25,7 @@ MAX_EXPRESSION = 200
 MAX_BODY = 1000
 _TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KEYWORD = re.compile(r"^[a-z_]{1,32}[0-9]{1,2}$")  # thing1, amount2, character_string3 …
+_KEYWORD_NUMBER = re.compile(r"[0-9]+$")
 _PAGE = re.compile(r"^[A-Za-z0-9_/.-]{1,128}$")
 _URL = re.compile(r"^https://[^\s]{1,1000}$")
 _SANDBOX = LimitedSandbox(autoescape=False, undefined=jinja2.StrictUndefined)
@@ -111,7 +112,9 @@ def render(source: str, context: dict[str, Any]) -> str:
 
 
 def render_fields(fields: dict[str, str], context: dict[str, Any]) -> dict[str, str]:
-    return {keyword: template_value(render(expression, context)) for keyword, expression in fields.items()}
+    """Each keyword's value, in WeChat's display order (the number a keyword ends with: thing1, amount2)."""
+    ordered = sorted(fields.items(), key=lambda item: int(_KEYWORD_NUMBER.search(item[0]).group()))  # type: ignore[union-attr]
+    return {keyword: template_value(render(expression, context)) for keyword, expression in ordered}
 
 
 def render_body(source: str, context: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ from handlers.coupons import redeem as coupons
 from handlers.coupons.redeem import CouponQuote
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, referrals, tiers
+from handlers.notices.delivery import queue_notice
 from handlers.rules import calendar
 from handlers.rules.earn import compute_earn
 from handlers.rules.earn_model import EarnResult, Item, MemberInfo, RuleSet
@@ -226,8 +227,35 @@ async def record_purchase(
             {"purchase_id": purchase.id, "at": now.isoformat()},
             merchant_id=merchant.id,
         )
-    [after] = await effects.after_commit(queued) or [None]
+        receipt = await queue_notice(
+            effects,
+            "purchase_receipt",
+            merchant_id=merchant.id,
+            member_id=till.member.id,
+            event_key=f"purchase:{purchase.id}",
+            context=_receipt(result, till),
+        )
+    [after] = await effects.after_commit(queued, *([receipt] if receipt else [])) or [None]
     return PurchaseResult(**{**after, "replayed": False}) if after else result
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen / 100:.2f}"
+
+
+def _receipt(result: PurchaseResult, till: _Till) -> dict[str, Any]:
+    """What the member's receipt says (handlers.notices.catalog: purchase_receipt)."""
+    return {
+        "amount": _yuan(result.amount_fen),
+        "discount": _yuan(result.discount_fen + result.coupon_fen),
+        "coupon": result.coupon_code or "",
+        "paid": _yuan(result.paid_fen),
+        "stored_value": _yuan(result.stored_value_fen),
+        "points": result.points_earned,
+        "pending": result.points_pending,
+        "balance": result.balance,
+        "store": till.store_code or "",
+    }
 
 
 async def _load(merchant: Merchant, staff: Staff | None, req: PurchaseRequest) -> _Till:
