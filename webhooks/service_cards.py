@@ -66,7 +66,7 @@ class CardSellIn(In):
     @model_validator(mode="after")
     def _one_member(self) -> CardSellIn:
         if (self.member_id is None) == (self.member_code is None):
-            raise ValueError("send exactly one of member_id or member_code")
+            raise ValueError("member_id 和 member_code 须且只能填写一个")
         return self
 
 
@@ -94,7 +94,7 @@ class CardScanUseIn(In):
     @model_validator(mode="after")
     def _one_of(self) -> CardScanUseIn:
         if (self.qr is None) == (self.member_code is None):
-            raise ValueError("send exactly one of qr or member_code")
+            raise ValueError("qr 和 member_code 须且只能填写一个")
         return self
 
 

@@ -50,7 +50,7 @@ class ScanIn(In):
     @model_validator(mode="after")
     def _one_of(self) -> ScanIn:
         if (self.qr is None) == (self.member_code is None):
-            raise ValueError("send exactly one of qr or member_code")
+            raise ValueError("qr 和 member_code 须且只能填写一个")
         return self
 
 
@@ -88,7 +88,7 @@ class PurchaseIn(In):
     @model_validator(mode="after")
     def _one_member(self) -> PurchaseIn:
         if (self.member_id is None) == (self.member_code is None):
-            raise ValueError("send exactly one of member_id or member_code")
+            raise ValueError("member_id 和 member_code 须且只能填写一个")
         return self
 
 
