@@ -327,9 +327,9 @@ async def use_card(call: Call[CardUseIn, CardPath]) -> CardUsedOut:
 async def use_by_scan(call: Call[CardScanUseIn, None]) -> CardUsedOut:
     """Scan the member's card QR (or type the code) and take one use of their card for `product_id`."""
     now = datetime.now(UTC)
-    raw = call.body.qr if call.body.qr is not None else call.body.member_code
+    field, raw = ("qr", call.body.qr) if call.body.qr is not None else ("member_code", call.body.member_code)
     secret = call.request.app[RUNTIME].secret
-    member = await member_qr.resolve_scan(call.merchant, raw or "", secret=secret, now=now)
+    member = await member_qr.resolve_scan(call.merchant, raw or "", secret=secret, now=now, field=field)
     used = await service_cards.use_for_member(
         call.merchant, member, call.body.product_id, key=call.body.idempotency_key, staff=call.staff, now=now
     )

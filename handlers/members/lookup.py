@@ -95,13 +95,14 @@ def is_code(code: str) -> bool:
     return len(code) == CODE_LENGTH and all(ch in CODE_ALPHABET for ch in code)
 
 
-async def by_code(merchant: Merchant, code: str) -> Member:
+async def by_code(merchant: Merchant, code: str, *, field: str = "member_code") -> Member:
+    """The member with this code; `member_not_found` naming `field` (the input the code came from)."""
     normalised = normalise_code(code)
     member = None
     if is_code(normalised):
         member = await Member.get_or_none(merchant_id=merchant.id, code=normalised)
     if member is None or member.anonymized_at is not None:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field="member_code")
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field=field)
     return member
 
 
