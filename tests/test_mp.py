@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from handlers.members import lookup as members
@@ -176,6 +177,57 @@ async def test_invalid_or_used_code_is_401(aiohttp_client: Any, make_app: Any, w
         "field": "code",
     }
     assert await Member.filter(merchant_id=merchant.id).count() == 1
+
+
+def _wechat_log(caplog: Any) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "webhooks.mp" and hasattr(r, "errcode")]
+
+
+async def test_a_login_wechat_refuses_shows_chinese_and_logs_the_errcode(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim, caplog: Any
+) -> None:
+    """WeChat's own errmsg ('invalid appid rid: …') and errcode are for the log, never for the member."""
+    client, _ = await start(aiohttp_client, make_app, wechat_sim)
+    await create_merchant(
+        MerchantInput(slug="shop-x", name="X 店", mp_appid="wxunknown0000001", mp_secret="s")
+    )
+    with caplog.at_level(logging.WARNING, logger="webhooks.mp"):
+        refused = await client.post("/api/mp/shop-x/login", json={"code": "SIMCODE-any"})
+    assert refused.status == 502
+    assert await refused.json() == {
+        "error": {"code": "wechat_error", "message": "本店小程序登录暂不可用，请联系商家"}
+    }
+    assert wechat_sim.records("sns/jscode2session")[-1]["errcode"] == 40013  # WeChat did refuse it
+    text = await refused.text()
+    assert not any(leak in text for leak in ("invalid appid", "rid", "40013", "WeChat"))
+    (record,) = _wechat_log(caplog)
+    assert (record.errcode, record.error) == (40013, "InvalidCredential")
+    assert "invalid appid" in record.errmsg and "rid:" in record.errmsg
+    caplog.clear()
+    wechat_sim.inject_error("sns/jscode2session", 40226, "high risk user rid: 6f1a2b3c")
+    with caplog.at_level(logging.WARNING, logger="webhooks.mp"):
+        blocked = await login(client, wechat_sim, "o-mp-risky")
+    assert blocked.status == 502
+    assert (await blocked.json())["error"] == {
+        "code": "wechat_error",
+        "message": "微信登录暂时失败，请稍后再试",
+    }
+    assert "high risk" not in await blocked.text() and "6f1a2b3c" not in await blocked.text()
+    (record,) = _wechat_log(caplog)
+    assert record.errcode == 40226 and "6f1a2b3c" in record.errmsg
+
+
+async def test_a_login_at_a_merchant_without_a_mini_program_is_chinese(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
+    client, _ = await start(aiohttp_client, make_app, wechat_sim)
+    await create_merchant(MerchantInput(slug="shop-oa", name="公众号店"))
+    response = await client.post("/api/mp/shop-oa/login", json={"code": "x"})
+    assert (response.status, (await response.json())["error"]) == (
+        502,
+        {"code": "wechat_error", "message": "本店小程序登录暂不可用，请联系商家"},
+    )
+    assert wechat_sim.records("sns/jscode2session") == []
 
 
 async def test_login_body_and_merchant_are_validated(

@@ -220,6 +220,13 @@ async def test_use_by_scan_finds_the_members_card(client: TestClient, shop: Any)
         json={"member_code": member.code, "product_id": time_id, "idempotency_key": "q1"},
     )
     assert wrong.status == 409 and (await wrong.json())["error"]["code"] == "idempotency_mismatch"
+    malformed = await client.post(
+        "/api/staff/service-cards/use",
+        headers=roles["cashier"],
+        json={"qr": "1.2.3", "product_id": count_id, "idempotency_key": "q2"},
+    )
+    error = (await malformed.json())["error"]
+    assert (malformed.status, error["code"], error["field"]) == (400, "card_invalid", "qr")
 
 
 async def test_concurrent_uses_of_three_left_serve_exactly_three(client: TestClient, shop: Any) -> None:

@@ -181,7 +181,10 @@ async def test_oversized_body_is_413_envelope(aiohttp_client: Any, make_app: Any
         "/api/staff/login", data=b"{" + b" " * 300_000 + b"}", headers={"Content-Type": "application/json"}
     )
     assert response.status == 413
-    assert (await response.json())["error"]["code"] == "payload_too_large"
+    assert (await response.json())["error"] == {
+        "code": "payload_too_large",
+        "message": "请求体过大（不能超过 256 KB）",
+    }
 
 
 async def test_concurrent_guesses_cannot_get_past_the_lockout(aiohttp_client: Any, make_app: Any) -> None:

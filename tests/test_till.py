@@ -40,6 +40,28 @@ async def test_an_old_qr_is_refused_at_the_till(client: Any) -> None:
     assert (await response.json())["error"]["code"] == "card_expired"
 
 
+async def test_a_malformed_qr_is_refused_naming_qr(client: Any) -> None:
+    """The scan names the input the cashier used: a bad `qr` is never reported as `member_code`."""
+    merchant = await make_merchant()
+    member = await make_member(merchant)
+    headers = await staff_headers(client, merchant)
+    expected = {
+        "ZZZZZZZZ": (404, "member_not_found"),  # shaped like a member code, but nobody's
+        "not-a-card!": (404, "member_not_found"),
+        "1.2.3": (400, "card_invalid"),
+        "   ": (400, "validation_error"),
+    }
+    for qr, (status, code) in expected.items():
+        response = await client.post("/api/staff/scan", json={"qr": qr}, headers=headers)
+        error = (await response.json())["error"]
+        assert (response.status, error["code"], error.get("field")) == (status, code, "qr"), (qr, error)
+    typed = await client.post("/api/staff/scan", json={"member_code": "ZZZZZZZZ"}, headers=headers)
+    assert (await typed.json())["error"]["field"] == "member_code"
+    token = cardtoken.issue(SECRET.encode(), merchant.id, member.id, int(time.time()))
+    found = await client.post("/api/staff/scan", json={"qr": token}, headers=headers)
+    assert found.status == 200
+
+
 async def test_purchase_and_refund_over_http(client: Any) -> None:
     merchant = await make_merchant()
     member = await make_member(merchant)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -347,7 +348,23 @@ async def test_unreachable_wechat_is_unavailable(session: ClientSession, redis: 
     wx = WeChatClient(session, redis, "http://127.0.0.1:9")
     with pytest.raises(errors.WeChatUnavailable) as caught:
         await wx.access_token(OA)
-    assert "unreachable" in caught.value.message
+    assert "unreachable" in caught.value.errmsg  # the cause, for the log
+    assert caught.value.message == "微信服务暂时不可用，请稍后再试"  # what a caller is shown
+
+
+@pytest.mark.parametrize(
+    "errcode", [-1, 40013, 40001, 40003, 43004, 43101, 45015, 45009, 40029, 40163, 48001]
+)
+def test_wechat_errors_show_chinese_and_keep_errcode_and_errmsg_for_the_log(errcode: int) -> None:
+    error = errors.error_for(errcode, "invalid appid rid: 65f0a1b2-1c2d3e4f")
+    assert re.search(r"[\u4e00-\u9fff]", error.message), error.message
+    assert "rid" not in error.message and "invalid" not in error.message and str(errcode) not in error.message
+    assert error.log_fields() == {
+        "error": type(error).__name__,
+        "errcode": errcode,
+        "errmsg": "invalid appid rid: 65f0a1b2-1c2d3e4f",
+    }
+    assert f"errcode {errcode}: invalid appid rid:" in str(error)  # tracebacks and the task outbox
 
 
 async def test_merchant_credentials_require_both_values() -> None:

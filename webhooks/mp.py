@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -14,7 +15,14 @@ from handlers.members.profile import mask_phone
 from handlers.staff.merchants import SLUG, get_merchant
 from handlers.staff.sessions import SessionKind
 from handlers.wechat.client import mp_credentials
-from handlers.wechat.errors import CodeUsed, FrequencyLimited, InvalidCode
+from handlers.wechat.errors import (
+    CodeUsed,
+    FrequencyLimited,
+    InvalidCode,
+    InvalidCredential,
+    WeChatError,
+    WeChatNotConfigured,
+)
 from models.member import Gender, Member
 from webhooks.api import ApiError, Call, In, Line, Out, Routes
 from webhooks.appkeys import EFFECTS, WECHAT
@@ -22,6 +30,12 @@ from webhooks.auth import MEMBER, bearer_token, rate_limit, session_store
 
 LOGIN_ATTEMPTS = 30
 LOGIN_WINDOW_SECONDS = 60
+# What a member sees when WeChat refuses the login for a reason retrying cannot fix (the merchant's
+# mini-program is not set up, or its appid/secret is wrong), and for any other refusal.
+LOGIN_MISCONFIGURED = "本店小程序登录暂不可用，请联系商家"
+LOGIN_FAILED = "微信登录暂时失败，请稍后再试"
+
+log = logging.getLogger(__name__)
 
 routes = Routes("mp")
 
@@ -92,6 +106,15 @@ async def login(call: Call[MpLoginIn, MerchantPath]) -> MpLoginOut:
         raise ApiError(
             429, ErrorCode.RATE_LIMITED, "登录过于频繁，请稍后再试", headers={"Retry-After": "60"}
         ) from None
+    except WeChatNotConfigured:
+        log.warning("mini-program login: the merchant has no mini-program", extra={"merchant": merchant.slug})
+        raise ApiError(502, ErrorCode.WECHAT_ERROR, LOGIN_MISCONFIGURED) from None
+    except WeChatError as exc:  # errcode and errmsg (with WeChat's rid) go to the log, not to the member
+        log.warning(
+            "mini-program login refused by wechat", extra={"merchant": merchant.slug, **exc.log_fields()}
+        )
+        message = LOGIN_MISCONFIGURED if isinstance(exc, InvalidCredential) else LOGIN_FAILED
+        raise ApiError(502, ErrorCode.WECHAT_ERROR, message) from None
     member = await mp_login.link_member(merchant, mp.openid, mp.unionid, effects=call.request.app[EFFECTS])
     issued = await session_store(call.request).issue(
         SessionKind.MEMBER, merchant.id, member.id, data={"openid": mp.openid, "session_key": mp.session_key}

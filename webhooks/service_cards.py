@@ -66,7 +66,7 @@ class CardSellIn(In):
     @model_validator(mode="after")
     def _one_member(self) -> CardSellIn:
         if (self.member_id is None) == (self.member_code is None):
-            raise ValueError("send exactly one of member_id or member_code")
+            raise ValueError("member_id 和 member_code 须且只能填写一个")
         return self
 
 
@@ -94,7 +94,7 @@ class CardScanUseIn(In):
     @model_validator(mode="after")
     def _one_of(self) -> CardScanUseIn:
         if (self.qr is None) == (self.member_code is None):
-            raise ValueError("send exactly one of qr or member_code")
+            raise ValueError("qr 和 member_code 须且只能填写一个")
         return self
 
 
@@ -327,9 +327,9 @@ async def use_card(call: Call[CardUseIn, CardPath]) -> CardUsedOut:
 async def use_by_scan(call: Call[CardScanUseIn, None]) -> CardUsedOut:
     """Scan the member's card QR (or type the code) and take one use of their card for `product_id`."""
     now = datetime.now(UTC)
-    raw = call.body.qr if call.body.qr is not None else call.body.member_code
+    field, raw = ("qr", call.body.qr) if call.body.qr is not None else ("member_code", call.body.member_code)
     secret = call.request.app[RUNTIME].secret
-    member = await member_qr.resolve_scan(call.merchant, raw or "", secret=secret, now=now)
+    member = await member_qr.resolve_scan(call.merchant, raw or "", secret=secret, now=now, field=field)
     used = await service_cards.use_for_member(
         call.merchant, member, call.body.product_id, key=call.body.idempotency_key, staff=call.staff, now=now
     )

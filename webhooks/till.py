@@ -50,7 +50,7 @@ class ScanIn(In):
     @model_validator(mode="after")
     def _one_of(self) -> ScanIn:
         if (self.qr is None) == (self.member_code is None):
-            raise ValueError("send exactly one of qr or member_code")
+            raise ValueError("qr 和 member_code 须且只能填写一个")
         return self
 
 
@@ -88,7 +88,7 @@ class PurchaseIn(In):
     @model_validator(mode="after")
     def _one_member(self) -> PurchaseIn:
         if (self.member_id is None) == (self.member_code is None):
-            raise ValueError("send exactly one of member_id or member_code")
+            raise ValueError("member_id 和 member_code 须且只能填写一个")
         return self
 
 
@@ -163,9 +163,9 @@ async def member_card(merchant: Merchant, member: Member, now: datetime) -> Memb
 async def scan(call: Call[ScanIn, None]) -> MemberCardOut:
     """Identify the member from their card QR (refused once older than two 60 s windows) or typed code."""
     now = datetime.now(UTC)
-    raw = call.body.qr if call.body.qr is not None else call.body.member_code
+    field, raw = ("qr", call.body.qr) if call.body.qr is not None else ("member_code", call.body.member_code)
     member = await member_qr.resolve_scan(
-        call.merchant, raw or "", secret=call.request.app[RUNTIME].secret, now=now
+        call.merchant, raw or "", secret=call.request.app[RUNTIME].secret, now=now, field=field
     )
     return await member_card(call.merchant, member, now)
 

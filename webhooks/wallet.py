@@ -45,7 +45,7 @@ class TopUpIn(In):
     @model_validator(mode="after")
     def _one_member(self) -> TopUpIn:
         if (self.member_id is None) == (self.member_code is None):
-            raise ValueError("send exactly one of member_id or member_code")
+            raise ValueError("member_id 和 member_code 须且只能填写一个")
         return self
 
 

@@ -262,7 +262,7 @@ async def issue_once(
 def _same_request(coupon: Coupon, member_id: int, template_id: int) -> Coupon:
     if coupon.member_id != member_id or coupon.template_id != template_id:
         raise DomainError(
-            "idempotency key was already used for a different request",
+            "幂等键 idempotency_key 已用于另一笔请求",
             code=ErrorCode.IDEMPOTENCY_MISMATCH,
             field="idempotency_key",
         )

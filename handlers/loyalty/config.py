@@ -141,14 +141,14 @@ async def current_rules(merchant_id: int) -> RuleSet:
 async def rules_version(merchant_id: int, version: int) -> RuleSet:
     row = await RuleSetVersion.get_or_none(merchant_id=merchant_id, version=version)
     if row is None:
-        raise NotFound(f"no rule set version {version}", field="version")
+        raise NotFound(f"规则版本 {version} 不存在", field="version")
     return validate_rule_set(row.rules)
 
 
 def parse_rules(raw: object, version: int) -> RuleSet:
     """Validate a proposed rule set (its `version`, if sent, is replaced by the one it will get)."""
     if not isinstance(raw, dict):
-        raise ValidationError("rule set must be an object", field="rules")
+        raise ValidationError("rules 须为 JSON 对象", field="rules")
     try:
         return validate_rule_set({**raw, "version": version})
     except RuleError as exc:
@@ -173,7 +173,7 @@ async def _save_rules(merchant_id: int, raw: object, *, actor: str, expected: in
     except IntegrityError:
         if actor == "system":  # two first readers raced to write the defaults: read the winner's
             return await rules_version(merchant_id, rules.version)
-        raise Conflict("rule set was changed concurrently; reload and retry", field="version") from None
+        raise Conflict("规则已被他人修改（version 已变），请刷新后重试", field="version") from None
     clear_cache(merchant_id)
     return rules
 
@@ -215,7 +215,7 @@ async def _save_tiers(merchant_id: int, raw: object, *, actor: str, expected: in
     except IntegrityError:
         if actor == "system":
             return await current_tiers(merchant_id)
-        raise Conflict("tiers were changed concurrently; reload and retry", field="version") from None
+        raise Conflict("等级设置已被他人修改（version 已变），请刷新后重试", field="version") from None
     clear_cache(merchant_id)
     return version, tiers
 

@@ -71,7 +71,7 @@ async def lock_account(merchant_id: int, member_id: int) -> PointsAccount:
 
 def _mismatch() -> DomainError:
     return DomainError(
-        "idempotency key was already used for a different request",
+        "幂等键 idempotency_key 已用于另一笔请求",
         code=ErrorCode.IDEMPOTENCY_MISMATCH,
         field="idempotency_key",
     )
@@ -122,7 +122,7 @@ async def _written_or_replayed(
 
 def _check_amount(amount: int) -> None:
     if not 0 < amount <= MAX_POSTING:
-        raise ValidationError(f"points must be between 1 and {MAX_POSTING}", field="points")
+        raise ValidationError(f"points 须在 1 到 {MAX_POSTING} 之间", field="points")
 
 
 async def credit(
@@ -349,7 +349,7 @@ async def reverse(
     if original is None:
         raise NotFound("没有找到要撤销的积分记录", field="idempotency_key")
     if original.kind in (PointsKind.REVERSE, PointsKind.EXPIRE):
-        raise ValidationError("this posting cannot be reversed", field="idempotency_key")
+        raise ValidationError("idempotency_key 对应的是撤销或过期记录，不能再撤销", field="idempotency_key")
     async with in_transaction():
         account = await lock_account(merchant_id, original.member_id)
         replayed = await _replay(merchant_id, original.member_id, key, PointsKind.REVERSE, None)

@@ -129,7 +129,7 @@ async def recorded(merchant_id: int, since: datetime, until: datetime) -> AsyncI
 async def simulate(merchant_id: int, proposed_raw: Any, *, days: int, now: datetime) -> Simulation:
     """Current rules against `proposed_raw` (validated; nothing is saved) over the last `days` days."""
     if not 1 <= days <= MAX_DAYS:
-        raise ValidationError(f"days: 1–{MAX_DAYS}", field="days")
+        raise ValidationError(f"days 须在 1 到 {MAX_DAYS} 之间", field="days")
     current = await loyalty_config.current_rules(merchant_id)
     proposed = loyalty_config.parse_rules(proposed_raw, current.version + 1)
     cash = (await loyalty_config.program(merchant_id)).points_per_yuan_cash

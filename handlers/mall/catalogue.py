@@ -241,7 +241,7 @@ async def _stock_replay(
 
 def _mismatch() -> DomainError:
     return DomainError(
-        "idempotency key was already used for a different request",
+        "幂等键 idempotency_key 已用于另一笔请求",
         code=ErrorCode.IDEMPOTENCY_MISMATCH,
         field="idempotency_key",
     )

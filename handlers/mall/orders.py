@@ -161,7 +161,7 @@ async def _replay(
         return None
     if (order.member_id, order.item_id, order.qty, order.points) != (member_id, item_id, qty, points_total):
         raise DomainError(
-            "idempotency key was already used for a different request",
+            "幂等键 idempotency_key 已用于另一笔请求",
             code=ErrorCode.IDEMPOTENCY_MISMATCH,
             field="idempotency_key",
         )

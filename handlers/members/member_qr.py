@@ -68,32 +68,35 @@ def issue_token(merchant: Merchant, member_id: int, *, secret: bytes, now: datet
     return CardToken(token, accepted_until - unix, window_end - unix)
 
 
-async def resolve_scan(merchant: Merchant, qr_or_code: str, *, secret: bytes, now: datetime | int) -> Member:
+async def resolve_scan(
+    merchant: Merchant, qr_or_code: str, *, secret: bytes, now: datetime | int, field: str = "code"
+) -> Member:
     """The member behind a scanned card QR or a typed member code, within `merchant` only.
 
     Raises DomainError: `card_expired` (an old QR, ask for a refresh), `card_invalid` (not a card
     of this merchant, or forged), `member_not_found` (an unknown code), `validation_error` (empty).
+    Every one names `field`: the input the text came from (`qr` or `member_code` at the till).
     """
     text = qr_or_code.strip()
     if not text or len(text) > MAX_SCAN_CHARS:
-        raise ValidationError("请扫描会员码或输入会员号", field="code")
+        raise ValidationError("请扫描会员码或输入会员号", field=field)
     if "." not in text:
         code = members.normalise_code(text)
         if not (code.isascii() and code.isalnum() and len(code) <= MAX_CODE_CHARS):
-            raise NotFound("会员不存在，请核对会员号", code=ErrorCode.MEMBER_NOT_FOUND, field="code")
-        return await members.resolve(merchant, code=code)
+            raise NotFound("会员不存在，请核对会员号", code=ErrorCode.MEMBER_NOT_FOUND, field=field)
+        return await members.resolve(merchant, code=code, field=field)
     try:
         member_id = cardtoken.verify(
             secret, merchant.id, text, _unix(now), CARD_WINDOW_SECONDS, CARD_ACCEPT_WINDOWS
         )
     except cardtoken.TokenError as exc:
         if exc.reason == "expired":
-            raise DomainError("会员码已过期，请会员刷新后重新出示", code=CARD_EXPIRED, field="code") from None
-        raise DomainError("无法识别的会员码，请确认是本店会员卡", code=CARD_INVALID, field="code") from None
+            raise DomainError("会员码已过期，请会员刷新后重新出示", code=CARD_EXPIRED, field=field) from None
+        raise DomainError("无法识别的会员码，请确认是本店会员卡", code=CARD_INVALID, field=field) from None
     try:
-        return await members.resolve(merchant, member_id=member_id, field="code")
+        return await members.resolve(merchant, member_id=member_id, field=field)
     except NotFound:  # a token signed for a member since erased reads as no card of ours
-        raise DomainError("无法识别的会员码，请确认是本店会员卡", code=CARD_INVALID, field="code") from None
+        raise DomainError("无法识别的会员码，请确认是本店会员卡", code=CARD_INVALID, field=field) from None
 
 
 def qr_png(data: str, *, box_size: int = 8) -> bytes:

@@ -159,7 +159,7 @@ def validate(kind: NoticeKind, raw: object) -> dict[str, Any]:
     try:
         channels = valid_order(merged["channels"] if isinstance(merged["channels"], list) else [""])
     except ValueError as exc:
-        raise ValidationError(f"channels：{exc}", field="channels") from None
+        raise ValidationError(f"渠道 channels：{exc}", field="channels") from None
     for name in ("template_id", "subscribe_template_id"):
         if merged[name] and not (isinstance(merged[name], str) and _TEMPLATE_ID.match(merged[name])):
             raise ValidationError(f"{name}：应为微信模板 ID（字母、数字、-、_，不超过 64 位）", field=name)

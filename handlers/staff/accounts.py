@@ -20,18 +20,20 @@ async def create_staff(
     merchant: Merchant, *, store_code: str | None, username: str, role: str, password: str
 ) -> Staff:
     if not USERNAME.match(username):
-        raise ValidationError("username: 3–64 letters, digits, '_', '.' or '-'", field="username")
+        raise ValidationError("username 须为 3–64 个字母、数字、'_'、'.' 或 '-'", field="username")
     try:
         staff_role = StaffRole(role)
     except ValueError as exc:
-        raise ValidationError("role: cashier, manager or admin", field="role") from exc
+        raise ValidationError(
+            "role 须为 cashier（收银员）、manager（店长）或 admin（管理员）", field="role"
+        ) from exc
     if len(password) < MIN_PASSWORD:
-        raise ValidationError(f"password: at least {MIN_PASSWORD} characters", field="password")
+        raise ValidationError(f"password 至少 {MIN_PASSWORD} 个字符", field="password")
     store = None
     if store_code:
         store = await Store.get_or_none(merchant=merchant, code=store_code)
         if store is None:
-            raise NotFound(f"no store {store_code!r}", field="store")
+            raise NotFound(f"门店 {store_code!r} 不存在", field="store")
     try:
         return await Staff.create(
             merchant=merchant,
@@ -41,4 +43,4 @@ async def create_staff(
             password_hash=hasher.hash(password),
         )
     except IntegrityError as exc:
-        raise Conflict(f"staff {username!r} already exists", field="username") from exc
+        raise Conflict(f"员工账号 {username!r} 已存在", field="username") from exc

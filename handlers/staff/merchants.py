@@ -33,23 +33,21 @@ class MerchantInput:
 
 def validate_merchant(data: MerchantInput) -> None:
     if not SLUG.match(data.slug):
-        raise ValidationError("slug: 2–63 lower-case letters, digits or '-'", field="slug")
+        raise ValidationError("slug 须为 2–63 个小写字母、数字或 '-'，且以字母或数字开头", field="slug")
     if not data.name.strip() or len(data.name) > 128:
-        raise ValidationError("name: 1–128 characters", field="name")
+        raise ValidationError("name 须为 1–128 个字符", field="name")
     try:
         ZoneInfo(data.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationError(f"timezone: unknown zone {data.timezone!r}", field="timezone") from exc
+        raise ValidationError(f"timezone 不是已知的时区：{data.timezone!r}", field="timezone") from exc
     if data.oa_aes_key and not AES_KEY.match(data.oa_aes_key):
-        raise ValidationError(
-            "oa_aes_key: WeChat's EncodingAESKey is 43 letters or digits", field="oa_aes_key"
-        )
+        raise ValidationError("oa_aes_key 须为 43 位字母或数字（微信的 EncodingAESKey）", field="oa_aes_key")
     if data.oa_token and not TOKEN.match(data.oa_token):
-        raise ValidationError("oa_token: 3–32 letters or digits", field="oa_token")
+        raise ValidationError("oa_token 须为 3–32 位字母或数字", field="oa_token")
     if bool(data.oa_appid) != bool(data.oa_secret):
-        raise ValidationError("oa_appid and oa_secret go together", field="oa_secret")
+        raise ValidationError("oa_appid 与 oa_secret 须同时填写", field="oa_secret")
     if bool(data.mp_appid) != bool(data.mp_secret):
-        raise ValidationError("mp_appid and mp_secret go together", field="mp_secret")
+        raise ValidationError("mp_appid 与 mp_secret 须同时填写", field="mp_secret")
 
 
 async def create_merchant(data: MerchantInput, *, store_name: str = "总店") -> Merchant:
@@ -60,7 +58,7 @@ async def create_merchant(data: MerchantInput, *, store_name: str = "总店") ->
             merchant = await Merchant.create(**_fields(data))
             await Store.create(merchant=merchant, code="main", name=store_name)
     except IntegrityError as exc:
-        raise Conflict(f"merchant {data.slug!r} already exists", field="slug") from exc
+        raise Conflict(f"商户 {data.slug!r} 已存在", field="slug") from exc
     return merchant
 
 
@@ -71,7 +69,7 @@ def _fields(data: MerchantInput) -> dict[str, Any]:
 async def get_merchant(slug: str) -> Merchant:
     merchant = await Merchant.get_or_none(slug=slug)
     if merchant is None:
-        raise NotFound(f"no merchant {slug!r}", code=ErrorCode.MERCHANT_NOT_FOUND)
+        raise NotFound(f"商户 {slug!r} 不存在", code=ErrorCode.MERCHANT_NOT_FOUND)
     return merchant
 
 

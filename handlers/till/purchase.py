@@ -121,19 +121,19 @@ def effective_rules(rules: RuleSet, ladder: list[Tier], timezone: str) -> RuleSe
 
 def _validate(req: PurchaseRequest) -> None:
     if not 1 <= len(req.idempotency_key) <= 100:
-        raise ValidationError("idempotency_key: 1–100 characters", field="idempotency_key")
+        raise ValidationError("idempotency_key 须为 1–100 个字符", field="idempotency_key")
     if not 0 < req.amount_fen <= MAX_AMOUNT_FEN:
-        raise ValidationError(f"amount_fen must be between 1 and {MAX_AMOUNT_FEN}", field="amount_fen")
+        raise ValidationError(f"amount_fen 须在 1 到 {MAX_AMOUNT_FEN} 之间", field="amount_fen")
     if req.points_offset < 0:
-        raise ValidationError("points_offset must not be negative", field="points_offset")
+        raise ValidationError("points_offset 不能为负数", field="points_offset")
     if req.stored_value_fen < 0:
-        raise ValidationError("stored_value_fen must not be negative", field="stored_value_fen")
+        raise ValidationError("stored_value_fen 不能为负数", field="stored_value_fen")
 
 
 async def _replay(purchase: Purchase, digest: str) -> PurchaseResult:
     if purchase.request_digest != digest:
         raise DomainError(
-            "idempotency key was already used for a different purchase",
+            "幂等键 idempotency_key 已用于另一笔消费",
             code=ErrorCode.IDEMPOTENCY_MISMATCH,
             field="idempotency_key",
         )
@@ -354,7 +354,7 @@ async def _post(
         )
     except IntegrityError:  # the unique-key backstop: the same key, for another member, committed first
         raise DomainError(
-            "idempotency key was already used for a different purchase",
+            "幂等键 idempotency_key 已用于另一笔消费",
             code=ErrorCode.IDEMPOTENCY_MISMATCH,
             field="idempotency_key",
         ) from None

@@ -47,7 +47,7 @@ async def refund_purchase(
     (unless it has expired meanwhile) and return what it paid from stored value, as principal and bonus
     in the split it took."""
     if not 1 <= len(key) <= 100:
-        raise ValidationError("idempotency_key: 1–100 characters", field="idempotency_key")
+        raise ValidationError("idempotency_key 须为 1–100 个字符", field="idempotency_key")
     actor = f"staff:{staff.id}" if staff else "system"
     async with in_transaction():
         purchase = await Purchase.select_for_update().get_or_none(id=purchase_id, merchant_id=merchant.id)

@@ -83,12 +83,12 @@ def yuan(fen: int) -> str:
 
 def check_key(key: str) -> None:
     if not 1 <= len(key) <= MAX_KEY:
-        raise ValidationError(f"idempotency_key: 1–{MAX_KEY} characters", field="idempotency_key")
+        raise ValidationError(f"idempotency_key 须为 1–{MAX_KEY} 个字符", field="idempotency_key")
 
 
 def _check_amount(amount_fen: int, top: int, field: str = "amount_fen") -> None:
     if not 0 < amount_fen <= top:
-        raise ValidationError(f"{field} must be between 1 and {top}", field=field)
+        raise ValidationError(f"{field} 须在 1 到 {top} 之间", field=field)
 
 
 _ACCOUNT_SQL = "SELECT * FROM memberbot_wallet_account(:merchant, :member)"
@@ -104,7 +104,7 @@ async def lock_account(merchant_id: int, member_id: int) -> WalletAccount:
 
 def _mismatch() -> DomainError:
     return DomainError(
-        "idempotency key was already used for a different request",
+        "幂等键 idempotency_key 已用于另一笔请求",
         code=ErrorCode.IDEMPOTENCY_MISMATCH,
         field="idempotency_key",
     )
@@ -200,7 +200,9 @@ async def top_up(
     _check_amount(amount_fen, MAX_TOP_UP_FEN)
     check_key(key)
     if payment_method not in PAYMENT_METHODS:
-        raise ValidationError(f"payment_method: one of {', '.join(PAYMENT_METHODS)}", field="payment_method")
+        raise ValidationError(
+            f"payment_method 须为以下之一：{'、'.join(PAYMENT_METHODS)}", field="payment_method"
+        )
     bonus = top_up_bonus(amount_fen, (await loyalty_config.program(merchant.id)).stored_value)
     async with in_transaction():
         account = await lock_account(merchant.id, member_id)

@@ -81,7 +81,7 @@ def check_product(data: ProductInput) -> ProductInput:
     if not 1 <= data.valid_days <= MAX_VALID_DAYS:
         raise ValidationError(f"valid_days: 1–{MAX_VALID_DAYS} 天", field="valid_days")
     if not 0 <= data.price_fen <= MAX_PRICE_FEN:
-        raise ValidationError(f"price_fen: 0–{MAX_PRICE_FEN}", field="price_fen")
+        raise ValidationError(f"price_fen 须在 0 到 {MAX_PRICE_FEN} 之间", field="price_fen")
     return ProductInput(
         data.kind,
         _text(data.name, "name"),
@@ -220,7 +220,7 @@ async def issue(
 
 def _mismatch() -> DomainError:
     return DomainError(
-        "idempotency key was already used for a different request",
+        "幂等键 idempotency_key 已用于另一笔请求",
         code=ErrorCode.IDEMPOTENCY_MISMATCH,
         field="idempotency_key",
     )

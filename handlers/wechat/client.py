@@ -83,14 +83,14 @@ class MpSession:
 def oa_credentials(merchant: Merchant) -> AppCredentials:
     """The merchant's Official Account credentials, or `WeChatNotConfigured`."""
     if not merchant.oa_appid or not merchant.oa_secret:
-        raise WeChatNotConfigured("the merchant has no Official Account appid/secret", field="oa_appid")
+        raise WeChatNotConfigured("商户未配置公众号（oa_appid 与 oa_secret）", field="oa_appid")
     return AppCredentials(merchant.oa_appid, merchant.oa_secret)
 
 
 def mp_credentials(merchant: Merchant) -> AppCredentials:
     """The merchant's mini-program credentials, or `WeChatNotConfigured`."""
     if not merchant.mp_appid or not merchant.mp_secret:
-        raise WeChatNotConfigured("the merchant has no mini-program appid/secret", field="mp_appid")
+        raise WeChatNotConfigured("商户未配置小程序（mp_appid 与 mp_secret）", field="mp_appid")
     return AppCredentials(merchant.mp_appid, merchant.mp_secret)
 
 
@@ -109,10 +109,10 @@ async def _delete_if(redis: Redis, key: str, value: str) -> None:
 
 def _wrap_data(data: Mapping[str, str], *, field_name: str) -> dict[str, dict[str, str]]:
     if not data:
-        raise WeChatRequestInvalid(f"{field_name}: at least one value is required", field=field_name)
+        raise WeChatRequestInvalid(f"{field_name} 至少需要一项", field=field_name)
     for key, value in data.items():
         if not isinstance(value, str):
-            raise WeChatRequestInvalid(f"{field_name}.{key}: must be a string", field=field_name)
+            raise WeChatRequestInvalid(f"{field_name}.{key} 须为字符串", field=field_name)
     return {key: {"value": value} for key, value in data.items()}
 
 
@@ -274,14 +274,14 @@ class WeChatClient:
 
     async def send_custom_text(self, app: AppCredentials, openid: str, text: str) -> None:
         if not text:
-            raise WeChatRequestInvalid("text: must not be empty", field="text")
+            raise WeChatRequestInvalid("text 不能为空", field="text")
         body = {"touser": openid, "msgtype": "text", "text": {"content": text}}
         await self._call_json(app, "/cgi-bin/message/custom/send", body)
 
     async def send_custom_news(self, app: AppCredentials, openid: str, articles: Sequence[Article]) -> None:
         """A customer-service news message: WeChat now allows exactly one article."""
         if len(articles) != 1:
-            raise WeChatRequestInvalid("articles: a news message has exactly one article", field="articles")
+            raise WeChatRequestInvalid("articles 须恰好包含一篇图文（微信只允许一篇）", field="articles")
         article = articles[0]
         item = {
             "title": article.title,
@@ -309,11 +309,11 @@ class WeChatClient:
         when WeChat gives it): the message was already sent.
         """
         if not client_msg_id or len(client_msg_id.encode()) > CLIENT_MSG_ID_MAX_BYTES:
-            raise WeChatRequestInvalid("client_msg_id: 1–64 bytes required", field="client_msg_id")
+            raise WeChatRequestInvalid("client_msg_id 须为 1–64 字节", field="client_msg_id")
         for key, value in data.items():
             if isinstance(value, str) and (len(value) > TEMPLATE_VALUE_MAX or "\n" in value or "\r" in value):
                 raise WeChatRequestInvalid(
-                    f"data.{key}: at most {TEMPLATE_VALUE_MAX} characters and no line breaks", field="data"
+                    f"data.{key} 最多 {TEMPLATE_VALUE_MAX} 个字符，且不能换行", field="data"
                 )
         body: dict[str, Any] = {
             "touser": openid,
@@ -334,10 +334,11 @@ class WeChatClient:
     async def create_qrcode(self, app: AppCredentials, scene: str, expire_seconds: int) -> QrTicket:
         """A temporary string-scene QR code (`QR_STR_SCENE`)."""
         if not 1 <= len(scene) <= 64:
-            raise WeChatRequestInvalid("scene: 1–64 characters", field="scene")
+            raise WeChatRequestInvalid("scene 须为 1–64 个字符", field="scene")
         if not 1 <= expire_seconds <= QR_MAX_EXPIRE_SECONDS:
             raise WeChatRequestInvalid(
-                f"expire_seconds: 1–{QR_MAX_EXPIRE_SECONDS} (30 days)", field="expire_seconds"
+                f"expire_seconds 须在 1 到 {QR_MAX_EXPIRE_SECONDS} 秒之间（最长 30 天）",
+                field="expire_seconds",
             )
         body = {
             "expire_seconds": expire_seconds,
@@ -367,10 +368,10 @@ class WeChatClient:
         """A mini-program subscribe message; it uses up one of the user's grants for `template_id`."""
         if miniprogram_state not in SUBSCRIBE_STATES:
             raise WeChatRequestInvalid(
-                f"miniprogram_state: one of {', '.join(SUBSCRIBE_STATES)}", field="miniprogram_state"
+                f"miniprogram_state 须为以下之一：{'、'.join(SUBSCRIBE_STATES)}", field="miniprogram_state"
             )
         if lang not in SUBSCRIBE_LANGS:
-            raise WeChatRequestInvalid(f"lang: one of {', '.join(SUBSCRIBE_LANGS)}", field="lang")
+            raise WeChatRequestInvalid(f"lang 须为以下之一：{'、'.join(SUBSCRIBE_LANGS)}", field="lang")
         body: dict[str, Any] = {
             "touser": openid,
             "template_id": template_id,
@@ -385,7 +386,7 @@ class WeChatClient:
     async def code2session(self, app: AppCredentials, js_code: str) -> MpSession:
         """Exchange a `wx.login` code (single use, 5 minutes) for the user's openid and session key."""
         if not js_code:
-            raise WeChatRequestInvalid("js_code: must not be empty", field="js_code")
+            raise WeChatRequestInvalid("js_code 不能为空", field="js_code")
         params = {
             "appid": app.appid,
             "secret": app.secret,
@@ -415,14 +416,16 @@ class WeChatClient:
         """A mini-program code image (PNG or JPEG bytes) for `page` carrying `scene`."""
         if not WXACODE_SCENE.fullmatch(scene):
             raise WeChatRequestInvalid(
-                "scene: 1–32 characters from 0-9 A-Z a-z and !#$&'()*+,/:;=?@-._~", field="scene"
+                "scene 须为 1–32 个字符，只能使用 0-9 A-Z a-z 及 !#$&'()*+,/:;=?@-._~", field="scene"
             )
         if page.startswith("/") or "?" in page:
-            raise WeChatRequestInvalid("page: a path without a leading '/' or a query string", field="page")
+            raise WeChatRequestInvalid("page 须为页面路径，不以 '/' 开头且不带查询参数", field="page")
         if not 280 <= width <= 1280:
-            raise WeChatRequestInvalid("width: 280–1280 pixels", field="width")
+            raise WeChatRequestInvalid("width 须在 280 到 1280 像素之间", field="width")
         if env_version not in WXACODE_ENVS:
-            raise WeChatRequestInvalid(f"env_version: one of {', '.join(WXACODE_ENVS)}", field="env_version")
+            raise WeChatRequestInvalid(
+                f"env_version 须为以下之一：{'、'.join(WXACODE_ENVS)}", field="env_version"
+            )
         body: dict[str, Any] = {
             "scene": scene,
             "width": width,

@@ -2,11 +2,18 @@
 
 Every error is a `DomainError` with `code=ErrorCode.WECHAT_ERROR` (HTTP 502), except `WeChatRequestInvalid`,
 which is raised *before* calling WeChat when the request breaks WeChat's published rules (HTTP 400).
+
+The `message` a caller sees is the class's own Simplified Chinese `user_message`: WeChat's errmsg (English,
+with a request id) and the errcode are kept on the exception for the log (`log_fields`, `str()`) only.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from handlers.core.errors import DomainError, ErrorCode, ValidationError
+
+MAX_LOGGED_ERRMSG = 200
 
 
 class WeChatError(DomainError):
@@ -14,79 +21,104 @@ class WeChatError(DomainError):
 
     code = ErrorCode.WECHAT_ERROR
     errcodes: tuple[int, ...] = ()
+    user_message: ClassVar[str] = "微信接口调用失败，请稍后再试"
 
     def __init__(self, errcode: int, errmsg: str = "") -> None:
-        super().__init__(f"WeChat API error {errcode}: {errmsg}" if errmsg else f"WeChat API error {errcode}")
+        super().__init__(self.user_message)
         self.errcode = errcode
         self.errmsg = errmsg
+
+    def __str__(self) -> str:  # what tracebacks and the task outbox record: the errcode and errmsg too
+        detail = f"errcode {self.errcode}: {self.errmsg}" if self.errmsg else f"errcode {self.errcode}"
+        return f"{self.message} ({detail})"
+
+    def log_fields(self) -> dict[str, Any]:
+        """The `extra` of a log record about this refusal."""
+        return {
+            "error": type(self).__name__,
+            "errcode": self.errcode,
+            "errmsg": self.errmsg[:MAX_LOGGED_ERRMSG],
+        }
 
 
 class WeChatUnavailable(WeChatError):
     """Network failure, timeout, HTTP 5xx, an unreadable answer, or errcode -1 (system busy): retry later."""
 
     errcodes = (-1,)
+    user_message = "微信服务暂时不可用，请稍后再试"
 
 
 class InvalidCredential(WeChatError):
     """The appid or secret is wrong (40013 invalid appid, 40125 invalid appsecret, 40164 IP not allowed)."""
 
     errcodes = (40013, 40125, 40164)
+    user_message = "商户的微信 AppID 或 AppSecret 配置有误，请联系商家"
 
 
 class InvalidAccessToken(WeChatError):
     """The access token is invalid or expired (40001, 40014, 42001); the client re-fetches once by itself."""
 
     errcodes = (40001, 40014, 42001)
+    user_message = "微信接口调用凭证无效，请稍后再试"
 
 
 class InvalidOpenid(WeChatError):
     errcodes = (40003,)
+    user_message = "微信用户标识无效"
 
 
 class RequireSubscribe(WeChatError):
     """The user does not follow the Official Account (43004)."""
 
     errcodes = (43004,)
+    user_message = "用户未关注公众号，无法发送消息"
 
 
 class SubscribeRefused(WeChatError):
     """No remaining subscribe-message grant: the user refused or already used it (43101)."""
 
     errcodes = (43101,)
+    user_message = "用户未授权接收该订阅消息"
 
 
 class OutOfResponseWindow(WeChatError):
     """Outside the 48-hour customer-service window or over its quota (45015)."""
 
     errcodes = (45015,)
+    user_message = "已超过 48 小时客服消息时限，无法发送"
 
 
 class FrequencyLimited(WeChatError):
     """Too many calls (45009 API limit, 45011 per-user limit, 43117 per-openid throttle)."""
 
     errcodes = (45009, 45011, 43117)
+    user_message = "调用微信接口过于频繁，请稍后再试"
 
 
 class InvalidCode(WeChatError):
     """Unknown or expired mini-program login code (40029)."""
 
     errcodes = (40029,)
+    user_message = "登录凭证无效或已过期，请重新登录"
 
 
 class CodeUsed(WeChatError):
     """The mini-program login code was already exchanged (40163)."""
 
     errcodes = (40163,)
+    user_message = "登录凭证已使用，请重新登录"
 
 
 class InvalidTemplate(WeChatError):
     errcodes = (40037,)
+    user_message = "消息模板无效，请检查模板 ID"
 
 
 class DuplicateClientMsgId(WeChatError):
     """The anti-replay id was already used (45065). `msgid`: the original message, if given."""
 
     errcodes = (45065,)
+    user_message = "该消息已经发送过"
 
     def __init__(self, errcode: int, errmsg: str = "", msgid: int | None = None) -> None:
         super().__init__(errcode, errmsg)
@@ -97,6 +129,7 @@ class InvalidArgument(WeChatError):
     """WeChat rejected the payload (47001 format, 47003 argument, 40169 scene, 41030 page, 40053 QR)."""
 
     errcodes = (47001, 47003, 40169, 41030, 40053, 40008, 45008)
+    user_message = "微信拒绝了请求参数"
 
 
 class WeChatNotConfigured(DomainError):

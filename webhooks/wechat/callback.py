@@ -54,7 +54,7 @@ class MerchantCache:
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
         if not SLUG.match(slug):
-            raise DomainError(f"no merchant {slug[:64]!r}", code=ErrorCode.MERCHANT_NOT_FOUND)
+            raise DomainError(f"商户 {slug[:64]!r} 不存在", code=ErrorCode.MERCHANT_NOT_FOUND)
         merchant = await get_merchant(slug)
         self._rows[slug] = (now, merchant)
         return merchant
@@ -89,7 +89,7 @@ async def receive_push(request: web.Request) -> web.Response:
     timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
     mode = query.get("encrypt_type", "raw").lower()
     if mode not in ("raw", "aes"):
-        raise bad_message(f"unknown encrypt_type {mode[:16]!r}")
+        raise bad_message(f"未知的 encrypt_type：{mode[:16]!r}")
     if mode == "raw":
         verify_signature(query.get("signature", ""), merchant.oa_token, timestamp, nonce)
         check_timestamp(timestamp)
@@ -111,7 +111,7 @@ def _text(body: bytes) -> str:
     try:
         return body.decode()
     except UnicodeDecodeError as exc:
-        raise bad_message("body is not UTF-8") from exc
+        raise bad_message("消息体不是 UTF-8 编码") from exc
 
 
 async def _decrypted(request: web.Request, merchant: Merchant, timestamp: str, nonce: str) -> str:
@@ -119,11 +119,11 @@ async def _decrypted(request: web.Request, merchant: Merchant, timestamp: str, n
     envelope = safe_xml(_text(await request.read()))
     encrypted = envelope.get("Encrypt")
     if not encrypted:
-        raise bad_message("encrypted push lacks <Encrypt>")
+        raise bad_message("加密消息缺少 <Encrypt> 节点")
     verify_signature(request.query.get("msg_signature", ""), merchant.oa_token, timestamp, nonce, encrypted)
     check_timestamp(timestamp)
     if not merchant.oa_aes_key:
-        raise DomainError("safe mode is not configured for this merchant", code=ErrorCode.FORBIDDEN)
+        raise DomainError("该商户未配置安全模式（缺少 EncodingAESKey）", code=ErrorCode.FORBIDDEN)
     return decrypt(encrypted, merchant.oa_aes_key, merchant.oa_appid)
 
 
@@ -137,7 +137,7 @@ async def _answer(
     except dedup.SignatureReused:
         raise
     except Exception as exc:  # no dedup without Redis: let WeChat retry rather than risk double effects
-        raise DomainError("temporarily unavailable", code=ErrorCode.UNAVAILABLE) from exc
+        raise DomainError("服务暂时不可用，请稍后重试", code=ErrorCode.UNAVAILABLE) from exc
     answers = app[ANSWERS]
     if not first:
         log.info("duplicate push", extra=_log_fields(merchant, push))

@@ -60,7 +60,7 @@ async def claim(redis: Redis, merchant_id: int, push_key: str, *, signature: str
         keys=[_key(merchant_id, push_key), sig_key], args=[push_key, TTL_SECONDS]
     )
     if int(outcome) < 0:
-        raise SignatureReused("this signature was already used for another message")
+        raise SignatureReused("该签名已用于另一条消息")
     return bool(int(outcome))
 
 

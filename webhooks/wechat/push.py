@@ -48,17 +48,17 @@ def signature(*parts: str) -> str:
 def verify_signature(given: str, token: str, *parts: str) -> None:
     """Constant-time check of `given` against SHA-1(sort(token, *parts)); 403 bad_signature if it differs."""
     if not token:
-        raise DomainError("merchant has no Official Account token", code=ErrorCode.BAD_SIGNATURE)
+        raise DomainError("商户未配置公众号 Token，无法校验签名", code=ErrorCode.BAD_SIGNATURE)
     expected = signature(token, *parts)
     if not hmac.compare_digest(expected.encode(), given.lower().encode()):
-        raise DomainError("signature does not match", code=ErrorCode.BAD_SIGNATURE)
+        raise DomainError("签名不匹配", code=ErrorCode.BAD_SIGNATURE)
 
 
 def check_timestamp(timestamp: str, *, now: float | None = None) -> int:
     """The push timestamp, if it lies within five minutes of `now` (either way); else 403 stale_timestamp."""
     current = time.time() if now is None else now
     if not (timestamp.isascii() and timestamp.isdigit()) or abs(int(timestamp) - current) > WINDOW:
-        raise DomainError("timestamp missing or outside the 5-minute window", code=ErrorCode.STALE_TIMESTAMP)
+        raise DomainError("timestamp 缺失或超出 5 分钟有效期", code=ErrorCode.STALE_TIMESTAMP)
     return int(timestamp)
 
 
@@ -66,7 +66,7 @@ def refuse_declarations(text: str) -> None:
     """Refuse any DOCTYPE/ENTITY-style declaration before a parser sees the text (billion laughs, external
     entities). WeChat never sends one; xmltodict also refuses entity declarations, as a second guard."""
     if _DECLARATION.search(text):
-        raise bad_message("XML declarations (DOCTYPE, ENTITY) are not accepted")
+        raise bad_message("不接受 XML 声明（DOCTYPE、ENTITY）")
 
 
 def safe_xml(body: bytes | str) -> dict[str, Any]:
@@ -74,15 +74,15 @@ def safe_xml(body: bytes | str) -> dict[str, Any]:
     try:
         text = body.decode() if isinstance(body, bytes) else body
     except UnicodeDecodeError as exc:
-        raise bad_message("body is not UTF-8") from exc
+        raise bad_message("消息体不是 UTF-8 编码") from exc
     refuse_declarations(text)
     try:
         parsed = xmltodict.parse(text)
     except (ExpatError, ValueError) as exc:
-        raise bad_message("body is not well-formed XML") from exc
+        raise bad_message("消息体不是格式正确的 XML") from exc
     root = parsed.get("xml") if isinstance(parsed, dict) else None
     if not isinstance(root, dict):
-        raise bad_message("root element must be <xml>")
+        raise bad_message("根节点须为 <xml>")
     return root
 
 
@@ -112,9 +112,9 @@ def _cipher(aes_key: str) -> PrpCrypto:
     try:
         key = base64.b64decode(aes_key + "=", validate=True)
     except ValueError as exc:
-        raise DomainError("merchant AES key is invalid", code=ErrorCode.FORBIDDEN) from exc
+        raise DomainError("商户的 EncodingAESKey 无效", code=ErrorCode.FORBIDDEN) from exc
     if len(key) != 32:
-        raise DomainError("merchant AES key is invalid", code=ErrorCode.FORBIDDEN)
+        raise DomainError("商户的 EncodingAESKey 无效", code=ErrorCode.FORBIDDEN)
     return PrpCrypto(key)
 
 
@@ -124,9 +124,9 @@ def decrypt(encrypted: str, aes_key: str, appid: str) -> str:
     try:
         return str(cipher.decrypt(encrypted, appid))
     except InvalidAppIdException as exc:
-        raise DomainError("message is for another Official Account", code=ErrorCode.FORBIDDEN) from exc
+        raise DomainError("消息不属于本公众号", code=ErrorCode.FORBIDDEN) from exc
     except Exception as exc:  # wechatpy surfaces base64, padding and length errors as assorted types
-        raise bad_message("encrypted payload cannot be decrypted") from exc
+        raise bad_message("加密消息无法解密") from exc
 
 
 def encrypt_reply(
@@ -157,23 +157,23 @@ def parse_push(xml: str) -> Push:
     try:
         parsed = parse_message(xml)
     except ExpatError as exc:
-        raise bad_message("body is not well-formed XML") from exc
+        raise bad_message("消息体不是格式正确的 XML") from exc
     except Exception as exc:  # wechatpy raises KeyError/ValueError/TypeError on shapes it does not expect
-        raise bad_message("push cannot be parsed") from exc
+        raise bad_message("无法解析该推送消息") from exc
     data = getattr(parsed, "_data", None)  # the xmltodict dict wechatpy parsed (kept by every message)
     if not isinstance(data, dict):
-        raise bad_message("push cannot be parsed")
+        raise bad_message("无法解析该推送消息")
     raw = flatten(data)
     openid, kind = raw.get("FromUserName", ""), raw.get("MsgType", "").strip().lower()
     if not openid or not kind:
-        raise bad_message("push lacks FromUserName or MsgType")
+        raise bad_message("推送消息缺少 FromUserName 或 MsgType")
     create_time = raw.get("CreateTime", "").strip()
     try:
         created_at = datetime.fromtimestamp(int(create_time), UTC) if create_time.isascii() else None
     except (ValueError, OverflowError, OSError):
         created_at = None
     if created_at is None or not create_time.isdigit():
-        raise bad_message("push lacks a valid CreateTime")
+        raise bad_message("推送消息缺少有效的 CreateTime")
     message = to_incoming(parsed, raw, kind, created_at)
     return Push(message=message, dedup_key=dedup_key(message, create_time), account=raw.get("ToUserName", ""))
 
