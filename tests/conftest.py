@@ -30,8 +30,13 @@ from webhooks.appkeys import SCHEDULER_CONFIG
 
 pytest_plugins = ["tests.support.wechat_sim"]
 
+# Under pytest-xdist (`make test-fast` runs two workers) each worker has its own database and Redis db.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 PG_URL = os.environ.get("MEMBERBOT_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("MEMBERBOT_TEST_REDIS_URL", "")
+if WORKER and REDIS_URL:
+    _base, _, _db = REDIS_URL.rpartition("/")
+    REDIS_URL = f"{_base}/{int(_db or 0) + int(WORKER.removeprefix('gw'))}"
 SECRET = "test-secret-key-0123456789abcdef0123456789"
 
 
@@ -50,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The session's PostgreSQL database: the configured one, or an embedded server's."""
     if PG_URL:
-        yield PG_URL
+        yield asyncio.run(dbutil.worker_database(PG_URL, WORKER)) if WORKER else PG_URL
         return
     with EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", durable=False) as server:
         server.create_database(TEST_DATABASE)

@@ -48,7 +48,7 @@ def flaky(real: tasks.Handler, failures: int, calls: list[int]) -> tasks.Handler
 
 
 def registry_with(kind: str, handler: tasks.Handler) -> Effects:
-    return Effects({**effects.HANDLERS, kind: handler}, inline=effects.INLINE)
+    return Effects({**effects.build().handlers, kind: handler}, inline=effects.INLINE)
 
 
 async def test_a_purchase_stands_when_its_effect_fails_and_the_retry_lands_the_upgrade(client: Any) -> None:

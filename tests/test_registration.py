@@ -252,7 +252,7 @@ async def test_profile_completed_effect_runs_once_and_a_failure_is_retried(app: 
             raise RuntimeError("points service down")
 
     flaky_effects = Effects(
-        {**effects.HANDLERS, registration.PROFILE_COMPLETED: flaky}, inline=effects.INLINE
+        {**effects.build().handlers, registration.PROFILE_COMPLETED: flaky}, inline=effects.INLINE
     )
     with pytest.raises(ValidationError):
         await registration.complete_profile(

@@ -14,6 +14,20 @@ def dsn(url: str) -> str:
     return url.replace("postgres://", "postgresql://", 1)
 
 
+async def worker_database(url: str, worker: str) -> str:
+    """`url`'s server, database `<name>_<worker>` (created if missing): one per pytest-xdist worker."""
+    base, _, name = url.rpartition("/")
+    name, _, query = name.partition("?")
+    worker_name = f"{name}_{worker}"
+    conn = await asyncpg.connect(dsn(f"{base}/postgres" + (f"?{query}" if query else "")))
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", worker_name):
+            await conn.execute(f'CREATE DATABASE "{worker_name}"')
+    finally:
+        await conn.close()
+    return f"{base}/{worker_name}" + (f"?{query}" if query else "")
+
+
 async def reset_postgres(url: str) -> None:
     conn = await asyncpg.connect(dsn(url))
     try:
