@@ -114,8 +114,8 @@ def _effects(settings: Settings) -> CleanupContext:
     async def effects_ctx(app: web.Application) -> AsyncIterator[None]:
         registry = effects.build(services=NoticeServices(app[WECHAT], app[REDIS]))
         app[EFFECTS] = registry
+        background = app[BACKGROUND]
         if settings.redis_url.startswith("memory://"):
-            background = app[BACKGROUND]
 
             async def in_process(task_ids: Sequence[int]) -> None:
                 for task_id in task_ids:
@@ -124,7 +124,12 @@ def _effects(settings: Settings) -> CleanupContext:
             registry.dispatch = in_process
         else:  # arq's client on this app's connection pool: nothing to connect at start-up (a Redis
             # that is down shows in /healthz instead of stopping the start)
-            registry.dispatch = arq_dispatch(ArqRedis(connection_pool=app[REDIS].connection_pool))
+            enqueue = arq_dispatch(ArqRedis(connection_pool=app[REDIS].connection_pool))
+
+            async def after_responding(task_ids: Sequence[int]) -> None:  # not on the request's clock
+                background.spawn(enqueue(task_ids), name="dispatch")
+
+            registry.dispatch = after_responding
         yield
 
     return effects_ctx

@@ -10,19 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from aiohttp import web
 
 from handlers import jobs
 from handlers.core.schedule import Scheduler, SchedulerConfig
-from webhooks.appkeys import SCHEDULER, SCHEDULER_CONFIG
+from handlers.core.tasks import Effects
+from webhooks.appkeys import EFFECTS, SCHEDULER, SCHEDULER_CONFIG
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 10.0
 
 
-def default_config() -> SchedulerConfig:
-    return SchedulerConfig(schedule=jobs.SCHEDULE, runner=jobs.run_job)
+def default_config(registry: Effects) -> SchedulerConfig:
+    """`handlers.jobs.SCHEDULE`, each job run with this app's effects registry."""
+
+    async def runner(job: str, now: datetime) -> object:
+        return await jobs.run_job(job, now, registry)
+
+    return SchedulerConfig(schedule=jobs.SCHEDULE, runner=runner)
 
 
 async def embedded_scheduler(app: web.Application) -> AsyncIterator[None]:
@@ -30,7 +37,7 @@ async def embedded_scheduler(app: web.Application) -> AsyncIterator[None]:
     in-process, memory://; with real Redis the `memberbot worker` process runs the jobs). Startup never
     waits for a job; at shutdown a running job gets `STOP_GRACE_SECONDS` to finish, then is cancelled.
     """
-    scheduler = Scheduler(app.get(SCHEDULER_CONFIG) or default_config())
+    scheduler = Scheduler(app.get(SCHEDULER_CONFIG) or default_config(app[EFFECTS]))
     app[SCHEDULER] = scheduler
     task = asyncio.create_task(scheduler.run(), name="embedded-scheduler")
     log.info("embedded scheduler started", extra={"jobs": [e.job for e in scheduler.config.schedule]})

@@ -80,7 +80,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 async def run_job(ctx: dict[str, Any], job: str, now: str | None = None) -> jobs.Counts:
     """On demand: run `job` at `now` (ISO 8601 with offset; default: the current time)."""
     at = datetime.fromisoformat(now) if now else datetime.now(UTC)
-    return await jobs.run_job(job, at)
+    return await jobs.run_job(job, at, ctx["effects"])
 
 
 def arq_dispatch(pool: ArqRedis) -> Dispatch:
@@ -117,7 +117,7 @@ def _scheduled(job: str) -> Any:
     async def scheduled(ctx: dict[str, Any]) -> jobs.Counts:
         if job == "effects_sweep":
             return await sweep_effects(ctx)
-        return await jobs.run_job(job, datetime.now(UTC))
+        return await jobs.run_job(job, datetime.now(UTC), ctx["effects"])
 
     scheduled.__qualname__ = scheduled.__name__ = job
     return scheduled

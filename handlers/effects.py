@@ -9,7 +9,8 @@ after a crash between its work and its `done`.
 - `member.profile_completed`, by the profile's first completion: the profile bonus;
 - `purchase.completed`, by a till purchase: the tier review, first-purchase referral awards;
 - `wallet.topped_up`, by a stored-value top-up: the tier review (recharge criteria);
-- `tier.upgraded`, by an upgrade (earned or bought): the tier's gift coupons.
+- `tier.upgraded`, by an upgrade (earned or bought): the tier's gift coupons, the member's notice;
+- `notice.send`, by every member notice (`handlers.notices`): its delivery.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from tortoise.transactions import in_transaction
+
 from handlers.core.tasks import Dispatch, Effects, Handler, no_dispatch
 from handlers.coupons import redeem as coupons
 from handlers.loyalty import bonuses, tiers
 from handlers.loyalty import config as loyalty_config
 from handlers.members import lookup as members
-from handlers.members import registration
-from handlers.notices.delivery import NOTICE_SEND, NoticeServices, sender
+from handlers.members import member_qr, registration
+from handlers.notices.delivery import NOTICE_SEND, NoticeServices, queue_notice, sender
 from handlers.till import purchase
 from handlers.wallet import ledger as wallet
 from models.member import Member
@@ -33,7 +36,7 @@ from models.merchant import Merchant
 
 async def member_registered(effects: Effects, payload: Mapping[str, Any], now: datetime) -> None:
     member = await Member.get(id=payload["member_id"])
-    await bonuses.registration_bonus(member, now=now)
+    await bonuses.registration_bonus(member, now=now, effects=effects)
     await coupons.new_member_gift(member, now=now)
 
 
@@ -45,8 +48,24 @@ async def tier_upgraded(effects: Effects, payload: Mapping[str, Any], now: datet
     merchant = await Merchant.get(id=payload["merchant_id"])
     _, ladder = await loyalty_config.current_tiers(merchant.id)
     tier = next((t for t in ladder if t.code == payload["tier"]), None)
-    if tier is not None:  # a tier removed from the ladder since has no gifts left to give
-        await coupons.tier_gift(merchant, payload["member_id"], tier, now=now)
+    if tier is None:  # a tier removed from the ladder since has no gifts left to give, nor news
+        return
+    await coupons.tier_gift(merchant, payload["member_id"], tier, now=now)
+    async with in_transaction():
+        told = await queue_notice(
+            effects,
+            "tier_upgraded",
+            merchant_id=merchant.id,
+            member_id=payload["member_id"],
+            event_key=payload.get("change", f"tier:{tier.code}"),
+            context={
+                "tier": tier.name,
+                "benefits": "、".join(member_qr.benefit_lines(tier.benefits)),
+                "gift_points": payload.get("gift_points", 0),
+            },
+        )
+    if told is not None:
+        await effects.after_commit(told)
 
 
 HANDLERS: dict[str, Handler] = {

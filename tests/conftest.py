@@ -22,7 +22,6 @@ from argon2 import PasswordHasher
 from bot.app import create_app
 from bot.embedded_pg import EmbeddedPostgres
 from bot.settings import Settings
-from handlers import jobs
 from handlers.core.schedule import SchedulerConfig
 from handlers.staff import accounts
 from tests.support import dbutil
@@ -97,6 +96,10 @@ def settings(database_url: str, redis_url: str) -> Settings:
     )
 
 
+async def no_jobs(job: str, now: Any) -> None:
+    raise AssertionError(f"the test app's scheduler has no jobs, yet ran {job}")
+
+
 @pytest.fixture
 def make_app(settings: Settings) -> Any:
     """The app under test. Its embedded scheduler (memory:// only) has no jobs, so a test that happens to
@@ -104,7 +107,7 @@ def make_app(settings: Settings) -> Any:
 
     def factory(**overrides: Any) -> web.Application:
         app = create_app(settings.model_copy(update=overrides))
-        app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=(), runner=jobs.run_job)
+        app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=(), runner=no_jobs)
         return app
 
     return factory

@@ -48,7 +48,7 @@ async def test_registration_bonus_is_credited_once_with_expiry(client: Any) -> N
         shop, "o-new-follower", "", secret=SECRET.encode(), effects=EFFECTS
     )  # a duplicate delivery
     await asyncio.gather(
-        *(bonuses.registration_bonus(member, now=datetime.now(UTC)) for _ in range(4))
+        *(bonuses.registration_bonus(member, now=datetime.now(UTC), effects=EFFECTS) for _ in range(4))
     )  # the hook run again
     txns = await PointsTransaction.filter(member_id=member.id)
     assert [(t.kind, t.delta, t.idempotency_key) for t in txns] == [
@@ -104,7 +104,9 @@ async def test_referral_awarded_at_registration_only_when_that_is_the_trigger(cl
     parent = (await registration.subscribe(shop, "o-parent", scene, secret=secret, effects=EFFECTS)).member
     scene = f"qrscene_ref_{parent.code}"
     child = (await registration.subscribe(shop, "o-child", scene, secret=secret, effects=EFFECTS)).member
-    await bonuses.registration_bonus(child, now=datetime.now(UTC))  # the hook again: nothing more
+    await bonuses.registration_bonus(
+        child, now=datetime.now(UTC), effects=EFFECTS
+    )  # the hook again: nothing more
     assert [await balance(m.id) for m in (grandparent, parent, child)] == [10 + 100 + 30, 10 + 100, 10]
 
     other = await make_merchant("other")

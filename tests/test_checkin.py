@@ -16,7 +16,7 @@ from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsLot, PointsTransaction
 from tests.support import dbutil
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 # 2030-03-10 00:00 in Asia/Shanghai (UTC+8, no DST) is 2030-03-09 16:00 UTC.
 MIDNIGHT = datetime(2030, 3, 9, 16, 0, tzinfo=UTC)
@@ -54,11 +54,15 @@ async def grant(shop: Merchant, member: Member, amount: int) -> None:
 
 async def test_once_per_merchant_local_day_across_midnight(shop: Merchant) -> None:
     member = await joined_member(shop)
-    before = await checkin.check_in(shop, member.id, now=MIDNIGHT - timedelta(minutes=1))  # 23:59 local
+    before = await checkin.check_in(
+        shop, member.id, now=MIDNIGHT - timedelta(minutes=1), effects=EFFECTS
+    )  # 23:59 local
     assert (before.day, before.already, before.points) == (DAY - timedelta(days=1), False, 5)
-    again = await checkin.check_in(shop, member.id, now=MIDNIGHT - timedelta(seconds=1))
+    again = await checkin.check_in(shop, member.id, now=MIDNIGHT - timedelta(seconds=1), effects=EFFECTS)
     assert again.already and again.points == 0 and again.streak == 1
-    after = await checkin.check_in(shop, member.id, now=MIDNIGHT + timedelta(minutes=1))  # 00:01 local
+    after = await checkin.check_in(
+        shop, member.id, now=MIDNIGHT + timedelta(minutes=1), effects=EFFECTS
+    )  # 00:01 local
     assert (after.day, after.already, after.streak, after.points) == (DAY, False, 2, 5)
     assert await balance(member) == 10
     assert await PointsTransaction.filter(member_id=member.id).count() == 2
@@ -70,13 +74,17 @@ async def test_once_per_merchant_local_day_across_midnight(shop: Merchant) -> No
 async def test_local_day_follows_the_merchants_timezone(client: Any) -> None:
     shop = await make_merchant("ny", timezone="America/New_York")
     member = await make_member(shop)
-    result = await checkin.check_in(shop, member.id, now=MIDNIGHT)  # 2030-03-09 11:00 in New York
+    result = await checkin.check_in(
+        shop, member.id, now=MIDNIGHT, effects=EFFECTS
+    )  # 2030-03-09 11:00 in New York
     assert result.day == date(2030, 3, 9)
 
 
 async def test_twenty_concurrent_check_ins_post_once(shop: Merchant) -> None:
     member = await joined_member(shop)
-    results = await asyncio.gather(*(checkin.check_in(shop, member.id, now=NOON) for _ in range(20)))
+    results = await asyncio.gather(
+        *(checkin.check_in(shop, member.id, now=NOON, effects=EFFECTS) for _ in range(20))
+    )
     assert sorted(r.already for r in results) == [False] + [True] * 19
     assert {r.streak for r in results} == {1}
     assert await Checkin.filter(member_id=member.id).count() == 1
@@ -89,7 +97,7 @@ async def test_a_member_of_another_merchant_is_not_found_and_nothing_is_written(
     member = await joined_member(shop)
     other = await make_merchant("other")
     with pytest.raises(NotFound):
-        await checkin.check_in(other, member.id, now=NOON)
+        await checkin.check_in(other, member.id, now=NOON, effects=EFFECTS)
     assert await PointsAccount.filter(member_id=member.id).count() == 0
     assert await Checkin.filter(member_id=member.id).count() == 0
 
@@ -100,10 +108,10 @@ async def test_a_check_in_first_repays_a_claw_back_debt(shop: Merchant) -> None:
     await ledger.debit(shop.id, member.id, 5, PointsKind.SPEND_REDEMPTION, key="spend", now=NOON)
     await ledger.reverse(shop.id, "g", key="undo", now=NOON)  # 8 clawed back from 3: a debt of 5
     assert await balance(member) == -5
-    repaid = await checkin.check_in(shop, member.id, now=NOON)  # +5: exactly repays the debt
+    repaid = await checkin.check_in(shop, member.id, now=NOON, effects=EFFECTS)  # +5: exactly repays the debt
     assert (repaid.points, repaid.balance) == (5, 0)
     assert (await PointsLot.get(source_key=f"checkin:{member.id}:{DAY}")).remaining == 0
-    filled = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1))
+    filled = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1), effects=EFFECTS)
     assert filled.balance == 5
     assert (await PointsLot.get(source_key=f"checkin:{member.id}:{DAY + timedelta(days=1)}")).remaining == 5
     assert await audit_points() == []
@@ -113,9 +121,9 @@ async def test_a_day_worth_no_points_is_recorded_without_a_posting(shop: Merchan
     await save_program(shop.id, {"checkin": {"daily_points": 0, "streak_rewards": {"2": 3}}}, actor="test")
     member = await joined_member(shop)
     await grant(shop, member, 7)
-    first = await checkin.check_in(shop, member.id, now=NOON)
+    first = await checkin.check_in(shop, member.id, now=NOON, effects=EFFECTS)
     assert (first.already, first.points, first.balance, first.streak) == (False, 0, 7, 1)
-    second = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1))
+    second = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1), effects=EFFECTS)
     assert (second.points, second.balance, second.streak) == (3, 10, 2)
     assert await PointsTransaction.filter(member_id=member.id, kind=PointsKind.EARN_CHECKIN).count() == 1
     assert await audit_points() == []
@@ -139,7 +147,7 @@ async def test_a_make_up_committed_while_the_check_in_waits_continues_the_streak
                 member.id,
                 DAY - timedelta(days=1),
             )
-            waiting = asyncio.ensure_future(checkin.check_in(shop, member.id, now=NOON))
+            waiting = asyncio.ensure_future(checkin.check_in(shop, member.id, now=NOON, effects=EFFECTS))
             await asyncio.sleep(0.3)
             assert not waiting.done()  # blocked on the account lock, its snapshot already taken
         result = await waiting
@@ -153,7 +161,8 @@ async def test_a_make_up_committed_while_the_check_in_waits_continues_the_streak
 async def test_streak_pays_the_day_seven_reward_and_the_cycle_restarts(shop: Merchant) -> None:
     member = await joined_member(shop)
     earned = [
-        (await checkin.check_in(shop, member.id, now=NOON + timedelta(days=n))).points for n in range(9)
+        (await checkin.check_in(shop, member.id, now=NOON + timedelta(days=n), effects=EFFECTS)).points
+        for n in range(9)
     ]
     assert earned == [5, 5, 5, 5, 5, 5, 55, 5, 5]
     first = await Checkin.get(member_id=member.id, day=DAY)
@@ -164,20 +173,22 @@ async def test_streak_pays_the_day_seven_reward_and_the_cycle_restarts(shop: Mer
 
 async def test_next_reward_and_a_broken_streak(shop: Merchant) -> None:
     member = await joined_member(shop)
-    first = await checkin.check_in(shop, member.id, now=NOON)
+    first = await checkin.check_in(shop, member.id, now=NOON, effects=EFFECTS)
     assert first.next_reward == checkin.NextReward(days=6, streak=7, points=50)
-    second = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1))
+    second = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1), effects=EFFECTS)
     assert second.streak == 2 and second.next_reward is not None and second.next_reward.days == 5
-    restart = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=3))  # missed a day
+    restart = await checkin.check_in(
+        shop, member.id, now=NOON + timedelta(days=3), effects=EFFECTS
+    )  # missed a day
     assert restart.streak == 1
 
 
 async def test_make_up_fills_the_gap_and_renumbers_the_later_run(shop: Merchant) -> None:
     member = await joined_member(shop)
     await grant(shop, member, 100)
-    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=3))
-    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=1))
-    await checkin.check_in(shop, member.id, now=NOON)
+    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=3), effects=EFFECTS)
+    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=1), effects=EFFECTS)
+    await checkin.check_in(shop, member.id, now=NOON, effects=EFFECTS)
     result = await checkin.make_up(shop, member.id, DAY - timedelta(days=2), now=NOON)
     assert (result.streak, result.current_streak, result.cost) == (2, 4, 20)
     assert result.balance == 100 + 15 - 20 == await balance(member)
@@ -188,7 +199,7 @@ async def test_make_up_fills_the_gap_and_renumbers_the_later_run(shop: Merchant)
         (3, False, 5),
         (4, False, 5),
     ]
-    tomorrow = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1))
+    tomorrow = await checkin.check_in(shop, member.id, now=NOON + timedelta(days=1), effects=EFFECTS)
     assert tomorrow.streak == 5
     debit = await PointsTransaction.get(idempotency_key=f"makeup:{member.id}:{(DAY - timedelta(days=2))}")
     assert debit.kind == PointsKind.SPEND_MAKEUP and debit.delta == -20
@@ -199,9 +210,9 @@ async def test_make_up_can_complete_the_seven_day_reward(shop: Merchant) -> None
     member = await joined_member(shop)
     await grant(shop, member, 100)
     for n in (6, 5, 4, 2, 1):
-        await checkin.check_in(shop, member.id, now=NOON - timedelta(days=n))
+        await checkin.check_in(shop, member.id, now=NOON - timedelta(days=n), effects=EFFECTS)
     await checkin.make_up(shop, member.id, DAY - timedelta(days=3), now=NOON)
-    today = await checkin.check_in(shop, member.id, now=NOON)
+    today = await checkin.check_in(shop, member.id, now=NOON, effects=EFFECTS)
     assert (today.streak, today.points, today.bonus) == (7, 55, 50)
     assert await audit_points() == []
 
@@ -220,7 +231,7 @@ async def test_make_up_refusals_change_nothing(
 ) -> None:
     member = await joined_member(shop)
     await grant(shop, member, 100)
-    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=1))
+    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=1), effects=EFFECTS)
     with pytest.raises(error, match=reason):
         await checkin.make_up(shop, member.id, DAY - timedelta(days=days_back), now=NOON)
     assert await Checkin.filter(member_id=member.id).count() == 1
@@ -230,7 +241,7 @@ async def test_make_up_refusals_change_nothing(
 
 async def test_make_up_without_enough_points_is_refused_politely(shop: Merchant) -> None:
     member = await joined_member(shop)
-    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=2))
+    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=2), effects=EFFECTS)
     with pytest.raises(ledger.NotEnoughPoints, match="补签需要 20 积分，您当前可用 5 积分"):
         await checkin.make_up(shop, member.id, DAY - timedelta(days=1), now=NOON)
     assert await Checkin.filter(member_id=member.id).count() == 1
@@ -270,7 +281,7 @@ async def test_make_up_before_joining_and_over_the_monthly_limit(shop: Merchant)
 async def test_calendar_marks_checked_makeup_today_future_and_what_can_be_made_up(shop: Merchant) -> None:
     member = await joined_member(shop)
     await grant(shop, member, 100)
-    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=3))
+    await checkin.check_in(shop, member.id, now=NOON - timedelta(days=3), effects=EFFECTS)
     await checkin.make_up(shop, member.id, DAY - timedelta(days=2), now=NOON)
     view = await checkin.calendar(shop, member.id, 2030, 3, now=NOON)
     assert (view.year, view.month, len(view.days)) == (2030, 3, 31)

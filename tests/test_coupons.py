@@ -369,8 +369,8 @@ async def test_the_expiry_job_expires_due_coupons_once(shop: Merchant, member: M
     due = await coupons.issue(shop, member.id, short.id, source="mall", key="a", now=NOW)
     keep = await coupons.issue(shop, member.id, long.id, source="mall", key="b", now=NOW)
     later = NOW + timedelta(days=3)
-    assert await run_job("coupon_expiry", later) == {"expired": 1}
-    assert await run_job("coupon_expiry", later) == {"expired": 0}
+    assert await run_job("coupon_expiry", later, EFFECTS) == {"expired": 1}
+    assert await run_job("coupon_expiry", later, EFFECTS) == {"expired": 0}
     assert (await Coupon.get(id=due.id)).status == CouponStatus.EXPIRED
     assert (await Coupon.get(id=keep.id)).status == CouponStatus.ISSUED
     assert await CouponEvent.filter(coupon_id=due.id, kind="expired").count() == 1

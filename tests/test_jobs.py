@@ -6,12 +6,11 @@ import json
 import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.logs import JsonFormatter
-from handlers import jobs
+from handlers import birthdays, jobs
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, tiers
 from handlers.loyalty.ledger_audit import audit_points
@@ -99,37 +98,6 @@ async def test_tier_review_downgrades_once_when_due_and_catches_up(shop: Any) ->
     assert await jobs.tier_reviews(NOW + timedelta(days=65)) == {"downgraded": 0}
 
 
-async def test_birthday_gift_once_a_year_with_the_tier_amount(shop: Any) -> None:
-    merchant, member = shop
-    today = NOW.astimezone(ZoneInfo(merchant.timezone)).date()
-    await Member.filter(id=member.id).update(
-        birthday=today.replace(year=2000), registered_at=NOW - timedelta(days=400)
-    )
-    assert await jobs.birthday_gifts(NOW) == {"granted": 1}
-    assert await jobs.birthday_gifts(NOW + timedelta(hours=1)) == {"granted": 0}
-    assert await balance(member) == 50
-    gift = await PointsTransaction.get(member_id=member.id, kind=PointsKind.EARN_PROMOTION)
-    assert gift.idempotency_key == f"birthday:{member.id}:{today.year}"
-
-
-async def test_birthday_gifts_catch_up_a_missed_day_but_not_an_old_or_unregistered_one(shop: Any) -> None:
-    merchant, member = shop
-    late = await make_member(merchant, openid="o-late")
-    old = await make_member(merchant, openid="o-old")
-    zone = ZoneInfo(merchant.timezone)
-    three_days_ago = (NOW - timedelta(days=3)).astimezone(zone).date()
-    ten_days_ago = (NOW - timedelta(days=10)).astimezone(zone).date()
-    long_ago = NOW - timedelta(days=400)
-    for who, day, registered in (
-        (member, three_days_ago, long_ago),
-        (late, three_days_ago, NOW),
-        (old, ten_days_ago, long_ago),
-    ):
-        await Member.filter(id=who.id).update(birthday=day.replace(year=2000), registered_at=registered)
-    assert await jobs.birthday_gifts(NOW) == {"granted": 1}
-    assert (await balance(member), await balance(late), await balance(old)) == (50, 0, 0)
-
-
 @pytest.mark.parametrize(
     ("birthday", "registered", "today", "due"),
     [
@@ -144,7 +112,7 @@ async def test_birthday_gifts_catch_up_a_missed_day_but_not_an_old_or_unregister
     ],
 )
 def test_due_birthday(birthday: date, registered: date, today: date, due: date | None) -> None:
-    assert due_birthday(birthday, registered, today, jobs.BIRTHDAY_CATCH_UP_DAYS) == due
+    assert due_birthday(birthday, registered, today, birthdays.CATCH_UP_DAYS) == due
 
 
 async def test_retention_erases_due_profiles_once(shop: Any) -> None:
@@ -163,11 +131,11 @@ async def test_run_job_logs_one_json_line_and_refuses_unknown_or_naive(
     shop: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="handlers.jobs"):
-        assert await jobs.run_job("retention", NOW) == {"erased": 0}
+        assert await jobs.run_job("retention", NOW, EFFECTS) == {"erased": 0}
     [record] = [r for r in caplog.records if r.name == "handlers.jobs"]
     line = json.loads(JsonFormatter().format(record))
     assert (line["job"], line["counts"], line["job_now"]) == ("retention", {"erased": 0}, NOW.isoformat())
     with pytest.raises(ValueError, match="unknown job"):
-        await jobs.run_job("nope", NOW)
+        await jobs.run_job("nope", NOW, EFFECTS)
     with pytest.raises(ValueError, match="timezone-aware"):
-        await jobs.run_job("points_maintenance", NOW.replace(tzinfo=None))
+        await jobs.run_job("points_maintenance", NOW.replace(tzinfo=None), EFFECTS)

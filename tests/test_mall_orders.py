@@ -25,7 +25,7 @@ from models.mall import FlashSale, ItemKind, MallItem, MallOrder, OrderStatus, S
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsTransaction
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
@@ -217,7 +217,7 @@ async def test_expiry_job_returns_overdue_pickups_once(shop: Merchant, member: M
     overdue = await redeem(shop, member, item, key="a")
     fresh = await redeem(shop, member, item, key="b", now=NOW + timedelta(days=2))
     assert await expire_pickups(NOW + timedelta(days=3) - timedelta(seconds=1)) == {"expired_orders": 0}
-    assert await jobs.run_job("mall_pickup_expiry", NOW + timedelta(days=3)) == {"expired_orders": 1}
+    assert await jobs.run_job("mall_pickup_expiry", NOW + timedelta(days=3), EFFECTS) == {"expired_orders": 1}
     assert await expire_pickups(NOW + timedelta(days=3, hours=1)) == {"expired_orders": 0}
     expired = await MallOrder.get(id=overdue.id)
     assert (expired.status, expired.open_pickup_code) == (OrderStatus.EXPIRED, None)

@@ -16,7 +16,7 @@ from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsTransaction
 from models.referral import ReferralAward
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 from tests.test_admin_loyalty import login
 
 LEVELS = [100, 30, 10]
@@ -49,14 +49,14 @@ async def test_three_levels_are_awarded_once(client: TestClient) -> None:
     shop = await shop_with_levels()
     top, second, first, referee = await chain(shop, 4)
     now = datetime.now(UTC)
-    awards = await referrals.award(shop, referee.id, trigger="first_purchase", now=now)
+    awards = await referrals.award(shop, referee.id, trigger="first_purchase", now=now, effects=EFFECTS)
     assert [(a.referrer_id, a.level, a.points) for a in awards] == [
         (first.id, 1, 100),
         (second.id, 2, 30),
         (top.id, 3, 10),
     ]
     assert await balances([top, second, first, referee]) == [10, 30, 100, 0]
-    assert await referrals.award(shop, referee.id, trigger="first_purchase", now=now) == []
+    assert await referrals.award(shop, referee.id, trigger="first_purchase", now=now, effects=EFFECTS) == []
     txns = await PointsTransaction.filter(kind=PointsKind.EARN_REFERRAL).order_by("id")
     assert [t.idempotency_key for t in txns] == [f"referral:{referee.id}:{level}" for level in (1, 2, 3)]
     assert all(t.balance_after > 0 for t in txns)
@@ -69,8 +69,8 @@ async def test_depth_stops_at_the_configured_levels_and_other_triggers_award_not
     shop = await shop_with_levels([100, 30])
     people = await chain(shop, 5)
     now = datetime.now(UTC)
-    assert await referrals.award(shop, people[-1].id, trigger="registration", now=now) == []
-    awards = await referrals.award(shop, people[-1].id, trigger="first_purchase", now=now)
+    assert await referrals.award(shop, people[-1].id, trigger="registration", now=now, effects=EFFECTS) == []
+    awards = await referrals.award(shop, people[-1].id, trigger="first_purchase", now=now, effects=EFFECTS)
     assert [a.level for a in awards] == [1, 2]
     assert await balances(people) == [0, 0, 30, 100, 0]
     assert await audit_points() == []
@@ -81,7 +81,10 @@ async def test_concurrent_calls_award_once(client: TestClient) -> None:
     people = await chain(shop, 4)
     now = datetime.now(UTC)
     results = await asyncio.gather(
-        *(referrals.award(shop, people[-1].id, trigger="first_purchase", now=now) for _ in range(6))
+        *(
+            referrals.award(shop, people[-1].id, trigger="first_purchase", now=now, effects=EFFECTS)
+            for _ in range(6)
+        )
     )
     assert sorted(award.level for result in results for award in result) == [1, 2, 3]
     assert await ReferralAward.filter(referee_id=people[-1].id).count() == 3
@@ -93,7 +96,9 @@ async def test_anonymised_referrer_is_skipped_but_its_level_counts(client: TestC
     shop = await shop_with_levels()
     top, second, first, referee = await chain(shop, 4)
     await Member.filter(id=second.id).update(anonymized_at=datetime.now(UTC))
-    awards = await referrals.award(shop, referee.id, trigger="first_purchase", now=datetime.now(UTC))
+    awards = await referrals.award(
+        shop, referee.id, trigger="first_purchase", now=datetime.now(UTC), effects=EFFECTS
+    )
     assert [(a.referrer_id, a.level) for a in awards] == [(first.id, 1), (top.id, 3)]
     assert await balances([top, second, first]) == [10, 0, 100]
 
@@ -101,7 +106,9 @@ async def test_anonymised_referrer_is_skipped_but_its_level_counts(client: TestC
 async def test_zero_point_level_is_recorded_without_a_posting(client: TestClient) -> None:
     shop = await shop_with_levels([0, 5])
     second, first, referee = await chain(shop, 3)
-    awards = await referrals.award(shop, referee.id, trigger="first_purchase", now=datetime.now(UTC))
+    awards = await referrals.award(
+        shop, referee.id, trigger="first_purchase", now=datetime.now(UTC), effects=EFFECTS
+    )
     assert [(a.level, a.points, a.transaction_id is None) for a in awards] == [(1, 0, True), (2, 5, False)]
     assert await balances([second, first]) == [5, 0]
     assert await audit_points() == []
@@ -112,21 +119,21 @@ async def test_self_cycles_and_other_merchants_award_nothing(client: TestClient)
     loner = await make_member(shop, openid="o-loner")
     await Member.filter(id=loner.id).update(referrer_id=loner.id)
     now = datetime.now(UTC)
-    assert await referrals.award(shop, loner.id, trigger="first_purchase", now=now) == []
+    assert await referrals.award(shop, loner.id, trigger="first_purchase", now=now, effects=EFFECTS) == []
 
     a, b = await make_member(shop, openid="o-a"), await make_member(shop, openid="o-b")
     await Member.filter(id=a.id).update(referrer_id=b.id)
     await Member.filter(id=b.id).update(referrer_id=a.id)
-    awards = await referrals.award(shop, a.id, trigger="first_purchase", now=now)
+    awards = await referrals.award(shop, a.id, trigger="first_purchase", now=now, effects=EFFECTS)
     assert [(x.referrer_id, x.level) for x in awards] == [(b.id, 1)]
 
     other = await make_merchant("other")
     outsider = await make_member(other, openid="o-outsider")
     stray = await make_member(shop, openid="o-stray")
     await Member.filter(id=stray.id).update(referrer_id=outsider.id)
-    assert await referrals.award(shop, stray.id, trigger="first_purchase", now=now) == []
+    assert await referrals.award(shop, stray.id, trigger="first_purchase", now=now, effects=EFFECTS) == []
     with pytest.raises(NotFound):
-        await referrals.award(other, stray.id, trigger="first_purchase", now=now)
+        await referrals.award(other, stray.id, trigger="first_purchase", now=now, effects=EFFECTS)
     assert await balances([loner, a, outsider]) == [0, 0, 0]
     assert await audit_points() == []
 
@@ -149,7 +156,7 @@ async def test_ranking_orders_by_direct_referrals_then_points(client: TestClient
     ]
     referees.append(await make_member(shop, openid="o-r8", referrer=referees[2]))  # runner gets a level 2
     for referee in referees:
-        await referrals.award(shop, referee.id, trigger="first_purchase", now=now)
+        await referrals.award(shop, referee.id, trigger="first_purchase", now=now, effects=EFFECTS)
     await ReferralAward.filter(referrer_id=quiet.id).update(created_at=now - timedelta(days=40))
     await Member.filter(id=gone.id).update(anonymized_at=now)
 

@@ -49,7 +49,7 @@ def test_schedule_names_every_job_with_its_time() -> None:
     assert times == {
         ("points_maintenance", None, 5),
         ("tier_reviews", 0, 10),
-        ("birthday_gifts", 0, 10),
+        ("birthday_gifts", None, 0),
         ("retention", 3, 30),
         ("mall_pickup_expiry", None, 15),
         ("coupon_expiry", None, 20),
@@ -84,7 +84,9 @@ async def test_embedded_scheduler_runs_a_due_job_and_stops_cleanly(
     daily = tuple(
         entry for entry in SCHEDULE if entry.job != "effects_sweep"
     )  # every minute: not this test's
-    app[SCHEDULER_CONFIG] = SchedulerConfig(schedule=daily, runner=jobs.run_job, clock=clock, max_sleep=0.01)
+    app[SCHEDULER_CONFIG] = SchedulerConfig(
+        schedule=daily, runner=lambda job, now: jobs.run_job(job, now, EFFECTS), clock=clock, max_sleep=0.01
+    )
     client = await aiohttp_client(app)
     merchant = await make_merchant()
     await loyalty_config.save_program(merchant.id, {"pending_days": 1, "registration_bonus": 0}, actor="t")

@@ -150,15 +150,21 @@ async def test_mall_credit_is_bonus_and_idempotent(shop: Any) -> None:
 async def test_withdraw_pays_back_principal_only_and_adjust_never_goes_negative(shop: Any) -> None:
     merchant, member = shop
     await top_up(shop, 10_000, "t1")
-    out = await wallet.withdraw(merchant, member.id, None, reason="退卡", key="w1", actor="staff:1", now=NOW)
+    out = await wallet.withdraw(
+        merchant, member.id, None, reason="退卡", key="w1", actor="staff:1", now=NOW, effects=EFFECTS
+    )
     assert (out.principal_delta, out.bonus_delta) == (-10_000, 0)
     assert await money(member) == (0, 2_000)
     with pytest.raises(wallet.NotEnoughBalance):
-        await wallet.withdraw(merchant, member.id, 1, reason="再退", key="w2", actor="staff:1", now=NOW)
+        await wallet.withdraw(
+            merchant, member.id, 1, reason="再退", key="w2", actor="staff:1", now=NOW, effects=EFFECTS
+        )
     with pytest.raises(wallet.NotEnoughBalance):
-        await wallet.adjust(merchant, member.id, 0, -2_001, reason="纠错", key="a1", actor="staff:1", now=NOW)
+        await wallet.adjust(
+            merchant, member.id, 0, -2_001, reason="纠错", key="a1", actor="staff:1", now=NOW, effects=EFFECTS
+        )
     fixed = await wallet.adjust(
-        merchant, member.id, 500, -2_000, reason="纠错", key="a2", actor="staff:1", now=NOW
+        merchant, member.id, 500, -2_000, reason="纠错", key="a2", actor="staff:1", now=NOW, effects=EFFECTS
     )
     assert (fixed.principal_after, fixed.bonus_after) == (500, 0)
     actions = await AuditLog.filter(merchant_id=merchant.id, action__startswith="wallet.").values_list(

@@ -203,7 +203,9 @@ async def points_ledger(call: Call[None, MerchantPath]) -> LedgerOut:
 @routes.post("/api/mp/{merchant_slug}/checkin", path_model=MerchantPath, response=CheckinOut, auth=MEMBER)
 async def check_in(call: Call[None, MerchantPath]) -> CheckinOut:
     """Check in for today; a second check-in the same day answers `already_checked_in` and changes nothing."""
-    result = await checkin.check_in(call.merchant, call.member.id, now=datetime.now(UTC))
+    result = await checkin.check_in(
+        call.merchant, call.member.id, now=datetime.now(UTC), effects=call.effects
+    )
     if result.already:
         message = "今天已经签到过了，明天再来吧"
     else:

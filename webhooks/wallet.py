@@ -174,6 +174,7 @@ async def adjust(call: Call[WalletAdjustIn, None]) -> WalletPostingOut:
         key=f"adjust:{body.idempotency_key}",
         actor=_actor(call),
         now=datetime.now(UTC),
+        effects=call.effects,
     )
     return _out(posted, member)
 
@@ -197,6 +198,7 @@ async def withdraw(call: Call[WalletWithdrawIn, None]) -> WalletPostingOut:
         key=f"withdraw:{body.idempotency_key}",
         actor=_actor(call),
         now=datetime.now(UTC),
+        effects=call.effects,
     )
     return _out(posted, member)
 

@@ -26,10 +26,14 @@ def _reward(reward: NextReward | None) -> dict[str, int]:
 
 
 async def check_in(turn: Turn) -> ChatReply:
-    result = await checkin.check_in_follower(turn.merchant, turn.openid, now=turn.now())
+    result = await checkin.check_in_follower(
+        turn.merchant, turn.openid, now=turn.now(), effects=turn.services.effects
+    )
     if result is None:  # a follower the bot does not know yet becomes a member first
         member = await turn.ensure_member()
-        result = await checkin.check_in(turn.merchant, member.id, now=turn.now())
+        result = await checkin.check_in(
+            turn.merchant, member.id, now=turn.now(), effects=turn.services.effects
+        )
     template = "checkin_already" if result.already else "checkin_done"
     return await turn.reply(
         template,

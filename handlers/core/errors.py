@@ -57,6 +57,15 @@ class DomainError(Exception):
         self.field = field
 
 
+class IdempotencyMismatch(DomainError):
+    """The idempotency key was used before for a different request (409): nothing changed."""
+
+    code = ErrorCode.IDEMPOTENCY_MISMATCH
+
+    def __init__(self, message: str = "幂等键 idempotency_key 已用于另一笔请求") -> None:
+        super().__init__(message, field="idempotency_key")
+
+
 class ValidationError(DomainError):
     code = ErrorCode.VALIDATION
 

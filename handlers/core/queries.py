@@ -10,6 +10,8 @@ from tortoise import connections
 from tortoise.functions import Sum
 from tortoise.models import Model
 
+from handlers.core.errors import ErrorCode, NotFound
+
 M = TypeVar("M", bound=Model)
 
 
@@ -50,6 +52,15 @@ async def fetch_model(model: type[M], sql: str, **params: Any) -> M | None:
     For the hottest lookups, where building the query costs more than running it."""
     rows = await fetch_rows(sql, **params)
     return as_model(model, rows[0]) if rows else None
+
+
+async def member_row(model: type[M], sql: str, merchant_id: int, member_id: int) -> M:
+    """The member's row of `model` returned by `sql` (`:merchant`, `:member`; e.g. a function that locks
+    or opens an account), or 404 member_not_found when it returns none."""
+    rows = await fetch_rows(sql, merchant=merchant_id, member=member_id)
+    if not rows:
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    return as_model(model, rows[0])
 
 
 def as_model(model: type[M], row: dict[str, Any]) -> M:

@@ -56,6 +56,8 @@ class Queued:
 
     id: int | None
     kind: str
+    payload: Payload = field(default_factory=dict)
+    claimed: bool = False  # created leased to its caller, to run inline after commit
 
 
 _QUEUE_SQL = """
@@ -82,7 +84,47 @@ async def queue(
         now=now,
         lease=now + LEASE if inline else None,
     )
-    return Queued(int(rows[0]["id"]) if rows else None, kind)
+    return Queued(int(rows[0]["id"]) if rows else None, kind, payload, claimed=inline)
+
+
+_QUEUE_FOR_SQL = """
+WITH source AS ({source})
+INSERT INTO task (merchant_id, kind, key, payload, status, attempts, run_after, lease_until, last_error,
+                  created_at)
+SELECT :merchant, :kind, :key_prefix::text || source.id, jsonb_build_object(:payload_key::text, source.id),
+       'pending', 0, :now, NULL, '', :now
+  FROM source
+ON CONFLICT (kind, key) DO NOTHING
+RETURNING id, (payload ->> :payload_key::text)::bigint AS source_id
+"""
+
+
+async def queue_for(
+    source_sql: str,
+    kind: str,
+    *,
+    key_prefix: str,
+    payload_key: str,
+    merchant_id: int | None,
+    now: datetime,
+    **params: Any,
+) -> tuple[int, Queued] | None:
+    """Insert a row with `source_sql` (an `INSERT … ON CONFLICT DO NOTHING RETURNING id`) and, in the
+    same statement (one round trip), the task `kind` about it: key `<key_prefix><id>`, payload
+    `{payload_key: id}`. None when the source row existed already (nothing queued)."""
+    rows = await queries.fetch_rows(
+        _QUEUE_FOR_SQL.format(source=source_sql),
+        merchant=merchant_id,
+        kind=kind,
+        key_prefix=key_prefix,
+        payload_key=payload_key,
+        now=now,
+        **params,
+    )
+    if not rows:
+        return None
+    source_id = int(rows[0]["source_id"])
+    return source_id, Queued(int(rows[0]["id"]), kind, {payload_key: source_id})
 
 
 def _json(payload: Payload) -> str:
@@ -142,6 +184,29 @@ class Effects:
             kind, key, payload, merchant_id=merchant_id, now=self.clock(), inline=kind in self.inline
         )
 
+    async def queue_for(
+        self,
+        source_sql: str,
+        kind: str,
+        *,
+        key_prefix: str,
+        payload_key: str,
+        merchant_id: int | None,
+        **params: Any,
+    ) -> tuple[int, Queued] | None:
+        """`queue_for` with this registry's clock, for a kind it has a handler for (never inline)."""
+        if kind not in self.handlers or kind in self.inline:
+            raise ValueError(f"no deferred handler for effect kind {kind!r}")
+        return await queue_for(
+            source_sql,
+            kind,
+            key_prefix=key_prefix,
+            payload_key=payload_key,
+            merchant_id=merchant_id,
+            now=self.clock(),
+            **params,
+        )
+
     async def after_commit(self, *queued: Queued) -> list[Result]:
         """Run the inline tasks now (their results, in order; None for a failure, retried later) and
         dispatch the rest."""
@@ -150,7 +215,9 @@ class Effects:
         for task in queued:
             if task.id is None:
                 continue
-            if task.kind in self.inline:
+            if task.kind in self.inline and task.claimed:  # leased to us at creation: no claim needed
+                results.append((await self._execute(task.id, task.kind, task.payload, 0, self.clock()))[1])
+            elif task.kind in self.inline:
                 results.append(await self.run(task.id, mine=True))
             else:
                 later.append(task.id)
@@ -179,16 +246,22 @@ class Effects:
         if not rows:
             return None, None  # done, not due yet, or running elsewhere
         row = rows[0]
-        handler = self.handlers.get(row["kind"])
+        return await self._execute(task_id, row["kind"], _loads(row["payload"]), int(row["attempts"]), now)
+
+    async def _execute(
+        self, task_id: int, kind: str, payload: Payload, attempts: int, now: datetime
+    ) -> tuple[str, Result]:
+        """Run a task this process holds the lease of, and record how it went."""
+        handler = self.handlers.get(kind)
         try:
             if handler is None:
-                raise LookupError(f"no handler for effect kind {row['kind']!r}")
-            result = await handler(self, _loads(row["payload"]), now)
+                raise LookupError(f"no handler for effect kind {kind!r}")
+            result = await handler(self, payload, now)
         except Deferred as wait:
             await queries.fetch_rows(_DEFERRED_SQL, id=task_id, until=wait.until)
             return "deferred", None
         except Exception as exc:
-            await self._failed(task_id, row["kind"], int(row["attempts"]) + 1, exc, now)
+            await self._failed(task_id, kind, attempts + 1, exc, now)
             return "failed", None
         await queries.fetch_rows(_DONE_SQL, id=task_id, now=now)
         return "done", result

@@ -22,7 +22,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log
-from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core.errors import (
+    Conflict,
+    DomainError,
+    ErrorCode,
+    IdempotencyMismatch,
+    NotFound,
+    ValidationError,
+)
 from handlers.members.lookup import CODE_ALPHABET
 from handlers.rules import coupons as rules
 from handlers.rules.errors import RuleError
@@ -261,11 +268,7 @@ async def issue_once(
 
 def _same_request(coupon: Coupon, member_id: int, template_id: int) -> Coupon:
     if coupon.member_id != member_id or coupon.template_id != template_id:
-        raise DomainError(
-            "幂等键 idempotency_key 已用于另一笔请求",
-            code=ErrorCode.IDEMPOTENCY_MISMATCH,
-            field="idempotency_key",
-        )
+        raise IdempotencyMismatch()
     return coupon
 
 

@@ -397,12 +397,14 @@ async def expiry_job(now: datetime) -> dict[str, int]:
 # Gifts (the `tier.upgraded` and `member.registered` effects of handlers.effects) --------------------
 
 
-async def _gift(
+async def gift_coupons(
     merchant: Merchant, member_id: int, template_ids: tuple[int, ...], source: str, key: str, now: datetime
-) -> None:
+) -> list[str]:
+    """Issue one coupon of each template (`<key>:<template>`: once each); the names of those issued."""
+    issued: list[str] = []
     for template_id in template_ids:
         try:
-            await issue(
+            coupon = await issue(
                 merchant,
                 member_id,
                 template_id,
@@ -410,6 +412,7 @@ async def _gift(
                 key=f"{key}:{template_id}",
                 now=now,
             )
+            issued.append((await CouponTemplate.get(id=coupon.template_id)).name)
         except DomainError as exc:  # out of stock, deactivated, deleted: the other gifts still go out
             log.warning(
                 "coupon gift not issued",
@@ -420,11 +423,12 @@ async def _gift(
                     "reason": exc.message,
                 },
             )
+    return issued
 
 
 async def tier_gift(merchant: Merchant, member_id: int, tier: Tier, *, now: datetime) -> None:
     """The tier's gift coupons, once per member, tier and template."""
-    await _gift(
+    await gift_coupons(
         merchant,
         member_id,
         tier.benefits.upgrade_gift_coupon_template_ids,
@@ -440,7 +444,7 @@ async def new_member_gift(member: Member, *, now: datetime) -> None:
         return
     merchant = await Merchant.get(id=member.merchant_id)
     program = await loyalty_config.program(merchant.id)
-    await _gift(
+    await gift_coupons(
         merchant,
         member.id,
         program.new_member_coupon_template_ids,

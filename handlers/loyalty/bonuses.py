@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, referrals
 from handlers.rules.expiry import expiry_date
@@ -49,12 +50,12 @@ async def _bonus(
     )
 
 
-async def registration_bonus(member: Member, *, now: datetime) -> None:
+async def registration_bonus(member: Member, *, now: datetime, effects: Effects) -> None:
     """The registration bonus, then registration-triggered referral awards."""
     merchant = await Merchant.get(id=member.merchant_id)
     await _bonus(merchant, member, PointsKind.EARN_REGISTRATION, registration_key(member.id), "注册奖励", now)
     if member.referrer_id is not None and member.anonymized_at is None:
-        await referrals.award(merchant, member.id, trigger="registration", now=now)
+        await referrals.award(merchant, member.id, trigger="registration", now=now, effects=effects)
 
 
 async def profile_bonus(member: Member, *, now: datetime) -> None:

@@ -26,9 +26,11 @@ from tortoise.transactions import in_transaction
 
 from handlers.core import queries
 from handlers.core.errors import Conflict, ErrorCode, NotFound, ValidationError
+from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
 from handlers.members import lookup as members
+from handlers.notices.delivery import queue_notice
 from handlers.rules.calendar import local_day, next_month
 from handlers.rules.checkin import (
     CheckinPolicy,
@@ -108,17 +110,19 @@ def next_reward(policy: CheckinPolicy, streak: int) -> NextReward | None:
     return None
 
 
-async def check_in(merchant: Merchant, member_id: int, *, now: datetime) -> CheckinResult:
+async def check_in(merchant: Merchant, member_id: int, *, now: datetime, effects: Effects) -> CheckinResult:
     """Check the member in for today (merchant-local); a second call the same day changes nothing."""
-    result = await _check_in(merchant, now, member_id=member_id)
+    result = await _check_in(merchant, now, effects, member_id=member_id)
     if result is None:
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
     return result
 
 
-async def check_in_follower(merchant: Merchant, openid: str, *, now: datetime) -> CheckinResult | None:
+async def check_in_follower(
+    merchant: Merchant, openid: str, *, now: datetime, effects: Effects
+) -> CheckinResult | None:
     """`check_in` for the member behind an Official Account openid; None if there is none (yet)."""
-    return await _check_in(merchant, now, openid=openid)
+    return await _check_in(merchant, now, effects, openid=openid)
 
 
 _CHECK_IN_CALL = """
@@ -128,7 +132,12 @@ SELECT outcome, member_id, streak, points, balance FROM memberbot_check_in(
 
 
 async def _check_in(
-    merchant: Merchant, now: datetime, *, member_id: int | None = None, openid: str | None = None
+    merchant: Merchant,
+    now: datetime,
+    effects: Effects,
+    *,
+    member_id: int | None = None,
+    openid: str | None = None,
 ) -> CheckinResult | None:
     program = await loyalty_config.program(merchant.id)
     policy = program.checkin
@@ -156,7 +165,25 @@ async def _check_in(
     if row["outcome"] == "already":
         return _already(day, streak, int(row["balance"]), policy)
     bonus = streak_rewards(streak, policy.streak_rewards, policy.cycle_days)
+    if bonus:  # the chat reply tells of a check-in; a streak reward is news worth a notice too
+        await _tell_reward(effects, merchant, int(row["member_id"]), day, streak, earned, int(row["balance"]))
     return CheckinResult(day, False, streak, earned, bonus, int(row["balance"]), next_reward(policy, streak))
+
+
+async def _tell_reward(
+    effects: Effects, merchant: Merchant, member_id: int, day: date, streak: int, earned: int, balance: int
+) -> None:
+    async with in_transaction():
+        told = await queue_notice(
+            effects,
+            "points_credited",
+            merchant_id=merchant.id,
+            member_id=member_id,
+            event_key=f"checkin:{day.isoformat()}",
+            context={"reason": f"连续签到 {streak} 天奖励", "points": earned, "balance": balance},
+        )
+    if told is not None:
+        await effects.after_commit(told)
 
 
 def _already(day: date, streak: int, balance: int, policy: CheckinPolicy) -> CheckinResult:

@@ -26,7 +26,14 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from handlers.core import queries
-from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core.errors import (
+    Conflict,
+    DomainError,
+    ErrorCode,
+    IdempotencyMismatch,
+    NotFound,
+    ValidationError,
+)
 from handlers.rules.expiry import InsufficientPoints, Lot, allocate_spend
 from models.points import LotStatus, PointsAccount, PointsKind, PointsLot, PointsTransaction
 
@@ -63,18 +70,7 @@ _ACCOUNT_SQL = "SELECT * FROM memberbot_points_account(:merchant, :member)"
 async def lock_account(merchant_id: int, member_id: int) -> PointsAccount:
     """The member's account row, locked FOR UPDATE in the current transaction (opened if missing).
     A member of another merchant, or none, is 404 member_not_found."""
-    rows = await queries.fetch_rows(_ACCOUNT_SQL, merchant=merchant_id, member=member_id)
-    if not rows:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    return queries.as_model(PointsAccount, rows[0])
-
-
-def _mismatch() -> DomainError:
-    return DomainError(
-        "幂等键 idempotency_key 已用于另一笔请求",
-        code=ErrorCode.IDEMPOTENCY_MISMATCH,
-        field="idempotency_key",
-    )
+    return await queries.member_row(PointsAccount, _ACCOUNT_SQL, merchant_id, member_id)
 
 
 def _replayed(
@@ -92,7 +88,7 @@ def _replayed(
         }
     )
     if row["member_id"] != member_id or row["kind"] != kind or (delta is not None and row["delta"] != delta):
-        raise _mismatch()
+        raise IdempotencyMismatch()
     return Posted(
         row["id"], row["member_id"], row["delta"], PointsKind(row["kind"]), row["balance_after"], True
     )

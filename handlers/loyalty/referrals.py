@@ -25,8 +25,10 @@ from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
 from handlers.core.errors import ErrorCode, NotFound
+from handlers.core.tasks import Effects, Queued
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
+from handlers.notices.delivery import queue_notice
 from handlers.rules.expiry import expiry_date
 from handlers.rules.program import Program, ReferralTrigger
 from models.member import Member
@@ -59,7 +61,7 @@ def ledger_key(referee_id: int, level: int) -> str:
 
 
 async def award(
-    merchant: Merchant, referee_id: int, *, trigger: ReferralTrigger, now: datetime
+    merchant: Merchant, referee_id: int, *, trigger: ReferralTrigger, now: datetime, effects: Effects
 ) -> list[Award]:
     """Award the referee's referrer chain for `trigger`; [] when it is not the programme's trigger."""
     program = await loyalty_config.program(merchant.id)
@@ -72,7 +74,7 @@ async def award(
     for level, referrer in await _chain(merchant.id, referee, len(program.referral.level_points)):
         if referrer.anonymized_at is not None:
             continue
-        given = await _award_level(merchant, program, referee.id, referrer, level, now)
+        given = await _award_level(merchant, program, referee.id, referrer, level, now, effects)
         if given is not None:
             awards.append(given)
     return awards
@@ -97,9 +99,16 @@ async def _chain(merchant_id: int, referee: Member, depth: int) -> list[tuple[in
 
 
 async def _award_level(
-    merchant: Merchant, program: Program, referee_id: int, referrer: Member, level: int, now: datetime
+    merchant: Merchant,
+    program: Program,
+    referee_id: int,
+    referrer: Member,
+    level: int,
+    now: datetime,
+    effects: Effects,
 ) -> Award | None:
     amount = program.referral.level_points[level - 1]
+    told: Queued | None = None
     try:
         async with in_transaction():
             await ReferralAward.create(
@@ -122,8 +131,18 @@ async def _award_level(
                 reference=f"referee:{referee_id}",
                 reason=f"{level} 级推荐奖励",
             )
+            told = await queue_notice(
+                effects,
+                "points_credited",
+                merchant_id=merchant.id,
+                member_id=referrer.id,
+                event_key=ledger_key(referee_id, level),
+                context={"reason": "推荐好友奖励", "points": amount, "balance": posted.balance_after},
+            )
     except IntegrityError:
         return None  # already awarded for this referee and level (maybe by a concurrent call)
+    if told is not None:
+        await effects.after_commit(told)
     return Award(referrer.id, level, amount, posted.transaction_id)
 
 

@@ -164,7 +164,9 @@ async def evaluate(
         if target is None:
             return None
         result = await _change(merchant, state, current_tier, target, "upgrade", key=f"{key}:tier", now=now)
-        queued = await _queue_upgraded(effects, merchant, member_id, target, f"{key}:tier")
+        queued = await _queue_upgraded(
+            effects, merchant, member_id, target, f"{key}:tier", result.gift_points
+        )
     await effects.after_commit(queued)
     return result
 
@@ -202,7 +204,7 @@ async def buy_upgrade(
             reason=f"积分升级为{target.name}",
         )
         result = await _change(merchant, state, current_tier, target, "purchase_upgrade", key=key, now=now)
-        queued = await _queue_upgraded(effects, merchant, member_id, target, key)
+        queued = await _queue_upgraded(effects, merchant, member_id, target, key, result.gift_points)
     await effects.after_commit(queued)
     return result
 
@@ -240,15 +242,17 @@ async def _change(
 
 
 async def _queue_upgraded(
-    effects: Effects, merchant: Merchant, member_id: int, tier: Tier, key: str
+    effects: Effects, merchant: Merchant, member_id: int, tier: Tier, key: str, gift_points: int
 ) -> Queued:
     """The `tier.upgraded` effect, keyed by the tier change (its gifts go once per member and tier)."""
-    return await effects.queue(
-        TIER_UPGRADED,
-        key,
-        {"merchant_id": merchant.id, "member_id": member_id, "tier": tier.code},
-        merchant_id=merchant.id,
-    )
+    payload = {
+        "merchant_id": merchant.id,
+        "member_id": member_id,
+        "tier": tier.code,
+        "change": key,
+        "gift_points": gift_points,
+    }
+    return await effects.queue(TIER_UPGRADED, key, payload, merchant_id=merchant.id)
 
 
 async def review_downgrades(now: datetime, merchant_id: int | None = None) -> int:

@@ -18,7 +18,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log
-from handlers.core.errors import DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core.errors import DomainError, IdempotencyMismatch, NotFound, ValidationError
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import tiers
 from handlers.mall.orders import (
@@ -235,16 +235,8 @@ async def _stock_replay(
     if movement is None:
         return None
     if (movement.item_id, movement.delta, movement.reason) != (item_id, delta, reason):
-        raise _mismatch()
+        raise IdempotencyMismatch()
     return movement
-
-
-def _mismatch() -> DomainError:
-    return DomainError(
-        "幂等键 idempotency_key 已用于另一笔请求",
-        code=ErrorCode.IDEMPOTENCY_MISMATCH,
-        field="idempotency_key",
-    )
 
 
 # The catalogue (members) --------------------------------------------------------------------------
@@ -348,7 +340,7 @@ async def redeem(
 def _same_redemption(order: MallOrder, item_id: int, qty: int, shipping: dict[str, str] | None) -> MallOrder:
     recorded = {k: v for k, v in (order.address or {}).items() if k != "shipment"} or None
     if (order.item_id, order.qty, recorded) != (item_id, qty, shipping):
-        raise _mismatch()
+        raise IdempotencyMismatch()
     return order
 
 

@@ -19,7 +19,12 @@ from zoneinfo import ZoneInfo
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core.errors import (
+    Conflict,
+    IdempotencyMismatch,
+    NotFound,
+    ValidationError,
+)
 from handlers.core.queries import sum_of
 from handlers.coupons import redeem as coupons
 from handlers.loyalty import config as loyalty_config
@@ -160,11 +165,7 @@ async def _replay(
     if order is None:
         return None
     if (order.member_id, order.item_id, order.qty, order.points) != (member_id, item_id, qty, points_total):
-        raise DomainError(
-            "幂等键 idempotency_key 已用于另一笔请求",
-            code=ErrorCode.IDEMPOTENCY_MISMATCH,
-            field="idempotency_key",
-        )
+        raise IdempotencyMismatch()
     return order
 
 

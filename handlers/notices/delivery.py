@@ -64,7 +64,7 @@ class NoticeServices:
 _QUEUE_SQL = """
 INSERT INTO notice_delivery (merchant_id, member_id, kind, event_key, context, status, reason, job_status,
                              text, created_at, updated_at)
-VALUES (:merchant, :member, :kind, :event, :context, 'queued', '', '', '', :now, :now)
+VALUES (:merchant, :member, :notice_kind, :event, :context, 'queued', '', '', '', :now, :now)
 ON CONFLICT (merchant_id, kind, member_id, event_key) DO NOTHING
 RETURNING id
 """
@@ -81,21 +81,18 @@ async def queue_notice(
 ) -> Queued | None:
     """Queue notice `kind` about one event in the caller's transaction; None if it was queued before.
     Hand the result to `effects.after_commit` once the transaction has committed."""
-    rows = await queries.fetch_rows(
+    queued = await effects.queue_for(
         _QUEUE_SQL,
-        merchant=merchant_id,
+        NOTICE_SEND,
+        key_prefix="notice:",
+        payload_key="delivery_id",
+        merchant_id=merchant_id,
         member=member_id,
-        kind=kind,
+        notice_kind=kind,
         event=event_key[:128],
         context=json.dumps(dict(context), ensure_ascii=False, default=str),
-        now=effects.clock(),
     )
-    if not rows:
-        return None
-    delivery_id = int(rows[0]["id"])
-    return await effects.queue(
-        NOTICE_SEND, f"notice:{delivery_id}", {"delivery_id": delivery_id}, merchant_id=merchant_id
-    )
+    return None if queued is None else queued[1]
 
 
 def sender(services: NoticeServices | None) -> Handler:

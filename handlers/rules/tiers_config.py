@@ -19,6 +19,7 @@ _BENEFIT_KEYS = (
     "birthday_gift_points",
     "upgrade_gift_points",
     "upgrade_gift_coupon_template_ids",
+    "birthday_gift_coupon_template_ids",
 )
 
 
@@ -76,15 +77,18 @@ def _criteria(entry: object, path: str) -> Criteria:
     return Criteria(window, values["spend_fen"], values["recharge_fen"], values["points_earned"])
 
 
+def _template_ids(raw: Mapping[str, object], path: str, key: str) -> tuple[int, ...]:
+    where = p.join(path, key)
+    ids = tuple(
+        p.integer(value, p.join(where, i), lo=1) for i, value in enumerate(p.items(raw.get(key, []), where))
+    )
+    if len(set(ids)) != len(ids):
+        raise RuleError(where, "券模板重复")
+    return ids
+
+
 def _benefits(entry: object, path: str) -> Benefits:
     raw = p.obj(entry, path, optional=_BENEFIT_KEYS)
-    coupons_path = p.join(path, "upgrade_gift_coupon_template_ids")
-    coupons = tuple(
-        p.integer(value, p.join(coupons_path, i), lo=1)
-        for i, value in enumerate(p.items(raw.get("upgrade_gift_coupon_template_ids", []), coupons_path))
-    )
-    if len(set(coupons)) != len(coupons):
-        raise RuleError(coupons_path, "券模板重复")
 
     def points(key: str) -> int:
         return p.integer(raw.get(key, 0), p.join(path, key), lo=0, hi=MAX_POINTS)
@@ -101,7 +105,8 @@ def _benefits(entry: object, path: str) -> Benefits:
         ),
         birthday_gift_points=points("birthday_gift_points"),
         upgrade_gift_points=points("upgrade_gift_points"),
-        upgrade_gift_coupon_template_ids=coupons,
+        upgrade_gift_coupon_template_ids=_template_ids(raw, path, "upgrade_gift_coupon_template_ids"),
+        birthday_gift_coupon_template_ids=_template_ids(raw, path, "birthday_gift_coupon_template_ids"),
     )
 
 
@@ -166,6 +171,7 @@ def _tier_out(tier: Tier) -> dict[str, Any]:
             "birthday_gift_points": benefits.birthday_gift_points,
             "upgrade_gift_points": benefits.upgrade_gift_points,
             "upgrade_gift_coupon_template_ids": list(benefits.upgrade_gift_coupon_template_ids),
+            "birthday_gift_coupon_template_ids": list(benefits.birthday_gift_coupon_template_ids),
         },
         "downgrade": {
             "enabled": tier.downgrade.enabled,

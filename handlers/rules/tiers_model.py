@@ -46,6 +46,7 @@ class Benefits:
     birthday_gift_points: int = 0
     upgrade_gift_points: int = 0
     upgrade_gift_coupon_template_ids: tuple[int, ...] = ()
+    birthday_gift_coupon_template_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from handlers.core import queries
-from handlers.core.errors import DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core.errors import ErrorCode, IdempotencyMismatch, NotFound, ValidationError
 from handlers.core.queries import fetch_one
 from handlers.core.tasks import Effects
 from handlers.coupons import redeem as coupons
@@ -132,11 +132,7 @@ def _validate(req: PurchaseRequest) -> None:
 
 async def _replay(purchase: Purchase, digest: str) -> PurchaseResult:
     if purchase.request_digest != digest:
-        raise DomainError(
-            "幂等键 idempotency_key 已用于另一笔消费",
-            code=ErrorCode.IDEMPOTENCY_MISMATCH,
-            field="idempotency_key",
-        )
+        raise IdempotencyMismatch("幂等键 idempotency_key 已用于另一笔消费")
     if purchase.result is not None:
         return PurchaseResult(**{**purchase.result, "replayed": True})
     account = await PointsAccount.get_or_none(member_id=purchase.member_id)
@@ -224,7 +220,13 @@ async def record_purchase(
         queued = await effects.queue(
             AFTER_PURCHASE,
             f"purchase:{purchase.id}",
-            {"purchase_id": purchase.id, "at": now.isoformat()},
+            {
+                "purchase_id": purchase.id,
+                "merchant_id": merchant.id,
+                "member_id": till.member.id,
+                "referred": till.member.referrer_id is not None,
+                "at": now.isoformat(),
+            },
             merchant_id=merchant.id,
         )
         receipt = await queue_notice(
@@ -353,11 +355,7 @@ async def _post(
             pool_code=pool.code if pool is not None and earn.points else None,
         )
     except IntegrityError:  # the unique-key backstop: the same key, for another member, committed first
-        raise DomainError(
-            "幂等键 idempotency_key 已用于另一笔消费",
-            code=ErrorCode.IDEMPOTENCY_MISMATCH,
-            field="idempotency_key",
-        ) from None
+        raise IdempotencyMismatch("幂等键 idempotency_key 已用于另一笔消费") from None
     actor = f"staff:{staff.id}" if staff else "system"
     if coupon is not None:
         await coupons.use(
@@ -432,18 +430,20 @@ async def after_purchase(
     effects: Effects, payload: Mapping[str, Any], now: datetime
 ) -> dict[str, Any] | None:
     """The `purchase.completed` effect: the tier review and first-purchase referral awards, then the
-    stored result updated so a retry replays them. Idempotent (tier change and award keys)."""
-    purchase = await Purchase.get(id=payload["purchase_id"])
-    merchant = await Merchant.get(id=purchase.merchant_id)
-    member = await Member.get(id=purchase.member_id)
-    at = datetime.fromisoformat(payload["at"])
-    change = await tiers.evaluate(merchant, member.id, now=at, key=f"purchase:{purchase.id}", effects=effects)
-    awards = await _first_purchase_referrals(merchant, member, at)
-    stored: dict[str, Any] = dict(purchase.result or {})
+    stored result updated so a retry replays them; None when neither changed anything (most
+    purchases: one query). Idempotent (tier change and award keys)."""
+    merchant = await queries.first(Merchant, id=payload["merchant_id"])
+    assert merchant is not None
+    member_id, at = int(payload["member_id"]), datetime.fromisoformat(payload["at"])
+    change = await tiers.evaluate(
+        merchant, member_id, now=at, key=f"purchase:{payload['purchase_id']}", effects=effects
+    )
+    awards = await _first_purchase_referrals(merchant, member_id, at, effects) if payload["referred"] else 0
     if change is None and not awards:
-        return stored
-    result = PurchaseResult(**{**stored, "replayed": False})
-    balance = (await PointsAccount.get(member_id=member.id)).balance
+        return None
+    purchase = await Purchase.get(id=payload["purchase_id"])
+    result = PurchaseResult(**{**(purchase.result or {}), "replayed": False})
+    balance = (await PointsAccount.get(member_id=member_id)).balance
     result = replace(
         result,
         balance=balance,
@@ -526,14 +526,13 @@ async def _earn(
     )
 
 
-async def _first_purchase_referrals(merchant: Merchant, member: Member, now: datetime) -> int:
-    """Referral awards for the member's first completed purchase (at most once per level, by key)."""
-    if member.referrer_id is None:
-        return 0
-    member_id = member.id
+async def _first_purchase_referrals(
+    merchant: Merchant, member_id: int, now: datetime, effects: Effects
+) -> int:
+    """Referral awards for a referred member's first completed purchase (once per level, by key)."""
     completed = await Purchase.filter(
         merchant_id=merchant.id, member_id=member_id, status=PurchaseStatus.COMPLETED
     ).count()
     if completed != 1:
         return 0
-    return len(await referrals.award(merchant, member_id, trigger="first_purchase", now=now))
+    return len(await referrals.award(merchant, member_id, trigger="first_purchase", now=now, effects=effects))

@@ -21,10 +21,18 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log, queries
-from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
-from handlers.core.tasks import Effects
+from handlers.core.errors import (
+    Conflict,
+    DomainError,
+    ErrorCode,
+    IdempotencyMismatch,
+    NotFound,
+    ValidationError,
+)
+from handlers.core.tasks import Effects, Queued
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import tiers
+from handlers.notices.delivery import queue_notice
 from handlers.rules.wallet import MAX_TOP_UP_FEN, InsufficientBalance, split_payment, top_up_bonus
 from models.merchant import Merchant
 from models.wallet import WalletAccount, WalletKind, WalletTransaction
@@ -81,6 +89,10 @@ def yuan(fen: int) -> str:
     return f"{fen / 100:.2f}"
 
 
+def _signed(fen: int) -> str:
+    return f"{'+' if fen > 0 else ''}{yuan(fen)}"
+
+
 def check_key(key: str) -> None:
     if not 1 <= len(key) <= MAX_KEY:
         raise ValidationError(f"idempotency_key 须为 1–{MAX_KEY} 个字符", field="idempotency_key")
@@ -96,24 +108,13 @@ _ACCOUNT_SQL = "SELECT * FROM memberbot_wallet_account(:merchant, :member)"
 
 async def lock_account(merchant_id: int, member_id: int) -> WalletAccount:
     """The member's wallet row, locked FOR UPDATE in the current transaction (opened if missing)."""
-    rows = await queries.fetch_rows(_ACCOUNT_SQL, merchant=merchant_id, member=member_id)
-    if not rows:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    return queries.as_model(WalletAccount, rows[0])
-
-
-def _mismatch() -> DomainError:
-    return DomainError(
-        "幂等键 idempotency_key 已用于另一笔请求",
-        code=ErrorCode.IDEMPOTENCY_MISMATCH,
-        field="idempotency_key",
-    )
+    return await queries.member_row(WalletAccount, _ACCOUNT_SQL, merchant_id, member_id)
 
 
 async def _existing(merchant_id: int, key: str, member_id: int, kind: WalletKind) -> WalletTransaction | None:
     txn = await WalletTransaction.get_or_none(merchant_id=merchant_id, idempotency_key=key)
     if txn is not None and (txn.member_id != member_id or txn.kind != kind):
-        raise _mismatch()
+        raise IdempotencyMismatch()
     return txn
 
 
@@ -154,7 +155,7 @@ async def _post(
         now=now,
     )
     if not rows:  # callers replay their own key under the lock first: this one is another member's
-        raise _mismatch()
+        raise IdempotencyMismatch()
     account.principal_fen, account.bonus_fen = principal, bonus
     if kind == WalletKind.TOP_UP:
         account.lifetime_top_up_fen += principal_delta
@@ -232,15 +233,28 @@ async def top_up(
                         "at": now.isoformat(),
                     },
                     merchant_id=merchant.id,
-                )
+                ),
+                await _tell(effects, "wallet_top_up", txn, amount=yuan(amount_fen), bonus=yuan(bonus)),
             ]
         elif txn.principal_delta != amount_fen or txn.reference != payment_method:
-            raise _mismatch()
+            raise IdempotencyMismatch()
         else:
             queued = []
-    after = await effects.after_commit(*queued)
+    after = await effects.after_commit(*(q for q in queued if q is not None))
     tier = after[0]["tier_changed_to"] if after and after[0] else None
     return posting(txn, replayed=replayed, tier=tier)
+
+
+async def _tell(effects: Effects, kind: str, txn: WalletTransaction, **context: object) -> Queued | None:
+    """The member's notice of a posting (`handlers.notices.catalog`), queued with it."""
+    return await queue_notice(
+        effects,
+        kind,
+        merchant_id=txn.merchant_id,
+        member_id=txn.member_id,
+        event_key=f"wallet:{txn.id}",
+        context={**context, "balance": yuan(txn.principal_after + txn.bonus_after)},
+    )
 
 
 AFTER_TOP_UP = "wallet.topped_up"
@@ -283,7 +297,7 @@ async def pay(
         txn = await _existing(merchant.id, key, member_id, WalletKind.PAY)
         if txn is not None:
             if -(txn.principal_delta + txn.bonus_delta) != amount_fen:
-                raise _mismatch()
+                raise IdempotencyMismatch()
             return _payment(txn, replayed=True)
         try:
             split = split_payment(account.principal_fen, account.bonus_fen, amount_fen)
@@ -325,7 +339,7 @@ async def refund_payment(
         txn = await _existing(merchant.id, key, original.member_id, WalletKind.REFUND)
         if txn is not None:
             if txn.reverses_id != original.id:
-                raise _mismatch()
+                raise IdempotencyMismatch()
             return _payment(txn, replayed=True)
         if await WalletTransaction.exists(reverses_id=original.id):
             raise Conflict("这笔储值支付已经退回过了", field="idempotency_key")
@@ -354,7 +368,7 @@ async def credit_mall(merchant: Merchant, member_id: int, amount_fen: int, *, ke
         txn = await _existing(merchant.id, key, member_id, WalletKind.MALL)
         if txn is not None:
             if txn.bonus_delta != amount_fen:
-                raise _mismatch()
+                raise IdempotencyMismatch()
             return int(txn.id)
         txn = await _post(
             account,
@@ -379,8 +393,10 @@ async def adjust(
     key: str,
     actor: str,
     now: datetime,
+    effects: Effects,
 ) -> Posting:
-    """Correct a balance by hand (either part up or down, never below zero), with an audit row."""
+    """Correct a balance by hand (either part up or down, never below zero), with an audit row and
+    the member's notice."""
     if principal_delta == 0 and bonus_delta == 0:
         raise ValidationError("principal_delta 与 bonus_delta 不能都为 0", field="principal_delta")
     for name, delta in (("principal_delta", principal_delta), ("bonus_delta", bonus_delta)):
@@ -392,7 +408,7 @@ async def adjust(
         txn = await _existing(merchant.id, key, member_id, WalletKind.ADJUST)
         if txn is not None:
             if (txn.principal_delta, txn.bonus_delta) != (principal_delta, bonus_delta):
-                raise _mismatch()
+                raise IdempotencyMismatch()
             return posting(txn, replayed=True)
         for name, have, delta in (
             ("principal_delta", account.principal_fen, principal_delta),
@@ -415,7 +431,11 @@ async def adjust(
             bonus_delta=bonus_delta,
             reason=reason,
         )
-        return posting(txn)
+        told = await _tell(
+            effects, "wallet_changed", txn, reason=reason, change=_signed(principal_delta + bonus_delta)
+        )
+    await effects.after_commit(*([told] if told else []))
+    return posting(txn)
 
 
 async def withdraw(
@@ -427,9 +447,10 @@ async def withdraw(
     key: str,
     actor: str,
     now: datetime,
+    effects: Effects,
 ) -> Posting:
     """Pay principal back to the member in cash (all of it when `amount_fen` is None), with an audit
-    row. Bonus is never paid out: it stays on the account, spendable only."""
+    row and the member's notice. Bonus is never paid out: it stays on the account, spendable only."""
     if amount_fen is not None:
         _check_amount(amount_fen, MAX_PAY_FEN)
     check_key(key)
@@ -438,7 +459,7 @@ async def withdraw(
         txn = await _existing(merchant.id, key, member_id, WalletKind.WITHDRAW)
         if txn is not None:
             if amount_fen is not None and -txn.principal_delta != amount_fen:
-                raise _mismatch()
+                raise IdempotencyMismatch()
             return posting(txn, replayed=True)
         amount = account.principal_fen if amount_fen is None else amount_fen
         if amount == 0 or amount > account.principal_fen:
@@ -457,7 +478,11 @@ async def withdraw(
             principal_fen=amount,
             reason=reason,
         )
-        return posting(txn)
+        told = await _tell(
+            effects, "wallet_changed", txn, reason=reason or "退还本金", change=_signed(-amount)
+        )
+    await effects.after_commit(*([told] if told else []))
+    return posting(txn)
 
 
 @dataclass(frozen=True, slots=True)

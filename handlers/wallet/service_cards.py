@@ -19,7 +19,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log
-from handlers.core.errors import DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core.errors import DomainError, ErrorCode, IdempotencyMismatch, NotFound, ValidationError
 from handlers.wallet.ledger import check_key
 from models.cards import CardKind, CardProduct, CardUse, MemberCard
 from models.member import Member
@@ -218,17 +218,9 @@ async def issue(
     return Issued(card)
 
 
-def _mismatch() -> DomainError:
-    return DomainError(
-        "幂等键 idempotency_key 已用于另一笔请求",
-        code=ErrorCode.IDEMPOTENCY_MISMATCH,
-        field="idempotency_key",
-    )
-
-
 def _replay_issue(card: MemberCard, member: Member, product_id: int) -> Issued:
     if card.member_id != member.id or card.product_id != product_id:
-        raise _mismatch()
+        raise IdempotencyMismatch()
     return Issued(card, replayed=True)
 
 
@@ -276,7 +268,7 @@ async def use(merchant: Merchant, card_id: int, *, key: str, staff: Staff | None
         done = await CardUse.get_or_none(merchant_id=merchant.id, idempotency_key=key)
         if done is not None:
             if done.card_id != card.id:
-                raise _mismatch()
+                raise IdempotencyMismatch()
             return Used(card, done, replayed=True)
         refused = refusal(card, now, merchant.timezone)
         if refused is not None:
@@ -296,7 +288,7 @@ async def use(merchant: Merchant, card_id: int, *, key: str, staff: Staff | None
                     created_at=now,
                 )
         except IntegrityError:
-            raise _mismatch() from None
+            raise IdempotencyMismatch() from None
         return Used(card, record)
 
 
@@ -309,7 +301,7 @@ async def use_for_member(
     if done is not None:
         first = await MemberCard.get(id=done.card_id)
         if (first.member_id, first.product_id) != (member.id, product_id):
-            raise _mismatch()
+            raise IdempotencyMismatch()
         return await use(merchant, first.id, key=key, staff=staff, now=now)
     cards = await MemberCard.filter(
         merchant_id=merchant.id, member_id=member.id, product_id=product_id
