@@ -126,8 +126,11 @@ def _effects(settings: Settings) -> CleanupContext:
             # that is down shows in /healthz instead of stopping the start)
             enqueue = arq_dispatch(ArqRedis(connection_pool=app[REDIS].connection_pool))
 
+            async def enqueue_all(task_ids: Sequence[int]) -> None:
+                await enqueue(task_ids)
+
             async def after_responding(task_ids: Sequence[int]) -> None:  # not on the request's clock
-                background.spawn(enqueue(task_ids), name="dispatch")
+                background.spawn(enqueue_all(task_ids), name="dispatch")
 
             registry.dispatch = after_responding
         yield

@@ -16,13 +16,15 @@ from models.notice import SubscribeGrant
 MAX_TEMPLATE_IDS = 20
 
 
-def _window_key(merchant_id: int, openid: str) -> str:
+def window_key(merchant_id: int, openid: str) -> str:
+    """Opened by the WeChat callback's dedup claim (`webhooks.wechat.dedup`) in the same round trip."""
     return f"wx:window:{merchant_id}:{openid}"
 
 
 async def window_opened(redis: Redis, merchant_id: int, openid: str, now: datetime) -> None:
-    """The member messaged or acted in the chat: a new 48-hour window with its full quota."""
-    key = _window_key(merchant_id, openid)
+    """The member messaged or acted in the chat: a new 48-hour window with its full quota (what the
+    callback's claim does; for tests and other doors)."""
+    key = window_key(merchant_id, openid)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(key, mapping={"opened": int(now.timestamp()), "sent": 0})
         pipe.expire(key, int(CUSTOM_WINDOW.total_seconds()))
@@ -31,7 +33,7 @@ async def window_opened(redis: Redis, merchant_id: int, openid: str, now: dateti
 
 async def window(redis: Redis, merchant_id: int, openid: str) -> tuple[datetime | None, int]:
     """(when the member's current window opened, messages sent in it); (None, 0) outside any."""
-    found = await redis.hgetall(_window_key(merchant_id, openid))  # type: ignore[misc]
+    found = await redis.hgetall(window_key(merchant_id, openid))  # type: ignore[misc]
     if not found:
         return None, 0
     opened = int(found.get(b"opened", b"0"))
@@ -39,7 +41,7 @@ async def window(redis: Redis, merchant_id: int, openid: str) -> tuple[datetime 
 
 
 async def window_used(redis: Redis, merchant_id: int, openid: str) -> None:
-    await redis.hincrby(_window_key(merchant_id, openid), "sent", 1)  # type: ignore[misc]
+    await redis.hincrby(window_key(merchant_id, openid), "sent", 1)  # type: ignore[misc]
 
 
 async def record_grants(member: Member, accepted: Iterable[str], rejected: Iterable[str]) -> dict[str, int]:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from handlers.core.chat import ChatReply, TextReply
 from handlers.core.errors import DomainError, ErrorCode
+from handlers.notices import reach
 from handlers.staff.merchants import SLUG, get_merchant
 from handlers.wechat.client import oa_credentials
 from models.merchant import Merchant
@@ -127,13 +128,34 @@ async def _decrypted(request: web.Request, merchant: Merchant, timestamp: str, n
     return decrypt(encrypted, merchant.oa_aes_key, merchant.oa_appid)
 
 
+# Events a member causes (WeChat's system events — job reports, unfollowing — open no window).
+USER_EVENTS = frozenset(
+    {"subscribe", "scan", "click", "view", "location", "scancode_push", "scancode_waitmsg"}
+)
+
+
+def _window(merchant: Merchant, push: Push) -> str:
+    """The member's customer-service window key, if this push is the member acting in the chat."""
+    message = push.message
+    if message.kind == "event" and message.event.lower() not in USER_EVENTS:
+        return ""
+    return reach.window_key(merchant.id, message.openid)
+
+
 async def _answer(
     app: web.Application, merchant: Merchant, push: Push, *, until: float, signature: str = ""
 ) -> ChatReply | None:
     """Dispatch a first delivery (bounded by `until`); repeat the first delivery's reply for a duplicate."""
     redis = app[REDIS]
     try:
-        first = await dedup.claim(redis, merchant.id, push.dedup_key, signature=signature)
+        first = await dedup.claim(
+            redis,
+            merchant.id,
+            push.dedup_key,
+            signature=signature,
+            window=_window(merchant, push),
+            now=push.message.created_at.timestamp(),
+        )
     except dedup.SignatureReused:
         raise
     except Exception as exc:  # no dedup without Redis: let WeChat retry rather than risk double effects

@@ -22,20 +22,28 @@ from redis.asyncio import Redis
 
 from handlers.core.chat import ChatReply
 from handlers.core.errors import DomainError, ErrorCode
+from handlers.rules.notices import CUSTOM_WINDOW
 
 # Longer than the whole replay window (a timestamp may be up to 5 minutes either side of now).
 TTL_SECONDS = 2 * 300 + 60
 MAX_ANSWERS = 20_000
 
-# KEYS[1] the push's dedup key; KEYS[2] the signature's key ("" in encrypted modes).
-# ARGV[1] the push key; ARGV[2] the TTL. Returns 1 first delivery, 0 duplicate, -1 signature reused.
+# KEYS[1] the push's dedup key; KEYS[2] the signature's key ("" in encrypted modes); KEYS[3] the member's
+# customer-service window ("" for WeChat's own events). ARGV[1] the push key; ARGV[2] the TTL; ARGV[3]
+# now (unix s); ARGV[4] the window's life. Returns 1 first delivery, 0 duplicate, -1 signature reused.
 _CLAIM = """
 if KEYS[2] ~= '' then
   local owner = redis.call('GET', KEYS[2])
   if owner and owner ~= ARGV[1] then return -1 end
   if not owner then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end
 end
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 1 end
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  if KEYS[3] ~= '' then
+    redis.call('HSET', KEYS[3], 'opened', ARGV[3], 'sent', 0)
+    redis.call('EXPIRE', KEYS[3], ARGV[4])
+  end
+  return 1
+end
 return 0
 """
 
@@ -48,16 +56,20 @@ def _key(merchant_id: int, push_key: str) -> str:
     return f"wx:push:{merchant_id}:{push_key}"
 
 
-async def claim(redis: Redis, merchant_id: int, push_key: str, *, signature: str = "") -> bool:
+async def claim(
+    redis: Redis, merchant_id: int, push_key: str, *, signature: str = "", window: str = "", now: float = 0
+) -> bool:
     """True for the first delivery of a push (the caller then handles it); False for a duplicate.
 
     In plaintext mode the URL's signature does not cover the body, so `signature` binds it to this one
     push: the same signed URL with another body (a replay of a leaked URL) is refused. WeChat's own
-    retries repeat the same push and stay duplicates. One round trip (a Lua script).
+    retries repeat the same push and stay duplicates. A member's own message or event also opens their
+    48-hour customer-service `window` (`handlers.notices.reach`). One round trip (a Lua script).
     """
     sig_key = f"wx:sig:{merchant_id}:{signature}" if signature else ""
     outcome = await redis.register_script(_CLAIM)(
-        keys=[_key(merchant_id, push_key), sig_key], args=[push_key, TTL_SECONDS]
+        keys=[_key(merchant_id, push_key), sig_key, window],
+        args=[push_key, TTL_SECONDS, int(now), int(CUSTOM_WINDOW.total_seconds())],
     )
     if int(outcome) < 0:
         raise SignatureReused("该签名已用于另一条消息")
