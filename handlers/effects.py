@@ -19,15 +19,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from tortoise.transactions import in_transaction
-
 from handlers.core.tasks import Dispatch, Effects, Handler, no_dispatch
 from handlers.coupons import redeem as coupons
 from handlers.loyalty import bonuses, tiers
 from handlers.loyalty import config as loyalty_config
 from handlers.members import lookup as members
 from handlers.members import member_qr, registration
-from handlers.notices.delivery import NOTICE_SEND, NoticeServices, queue_notice, sender
+from handlers.notices.delivery import NOTICE_SEND, NoticeServices, sender, tell
 from handlers.till import purchase
 from handlers.wallet import ledger as wallet
 from models.member import Member
@@ -51,21 +49,18 @@ async def tier_upgraded(effects: Effects, payload: Mapping[str, Any], now: datet
     if tier is None:  # a tier removed from the ladder since has no gifts left to give, nor news
         return
     await coupons.tier_gift(merchant, payload["member_id"], tier, now=now)
-    async with in_transaction():
-        told = await queue_notice(
-            effects,
-            "tier_upgraded",
-            merchant_id=merchant.id,
-            member_id=payload["member_id"],
-            event_key=payload.get("change", f"tier:{tier.code}"),
-            context={
-                "tier": tier.name,
-                "benefits": "、".join(member_qr.benefit_lines(tier.benefits)),
-                "gift_points": payload.get("gift_points", 0),
-            },
-        )
-    if told is not None:
-        await effects.after_commit(told)
+    await tell(
+        effects,
+        "tier_upgraded",
+        merchant_id=merchant.id,
+        member_id=payload["member_id"],
+        event_key=payload.get("change", f"tier:{tier.code}"),
+        context={
+            "tier": tier.name,
+            "benefits": "、".join(member_qr.benefit_lines(tier.benefits)),
+            "gift_points": payload.get("gift_points", 0),
+        },
+    )
 
 
 HANDLERS: dict[str, Handler] = {

@@ -98,7 +98,7 @@ JOBS: dict[str, Job] = {
     "retention": _plain(retention),
     "mall_pickup_expiry": _plain(expire_pickups),
     "coupon_expiry": _plain(coupons.expiry_job),
-    "expire_groups": _plain(groups.expire_groups),
+    "expire_groups": groups.expire_groups,
 }
 
 

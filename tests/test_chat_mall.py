@@ -14,7 +14,7 @@ from handlers.mall.orders import local_time
 from models.mall import ItemKind
 from models.member import Member
 from models.merchant import Merchant
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 from tests.test_mall_orders import give, make_item
 from webhooks.appkeys import DISPATCHER
 
@@ -102,9 +102,13 @@ async def test_orders_show_open_orders_with_codes_and_deadlines(
     cup = await make_item(shop, name="保温杯", pickup_days=7, cash_fen=500)
     pillow = await make_item(shop, name="抱枕", kind=ItemKind.SHIPPED)
     gone = await make_item(shop, name="已取消的")
-    picked, _ = await catalogue.redeem(shop, member, cup.id, qty=2, client_key="a", now=now)
-    await catalogue.redeem(shop, member, pillow.id, qty=1, client_key="b", now=now, address=ADDRESS)
-    cancelled, _ = await catalogue.redeem(shop, member, gone.id, qty=1, client_key="c", now=now)
+    picked, _ = await catalogue.redeem(shop, member, cup.id, qty=2, client_key="a", now=now, effects=EFFECTS)
+    await catalogue.redeem(
+        shop, member, pillow.id, qty=1, client_key="b", now=now, address=ADDRESS, effects=EFFECTS
+    )
+    cancelled, _ = await catalogue.redeem(
+        shop, member, gone.id, qty=1, client_key="c", now=now, effects=EFFECTS
+    )
     await catalogue.cancel(shop, member, cancelled.id, now=now)
     reply = await say(app, shop, click("MENU_ORDERS"))
     deadline = local_time(now + timedelta(days=7), shop.timezone)

@@ -14,7 +14,7 @@ from models.mall import DealGroup, GroupDeal, GroupStatus, MallItem, MallOrder, 
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount
-from tests.support.factories import make_merchant, staff_headers
+from tests.support.factories import EFFECTS, make_merchant, staff_headers
 from tests.test_flash import buyers, make_item, member_headers, window
 
 
@@ -140,10 +140,13 @@ async def test_an_expired_group_fails_and_refunds_exactly_once(client: TestClien
     assert (await MallItem.get(id=item.id)).stock == 3
 
     now = datetime.now(UTC)
-    assert await groups.expire_groups(now + timedelta(hours=1)) == {"failed_groups": 0, "refunded_orders": 0}
+    assert await groups.expire_groups(now + timedelta(hours=1), EFFECTS) == {
+        "failed_groups": 0,
+        "refunded_orders": 0,
+    }
     after = now + timedelta(hours=2, minutes=1)
-    assert await groups.expire_groups(after) == {"failed_groups": 1, "refunded_orders": 2}
-    assert await groups.expire_groups(after) == {"failed_groups": 0, "refunded_orders": 0}
+    assert await groups.expire_groups(after, EFFECTS) == {"failed_groups": 1, "refunded_orders": 2}
+    assert await groups.expire_groups(after, EFFECTS) == {"failed_groups": 0, "refunded_orders": 0}
     group = await DealGroup.get(id=group_id)
     assert group.status == GroupStatus.FAILED
     orders = await MallOrder.filter(group_id=group_id)

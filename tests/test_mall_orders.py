@@ -57,7 +57,9 @@ async def redeem(
     now: datetime = NOW,
     **extra: Any,
 ) -> MallOrder:
-    order, _ = await catalogue.redeem(shop, member, item.id, qty=qty, client_key=key, now=now, **extra)
+    order, _ = await catalogue.redeem(
+        shop, member, item.id, qty=qty, client_key=key, now=now, **extra, effects=EFFECTS
+    )
     return order
 
 
@@ -164,11 +166,15 @@ async def test_replayed_key_returns_the_first_order_and_a_changed_request_is_ref
     shop: Merchant, member: Member
 ) -> None:
     item = await make_item(shop)
-    first, replayed_first = await catalogue.redeem(shop, member, item.id, qty=1, client_key="same", now=NOW)
-    again, replayed = await catalogue.redeem(shop, member, item.id, qty=1, client_key="same", now=NOW)
+    first, replayed_first = await catalogue.redeem(
+        shop, member, item.id, qty=1, client_key="same", now=NOW, effects=EFFECTS
+    )
+    again, replayed = await catalogue.redeem(
+        shop, member, item.id, qty=1, client_key="same", now=NOW, effects=EFFECTS
+    )
     assert (again.id, replayed_first, replayed) == (first.id, False, True)
     with pytest.raises(DomainError) as caught:
-        await catalogue.redeem(shop, member, item.id, qty=2, client_key="same", now=NOW)
+        await catalogue.redeem(shop, member, item.id, qty=2, client_key="same", now=NOW, effects=EFFECTS)
     assert caught.value.code == ErrorCode.IDEMPOTENCY_MISMATCH
     assert await balance(member) == 900 and (await MallItem.get(id=item.id)).stock == 9
     assert await audit_points() == []
@@ -341,7 +347,10 @@ async def test_concurrent_cancel_and_expiry_return_once(shop: Merchant, member: 
 async def test_concurrent_retries_of_one_key_place_one_order(shop: Merchant, member: Member) -> None:
     item = await make_item(shop)
     results = await asyncio.gather(
-        *(catalogue.redeem(shop, member, item.id, qty=2, client_key="retry", now=NOW) for _ in range(10))
+        *(
+            catalogue.redeem(shop, member, item.id, qty=2, client_key="retry", now=NOW, effects=EFFECTS)
+            for _ in range(10)
+        )
     )
     assert len({order.id for order, _ in results}) == 1
     assert sorted(replayed for _, replayed in results) == [False] + [True] * 9

@@ -129,12 +129,12 @@ async def test_refund_claws_back_points_and_returns_offset_once(shop: Any) -> No
     await ledger.credit(merchant.id, member.id, 500, PointsKind.GRANT, key="seed", now=NOW, expires_at=None)
     result = await buy(shop, "p", 10_000, points_offset=500)  # pays 95 yuan, earns 95
     assert await balance(member) == 95
-    refund = await refund_purchase(merchant, None, result.purchase_id, key="r1", now=NOW)
+    refund = await refund_purchase(merchant, None, result.purchase_id, key="r1", now=NOW, effects=EFFECTS)
     assert (refund.points_reversed, refund.offset_restored, refund.balance) == (95, 500, 500)
-    again = await refund_purchase(merchant, None, result.purchase_id, key="r1", now=NOW)
+    again = await refund_purchase(merchant, None, result.purchase_id, key="r1", now=NOW, effects=EFFECTS)
     assert again.replayed and again.balance == 500
     with pytest.raises(Conflict):
-        await refund_purchase(merchant, None, result.purchase_id, key="r2", now=NOW)
+        await refund_purchase(merchant, None, result.purchase_id, key="r2", now=NOW, effects=EFFECTS)
     assert (await Purchase.get(id=result.purchase_id)).status == PurchaseStatus.REFUNDED
     assert await audit_points() == []
 
@@ -145,7 +145,7 @@ async def test_pending_points_are_voided_by_a_refund_inside_the_window(shop: Any
     kept = await buy(shop, "kept", 10_000)
     refunded = await buy(shop, "refunded", 20_000)
     assert kept.points_pending and await balance(member) == 0
-    refund = await refund_purchase(merchant, None, refunded.purchase_id, key="r", now=NOW)
+    refund = await refund_purchase(merchant, None, refunded.purchase_id, key="r", now=NOW, effects=EFFECTS)
     assert refund.points_voided == 200 and refund.points_reversed == 0
     await ledger.release_pending(NOW + timedelta(days=7))
     assert await balance(member) == 100
@@ -217,11 +217,11 @@ async def test_coupon_and_stored_value_at_the_till_and_their_refund(shop: Any) -
     assert result.points_earned == 100  # on the 100 yuan paid (cash and stored value alike)
     assert (await Coupon.get(id=coupon.id)).status == CouponStatus.USED
     assert (await WalletAccount.get(member_id=member.id)).principal_fen == 2_000
-    refund = await refund_purchase(merchant, None, result.purchase_id, key="r", now=NOW)
+    refund = await refund_purchase(merchant, None, result.purchase_id, key="r", now=NOW, effects=EFFECTS)
     assert (refund.coupons_restored, refund.stored_value_refunded_fen) == (1, 3_000)
     assert (await Coupon.get(id=coupon.id)).status == CouponStatus.ISSUED
     assert (await WalletAccount.get(member_id=member.id)).principal_fen == 5_000
-    again = await refund_purchase(merchant, None, result.purchase_id, key="r", now=NOW)
+    again = await refund_purchase(merchant, None, result.purchase_id, key="r", now=NOW, effects=EFFECTS)
     assert again.replayed and (again.coupons_restored, again.stored_value_refunded_fen) == (1, 3_000)
     assert (await WalletAccount.get(member_id=member.id)).principal_fen == 5_000
     assert await audit_points() == []
@@ -315,7 +315,7 @@ async def test_a_refund_returns_points_to_the_pool_they_came_from(shop: Any) -> 
     in_pool = await buy(shop, "in-pool", 10_000)
     await PointsPool.create(merchant_id=merchant.id, code="spring", budget=1_000)
     await loyalty_config.save_program(merchant.id, {"earn_pool": "spring"}, actor="test")
-    await refund_purchase(merchant, None, in_pool.purchase_id, key="r", now=NOW)
+    await refund_purchase(merchant, None, in_pool.purchase_id, key="r", now=NOW, effects=EFFECTS)
     assert (await PointsPool.get(code="xmas")).granted == 0
     assert (await PointsPool.get(code="spring")).granted == 0
 

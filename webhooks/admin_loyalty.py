@@ -316,6 +316,7 @@ async def grant_points(call: Call[GrantIn, MemberPath]) -> GrantOut:
         idempotency_key=body.idempotency_key,
         staff=call.staff,
         now=datetime.now(UTC),
+        effects=call.effects,
     )
     posted = result.posted
     return GrantOut(

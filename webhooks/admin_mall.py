@@ -253,6 +253,7 @@ async def ship(call: Call[ShipIn, OrderPath]) -> OrderOut:
         carrier=call.body.carrier,
         tracking_no=call.body.tracking_no,
         now=datetime.now(UTC),
+        effects=call.effects,
     )
     await order.fetch_related("item")
     return order_out(order)

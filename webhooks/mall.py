@@ -216,6 +216,7 @@ async def redeem(call: Call[RedeemIn, MerchantPath]) -> RedeemOut:
         client_key=body.idempotency_key,
         now=datetime.now(UTC),
         address=body.address.model_dump() if body.address else None,
+        effects=call.effects,
     )
     order = await catalogue.member_order(call.merchant.id, call.member.id, order.id)
     return RedeemOut(**order_fields(order), replayed=replayed)

@@ -180,6 +180,7 @@ async def buy_flash(call: Call[KeyIn, SalePath]) -> FlashBuyOut:
         call.path.sale_id,
         key=call.body.idempotency_key,
         now=_now(),
+        effects=call.effects,
     )
     return FlashBuyOut.model_validate(
         {**_order_fields(bought.order), "flash_sale_id": bought.sale.id, "replayed": bought.replayed}
@@ -356,7 +357,12 @@ async def join_group(call: Call[KeyIn, GroupPath]) -> JoinOut:
     """Join an open group; the member who fills it gives everyone their pick-up code."""
     now = _now()
     joined = await groups.join_group(
-        call.merchant, call.member, call.path.group_id, key=call.body.idempotency_key, now=now
+        call.merchant,
+        call.member,
+        call.path.group_id,
+        key=call.body.idempotency_key,
+        now=now,
+        effects=call.effects,
     )
     return await _joined_out(call, joined, now)
 

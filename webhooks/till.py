@@ -205,7 +205,12 @@ async def record(call: Call[PurchaseIn, None]) -> PurchaseOut:
 async def refund(call: Call[RefundIn, PurchasePath]) -> RefundOut:
     """Refund a purchase once: points clawed back (or voided while pending), offset points returned."""
     result = await refunds.refund_purchase(
-        call.merchant, call.staff, call.path.purchase_id, key=call.body.idempotency_key, now=datetime.now(UTC)
+        call.merchant,
+        call.staff,
+        call.path.purchase_id,
+        key=call.body.idempotency_key,
+        now=datetime.now(UTC),
+        effects=call.effects,
     )
     return RefundOut(**_public(result.__dataclass_fields__, result))
 

@@ -30,7 +30,7 @@ from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
 from handlers.members import lookup as members
-from handlers.notices.delivery import queue_notice
+from handlers.notices.delivery import tell
 from handlers.rules.calendar import local_day, next_month
 from handlers.rules.checkin import (
     CheckinPolicy,
@@ -173,17 +173,14 @@ async def _check_in(
 async def _tell_reward(
     effects: Effects, merchant: Merchant, member_id: int, day: date, streak: int, earned: int, balance: int
 ) -> None:
-    async with in_transaction():
-        told = await queue_notice(
-            effects,
-            "points_credited",
-            merchant_id=merchant.id,
-            member_id=member_id,
-            event_key=f"checkin:{day.isoformat()}",
-            context={"reason": f"连续签到 {streak} 天奖励", "points": earned, "balance": balance},
-        )
-    if told is not None:
-        await effects.after_commit(told)
+    await tell(
+        effects,
+        "points_credited",
+        merchant_id=merchant.id,
+        member_id=member_id,
+        event_key=f"checkin:{day.isoformat()}",
+        context={"reason": f"连续签到 {streak} 天奖励", "points": earned, "balance": balance},
+    )
 
 
 def _already(day: date, streak: int, balance: int, policy: CheckinPolicy) -> CheckinResult:

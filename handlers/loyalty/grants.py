@@ -16,9 +16,11 @@ from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log
 from handlers.core.errors import ValidationError
+from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
 from handlers.members import lookup as members
+from handlers.notices.delivery import tell
 from handlers.rules.expiry import expiry_date
 from models.member import Member
 from models.merchant import Merchant
@@ -60,8 +62,10 @@ async def adjust(
     idempotency_key: str,
     staff: Staff,
     now: datetime,
+    effects: Effects,
 ) -> Grant:
-    """Credit (delta > 0) or deduct (delta < 0) points by hand; idempotent by `idempotency_key`."""
+    """Credit (delta > 0) or deduct (delta < 0) points by hand; idempotent by `idempotency_key`. The
+    member is told (points credited or debited, with the reason)."""
     reason = _check(delta, reason, idempotency_key)
     member = await members.resolve(merchant, code=member_code)  # not-found for anything that cannot be a code
     actor = f"staff:{staff.id}"
@@ -107,4 +111,13 @@ async def adjust(
                 transaction_id=posted.transaction_id,
                 idempotency_key=idempotency_key,
             )
+    if not posted.replayed:
+        await tell(
+            effects,
+            "points_credited" if delta > 0 else "points_debited",
+            merchant_id=merchant.id,
+            member_id=member.id,
+            event_key=key,
+            context={"reason": reason, "points": abs(delta), "balance": posted.balance_after},
+        )
     return Grant(member, posted)

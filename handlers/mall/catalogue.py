@@ -19,6 +19,7 @@ from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log
 from handlers.core.errors import DomainError, IdempotencyMismatch, NotFound, ValidationError
+from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import tiers
 from handlers.mall.orders import (
@@ -36,6 +37,7 @@ from handlers.mall.orders import (
     validate_address,
 )
 from handlers.members.lookup import CODE_ALPHABET
+from handlers.notices.delivery import tell
 from handlers.rules.calendar import local_day
 from handlers.rules.errors import RuleError
 from handlers.rules.mall import (
@@ -321,10 +323,12 @@ async def redeem(
     qty: int,
     client_key: str,
     now: datetime,
+    effects: Effects,
     address: dict[str, Any] | None = None,
 ) -> tuple[MallOrder, bool]:
     """Redeem at the item's current price (order key `mp:<member>:<client_key>`). Returns the order and
-    whether it is a replay of the key; the same key with another item, qty or address → 409."""
+    whether it is a replay of the key; the same key with another item, qty or address → 409. A pick-up
+    that is ready tells the member its code."""
     key = f"mp:{member.id}:{client_key}"
     item = await get_item(merchant.id, item_id)
     shipping = validate_address(ItemKind(item.kind), address)
@@ -334,7 +338,24 @@ async def redeem(
     order, replayed = await place_order_once(
         merchant, member, item, qty=qty, points=item.price_points * qty, key=key, now=now, address=address
     )
+    if not replayed and order.status == OrderStatus.AWAITING_PICKUP:
+        await tell_pickup_ready(effects, merchant, order, item)
     return _same_redemption(order, item_id, qty, shipping), replayed
+
+
+async def tell_pickup_ready(effects: Effects, merchant: Merchant, order: MallOrder, item: MallItem) -> None:
+    await tell(
+        effects,
+        "pickup_ready",
+        merchant_id=merchant.id,
+        member_id=order.member_id,
+        event_key=f"order:{order.id}",
+        context={
+            "item": item.name,
+            "code": order.open_pickup_code or "",
+            "deadline": local_time(order.pickup_deadline, merchant.timezone) if order.pickup_deadline else "",
+        },
+    )
 
 
 def _same_redemption(order: MallOrder, item_id: int, qty: int, shipping: dict[str, str] | None) -> MallOrder:
@@ -444,7 +465,14 @@ async def _used_code(merchant: Merchant, code: str) -> DomainError:
 
 
 async def ship(
-    merchant: Merchant, staff: Staff, order_id: int, *, carrier: str, tracking_no: str, now: datetime
+    merchant: Merchant,
+    staff: Staff,
+    order_id: int,
+    *,
+    carrier: str,
+    tracking_no: str,
+    now: datetime,
+    effects: Effects,
 ) -> MallOrder:
     """TO_SHIP → SHIPPED; carrier and tracking number are kept with the address (audit-logged)."""
     async with in_transaction():
@@ -469,4 +497,13 @@ async def ship(
             carrier=carrier,
             tracking_no=tracking_no,
         )
+    item = await MallItem.get(id=order.item_id)
+    await tell(
+        effects,
+        "order_shipped",
+        merchant_id=merchant.id,
+        member_id=order.member_id,
+        event_key=f"order:{order.id}",
+        context={"item": item.name, "carrier": carrier, "tracking_no": tracking_no},
+    )
     return order

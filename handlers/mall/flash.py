@@ -34,9 +34,11 @@ from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log, queries
 from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core.tasks import Effects
 from handlers.loyalty import ledger
 from handlers.mall import catalogue
-from handlers.mall.orders import RETURNED
+from handlers.mall.orders import RETURNED, local_time
+from handlers.notices.delivery import tell
 from models.mall import FlashSale, MallItem, MallOrder
 from models.member import Member
 from models.merchant import Merchant
@@ -248,7 +250,14 @@ async def get_sale(merchant_id: int, sale_id: int) -> FlashSale:
 
 
 async def buy(
-    redis: Redis, merchant: Merchant, member: Member, sale_id: int, *, key: str, now: datetime
+    redis: Redis,
+    merchant: Merchant,
+    member: Member,
+    sale_id: int,
+    *,
+    key: str,
+    now: datetime,
+    effects: Effects,
 ) -> Bought:
     """One unit for `member`: gated in Redis, then written to the database. A repeated key replays."""
     sale = await get_sale(merchant.id, sale_id)
@@ -283,6 +292,23 @@ async def buy(
         # A retry of an order that was returned since (its reservation was freed): the unit just taken
         # is not needed, and the returned order must not count under the limit again.
         await asyncio.shield(_give_back(redis, sale.id, member.id, reservation, taken=True))
+    if not replayed:
+        item = await MallItem.get(id=sale.item_id)
+        await tell(
+            effects,
+            "flash_confirmed",
+            merchant_id=merchant.id,
+            member_id=member.id,
+            event_key=f"order:{order.id}",
+            context={
+                "item": item.name,
+                "qty": order.qty,
+                "code": order.open_pickup_code or "",
+                "deadline": local_time(order.pickup_deadline, merchant.timezone)
+                if order.pickup_deadline
+                else "",
+            },
+        )
     return Bought(order, sale, replayed)
 
 

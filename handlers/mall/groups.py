@@ -18,7 +18,9 @@ from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log
 from handlers.core.errors import Conflict, NotFound, ValidationError
+from handlers.core.tasks import Effects
 from handlers.mall import catalogue
+from handlers.notices.delivery import tell
 from models.mall import DealGroup, GroupDeal, GroupStatus, MallItem, MallOrder, OrderStatus
 from models.member import Member
 from models.merchant import Merchant
@@ -167,7 +169,9 @@ class _LostRace(Exception):
     pass
 
 
-async def join_group(merchant: Merchant, member: Member, group_id: int, *, key: str, now: datetime) -> Joined:
+async def join_group(
+    merchant: Merchant, member: Member, group_id: int, *, key: str, now: datetime, effects: Effects
+) -> Joined:
     """Join an open group; the member who fills it opens every member's pick-up."""
     async with in_transaction():
         group = await DealGroup.select_for_update().get_or_none(id=group_id, merchant_id=merchant.id)
@@ -200,7 +204,22 @@ async def join_group(merchant: Merchant, member: Member, group_id: int, *, key: 
             for order_id in await _order_ids(group.id):
                 await catalogue.open_pickup(order_id, now=now)
             order = await MallOrder.get(id=order.id)
+    if group.status is GroupStatus.FILLED:
+        await _tell_filled(effects, merchant, group)
     return Joined(group, order, replayed=False)
+
+
+async def _tell_filled(effects: Effects, merchant: Merchant, group: DealGroup) -> None:
+    item = await MallItem.get(id=(await GroupDeal.get(id=group.deal_id)).item_id)
+    for order in await MallOrder.filter(group_id=group.id).order_by("id"):
+        await tell(
+            effects,
+            "group_filled",
+            merchant_id=merchant.id,
+            member_id=order.member_id,
+            event_key=f"group:{group.id}",
+            context={"item": item.name, "code": order.open_pickup_code or ""},
+        )
 
 
 def _check_joinable(group: DealGroup, deal: GroupDeal, now: datetime) -> None:
@@ -245,7 +264,7 @@ async def view_group(merchant_id: int, group_id: int, *, now: datetime) -> Group
 # The expiry job -------------------------------------------------------------------------------------
 
 
-async def expire_groups(now: datetime) -> dict[str, int]:
+async def expire_groups(now: datetime, effects: Effects) -> dict[str, int]:
     """OPEN groups past `expires_at` fail; each member's order is returned once. Idempotent."""
     if now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
@@ -266,7 +285,22 @@ async def expire_groups(now: datetime) -> dict[str, int]:
         if returned is not None:
             failed += 1
             refunded += returned
+            await _tell_refunded(effects, group_id)
     return {"failed_groups": failed, "refunded_orders": refunded}
+
+
+async def _tell_refunded(effects: Effects, group_id: int) -> None:
+    group = await DealGroup.get(id=group_id)
+    item = await MallItem.get(id=(await GroupDeal.get(id=group.deal_id)).item_id)
+    for order in await MallOrder.filter(group_id=group_id).order_by("id"):
+        await tell(
+            effects,
+            "group_refunded",
+            merchant_id=group.merchant_id,
+            member_id=order.member_id,
+            event_key=f"group:{group_id}",
+            context={"item": item.name, "points": order.points},
+        )
 
 
 async def _fail(group_id: int, now: datetime) -> int | None:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from tortoise.transactions import in_transaction
 
 from handlers.core import queries
 from handlers.core.tasks import Deferred, Effects, Handler, Queued
@@ -93,6 +94,25 @@ async def queue_notice(
         context=json.dumps(dict(context), ensure_ascii=False, default=str),
     )
     return None if queued is None else queued[1]
+
+
+async def tell(
+    effects: Effects,
+    kind: str,
+    *,
+    merchant_id: int,
+    member_id: int,
+    event_key: str,
+    context: Mapping[str, Any],
+) -> None:
+    """Queue and dispatch a notice on its own, after its cause has committed (the event key keeps it
+    once; for a cause whose own transaction cannot hold it, e.g. the one-call check-in)."""
+    async with in_transaction():
+        queued = await queue_notice(
+            effects, kind, merchant_id=merchant_id, member_id=member_id, event_key=event_key, context=context
+        )
+    if queued is not None:
+        await effects.after_commit(queued)
 
 
 def sender(services: NoticeServices | None) -> Handler:

@@ -15,8 +15,10 @@ from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log
 from handlers.core.errors import Conflict, NotFound, ValidationError
+from handlers.core.tasks import Effects
 from handlers.coupons import redeem as coupons
 from handlers.loyalty import ledger
+from handlers.notices.delivery import tell
 from handlers.till.purchase import earn_key, offset_key, wallet_key
 from handlers.wallet import ledger as wallet
 from models.coupon import Coupon
@@ -40,7 +42,7 @@ class RefundResult:
 
 
 async def refund_purchase(
-    merchant: Merchant, staff: Staff | None, purchase_id: int, *, key: str, now: datetime
+    merchant: Merchant, staff: Staff | None, purchase_id: int, *, key: str, now: datetime, effects: Effects
 ) -> RefundResult:
     """Reverse a purchase once: void its pending points or claw back its earned points (documented in
     handlers.loyalty.ledger: a shortfall becomes a debt), give back the points it offset, restore its coupon
@@ -102,6 +104,15 @@ async def refund_purchase(
             stored_value_refunded_fen=stored_value,
         )
     account = await PointsAccount.get(member_id=purchase.member_id)
+    if reversed_:
+        await tell(
+            effects,
+            "points_debited",
+            merchant_id=merchant.id,
+            member_id=purchase.member_id,
+            event_key=f"refund:{purchase.id}",
+            context={"reason": "消费退款，扣回积分", "points": reversed_, "balance": account.balance},
+        )
     return RefundResult(
         purchase.id,
         reversed_,
