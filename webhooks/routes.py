@@ -14,6 +14,7 @@ from webhooks import (
     mall_deals,
     mp,
     mp_loyalty,
+    notices,
     openapi,
     pages,
     service_cards,
@@ -40,6 +41,7 @@ def setup_routes(app: web.Application) -> None:
         service_cards.routes,
         wallet.routes,
         mall_deals.routes,
+        notices.routes,
     )
     callback.setup(app)
     pages.setup(app)

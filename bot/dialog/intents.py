@@ -6,6 +6,7 @@ from bot.dialog import profile
 from bot.dialog.coupons import add_coupon_intents
 from bot.dialog.loyalty import add_loyalty_intents
 from bot.dialog.mall import add_mall_intents
+from bot.dialog.notices import add_notice_events
 from bot.dialog.router import Router
 from bot.dialog.turn import Turn
 from bot.dialog.wallet import add_wallet_intents
@@ -105,4 +106,5 @@ def build_router() -> Router:
     add_mall_intents(router)
     add_coupon_intents(router)
     add_wallet_intents(router)
+    add_notice_events(router)
     return router
