@@ -210,6 +210,10 @@ async def _reach(services: NoticeServices, member: Member, merchant: Merchant, c
     return Reach(oa_openid, member.mp_openid, grants, opened, sent)
 
 
+class _GrantTaken(Exception):
+    """The subscribe grant counted when the channel was chosen went to a concurrent send."""
+
+
 async def _deliver(
     services: NoticeServices,
     delivery: NoticeDelivery,
@@ -234,6 +238,17 @@ async def _deliver(
             return None  # another runner took it
         try:
             msgid, text = await _call(services, channel, delivery, member, merchant, config, context)
+        except _GrantTaken:  # a concurrent send took the member's last grant: as if there was none
+            passed.append("subscribe:no_subscribe_grant")
+            await _mark(
+                delivery,
+                DeliveryStatus.QUEUED,
+                allowed=[DeliveryStatus.SENDING.value],
+                now=now,
+                channel=channel,
+                reason=";".join(passed),
+            )
+            continue
         except REFUSALS as exc:
             errcode = getattr(exc, "errcode", None)
             passed.append(f"{channel}:{errcode or type(exc).__name__}")
@@ -319,7 +334,7 @@ async def _call(
         return str(msgid), " / ".join(data.values())
     if channel == "subscribe":
         if not await reach.use_grant(member.id, config.subscribe_template_id):
-            raise wechat_errors.SubscribeRefused(43101, "no grant left (taken by a concurrent send)")
+            raise _GrantTaken
         data = render_fields(config.subscribe_fields, context)
         await wechat.send_subscribe(
             mp_credentials(merchant),
