@@ -9,6 +9,8 @@ by the next one:
 - `tier_reviews`: downgrade reviews that are due (`MemberTier.last_review_on` records the last one).
 - `birthday_gifts` (hourly): at 09:00 merchant-local, the tier's birthday gift (points, coupons) and
   a greeting, once per member and year (`handlers.birthdays`).
+- `coupon_reminders` (hourly): a notice for each unused coupon that lapses within three days, once
+  per coupon (`handlers.notices.reminders`).
 - `retention`: unfollowed members' profiles past the merchant's grace period are erased.
 - `effects_sweep` (every minute): durable effects that are due — retries after their backoff, tasks
   whose process died — run (`handlers.core.tasks`; the arq worker fans them out as `run_task` jobs).
@@ -32,6 +34,7 @@ from handlers.loyalty import ledger, tiers
 from handlers.mall import groups
 from handlers.mall.orders import expire_pickups
 from handlers.members import retention as retention_policy
+from handlers.notices import reminders
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("retention", hour=3, minute=30),
     Entry("mall_pickup_expiry", minute=15),
     Entry("coupon_expiry", minute=20),
+    Entry("coupon_reminders", minute=25),
     # A group deal that fails to fill refunds its members within ten minutes of its deadline.
     Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
     Entry("effects_sweep", minute=frozenset(range(60))),
@@ -99,6 +103,7 @@ JOBS: dict[str, Job] = {
     "mall_pickup_expiry": _plain(expire_pickups),
     "coupon_expiry": _plain(coupons.expiry_job),
     "expire_groups": groups.expire_groups,
+    "coupon_reminders": reminders.coupons_expiring,
 }
 
 

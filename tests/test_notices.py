@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from fakeredis.aioredis import FakeRedis
 
+from handlers.coupons.issue import issue
+from handlers.jobs import run_job
 from handlers.notices import reach
 from handlers.notices import settings as notice_settings
-from handlers.notices.delivery import NOTICE_SEND
+from handlers.notices.delivery import NOTICE_SEND, tell
+from models.coupon import CouponKind, CouponTemplate
 from models.member import Member
 from models.merchant import Merchant
 from models.notice import DeliveryStatus, NoticeDelivery
@@ -301,16 +304,19 @@ async def test_switched_off_and_erased_are_skipped_with_the_reason(
     member = await follower(merchant, wechat_sim)
     headers = await staff_headers(started, merchant)
     await buy(started, headers, member, "o-1")
+    assert [r.reason for r in await settled(started)] == ["switched_off"]
     await notice_settings.save(merchant, "purchase_receipt", {"enabled": True}, actor="test")
     await Member.filter(id=member.id).update(anonymized_at=datetime.now(UTC))
-    await NoticeDelivery.create(
-        merchant_id=merchant.id, member_id=member.id, kind="purchase_receipt", event_key="manual", context={}
+    await tell(
+        started.app[EFFECTS],
+        "purchase_receipt",
+        merchant_id=merchant.id,
+        member_id=member.id,
+        event_key="after-erasure",
+        context={},
     )
-    rows = await settled(started)
-    registry = started.app[EFFECTS]
-    await registry.run(int((await Task.filter(kind=NOTICE_SEND).order_by("-id").first()).id))  # type: ignore[union-attr]
-    assert [r.reason for r in await NoticeDelivery.all().order_by("id")][:1] == ["switched_off"]
-    assert rows and wechat_sim.records("cgi-bin/message/template/send") == []
+    assert [r.reason for r in await settled(started)] == ["switched_off", "member_erased"]
+    assert wechat_sim.records("cgi-bin/message/template/send") == []
 
 
 async def test_template_job_finished_events_update_the_record(started: Any, wechat_sim: WeChatSim) -> None:
@@ -360,3 +366,25 @@ async def test_merchant_settings_records_and_counts_over_http(started: Any, wech
         await started.get(f"/api/mp/{merchant.slug}/notices", headers={"Authorization": f"Bearer {token}"})
     ).json()
     assert [n["label"] for n in mine["items"]] == ["消费小票"]
+
+
+async def test_a_coupon_lapsing_within_three_days_is_reminded_once(
+    started: Any, wechat_sim: WeChatSim
+) -> None:
+    merchant = await shop(wechat_sim)
+    member = await follower(merchant, wechat_sim)
+    now = datetime.now(UTC)
+    template = await CouponTemplate.create(
+        merchant_id=merchant.id, name="满100减20", kind=CouponKind.FIXED, amount_off_fen=2000, valid_days=2
+    )
+    later = await CouponTemplate.create(
+        merchant_id=merchant.id, name="满200减50", kind=CouponKind.FIXED, amount_off_fen=5000, valid_days=30
+    )
+    soon = await issue(merchant, member.id, template.id, source="manual", key="c-soon", now=now)
+    await issue(merchant, member.id, later.id, source="manual", key="c-later", now=now)
+    registry = started.app[EFFECTS]
+    assert await run_job("coupon_reminders", now, registry) == {"reminded": 1}
+    assert await run_job("coupon_reminders", now + timedelta(hours=1), registry) == {"reminded": 0}
+    [delivery] = await NoticeDelivery.filter(kind="coupon_expiring")
+    assert delivery.member_id == member.id and delivery.event_key == f"coupon:{soon.id}"
+    assert delivery.context["code"] == soon.code and delivery.context["coupon"] == "满100减20"

@@ -53,6 +53,7 @@ def test_schedule_names_every_job_with_its_time() -> None:
         ("retention", 3, 30),
         ("mall_pickup_expiry", None, 15),
         ("coupon_expiry", None, 20),
+        ("coupon_reminders", None, 25),
         ("expire_groups", None, frozenset({7, 17, 27, 37, 47, 57})),
         ("effects_sweep", None, frozenset(range(60))),
     }
