@@ -21,6 +21,7 @@ MODEL_MODULES = [
     "models.cards",
     "models.task",
     "models.notice",
+    "models.product",
 ]
 
 

@@ -11,7 +11,7 @@ from tortoise.models import Model
 if TYPE_CHECKING:
     from models.coupon import CouponTemplate
     from models.member import Member
-    from models.merchant import Merchant
+    from models.merchant import Merchant, Store
     from models.staff import Staff
 
 
@@ -130,6 +130,11 @@ class MallOrder(Model):
         "models.Staff", null=True, on_delete=fields.RESTRICT
     )
     verified_by_id: int | None
+    # The store that handed a pick-up order over (the verifying staff's store).
+    store: fields.ForeignKeyNullableRelation[Store] = fields.ForeignKeyField(
+        "models.Store", null=True, on_delete=fields.RESTRICT
+    )
+    store_id: int | None
     closed_at = fields.DatetimeField(null=True)
     local_day = fields.DateField()  # merchant-local day of the order, for per-day limits
     created_at = fields.DatetimeField(auto_now_add=True)

@@ -52,8 +52,12 @@ class Store(Model):
         "models.Merchant", related_name="stores", on_delete=fields.RESTRICT
     )
     merchant_id: int
-    code = fields.CharField(max_length=32)
+    code = fields.CharField(max_length=32)  # fixed once created: promotions and coupons name stores by code
     name = fields.CharField(max_length=128)
+    address = fields.CharField(max_length=255, default="")
+    # A closed store keeps its history and takes no new activity: it has no active staff (closing is
+    # refused while it has any) and is never the default store of staff without one.
+    closed_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

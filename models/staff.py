@@ -34,6 +34,9 @@ class Staff(Model):
     active = fields.BooleanField(default=True)
     failed_logins = fields.IntField(default=0)
     locked_until = fields.DatetimeField(null=True)
+    # Raised when the account is deactivated or its password reset: a session issued under an older
+    # epoch is refused even if it escaped the revocation (e.g. a login racing the reset).
+    session_epoch = fields.IntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -15,7 +15,7 @@ from tortoise.models import Model
 
 if TYPE_CHECKING:
     from models.member import Member
-    from models.merchant import Merchant
+    from models.merchant import Merchant, Store
 
 
 class WalletKind(StrEnum):
@@ -69,6 +69,11 @@ class WalletTransaction(Model):
         "models.WalletTransaction", null=True, related_name="reversals", on_delete=fields.RESTRICT
     )
     reverses_id: int | None
+    # The store of a top-up at the till (the cashier's store); NULL for postings made elsewhere.
+    store: fields.ForeignKeyNullableRelation[Store] = fields.ForeignKeyField(
+        "models.Store", null=True, on_delete=fields.RESTRICT
+    )
+    store_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
