@@ -2,8 +2,9 @@
 and per-IP login rate limits.
 
 Every failure is a 401 with `WWW-Authenticate: Bearer` (missing, unknown, expired or revoked token, a
-token of the wrong kind, a token of another merchant, a deactivated account), except a staff role below
-the endpoint's minimum, which is a 403.
+token of the wrong kind, a token of another merchant, a deactivated account, a staff session issued
+before the account was deactivated or its password reset), except a staff role below the endpoint's
+minimum, which is a 403.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ async def _session(request: web.Request, kind: SessionKind) -> Session:
     if session is None or session.kind is not kind:
         raise unauthorized("登录已失效，请重新登录")
     return session
+
+
+def session_epoch(session: Session) -> int:
+    """The staff account's `session_epoch` when the session was issued (0 for sessions without one)."""
+    raw = session.data.get("epoch", "0")
+    return int(raw) if raw.isdigit() else -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,8 @@ class StaffAuth:
         staff = await queries.first(Staff, id=session.subject_id, merchant_id=session.merchant_id)
         if staff is None or not staff.active:
             raise unauthorized("账号已停用，请联系管理员")
+        if session_epoch(session) != staff.session_epoch:  # issued before a password reset
+            raise unauthorized("登录已失效，请重新登录")
         if not has_role(staff.role, self.minimum):
             raise ApiError(403, ErrorCode.FORBIDDEN, f"需要{ROLE_NAMES[self.minimum]}及以上权限")
         merchant = await queries.first(Merchant, id=staff.merchant_id)

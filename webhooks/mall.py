@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from handlers.mall import catalogue, flash
 from handlers.mall.orders import STATUS_LABELS
 from handlers.rules.mall import MAX_QTY
+from handlers.staff.scope import activity_store_id
 from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
 from webhooks.api import BigId, Call, In, IntId, Line, Out, Routes
 from webhooks.appkeys import REDIS
@@ -269,7 +270,10 @@ async def cancel(call: Call[None, OrderPath]) -> OrderOut:
 )
 async def verify_pickup(call: Call[VerifyIn, None]) -> VerifiedOut:
     """Hand over a pick-up order once; 409 names who verified it and when, or why it cannot be."""
-    done = await catalogue.verify_pickup(call.merchant, call.staff, call.body.code, now=datetime.now(UTC))
+    store_id = await activity_store_id(call.staff, call.merchant.id)
+    done = await catalogue.verify_pickup(
+        call.merchant, call.staff, call.body.code, now=datetime.now(UTC), store_id=store_id
+    )
     order = done.order
     cash = f"，请收取现金 {order.cash_fen / 100:.2f} 元" if order.cash_fen else ""
     return VerifiedOut(

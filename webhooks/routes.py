@@ -8,6 +8,8 @@ from webhooks import (
     admin,
     admin_loyalty,
     admin_mall,
+    admin_staff,
+    admin_stores,
     api,
     coupons,
     mall,
@@ -42,6 +44,8 @@ def setup_routes(app: web.Application) -> None:
         wallet.routes,
         mall_deals.routes,
         notices.routes,
+        admin_stores.routes,
+        admin_staff.routes,
     )
     callback.setup(app)
     pages.setup(app)

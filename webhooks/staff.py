@@ -95,7 +95,9 @@ async def login(call: Call[StaffLoginIn, None]) -> StaffLoginOut:
     except staff_auth.AccountLocked as exc:
         raise await _locked(body.merchant, exc, now) from None
     merchant = await Merchant.get(id=staff.merchant_id)
-    issued = await session_store(call.request).issue(SessionKind.STAFF, merchant.id, staff.id)
+    issued = await session_store(call.request).issue(
+        SessionKind.STAFF, merchant.id, staff.id, data={"epoch": str(staff.session_epoch)}
+    )
     out = await staff_out(staff, merchant)
     return StaffLoginOut(token=issued.token, expires_in=issued.expires_in, staff=out)
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from handlers.members import lookup as members
 from handlers.rules.wallet import MAX_TOP_UP_FEN
+from handlers.staff.scope import activity_store_id
 from handlers.wallet import ledger as wallet
 from models.member import Member
 from models.merchant import Merchant
@@ -154,6 +155,7 @@ async def top_up(call: Call[TopUpIn, None]) -> WalletPostingOut:
         now=datetime.now(UTC),
         effects=call.effects,
         actor=_actor(call),
+        store_id=await activity_store_id(call.staff, call.merchant.id),
     )
     return _out(posted, member)
 

@@ -418,8 +418,11 @@ class Verified:
     member_name: str | None
 
 
-async def verify_pickup(merchant: Merchant, staff: Staff, raw_code: str, *, now: datetime) -> Verified:
-    """Hand over a pick-up order once: FULFILLED, verified_at/by set, code released.
+async def verify_pickup(
+    merchant: Merchant, staff: Staff, raw_code: str, *, now: datetime, store_id: int | None = None
+) -> Verified:
+    """Hand over a pick-up order once: FULFILLED, verified_at/by and the handing-over store set, code
+    released.
 
     A code already used is refused (409) naming who verified it and when; an expired or cancelled
     order's code is refused with that reason. Concurrent verifies of one code: exactly one succeeds.
@@ -439,9 +442,16 @@ async def verify_pickup(merchant: Merchant, staff: Staff, raw_code: str, *, now:
             deadline = local_time(order.pickup_deadline, merchant.timezone)
             raise OrderClosed(f"提货码已过期（提货截止 {deadline}）", field="code")
         order.status, order.verified_at, order.verified_by_id = OrderStatus.FULFILLED, now, staff.id
-        order.closed_at, order.open_pickup_code = now, None
+        order.closed_at, order.open_pickup_code, order.store_id = now, None, store_id
         await order.save(
-            update_fields=["status", "verified_at", "verified_by_id", "closed_at", "open_pickup_code"]
+            update_fields=[
+                "status",
+                "verified_at",
+                "verified_by_id",
+                "closed_at",
+                "open_pickup_code",
+                "store_id",
+            ]
         )
     item = await MallItem.get(id=order.item_id)
     member = await Member.get(id=order.member_id)

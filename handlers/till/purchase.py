@@ -461,7 +461,7 @@ def _lines(earn: EarnResult) -> list[dict[str, Any]]:
 
 
 # What a purchase needs before it locks anything, in one round trip: the member (all columns; NULLs if
-# there is none), their stored tier code, and the store: the cashier's, else the merchant's first.
+# there is none), their stored tier code, and the store: the cashier's, else the merchant's first open one.
 _CONTEXT_SQL = """
 SELECT m.*,
   (SELECT tier_code FROM member_tier WHERE member_id = :member) AS ctx_tier_code,
@@ -469,7 +469,8 @@ SELECT m.*,
 FROM (SELECT 1 AS one) AS one
 LEFT JOIN member m ON m.id = :member AND m.merchant_id = :merchant
 LEFT JOIN store s ON s.id = COALESCE(
-  :staff_store, (SELECT id FROM store WHERE merchant_id = :merchant ORDER BY id LIMIT 1))
+  :staff_store,
+  (SELECT id FROM store WHERE merchant_id = :merchant AND closed_at IS NULL ORDER BY id LIMIT 1))
 """
 
 

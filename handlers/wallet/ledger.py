@@ -120,7 +120,7 @@ async def _existing(merchant_id: int, key: str, member_id: int, kind: WalletKind
 
 _POST_SQL = """
 SELECT * FROM memberbot_wallet_post(
-    :account, :kind, :principal, :bonus, :key, :reference, :actor, :reason, :reverses, :now)
+    :account, :kind, :principal, :bonus, :key, :reference, :actor, :reason, :reverses, :now, :store)
 """
 
 
@@ -136,6 +136,7 @@ async def _post(
     actor: str = "system",
     reason: str = "",
     reverses_id: int | None = None,
+    store_id: int | None = None,
 ) -> WalletTransaction:
     """One posting through `memberbot_wallet_post` (migration 0010), the wallet ledger's one writer."""
     principal, bonus = account.principal_fen + principal_delta, account.bonus_fen + bonus_delta
@@ -153,6 +154,7 @@ async def _post(
         reason=reason,
         reverses=reverses_id,
         now=now,
+        store=store_id,
     )
     if not rows:  # callers replay their own key under the lock first: this one is another member's
         raise IdempotencyMismatch()
@@ -192,8 +194,10 @@ async def top_up(
     now: datetime,
     effects: Effects,
     actor: str = "system",
+    store_id: int | None = None,
 ) -> Posting:
-    """Add `amount_fen` of principal plus the programme's bonus (highest tier reached, once).
+    """Add `amount_fen` of principal plus the programme's bonus (highest tier reached, once), recorded
+    at `store_id` (the till's store).
 
     The `wallet.topped_up` effect, queued with it, re-evaluates the member's tier right after commit
     (a recharge criterion may upgrade it).
@@ -221,6 +225,7 @@ async def top_up(
                 reference=payment_method,
                 actor=actor,
                 reason=reason,
+                store_id=store_id,
             )
             queued = [
                 await effects.queue(
