@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from handlers.loyalty.ledger_audit import audit_points
+from handlers.products import catalogue
 from handlers.rules import cardtoken
 from models.purchase import Purchase
 from tests.conftest import SECRET
@@ -66,11 +67,13 @@ async def test_purchase_and_refund_over_http(client: Any) -> None:
     merchant = await make_merchant()
     member = await make_member(merchant)
     headers = await staff_headers(client, merchant)
+    latte = catalogue.ProductInput(name="拿铁", category="coffee", price_fen=2_500)
+    await catalogue.create_product(merchant.id, "latte", latte, actor="test")
     body = {
         "idempotency_key": "till-1",
         "member_code": member.code,
         "amount_fen": 5_000,
-        "items": [{"sku": "latte", "category": "coffee", "qty": 2, "unit_price_fen": 2_500}],
+        "items": [{"sku": "latte", "qty": 2}],
     }
     first = await client.post("/api/staff/purchases", json=body, headers=headers)
     assert first.status == 200, await first.text()

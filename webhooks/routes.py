@@ -8,6 +8,7 @@ from webhooks import (
     admin,
     admin_loyalty,
     admin_mall,
+    admin_products,
     admin_staff,
     admin_stores,
     api,
@@ -46,6 +47,7 @@ def setup_routes(app: web.Application) -> None:
         notices.routes,
         admin_stores.routes,
         admin_staff.routes,
+        admin_products.routes,
     )
     callback.setup(app)
     pages.setup(app)

@@ -12,7 +12,7 @@ from handlers.loyalty import points_view, tiers
 from handlers.members import lookup as members
 from handlers.members import member_qr
 from handlers.members.profile import mask_phone
-from handlers.rules.earn_model import Item
+from handlers.products import catalogue as products
 from handlers.till import purchase as purchases
 from handlers.till import refund as refunds
 from models.member import Member
@@ -69,10 +69,11 @@ class MemberCardOut(Out):
 
 
 class ItemIn(In):
-    sku: Annotated[Line, Field(min_length=1, max_length=64)]
-    category: Annotated[Line, Field(max_length=64)] = ""
+    sku: Annotated[Line, Field(min_length=1, max_length=64, description="an active SKU of the catalogue")]
     qty: Annotated[int, Field(ge=1, le=100_000)]
-    unit_price_fen: Annotated[int, Field(ge=0, le=10**9)]
+    unit_price_fen: (
+        Annotated[int, Field(ge=0, le=10**9, description="default: the catalogue's price")] | None
+    ) = None
 
 
 class PurchaseIn(In):
@@ -174,19 +175,25 @@ async def scan(call: Call[ScanIn, None]) -> MemberCardOut:
     "/api/staff/purchases", body=PurchaseIn, response=PurchaseOut, auth=CASHIER, errors=(400, 404, 409)
 )
 async def record(call: Call[PurchaseIn, None]) -> PurchaseOut:
-    """Record a purchase: tier discount, points offset, points earned (with breakdown), tier change."""
+    """Record a purchase: tier discount, points offset, points earned (with breakdown), tier change.
+
+    Items name catalogue SKUs (400 naming the item for an unknown or inactive one); their category and
+    default unit price come from the catalogue, so category and SKU earn rules apply."""
     body = call.body
     member_id = body.member_id
     if member_id is None:
         member_id = (await members.resolve(call.merchant, code=body.member_code or "")).id
+    lines = [products.ItemLine(i.sku, i.qty, i.unit_price_fen) for i in body.items]
+    priced = await products.price_items(call.merchant.id, lines)  # category and cost from the catalogue
     request = purchases.PurchaseRequest(
         body.idempotency_key,
         member_id,
         body.amount_fen,
-        tuple(Item(i.sku, i.category, i.qty, i.unit_price_fen) for i in body.items),
+        priced.items,
         body.points_offset,
         body.coupon_code,
         body.stored_value_fen,
+        item_costs=priced.unit_costs,
     )
     result = await purchases.record_purchase(
         call.merchant, call.staff, request, now=datetime.now(UTC), effects=call.effects

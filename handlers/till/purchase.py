@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,7 @@ class PurchaseRequest:
     points_offset: int = 0
     coupon_code: str | None = None
     stored_value_fen: int = 0  # part of what is paid, taken from the member's stored value
+    item_costs: Mapping[str, int | None] = field(default_factory=dict)  # unit cost by SKU (the catalogue's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +349,7 @@ async def _post(
             points_pending=bool(earn.points and till.program.pending_days),
             rule_set_version=earn.rule_set_version,
             breakdown=_lines(earn),
-            items=[asdict(i) for i in req.items],
+            items=_stored_items(req),
             tier_code=tier.code,
             period_spend_fen=period_spend,
             points_today_before=points_today,
@@ -412,6 +413,11 @@ async def _post(
     )
     await _store_result(purchase, result)  # a retry from now on replays exactly this
     return purchase, result
+
+
+def _stored_items(req: PurchaseRequest) -> list[dict[str, Any]]:
+    """The items as stored: what the earn rules saw, and the unit cost then (for profit analyses)."""
+    return [{**asdict(item), "unit_cost_fen": req.item_costs.get(item.sku)} for item in req.items]
 
 
 def _stored(result: PurchaseResult) -> dict[str, Any]:
