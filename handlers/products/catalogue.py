@@ -70,7 +70,7 @@ def columns(data: ProductInput) -> dict[str, Any]:
 
 async def create_product(merchant_id: int, sku: str, data: ProductInput, *, actor: str) -> Product:
     if (problem := sku_problem(sku)) is not None:
-        raise ValidationError(f"sku：{problem}", field="sku")
+        raise ValidationError(f"sku 格式不正确：{problem}", field="sku")
     _validate(data)
     try:
         async with in_transaction():
