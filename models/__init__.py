@@ -22,6 +22,7 @@ MODEL_MODULES = [
     "models.task",
     "models.notice",
     "models.product",
+    "models.invite",
 ]
 
 

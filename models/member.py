@@ -70,4 +70,4 @@ class Member(Model):
             ("merchant", "mp_openid"),
             ("merchant", "unionid"),  # one person, one member (NULLs do not collide)
         )
-        indexes = (("merchant_id", "phone"), ("merchant_id", "openid_digest"))
+        indexes = (("merchant_id", "phone"), ("merchant_id", "openid_digest"), ("merchant_id", "referrer_id"))

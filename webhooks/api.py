@@ -161,6 +161,7 @@ class Endpoint:
     auth: AuthScheme | None = None
     errors: tuple[int, ...] = ()
     alternatives: Mapping[int, type[BaseModel]] = field(default_factory=dict)
+    media: str | None = None  # the content type of a non-JSON success body (e.g. image/png)
 
     def error_statuses(self) -> tuple[int, ...]:
         """Declared error statuses plus those the adapter itself can answer."""
@@ -197,6 +198,7 @@ class Routes:
         auth: AuthScheme | None = None,
         errors: tuple[int, ...] = (),
         alternatives: Mapping[int, type[BaseModel]] | None = None,
+        media: str | None = None,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             endpoint = Endpoint(
@@ -209,10 +211,11 @@ class Routes:
                 body=body,
                 path_model=path_model,
                 response=response,
-                status=status if status is not None else (200 if response is not None else 204),
+                status=status if status is not None else (200 if response or media else 204),
                 auth=auth,
                 errors=errors,
                 alternatives=dict(alternatives or {}),
+                media=media,
             )
             _check(endpoint)
             self.endpoints.append(endpoint)
@@ -246,7 +249,9 @@ def _check(endpoint: Endpoint) -> None:
     declared = set(endpoint.path_model.model_fields) if endpoint.path_model is not None else set()
     if params != declared:
         raise ValueError(f"{endpoint.method} {endpoint.path}: the path model must declare {sorted(params)}")
-    if (endpoint.response is None) != (endpoint.status == 204):
+    if endpoint.media is not None and (endpoint.response is not None or endpoint.status == 204):
+        raise ValueError(f"{endpoint.method} {endpoint.path}: a media body has no response model, status 2xx")
+    if endpoint.media is None and (endpoint.response is None) != (endpoint.status == 204):
         raise ValueError(f"{endpoint.method} {endpoint.path}: a response model goes with a non-204 status")
 
 
@@ -292,6 +297,8 @@ def _path(endpoint: Endpoint, request: web.Request) -> Any:
 def _respond(endpoint: Endpoint, result: Result) -> web.StreamResponse:
     if isinstance(result, web.StreamResponse):
         return result
+    if endpoint.media is not None:
+        raise TypeError(f"{endpoint.operation_id} must return its {endpoint.media} body as a response")
     if result is None:
         if endpoint.response is not None:
             raise TypeError(f"{endpoint.operation_id} must return {endpoint.response.__name__}")

@@ -46,6 +46,18 @@ class MerchantPath(In):
 
 class MpLoginIn(In):
     code: Annotated[Line, Field(min_length=1, max_length=128, description="the code from wx.login()")]
+    scene: (
+        Annotated[
+            Line,
+            Field(
+                max_length=128,
+                description="the launch scene (an invite code's `r=<member code>`): credits the referrer "
+                "when this login creates the member",
+                examples=["r=K7M2Q9XP"],
+            ),
+        ]
+        | None
+    ) = None
 
 
 class MemberOut(Out):
@@ -115,7 +127,9 @@ async def login(call: Call[MpLoginIn, MerchantPath]) -> MpLoginOut:
         )
         message = LOGIN_MISCONFIGURED if isinstance(exc, InvalidCredential) else LOGIN_FAILED
         raise ApiError(502, ErrorCode.WECHAT_ERROR, message) from None
-    member = await mp_login.link_member(merchant, mp.openid, mp.unionid, effects=call.request.app[EFFECTS])
+    member = await mp_login.link_member(
+        merchant, mp.openid, mp.unionid, effects=call.request.app[EFFECTS], scene=call.body.scene or ""
+    )
     issued = await session_store(call.request).issue(
         SessionKind.MEMBER, merchant.id, member.id, data={"openid": mp.openid, "session_key": mp.session_key}
     )

@@ -162,7 +162,12 @@ def _operation(
         operation["security"] = [{endpoint.auth.scheme_name: []}]
         operation["description"] = endpoint.auth.describe()
     responses: dict[str, Any] = {}
-    if endpoint.response is None:
+    if endpoint.media is not None:
+        responses[str(endpoint.status)] = {
+            "description": "OK",
+            "content": {endpoint.media: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    elif endpoint.response is None:
         responses[str(endpoint.status)] = {"description": "Done (no content)"}
     else:
         responses[str(endpoint.status)] = {

@@ -13,6 +13,7 @@ from webhooks import (
     admin_stores,
     api,
     coupons,
+    invites,
     mall,
     mall_deals,
     mp,
@@ -48,6 +49,7 @@ def setup_routes(app: web.Application) -> None:
         admin_stores.routes,
         admin_staff.routes,
         admin_products.routes,
+        invites.routes,
     )
     callback.setup(app)
     pages.setup(app)

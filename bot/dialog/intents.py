@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.dialog import profile
 from bot.dialog.coupons import add_coupon_intents
+from bot.dialog.invite import add_invite_intents
 from bot.dialog.loyalty import add_loyalty_intents
 from bot.dialog.mall import add_mall_intents
 from bot.dialog.notices import add_notice_events
@@ -106,5 +107,6 @@ def build_router() -> Router:
     add_mall_intents(router)
     add_coupon_intents(router)
     add_wallet_intents(router)
+    add_invite_intents(router)
     add_notice_events(router)
     return router

@@ -2,11 +2,11 @@
 
 It emulates the endpoints memberbot calls — `cgi-bin/stable_token`, `cgi-bin/message/custom/send`,
 `cgi-bin/message/template/send`, `cgi-bin/message/subscribe/send`, `cgi-bin/qrcode/create`,
-`cgi-bin/user/info`, `sns/jscode2session` and `wxa/getwxacodeunlimit` — with WeChat's validation and
-error codes, and records every request. It runs on its own port (`memberbot wechat-sim`; point
-`WECHAT_API_BASE` at it) or, in demo mode without `WECHAT_API_BASE`, mounted in the memberbot app under
-`/wechat-sim` (`bot.app.mount_wechat_sim`). The README lists the control routes; set it up through
-`SimState` (in-process) or `/sim/...`:
+`cgi-bin/showqrcode`, `cgi-bin/media/upload`, `cgi-bin/user/info`, `sns/jscode2session` and
+`wxa/getwxacodeunlimit` — with WeChat's validation and error codes, and records every request. It runs
+on its own port (`memberbot wechat-sim`; point `WECHAT_API_BASE` at it) or, in demo mode without
+`WECHAT_API_BASE`, mounted in the memberbot app under `/wechat-sim` (`bot.app.mount_wechat_sim`). The
+README lists the control routes; set it up through `SimState` (in-process) or `/sim/...`:
 
     POST /sim/apps {appid, secret}                 POST /sim/followers {appid, openid, unionid?, following?}
     POST /sim/interactions {appid, openid}         POST /sim/templates {appid, template_id, keys?}
@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from bot.wechat_sim.api import SIM_STATE, add_api_routes
 from bot.wechat_sim.control import add_control_routes
+from bot.wechat_sim.media import add_media_routes
 from bot.wechat_sim.state import SimError, SimState
 
 __all__ = ["SIM_STATE", "SimAccessLogger", "SimError", "SimState", "create_sim_app", "run_simulator"]
@@ -43,6 +44,7 @@ def create_sim_app(state: SimState | None = None) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[SIM_STATE] = state if state is not None else SimState()
     add_api_routes(app)
+    add_media_routes(app)
     add_control_routes(app)
     return app
 

@@ -103,8 +103,11 @@ async def custom_send(state: SimState, request: web.Request, body: Body, appid: 
         article = articles[0]
         if not isinstance(article, dict) or not all(isinstance(article.get(k), str) for k in TITLE_URL):
             raise SimError(47001, "data format error: news.articles[0]")
+    elif msgtype == "image":
+        image = body.get("image")
+        state.live_media(appid, image.get("media_id") if isinstance(image, dict) else None)
     else:
-        raise SimError(40008, "invalid message type (the simulator knows text and news)")
+        raise SimError(40008, "invalid message type (the simulator knows text, news and image)")
     openid = state.recipient(appid, body.get("touser"), must_follow=True)
     state.rate_limit("custom", appid, state.custom_send_per_minute)
     state.use_window(appid, openid)
@@ -181,6 +184,9 @@ async def qrcode_create(state: SimState, request: web.Request, body: Body, appid
             raise SimError(40053, "invalid action info: scene_id")
     else:
         raise SimError(40053, "invalid action info: action_name")
+    permanent = action in ("QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE")
+    if permanent and state.permanent_qrcodes(appid) >= state.permanent_qr_limit:
+        raise SimError(45029, "qrcode count out of limit")
     answer: Body = {
         "ticket": "SIMTICKET" + secrets.token_urlsafe(24),
         "url": "http://weixin.qq.com/q/" + secrets.token_urlsafe(12),
@@ -195,6 +201,7 @@ async def qrcode_create(state: SimState, request: web.Request, body: Body, appid
         "action_name": action,
         "scene": value,
         "url": answer["url"],
+        "expires_at": state.now() + answer["expire_seconds"] if "expire_seconds" in answer else None,
     }
     return answer
 

@@ -20,6 +20,8 @@ WINDOW_QUOTA = 5
 CODE_SECONDS = 300
 CLIENT_MSG_ID_SECONDS = 600
 DAY = 86400
+MEDIA_SECONDS = 3 * DAY  # temporary media (media/upload) lives three days
+PERMANENT_QR_LIMIT = 100_000  # QR_LIMIT_SCENE / QR_LIMIT_STR_SCENE codes per account
 
 
 class SimError(Exception):
@@ -69,6 +71,17 @@ class SimCode:
 
 
 @dataclass
+class SimMedia:
+    """Temporary media uploaded through media/upload."""
+
+    appid: str
+    type: str
+    content_type: str
+    data: bytes = field(repr=False)
+    created_at: float
+
+
+@dataclass
 class SimInjected:
     errcode: int
     errmsg: str
@@ -87,6 +100,8 @@ class SimState:
     codes: dict[str, SimCode] = field(default_factory=dict)
     sent_msgids: dict[tuple[str, str, str], tuple[int, float]] = field(default_factory=dict)
     qrcodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    media: dict[str, SimMedia] = field(default_factory=dict)
+    permanent_qr_limit: int = PERMANENT_QR_LIMIT
     injected: dict[str, deque[SimInjected]] = field(default_factory=dict)
     recorded: list[dict[str, Any]] = field(default_factory=list)
     calls: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
@@ -275,9 +290,26 @@ class SimState:
 
     def use_window(self, appid: str, openid: str) -> None:
         window = self.windows.get((appid, openid))
-        if window is None or window.opened_at + WINDOW_SECONDS < self.now() or window.sent >= WINDOW_QUOTA:
+        if window is None or window.opened_at + WINDOW_SECONDS < self.now():
             raise SimError(45015, "response out of time limit or subscription is canceled")
+        if window.sent >= WINDOW_QUOTA:
+            raise SimError(45047, "out of response count limit")
         window.sent += 1
+
+    def permanent_qrcodes(self, appid: str) -> int:
+        """How many permanent QR codes `appid` has made."""
+        return sum(
+            1
+            for qr in self.qrcodes.values()
+            if qr["appid"] == appid and qr["action_name"] in ("QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE")
+        )
+
+    def live_media(self, appid: str, media_id: Any) -> SimMedia:
+        """Media `appid` uploaded within the last three days, or 40007."""
+        found = self.media.get(media_id) if isinstance(media_id, str) else None
+        if found is None or found.appid != appid or found.created_at + MEDIA_SECONDS <= self.now():
+            raise SimError(40007, "invalid media_id")
+        return found
 
     def new_msgid(self) -> int:
         self.next_msgid += 1

@@ -38,4 +38,11 @@ class NewsReply:
     articles: tuple[Article, ...]
 
 
-ChatReply = TextReply | NewsReply
+@dataclass(frozen=True, slots=True)
+class ImageReply:
+    """An image the account uploaded as media (`media_id`, valid three days)."""
+
+    media_id: str
+
+
+ChatReply = TextReply | NewsReply | ImageReply

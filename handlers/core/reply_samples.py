@@ -25,6 +25,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "more": 2,
     },
     "help": {"in_dialog": False},
+    "invite_link": {"url": "https://example.com/invite/demo?t=1.1767225600.sig", "expires": "2027-01-31"},
+    "invite_unavailable": {"reason": "not_member"},
     "invalid_answer": {"reason": "手机号应为 11 位数字", "step": "phone"},
     "mall_items": {
         "items": [

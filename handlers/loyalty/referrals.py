@@ -24,6 +24,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
+from handlers.core import queries
 from handlers.core.errors import ErrorCode, NotFound
 from handlers.core.tasks import Effects, Queued
 from handlers.loyalty import config as loyalty_config
@@ -144,6 +145,21 @@ async def _award_level(
     if told is not None:
         await effects.after_commit(told)
     return Award(referrer.id, level, amount, posted.transaction_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerStats:
+    invited: int  # members this member brought in (whose referrer it is)
+    rewarded: int  # of them, those whose level-1 award was given (they reached the programme's trigger)
+    points: int  # points from this member's referral awards of every level
+
+
+async def referrer_stats(merchant_id: int, member_id: int) -> ReferrerStats:
+    """What a member's invitations brought: people, rewarded referrals and points (the invite page)."""
+    invited = await Member.filter(merchant_id=merchant_id, referrer_id=member_id).count()
+    awards = ReferralAward.filter(merchant_id=merchant_id, referrer_id=member_id)
+    rewarded = await awards.filter(level=1).count()
+    return ReferrerStats(invited=invited, rewarded=rewarded, points=await queries.sum_of(awards, "points"))
 
 
 async def ranking(

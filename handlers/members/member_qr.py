@@ -35,7 +35,8 @@ CARD_ACCEPT_WINDOWS = 2
 LINK_TTL_SECONDS = 600
 MAX_SCAN_CHARS = 64
 MAX_CODE_CHARS = 16  # Member.code's column width
-_LINK_DOMAIN = b"memberbot/card-link/v1\x00"
+CARD_LINK = b"memberbot/card-link/v1\x00"
+INVITE_LINK = b"memberbot/invite-link/v1\x00"  # the invite page's links (a card link never opens it)
 _LINK_MAC_BYTES = 16
 
 # Scan failures a cashier must be able to tell apart. Not (yet) members of the shared ErrorCode enum:
@@ -132,27 +133,36 @@ def png_data_url(png: bytes) -> str:
 # The H5 card link --------------------------------------------------------------------------------
 
 
-def _link_mac(secret: bytes, merchant_id: int, member_id: int, expires: int) -> str:
-    message = _LINK_DOMAIN + f"{merchant_id}:{member_id}:{expires}".encode()
+def _link_mac(secret: bytes, merchant_id: int, member_id: int, expires: int, domain: bytes) -> str:
+    message = domain + f"{merchant_id}:{member_id}:{expires}".encode()
     digest = hmac.new(secret, message, hashlib.sha256).digest()[:_LINK_MAC_BYTES]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def link_token(
-    secret: bytes, merchant_id: int, member_id: int, *, now: datetime | int, ttl: int = LINK_TTL_SECONDS
+    secret: bytes,
+    merchant_id: int,
+    member_id: int,
+    *,
+    now: datetime | int,
+    ttl: int = LINK_TTL_SECONDS,
+    domain: bytes = CARD_LINK,
 ) -> str:
-    """`<member_id>.<expires unix>.<mac>`: opens the member's card page until it expires."""
+    """`<member_id>.<expires unix>.<mac>`: opens the member's card page (or the page of `domain`) until
+    it expires."""
     expires = _unix(now) + ttl
-    return f"{member_id}.{expires}.{_link_mac(secret, merchant_id, member_id, expires)}"
+    return f"{member_id}.{expires}.{_link_mac(secret, merchant_id, member_id, expires, domain)}"
 
 
-def verify_link(secret: bytes, merchant_id: int, token: str, *, now: datetime | int) -> int:
-    """The member id of a genuine, unexpired card link of this merchant; Forbidden otherwise."""
+def verify_link(
+    secret: bytes, merchant_id: int, token: str, *, now: datetime | int, domain: bytes = CARD_LINK
+) -> int:
+    """The member id of a genuine, unexpired link of this merchant for `domain`; Forbidden otherwise."""
     parts = token.split(".") if len(token) <= 64 else []
     if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts[:2]):
         raise Forbidden("链接无效", field="t")
     member_id, expires = int(parts[0]), int(parts[1])
-    expected = _link_mac(secret, merchant_id, member_id, expires)
+    expected = _link_mac(secret, merchant_id, member_id, expires, domain)
     if not hmac.compare_digest(expected.encode(), parts[2].encode()):
         raise Forbidden("链接无效", field="t")
     if expires <= _unix(now):

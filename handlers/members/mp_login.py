@@ -2,13 +2,18 @@
 
 Linking, in order: the member already holding this mini-program openid; else the member of the same
 merchant with the same unionid (e.g. who followed the Official Account first) gains the openid, so one
-person stays one member; else a new member is created. Every step is safe under concurrent logins of the
-same user: attaching is a conditional update and creation goes through the unique (merchant, mp_openid)
-key, so the loser of a race re-reads the winner's member.
+person stays one member; else a new member is created. Only a creation records who brought the member
+in, from the scene the mini-program was opened with (an invite code's `r=<member code>`, or the
+Official Account forms `ref_<member code>` / `staff_<id>`), under the follow's rules
+(`registration.resolve_scene`): a later login never gains or changes a referrer.
+
+Every step is safe under concurrent logins of the same user: attaching is a conditional update and
+creation goes through the unique (merchant, mp_openid) key, so the loser of a race re-reads the
+winner's member.
 
 Profile edits use the chat dialog's parsers (`handlers.members.profile`), and completion goes through
-`handlers.registration.complete_profile`, which sets `profile_completed_at` once and runs the
-
+`handlers.registration.complete_profile`, which sets `profile_completed_at` once and queues the
+profile-completion effect (its bonus).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from tortoise.exceptions import IntegrityError
 
@@ -44,8 +50,10 @@ def profile_complete(member: Member) -> bool:
     return member.profile_completed_at is not None
 
 
-async def link_member(merchant: Merchant, openid: str, unionid: str | None, *, effects: Effects) -> Member:
-    """The member this mini-program user is, creating it on first login."""
+async def link_member(
+    merchant: Merchant, openid: str, unionid: str | None, *, effects: Effects, scene: str = ""
+) -> Member:
+    """The member this mini-program user is, creating it on first login (attributed to `scene`)."""
     member = await Member.get_or_none(merchant_id=merchant.id, mp_openid=openid)
     if member is not None and member.anonymized_at is not None:
         await Member.filter(id=member.id, mp_openid=openid).update(mp_openid=None)
@@ -63,7 +71,15 @@ async def link_member(merchant: Merchant, openid: str, unionid: str | None, *, e
         linked = await _attach_by_unionid(merchant, openid, unionid)
         if linked is not None:
             return linked
-    defaults: dict[str, Any] = {"unionid": unionid, "source": MemberSource.MINI_PROGRAM, "subscribed": False}
+    # The mini-program passes its launch scene URL-encoded or decoded: both read the same.
+    attribution = await registration.resolve_scene(merchant, unquote(scene)) if scene else None
+    defaults: dict[str, Any] = {
+        "unionid": unionid,
+        "source": MemberSource.MINI_PROGRAM,
+        "subscribed": False,
+        "referrer": attribution.referrer if attribution else None,
+        "acquired_by": attribution.staff if attribution else None,
+    }
     try:
         member, created = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)
     except IntegrityError:  # the same person's follow created its member meanwhile: join it

@@ -4,7 +4,9 @@
   deliveries. A returning follower whose openid was detached on unfollowing is relinked through the
   keyed `openid_digest`, as long as the member was not anonymised yet.
 - Scenes: `ref_<member code>` records the referrer (an existing, non-anonymised member of the same
-  merchant, not the member itself), `staff_<staff id>` the acquiring staff (same merchant, active).
+  merchant, not the member itself), `staff_<staff id>` the acquiring staff (same merchant, active);
+  `r=<member code>` is the referrer's mini-program code (`handlers.members.invites`), which the
+  mini-program login passes on (`handlers.members.mp_login`) under the same rules.
   Attribution is recorded only when the subscribe creates the member: a returning follower, a member
   known from the mini-program, or a SCAN by a follower never gains or changes a referrer (so referral
   chains follow registration order and cannot cycle). `source` is likewise set on creation only.
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 PROFILE_COMPLETED = "member.profile_completed"
 
 SCENE_PREFIX = "qrscene_"
-_REF = re.compile(r"^ref_([0-9A-Za-z-]{4,20})$")
+_REF = re.compile(r"^(?:ref_|r=)([0-9A-Za-z-]{4,20})$")
 _STAFF = re.compile(r"^staff_([1-9][0-9]{0,9})$")
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -39,10 +39,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WECHAT_API_ROOT = "https://api.weixin.qq.com"
 SHOWQRCODE_URL = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket="
 TOKEN_MARGIN_SECONDS = 300
 LOCK_MS = 5000
 QR_MAX_EXPIRE_SECONDS = 2_592_000
+IMAGE_MAX_BYTES = 10 * 1024 * 1024  # media/upload, type image (PNG, JPEG, GIF)
+IMAGE_TYPES = {
+    b"\x89PNG": ("image/png", "png"),
+    b"\xff\xd8\xff": ("image/jpeg", "jpg"),
+    b"GIF8": ("image/gif", "gif"),
+}
 TEMPLATE_VALUE_MAX = 20
 CLIENT_MSG_ID_MAX_BYTES = 64
 WXACODE_SCENE = re.compile(r"[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}")
@@ -62,11 +69,12 @@ class AppCredentials:
 
 @dataclass(frozen=True, slots=True)
 class QrTicket:
-    """A temporary Official Account QR code. `url` is its content; `image_url` its picture."""
+    """An Official Account QR code. `url` is its content; `image_url` its picture on WeChat's server;
+    `expire_seconds` is None for a permanent code."""
 
     ticket: str
     url: str
-    expire_seconds: int
+    expire_seconds: int | None
 
     @property
     def image_url(self) -> str:
@@ -184,9 +192,13 @@ class WeChatClient:
         *,
         params: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
+        form: aiohttp.FormData | None = None,
     ) -> tuple[str, bytes]:
-        data = None if json_body is None else json.dumps(json_body, ensure_ascii=False).encode()
-        headers = {} if data is None else {"Content-Type": "application/json; charset=utf-8"}
+        data: bytes | aiohttp.FormData | None = form
+        headers = {}
+        if json_body is not None:
+            data = json.dumps(json_body, ensure_ascii=False).encode()
+            headers = {"Content-Type": "application/json; charset=utf-8"}
         try:
             async with self.session.request(
                 method, self.api_base + path, params=params, data=data, headers=headers
@@ -234,16 +246,18 @@ class WeChatClient:
         body: Mapping[str, Any] | None,
         *,
         params: Mapping[str, str] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
     ) -> tuple[str, bytes]:
-        """POST `body` (GET with `params` when body is None) with the app's token; one re-fetch and
-        one retry on an invalid/expired token."""
+        """POST `body` or a multipart `form()` (GET with `params` when there is neither) with the app's
+        token; one re-fetch and one retry on an invalid/expired token."""
         for attempt in (1, 2):
             token = await self.access_token(app)
             content_type, payload = await self._send(
-                "POST" if body is not None else "GET",
+                "POST" if body is not None or form is not None else "GET",
                 path,
                 params={**(params or {}), "access_token": token},
                 json_body=body,
+                form=form() if form is not None else None,  # a form body is read once: one per attempt
             )
             if not _looks_like_json(content_type, payload):
                 return content_type, payload
@@ -292,6 +306,34 @@ class WeChatClient:
         body = {"touser": openid, "msgtype": "news", "news": {"articles": [item]}}
         await self._call_json(app, "/cgi-bin/message/custom/send", body)
 
+    async def send_custom_image(self, app: AppCredentials, openid: str, media_id: str) -> None:
+        """A customer-service image message showing an uploaded image (`upload_image`'s media_id)."""
+        if not media_id:
+            raise WeChatRequestInvalid("media_id 不能为空", field="media_id")
+        body = {"touser": openid, "msgtype": "image", "image": {"media_id": media_id}}
+        await self._call_json(app, "/cgi-bin/message/custom/send", body)
+
+    async def upload_image(self, app: AppCredentials, image: bytes, *, name: str = "image") -> str:
+        """Upload temporary image media (`media/upload`; WeChat keeps it 3 days) and return its media_id."""
+        kind = next((known for magic, known in IMAGE_TYPES.items() if image.startswith(magic)), None)
+        if kind is None:
+            raise WeChatRequestInvalid("图片须为 PNG、JPEG 或 GIF 格式", field="image")
+        if len(image) > IMAGE_MAX_BYTES:
+            raise WeChatRequestInvalid("图片不能超过 10 MB", field="image")
+        content_type, extension = kind
+
+        def form() -> aiohttp.FormData:
+            data = aiohttp.FormData()
+            data.add_field("media", image, filename=f"{name}.{extension}", content_type=content_type)
+            return data
+
+        path = "/cgi-bin/media/upload"
+        _, payload = await self._call(app, path, None, params={"type": "image"}, form=form)
+        media_id = self._decode(path, payload).get("media_id")
+        if not isinstance(media_id, str) or not media_id:
+            raise WeChatUnavailable(-1, "media/upload answered without a media_id")
+        return media_id
+
     async def send_template(
         self,
         app: AppCredentials,
@@ -331,26 +373,36 @@ class WeChatClient:
             raise WeChatUnavailable(-1, "template/send answered without a msgid")
         return msgid
 
-    async def create_qrcode(self, app: AppCredentials, scene: str, expire_seconds: int) -> QrTicket:
-        """A temporary string-scene QR code (`QR_STR_SCENE`)."""
+    async def create_qrcode(self, app: AppCredentials, scene: str, expire_seconds: int | None) -> QrTicket:
+        """A string-scene QR code: temporary (`QR_STR_SCENE`, up to 30 days) or, with `expire_seconds`
+        None, permanent (`QR_LIMIT_STR_SCENE`; at most 100,000 per account, then `QrCodeLimitReached`)."""
         if not 1 <= len(scene) <= 64:
             raise WeChatRequestInvalid("scene 须为 1–64 个字符", field="scene")
-        if not 1 <= expire_seconds <= QR_MAX_EXPIRE_SECONDS:
+        body: dict[str, Any] = {"action_info": {"scene": {"scene_str": scene}}}
+        if expire_seconds is None:
+            body["action_name"] = "QR_LIMIT_STR_SCENE"
+        elif 1 <= expire_seconds <= QR_MAX_EXPIRE_SECONDS:
+            body = {"expire_seconds": expire_seconds, "action_name": "QR_STR_SCENE", **body}
+        else:
             raise WeChatRequestInvalid(
                 f"expire_seconds 须在 1 到 {QR_MAX_EXPIRE_SECONDS} 秒之间（最长 30 天）",
                 field="expire_seconds",
             )
-        body = {
-            "expire_seconds": expire_seconds,
-            "action_name": "QR_STR_SCENE",
-            "action_info": {"scene": {"scene_str": scene}},
-        }
         answer = await self._call_json(app, "/cgi-bin/qrcode/create", body)
         ticket, url = answer.get("ticket"), answer.get("url")
-        if not isinstance(ticket, str) or not ticket or not isinstance(url, str):
+        if not isinstance(ticket, str) or not ticket or not isinstance(url, str) or not url:
             raise WeChatUnavailable(-1, "qrcode/create answered without a ticket")
-        expires = answer.get("expire_seconds", expire_seconds)
-        return QrTicket(ticket=ticket, url=url, expire_seconds=int(expires))
+        if expire_seconds is None:
+            return QrTicket(ticket=ticket, url=url, expire_seconds=None)
+        return QrTicket(
+            ticket=ticket, url=url, expire_seconds=int(answer.get("expire_seconds", expire_seconds))
+        )
+
+    def showqrcode_url(self, ticket: str) -> str:
+        """Where a QR ticket's picture is fetched: WeChat's showqrcode, or the simulator's own."""
+        if self.api_base == WECHAT_API_ROOT:
+            return SHOWQRCODE_URL + quote(ticket, safe="")
+        return f"{self.api_base}/cgi-bin/showqrcode?ticket={quote(ticket, safe='')}"
 
     # -- mini-program --------------------------------------------------------------------------------------
 

@@ -82,9 +82,9 @@ class SubscribeRefused(WeChatError):
 
 
 class OutOfResponseWindow(WeChatError):
-    """Outside the 48-hour customer-service window or over its quota (45015)."""
+    """Outside the 48-hour customer-service window (45015) or over its message quota (45047)."""
 
-    errcodes = (45015,)
+    errcodes = (45015, 45047)
     user_message = "已超过 48 小时客服消息时限，无法发送"
 
 
@@ -126,10 +126,18 @@ class DuplicateClientMsgId(WeChatError):
 
 
 class InvalidArgument(WeChatError):
-    """WeChat rejected the payload (47001 format, 47003 argument, 40169 scene, 41030 page, 40053 QR)."""
+    """WeChat rejected the payload (47001 format, 47003 argument, 40169 scene, 41030 page, 40053 QR;
+    media: 40004 type, 40005 file type, 40006 size, 40007 media_id, 41005 no file)."""
 
-    errcodes = (47001, 47003, 40169, 41030, 40053, 40008, 45008)
+    errcodes = (47001, 47003, 40169, 41030, 40053, 40008, 45008, 40004, 40005, 40006, 40007, 41005)
     user_message = "微信拒绝了请求参数"
+
+
+class QrCodeLimitReached(WeChatError):
+    """The account has made all the permanent QR codes it may (100,000; 45029)."""
+
+    errcodes = (45029,)
+    user_message = "公众号永久二维码数量已达上限"
 
 
 class WeChatNotConfigured(DomainError):
@@ -158,6 +166,7 @@ _REGISTRY: dict[int, type[WeChatError]] = {
         InvalidTemplate,
         DuplicateClientMsgId,
         InvalidArgument,
+        QrCodeLimitReached,
     )
     for errcode in cls.errcodes
 }

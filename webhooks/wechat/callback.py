@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.core.chat import ChatReply, TextReply
+from handlers.core.chat import ChatReply, ImageReply, TextReply
 from handlers.core.errors import DomainError, ErrorCode
 from handlers.notices import reach
 from handlers.staff.merchants import SLUG, get_merchant
@@ -198,6 +198,8 @@ async def _deliver_late(
         credentials = oa_credentials(merchant)
         if isinstance(reply, TextReply):
             await wechat.send_custom_text(credentials, openid, reply.text)
+        elif isinstance(reply, ImageReply):
+            await wechat.send_custom_image(credentials, openid, reply.media_id)
         else:  # a customer-service news message carries exactly one article
             await wechat.send_custom_news(credentials, openid, reply.articles[:1])
     except Exception as exc:

@@ -23,9 +23,10 @@ from wechatpy.events import BaseEvent, SubscribeScanEvent
 from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.messages import BaseMessage
 from wechatpy.replies import ArticlesReply
+from wechatpy.replies import ImageReply as WeChatImageReply
 from wechatpy.replies import TextReply as WeChatTextReply
 
-from handlers.core.chat import ChatReply, IncomingMessage, NewsReply, TextReply
+from handlers.core.chat import ChatReply, ImageReply, IncomingMessage, NewsReply, TextReply
 from handlers.core.errors import DomainError, ErrorCode
 
 WINDOW = TIMESTAMP_WINDOW_SECONDS = 300
@@ -235,6 +236,8 @@ def render_reply(reply: ChatReply | None, *, openid: str, account: str) -> str:
             for a in reply.articles[:MAX_REPLY_ARTICLES]
         ]
         return str(ArticlesReply(articles=articles, **common).render())
+    if isinstance(reply, ImageReply):
+        return str(WeChatImageReply(media_id=_cdata(reply.media_id), **common).render())
     raise TypeError(f"unsupported reply {type(reply).__name__}")
 
 
