@@ -11,6 +11,7 @@ Tokens, secrets and session keys are never logged.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
@@ -324,7 +325,8 @@ class WeChatClient:
 
         def form() -> aiohttp.FormData:
             data = aiohttp.FormData()
-            data.add_field("media", image, filename=f"{name}.{extension}", content_type=content_type)
+            media = io.BytesIO(image)  # a stream: aiohttp warns about large raw bodies
+            data.add_field("media", media, filename=f"{name}.{extension}", content_type=content_type)
             return data
 
         path = "/cgi-bin/media/upload"

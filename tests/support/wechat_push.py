@@ -27,12 +27,14 @@ DEFAULT_ACCOUNT = "gh_0123456789ab"
 
 @dataclass(frozen=True, slots=True)
 class ParsedReply:
-    """The webhook's answer: `type` is "text", "news", … or "" for an empty body; `error` for a refusal."""
+    """The webhook's answer: `type` is "text", "news", "image", … or "" for an empty body; `error` for a
+    refusal."""
 
     status: int
     type: str = ""
     content: str = ""
     articles: tuple[dict[str, str], ...] = ()
+    media_id: str = ""  # an image reply's
     to_user: str = ""
     from_user: str = ""
     error: str = ""  # the error code of a JSON error answer
@@ -228,6 +230,7 @@ def parse_reply(xml: str) -> ParsedReply:
         type=data.get("MsgType", ""),
         content=data.get("Content") or "",
         articles=articles,
+        media_id=(data.get("Image") or {}).get("MediaId") or "",
         to_user=data.get("ToUserName", ""),
         from_user=data.get("FromUserName", ""),
         body=xml,
