@@ -21,6 +21,8 @@ Usage (registered in tests/conftest.py through `pytest_plugins`):
 - `expire_token(appid)`, `invalidate_token(appid)`, `advance(seconds)` (the simulator's clock).
 - `records(endpoint=None) -> list[dict]`: requests received (endpoint, method, query, body, raw,
   errcode, at); `clear_records()`; `force_refresh_count(appid=None)`.
+- On `state`: `qrcodes` (ticket → appid, action_name, scene, url, expires_at), `media` (media_id →
+  `SimMedia`), `permanent_qr_limit` (WeChat's 100,000 permanent QR codes per account).
 """
 
 from __future__ import annotations
