@@ -227,6 +227,18 @@ async def test_no_staff_code_past_the_permanent_cap(env: Any, wechat_sim: WeChat
     assert len(wechat_sim.records(CREATE)) == 1
 
 
+async def test_no_staff_code_without_an_official_account(
+    aiohttp_client: Any, make_app: Any, wechat_sim: WeChatSim
+) -> None:
+    client = await aiohttp_client(make_app(wechat_api_base=wechat_sim.url))
+    shop = await make_merchant(oa_appid="", oa_secret="")
+    manager = await staff_headers(client, shop, "manager")
+    mine = (await Staff.get(merchant_id=shop.id, username="manager-user")).id
+    refused = await client.get(f"/api/admin/staff/{mine}/qr.svg", headers=manager)
+    assert refused.status == 409 and (await refused.json())["error"]["field"] == "oa_appid"
+    assert wechat_sim.records() == []
+
+
 async def test_invite_settings_need_an_admin_to_change(env: Any) -> None:
     client, shop = env
     manager = await staff_headers(client, shop, "manager")

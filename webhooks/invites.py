@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from aiohttp import web
 from pydantic import Field
 
+from handlers.core.errors import ErrorCode
 from handlers.loyalty import referrals
 from handlers.members import invites, member_qr
 from handlers.wechat.errors import WeChatNotConfigured
 from models.invite import InviteCode
-from webhooks.api import Call, In, IntId, Out, Routes
+from webhooks.api import ApiError, Call, In, IntId, Out, Routes
 from webhooks.appkeys import WECHAT
 from webhooks.auth import ADMIN, MANAGER, MEMBER
 from webhooks.mp import MerchantPath
@@ -98,13 +99,22 @@ async def my_invite(call: Call[None, MerchantPath]) -> InviteOut:
 
 
 async def _staff_code(call: Call[None, StaffQrPath]) -> InviteCode:
-    return await invites.staff_code(
-        call.request.app[WECHAT],
-        call.merchant,
-        call.path.staff_id,
-        now=datetime.now(UTC),
-        actor=f"staff:{call.staff.id}",
-    )
+    """The staff member's code; a merchant without an Official Account has none to give (409)."""
+    try:
+        return await invites.staff_code(
+            call.request.app[WECHAT],
+            call.merchant,
+            call.path.staff_id,
+            now=datetime.now(UTC),
+            actor=f"staff:{call.staff.id}",
+        )
+    except WeChatNotConfigured:
+        raise ApiError(
+            409,
+            ErrorCode.CONFLICT,
+            "本店未配置公众号（oa_appid 与 oa_secret），无法生成店员二维码",
+            field="oa_appid",
+        ) from None
 
 
 def _download(name: str) -> dict[str, str]:
