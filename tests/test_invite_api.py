@@ -11,6 +11,7 @@ from defusedxml import ElementTree as ET
 
 from handlers.loyalty import config as loyalty_config
 from handlers.members import invites
+from handlers.staff import stores
 from handlers.staff.accounts import create_staff
 from models.invite import InviteCode
 from models.loyalty import AuditLog
@@ -208,6 +209,18 @@ async def test_staff_codes_are_scoped_and_need_a_manager(env: Any, wechat_sim: W
     assert (await client.get(f"/api/admin/staff/{mine}/qr.png")).status == 401
     assert (await client.get("/api/admin/staff/0/qr.png", headers=manager)).status == 404
     assert wechat_sim.records(CREATE) == []
+
+
+async def test_a_manager_sees_only_their_stores_staff_codes(env: Any, wechat_sim: WeChatSim) -> None:
+    client, shop = env
+    await stores.create_store(shop.id, "b", stores.StoreInput("B 店"), actor="test")
+    bea = await create_staff(shop, store_code="b", username="bea", role="cashier", password="correct-horse-1")
+    manager = await staff_headers(client, shop, "manager")
+    admin = await staff_headers(client, shop, "admin")
+    hidden = await client.get(f"/api/admin/staff/{bea.id}/qr.png", headers=manager)
+    assert hidden.status == 404 and wechat_sim.records(CREATE) == []
+    shown = await client.get(f"/api/admin/staff/{bea.id}/qr.png", headers=admin)
+    assert shown.status == 200 and shown.content_type == "image/png"
 
 
 async def test_no_staff_code_past_the_permanent_cap(env: Any, wechat_sim: WeChatSim) -> None:

@@ -11,6 +11,8 @@ from pydantic import Field
 from handlers.core.errors import ErrorCode
 from handlers.loyalty import referrals
 from handlers.members import invites, member_qr
+from handlers.staff import roster
+from handlers.staff.scope import scope_of
 from handlers.wechat.errors import WeChatNotConfigured
 from models.invite import InviteCode
 from webhooks.api import ApiError, Call, In, IntId, Out, Routes
@@ -99,12 +101,14 @@ async def my_invite(call: Call[None, MerchantPath]) -> InviteOut:
 
 
 async def _staff_code(call: Call[None, StaffQrPath]) -> InviteCode:
-    """The staff member's code; a merchant without an Official Account has none to give (409)."""
+    """The code of a staff member the caller may see (a manager: their store's); a merchant without an
+    Official Account has none to give (409)."""
+    staff = await roster.get_staff(scope_of(call.staff), call.path.staff_id)
     try:
         return await invites.staff_code(
             call.request.app[WECHAT],
             call.merchant,
-            call.path.staff_id,
+            staff,
             now=datetime.now(UTC),
             actor=f"staff:{call.staff.id}",
         )
@@ -129,7 +133,8 @@ def _download(name: str) -> dict[str, str]:
     errors=(409, 502),
 )
 async def staff_qr_png(call: Call[None, StaffQrPath]) -> web.Response:
-    """A staff member's permanent acquisition QR code (scene staff_<id>) as a PNG for print."""
+    """A staff member's permanent acquisition QR code (scene staff_<id>) as a PNG for print (a manager:
+    their store's staff)."""
     code = await _staff_code(call)
     png = invites.qr_png(code, box_size=16)
     return web.Response(

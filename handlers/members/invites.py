@@ -214,11 +214,11 @@ async def _create(
 
 
 async def staff_code(
-    wechat: WeChatClient, merchant: Merchant, staff_id: int, *, now: datetime, actor: str
+    wechat: WeChatClient, merchant: Merchant, staff: Staff, *, now: datetime, actor: str
 ) -> InviteCode:
-    """The permanent acquisition QR code of an active staff member of the merchant (404 otherwise)."""
-    staff = await Staff.get_or_none(id=staff_id, merchant_id=merchant.id, active=True)
-    if staff is None:
+    """The permanent acquisition QR code of an active staff member of the merchant (404 otherwise;
+    the caller has already limited `staff` to what the acting account may see)."""
+    if staff.merchant_id != merchant.id or not staff.active:
         raise NotFound("店员不存在或已停用", field="staff_id")
     app = oa_credentials(merchant)
     scene = staff_scene(staff.id)
