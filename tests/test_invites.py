@@ -15,6 +15,7 @@ from tortoise import connections
 
 from handlers.loyalty import config as loyalty_config
 from handlers.members import invites
+from handlers.staff.accounts import create_staff
 from models.invite import InviteCode, InviteKind
 from models.loyalty import AuditLog
 from models.member import Member
@@ -177,7 +178,7 @@ async def test_past_the_permanent_cap_members_get_temporary_codes(
     assert (await invites.member_code(wechat, shop, alice, now=now)).ticket == code.ticket
     assert len(wechat_sim.records(CREATE)) == 2  # the refusal is not asked again
     # memberbot's own count: members stop 1,000 short of WeChat's 100,000 (kept for staff codes).
-    await client.app[WECHAT].redis.delete(f"invite:permanent-cap:{OA}")  # forget the refusal
+    await client.app[WECHAT].redis.delete(f"invite:permanent-full:{OA}:100000")  # forget the refusal
     wechat_sim.state.permanent_qr_limit = 100_000
     await connections.get("default").execute_query(
         "INSERT INTO invite_code (merchant_id, kind, scene, appid, permanent, ticket, url, media_id,"
@@ -188,6 +189,14 @@ async def test_past_the_permanent_cap_members_get_temporary_codes(
     wechat_sim.clear_records()
     assert not (await invites.member_code(wechat, shop, bob, now=now)).permanent
     assert [r["body"]["action_name"] for r in wechat_sim.records(CREATE)] == ["QR_STR_SCENE"]
+    # The last thousand are kept for staff codes, which are printed and must not lapse.
+    amy = await create_staff(
+        shop, store_code="main", username="amy", role="cashier", password="correct-horse-1"
+    )
+    staff = await invites.staff_code(wechat, shop, amy, now=now, actor="test")
+    assert staff.permanent and [r["body"]["action_name"] for r in wechat_sim.records(CREATE)][-1] == (
+        "QR_LIMIT_STR_SCENE"
+    )
 
 
 async def test_a_follow_through_a_members_code_credits_the_referral_end_to_end(

@@ -84,8 +84,13 @@ def _fresh(row: InviteCode | None, appid: str, now: datetime) -> bool:
     return row.permanent or (row.expires_at is not None and row.expires_at - now > RENEW_MARGIN)
 
 
-def _cap_key(appid: str) -> str:
-    return f"invite:permanent-cap:{appid}"
+def _full_key(appid: str, limit: int) -> str:
+    """Remembers (a day) that `appid` reached `limit` permanent codes: ours for members, or WeChat's."""
+    return f"invite:permanent-full:{appid}:{limit}"
+
+
+async def _known_full(redis: Redis, appid: str, limit: int) -> bool:
+    return bool(await redis.exists(_full_key(appid, limit), _full_key(appid, PERMANENT_LIMIT)))
 
 
 async def _once(
@@ -144,14 +149,16 @@ def _ticket_values(
 
 async def _permanent_left(redis: Redis, appid: str, limit: int) -> bool:
     """Whether the account may make one more permanent code under `limit` (counted here)."""
-    if await redis.exists(_cap_key(appid)):
+    if await _known_full(redis, appid, limit):
         return False
     used = await InviteCode.filter(appid=appid, kind=InviteKind.OA_QR, permanent=True).count()
+    if used >= limit:
+        await _remember_full(redis, appid, limit)
     return used < limit
 
 
-async def _remember_cap(redis: Redis, appid: str) -> None:
-    await redis.set(_cap_key(appid), "1", ex=CAP_SECONDS)
+async def _remember_full(redis: Redis, appid: str, limit: int = PERMANENT_LIMIT) -> None:
+    await redis.set(_full_key(appid, limit), "1", ex=CAP_SECONDS)
 
 
 # A member's Official Account invite code -----------------------------------------------------------
@@ -172,8 +179,9 @@ async def member_code(
         row = await _row(merchant.id, InviteKind.OA_QR, scene)
         if row is None or not _fresh(row, app.appid, now):
             return None
-        if wants_permanent and not row.permanent and not await wechat.redis.exists(_cap_key(app.appid)):
-            return None  # the merchant switched to permanent codes: try to make one
+        upgrade = wants_permanent and not row.permanent  # the merchant switched to permanent codes
+        if upgrade and not await _known_full(wechat.redis, app.appid, MEMBER_PERMANENT_LIMIT):
+            return None  # try to make one
         return row
 
     async def make() -> InviteCode:
@@ -183,7 +191,6 @@ async def member_code(
             log.warning(
                 "members' permanent invite codes used up: a temporary one instead", extra=_log(merchant)
             )
-            await _remember_cap(wechat.redis, app.appid)
             if row is not None and _fresh(row, app.appid, now):
                 return row
         values = await _create(wechat, merchant, app, scene, permanent, now)
@@ -203,7 +210,7 @@ async def _create(
                 "wechat refused a permanent invite code (45029): a temporary one instead",
                 extra=_log(merchant),
             )
-            await _remember_cap(wechat.redis, app.appid)
+            await _remember_full(wechat.redis, app.appid)
         else:
             return _ticket_values(app.appid, made.ticket, made.url, None, now)
     made = await wechat.create_qrcode(app, scene, TEMPORARY_SECONDS)
@@ -233,7 +240,7 @@ async def staff_code(
         try:
             made = await wechat.create_qrcode(app, scene, None)
         except QrCodeLimitReached:
-            await _remember_cap(wechat.redis, app.appid)
+            await _remember_full(wechat.redis, app.appid)
             raise _cap_reached() from None
         async with in_transaction():
             row = await _store(
