@@ -210,6 +210,27 @@ async def _reach(services: NoticeServices, member: Member, merchant: Merchant, c
     return Reach(oa_openid, member.mp_openid, grants, opened, sent)
 
 
+async def _requeue(
+    delivery: NoticeDelivery,
+    channel: Channel,
+    passed: list[str],
+    now: datetime,
+    *,
+    errcode: int | None = None,
+) -> None:
+    """A send on `channel` did not happen: the record goes back to `queued` with the reasons so far, for
+    the next channel or a retry."""
+    await _mark(
+        delivery,
+        DeliveryStatus.QUEUED,
+        allowed=[DeliveryStatus.SENDING.value],
+        now=now,
+        channel=channel,
+        errcode=errcode,
+        reason=";".join(passed),
+    )
+
+
 class _GrantTaken(Exception):
     """The subscribe grant counted when the channel was chosen went to a concurrent send."""
 
@@ -240,40 +261,18 @@ async def _deliver(
             msgid, text = await _call(services, channel, delivery, member, merchant, config, context)
         except _GrantTaken:  # a concurrent send took the member's last grant: as if there was none
             passed.append("subscribe:no_subscribe_grant")
-            await _mark(
-                delivery,
-                DeliveryStatus.QUEUED,
-                allowed=[DeliveryStatus.SENDING.value],
-                now=now,
-                channel=channel,
-                reason=";".join(passed),
-            )
+            await _requeue(delivery, channel, passed, now)
             continue
         except REFUSALS as exc:
             errcode = getattr(exc, "errcode", None)
             passed.append(f"{channel}:{errcode or type(exc).__name__}")
             if isinstance(exc, wechat_errors.SubscribeRefused):
                 await reach.no_grants_left(member.id, config.subscribe_template_id)
-            await _mark(
-                delivery,
-                DeliveryStatus.QUEUED,
-                allowed=[DeliveryStatus.SENDING.value],
-                now=now,
-                channel=channel,
-                errcode=errcode,
-                reason=";".join(passed),
-            )
+            await _requeue(delivery, channel, passed, now, errcode=errcode)
             delivery.errcode = errcode
             continue
         except wechat_errors.WeChatError:  # busy, rate-limited, unavailable: WeChat did not take it; retry
-            await _mark(
-                delivery,
-                DeliveryStatus.QUEUED,
-                allowed=[DeliveryStatus.SENDING.value],
-                now=now,
-                channel=channel,
-                reason=";".join(passed),
-            )
+            await _requeue(delivery, channel, passed, now)
             raise
         except Exception as exc:  # ours (e.g. a field that cannot render for this data): never retried
             log.exception("notice not sent", extra={"delivery_id": delivery.id, "kind": delivery.kind})
