@@ -11,6 +11,13 @@ by the next one:
   a greeting, once per member and year (`handlers.birthdays`).
 - `coupon_reminders` (hourly): a notice for each unused coupon that lapses within three days, once
   per coupon (`handlers.notices.reminders`).
+- `points_reminders` (hourly): a notice for each batch of points lapsing within 30 merchant-local
+  days (the member's lots lapsing on one date), once per member and date (`handlers.notices.reminders`).
+- `pickup_reminders` (hourly): a notice for each mall pick-up whose deadline is tomorrow,
+  merchant-local, once per order (`handlers.notices.reminders`).
+- `tier_warnings` (daily, after the reviews): a notice for each member whose next downgrade review is
+  within their tier's `warn_days` and who would not keep the tier at it, once per member and review
+  (`handlers.loyalty.tier_warnings`).
 - `retention`: unfollowed members' profiles past the merchant's grace period are erased.
 - `effects_sweep` (every minute): durable effects that are due — retries after their backoff, tasks
   whose process died — run (`handlers.core.tasks`; the arq worker fans them out as `run_task` jobs).
@@ -30,7 +37,7 @@ from handlers import birthdays
 from handlers.core.schedule import Entry
 from handlers.core.tasks import Effects
 from handlers.coupons import redeem as coupons
-from handlers.loyalty import ledger, tiers
+from handlers.loyalty import ledger, tier_warnings, tiers
 from handlers.mall import groups
 from handlers.mall.orders import expire_pickups
 from handlers.members import retention as retention_policy
@@ -73,6 +80,10 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("mall_pickup_expiry", minute=15),
     Entry("coupon_expiry", minute=20),
     Entry("coupon_reminders", minute=25),
+    Entry("points_reminders", minute=35),
+    Entry("pickup_reminders", minute=45),
+    # After the day's reviews (00:10), so a review done today is not warned about.
+    Entry("tier_warnings", hour=1, minute=40),
     # A group deal that fails to fill refunds its members within ten minutes of its deadline.
     Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
     Entry("effects_sweep", minute=frozenset(range(60))),
@@ -104,6 +115,9 @@ JOBS: dict[str, Job] = {
     "coupon_expiry": _plain(coupons.expiry_job),
     "expire_groups": groups.expire_groups,
     "coupon_reminders": reminders.coupons_expiring,
+    "points_reminders": reminders.points_expiring,
+    "pickup_reminders": reminders.pickups_due,
+    "tier_warnings": tier_warnings.downgrade_warnings,
 }
 
 

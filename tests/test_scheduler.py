@@ -54,6 +54,9 @@ def test_schedule_names_every_job_with_its_time() -> None:
         ("mall_pickup_expiry", None, 15),
         ("coupon_expiry", None, 20),
         ("coupon_reminders", None, 25),
+        ("points_reminders", None, 35),
+        ("pickup_reminders", None, 45),
+        ("tier_warnings", 1, 40),
         ("expire_groups", None, frozenset({7, 17, 27, 37, 47, 57})),
         ("effects_sweep", None, frozenset(range(60))),
     }

@@ -94,7 +94,8 @@ async def _stats_and_tier(
     return stats, row["tier_code"]
 
 
-def _window(tiers: list[Tier]) -> int:
+def window_days(tiers: list[Tier]) -> int:
+    """The rolling window (days) the ladder's criteria count over."""
     return next((t.criteria.window_days for t in tiers if t.criteria is not None), DEFAULT_WINDOW_DAYS)
 
 
@@ -132,8 +133,8 @@ async def current(merchant: Merchant, member_id: int, *, now: datetime) -> TierV
     version, tiers = await loyalty_config.current_tiers(merchant.id)
     state = await _state(merchant.id, member_id, tiers, lock=False)
     tier = loyalty_config.tier_by_code(tiers, state.tier_code)
-    stats = await window_stats(merchant.id, member_id, _window(tiers), now)
-    window_end = local_day(now, merchant.timezone) + timedelta(days=_window(tiers))
+    stats = await window_stats(merchant.id, member_id, window_days(tiers), now)
+    window_end = local_day(now, merchant.timezone) + timedelta(days=window_days(tiers))
     return TierView(
         tier,
         state.since,
@@ -151,14 +152,14 @@ async def evaluate(
     Most activity earns no upgrade, so one unlocked read decides that first. It misses nothing: of two
     concurrent activities, the one that commits later evaluates after both commits and sees both."""
     _, tiers = await loyalty_config.current_tiers(merchant.id)
-    stats, code = await _stats_and_tier(merchant.id, member_id, _window(tiers), now)
+    stats, code = await _stats_and_tier(merchant.id, member_id, window_days(tiers), now)
     if evaluate_upgrade(tiers, loyalty_config.tier_by_code(tiers, code or tiers[0].code).code, stats) is None:
         return None
     async with in_transaction():
         state = await _state(merchant.id, member_id, tiers, lock=True)
         if await TierChange.exists(merchant_id=merchant.id, idempotency_key=f"{key}:tier"):
             return None  # this activity was evaluated already (a replayed request)
-        stats = await window_stats(merchant.id, member_id, _window(tiers), now)
+        stats = await window_stats(merchant.id, member_id, window_days(tiers), now)
         current_tier = loyalty_config.tier_by_code(tiers, state.tier_code)
         target = evaluate_upgrade(tiers, current_tier.code, stats)
         if target is None:
@@ -279,7 +280,7 @@ async def _review_one(
 ) -> int:
     async with in_transaction():
         state = await MemberTier.select_for_update().get(member_id=member_id)
-        stats = await window_stats(merchant.id, member_id, _window(tiers), now)  # read under the lock
+        stats = await window_stats(merchant.id, member_id, window_days(tiers), now)  # read under the lock
         current_tier = loyalty_config.tier_by_code(tiers, state.tier_code)
         since = local_day(state.since, merchant.timezone)
         target = evaluate_downgrade(

@@ -9,6 +9,8 @@ tier_since + grace_days are skipped, so nobody is downgraded inside the grace pe
 a member who still meets the current tier's criteria keeps it; otherwise they drop to the highest
 lower tier whose criteria they meet (the base tier always qualifies). A tier that was bought and
 has no criteria cannot be kept by stats, so with downgrade enabled it lapses at its first review.
+`next_review` is the review ahead, and `downgrade_warning` what a member who would drop at it, judged
+by the same rule on today's stats, still needs to keep the tier.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ __all__ = [
     "RuleError",
     "Tier",
     "WindowStats",
+    "downgrade_warning",
     "due_review",
     "evaluate_downgrade",
     "evaluate_upgrade",
+    "next_review",
     "progress",
     "purchasable_tiers",
     "tiers_to_dicts",
@@ -82,6 +86,19 @@ def due_review(tier: Tier, tier_since: date, today: date, last_review: date | No
     return review
 
 
+def next_review(tier: Tier, tier_since: date, today: date, last_review: date | None = None) -> date | None:
+    """The first downgrade review on or after today that is outside grace and not yet done (None: the
+    tier is not reviewed). On that day `due_review` returns it."""
+    rules = tier.downgrade
+    if not rules.enabled or tier.rank == 0:
+        return None
+    earliest = max(today, tier_since + timedelta(days=max(rules.grace_days, 1)))
+    if last_review is not None:
+        earliest = max(earliest, last_review + timedelta(days=1))
+    cycles = -(-(earliest - tier_since).days // rules.every_days)  # rounded up
+    return tier_since + timedelta(days=cycles * rules.every_days)
+
+
 def evaluate_downgrade(
     tiers: Sequence[Tier],
     current_code: str,
@@ -101,6 +118,32 @@ def evaluate_downgrade(
         return None
     below = [t for t in _ranked(tiers) if t.rank < current.rank and t.qualifies(window_stats)]
     return below[-1] if below else None
+
+
+def downgrade_warning(
+    tiers: Sequence[Tier],
+    current_code: str,
+    window_stats: WindowStats,
+    tier_since: date,
+    review: date,
+    *,
+    last_review: date | None = None,
+) -> str | None:
+    """None if, by `evaluate_downgrade` on these stats, the member keeps the tier at `review`; else what
+    they still need to keep it ("再消费 200 元即可保级"), or, for a tier without criteria, where they go."""
+    target = evaluate_downgrade(
+        tiers, current_code, window_stats, tier_since, review, last_review=last_review
+    )
+    if target is None:
+        return None
+    current = _find(tiers, current_code)
+    if current.criteria is None:
+        return f"复核后将调整为{target.name}"
+    gaps = [
+        Remaining(metric, threshold - window_stats.value(metric), current.code)
+        for metric, threshold in current.criteria.thresholds()
+    ]
+    return f"{'或'.join(_more(gap) for gap in gaps)}即可保级"
 
 
 def progress(
@@ -133,9 +176,14 @@ def purchasable_tiers(tiers: Sequence[Tier], current_code: str) -> list[Tier]:
 def _sentence(target: Tier, own: list[Remaining], deadline: date) -> str:
     if any(r.amount == 0 for r in own):
         return f"已满足升级为{target.name}的条件"
-    verbs = {"spend_fen": "再消费 {} 元", "recharge_fen": "再充值 {} 元", "points_earned": "再获得 {} 积分"}
-    parts = [verbs[r.metric].format(_amount(r)) for r in own]
-    return f"{'或'.join(parts)}即可在 {deadline.isoformat()} 前升级为{target.name}"
+    return f"{'或'.join(_more(r) for r in own)}即可在 {deadline.isoformat()} 前升级为{target.name}"
+
+
+_MORE = {"spend_fen": "再消费 {} 元", "recharge_fen": "再充值 {} 元", "points_earned": "再获得 {} 积分"}
+
+
+def _more(remaining: Remaining) -> str:
+    return _MORE[remaining.metric].format(_amount(remaining))
 
 
 def _amount(remaining: Remaining) -> str:

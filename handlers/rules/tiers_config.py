@@ -11,6 +11,7 @@ from handlers.rules.errors import RuleError
 from handlers.rules.tiers_model import METRICS, Benefits, Criteria, Downgrade, Metric, Tier
 
 MAX_DAYS = 3660
+MAX_WARN_DAYS = 90
 MAX_POINTS = 10**9
 MAX_FEN = 10**12
 _BENEFIT_KEYS = (
@@ -111,11 +112,12 @@ def _benefits(entry: object, path: str) -> Benefits:
 
 
 def _downgrade(entry: object, path: str) -> Downgrade:
-    raw = p.obj(entry, path, optional=("enabled", "every_days", "grace_days"))
+    raw = p.obj(entry, path, optional=("enabled", "every_days", "grace_days", "warn_days"))
     return Downgrade(
         enabled=p.boolean(raw.get("enabled", False), p.join(path, "enabled")),
         every_days=p.integer(raw.get("every_days", 365), p.join(path, "every_days"), lo=1, hi=MAX_DAYS),
         grace_days=p.integer(raw.get("grace_days", 0), p.join(path, "grace_days"), lo=0, hi=MAX_DAYS),
+        warn_days=p.integer(raw.get("warn_days", 7), p.join(path, "warn_days"), lo=0, hi=MAX_WARN_DAYS),
     )
 
 
@@ -177,6 +179,7 @@ def _tier_out(tier: Tier) -> dict[str, Any]:
             "enabled": tier.downgrade.enabled,
             "every_days": tier.downgrade.every_days,
             "grace_days": tier.downgrade.grace_days,
+            "warn_days": tier.downgrade.warn_days,
         },
     }
 

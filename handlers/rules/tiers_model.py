@@ -51,9 +51,12 @@ class Benefits:
 
 @dataclass(frozen=True, slots=True)
 class Downgrade:
+    """`warn_days`: how many days before a review a member who would drop is warned (0: never)."""
+
     enabled: bool = False
     every_days: int = 365
     grace_days: int = 0
+    warn_days: int = 7
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,11 @@ from handlers.rules.tiers import (
     RuleError,
     Tier,
     WindowStats,
+    downgrade_warning,
     due_review,
     evaluate_downgrade,
     evaluate_upgrade,
+    next_review,
     progress,
     purchasable_tiers,
     tiers_to_dicts,
@@ -64,7 +66,7 @@ def test_ladder_parses_into_typed_tiers() -> None:
     gold = LADDER[2]
     assert gold.criteria == Criteria(365, spend_fen=500_000, recharge_fen=300_000)
     assert gold.benefits == Benefits(95, Fraction(3, 2), 0, 500, (11, 12))
-    assert gold.downgrade == Downgrade(True, 365, 30)
+    assert gold.downgrade == Downgrade(True, 365, 30, warn_days=7)  # warned a week ahead unless set
     assert LADDER[0] == Tier("basic", "普通会员", 0)
     assert tiers_to_dicts(validate_tiers(tiers_to_dicts(LADDER))) == tiers_to_dicts(LADDER)
     assert validate_tiers(tiers_to_dicts(LADDER)) == LADDER
@@ -124,6 +126,55 @@ def test_evaluate_downgrade(
 def test_due_review_names_the_review_date() -> None:
     assert due_review(LADDER[1], SINCE, date(2026, 4, 20)) == date(2026, 4, 1)
     assert due_review(LADDER[1], SINCE, date(2026, 5, 1)) == date(2026, 5, 1)
+
+
+@pytest.mark.parametrize(
+    ("current", "today", "last_review", "expected"),
+    [
+        ("silver", date(2026, 1, 15), None, date(2026, 4, 1)),  # reviews on day 30 and 60 fall in grace
+        ("silver", date(2026, 4, 1), None, date(2026, 4, 1)),  # today's, not yet done
+        ("silver", date(2026, 4, 1), date(2026, 4, 1), date(2026, 5, 1)),  # today's is done
+        ("silver", date(2026, 4, 2), None, date(2026, 5, 1)),  # a missed one is `due_review`'s
+        ("gold", date(2026, 6, 1), None, date(2027, 1, 1)),
+        ("basic", date(2026, 6, 1), None, None),
+        ("diamond", date(2026, 6, 1), None, None),  # downgrade disabled
+    ],
+)
+def test_next_review(current: str, today: date, last_review: date | None, expected: date | None) -> None:
+    tier = next(t for t in LADDER if t.code == current)
+    assert next_review(tier, SINCE, today, last_review) == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "window", "warning"),
+    [
+        ("silver", stats(), "再消费 1000 元或再获得 1000 积分即可保级"),
+        (
+            "silver",
+            WindowStats(spend_fen=67_950, points_earned=999),
+            "再消费 320.50 元或再获得 1 积分即可保级",
+        ),
+        ("silver", stats(points=1_000), None),  # keeps the tier: no warning
+        ("gold", stats(spend_yuan=4_800), "再消费 200 元或再充值 3000 元即可保级"),
+        ("gold", stats(recharge_yuan=3_000), None),
+    ],
+)
+def test_downgrade_warning_is_the_gap_to_keep_the_tier(
+    current: str, window: WindowStats, warning: str | None
+) -> None:
+    tier = next(t for t in LADDER if t.code == current)
+    review = next_review(tier, SINCE, date(2026, 3, 28))
+    assert review is not None
+    assert downgrade_warning(LADDER, current, window, SINCE, review) == warning
+    assert downgrade_warning(LADDER, current, window, SINCE, review, last_review=review) is None  # done
+
+
+def test_a_bought_tier_is_warned_where_it_goes() -> None:
+    raw = copy.deepcopy(LADDER_RAW)
+    raw[3]["downgrade"] = {"enabled": True, "every_days": 30}
+    ladder = validate_tiers(raw)
+    warning = downgrade_warning(ladder, "diamond", stats(spend_yuan=6_000), SINCE, date(2026, 1, 31))
+    assert warning == "复核后将调整为金卡"
 
 
 @pytest.mark.parametrize(
@@ -217,6 +268,8 @@ def changed(index: int, path: tuple[str, ...], value: object) -> list[dict[str, 
         (changed(2, ("downgrade", "enabled"), "yes"), "tiers[2].downgrade.enabled"),
         (changed(2, ("downgrade", "every_days"), 0), "tiers[2].downgrade.every_days"),
         (changed(2, ("downgrade", "grace_days"), -1), "tiers[2].downgrade.grace_days"),
+        (changed(2, ("downgrade", "warn_days"), 91), "tiers[2].downgrade.warn_days"),
+        (changed(2, ("downgrade", "warn_days"), -1), "tiers[2].downgrade.warn_days"),
         (changed(3, ("upgrade_cost_points",), None), "tiers[3].criteria"),
         (changed(3, ("upgrade_cost_points",), 0), "tiers[3].upgrade_cost_points"),
     ],
@@ -307,3 +360,29 @@ def test_downgrade_never_happens_inside_grace(
         assert result.rank < current.rank
         assert result.qualifies(window)
         assert not current.qualifies(window)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ladders(),
+    st.integers(1, 4),
+    st.dates(date(2020, 1, 1), date(2030, 1, 1)),
+    st.integers(-30, 1_000),
+    st.none() | st.integers(-30, 1_000),
+)
+def test_next_review_is_the_first_review_the_review_job_will_hold(
+    raw: list[dict[str, Any]], pick: int, since: date, age_days: int, reviewed_days: int | None
+) -> None:
+    tiers = validate_tiers(raw)
+    tier = tiers[pick % len(tiers)]
+    today = since + timedelta(days=age_days)
+    last_review = None if reviewed_days is None else since + timedelta(days=reviewed_days)
+    review = next_review(tier, since, today, last_review)
+    if tier.rank == 0:
+        assert review is None
+        return
+    assert review is not None and review >= today
+    assert due_review(tier, since, review, last_review) == review
+    for days in range((review - today).days):
+        held = due_review(tier, since, today + timedelta(days=days), last_review)
+        assert held is None or held < today  # nothing between today and it, only a missed earlier one
