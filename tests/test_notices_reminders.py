@@ -140,9 +140,7 @@ async def test_points_lapsing_within_30_days_are_reminded_once_per_date(
         {"to": "o-alice", "number1": "120", "time2": first.isoformat(), "thing3": "积分商城兑换好礼"},
         {"to": "o-alice", "number1": "70", "time2": second.isoformat(), "thing3": "积分商城兑换好礼"},
     ]
-    keys = (
-        await NoticeDelivery.filter(kind="points_expiring").order_by("id").values_list("event_key", flat=True)
-    )
+    keys = [d.event_key for d in await NoticeDelivery.filter(kind="points_expiring").order_by("id")]
     assert keys == [f"points_expiring:{first.isoformat()}", f"points_expiring:{second.isoformat()}"]
     assert await run_job("points_reminders", now + timedelta(days=1), registry) == {
         "reminded": 1
