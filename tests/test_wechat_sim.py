@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -276,6 +277,25 @@ async def test_injected_errors_are_one_shot(http: TestClient, state: SimState) -
     assert (await http.post("/cgi-bin/stable_token", json={})).status == 503
 
 
+async def test_a_delayed_success_is_handled_before_its_late_answer(http: TestClient, state: SimState) -> None:
+    """`delay` with errcode 0: WeChat takes the message at once and answers late — the moment a caller
+    that dies waiting leaves a message sent that it never heard about."""
+    token = (await fetch_token(http))["access_token"]
+    control = {"endpoint": "cgi-bin/message/template/send", "errcode": 0, "delay": 1}
+    assert (await http.post("/sim/errors", json=control)).status == 200
+    body = template(client_msg_id="slow-1")
+    sending = asyncio.ensure_future(call(http, "cgi-bin/message/template/send", body, token))
+    for _ in range(50):  # the request reaches the simulator and is handled
+        if (APPID, FAN, "slow-1") in state.sent_msgids or sending.done():
+            break
+        await asyncio.sleep(0.01)
+    assert (APPID, FAN, "slow-1") in state.sent_msgids
+    assert not sending.done()  # sent, and the answer is still on its way
+    answer = await sending
+    assert answer["errcode"] == 0 and answer["msgid"] == state.sent_msgids[(APPID, FAN, "slow-1")][0]
+    assert (await call(http, "cgi-bin/message/template/send", body, token))["errcode"] == 45065
+
+
 async def test_control_routes_set_up_and_inspect(http: TestClient, state: SimState) -> None:
     for path, body in [
         ("/sim/apps", {"appid": "wxmp", "secret": "s"}),
@@ -302,6 +322,8 @@ async def test_control_routes_set_up_and_inspect(http: TestClient, state: SimSta
         ("/sim/interactions", {"appid": APPID, "openid": "o-unknown"}),
         ("/sim/grants", ["not", "an", "object"]),
         ("/sim/errors", {"endpoint": "x", "errcode": "40001"}),
+        ("/sim/errors", {"endpoint": "x", "errcode": 0, "delay": 61}),
+        ("/sim/errors", {"endpoint": "x", "errcode": 0, "delay": "1"}),
         ("/sim/clock", {"seconds": -5}),
         ("/sim/templates", {"appid": APPID, "template_id": "t", "keys": "thing1"}),
     ],

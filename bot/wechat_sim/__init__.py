@@ -12,7 +12,7 @@ README lists the control routes; set it up through `SimState` (in-process) or `/
     POST /sim/interactions {appid, openid}         POST /sim/templates {appid, template_id, keys?}
     POST /sim/grants {appid, openid, template_id, count?}
     POST /sim/codes {appid, openid, unionid?} → {code}
-    POST /sim/errors {endpoint, errcode, errmsg?, times?, status?}
+    POST /sim/errors {endpoint, errcode, errmsg?, times?, status?, delay?}
     POST /sim/tokens/expire {appid}                POST /sim/tokens/invalidate {appid}
     POST /sim/clock {seconds}                      GET /sim/stats → {force_refreshes: {appid: n}}
     GET /sim/records?endpoint=cgi-bin/stable_token DELETE /sim/records

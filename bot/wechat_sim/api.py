@@ -7,6 +7,7 @@ also carries the original `msgid` so a caller can treat it as "already sent".
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -17,7 +18,7 @@ from typing import Any
 import qrcode
 from aiohttp import web
 
-from bot.wechat_sim.state import CLIENT_MSG_ID_SECONDS, SimError, SimState
+from bot.wechat_sim.state import CLIENT_MSG_ID_SECONDS, SimError, SimInjected, SimState
 
 Body = dict[str, Any]
 # (state, request, JSON body, appid of the access token or "" for endpoints without one)
@@ -281,6 +282,29 @@ def _parse_body(method: str, raw: bytes) -> Body:
 
 
 def _make_handler(endpoint: str, handler: Endpoint, takes_token: bool) -> Callable[..., Any]:
+    async def answer(
+        request: web.Request, record: Body, raw: bytes, injected: SimInjected | None
+    ) -> web.Response:
+        state = request.app[SIM_STATE]
+        try:
+            record["body"] = _parse_body(request.method, raw)
+            if injected is not None and injected.fails:
+                record["errcode"] = injected.errcode
+                if injected.status >= 500:
+                    return web.Response(status=injected.status, text="simulated server error")
+                raise SimError(injected.errcode, injected.errmsg)
+            appid = state.check_token(request.query.get("access_token")).appid if takes_token else ""
+            answered = await handler(state, request, record["body"], appid)
+        except SimError as exc:
+            record["errcode"] = exc.errcode
+            return _error(exc.errcode, exc.errmsg)
+        if isinstance(answered, web.Response):
+            return answered
+        record["errcode"] = answered.get("errcode", 0)
+        if "access_token" in answered or "session_key" in answered:
+            return web.json_response(answered)
+        return web.json_response({"errcode": 0, "errmsg": "ok", **answered})
+
     async def serve(request: web.Request) -> web.StreamResponse:
         state = request.app[SIM_STATE]
         raw = await request.read()
@@ -294,25 +318,11 @@ def _make_handler(endpoint: str, handler: Endpoint, takes_token: bool) -> Callab
             "at": state.now(),
         }
         state.recorded.append(record)
-        try:
-            record["body"] = _parse_body(request.method, raw)
-            injected = state.take_injected(endpoint)
-            if injected is not None:
-                record["errcode"] = injected.errcode
-                if injected.status >= 500:
-                    return web.Response(status=injected.status, text="simulated server error")
-                raise SimError(injected.errcode, injected.errmsg)
-            appid = state.check_token(request.query.get("access_token")).appid if takes_token else ""
-            answer = await handler(state, request, record["body"], appid)
-        except SimError as exc:
-            record["errcode"] = exc.errcode
-            return _error(exc.errcode, exc.errmsg)
-        if isinstance(answer, web.Response):
-            return answer
-        record["errcode"] = answer.get("errcode", 0)
-        if "access_token" in answer or "session_key" in answer:
-            return web.json_response(answer)
-        return web.json_response({"errcode": 0, "errmsg": "ok", **answer})
+        injected = state.take_injected(endpoint)
+        response = await answer(request, record, raw, injected)
+        if injected is not None and injected.delay:
+            await asyncio.sleep(injected.delay)  # handled already: only the answer is late
+        return response
 
     return serve
 

@@ -83,12 +83,16 @@ def _inject(state: SimState, body: Body) -> Body:
     errmsg = body.get("errmsg", "injected error")
     if not isinstance(errmsg, str):
         raise ValueError("errmsg: a string")
+    delay = body.get("delay", 0)
+    if not isinstance(delay, int | float) or isinstance(delay, bool):
+        raise ValueError("delay: a number of seconds")
     state.inject_error(
         _str(body, "endpoint"),
         errcode,
         errmsg,
         times=_int(body, "times", 1),
         status=_int(body, "status", 200),
+        delay=float(delay),
     )
     return {}
 

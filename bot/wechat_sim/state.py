@@ -19,6 +19,7 @@ WINDOW_SECONDS = 48 * 3600
 WINDOW_QUOTA = 5
 CODE_SECONDS = 300
 CLIENT_MSG_ID_SECONDS = 600
+MAX_DELAY_SECONDS = 60
 DAY = 86400
 MEDIA_SECONDS = 3 * DAY  # temporary media (media/upload) lives three days
 PERMANENT_QR_LIMIT = 100_000  # QR_LIMIT_SCENE / QR_LIMIT_STR_SCENE codes per account
@@ -86,6 +87,12 @@ class SimInjected:
     errcode: int
     errmsg: str
     status: int = 200
+    delay: float = 0.0  # seconds the answer is held back
+
+    @property
+    def fails(self) -> bool:
+        """False for a slow success (`errcode` 0 below status 500): the call is handled, only late."""
+        return self.errcode != 0 or self.status >= 500
 
 
 @dataclass
@@ -182,15 +189,20 @@ class SimState:
         *,
         times: int = 1,
         status: int = 200,
+        delay: float = 0.0,
     ) -> None:
         """The next `times` calls to `endpoint` (e.g. "cgi-bin/message/custom/send") answer with this error.
 
-        `status` >= 500 answers with that HTTP status and a non-JSON body instead.
+        `status` >= 500 answers with that HTTP status and a non-JSON body instead. `delay`: the answer
+        comes that many seconds late; with `errcode` 0 (and no 5xx `status`) the call itself succeeds —
+        WeChat took it, its answer is slow (a caller can die waiting for it).
         """
         if times < 1:
             raise ValueError("times must be at least 1")
+        if not 0 <= delay <= MAX_DELAY_SECONDS:
+            raise ValueError(f"delay must be within 0..{MAX_DELAY_SECONDS} seconds")
         queue = self.injected.setdefault(endpoint.strip("/"), deque())
-        queue.extend(SimInjected(errcode, errmsg, status) for _ in range(times))
+        queue.extend(SimInjected(errcode, errmsg, status, delay) for _ in range(times))
 
     def expire_token(self, appid: str) -> None:
         """The current token expires now (42001 with it; the next stable_token mints a new one)."""

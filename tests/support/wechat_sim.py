@@ -16,8 +16,9 @@ Usage (registered in tests/conftest.py through `pytest_plugins`):
 - `interact(appid, openid)`: the user messaged the account (48-hour customer-service window, 5 messages).
 - `add_template(appid, template_id, keys=None)`, `grant(appid, openid, template_id, count=1)`.
 - `mint_code(appid, openid, unionid=None) -> str`: a single-use jscode2session code (valid 5 minutes).
-- `inject_error(endpoint, errcode, errmsg=..., times=1, status=200)`: the next calls to `endpoint`
-  (e.g. "cgi-bin/message/custom/send") fail; `status` >= 500 answers a non-JSON HTTP error.
+- `inject_error(endpoint, errcode, errmsg=..., times=1, status=200, delay=0)`: the next calls to
+  `endpoint` (e.g. "cgi-bin/message/custom/send") fail; `status` >= 500 answers a non-JSON HTTP error;
+  `delay` holds the answer back that many seconds (with errcode 0: the call succeeds, only late).
 - `expire_token(appid)`, `invalidate_token(appid)`, `advance(seconds)` (the simulator's clock).
 - `records(endpoint=None) -> list[dict]`: requests received (endpoint, method, query, body, raw,
   errcode, at); `clear_records()`; `force_refresh_count(appid=None)`.
@@ -70,8 +71,9 @@ class WeChatSim:
         *,
         times: int = 1,
         status: int = 200,
+        delay: float = 0.0,
     ) -> None:
-        self.state.inject_error(endpoint, errcode, errmsg, times=times, status=status)
+        self.state.inject_error(endpoint, errcode, errmsg, times=times, status=status, delay=delay)
 
     def expire_token(self, appid: str) -> None:
         self.state.expire_token(appid)
