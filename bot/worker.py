@@ -84,9 +84,8 @@ async def run_job(ctx: dict[str, Any], job: str, now: str | None = None) -> jobs
 
 
 def arq_dispatch(pool: ArqRedis) -> Dispatch:
-    """How a queued effect reaches a worker promptly: one arq job per task and attempt (`_job_id`
-    dedupes a second enqueue of the same attempt while its result lives; the task's own claim is the
-    lasting guarantee)."""
+    """How a queued effect reaches a worker promptly: one arq job per task (`_job_id` dedupes a second
+    enqueue while the job or its result lives; the task's own claim is the lasting guarantee)."""
 
     async def dispatch(task_ids: Sequence[int]) -> None:
         for task_id in task_ids:
@@ -95,8 +94,13 @@ def arq_dispatch(pool: ArqRedis) -> Dispatch:
     return dispatch
 
 
-def task_job_id(task_id: int, attempts: int) -> str:
-    return f"task:{task_id}:{attempts}"
+def task_job_id(task_id: int, attempts: int, due_at: datetime | None = None) -> str:
+    """The arq job id of one turn of a task: its first dispatch, or (`due_at`) the moment the sweep found
+    it due. A turn after a crash must not share the dead run's id, whose job and result arq keeps for
+    hours and would refuse to enqueue again."""
+    if due_at is None:
+        return f"task:{task_id}:{attempts}"
+    return f"task:{task_id}:{attempts}:{int(due_at.timestamp() * 1000)}"
 
 
 async def run_task(ctx: dict[str, Any], task_id: int) -> None:
@@ -105,11 +109,11 @@ async def run_task(ctx: dict[str, Any], task_id: int) -> None:
 
 
 async def sweep_effects(ctx: dict[str, Any]) -> jobs.Counts:
-    """The worker's `effects_sweep`: every due task (a retry after its backoff, or one whose process
-    died) becomes an arq job, so all worker processes share them."""
+    """The worker's `effects_sweep`: every due task (a retry after its backoff, the end of a deferral,
+    or one whose process died) becomes an arq job, so all worker processes share them."""
     due = await ctx["effects"].due(datetime.now(UTC))
-    for task_id, attempts in due:
-        await ctx["redis"].enqueue_job("run_task", task_id, _job_id=task_job_id(task_id, attempts))
+    for task_id, attempts, due_at in due:
+        await ctx["redis"].enqueue_job("run_task", task_id, _job_id=task_job_id(task_id, attempts, due_at))
     return {"enqueued": len(due)}
 
 

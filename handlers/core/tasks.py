@@ -144,7 +144,7 @@ UPDATE task SET status = 'running', lease_until = :lease
 RETURNING id
 """
 _DUE_SQL = """
-SELECT id, attempts FROM task
+SELECT id, attempts, CASE WHEN status = 'running' THEN lease_until ELSE run_after END AS due_at FROM task
  WHERE status = 'pending' AND run_after <= :now OR status = 'running' AND lease_until <= :now
  ORDER BY run_after, id
  LIMIT :limit
@@ -279,15 +279,17 @@ class Effects:
             _FAILED_SQL, id=task_id, status=status.value, retry=now + backoff(attempts), error=error
         )
 
-    async def due(self, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
-        """(id, attempts so far) of the tasks due at `now`, oldest first."""
+    async def due(self, now: datetime, limit: int = 500) -> list[tuple[int, int, datetime]]:
+        """(id, attempts so far, the moment it fell due) of the tasks due at `now`, oldest first. That
+        moment — its `run_after`, or the lapsed lease of a run whose process died — names one turn of
+        the task: a retry, a deferral's end or a crash each make a new one."""
         rows = await queries.fetch_rows(_DUE_SQL, now=now, limit=limit)
-        return [(int(row["id"]), int(row["attempts"])) for row in rows]
+        return [(int(row["id"]), int(row["attempts"]), row["due_at"]) for row in rows]
 
     async def run_due(self, now: datetime, limit: int = 500) -> dict[str, int]:
         """Run what is due, one task at a time (the embedded scheduler; tests)."""
         counts = {"done": 0, "failed": 0, "deferred": 0}
-        for task_id, _ in await self.due(now, limit):
+        for task_id, _, _ in await self.due(now, limit):
             outcome, _ = await self._run(task_id, mine=False, now=now)
             if outcome is not None:
                 counts[outcome] += 1
