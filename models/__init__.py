@@ -23,6 +23,7 @@ MODEL_MODULES = [
     "models.notice",
     "models.product",
     "models.invite",
+    "models.member_import",
 ]
 
 

@@ -61,6 +61,11 @@ class Member(Model):
     subscribed = fields.BooleanField(default=False)
     unsubscribed_at = fields.DatetimeField(null=True)
     anonymized_at = fields.DatetimeField(null=True)
+    # The merchant's own member number from a bulk import (`handlers.members.importing`): the identity a
+    # re-import finds the member by. Kept on erasure, so a re-import refuses an erased member's row.
+    external_id = fields.CharField(max_length=64, null=True)
+    # Digest of the profile fields the last import applied: the same row imported again changes nothing.
+    import_hash = fields.CharField(max_length=32, null=True)
 
     class Meta:
         table = "member"
@@ -69,5 +74,6 @@ class Member(Model):
             ("merchant", "openid"),
             ("merchant", "mp_openid"),
             ("merchant", "unionid"),  # one person, one member (NULLs do not collide)
+            ("merchant", "external_id"),
         )
         indexes = (("merchant_id", "phone"), ("merchant_id", "openid_digest"), ("merchant_id", "referrer_id"))

@@ -32,6 +32,7 @@ class PointsKind(StrEnum):
     EARN_PROMOTION = "earn_promotion"
     EARN_TIER_GIFT = "earn_tier_gift"
     GRANT = "grant"
+    OPENING = "opening"  # the balance a member brought from the merchant's previous system (import)
     SPEND_REDEMPTION = "spend_redemption"
     SPEND_OFFSET = "spend_offset"
     SPEND_UPGRADE = "spend_upgrade"

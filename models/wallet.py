@@ -25,6 +25,7 @@ class WalletKind(StrEnum):
     WITHDRAW = "withdraw"  # principal returned to the member in cash (bonus is not refundable)
     ADJUST = "adjust"
     MALL = "mall"  # a stored-value mall item
+    OPENING = "opening"  # principal brought from the merchant's previous system (import)
 
 
 class WalletAccount(Model):
