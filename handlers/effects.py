@@ -10,7 +10,9 @@ after a crash between its work and its `done`.
 - `purchase.completed`, by a till purchase: the tier review, first-purchase referral awards;
 - `wallet.topped_up`, by a stored-value top-up: the tier review (recharge criteria);
 - `tier.upgraded`, by an upgrade (earned or bought): the tier's gift coupons, the member's notice;
-- `notice.send`, by every member notice (`handlers.notices`): its delivery.
+- `notice.send`, by every member notice (`handlers.notices`): its delivery;
+- `members.import`, by a member import's upload (`handlers.member_import`): applying its rows, in
+  time-boxed runs (not inline: the upload's response does not wait for it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from handlers.core.tasks import Dispatch, Effects, Handler, no_dispatch
 from handlers.coupons import redeem as coupons
 from handlers.loyalty import bonuses, tiers
 from handlers.loyalty import config as loyalty_config
+from handlers.member_import import jobs as member_import
 from handlers.members import lookup as members
 from handlers.members import member_qr, registration
 from handlers.notices.delivery import NOTICE_SEND, NoticeServices, sender, tell
@@ -78,4 +81,8 @@ INLINE = frozenset(HANDLERS)
 def build(dispatch: Dispatch = no_dispatch, services: NoticeServices | None = None) -> Effects:
     """The registry every process runs; `services` lets it send notices (without: they wait for a
     process that can, e.g. the CLI leaves them to the worker)."""
-    return Effects({**HANDLERS, NOTICE_SEND: sender(services)}, inline=INLINE, dispatch=dispatch)
+    return Effects(
+        {**HANDLERS, NOTICE_SEND: sender(services), member_import.IMPORT_TASK: member_import.run_task},
+        inline=INLINE,
+        dispatch=dispatch,
+    )

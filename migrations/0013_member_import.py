@@ -55,6 +55,7 @@ class Migration(migrations.Migration):
                 ('external_id', fields.CharField(null=True, max_length=64)),
                 ('phone', fields.CharField(null=True, max_length=16)),
                 ('phone_masked', fields.CharField(default='', max_length=16)),
+                ('phone_shared', fields.BooleanField(default=False)),
                 ('name', fields.CharField(null=True, max_length=64)),
                 ('birthday', fields.DateField(null=True)),
                 ('gender', fields.CharField(null=True, max_length=16)),

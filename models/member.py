@@ -61,7 +61,7 @@ class Member(Model):
     subscribed = fields.BooleanField(default=False)
     unsubscribed_at = fields.DatetimeField(null=True)
     anonymized_at = fields.DatetimeField(null=True)
-    # The merchant's own member number from a bulk import (`handlers.members.importing`): the identity a
+    # The merchant's own member number from a bulk import (`handlers.member_import`): the identity a
     # re-import finds the member by. Kept on erasure, so a re-import refuses an erased member's row.
     external_id = fields.CharField(max_length=64, null=True)
     # Digest of the profile fields the last import applied: the same row imported again changes nothing.

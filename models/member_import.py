@@ -1,4 +1,4 @@
-"""A bulk import of members (`handlers.members.importing`): the job and its staged rows."""
+"""A bulk import of members (`handlers.member_import`): the job and its staged rows."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ class MemberImportRow(Model):
     external_id = fields.CharField(max_length=64, null=True)
     phone = fields.CharField(max_length=16, null=True)
     phone_masked = fields.CharField(max_length=16, default="")
+    phone_shared = fields.BooleanField(default=False)  # another row of the file has this phone too
     name = fields.CharField(max_length=64, null=True)
     birthday = fields.DateField(null=True)
     gender = fields.CharField(max_length=16, null=True)

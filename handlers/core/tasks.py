@@ -127,6 +127,30 @@ async def queue_for(
     return source_id, Queued(int(rows[0]["id"]), kind, {payload_key: source_id})
 
 
+async def queue_for_all(
+    source_sql: str,
+    kind: str,
+    *,
+    key_prefix: str,
+    payload_key: str,
+    merchant_id: int | None,
+    now: datetime,
+    **params: Any,
+) -> list[tuple[int, int]]:
+    """`queue_for` for every row `source_sql` yields (a query or insert returning `id`), in one statement
+    however many rows: (task id, source id) of each task queued, pending for the runner."""
+    rows = await queries.fetch_rows(
+        _QUEUE_FOR_SQL.format(source=source_sql),
+        merchant=merchant_id,
+        kind=kind,
+        key_prefix=key_prefix,
+        payload_key=payload_key,
+        now=now,
+        **params,
+    )
+    return [(int(row["id"]), int(row["source_id"])) for row in rows]
+
+
 def _json(payload: Payload) -> str:
     return json.dumps(payload, ensure_ascii=False, sort_keys=True, default=str)
 

@@ -38,10 +38,11 @@ def openid_digest(secret: bytes, merchant_id: int, openid: str) -> str:
 
 
 MEMBER_REGISTERED = "member.registered"
+REGISTERED_KEY_PREFIX = "member:"
 
 
 def registered_key(member_id: int) -> str:
-    return f"member:{member_id}"
+    return f"{REGISTERED_KEY_PREFIX}{member_id}"
 
 
 async def create_member(merchant: Merchant, **fields: Any) -> Member:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 
 from handlers.core.errors import ValidationError
 from models.member import Gender
@@ -29,20 +29,26 @@ def parse_phone(raw: str) -> str:
     return digits
 
 
-def parse_birthday(raw: str | date, *, today: date) -> date:
-    """Accepts 1990-05-20, 1990/5/20, 1990.5.20, 1990年5月20日, 19900520 or a date."""
+def parse_date(raw: str | date, *, field: str, message: str) -> date:
+    """Accepts 1990-05-20, 1990/5/20, 1990.5.20, 1990年5月20日, 19900520 or a date; else `message`."""
+    if isinstance(raw, datetime):
+        return raw.date()
     if isinstance(raw, date):
-        value = raw
-    else:
-        text = raw.strip().removesuffix("日")
-        if re.fullmatch(r"\d{8}", text):
-            text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
-        parts = _DATE_SEPARATORS.sub("-", text).strip("-").split("-")
-        try:
-            year, month, day = (int(part) for part in parts)
-            value = date(year, month, day)
-        except ValueError as exc:
-            raise ValidationError("生日格式不正确，请按 1990-05-20 的格式输入", field="birthday") from exc
+        return raw
+    text = raw.strip().removesuffix("日")
+    if re.fullmatch(r"\d{8}", text):
+        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    parts = _DATE_SEPARATORS.sub("-", text).strip("-").split("-")
+    try:
+        year, month, day = (int(part) for part in parts)
+        return date(year, month, day)
+    except ValueError as exc:
+        raise ValidationError(message, field=field) from exc
+
+
+def parse_birthday(raw: str | date, *, today: date) -> date:
+    """A past date within `OLDEST_YEARS`, in any form `parse_date` accepts."""
+    value = parse_date(raw, field="birthday", message="生日格式不正确，请按 1990-05-20 的格式输入")
     if value >= today:
         raise ValidationError("生日必须是过去的日期", field="birthday")
     if today.year - value.year > OLDEST_YEARS:

@@ -1,0 +1,347 @@
+"""Applying staged import rows, one batch per transaction, set-based: a few statements per batch, never a
+round trip per row. (A statement that calls the ledger writers counts what they returned, so every row's
+call runs: PostgreSQL evaluates a plain `WITH` query only as far as its reader reads.)
+
+A batch takes the merchant's import lock (a transaction-scoped advisory lock), so imports of one merchant —
+the same file uploaded twice at once included — apply one batch at a time and each sees what the other
+committed: a member is created once. Within the batch, in order:
+
+1. rows whose opening points lapsed since staging are refused;
+2. each row finds its member: by 会员号 (`external_id`, an erased member's row is refused); else by
+   phone — a row without 会员号 takes the one live member with that phone (several: refused, the merchant
+   must give 会员号), a row with 会员号 claims the one live member with that phone and no 会员号 yet, if no
+   other row of the file has the same phone;
+3. members are created for the rows that found none (source `import`, a random member code);
+4. a row whose profile differs from what the last import applied (`member.import_hash`) writes the fields
+   it gives (empty cells keep the member's value) and its tier (`member_tier`, a `tier_change` row with
+   reason `import`); the same row imported again writes nothing;
+5. opening points and stored value are posted through the ledgers' writer functions, called per row by
+   one statement: points as a lot with the row's expiry (kind `opening`), stored value as principal (kind
+   `opening`), each under the key `import:opening:<member id>`, so a member gets at most one opening balance
+   of each, ever: a re-import replays, a different amount in a later file is noted, not posted;
+6. with `welcome_gifts`, each created member's `member.registered` effect (registration bonus, new-member
+   coupons) is queued; by default an opening balance brings no welcome bonus;
+7. rows still pending are `unchanged`; the job's counts are recomputed.
+
+A dry run applies the batch the same way inside a transaction it rolls back, keeping only each row's
+outcome: what it reports is exactly what a real run would have done at that moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from handlers.core import queries
+from handlers.core.tasks import queue_for_all
+from handlers.members import lookup as members
+
+BATCH = 5_000
+LOCK_CLASS = 7411  # pg_advisory_xact_lock(LOCK_CLASS, merchant id): the merchant's import lock
+OPENING_KEY = "import:opening:"
+MAX_CODE_ROUNDS = 5
+ERASED = "会员已注销（资料已按保留政策删除），不能再导入"
+AMBIGUOUS_PHONE = "该手机号对应多个会员，请在文件中填写会员号以区分"
+EXPIRED = "积分到期日已过，不能导入已过期的积分"
+POINTS_NOTE = "期初积分此前已导入 %s，本次的 %s 未再入账"
+STORED_NOTE = "期初储值此前已导入 %s 分，本次的 %s 分未再入账"
+POINTS_REASON = "期初积分（会员导入）"
+STORED_REASON = "期初储值本金（会员导入）"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Who applies the batch, and the merchant facts it needs."""
+
+    job_id: int
+    merchant_id: int
+    actor: str
+    base_tier: str
+    welcome_kind: str | None  # the effect queued for each created member, or None
+
+
+class _DryRun(Exception):
+    def __init__(self, outcomes: list[dict[str, Any]]) -> None:
+        super().__init__("dry run rolled back")
+        self.outcomes = outcomes
+
+
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(:lock_class, :merchant) IS NULL AS locked"
+_BOUNDS_SQL = """
+SELECT min(row_no) AS lo, max(row_no) AS hi
+  FROM (SELECT row_no FROM member_import_row
+         WHERE job_id = :job AND status = 'pending' ORDER BY row_no LIMIT :size) b
+"""
+_EXPIRED_SQL = """
+UPDATE member_import_row r SET status = 'rejected', field = 'points_expire_on', reason = :reason
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+    AND r.status = 'pending' AND r.points > 0 AND r.points_expire_at <= :now
+"""
+_BY_EXTERNAL_ID_SQL = """
+UPDATE member_import_row r
+   SET member_id = m.id,
+       status = CASE WHEN m.anonymized_at IS NULL THEN r.status ELSE 'rejected' END,
+       field = CASE WHEN m.anonymized_at IS NULL THEN r.field ELSE 'external_id' END,
+       reason = CASE WHEN m.anonymized_at IS NULL THEN r.reason ELSE :erased END
+  FROM member m
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status = 'pending' AND r.external_id IS NOT NULL
+   AND m.merchant_id = :merchant AND m.external_id = r.external_id
+"""
+_BY_PHONE_SQL = """
+WITH hits AS (
+    SELECT r.id, count(m.id) AS n, min(m.id) AS member_id, r.external_id IS NULL AS by_phone
+      FROM member_import_row r
+      JOIN member m ON m.merchant_id = :merchant AND m.phone = r.phone AND m.anonymized_at IS NULL
+                   AND (r.external_id IS NULL OR m.external_id IS NULL)
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+        AND r.status = 'pending' AND r.member_id IS NULL AND r.phone IS NOT NULL
+       AND (r.external_id IS NULL OR NOT r.phone_shared)
+     GROUP BY r.id)
+UPDATE member_import_row r
+   SET member_id = CASE WHEN h.n = 1 THEN h.member_id END,
+       status = CASE WHEN h.n > 1 AND h.by_phone THEN 'rejected' ELSE r.status END,
+       field = CASE WHEN h.n > 1 AND h.by_phone THEN 'phone' ELSE r.field END,
+       reason = CASE WHEN h.n > 1 AND h.by_phone THEN :ambiguous ELSE r.reason END
+  FROM hits h WHERE r.id = h.id
+"""
+_CREATE_SQL = """
+WITH todo AS (
+    SELECT r.* FROM member_import_row r
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+        AND r.status = 'pending' AND r.member_id IS NULL ORDER BY r.row_no),
+made AS (
+    INSERT INTO member (merchant_id, code, external_id, phone, name, gender, birthday, registered_at, source,
+                        subscribed, import_hash, profile_completed_at)
+    SELECT :merchant, t.new_code, t.external_id, t.phone, t.name, t.gender, t.birthday, :now::timestamptz, 'import', false,
+           t.row_hash,
+           CASE WHEN t.phone IS NOT NULL AND t.birthday IS NOT NULL AND t.gender IS NOT NULL THEN :now::timestamptz END
+      FROM todo t
+    ON CONFLICT DO NOTHING
+    RETURNING id, code),
+marked AS (
+    UPDATE member_import_row r SET member_id = made.id, status = 'created'
+      FROM made WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+         AND r.new_code = made.code AND r.member_id IS NULL
+    RETURNING r.row_no)
+SELECT (SELECT count(*) FROM todo) AS wanted, (SELECT count(*) FROM marked) AS made
+"""
+_UNCODED_SQL = """
+SELECT r.row_no FROM member_import_row r WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+   AND r.status = 'pending' AND r.member_id IS NULL
+"""
+_RECODE_SQL = """
+UPDATE member_import_row r SET new_code = v.code
+  FROM unnest(:rows::integer[], :codes::text[]) AS v(row_no, code)
+ WHERE r.job_id = :job AND r.row_no = v.row_no
+"""
+_TIER_SQL = """
+WITH todo AS (
+    SELECT r.id, r.member_id, r.tier_code, COALESCE(t.tier_code, :base) AS old_code
+      FROM member_import_row r
+      JOIN member m ON m.id = r.member_id
+      LEFT JOIN member_tier t ON t.member_id = r.member_id
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.tier_code IS NOT NULL
+       -- the rows whose profile this import applies: new members, and members whose last imported
+       -- profile differs
+       AND (r.status = 'created' OR (r.status = 'pending' AND m.import_hash IS DISTINCT FROM r.row_hash))
+       AND r.tier_code <> COALESCE(t.tier_code, :base)),
+moved AS (
+    INSERT INTO member_tier (merchant_id, member_id, tier_code, since)
+    SELECT :merchant, member_id, tier_code, :now FROM todo
+    ON CONFLICT (member_id) DO UPDATE SET tier_code = EXCLUDED.tier_code, since = EXCLUDED.since
+    RETURNING member_id),
+logged AS (
+    INSERT INTO tier_change (merchant_id, member_id, from_code, to_code, reason, idempotency_key, created_at)
+    SELECT :merchant, member_id, old_code, tier_code, 'import', :tier_key::text || member_id::text, :now
+      FROM todo
+    ON CONFLICT DO NOTHING
+    RETURNING member_id)
+UPDATE member_import_row r SET status = 'updated'
+  FROM todo WHERE r.id = todo.id AND r.status = 'pending'
+"""
+_PROFILE_SQL = """
+WITH changed AS (
+    UPDATE member m
+       SET name = COALESCE(r.name, m.name), phone = COALESCE(r.phone, m.phone),
+           gender = COALESCE(r.gender, m.gender), birthday = COALESCE(r.birthday, m.birthday),
+           external_id = COALESCE(m.external_id, r.external_id), import_hash = r.row_hash,
+           profile_completed_at = COALESCE(m.profile_completed_at, CASE
+               WHEN COALESCE(r.phone, m.phone) IS NOT NULL AND COALESCE(r.birthday, m.birthday) IS NOT NULL
+                    AND COALESCE(r.gender, m.gender) IS NOT NULL THEN :now::timestamptz END)
+      FROM member_import_row r, member o
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+        AND r.status IN ('pending', 'updated') AND r.member_id = m.id AND o.id = m.id
+       AND m.import_hash IS DISTINCT FROM r.row_hash
+    RETURNING m.id, (o.name, o.phone, o.gender, o.birthday, o.external_id)
+                    IS DISTINCT FROM (m.name, m.phone, m.gender, m.birthday, m.external_id) AS differs)
+UPDATE member_import_row r SET status = 'updated'
+  FROM changed c WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+     AND r.member_id = c.id AND c.differs AND r.status = 'pending'
+"""
+_POINTS_NOTE_SQL = """
+UPDATE member_import_row r SET note = concat_ws('；', NULLIF(r.note, ''), format(:note, t.delta, r.points))
+  FROM points_transaction t
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+    AND r.status IN ('pending', 'updated') AND r.points > 0 AND t.merchant_id = :merchant
+   AND t.idempotency_key = :key::text || r.member_id::text AND t.delta <> r.points
+"""
+_POINTS_SQL = """
+WITH todo AS MATERIALIZED (
+    SELECT r.id, r.member_id, r.points, r.points_expire_at FROM member_import_row r
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+        AND r.status IN ('pending', 'created', 'updated') AND r.points > 0
+       AND NOT EXISTS (SELECT 1 FROM points_transaction t WHERE t.merchant_id = :merchant
+                          AND t.idempotency_key = :key::text || r.member_id::text)
+     ORDER BY r.member_id),
+posted AS (
+    SELECT todo.id, c.transaction_id FROM todo
+     CROSS JOIN LATERAL memberbot_points_account(:merchant, todo.member_id) a
+     CROSS JOIN LATERAL memberbot_points_credit(
+         a.id, todo.points, 'opening', :key::text || todo.member_id::text, :reference, :actor, :reason, :now,
+         todo.points_expire_at) c),
+marked AS (
+    UPDATE member_import_row r SET status = 'updated' FROM posted p WHERE r.id = p.id AND r.status = 'pending'
+    RETURNING r.id)
+SELECT (SELECT count(*) FROM posted) AS posted, (SELECT count(*) FROM marked) AS marked
+"""
+_STORED_NOTE_SQL = """
+UPDATE member_import_row r
+   SET note = concat_ws('；', NULLIF(r.note, ''), format(:note, t.principal_delta, r.stored_value_fen))
+  FROM wallet_transaction t
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status IN ('pending', 'updated')
+   AND r.stored_value_fen > 0 AND t.merchant_id = :merchant
+   AND t.idempotency_key = :key::text || r.member_id::text AND t.principal_delta <> r.stored_value_fen
+"""
+_STORED_SQL = """
+WITH todo AS MATERIALIZED (
+    SELECT r.id, r.member_id, r.stored_value_fen FROM member_import_row r
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+        AND r.status IN ('pending', 'created', 'updated') AND r.stored_value_fen > 0
+       AND NOT EXISTS (SELECT 1 FROM wallet_transaction t WHERE t.merchant_id = :merchant
+                          AND t.idempotency_key = :key::text || r.member_id::text)
+     ORDER BY r.member_id),
+posted AS (
+    SELECT todo.id, w.id AS transaction_id FROM todo
+     CROSS JOIN LATERAL memberbot_wallet_account(:merchant, todo.member_id) a
+     CROSS JOIN LATERAL memberbot_wallet_post(a.id, 'opening', todo.stored_value_fen, 0,
+                                              :key::text || todo.member_id::text, :reference, :actor, :reason,
+                                              NULL, :now) w),
+marked AS (
+    UPDATE member_import_row r SET status = 'updated' FROM posted p WHERE r.id = p.id AND r.status = 'pending'
+    RETURNING r.id)
+SELECT (SELECT count(*) FROM posted) AS posted, (SELECT count(*) FROM marked) AS marked
+"""
+_WELCOME_SOURCE = """
+SELECT r.member_id AS id FROM member_import_row r
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status = 'created'
+"""
+_FINISH_SQL = """
+UPDATE member_import_row r SET status = 'unchanged'
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status = 'pending'
+"""
+_OUTCOMES_SQL = """
+SELECT r.row_no, r.status, r.field, r.reason, r.note FROM member_import_row r
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi ORDER BY r.row_no
+"""
+_WRITE_OUTCOMES_SQL = """
+UPDATE member_import_row r SET status = v.status, field = v.field, reason = v.reason, note = v.note,
+                               member_id = CASE WHEN v.status = 'created' THEN NULL ELSE r.member_id END
+  FROM unnest(:rows::integer[], :statuses::text[], :fields::text[], :reasons::text[], :notes::text[])
+       AS v(row_no, status, field, reason, note)
+ WHERE r.job_id = :job AND r.row_no = v.row_no
+"""
+COUNTS_SQL = """
+UPDATE member_import j
+   SET processed_rows = c.processed, created = c.created, updated = c.updated, unchanged = c.unchanged,
+       rejected = c.rejected
+  FROM (SELECT count(*) FILTER (WHERE status <> 'pending') AS processed,
+               count(*) FILTER (WHERE status = 'created') AS created,
+               count(*) FILTER (WHERE status = 'updated') AS updated,
+               count(*) FILTER (WHERE status = 'unchanged') AS unchanged,
+               count(*) FILTER (WHERE status = 'rejected') AS rejected
+          FROM member_import_row WHERE job_id = :job) c
+ WHERE j.id = :job
+"""
+
+
+async def next_batch(batch: Batch, *, now: datetime, dry_run: bool) -> tuple[int, list[int]]:
+    """Apply the job's next batch of pending rows: (rows applied — 0 when none was left, the task ids
+    of the welcome effects queued, to dispatch after commit)."""
+    try:
+        async with in_transaction():
+            await queries.fetch_rows(_LOCK_SQL, lock_class=LOCK_CLASS, merchant=batch.merchant_id)
+            bounds = await queries.fetch_one(_BOUNDS_SQL, job=batch.job_id, size=BATCH)
+            if bounds["lo"] is None:
+                return 0, []
+            span = {"job": batch.job_id, "lo": bounds["lo"], "hi": bounds["hi"]}
+            welcome = await _apply(batch, span, now=now, queue_welcome=not dry_run)
+            if dry_run:
+                raise _DryRun(await queries.fetch_rows(_OUTCOMES_SQL, **span))
+            await queries.fetch_rows(COUNTS_SQL, job=batch.job_id)
+            return bounds["hi"] - bounds["lo"] + 1, welcome
+    except _DryRun as rolled_back:
+        outcomes = rolled_back.outcomes
+    async with in_transaction():
+        await queries.fetch_rows(
+            _WRITE_OUTCOMES_SQL,
+            job=batch.job_id,
+            rows=[o["row_no"] for o in outcomes],
+            statuses=[o["status"] for o in outcomes],
+            fields=[o["field"] for o in outcomes],
+            reasons=[o["reason"] for o in outcomes],
+            notes=[o["note"] for o in outcomes],
+        )
+        await queries.fetch_rows(COUNTS_SQL, job=batch.job_id)
+    return len(outcomes), []
+
+
+async def _apply(batch: Batch, span: dict[str, Any], *, now: datetime, queue_welcome: bool) -> list[int]:
+    merchant = batch.merchant_id
+    reference = f"import:{batch.job_id}"
+    await queries.fetch_rows(_EXPIRED_SQL, **span, reason=EXPIRED, now=now)
+    await queries.fetch_rows(_BY_EXTERNAL_ID_SQL, **span, merchant=merchant, erased=ERASED)
+    await queries.fetch_rows(_BY_PHONE_SQL, **span, merchant=merchant, ambiguous=AMBIGUOUS_PHONE)
+    await _create(span, merchant, now)
+    await queries.fetch_rows(
+        _TIER_SQL, **span, merchant=merchant, base=batch.base_tier, now=now, tier_key=f"{reference}:tier:"
+    )
+    await queries.fetch_rows(_PROFILE_SQL, **span, now=now)
+    ledger = {"merchant": merchant, "key": OPENING_KEY}
+    await queries.fetch_rows(_POINTS_NOTE_SQL, **span, **ledger, note=POINTS_NOTE)
+    await queries.fetch_rows(
+        _POINTS_SQL, **span, **ledger, reference=reference, actor=batch.actor, reason=POINTS_REASON, now=now
+    )
+    await queries.fetch_rows(_STORED_NOTE_SQL, **span, **ledger, note=STORED_NOTE)
+    await queries.fetch_rows(
+        _STORED_SQL, **span, **ledger, reference=reference, actor=batch.actor, reason=STORED_REASON, now=now
+    )
+    welcome: list[int] = []
+    if queue_welcome and batch.welcome_kind is not None:
+        queued = await queue_for_all(
+            _WELCOME_SOURCE,
+            batch.welcome_kind,
+            key_prefix=members.REGISTERED_KEY_PREFIX,
+            payload_key="member_id",
+            merchant_id=merchant,
+            now=now,
+            **span,
+        )
+        welcome = [task_id for task_id, _ in queued]
+    await queries.fetch_rows(_FINISH_SQL, **span)
+    return welcome
+
+
+async def _create(span: dict[str, Any], merchant: int, now: datetime) -> None:
+    """New members for the rows that found none; a member code taken meanwhile is drawn again."""
+    for _ in range(MAX_CODE_ROUNDS):
+        counts = await queries.fetch_one(_CREATE_SQL, **span, merchant=merchant, now=now)
+        if counts["wanted"] == counts["made"]:
+            return
+        rows = [row["row_no"] for row in await queries.fetch_rows(_UNCODED_SQL, **span)]
+        await queries.fetch_rows(
+            _RECODE_SQL, job=span["job"], rows=rows, codes=[members.new_member_code() for _ in rows]
+        )
+    raise RuntimeError("could not allocate unique member codes for an import batch")
