@@ -1,8 +1,7 @@
-"""Member import on PostgreSQL: the files it reads, what each row does, and that a re-import changes nothing."""
+"""Member import on PostgreSQL: the files it reads, what each row does, a re-import changes nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -21,7 +20,7 @@ from models.merchant import Merchant
 from models.points import PointsAccount, PointsKind, PointsLot, PointsTransaction
 from models.task import Task
 from models.wallet import WalletAccount, WalletKind, WalletTransaction
-from tests.support.factories import EFFECTS, make_member, make_merchant
+from tests.support.factories import EFFECTS, make_merchant
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 HEADER = "会员号,手机号,姓名,生日,性别,等级,积分,积分到期日,储值本金(元)\n"

@@ -115,9 +115,10 @@ WITH todo AS (
 made AS (
     INSERT INTO member (merchant_id, code, external_id, phone, name, gender, birthday, registered_at, source,
                         subscribed, import_hash, profile_completed_at)
-    SELECT :merchant, t.new_code, t.external_id, t.phone, t.name, t.gender, t.birthday, :now::timestamptz, 'import', false,
-           t.row_hash,
-           CASE WHEN t.phone IS NOT NULL AND t.birthday IS NOT NULL AND t.gender IS NOT NULL THEN :now::timestamptz END
+    SELECT :merchant, t.new_code, t.external_id, t.phone, t.name, t.gender, t.birthday, :now::timestamptz,
+           'import', false, t.row_hash,
+           CASE WHEN t.phone IS NOT NULL AND t.birthday IS NOT NULL AND t.gender IS NOT NULL
+                THEN :now::timestamptz END
       FROM todo t
     ON CONFLICT DO NOTHING
     RETURNING id, code),
