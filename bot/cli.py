@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import pydantic
 from tortoise import Tortoise
@@ -299,6 +299,52 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return _run(settings, run)
 
 
+def cmd_members(args: argparse.Namespace) -> int:
+    from handlers import effects
+    from handlers.member_import import jobs, report
+    from handlers.staff import merchants
+    from models.member_import import MemberImport
+
+    settings = load_settings()
+
+    def progress(job: MemberImport) -> None:
+        print(f"memberbot: import {job.id}: {job.processed_rows}/{job.total_rows} rows", file=sys.stderr)
+
+    async def import_members(file: IO[bytes], out: IO[bytes] | None) -> int:
+        merchant = await merchants.get_merchant(args.merchant)
+        job, _ = await jobs.stage(
+            merchant,
+            file,
+            filename=os.path.basename(args.file),
+            dry_run=args.dry_run,
+            welcome_gifts=args.welcome_gifts,
+            actor="cli",
+            now=datetime.now(UTC),
+            claimed=True,  # applied here; if this process stops, the task finishes the job
+        )
+        progress(job)
+        await jobs.drive(job.id, effects.build(), progress=progress)
+        job = await MemberImport.get(id=job.id)
+        what = "would be (dry run)" if job.dry_run else "rows"
+        print(
+            f"import {job.id} {what}: {job.created} created, {job.updated} updated, "
+            f"{job.unchanged} unchanged, {job.rejected} rejected"
+        )
+        if out is not None:
+            async for chunk in report.chunks(job):
+                out.write(chunk)
+        return 0
+
+    try:
+        with contextlib.ExitStack() as files:
+            file = files.enter_context(open(args.file, "rb"))
+            out = files.enter_context(open(args.report, "wb")) if args.report else None
+            return _run(settings, lambda: import_members(file, out))
+    except OSError as exc:
+        print(f"memberbot: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_wechat_sim(args: argparse.Namespace) -> int:
     from bot.wechat_sim import run_simulator
 
@@ -369,6 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
     rrun = rsub.add_parser("run", help="erase profiles past the merchant's grace period (idempotent)")
     rrun.add_argument("--now", default=None, help="ISO time with offset (default: now)")
     retention.set_defaults(func=cmd_retention)
+
+    mem = sub.add_parser("members", help="members in bulk")
+    memsub = mem.add_subparsers(dest="action", required=True)
+    mimport = memsub.add_parser(
+        "import", help="import members with opening points and stored value from CSV or XLSX (idempotent)"
+    )
+    mimport.add_argument("--merchant", required=True, help="merchant slug")
+    mimport.add_argument("file", help="a .csv (UTF-8 or GB18030) or .xlsx file, header row first")
+    mimport.add_argument("--dry-run", action="store_true", help="report what would happen, change nothing")
+    mimport.add_argument(
+        "--welcome-gifts", action="store_true", help="new members get the registration bonus and coupons"
+    )
+    mimport.add_argument("--report", default=None, help="write the report (CSV) to this path")
+    mem.set_defaults(func=cmd_members)
 
     sim = sub.add_parser(
         "wechat-sim",

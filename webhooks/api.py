@@ -1,7 +1,8 @@
 """The endpoint registry every JSON endpoint registers through.
 
-A `Routes` table records, for each route, its pydantic request body and path models, its response model
-and success status, its auth scheme (with the minimum staff role) and the error statuses it may answer.
+A `Routes` table records, for each route, its pydantic request body (JSON, or a multipart `form` with file
+uploads, `webhooks.forms`) and path models, its response model (or media type) and success status, its auth
+scheme (with the minimum staff role) and the error statuses it may answer.
 `mount` adds the routes to the app wrapped in one adapter that enforces exactly those declarations
 (path → auth → body → handler → response), and keeps the list under the `ENDPOINTS` app key, from which
 `webhooks.openapi` generates the document. Declaration and behaviour therefore cannot drift apart.
@@ -27,6 +28,7 @@ from handlers.core.errors import ErrorCode
 from handlers.core.tasks import Effects
 from webhooks.appkeys import EFFECTS
 from webhooks.errors import error_response, parse_body
+from webhooks.forms import Upload, parse_form
 
 if TYPE_CHECKING:
     from handlers.staff.sessions import Session
@@ -162,11 +164,12 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     alternatives: Mapping[int, type[BaseModel]] = field(default_factory=dict)
     media: str | None = None  # the content type of a non-JSON success body (e.g. image/png)
+    form: type[BaseModel] | None = None  # a multipart/form-data body (file uploads) instead of JSON
 
     def error_statuses(self) -> tuple[int, ...]:
         """Declared error statuses plus those the adapter itself can answer."""
         implied: set[int] = set(self.errors)
-        if self.body is not None:
+        if self.body is not None or self.form is not None:
             implied |= {400, 413}
         if self.path_model is not None:
             implied.add(404)
@@ -199,6 +202,7 @@ class Routes:
         errors: tuple[int, ...] = (),
         alternatives: Mapping[int, type[BaseModel]] | None = None,
         media: str | None = None,
+        form: type[BaseModel] | None = None,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             endpoint = Endpoint(
@@ -216,6 +220,7 @@ class Routes:
                 errors=errors,
                 alternatives=dict(alternatives or {}),
                 media=media,
+                form=form,
             )
             _check(endpoint)
             self.endpoints.append(endpoint)
@@ -249,6 +254,8 @@ def _check(endpoint: Endpoint) -> None:
     declared = set(endpoint.path_model.model_fields) if endpoint.path_model is not None else set()
     if params != declared:
         raise ValueError(f"{endpoint.method} {endpoint.path}: the path model must declare {sorted(params)}")
+    if endpoint.body is not None and endpoint.form is not None:
+        raise ValueError(f"{endpoint.method} {endpoint.path}: a JSON body or a form, not both")
     if endpoint.media is not None and (endpoint.response is not None or endpoint.status == 204):
         raise ValueError(f"{endpoint.method} {endpoint.path}: a media body has no response model, status 2xx")
     if endpoint.media is None and (endpoint.response is None) != (endpoint.status == 204):
@@ -275,6 +282,8 @@ def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
         try:
             path = _path(endpoint, request)
             principal = await endpoint.auth.resolve(request, path) if endpoint.auth is not None else None
+            if endpoint.form is not None:
+                return await _with_form(endpoint, request, path, principal)
             body = await parse_body(request, endpoint.body) if endpoint.body is not None else None
             result = await endpoint.handler(Call(request, body, path, principal))
         except ApiError as exc:
@@ -283,6 +292,20 @@ def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
 
     handle.__name__ = endpoint.operation_id
     return handle
+
+
+async def _with_form(
+    endpoint: Endpoint, request: web.Request, path: Any, principal: Principal | None
+) -> web.StreamResponse:
+    """Call a form endpoint; its uploads are closed when it returns, whatever happened."""
+    assert endpoint.form is not None
+    form = await parse_form(request, endpoint.form)
+    try:
+        return _respond(endpoint, await endpoint.handler(Call(request, form, path, principal)))
+    finally:
+        for value in dict(form).values():
+            if isinstance(value, Upload):
+                value.close()
 
 
 def _path(endpoint: Endpoint, request: web.Request) -> Any:

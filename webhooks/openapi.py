@@ -119,8 +119,9 @@ def _schemas(
 ) -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]], dict[str, Any]]:
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorEnvelope, "serialization")]
     for endpoint in endpoints:
-        if endpoint.body is not None:
-            wanted.append((endpoint.body, "validation"))
+        for body in (endpoint.body, endpoint.form):
+            if body is not None:
+                wanted.append((body, "validation"))
         for model in (endpoint.response, *endpoint.alternatives.values()):
             if model is not None:
                 wanted.append((model, "serialization"))
@@ -133,8 +134,8 @@ def _schemas(
     }, dict(definitions.get("$defs", {}))
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
+def _json(schema: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:
+    return {media_type: {"schema": schema}}
 
 
 def _operation(
@@ -158,6 +159,9 @@ def _operation(
         ]
     if endpoint.body is not None:
         operation["requestBody"] = {"required": True, "content": _json(refs[(endpoint.body, "validation")])}
+    if endpoint.form is not None:
+        schema = refs[(endpoint.form, "validation")]
+        operation["requestBody"] = {"required": True, "content": _json(schema, "multipart/form-data")}
     if endpoint.auth is not None:
         operation["security"] = [{endpoint.auth.scheme_name: []}]
         operation["description"] = endpoint.auth.describe()

@@ -16,6 +16,7 @@ from webhooks import (
     invites,
     mall,
     mall_deals,
+    member_import,
     mp,
     mp_loyalty,
     notices,
@@ -50,6 +51,7 @@ def setup_routes(app: web.Application) -> None:
         admin_staff.routes,
         admin_products.routes,
         invites.routes,
+        member_import.routes,
     )
     callback.setup(app)
     pages.setup(app)

@@ -91,15 +91,16 @@ UPDATE member_import_row r
    AND m.merchant_id = :merchant AND m.external_id = r.external_id
 """
 _BY_PHONE_SQL = """
-WITH hits AS (
-    SELECT r.id, count(m.id) AS n, min(m.id) AS member_id, r.external_id IS NULL AS by_phone
+WITH hits AS MATERIALIZED (
+    SELECT r.id, h.n, h.member_id, r.external_id IS NULL AS by_phone
       FROM member_import_row r
-      JOIN member m ON m.merchant_id = :merchant AND m.phone = r.phone AND m.anonymized_at IS NULL
-                   AND (r.external_id IS NULL OR m.external_id IS NULL)
+     CROSS JOIN LATERAL (
+        SELECT count(*) AS n, min(m.id) AS member_id FROM member m
+         WHERE m.merchant_id = :merchant AND m.phone = r.phone AND m.anonymized_at IS NULL
+           AND (r.external_id IS NULL OR m.external_id IS NULL)) h
      WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
-        AND r.status = 'pending' AND r.member_id IS NULL AND r.phone IS NOT NULL
-       AND (r.external_id IS NULL OR NOT r.phone_shared)
-     GROUP BY r.id)
+       AND r.status = 'pending' AND r.member_id IS NULL AND r.phone IS NOT NULL
+       AND (r.external_id IS NULL OR NOT r.phone_shared) AND h.n > 0)
 UPDATE member_import_row r
    SET member_id = CASE WHEN h.n = 1 THEN h.member_id END,
        status = CASE WHEN h.n > 1 AND h.by_phone THEN 'rejected' ELSE r.status END,
@@ -108,7 +109,7 @@ UPDATE member_import_row r
   FROM hits h WHERE r.id = h.id
 """
 _CREATE_SQL = """
-WITH todo AS (
+WITH todo AS MATERIALIZED (
     SELECT r.* FROM member_import_row r
      WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
         AND r.status = 'pending' AND r.member_id IS NULL ORDER BY r.row_no),
@@ -124,8 +125,7 @@ made AS (
     RETURNING id, code),
 marked AS (
     UPDATE member_import_row r SET member_id = made.id, status = 'created'
-      FROM made WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
-         AND r.new_code = made.code AND r.member_id IS NULL
+      FROM made JOIN todo t ON t.new_code = made.code WHERE r.id = t.id
     RETURNING r.row_no)
 SELECT (SELECT count(*) FROM todo) AS wanted, (SELECT count(*) FROM marked) AS made
 """
@@ -268,9 +268,32 @@ UPDATE member_import j
 """
 
 
+# The tables a batch reads by key while it grows them. A bulk load outruns autovacuum's analyze (it
+# looks once a minute), and plans made from an empty table's statistics turn a per-row index lookup into a
+# scan per row: so each batch first analyzes those that changed by a fifth since their last analyze.
+GROWING = ("member", "member_import_row", "points_account", "points_transaction", "wallet_account",
+           "wallet_transaction", "member_tier")  # fmt: skip
+_STALE_SQL = """
+SELECT relname FROM pg_stat_user_tables
+ WHERE relname = ANY(:tables::text[]) AND n_mod_since_analyze > GREATEST(:floor, n_live_tup / 5)
+"""
+
+
+async def refresh_statistics(floor: int = 2_000) -> list[str]:
+    """ANALYZE the `GROWING` tables whose statistics a bulk load made stale (outside any transaction)."""
+    stale = [
+        row["relname"] for row in await queries.fetch_rows(_STALE_SQL, tables=list(GROWING), floor=floor)
+    ]
+    for table in stale:
+        if table in GROWING:  # names from the catalogue, checked against our own list
+            await queries.fetch_rows(f"ANALYZE {table}")
+    return stale
+
+
 async def next_batch(batch: Batch, *, now: datetime, dry_run: bool) -> tuple[int, list[int]]:
     """Apply the job's next batch of pending rows: (rows applied — 0 when none was left, the task ids
     of the welcome effects queued, to dispatch after commit)."""
+    await refresh_statistics()
     try:
         async with in_transaction():
             await queries.fetch_rows(_LOCK_SQL, lock_class=LOCK_CLASS, merchant=batch.merchant_id)

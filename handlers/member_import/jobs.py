@@ -53,7 +53,7 @@ UPDATE member_import_row r SET phone_shared = true
  WHERE r.job_id = :job AND r.phone = s.phone
 """
 _DUPLICATES_SQL = """
-WITH dup AS (
+WITH dup AS MATERIALIZED (
     SELECT 'external_id' AS field, '会员号' AS label, external_id AS value,
            array_agg(row_no ORDER BY row_no) AS rows
       FROM member_import_row WHERE job_id = :job AND external_id IS NOT NULL
@@ -151,6 +151,7 @@ async def stage(
             total += len(rows)
         if not total:
             raise ValidationError("文件只有表头，没有会员数据", field="file")
+        await queries.fetch_rows("ANALYZE member_import_row")  # the planner sees the rows just copied
         await queries.fetch_rows(_SHARED_SQL, job=job.id)
         await queries.fetch_rows(_DUPLICATES_SQL, job=job.id, reason=DUPLICATE)
         await MemberImport.filter(id=job.id).update(total_rows=total)
