@@ -66,6 +66,7 @@ class Migration(migrations.Migration):
                 ('row_hash', fields.CharField(default='', max_length=32)),
                 ('new_code', fields.CharField(default='', max_length=16)),
                 ('status', fields.CharEnumField(default=RowStatus.PENDING, description='PENDING: pending\nCREATED: created\nUPDATED: updated\nUNCHANGED: unchanged\nREJECTED: rejected', enum_type=RowStatus, max_length=12)),
+                ('phase', fields.SmallIntField(default=0)),
                 ('field', fields.CharField(default='', max_length=32)),
                 ('reason', fields.CharField(default='', max_length=255)),
                 ('note', fields.CharField(default='', max_length=255)),

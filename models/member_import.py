@@ -83,6 +83,8 @@ class MemberImportRow(Model):
     row_hash = fields.CharField(max_length=32, default="")
     new_code = fields.CharField(max_length=16, default="")  # the member code, if the row creates one
     status = fields.CharEnumField(RowStatus, max_length=12, default=RowStatus.PENDING)
+    # 0 staged, 1 its member applied, 2 its opening balances posted and its outcome final.
+    phase = fields.SmallIntField(default=0)
     field = fields.CharField(max_length=32, default="")
     reason = fields.CharField(max_length=255, default="")
     note = fields.CharField(max_length=255, default="")

@@ -73,11 +73,11 @@ _LOCK_SQL = "SELECT pg_advisory_xact_lock(:lock_class, :merchant) IS NULL AS loc
 _BOUNDS_SQL = """
 SELECT min(row_no) AS lo, max(row_no) AS hi
   FROM (SELECT row_no FROM member_import_row
-         WHERE job_id = :job AND status = 'pending' ORDER BY row_no LIMIT :size) b
+         WHERE job_id = :job AND phase = :phase ORDER BY row_no LIMIT :size) b
 """
 _EXPIRED_SQL = """
 UPDATE member_import_row r SET status = 'rejected', field = 'points_expire_on', reason = :reason
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
     AND r.status = 'pending' AND r.points > 0 AND r.points_expire_at <= :now
 """
 _BY_EXTERNAL_ID_SQL = """
@@ -87,7 +87,8 @@ UPDATE member_import_row r
        field = CASE WHEN m.anonymized_at IS NULL THEN r.field ELSE 'external_id' END,
        reason = CASE WHEN m.anonymized_at IS NULL THEN r.reason ELSE :erased END
   FROM member m
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status = 'pending' AND r.external_id IS NOT NULL
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
+   AND r.status = 'pending' AND r.external_id IS NOT NULL
    AND m.merchant_id = :merchant AND m.external_id = r.external_id
 """
 _BY_PHONE_SQL = """
@@ -98,7 +99,7 @@ WITH hits AS MATERIALIZED (
         SELECT count(*) AS n, min(m.id) AS member_id FROM member m
          WHERE m.merchant_id = :merchant AND m.phone = r.phone AND m.anonymized_at IS NULL
            AND (r.external_id IS NULL OR m.external_id IS NULL)) h
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
        AND r.status = 'pending' AND r.member_id IS NULL AND r.phone IS NOT NULL
        AND (r.external_id IS NULL OR NOT r.phone_shared) AND h.n > 0)
 UPDATE member_import_row r
@@ -111,7 +112,7 @@ UPDATE member_import_row r
 _CREATE_SQL = """
 WITH todo AS MATERIALIZED (
     SELECT r.* FROM member_import_row r
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
         AND r.status = 'pending' AND r.member_id IS NULL ORDER BY r.row_no),
 made AS (
     INSERT INTO member (merchant_id, code, external_id, phone, name, gender, birthday, registered_at, source,
@@ -130,7 +131,8 @@ marked AS (
 SELECT (SELECT count(*) FROM todo) AS wanted, (SELECT count(*) FROM marked) AS made
 """
 _UNCODED_SQL = """
-SELECT r.row_no FROM member_import_row r WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+SELECT r.row_no FROM member_import_row r
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
    AND r.status = 'pending' AND r.member_id IS NULL
 """
 _RECODE_SQL = """
@@ -144,7 +146,7 @@ WITH todo AS (
       FROM member_import_row r
       JOIN member m ON m.id = r.member_id
       LEFT JOIN member_tier t ON t.member_id = r.member_id
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.tier_code IS NOT NULL
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase AND r.tier_code IS NOT NULL
        -- the rows whose profile this import applies: new members, and members whose last imported
        -- profile differs
        AND (r.status = 'created' OR (r.status = 'pending' AND m.import_hash IS DISTINCT FROM r.row_hash))
@@ -173,26 +175,26 @@ WITH changed AS (
                WHEN COALESCE(r.phone, m.phone) IS NOT NULL AND COALESCE(r.birthday, m.birthday) IS NOT NULL
                     AND COALESCE(r.gender, m.gender) IS NOT NULL THEN :now::timestamptz END)
       FROM member_import_row r, member o
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
         AND r.status IN ('pending', 'updated') AND r.member_id = m.id AND o.id = m.id
        AND m.import_hash IS DISTINCT FROM r.row_hash
     RETURNING m.id, (o.name, o.phone, o.gender, o.birthday, o.external_id)
                     IS DISTINCT FROM (m.name, m.phone, m.gender, m.birthday, m.external_id) AS differs)
 UPDATE member_import_row r SET status = 'updated'
-  FROM changed c WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+  FROM changed c WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
      AND r.member_id = c.id AND c.differs AND r.status = 'pending'
 """
 _POINTS_NOTE_SQL = """
 UPDATE member_import_row r SET note = concat_ws('；', NULLIF(r.note, ''), format(:note, t.delta, r.points))
   FROM points_transaction t
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
     AND r.status IN ('pending', 'updated') AND r.points > 0 AND t.merchant_id = :merchant
    AND t.idempotency_key = :key::text || r.member_id::text AND t.delta <> r.points
 """
 _POINTS_SQL = """
 WITH todo AS MATERIALIZED (
     SELECT r.id, r.member_id, r.points, r.points_expire_at FROM member_import_row r
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
         AND r.status IN ('pending', 'created', 'updated') AND r.points > 0
        AND NOT EXISTS (SELECT 1 FROM points_transaction t WHERE t.merchant_id = :merchant
                           AND t.idempotency_key = :key::text || r.member_id::text)
@@ -212,14 +214,15 @@ _STORED_NOTE_SQL = """
 UPDATE member_import_row r
    SET note = concat_ws('；', NULLIF(r.note, ''), format(:note, t.principal_delta, r.stored_value_fen))
   FROM wallet_transaction t
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status IN ('pending', 'updated')
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
+   AND r.status IN ('pending', 'updated')
    AND r.stored_value_fen > 0 AND t.merchant_id = :merchant
    AND t.idempotency_key = :key::text || r.member_id::text AND t.principal_delta <> r.stored_value_fen
 """
 _STORED_SQL = """
 WITH todo AS MATERIALIZED (
     SELECT r.id, r.member_id, r.stored_value_fen FROM member_import_row r
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi
+     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
         AND r.status IN ('pending', 'created', 'updated') AND r.stored_value_fen > 0
        AND NOT EXISTS (SELECT 1 FROM wallet_transaction t WHERE t.merchant_id = :merchant
                           AND t.idempotency_key = :key::text || r.member_id::text)
@@ -237,18 +240,23 @@ SELECT (SELECT count(*) FROM posted) AS posted, (SELECT count(*) FROM marked) AS
 """
 _WELCOME_SOURCE = """
 SELECT r.member_id AS id FROM member_import_row r
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status = 'created'
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase AND r.status = 'created'
 """
 _FINISH_SQL = """
 UPDATE member_import_row r SET status = 'unchanged'
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.status = 'pending'
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase AND r.status = 'pending'
 """
 _OUTCOMES_SQL = """
 SELECT r.row_no, r.status, r.field, r.reason, r.note FROM member_import_row r
  WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi ORDER BY r.row_no
 """
+_PHASE_SQL = """
+UPDATE member_import_row r SET phase = :to
+ WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
+"""
 _WRITE_OUTCOMES_SQL = """
 UPDATE member_import_row r SET status = v.status, field = v.field, reason = v.reason, note = v.note,
+                               phase = 2,
                                member_id = CASE WHEN v.status = 'created' THEN NULL ELSE r.member_id END
   FROM unnest(:rows::integer[], :statuses::text[], :fields::text[], :reasons::text[], :notes::text[])
        AS v(row_no, status, field, reason, note)
@@ -258,7 +266,7 @@ COUNTS_SQL = """
 UPDATE member_import j
    SET processed_rows = c.processed, created = c.created, updated = c.updated, unchanged = c.unchanged,
        rejected = c.rejected
-  FROM (SELECT count(*) FILTER (WHERE status <> 'pending') AS processed,
+  FROM (SELECT count(*) FILTER (WHERE phase = 2) AS processed,
                count(*) FILTER (WHERE status = 'created') AS created,
                count(*) FILTER (WHERE status = 'updated') AS updated,
                count(*) FILTER (WHERE status = 'unchanged') AS unchanged,
@@ -290,22 +298,59 @@ async def refresh_statistics(floor: int = 2_000) -> list[str]:
     return stale
 
 
-async def next_batch(batch: Batch, *, now: datetime, dry_run: bool) -> tuple[int, list[int]]:
-    """Apply the job's next batch of pending rows: (rows applied — 0 when none was left, the task ids
-    of the welcome effects queued, to dispatch after commit)."""
+Span = dict[str, Any]
+
+
+async def _bounds(batch: Batch, phase: int, size: int) -> Span | None:
+    bounds = await queries.fetch_one(_BOUNDS_SQL, job=batch.job_id, phase=phase, size=size)
+    if bounds["lo"] is None:
+        return None
+    return {"job": batch.job_id, "lo": bounds["lo"], "hi": bounds["hi"], "phase": phase}
+
+
+async def members_batch(batch: Batch, *, now: datetime) -> tuple[Span, list[int]] | None:
+    """Phase 1 of the next batch, under the merchant's import lock: each row's member found, created or
+    updated, its tier set (rows 0 → 1). Returns the batch's span for `ledger_batch` and the welcome tasks
+    queued, to dispatch after commit; None when no row is left."""
+    await refresh_statistics()
+    async with in_transaction():
+        await queries.fetch_rows(_LOCK_SQL, lock_class=LOCK_CLASS, merchant=batch.merchant_id)
+        span = await _bounds(batch, 0, BATCH)
+        if span is None:
+            return None
+        welcome = await _members(batch, span, now=now, queue_welcome=True)
+        await queries.fetch_rows(_PHASE_SQL, **span, to=1)
+    return {**span, "phase": 1}, welcome
+
+
+async def ledger_batch(batch: Batch, span: Span, *, now: datetime) -> int:
+    """Phase 2 of a batch: the opening balances posted, each row's outcome final (rows 1 → 2). Needs no
+    merchant lock — account rows serialize postings — so it overlaps the next batch's phase 1."""
+    async with in_transaction():
+        await _ledgers(batch, span, now=now)
+        changed = await queries.fetch_rows(_PHASE_SQL + " RETURNING 1", **span, to=2)
+        await queries.fetch_rows(COUNTS_SQL, job=batch.job_id)
+    return len(changed)
+
+
+async def unfinished(batch: Batch) -> Span | None:
+    """The rows a stopped run left between the phases (finished by `ledger_batch`)."""
+    return await _bounds(batch, 1, 2**31 - 1)
+
+
+async def dry_batch(batch: Batch, *, now: datetime) -> int:
+    """Both phases of the next batch in a transaction rolled back; only each row's outcome is kept."""
     await refresh_statistics()
     try:
         async with in_transaction():
             await queries.fetch_rows(_LOCK_SQL, lock_class=LOCK_CLASS, merchant=batch.merchant_id)
-            bounds = await queries.fetch_one(_BOUNDS_SQL, job=batch.job_id, size=BATCH)
-            if bounds["lo"] is None:
-                return 0, []
-            span = {"job": batch.job_id, "lo": bounds["lo"], "hi": bounds["hi"]}
-            welcome = await _apply(batch, span, now=now, queue_welcome=not dry_run)
-            if dry_run:
-                raise _DryRun(await queries.fetch_rows(_OUTCOMES_SQL, **span))
-            await queries.fetch_rows(COUNTS_SQL, job=batch.job_id)
-            return bounds["hi"] - bounds["lo"] + 1, welcome
+            span = await _bounds(batch, 0, BATCH)
+            if span is None:
+                return 0
+            await _members(batch, span, now=now, queue_welcome=False)
+            await queries.fetch_rows(_PHASE_SQL, **span, to=1)
+            await _ledgers(batch, {**span, "phase": 1}, now=now)
+            raise _DryRun(await queries.fetch_rows(_OUTCOMES_SQL, **span))
     except _DryRun as rolled_back:
         outcomes = rolled_back.outcomes
     async with in_transaction():
@@ -319,46 +364,53 @@ async def next_batch(batch: Batch, *, now: datetime, dry_run: bool) -> tuple[int
             notes=[o["note"] for o in outcomes],
         )
         await queries.fetch_rows(COUNTS_SQL, job=batch.job_id)
-    return len(outcomes), []
+    return len(outcomes)
 
 
-async def _apply(batch: Batch, span: dict[str, Any], *, now: datetime, queue_welcome: bool) -> list[int]:
+async def _members(batch: Batch, span: Span, *, now: datetime, queue_welcome: bool) -> list[int]:
     merchant = batch.merchant_id
-    reference = f"import:{batch.job_id}"
     await queries.fetch_rows(_EXPIRED_SQL, **span, reason=EXPIRED, now=now)
     await queries.fetch_rows(_BY_EXTERNAL_ID_SQL, **span, merchant=merchant, erased=ERASED)
     await queries.fetch_rows(_BY_PHONE_SQL, **span, merchant=merchant, ambiguous=AMBIGUOUS_PHONE)
     await _create(span, merchant, now)
     await queries.fetch_rows(
-        _TIER_SQL, **span, merchant=merchant, base=batch.base_tier, now=now, tier_key=f"{reference}:tier:"
+        _TIER_SQL,
+        **span,
+        merchant=merchant,
+        base=batch.base_tier,
+        now=now,
+        tier_key=f"import:{batch.job_id}:tier:",
     )
     await queries.fetch_rows(_PROFILE_SQL, **span, now=now)
-    ledger = {"merchant": merchant, "key": OPENING_KEY}
-    await queries.fetch_rows(_POINTS_NOTE_SQL, **span, **ledger, note=POINTS_NOTE)
-    await queries.fetch_rows(
-        _POINTS_SQL, **span, **ledger, reference=reference, actor=batch.actor, reason=POINTS_REASON, now=now
+    if not queue_welcome or batch.welcome_kind is None:
+        return []
+    queued = await queue_for_all(
+        _WELCOME_SOURCE,
+        batch.welcome_kind,
+        key_prefix=members.REGISTERED_KEY_PREFIX,
+        payload_key="member_id",
+        merchant_id=merchant,
+        now=now,
+        **span,
     )
-    await queries.fetch_rows(_STORED_NOTE_SQL, **span, **ledger, note=STORED_NOTE)
+    return [task_id for task_id, _ in queued]
+
+
+async def _ledgers(batch: Batch, span: Span, *, now: datetime) -> None:
+    reference = f"import:{batch.job_id}"
+    ledger = {"merchant": batch.merchant_id, "key": OPENING_KEY, "reference": reference, "actor": batch.actor}
     await queries.fetch_rows(
-        _STORED_SQL, **span, **ledger, reference=reference, actor=batch.actor, reason=STORED_REASON, now=now
+        _POINTS_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=POINTS_NOTE
     )
-    welcome: list[int] = []
-    if queue_welcome and batch.welcome_kind is not None:
-        queued = await queue_for_all(
-            _WELCOME_SOURCE,
-            batch.welcome_kind,
-            key_prefix=members.REGISTERED_KEY_PREFIX,
-            payload_key="member_id",
-            merchant_id=merchant,
-            now=now,
-            **span,
-        )
-        welcome = [task_id for task_id, _ in queued]
+    await queries.fetch_rows(_POINTS_SQL, **span, **ledger, reason=POINTS_REASON, now=now)
+    await queries.fetch_rows(
+        _STORED_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=STORED_NOTE
+    )
+    await queries.fetch_rows(_STORED_SQL, **span, **ledger, reason=STORED_REASON, now=now)
     await queries.fetch_rows(_FINISH_SQL, **span)
-    return welcome
 
 
-async def _create(span: dict[str, Any], merchant: int, now: datetime) -> None:
+async def _create(span: Span, merchant: int, now: datetime) -> None:
     """New members for the rows that found none; a member code taken meanwhile is drawn again."""
     for _ in range(MAX_CODE_ROUNDS):
         counts = await queries.fetch_one(_CREATE_SQL, **span, merchant=merchant, now=now)

@@ -44,7 +44,7 @@ MAX_FILENAME = 255
 _COLUMNS = (
     "job_id", "row_no", "external_id", "phone", "phone_masked", "name", "birthday", "gender", "tier_code",
     "points", "points_expire_at", "stored_value_fen", "row_hash", "new_code", "status", "field", "reason",
-    "note", "phone_shared",
+    "note", "phone_shared", "phase",
 )  # fmt: skip
 _SHARED_SQL = """
 UPDATE member_import_row r SET phone_shared = true
@@ -111,7 +111,7 @@ def _record(job_id: int, row: Row, taken: set[str]) -> tuple[Any, ...]:
         job_id, row.row_no, row.external_id, row.phone, row.phone_masked, row.name, row.birthday, row.gender,
         row.tier_code, row.points, row.points_expire_at, row.stored_value_fen, row.profile_hash(),
         "" if row.rejected else _code(taken), "rejected" if row.rejected else "pending", row.field[:32],
-        row.reason[:255], "", False,
+        row.reason[:255], "", False, 2 if row.rejected else 0,
     )  # fmt: skip
 
 
@@ -202,7 +202,10 @@ Progress = Callable[[MemberImport], None]
 async def drive(
     job_id: int, effects: Effects, *, budget: float | None = None, progress: Progress | None = None
 ) -> bool:
-    """Apply the job's batches until none is left (then finish it: True) or `budget` seconds passed."""
+    """Apply the job's batches until none is left (then finish it: True) or `budget` seconds passed.
+
+    A batch's second phase (its ledger postings, the bulk of the work) runs while the next batch's
+    first phase does, on another connection: PostgreSQL uses both cores."""
     job = await MemberImport.get(id=job_id)
     if job.status == ImportStatus.DONE:
         return True
@@ -210,27 +213,54 @@ async def drive(
         started_at=effects.clock(), status=ImportStatus.RUNNING
     )
     _, tiers = await loyalty_config.current_tiers(job.merchant_id)
-    batch = apply.Batch(
-        job.id,
-        job.merchant_id,
-        job.actor,
-        tiers[0].code,
-        members.MEMBER_REGISTERED if job.welcome_gifts else None,
-    )
+    welcome = members.MEMBER_REGISTERED if job.welcome_gifts else None
+    batch = apply.Batch(job.id, job.merchant_id, job.actor, tiers[0].code, welcome)
+    if job.dry_run:
+        return await _drive_dry(job, batch, effects, budget, progress)
+    if (left := await apply.unfinished(batch)) is not None:
+        await apply.ledger_batch(batch, left, now=effects.clock())
+    started = time.monotonic()
+    posting: asyncio.Task[int] | None = None
+    try:
+        while budget is None or time.monotonic() - started < budget:
+            staged = await apply.members_batch(batch, now=effects.clock())
+            if posting is not None:
+                await posting
+                posting = None
+                if progress is not None:
+                    progress(await MemberImport.get(id=job.id))
+            if staged is None:
+                await _finish(job, effects.clock())
+                return True
+            span, queued = staged
+            await _dispatch(effects, queued, job.id)
+            posting = asyncio.create_task(apply.ledger_batch(batch, span, now=effects.clock()))
+    finally:
+        if posting is not None:
+            await posting
+    return False
+
+
+async def _drive_dry(
+    job: MemberImport, batch: apply.Batch, effects: Effects, budget: float | None, progress: Progress | None
+) -> bool:
     started = time.monotonic()
     while budget is None or time.monotonic() - started < budget:
-        applied, welcome = await apply.next_batch(batch, now=effects.clock(), dry_run=job.dry_run)
-        if welcome:
-            try:
-                await effects.dispatch(welcome)
-            except Exception:  # committed: the sweep runs them
-                log.exception("welcome effects dispatch failed", extra={"job_id": job.id})
-        if not applied:
+        if not await apply.dry_batch(batch, now=effects.clock()):
             await _finish(job, effects.clock())
             return True
         if progress is not None:
             progress(await MemberImport.get(id=job.id))
     return False
+
+
+async def _dispatch(effects: Effects, task_ids: list[int], job_id: int) -> None:
+    if not task_ids:
+        return
+    try:
+        await effects.dispatch(task_ids)
+    except Exception:  # committed: the sweep runs them
+        log.exception("welcome effects dispatch failed", extra={"job_id": job_id})
 
 
 async def _finish(job: MemberImport, now: datetime) -> None:
