@@ -23,6 +23,11 @@ committed: a member is created once. Within the batch, in order:
    coupons) is queued; by default an opening balance brings no welcome bonus;
 7. rows still pending are `unchanged`; the job's counts are recomputed.
 
+Steps 1–4 and 6 are a batch's first phase, under the lock; step 5 and 7 its second phase, a transaction of
+its own that needs no merchant lock (the account rows serialize postings), so it runs while the next
+batch's first phase does (`handlers.member_import.jobs.drive`). `member_import_row.phase` says how far a
+row got; a run that stopped between the phases is finished by the next.
+
 A dry run applies the batch the same way inside a transaction it rolls back, keeping only each row's
 outcome: what it reports is exactly what a real run would have done at that moment.
 """
@@ -242,16 +247,15 @@ _WELCOME_SOURCE = """
 SELECT r.member_id AS id FROM member_import_row r
  WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase AND r.status = 'created'
 """
-_FINISH_SQL = """
-UPDATE member_import_row r SET status = 'unchanged'
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase AND r.status = 'pending'
-"""
 _OUTCOMES_SQL = """
 SELECT r.row_no, r.status, r.field, r.reason, r.note FROM member_import_row r
  WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi ORDER BY r.row_no
 """
+# A row still pending when its batch ends (phase 2) is `unchanged`.
 _PHASE_SQL = """
-UPDATE member_import_row r SET phase = :to
+UPDATE member_import_row r
+   SET phase = :to,
+       status = CASE WHEN :to::smallint = 2 AND r.status = 'pending' THEN 'unchanged' ELSE r.status END
  WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
 """
 _WRITE_OUTCOMES_SQL = """
@@ -350,6 +354,7 @@ async def dry_batch(batch: Batch, *, now: datetime) -> int:
             await _members(batch, span, now=now, queue_welcome=False)
             await queries.fetch_rows(_PHASE_SQL, **span, to=1)
             await _ledgers(batch, {**span, "phase": 1}, now=now)
+            await queries.fetch_rows(_PHASE_SQL, **{**span, "phase": 1}, to=2)
             raise _DryRun(await queries.fetch_rows(_OUTCOMES_SQL, **span))
     except _DryRun as rolled_back:
         outcomes = rolled_back.outcomes
@@ -407,7 +412,6 @@ async def _ledgers(batch: Batch, span: Span, *, now: datetime) -> None:
         _STORED_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=STORED_NOTE
     )
     await queries.fetch_rows(_STORED_SQL, **span, **ledger, reason=STORED_REASON, now=now)
-    await queries.fetch_rows(_FINISH_SQL, **span)
 
 
 async def _create(span: Span, merchant: int, now: datetime) -> None:
