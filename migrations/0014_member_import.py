@@ -15,7 +15,7 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import UniqueConstraint
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0012_notices')]
+    dependencies = [('models', '0013_stores_staff_products')]
 
     initial = False
 
