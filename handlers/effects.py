@@ -72,17 +72,15 @@ HANDLERS: dict[str, Handler] = {
     purchase.AFTER_PURCHASE: purchase.after_purchase,
     wallet.AFTER_TOP_UP: wallet.after_top_up,
     tiers.TIER_UPGRADED: tier_upgraded,
+    member_import.IMPORT_TASK: member_import.run_task,
 }
-# All of today's effects shape what the member or cashier sees next (the welcome's bonus, the
-# receipt's tier), so they run in the request, right after commit; a failure is retried by `run_due`.
-INLINE = frozenset(HANDLERS)
+# The others shape what the member or cashier sees next (the welcome's bonus, the receipt's tier), so
+# they run in the request, right after commit; a failure is retried by `run_due`. An import runs for
+# minutes: its upload's response does not wait for it.
+INLINE = frozenset(HANDLERS) - {member_import.IMPORT_TASK}
 
 
 def build(dispatch: Dispatch = no_dispatch, services: NoticeServices | None = None) -> Effects:
     """The registry every process runs; `services` lets it send notices (without: they wait for a
     process that can, e.g. the CLI leaves them to the worker)."""
-    return Effects(
-        {**HANDLERS, NOTICE_SEND: sender(services), member_import.IMPORT_TASK: member_import.run_task},
-        inline=INLINE,
-        dispatch=dispatch,
-    )
+    return Effects({**HANDLERS, NOTICE_SEND: sender(services)}, inline=INLINE, dispatch=dispatch)
