@@ -14,13 +14,14 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from bot.settings import Settings
+from handlers.core import sheets
 from models.loyalty import AuditLog
 from models.member import Member
 from models.member_import import MemberImport
 from models.merchant import Merchant
 from tests.conftest import SECRET
 from tests.support.factories import make_merchant, staff_headers
-from tests.test_member_import import FILE, HEADER
+from tests.test_member_import import FILE, HEADER, XLSX_ROWS, xlsx
 from webhooks import forms
 
 BAD_ROWS = HEADER + "R1,13800000001,,,,,,,\nR2,12345,,,,,,,\nR3,13800000003,,,,钻石王者,,,\n"
@@ -144,6 +145,13 @@ async def test_refusals_name_the_field_and_change_nothing(client: TestClient, mo
     assert as_json.status == 400 and (await as_json.json())["error"]["field"] == "file"
     missing = await client.post(url, data=upload(FILE.encode(), dry_run="maybe"), headers=admin)
     assert (await missing.json())["error"]["field"] == "dry_run"
+    monkeypatch.setattr(sheets, "MAX_UNPACKED_BYTES", 1000)
+    bomb = await client.post(url, data=upload(xlsx(XLSX_ROWS), "members.xlsx"), headers=admin)
+    assert (await bomb.json())["error"] == {
+        "code": "validation_error",
+        "message": "XLSX 文件解压后过大，请拆分后导入，或用命令行导入",
+        "field": "file",
+    }
     monkeypatch.setattr(forms, "MAX_UPLOAD_BYTES", 100)
     too_big = await client.post(url, data=upload(FILE.encode()), headers=admin)
     assert too_big.status == 413 and (await too_big.json())["error"]["field"] == "file"

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from tortoise.transactions import in_transaction
 
-from handlers.core import audit_log, queries, tasks
+from handlers.core import audit_log, queries, sheets, tasks
 from handlers.core.errors import NotFound, ValidationError
 from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
@@ -125,12 +125,13 @@ async def stage(
     actor: str,
     now: datetime,
     claimed: bool = False,
+    max_unpacked: int | None = None,
 ) -> tuple[MemberImport, tasks.Queued]:
     """Validate and stage the file; the job and its task (`claimed`: created leased to the caller, who
     applies the batches itself). Raises ValidationError (field `file`) and stages nothing when the file
-    cannot be read."""
+    cannot be read (or is an XLSX unpacking to more than `max_unpacked` bytes)."""
     ctx = await _context(merchant, now)
-    table = await asyncio.to_thread(open_table, file)
+    table = await asyncio.to_thread(open_table, file, max_unpacked=max_unpacked)
     async with in_transaction() as conn:
         job = await MemberImport.create(
             merchant_id=merchant.id,
@@ -188,9 +189,17 @@ async def start(
     now: datetime,
     effects: Effects,
 ) -> MemberImport:
-    """Stage the file and hand its job to the task runner (the response does not wait for it)."""
+    """Stage an uploaded file and hand its job to the task runner (the response does not wait for it).
+    An XLSX upload may unpack to `sheets.MAX_UNPACKED_BYTES` at most, as for every upload."""
     job, queued = await stage(
-        merchant, file, filename=filename, dry_run=dry_run, welcome_gifts=welcome_gifts, actor=actor, now=now
+        merchant,
+        file,
+        filename=filename,
+        dry_run=dry_run,
+        welcome_gifts=welcome_gifts,
+        actor=actor,
+        now=now,
+        max_unpacked=sheets.MAX_UNPACKED_BYTES,
     )
     await effects.after_commit(queued)
     return job

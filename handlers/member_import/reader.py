@@ -58,17 +58,29 @@ class Table:
     rows: Iterator[tuple[int, dict[str, Cell]]] = field(repr=False)
 
 
-def open_table(file: IO[bytes]) -> Table:
+def open_table(file: IO[bytes], *, max_unpacked: int | None = None) -> Table:
     """Open an uploaded file (seekable, binary). Raises ValidationError (field `file`) when it cannot be read
-    as a table with a 手机号 or 会员号 column."""
+    as a table with a 手机号 or 会员号 column, or (`max_unpacked`) is an XLSX that unpacks to more bytes."""
     file.seek(0)
     magic = file.read(4)
     file.seek(0)
     if magic == _OLE:
         raise ValidationError("不支持旧版 .xls 文件，请在 Excel 中另存为 .xlsx 或 CSV 后再上传", field="file")
     if magic == _ZIP:
+        if max_unpacked is not None and _unpacked(file) > max_unpacked:
+            raise ValidationError("XLSX 文件解压后过大，请拆分后导入，或用命令行导入", field="file")
         return _xlsx(file)
     return _csv(file)
+
+
+def _unpacked(file: IO[bytes]) -> int:
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile as exc:
+        raise ValidationError("无法读取该 XLSX 文件，请确认文件未损坏", field="file") from exc
+    finally:
+        file.seek(0)
 
 
 def _header_key(raw: object) -> str:
