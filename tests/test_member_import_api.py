@@ -219,3 +219,17 @@ async def test_cli_imports_a_file_and_writes_the_report(
         settings, "members", "import", "--merchant", shop.slug, str(tmp_path / "none.csv")
     )
     assert code == 1 and "none.csv" in err
+
+
+async def test_an_imported_members_opening_balances_show_in_their_ledgers(client: TestClient) -> None:
+    shop = await make_merchant()
+    admin = await staff_headers(client, shop, "admin")
+    response = await client.post("/api/admin/members/import", data=upload(FILE.encode()), headers=admin)
+    await finished(client, (await response.json())["id"], admin)
+    zhang = await Member.get(merchant_id=shop.id, external_id="VIP001")
+    wallet = await client.get(f"/api/admin/members/{zhang.code}/wallet", headers=admin)
+    assert wallet.status == 200, await wallet.text()
+    body = await wallet.json()
+    assert [(t["kind"], t["kind_label"], t["principal_delta"]) for t in body["transactions"]] == [
+        ("opening", "期初储值", 12_850)
+    ]

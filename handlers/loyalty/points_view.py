@@ -28,6 +28,7 @@ KIND_LABELS: dict[PointsKind, str] = {
     PointsKind.EARN_PROMOTION: "活动奖励",
     PointsKind.EARN_TIER_GIFT: "升级礼包",
     PointsKind.GRANT: "赠送积分",
+    PointsKind.OPENING: "期初积分",
     PointsKind.SPEND_REDEMPTION: "积分兑换",
     PointsKind.SPEND_OFFSET: "积分抵现",
     PointsKind.SPEND_UPGRADE: "积分升级",

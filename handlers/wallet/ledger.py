@@ -47,6 +47,7 @@ KIND_LABELS = {
     WalletKind.WITHDRAW: "退还本金",
     WalletKind.ADJUST: "人工调整",
     WalletKind.MALL: "积分兑换",
+    WalletKind.OPENING: "期初储值",
 }
 
 
