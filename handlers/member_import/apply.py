@@ -42,6 +42,7 @@ from tortoise.transactions import in_transaction
 
 from handlers.core import queries
 from handlers.core.tasks import queue_for_all
+from handlers.member_import import statements as sql
 from handlers.members import lookup as members
 
 BATCH = 5_000
@@ -74,212 +75,6 @@ class _DryRun(Exception):
         self.outcomes = outcomes
 
 
-_LOCK_SQL = "SELECT pg_advisory_xact_lock(:lock_class, :merchant) IS NULL AS locked"
-_BOUNDS_SQL = """
-SELECT min(row_no) AS lo, max(row_no) AS hi
-  FROM (SELECT row_no FROM member_import_row
-         WHERE job_id = :job AND phase = :phase ORDER BY row_no LIMIT :size) b
-"""
-_EXPIRED_SQL = """
-UPDATE member_import_row r SET status = 'rejected', field = 'points_expire_on', reason = :reason
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-    AND r.status = 'pending' AND r.points > 0 AND r.points_expire_at <= :now
-"""
-_BY_EXTERNAL_ID_SQL = """
-UPDATE member_import_row r
-   SET member_id = m.id,
-       status = CASE WHEN m.anonymized_at IS NULL THEN r.status ELSE 'rejected' END,
-       field = CASE WHEN m.anonymized_at IS NULL THEN r.field ELSE 'external_id' END,
-       reason = CASE WHEN m.anonymized_at IS NULL THEN r.reason ELSE :erased END
-  FROM member m
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-   AND r.status = 'pending' AND r.external_id IS NOT NULL
-   AND m.merchant_id = :merchant AND m.external_id = r.external_id
-"""
-_BY_PHONE_SQL = """
-WITH hits AS MATERIALIZED (
-    SELECT r.id, h.n, h.member_id, r.external_id IS NULL AS by_phone
-      FROM member_import_row r
-     CROSS JOIN LATERAL (
-        SELECT count(*) AS n, min(m.id) AS member_id FROM member m
-         WHERE m.merchant_id = :merchant AND m.phone = r.phone AND m.anonymized_at IS NULL
-           AND (r.external_id IS NULL OR m.external_id IS NULL)) h
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-       AND r.status = 'pending' AND r.member_id IS NULL AND r.phone IS NOT NULL
-       AND (r.external_id IS NULL OR NOT r.phone_shared) AND h.n > 0)
-UPDATE member_import_row r
-   SET member_id = CASE WHEN h.n = 1 THEN h.member_id END,
-       status = CASE WHEN h.n > 1 AND h.by_phone THEN 'rejected' ELSE r.status END,
-       field = CASE WHEN h.n > 1 AND h.by_phone THEN 'phone' ELSE r.field END,
-       reason = CASE WHEN h.n > 1 AND h.by_phone THEN :ambiguous ELSE r.reason END
-  FROM hits h WHERE r.id = h.id
-"""
-_CREATE_SQL = """
-WITH todo AS MATERIALIZED (
-    SELECT r.* FROM member_import_row r
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-        AND r.status = 'pending' AND r.member_id IS NULL ORDER BY r.row_no),
-made AS (
-    INSERT INTO member (merchant_id, code, external_id, phone, name, gender, birthday, registered_at, source,
-                        subscribed, import_hash, profile_completed_at)
-    SELECT :merchant, t.new_code, t.external_id, t.phone, t.name, t.gender, t.birthday, :now::timestamptz,
-           'import', false, t.row_hash,
-           CASE WHEN t.phone IS NOT NULL AND t.birthday IS NOT NULL AND t.gender IS NOT NULL
-                THEN :now::timestamptz END
-      FROM todo t
-    ON CONFLICT DO NOTHING
-    RETURNING id, code),
-marked AS (
-    UPDATE member_import_row r SET member_id = made.id, status = 'created'
-      FROM made JOIN todo t ON t.new_code = made.code WHERE r.id = t.id
-    RETURNING r.row_no)
-SELECT (SELECT count(*) FROM todo) AS wanted, (SELECT count(*) FROM marked) AS made
-"""
-_UNCODED_SQL = """
-SELECT r.row_no FROM member_import_row r
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-   AND r.status = 'pending' AND r.member_id IS NULL
-"""
-_RECODE_SQL = """
-UPDATE member_import_row r SET new_code = v.code
-  FROM unnest(:rows::integer[], :codes::text[]) AS v(row_no, code)
- WHERE r.job_id = :job AND r.row_no = v.row_no
-"""
-_TIER_SQL = """
-WITH todo AS (
-    SELECT r.id, r.member_id, r.tier_code, COALESCE(t.tier_code, :base) AS old_code
-      FROM member_import_row r
-      JOIN member m ON m.id = r.member_id
-      LEFT JOIN member_tier t ON t.member_id = r.member_id
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase AND r.tier_code IS NOT NULL
-       -- the rows whose profile this import applies: new members, and members whose last imported
-       -- profile differs
-       AND (r.status = 'created' OR (r.status = 'pending' AND m.import_hash IS DISTINCT FROM r.row_hash))
-       AND r.tier_code <> COALESCE(t.tier_code, :base)),
-moved AS (
-    INSERT INTO member_tier (merchant_id, member_id, tier_code, since)
-    SELECT :merchant, member_id, tier_code, :now FROM todo
-    ON CONFLICT (member_id) DO UPDATE SET tier_code = EXCLUDED.tier_code, since = EXCLUDED.since
-    RETURNING member_id),
-logged AS (
-    INSERT INTO tier_change (merchant_id, member_id, from_code, to_code, reason, idempotency_key, created_at)
-    SELECT :merchant, member_id, old_code, tier_code, 'import', :tier_key::text || member_id::text, :now
-      FROM todo
-    ON CONFLICT DO NOTHING
-    RETURNING member_id)
-UPDATE member_import_row r SET status = 'updated'
-  FROM todo WHERE r.id = todo.id AND r.status = 'pending'
-"""
-_PROFILE_SQL = """
-WITH changed AS (
-    UPDATE member m
-       SET name = COALESCE(r.name, m.name), phone = COALESCE(r.phone, m.phone),
-           gender = COALESCE(r.gender, m.gender), birthday = COALESCE(r.birthday, m.birthday),
-           external_id = COALESCE(m.external_id, r.external_id), import_hash = r.row_hash,
-           profile_completed_at = COALESCE(m.profile_completed_at, CASE
-               WHEN COALESCE(r.phone, m.phone) IS NOT NULL AND COALESCE(r.birthday, m.birthday) IS NOT NULL
-                    AND COALESCE(r.gender, m.gender) IS NOT NULL THEN :now::timestamptz END)
-      FROM member_import_row r, member o
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-        AND r.status IN ('pending', 'updated') AND r.member_id = m.id AND o.id = m.id
-       AND m.import_hash IS DISTINCT FROM r.row_hash
-    RETURNING m.id, (o.name, o.phone, o.gender, o.birthday, o.external_id)
-                    IS DISTINCT FROM (m.name, m.phone, m.gender, m.birthday, m.external_id) AS differs)
-UPDATE member_import_row r SET status = 'updated'
-  FROM changed c WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-     AND r.member_id = c.id AND c.differs AND r.status = 'pending'
-"""
-_POINTS_NOTE_SQL = """
-UPDATE member_import_row r SET note = concat_ws('；', NULLIF(r.note, ''), format(:note, t.delta, r.points))
-  FROM points_transaction t
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-    AND r.status IN ('pending', 'updated') AND r.points > 0 AND t.merchant_id = :merchant
-   AND t.idempotency_key = :key::text || r.member_id::text AND t.delta <> r.points
-"""
-_POINTS_SQL = """
-WITH todo AS MATERIALIZED (
-    SELECT r.id, r.member_id, r.points, r.points_expire_at FROM member_import_row r
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-        AND r.status IN ('pending', 'created', 'updated') AND r.points > 0
-       AND NOT EXISTS (SELECT 1 FROM points_transaction t WHERE t.merchant_id = :merchant
-                          AND t.idempotency_key = :key::text || r.member_id::text)
-     ORDER BY r.member_id),
-posted AS (
-    SELECT todo.id, c.transaction_id FROM todo
-     CROSS JOIN LATERAL memberbot_points_account(:merchant, todo.member_id) a
-     CROSS JOIN LATERAL memberbot_points_credit(
-         a.id, todo.points, 'opening', :key::text || todo.member_id::text, :reference, :actor, :reason, :now,
-         todo.points_expire_at) c),
-marked AS (
-    UPDATE member_import_row r SET status = 'updated' FROM posted p WHERE r.id = p.id AND r.status = 'pending'
-    RETURNING r.id)
-SELECT (SELECT count(*) FROM posted) AS posted, (SELECT count(*) FROM marked) AS marked
-"""
-_STORED_NOTE_SQL = """
-UPDATE member_import_row r
-   SET note = concat_ws('；', NULLIF(r.note, ''), format(:note, t.principal_delta, r.stored_value_fen))
-  FROM wallet_transaction t
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-   AND r.status IN ('pending', 'updated')
-   AND r.stored_value_fen > 0 AND t.merchant_id = :merchant
-   AND t.idempotency_key = :key::text || r.member_id::text AND t.principal_delta <> r.stored_value_fen
-"""
-_STORED_SQL = """
-WITH todo AS MATERIALIZED (
-    SELECT r.id, r.member_id, r.stored_value_fen FROM member_import_row r
-     WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-        AND r.status IN ('pending', 'created', 'updated') AND r.stored_value_fen > 0
-       AND NOT EXISTS (SELECT 1 FROM wallet_transaction t WHERE t.merchant_id = :merchant
-                          AND t.idempotency_key = :key::text || r.member_id::text)
-     ORDER BY r.member_id),
-posted AS (
-    SELECT todo.id, w.id AS transaction_id FROM todo
-     CROSS JOIN LATERAL memberbot_wallet_account(:merchant, todo.member_id) a
-     CROSS JOIN LATERAL memberbot_wallet_post(a.id, 'opening', todo.stored_value_fen, 0,
-                                              :key::text || todo.member_id::text, :reference, :actor, :reason,
-                                              NULL, :now) w),
-marked AS (
-    UPDATE member_import_row r SET status = 'updated' FROM posted p WHERE r.id = p.id AND r.status = 'pending'
-    RETURNING r.id)
-SELECT (SELECT count(*) FROM posted) AS posted, (SELECT count(*) FROM marked) AS marked
-"""
-_WELCOME_SOURCE = """
-SELECT r.member_id AS id FROM member_import_row r
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase AND r.status = 'created'
-"""
-_OUTCOMES_SQL = """
-SELECT r.row_no, r.status, r.field, r.reason, r.note FROM member_import_row r
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi ORDER BY r.row_no
-"""
-# A row still pending when its batch ends (phase 2) is `unchanged`.
-_PHASE_SQL = """
-UPDATE member_import_row r
-   SET phase = :to,
-       status = CASE WHEN :to::smallint = 2 AND r.status = 'pending' THEN 'unchanged' ELSE r.status END
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-"""
-_WRITE_OUTCOMES_SQL = """
-UPDATE member_import_row r SET status = v.status, field = v.field, reason = v.reason, note = v.note,
-                               phase = 2,
-                               member_id = CASE WHEN v.status = 'created' THEN NULL ELSE r.member_id END
-  FROM unnest(:rows::integer[], :statuses::text[], :fields::text[], :reasons::text[], :notes::text[])
-       AS v(row_no, status, field, reason, note)
- WHERE r.job_id = :job AND r.row_no = v.row_no
-"""
-COUNTS_SQL = """
-UPDATE member_import j
-   SET processed_rows = c.processed, created = c.created, updated = c.updated, unchanged = c.unchanged,
-       rejected = c.rejected
-  FROM (SELECT count(*) FILTER (WHERE phase = 2) AS processed,
-               count(*) FILTER (WHERE status = 'created') AS created,
-               count(*) FILTER (WHERE status = 'updated') AS updated,
-               count(*) FILTER (WHERE status = 'unchanged') AS unchanged,
-               count(*) FILTER (WHERE status = 'rejected') AS rejected
-          FROM member_import_row WHERE job_id = :job) c
- WHERE j.id = :job
-"""
-
-
 # The tables a batch reads by key while it grows them. A bulk load outruns autovacuum's analyze (it
 # looks once a minute), and plans made from an empty table's statistics turn a per-row index lookup into a
 # scan per row: so each batch first analyzes those that changed by a fifth since their last analyze.
@@ -306,7 +101,7 @@ Span = dict[str, Any]
 
 
 async def _bounds(batch: Batch, phase: int, size: int) -> Span | None:
-    bounds = await queries.fetch_one(_BOUNDS_SQL, job=batch.job_id, phase=phase, size=size)
+    bounds = await queries.fetch_one(sql.BOUNDS_SQL, job=batch.job_id, phase=phase, size=size)
     if bounds["lo"] is None:
         return None
     return {"job": batch.job_id, "lo": bounds["lo"], "hi": bounds["hi"], "phase": phase}
@@ -318,12 +113,12 @@ async def members_batch(batch: Batch, *, now: datetime) -> tuple[Span, list[int]
     queued, to dispatch after commit; None when no row is left."""
     await refresh_statistics()
     async with in_transaction():
-        await queries.fetch_rows(_LOCK_SQL, lock_class=LOCK_CLASS, merchant=batch.merchant_id)
+        await queries.fetch_rows(sql.LOCK_SQL, lock_class=LOCK_CLASS, merchant=batch.merchant_id)
         span = await _bounds(batch, 0, BATCH)
         if span is None:
             return None
         welcome = await _members(batch, span, now=now, queue_welcome=True)
-        await queries.fetch_rows(_PHASE_SQL, **span, to=1)
+        await queries.fetch_rows(sql.PHASE_SQL, **span, to=1)
     return {**span, "phase": 1}, welcome
 
 
@@ -332,8 +127,8 @@ async def ledger_batch(batch: Batch, span: Span, *, now: datetime) -> int:
     merchant lock — account rows serialize postings — so it overlaps the next batch's phase 1."""
     async with in_transaction():
         await _ledgers(batch, span, now=now)
-        changed = await queries.fetch_rows(_PHASE_SQL + " RETURNING 1", **span, to=2)
-        await queries.fetch_rows(COUNTS_SQL, job=batch.job_id)
+        changed = await queries.fetch_rows(sql.PHASE_SQL + " RETURNING 1", **span, to=2)
+        await queries.fetch_rows(sql.COUNTS_SQL, job=batch.job_id)
     return len(changed)
 
 
@@ -347,20 +142,20 @@ async def dry_batch(batch: Batch, *, now: datetime) -> int:
     await refresh_statistics()
     try:
         async with in_transaction():
-            await queries.fetch_rows(_LOCK_SQL, lock_class=LOCK_CLASS, merchant=batch.merchant_id)
+            await queries.fetch_rows(sql.LOCK_SQL, lock_class=LOCK_CLASS, merchant=batch.merchant_id)
             span = await _bounds(batch, 0, BATCH)
             if span is None:
                 return 0
             await _members(batch, span, now=now, queue_welcome=False)
-            await queries.fetch_rows(_PHASE_SQL, **span, to=1)
+            await queries.fetch_rows(sql.PHASE_SQL, **span, to=1)
             await _ledgers(batch, {**span, "phase": 1}, now=now)
-            await queries.fetch_rows(_PHASE_SQL, **{**span, "phase": 1}, to=2)
-            raise _DryRun(await queries.fetch_rows(_OUTCOMES_SQL, **span))
+            await queries.fetch_rows(sql.PHASE_SQL, **{**span, "phase": 1}, to=2)
+            raise _DryRun(await queries.fetch_rows(sql.OUTCOMES_SQL, **span))
     except _DryRun as rolled_back:
         outcomes = rolled_back.outcomes
     async with in_transaction():
         await queries.fetch_rows(
-            _WRITE_OUTCOMES_SQL,
+            sql.WRITE_OUTCOMES_SQL,
             job=batch.job_id,
             rows=[o["row_no"] for o in outcomes],
             statuses=[o["status"] for o in outcomes],
@@ -368,29 +163,29 @@ async def dry_batch(batch: Batch, *, now: datetime) -> int:
             reasons=[o["reason"] for o in outcomes],
             notes=[o["note"] for o in outcomes],
         )
-        await queries.fetch_rows(COUNTS_SQL, job=batch.job_id)
+        await queries.fetch_rows(sql.COUNTS_SQL, job=batch.job_id)
     return len(outcomes)
 
 
 async def _members(batch: Batch, span: Span, *, now: datetime, queue_welcome: bool) -> list[int]:
     merchant = batch.merchant_id
-    await queries.fetch_rows(_EXPIRED_SQL, **span, reason=EXPIRED, now=now)
-    await queries.fetch_rows(_BY_EXTERNAL_ID_SQL, **span, merchant=merchant, erased=ERASED)
-    await queries.fetch_rows(_BY_PHONE_SQL, **span, merchant=merchant, ambiguous=AMBIGUOUS_PHONE)
+    await queries.fetch_rows(sql.EXPIRED_SQL, **span, reason=EXPIRED, now=now)
+    await queries.fetch_rows(sql.BY_EXTERNAL_ID_SQL, **span, merchant=merchant, erased=ERASED)
+    await queries.fetch_rows(sql.BY_PHONE_SQL, **span, merchant=merchant, ambiguous=AMBIGUOUS_PHONE)
     await _create(span, merchant, now)
     await queries.fetch_rows(
-        _TIER_SQL,
+        sql.TIER_SQL,
         **span,
         merchant=merchant,
         base=batch.base_tier,
         now=now,
         tier_key=f"import:{batch.job_id}:tier:",
     )
-    await queries.fetch_rows(_PROFILE_SQL, **span, now=now)
+    await queries.fetch_rows(sql.PROFILE_SQL, **span, now=now)
     if not queue_welcome or batch.welcome_kind is None:
         return []
     queued = await queue_for_all(
-        _WELCOME_SOURCE,
+        sql.WELCOME_SOURCE,
         batch.welcome_kind,
         key_prefix=members.REGISTERED_KEY_PREFIX,
         payload_key="member_id",
@@ -405,23 +200,23 @@ async def _ledgers(batch: Batch, span: Span, *, now: datetime) -> None:
     reference = f"import:{batch.job_id}"
     ledger = {"merchant": batch.merchant_id, "key": OPENING_KEY, "reference": reference, "actor": batch.actor}
     await queries.fetch_rows(
-        _POINTS_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=POINTS_NOTE
+        sql.POINTS_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=POINTS_NOTE
     )
-    await queries.fetch_rows(_POINTS_SQL, **span, **ledger, reason=POINTS_REASON, now=now)
+    await queries.fetch_rows(sql.POINTS_SQL, **span, **ledger, reason=POINTS_REASON, now=now)
     await queries.fetch_rows(
-        _STORED_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=STORED_NOTE
+        sql.STORED_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=STORED_NOTE
     )
-    await queries.fetch_rows(_STORED_SQL, **span, **ledger, reason=STORED_REASON, now=now)
+    await queries.fetch_rows(sql.STORED_SQL, **span, **ledger, reason=STORED_REASON, now=now)
 
 
 async def _create(span: Span, merchant: int, now: datetime) -> None:
     """New members for the rows that found none; a member code taken meanwhile is drawn again."""
     for _ in range(MAX_CODE_ROUNDS):
-        counts = await queries.fetch_one(_CREATE_SQL, **span, merchant=merchant, now=now)
+        counts = await queries.fetch_one(sql.CREATE_SQL, **span, merchant=merchant, now=now)
         if counts["wanted"] == counts["made"]:
             return
-        rows = [row["row_no"] for row in await queries.fetch_rows(_UNCODED_SQL, **span)]
+        rows = [row["row_no"] for row in await queries.fetch_rows(sql.UNCODED_SQL, **span)]
         await queries.fetch_rows(
-            _RECODE_SQL, job=span["job"], rows=rows, codes=[members.new_member_code() for _ in rows]
+            sql.RECODE_SQL, job=span["job"], rows=rows, codes=[members.new_member_code() for _ in rows]
         )
     raise RuntimeError("could not allocate unique member codes for an import batch")

@@ -29,7 +29,7 @@ from handlers.core import audit_log, queries, sheets, tasks
 from handlers.core.errors import NotFound, ValidationError
 from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
-from handlers.member_import import apply
+from handlers.member_import import apply, statements
 from handlers.member_import.reader import Table, open_table
 from handlers.member_import.rows import Context, Row, validate
 from handlers.members import lookup as members
@@ -156,7 +156,7 @@ async def stage(
         await queries.fetch_rows(_SHARED_SQL, job=job.id)
         await queries.fetch_rows(_DUPLICATES_SQL, job=job.id, reason=DUPLICATE)
         await MemberImport.filter(id=job.id).update(total_rows=total)
-        await queries.fetch_rows(apply.COUNTS_SQL, job=job.id)
+        await queries.fetch_rows(statements.COUNTS_SQL, job=job.id)
         await audit_log.record(
             merchant.id,
             actor,
@@ -281,7 +281,7 @@ async def _finish(job: MemberImport, now: datetime) -> None:
         )
         if not done:
             return
-        await queries.fetch_rows(apply.COUNTS_SQL, job=job.id)
+        await queries.fetch_rows(statements.COUNTS_SQL, job=job.id)
         await queries.fetch_rows(_FORGET_SQL, job=job.id)
         final = await MemberImport.get(id=job.id)
         await audit_log.record(
