@@ -34,6 +34,7 @@ outcome: what it reports is exactly what a real run would have done at that mome
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,13 +124,19 @@ async def members_batch(batch: Batch, *, now: datetime) -> tuple[Span, list[int]
 
 
 async def ledger_batch(batch: Batch, span: Span, *, now: datetime) -> int:
-    """Phase 2 of a batch: the opening balances posted, each row's outcome final (rows 1 → 2). Needs no
-    merchant lock — account rows serialize postings — so it overlaps the next batch's phase 1."""
+    """Phase 2 of a batch: the opening points and stored value posted — two transactions side by side,
+    the two ledgers share no row — then each row's outcome made final (rows 1 → 2). Needs no merchant
+    lock (account rows serialize postings), so it overlaps the next batch's phase 1."""
+
+    async def post(statement: str, reason: str) -> None:
+        async with in_transaction():
+            await queries.fetch_rows(statement, **span, **_ledger(batch), reason=reason, now=now)
+
+    await asyncio.gather(post(sql.POINTS_SQL, POINTS_REASON), post(sql.STORED_SQL, STORED_REASON))
     async with in_transaction():
-        await _ledgers(batch, span, now=now)
-        changed = await queries.fetch_rows(sql.PHASE_SQL + " RETURNING 1", **span, to=2)
+        changed = await _finish(batch, span)
         await queries.fetch_rows(sql.COUNTS_SQL, job=batch.job_id)
-    return len(changed)
+    return changed
 
 
 async def unfinished(batch: Batch) -> Span | None:
@@ -148,8 +155,10 @@ async def dry_batch(batch: Batch, *, now: datetime) -> int:
                 return 0
             await _members(batch, span, now=now, queue_welcome=False)
             await queries.fetch_rows(sql.PHASE_SQL, **span, to=1)
-            await _ledgers(batch, {**span, "phase": 1}, now=now)
-            await queries.fetch_rows(sql.PHASE_SQL, **{**span, "phase": 1}, to=2)
+            posting = {**span, "phase": 1, **_ledger(batch), "now": now}
+            await queries.fetch_rows(sql.POINTS_SQL, **posting, reason=POINTS_REASON)
+            await queries.fetch_rows(sql.STORED_SQL, **posting, reason=STORED_REASON)
+            await _finish(batch, {**span, "phase": 1})
             raise _DryRun(await queries.fetch_rows(sql.OUTCOMES_SQL, **span))
     except _DryRun as rolled_back:
         outcomes = rolled_back.outcomes
@@ -196,17 +205,28 @@ async def _members(batch: Batch, span: Span, *, now: datetime, queue_welcome: bo
     return [task_id for task_id, _ in queued]
 
 
-async def _ledgers(batch: Batch, span: Span, *, now: datetime) -> None:
-    reference = f"import:{batch.job_id}"
-    ledger = {"merchant": batch.merchant_id, "key": OPENING_KEY, "reference": reference, "actor": batch.actor}
-    await queries.fetch_rows(
-        sql.POINTS_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=POINTS_NOTE
+def _ledger(batch: Batch) -> dict[str, Any]:
+    return {
+        "merchant": batch.merchant_id,
+        "key": OPENING_KEY,
+        "reference": f"import:{batch.job_id}",
+        "actor": batch.actor,
+    }
+
+
+async def _finish(batch: Batch, span: Span) -> int:
+    rows = await queries.fetch_rows(
+        sql.FINISH_SQL,
+        job=span["job"],
+        lo=span["lo"],
+        hi=span["hi"],
+        merchant=batch.merchant_id,
+        key=OPENING_KEY,
+        reference=f"import:{batch.job_id}",
+        points_note=POINTS_NOTE,
+        stored_note=STORED_NOTE,
     )
-    await queries.fetch_rows(sql.POINTS_SQL, **span, **ledger, reason=POINTS_REASON, now=now)
-    await queries.fetch_rows(
-        sql.STORED_NOTE_SQL, **span, merchant=batch.merchant_id, key=OPENING_KEY, note=STORED_NOTE
-    )
-    await queries.fetch_rows(sql.STORED_SQL, **span, **ledger, reason=STORED_REASON, now=now)
+    return len(rows)
 
 
 async def _create(span: Span, merchant: int, now: datetime) -> None:

@@ -119,13 +119,6 @@ UPDATE member_import_row r SET status = 'updated'
   FROM changed c WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
      AND r.member_id = c.id AND c.differs AND r.status = 'pending'
 """
-POINTS_NOTE_SQL = """
-UPDATE member_import_row r SET note = concat_ws('；', NULLIF(r.note, ''), format(:note, t.delta, r.points))
-  FROM points_transaction t
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-    AND r.status IN ('pending', 'updated') AND r.points > 0 AND t.merchant_id = :merchant
-   AND t.idempotency_key = :key::text || r.member_id::text AND t.delta <> r.points
-"""
 POINTS_SQL = """
 WITH todo AS MATERIALIZED (
     SELECT r.id, r.member_id, r.points, r.points_expire_at FROM member_import_row r
@@ -139,20 +132,8 @@ posted AS (
      CROSS JOIN LATERAL memberbot_points_account(:merchant, todo.member_id) a
      CROSS JOIN LATERAL memberbot_points_credit(
          a.id, todo.points, 'opening', :key::text || todo.member_id::text, :reference, :actor, :reason, :now,
-         todo.points_expire_at) c),
-marked AS (
-    UPDATE member_import_row r SET status = 'updated' FROM posted p WHERE r.id = p.id AND r.status = 'pending'
-    RETURNING r.id)
-SELECT (SELECT count(*) FROM posted) AS posted, (SELECT count(*) FROM marked) AS marked
-"""
-STORED_NOTE_SQL = """
-UPDATE member_import_row r
-   SET note = concat_ws('；', NULLIF(r.note, ''), format(:note, t.principal_delta, r.stored_value_fen))
-  FROM wallet_transaction t
- WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
-   AND r.status IN ('pending', 'updated')
-   AND r.stored_value_fen > 0 AND t.merchant_id = :merchant
-   AND t.idempotency_key = :key::text || r.member_id::text AND t.principal_delta <> r.stored_value_fen
+         todo.points_expire_at) c)
+SELECT count(*) AS posted FROM posted
 """
 STORED_SQL = """
 WITH todo AS MATERIALIZED (
@@ -167,11 +148,8 @@ posted AS (
      CROSS JOIN LATERAL memberbot_wallet_account(:merchant, todo.member_id) a
      CROSS JOIN LATERAL memberbot_wallet_post(a.id, 'opening', todo.stored_value_fen, 0,
                                               :key::text || todo.member_id::text, :reference, :actor, :reason,
-                                              NULL, :now) w),
-marked AS (
-    UPDATE member_import_row r SET status = 'updated' FROM posted p WHERE r.id = p.id AND r.status = 'pending'
-    RETURNING r.id)
-SELECT (SELECT count(*) FROM posted) AS posted, (SELECT count(*) FROM marked) AS marked
+                                              NULL, :now) w)
+SELECT count(*) AS posted FROM posted
 """
 WELCOME_SOURCE = """
 SELECT r.member_id AS id FROM member_import_row r
@@ -181,12 +159,31 @@ OUTCOMES_SQL = """
 SELECT r.row_no, r.status, r.field, r.reason, r.note FROM member_import_row r
  WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi ORDER BY r.row_no
 """
-# A row still pending when its batch ends (phase 2) is `unchanged`.
 PHASE_SQL = """
-UPDATE member_import_row r
-   SET phase = :to,
-       status = CASE WHEN :to::smallint = 2 AND r.status = 'pending' THEN 'unchanged' ELSE r.status END
+UPDATE member_import_row r SET phase = :to
  WHERE r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = :phase
+"""
+# The end of a batch (phase 1 → 2), from what the ledgers hold under each member's opening key: a row
+# whose balance this job posted is `updated`, one still pending `unchanged`; an opening balance posted
+# before with another amount is noted.
+FINISH_SQL = """
+UPDATE member_import_row r
+   SET phase = 2,
+       status = CASE WHEN r.status <> 'pending' THEN r.status
+                     WHEN p.reference = :reference OR w.reference = :reference THEN 'updated'
+                     ELSE 'unchanged' END,
+       note = CASE WHEN r.status = 'rejected' THEN r.note ELSE concat_ws('；', NULLIF(r.note, ''),
+                  CASE WHEN r.points > 0 AND p.delta <> r.points
+                       THEN format(:points_note, p.delta, r.points) END,
+                  CASE WHEN r.stored_value_fen > 0 AND w.principal_delta <> r.stored_value_fen
+                       THEN format(:stored_note, w.principal_delta, r.stored_value_fen) END) END
+  FROM member_import_row s
+  LEFT JOIN points_transaction p
+         ON p.merchant_id = :merchant AND p.idempotency_key = :key::text || s.member_id::text
+  LEFT JOIN wallet_transaction w
+         ON w.merchant_id = :merchant AND w.idempotency_key = :key::text || s.member_id::text
+ WHERE s.id = r.id AND r.job_id = :job AND r.row_no BETWEEN :lo AND :hi AND r.phase = 1
+RETURNING r.row_no
 """
 WRITE_OUTCOMES_SQL = """
 UPDATE member_import_row r SET status = v.status, field = v.field, reason = v.reason, note = v.note,
