@@ -26,8 +26,8 @@ committed: a member is created once. Within the batch, in order:
 Steps 1–4 and 6 are a batch's first phase, under the lock; steps 5 and 7 its second phase, which needs no
 merchant lock (the account rows serialize postings): the points and the stored value post in two
 transactions side by side, then one statement reads each row's outcome back from the ledgers. It runs
-while the next batch's first phase does (`handlers.member_import.jobs.drive`). `member_import_row.phase` says how far a
-row got; a run that stopped between the phases is finished by the next.
+while the next batch's first phase does (`handlers.member_import.jobs.drive`). `member_import_row.phase`
+says how far a row got; a run that stopped between the phases is finished by the next.
 
 A dry run applies the batch the same way inside a transaction it rolls back, keeping only each row's
 outcome: what it reports is exactly what a real run would have done at that moment.
