@@ -15,7 +15,7 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import UniqueConstraint
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0013_stores_staff_products')]
+    dependencies = [('models', '0014_invite_codes')]
 
     initial = False
 
