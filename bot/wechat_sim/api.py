@@ -18,6 +18,7 @@ from typing import Any
 import qrcode
 from aiohttp import web
 
+from bot.wechat_sim.menu import MENU_ROUTES
 from bot.wechat_sim.state import CLIENT_MSG_ID_SECONDS, SimError, SimInjected, SimState
 
 Body = dict[str, Any]
@@ -328,5 +329,5 @@ def _make_handler(endpoint: str, handler: Endpoint, takes_token: bool) -> Callab
 
 
 def add_api_routes(app: web.Application) -> None:
-    for endpoint, (method, handler, takes_token) in ROUTES.items():
+    for endpoint, (method, handler, takes_token) in {**ROUTES, **MENU_ROUTES}.items():
         app.router.add_route(method, f"/{endpoint}", _make_handler(endpoint, handler, takes_token))

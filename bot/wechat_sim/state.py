@@ -106,6 +106,7 @@ class SimState:
     grants: dict[tuple[str, str, str], int] = field(default_factory=dict)
     codes: dict[str, SimCode] = field(default_factory=dict)
     sent_msgids: dict[tuple[str, str, str], tuple[int, float]] = field(default_factory=dict)
+    menus: dict[str, dict[str, Any]] = field(default_factory=dict)  # appid → the menu (menu.py)
     qrcodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     media: dict[str, SimMedia] = field(default_factory=dict)
     permanent_qr_limit: int = PERMANENT_QR_LIMIT

@@ -29,6 +29,7 @@ from handlers.core.chat import Article
 from handlers.wechat.errors import (
     DuplicateClientMsgId,
     InvalidAccessToken,
+    NoMenu,
     WeChatNotConfigured,
     WeChatRequestInvalid,
     WeChatUnavailable,
@@ -405,6 +406,25 @@ class WeChatClient:
         if self.api_base == WECHAT_API_ROOT:
             return SHOWQRCODE_URL + quote(ticket, safe="")
         return f"{self.api_base}/cgi-bin/showqrcode?ticket={quote(ticket, safe='')}"
+
+    async def create_menu(self, app: AppCredentials, menu: Mapping[str, Any]) -> None:
+        """Replace the account's custom menu (`menu/create`; validate it with `handlers.rules.menu`
+        first). WeChat's refusals raise `InvalidMenu` naming what it disliked."""
+        if not isinstance(menu.get("button"), list) or not menu["button"]:
+            raise WeChatRequestInvalid("button 须为非空的按钮数组", field="button")
+        await self._call_json(app, "/cgi-bin/menu/create", menu)
+
+    async def get_menu(self, app: AppCredentials) -> dict[str, Any] | None:
+        """The account's custom menu as WeChat has it (`menu/get`: `{"button": [...]}`, leaves with
+        an empty `sub_button`), or None when it has none (46003)."""
+        try:
+            _, payload = await self._call(app, "/cgi-bin/menu/get", None)  # decodes the errcode too
+        except NoMenu:
+            return None
+        menu = self._decode("/cgi-bin/menu/get", payload).get("menu")
+        if not isinstance(menu, dict):
+            raise WeChatUnavailable(-1, "menu/get answered without a menu")
+        return menu
 
     # -- mini-program --------------------------------------------------------------------------------------
 

@@ -140,6 +140,46 @@ class QrCodeLimitReached(WeChatError):
     user_message = "公众号永久二维码数量已达上限"
 
 
+# WeChat's menu refusals (400xx), as what the merchant should change.
+MENU_REFUSALS: dict[int, str] = {
+    40015: "微信拒绝了菜单：菜单类型不正确",
+    40016: "微信拒绝了菜单：按钮个数不符合要求（一级 1–3 个，子菜单 1–5 个）",
+    40017: "微信拒绝了菜单：按钮类型不正确",
+    40018: "微信拒绝了菜单：按钮名称过长",
+    40019: "微信拒绝了菜单：按钮 key 过长",
+    40020: "微信拒绝了菜单：按钮网址过长",
+    40022: "微信拒绝了菜单：子菜单级数不正确",
+    40023: "微信拒绝了菜单：子菜单按钮个数不符合要求",
+    40024: "微信拒绝了菜单：子菜单按钮类型不正确",
+    40025: "微信拒绝了菜单：子菜单按钮名称过长",
+    40026: "微信拒绝了菜单：子菜单按钮 key 过长",
+    40027: "微信拒绝了菜单：子菜单按钮网址过长",
+    40054: "微信拒绝了菜单：子菜单按钮网址无效（须为完整网址，域名须为公众号可用的域名）",
+    40055: "微信拒绝了菜单：按钮网址无效（须为完整网址，域名须为公众号可用的域名）",
+}
+
+
+class InvalidMenu(WeChatError):
+    """WeChat refused a menu definition (its 400xx menu codes): the merchant's input, so HTTP 400."""
+
+    code = ErrorCode.VALIDATION
+    errcodes = tuple(MENU_REFUSALS)
+    user_message = "微信拒绝了菜单定义"
+
+    def __init__(self, errcode: int, errmsg: str = "") -> None:
+        super().__init__(errcode, errmsg)
+        self.message = MENU_REFUSALS.get(errcode, self.user_message)
+        self.args = (self.message,)
+        self.field = "button"
+
+
+class NoMenu(WeChatError):
+    """The Official Account has no custom menu (46003, from `menu/get`)."""
+
+    errcodes = (46003,)
+    user_message = "公众号尚未设置自定义菜单"
+
+
 class WeChatNotConfigured(DomainError):
     """The merchant has no appid/secret for the account the call needs."""
 
@@ -167,6 +207,8 @@ _REGISTRY: dict[int, type[WeChatError]] = {
         DuplicateClientMsgId,
         InvalidArgument,
         QrCodeLimitReached,
+        InvalidMenu,
+        NoMenu,
     )
     for errcode in cls.errcodes
 }
