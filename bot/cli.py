@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import pydantic
 from tortoise import Tortoise
@@ -20,8 +22,11 @@ from tortoise import Tortoise
 from bot import logs
 from bot.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
 from bot.settings import EMBEDDED_DATA_DIR, EMBEDDED_DATABASE, Settings
-from handlers.core.errors import DomainError
+from handlers.core.errors import DomainError, ErrorCode
 from models import tortoise_config
+
+if TYPE_CHECKING:
+    from handlers.wechat.client import WeChatClient
 
 
 def load_settings() -> Settings:
@@ -345,6 +350,94 @@ def cmd_members(args: argparse.Namespace) -> int:
         return 1
 
 
+@contextlib.asynccontextmanager
+async def _wechat(settings: Settings) -> AsyncIterator[WeChatClient]:
+    """A WeChat client for one command (its token cache in REDIS_URL, shared with the server's)."""
+    import aiohttp
+
+    from bot.app import connect_redis
+    from handlers.wechat.client import WeChatClient
+
+    redis = connect_redis(settings.redis_url)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10, connect=3)) as session:
+            yield WeChatClient(session, redis, settings.wechat_api_url())
+    finally:
+        await redis.aclose()
+
+
+def _read_menu(path: str, click_keys: frozenset[str]) -> Any:
+    """The menu definition in `path`, checked; None after printing the one line that says why not."""
+    from handlers import menu
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        menu.checked(raw, click_keys)
+    except OSError as exc:
+        print(f"memberbot: cannot read {path}: {exc.strerror}", file=sys.stderr)
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        print(f"memberbot: {path} is not JSON: {exc}", file=sys.stderr)
+    except DomainError as exc:
+        print(f"memberbot: {path}: {exc.message}", file=sys.stderr)
+    else:
+        return raw
+    return None
+
+
+def cmd_menu(args: argparse.Namespace) -> int:
+    from bot.dialog.intents import build_router
+    from handlers import menu
+    from handlers.staff import merchants
+    from handlers.wechat.client import oa_credentials
+
+    settings = load_settings()
+    click_keys = build_router().menu_keys()
+    raw = None
+    if args.action == "push" and args.file:
+        raw = _read_menu(args.file, click_keys)
+        if raw is None:
+            return 2
+
+    async def push() -> int:
+        merchant = await merchants.get_merchant(args.merchant)
+        async with _wechat(settings) as wechat:
+            try:
+                pushed = await menu.push_menu(
+                    merchant, wechat, raw, click_keys=click_keys, actor="cli", now=datetime.now(UTC)
+                )
+            except DomainError as exc:
+                if exc.code != ErrorCode.VALIDATION:
+                    raise
+                print(f"memberbot: {exc.message}", file=sys.stderr)  # WeChat refused the menu
+                return 2
+        what = "the default menu" if pushed.is_default else args.file
+        print(f"pushed {what} to the Official Account of {merchant.slug} at {pushed.pushed_at.isoformat()}")
+        print(json.dumps(pushed.definition, ensure_ascii=False, indent=2))
+        return 0
+
+    async def show() -> int:
+        merchant = await merchants.get_merchant(args.merchant)
+        if args.live:
+            async with _wechat(settings) as wechat:
+                live = await wechat.get_menu(oa_credentials(merchant))
+            if live is None:
+                print(f"{merchant.slug}: WeChat has no custom menu for this Official Account")
+            else:
+                print(f"{merchant.slug}: WeChat's current menu")
+                print(json.dumps(live, ensure_ascii=False, indent=2))
+            return 0
+        pushed = await menu.last_pushed(merchant)
+        if pushed is None:
+            print(f"{merchant.slug}: no menu pushed yet (memberbot menu push --merchant {merchant.slug})")
+            return 0
+        default = " (the default menu)" if pushed.is_default else ""
+        print(f"{merchant.slug}: pushed at {pushed.pushed_at.isoformat()} by {pushed.pushed_by}{default}")
+        print(json.dumps(pushed.definition, ensure_ascii=False, indent=2))
+        return 0
+
+    return _run(settings, push if args.action == "push" else show)
+
+
 def cmd_wechat_sim(args: argparse.Namespace) -> int:
     from bot.wechat_sim import run_simulator
 
@@ -429,6 +522,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mimport.add_argument("--report", default=None, help="write the report (CSV) to this path")
     mem.set_defaults(func=cmd_members)
+
+    menu = sub.add_parser("menu", help="the Official Account menu")
+    menusub = menu.add_subparsers(dest="action", required=True)
+    mpush = menusub.add_parser(
+        "push", help="check a menu against WeChat's limits and the bot's keys, then set it (menu/create)"
+    )
+    mpush.add_argument("--merchant", required=True, help="merchant slug")
+    mpush.add_argument("--file", default=None, help='JSON {"button": [...]} (default: the built-in menu)')
+    mshow = menusub.add_parser("show", help="the menu last pushed, when and by whom")
+    mshow.add_argument("--merchant", required=True, help="merchant slug")
+    mshow.add_argument("--live", action="store_true", help="ask WeChat for its current menu instead")
+    menu.set_defaults(func=cmd_menu)
 
     sim = sub.add_parser(
         "wechat-sim",

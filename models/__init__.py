@@ -24,6 +24,7 @@ MODEL_MODULES = [
     "models.product",
     "models.invite",
     "models.member_import",
+    "models.menu",
 ]
 
 

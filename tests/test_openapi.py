@@ -34,6 +34,7 @@ from tests.support.wechat_sim import WeChatSim
 from webhooks.appkeys import REDIS, RENDERER
 
 MP_APPID, MP_SECRET = "wxmpfuzz00000001", "mp-fuzz-secret"
+OA_APPID, OA_SECRET = "wxoafuzz00000001", "oa-fuzz-secret"  # the menu push reaches the simulator
 EXAMPLES = 25
 CHECKS = [
     not_a_server_error,
@@ -159,11 +160,19 @@ async def test_api_conforms_to_its_document(
     aiohttp_server: Any, make_app: Any, wechat_sim: WeChatSim, tmp_path: Path
 ) -> None:
     wechat_sim.add_app(MP_APPID, MP_SECRET)
+    wechat_sim.add_app(OA_APPID, OA_SECRET)
     app = make_app(wechat_api_base=wechat_sim.url)
     app[RENDERER] = Renderer(reply_templates(tmp_path / "templates"))
     server = await aiohttp_server(app)
     merchant = await create_merchant(
-        MerchantInput(slug="demo", name="演示商户", mp_appid=MP_APPID, mp_secret=MP_SECRET)
+        MerchantInput(
+            slug="demo",
+            name="演示商户",
+            mp_appid=MP_APPID,
+            mp_secret=MP_SECRET,
+            oa_appid=OA_APPID,
+            oa_secret=OA_SECRET,
+        )
     )
     admin = await create_staff(
         merchant, store_code="main", username="admin", role="admin", password="admin-password-1"

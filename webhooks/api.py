@@ -165,6 +165,7 @@ class Endpoint:
     alternatives: Mapping[int, type[BaseModel]] = field(default_factory=dict)
     media: str | None = None  # the content type of a non-JSON success body (e.g. image/png)
     form: type[BaseModel] | None = None  # a multipart/form-data body (file uploads) instead of JSON
+    body_required: bool = True  # False: an empty request body reads as `{}`
 
     def error_statuses(self) -> tuple[int, ...]:
         """Declared error statuses plus those the adapter itself can answer."""
@@ -203,6 +204,7 @@ class Routes:
         alternatives: Mapping[int, type[BaseModel]] | None = None,
         media: str | None = None,
         form: type[BaseModel] | None = None,
+        body_required: bool = True,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             endpoint = Endpoint(
@@ -221,6 +223,7 @@ class Routes:
                 alternatives=dict(alternatives or {}),
                 media=media,
                 form=form,
+                body_required=body_required,
             )
             _check(endpoint)
             self.endpoints.append(endpoint)
@@ -284,7 +287,7 @@ def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
             principal = await endpoint.auth.resolve(request, path) if endpoint.auth is not None else None
             if endpoint.form is not None:
                 return await _with_form(endpoint, request, path, principal)
-            body = await parse_body(request, endpoint.body) if endpoint.body is not None else None
+            body = await _body(endpoint, request)
             result = await endpoint.handler(Call(request, body, path, principal))
         except ApiError as exc:
             return exc.response()
@@ -306,6 +309,14 @@ async def _with_form(
         for value in dict(form).values():
             if isinstance(value, Upload):
                 value.close()
+
+
+async def _body(endpoint: Endpoint, request: web.Request) -> Any:
+    if endpoint.body is None:
+        return None
+    if not endpoint.body_required and not (await request.read()).strip():
+        return endpoint.body.model_validate({})
+    return await parse_body(request, endpoint.body)
 
 
 def _path(endpoint: Endpoint, request: web.Request) -> Any:

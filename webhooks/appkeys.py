@@ -19,7 +19,11 @@ if TYPE_CHECKING:
 
 
 class ChatDispatcher(Protocol):
-    """The chat bot: turns one incoming Official Account message into at most one reply."""
+    """The chat bot: turns one incoming Official Account message into at most one reply. `menu_keys`:
+    the CLICK keys it answers (a pushed menu's `click` buttons must use them)."""
+
+    @property
+    def menu_keys(self) -> frozenset[str]: ...
 
     async def dispatch(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None: ...
 

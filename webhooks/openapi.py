@@ -158,7 +158,8 @@ def _operation(
             for name in endpoint.path_params()
         ]
     if endpoint.body is not None:
-        operation["requestBody"] = {"required": True, "content": _json(refs[(endpoint.body, "validation")])}
+        content = _json(refs[(endpoint.body, "validation")])
+        operation["requestBody"] = {"required": endpoint.body_required, "content": content}
     if endpoint.form is not None:
         schema = refs[(endpoint.form, "validation")]
         operation["requestBody"] = {"required": True, "content": _json(schema, "multipart/form-data")}

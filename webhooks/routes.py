@@ -8,6 +8,7 @@ from webhooks import (
     admin,
     admin_loyalty,
     admin_mall,
+    admin_menu,
     admin_products,
     admin_staff,
     admin_stores,
@@ -52,6 +53,7 @@ def setup_routes(app: web.Application) -> None:
         admin_products.routes,
         invites.routes,
         member_import.routes,
+        admin_menu.routes,
     )
     callback.setup(app)
     pages.setup(app)

@@ -52,6 +52,10 @@ class Dispatcher:
             background=background,
         )
 
+    @property
+    def menu_keys(self) -> frozenset[str]:
+        return self.router.menu_keys()
+
     async def dispatch(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None:
         if message.kind == "event":
             return await self._event(merchant, message)

@@ -93,6 +93,10 @@ class Router:
     def by_keyword(self, text: str) -> Intent | None:
         return self._keywords.get(keyword_form(text))
 
+    def menu_keys(self) -> frozenset[str]:
+        """Every CLICK key an intent answers (what a pushed menu's `click` buttons may use)."""
+        return frozenset(self._menu_keys)
+
     def by_menu_key(self, key: str) -> Intent | None:
         return self._menu_keys.get(key.strip())
 
