@@ -54,6 +54,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    ready_path: str = "/healthz"  # answers 200 once the server is up
 
     @property
     def url(self) -> str:
@@ -74,7 +75,7 @@ class Server:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"{self.name} exited with {self.process.returncode}{self._log_hint()}")
                 try:
-                    async with session.get(f"{self.url}/healthz") as response:
+                    async with session.get(f"{self.url}{self.ready_path}") as response:
                         if response.status == 200:
                             return
                 except (aiohttp.ClientError, TimeoutError):
