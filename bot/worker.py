@@ -13,6 +13,8 @@ the tasks arq spawns for jobs see it. `run_job` is the on-demand entry:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -35,12 +37,14 @@ from handlers.notices.delivery import NoticeServices
 from handlers.wechat.client import WeChatClient
 from models import tortoise_config
 
+log = logging.getLogger(__name__)
 EMBEDDED_REDIS_REFUSAL = (
     "REDIS_URL=memory:// is the single-process mode: `memberbot serve` runs the jobs itself "
     "(embedded scheduler). A worker needs real Redis (redis://…)"
 )
 JOB_TIMEOUT_SECONDS = 3600
 TASK_TIMEOUT_SECONDS = 90  # under the task lease (handlers.core.tasks.LEASE): no two runs overlap
+TASK_BATCH = 10  # tasks per `run_tasks` job (they run one after another, each within its timeout)
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -84,14 +88,28 @@ async def run_job(ctx: dict[str, Any], job: str, now: str | None = None) -> jobs
 
 
 def arq_dispatch(pool: ArqRedis) -> Dispatch:
-    """How a queued effect reaches a worker promptly: one arq job per task (`_job_id` dedupes a second
-    enqueue while the job or its result lives; the task's own claim is the lasting guarantee)."""
+    """How queued effects reach a worker promptly: one arq job per task, or per batch of up to
+    TASK_BATCH tasks dispatched together (`_job_id` dedupes a second enqueue while the job or its result
+    lives; each task's own claim is the lasting guarantee, whichever job carries it)."""
 
     async def dispatch(task_ids: Sequence[int]) -> None:
-        for task_id in task_ids:
-            await pool.enqueue_job("run_task", task_id, _job_id=task_job_id(task_id, 0))
+        await enqueue_tasks(pool, [(task_id, task_job_id(task_id, 0)) for task_id in task_ids])
 
     return dispatch
+
+
+async def enqueue_tasks(pool: ArqRedis, tasks: Sequence[tuple[int, str]]) -> None:
+    """(task id, its job id) as `run_task` jobs, or `run_tasks` jobs of up to TASK_BATCH (named by
+    their tasks' job ids): an arq job costs the worker about seven Redis round trips, so a batch shares
+    them."""
+    for start in range(0, len(tasks), TASK_BATCH):
+        batch = tasks[start : start + TASK_BATCH]
+        if len(batch) == 1:
+            task_id, job_id = batch[0]
+            await pool.enqueue_job("run_task", task_id, _job_id=job_id)
+        else:
+            job_id = "tasks:" + ",".join(job.removeprefix("task:") for _, job in batch)
+            await pool.enqueue_job("run_tasks", [task_id for task_id, _ in batch], _job_id=job_id)
 
 
 def task_job_id(task_id: int, attempts: int, due_at: datetime | None = None) -> str:
@@ -108,12 +126,24 @@ async def run_task(ctx: dict[str, Any], task_id: int) -> None:
     await ctx["effects"].run(task_id)
 
 
+async def run_tasks(ctx: dict[str, Any], task_ids: list[int]) -> None:
+    """A batch of durable effects, one after another, each claimed as `run_task` claims it and held to
+    `run_task`'s timeout (so none outlives its lease); one that times out or fails does not stop the
+    others."""
+    for task_id in task_ids:
+        try:
+            await asyncio.wait_for(ctx["effects"].run(task_id), TASK_TIMEOUT_SECONDS)
+        except Exception:  # a timeout, or the database gone: the task is due again when its lease lapses
+            log.exception("task not run to its end", extra={"task_id": task_id})
+
+
 async def sweep_effects(ctx: dict[str, Any]) -> jobs.Counts:
     """The worker's `effects_sweep`: every due task (a retry after its backoff, the end of a deferral,
     or one whose process died) becomes an arq job, so all worker processes share them."""
     due = await ctx["effects"].due(datetime.now(UTC))
-    for task_id, attempts, due_at in due:
-        await ctx["redis"].enqueue_job("run_task", task_id, _job_id=task_job_id(task_id, attempts, due_at))
+    await enqueue_tasks(
+        ctx["redis"], [(task_id, task_job_id(task_id, attempts, due_at)) for task_id, attempts, due_at in due]
+    )
     return {"enqueued": len(due)}
 
 
@@ -151,6 +181,7 @@ class WorkerSettings:
     functions: Sequence[WorkerCoroutine | Function] = (
         func(run_job, name="run_job", timeout=JOB_TIMEOUT_SECONDS, max_tries=1),
         func(run_task, name="run_task", timeout=TASK_TIMEOUT_SECONDS, max_tries=1),
+        func(run_tasks, name="run_tasks", timeout=TASK_TIMEOUT_SECONDS * TASK_BATCH + 10, max_tries=1),
     )
     cron_jobs: Sequence[CronJob] | None = tuple(cron_job(entry) for entry in SCHEDULE)
     job_timeout = JOB_TIMEOUT_SECONDS

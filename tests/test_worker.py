@@ -152,3 +152,53 @@ async def test_the_worker_runs_due_effects_from_the_one_registry(settings: Setti
         await worker.close()
         await shutdown(ctx)
         await pool.aclose()
+
+
+@real_redis
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")  # arq 0.28 on redis 5
+async def test_tasks_dispatched_together_share_jobs_and_each_runs_once(settings: Settings) -> None:
+    """12 tasks dispatched at once go out as `run_tasks` jobs of up to 10; a second dispatch of the
+    same batch is the same job, and a task dispatched again alone runs nothing more."""
+    from bot.worker import TASK_BATCH, arq_dispatch, shutdown, startup
+    from handlers.members import lookup as members
+
+    async with orm(settings.database_url):
+        merchant = await make_merchant()
+        await loyalty_config.save_program(merchant.id, {"registration_bonus": 25}, actor="t")
+        for n in range(12):
+            await members.create_member(merchant, openid=f"o-batch-{n}", subscribed=True)
+        await Task.filter(kind=members.MEMBER_REGISTERED).update(lease_until=datetime.now(UTC))  # died
+        ids = sorted(await Task.filter(kind=members.MEMBER_REGISTERED).values_list("id", flat=True))
+    pool = await create_pool(redis_settings(settings.redis_url))
+    ctx: dict[str, Any] = {"settings": settings, "redis": pool}
+    worker = create_worker(
+        WorkerSettings,
+        redis_settings=redis_settings(settings.redis_url),
+        burst=True,
+        poll_delay=0.05,
+        handle_signals=False,
+        ctx={"settings": settings},
+    )
+    try:
+        await startup(ctx)
+        dispatch = arq_dispatch(pool)
+        await dispatch(ids)
+        await dispatch(ids)  # the same jobs: arq keeps one of each
+        queued = [job.function for job in await pool.queued_jobs()]
+        assert queued == ["run_tasks", "run_tasks"] and TASK_BATCH == 10
+        await dispatch(ids[:1])  # alone: a `run_task` job, whose claim finds the task taken or done
+        await worker.run_check()
+        for member in await members_of(merchant.id):
+            assert (await PointsAccount.get(member_id=member)).balance == 25
+        assert await Task.exclude(status=TaskStatus.DONE).count() == 0
+        assert await audit_points() == []
+    finally:
+        await worker.close()
+        await shutdown(ctx)
+        await pool.aclose()
+
+
+async def members_of(merchant_id: int) -> list[int]:
+    from models.member import Member
+
+    return list(await Member.filter(merchant_id=merchant_id).values_list("id", flat=True))
