@@ -85,6 +85,22 @@ async def test_clients_in_different_processes_fetch_once(
     assert len(token_fetches(sim)) == 1
 
 
+async def test_a_process_keeps_its_token_a_minute_and_drops_it_when_refused(
+    wx: WeChatClient, redis: Redis, session: ClientSession, sim: WeChatSim
+) -> None:
+    token = await wx.access_token(OA)
+    await redis.delete(f"wx:token:{OA.appid}")
+    assert await wx.access_token(OA) == token  # its own copy: neither Redis nor WeChat asked
+    assert len(token_fetches(sim)) == 1
+    other_process = WeChatClient(session, redis, sim.url)
+    fresh = await other_process.access_token(OA)  # nothing in Redis: it fetches (the same token)
+    assert fresh == token and len(token_fetches(sim)) == 2
+    sim.invalidate_token(OA.appid)
+    assert await wx.user_unionid(OA, FAN) == "u-1"  # 40001 drops the copy, fetches once, retries
+    assert [r["errcode"] for r in sim.records("cgi-bin/user/info")] == [40001, 0]
+    assert await wx.access_token(OA) != token and len(token_fetches(sim)) == 3
+
+
 @pytest.mark.parametrize(("spoil", "errcode"), [("invalidate_token", 40001), ("expire_token", 42001)])
 async def test_rejected_token_is_fetched_again_once_and_the_call_retried(
     wx: WeChatClient, sim: WeChatSim, spoil: str, errcode: int

@@ -1,9 +1,9 @@
 """Async client for the WeChat endpoints memberbot calls (aiohttp; wechatpy is used only for its pure parts).
 
 Access tokens come from `stable_token` in normal mode (never `force_refresh`), cached in Redis under
-`wx:token:<appid>` until five minutes before expiry and shared by every process. Concurrent callers in
-one process share one fetch; across processes a short Redis lock lets one fetch while the others re-read
-the cache.
+`wx:token:<appid>` until five minutes before expiry and shared by every process; each process keeps its
+copy for up to a minute (never past the cache's expiry). Concurrent callers in one process share one
+fetch; across processes a short Redis lock lets one fetch while the others re-read the cache.
 A call answered with an invalid/expired token drops the cached token, re-fetches once and retries once.
 Tokens, secrets and session keys are never logged.
 """
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 WECHAT_API_ROOT = "https://api.weixin.qq.com"
 SHOWQRCODE_URL = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket="
 TOKEN_MARGIN_SECONDS = 300
+MEMO_SECONDS = 60  # a process reuses the shared token this long without asking Redis (a Redis read a call)
 LOCK_MS = 5000
 QR_MAX_EXPIRE_SECONDS = 2_592_000
 IMAGE_MAX_BYTES = 10 * 1024 * 1024  # media/upload, type image (PNG, JPEG, GIF)
@@ -132,14 +133,25 @@ class WeChatClient:
         self.redis = redis
         self.api_base = api_base.rstrip("/")
         self._fetching: dict[str, asyncio.Lock] = {}
+        self._memo: dict[str, tuple[str, float]] = {}  # appid → (token, loop time it is kept until)
 
     # -- access tokens -------------------------------------------------------------------------------------
 
     async def access_token(self, app: AppCredentials) -> str:
-        """A valid access token for `app`, from the shared cache or one `stable_token` fetch."""
-        cached = await self.redis.get(_token_key(app.appid))
+        """A valid access token for `app`: this process's copy for up to MEMO_SECONDS (never past the
+        shared cache's expiry), else the shared cache, else one `stable_token` fetch."""
+        loop = asyncio.get_running_loop()
+        memo = self._memo.get(app.appid)
+        if memo is not None and memo[1] > loop.time():
+            return memo[0]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(_token_key(app.appid))
+            pipe.pttl(_token_key(app.appid))
+            cached, ttl_ms = await pipe.execute()
         if cached:
-            return bytes(cached).decode()
+            token = bytes(cached).decode()
+            self._memo[app.appid] = (token, loop.time() + min(MEMO_SECONDS, max(int(ttl_ms), 0) / 1000))
+            return token
         lock = self._fetching.setdefault(app.appid, asyncio.Lock())
         async with lock:
             cached = await self.redis.get(_token_key(app.appid))
@@ -178,11 +190,14 @@ class WeChatClient:
         ttl = expires_in - TOKEN_MARGIN_SECONDS if expires_in > TOKEN_MARGIN_SECONDS else expires_in // 2
         if ttl > 0:
             await self.redis.set(_token_key(app.appid), token, ex=ttl)
+            self._memo[app.appid] = (token, asyncio.get_running_loop().time() + min(MEMO_SECONDS, ttl))
         log.info("wechat access token fetched", extra={"appid": app.appid, "expires_in": expires_in})
         return token
 
     async def _drop_token(self, appid: str, token: str) -> None:
         """Forget `token` unless another caller already replaced it with a fresh one."""
+        if self._memo.get(appid, ("", 0.0))[0] == token:
+            del self._memo[appid]
         await _delete_if(self.redis, _token_key(appid), token)
 
     # -- transport -----------------------------------------------------------------------------------------
