@@ -2,11 +2,12 @@
 
 It emulates the endpoints memberbot calls — `cgi-bin/stable_token`, `cgi-bin/message/custom/send`,
 `cgi-bin/message/template/send`, `cgi-bin/message/subscribe/send`, `cgi-bin/qrcode/create`,
-`cgi-bin/showqrcode`, `cgi-bin/media/upload`, `cgi-bin/user/info`, `sns/jscode2session` and
-`wxa/getwxacodeunlimit` — with WeChat's validation and error codes, and records every request. It runs
-on its own port (`memberbot wechat-sim`; point `WECHAT_API_BASE` at it) or, in demo mode without
-`WECHAT_API_BASE`, mounted in the memberbot app under `/wechat-sim` (`bot.app.mount_wechat_sim`). The
-README lists the control routes; set it up through `SimState` (in-process) or `/sim/...`:
+`cgi-bin/showqrcode`, `cgi-bin/media/upload`, `cgi-bin/user/info`, `cgi-bin/menu/create` and
+`cgi-bin/menu/get` (`menu.py`), `sns/jscode2session` and `wxa/getwxacodeunlimit` — with WeChat's
+validation and error codes, and records every request. It runs on its own port (`memberbot wechat-sim`;
+point `WECHAT_API_BASE` at it) or, in demo mode without `WECHAT_API_BASE`, mounted in the memberbot app
+under `/wechat-sim` (`bot.app.mount_wechat_sim`). The README lists the control routes; set it up through
+`SimState` (in-process) or `/sim/...`:
 
     POST /sim/apps {appid, secret}                 POST /sim/followers {appid, openid, unionid?, following?}
     POST /sim/interactions {appid, openid}         POST /sim/templates {appid, template_id, keys?}
