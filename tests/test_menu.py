@@ -200,10 +200,10 @@ async def test_a_merchant_without_an_official_account_is_told_so(
     merchant = await make_merchant(oa_appid="", oa_secret="")
     headers = await staff_headers(client, merchant, "admin")
     response = await client.put(PATH, headers=headers)
-    assert response.status == 502
+    assert response.status == 409
     assert (await response.json())["error"] == {
-        "code": "wechat_error",
-        "message": "商户未配置公众号（oa_appid 与 oa_secret）",
+        "code": "conflict",
+        "message": "本店未配置公众号（oa_appid 与 oa_secret），无法设置菜单",
         "field": "oa_appid",
     }
     assert wechat_sim.records() == []
@@ -213,7 +213,7 @@ async def test_the_document_declares_the_optional_body(client: Any) -> None:
     doc = await (await client.get("/api/openapi.json")).json()
     put = doc["paths"][PATH]["put"]
     assert put["requestBody"]["required"] is False
-    assert {"400", "401", "403", "502"} <= set(put["responses"])
+    assert {"400", "401", "403", "409", "502"} <= set(put["responses"])
     assert set(doc["paths"][PATH]) == {"get", "put"}
 
 

@@ -8,8 +8,10 @@ from typing import Any
 from pydantic import Field
 
 from handlers import menu
+from handlers.core.errors import ErrorCode
 from handlers.rules.menu import DEFAULT_MENU
-from webhooks.api import Call, In, Out, Routes
+from handlers.wechat.errors import WeChatNotConfigured
+from webhooks.api import ApiError, Call, In, Out, Routes
 from webhooks.appkeys import DISPATCHER, WECHAT
 from webhooks.auth import ADMIN, MANAGER
 
@@ -82,18 +84,27 @@ async def show_menu(call: Call[None, None]) -> MenuOut:
     body_required=False,
     response=MenuOut,
     auth=ADMIN,
-    errors=(400, 502),
+    errors=(400, 409, 502),
 )
 async def push_menu(call: Call[MenuIn, None]) -> MenuOut:
     """Set the Official Account menu (`menu/create`): checked against WeChat's limits and the bot's
-    keys first (400 naming the field, nothing sent); WeChat unavailable or refusing the account: 502."""
+    keys first (400 naming the field, nothing sent); no Official Account configured: 409; WeChat
+    unavailable or refusing the account's credentials: 502."""
     raw = None if call.body.button is None else call.body.model_dump(exclude_none=True)
-    pushed = await menu.push_menu(
-        call.merchant,
-        call.request.app[WECHAT],
-        raw,
-        click_keys=call.request.app[DISPATCHER].menu_keys,
-        actor=f"staff:{call.staff.id}",
-        now=datetime.now(UTC),
-    )
+    try:
+        pushed = await menu.push_menu(
+            call.merchant,
+            call.request.app[WECHAT],
+            raw,
+            click_keys=call.request.app[DISPATCHER].menu_keys,
+            actor=f"staff:{call.staff.id}",
+            now=datetime.now(UTC),
+        )
+    except WeChatNotConfigured:  # nothing WeChat could fix: the merchant's own set-up (as staff codes)
+        raise ApiError(
+            409,
+            ErrorCode.CONFLICT,
+            "本店未配置公众号（oa_appid 与 oa_secret），无法设置菜单",
+            field="oa_appid",
+        ) from None
     return _out(call, pushed)
