@@ -116,9 +116,9 @@ async def test_only_an_admin_may_push(aiohttp_client: Any, make_app: Any, wechat
     [
         ({"button": [CUSTOM["button"][0]] * 4}, "button", "1–3 个按钮，现有 4 个"),
         (
-            {"button": [{"type": "click", "name": "邀请", "key": "MENU_INVITE"}]},
+            {"button": [{"type": "click", "name": "抽奖", "key": "MENU_LOTTERY"}]},
             "button.0.key",
-            "不认识菜单 key 'MENU_INVITE'",
+            "不认识菜单 key 'MENU_LOTTERY'",
         ),
         (
             {

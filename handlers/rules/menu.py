@@ -59,7 +59,7 @@ DEFAULT_MENU: dict[str, Any] = {
             "sub_button": [
                 {"type": "click", "name": "会员卡", "key": "MENU_CARD"},
                 {"type": "click", "name": "每日签到", "key": "MENU_CHECKIN"},
-                {"type": "click", "name": "个人信息", "key": "MENU_ME"},
+                {"type": "click", "name": "邀请好友", "key": "MENU_INVITE"},
                 {"type": "click", "name": "完善资料", "key": "MENU_REGISTER"},
                 {"type": "click", "name": "帮助", "key": "MENU_HELP"},
             ],
