@@ -44,7 +44,7 @@ EMBEDDED_REDIS_REFUSAL = (
 )
 JOB_TIMEOUT_SECONDS = 3600
 TASK_TIMEOUT_SECONDS = 90  # under the task lease (handlers.core.tasks.LEASE): no two runs overlap
-TASK_BATCH = 10  # tasks per `run_tasks` job (they run one after another, each within its timeout)
+TASK_BATCH = 10  # tasks per `run_tasks` job (run side by side, each within its timeout)
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -127,14 +127,17 @@ async def run_task(ctx: dict[str, Any], task_id: int) -> None:
 
 
 async def run_tasks(ctx: dict[str, Any], task_ids: list[int]) -> None:
-    """A batch of durable effects, one after another, each claimed as `run_task` claims it and held to
-    `run_task`'s timeout (so none outlives its lease); one that times out or fails does not stop the
-    others."""
-    for task_id in task_ids:
+    """A batch of durable effects, side by side as their own `run_task` jobs would run: each claimed as
+    `run_task` claims it and held to `run_task`'s timeout (so none outlives its lease); one that times
+    out or fails does not stop the others."""
+
+    async def run(task_id: int) -> None:
         try:
             await asyncio.wait_for(ctx["effects"].run(task_id), TASK_TIMEOUT_SECONDS)
         except Exception:  # a timeout, or the database gone: the task is due again when its lease lapses
             log.exception("task not run to its end", extra={"task_id": task_id})
+
+    await asyncio.gather(*(run(task_id) for task_id in task_ids))
 
 
 async def sweep_effects(ctx: dict[str, Any]) -> jobs.Counts:
@@ -181,7 +184,7 @@ class WorkerSettings:
     functions: Sequence[WorkerCoroutine | Function] = (
         func(run_job, name="run_job", timeout=JOB_TIMEOUT_SECONDS, max_tries=1),
         func(run_task, name="run_task", timeout=TASK_TIMEOUT_SECONDS, max_tries=1),
-        func(run_tasks, name="run_tasks", timeout=TASK_TIMEOUT_SECONDS * TASK_BATCH + 10, max_tries=1),
+        func(run_tasks, name="run_tasks", timeout=TASK_TIMEOUT_SECONDS + 10, max_tries=1),
     )
     cron_jobs: Sequence[CronJob] | None = tuple(cron_job(entry) for entry in SCHEDULE)
     job_timeout = JOB_TIMEOUT_SECONDS
