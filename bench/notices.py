@@ -5,8 +5,9 @@ memberbot: the receipts are queued as a till purchase queues them (`queue_notice
 and its `notice.send` task, in transactions of 500), dispatched to arq as the app dispatches them
 (`bot.worker.arq_dispatch`: one `run_task` job per task), and delivered by `memberbot worker`
 process(es) — claim, record, render, `message/template/send`, record — to `memberbot wechat-sim` on its
-own port. Baseline: one aiohttp session with as many requests in flight as the workers run jobs
-(arq's `max_jobs`, 10 each), posting the same bodies (another `client_msg_id`) with one access token,
+own port. Baseline: one aiohttp session with as many requests in flight as the workers can have (arq's
+`max_jobs`, 10 each, × the tasks a `run_tasks` job runs side by side), posting the same bodies (another
+`client_msg_id`) with one access token,
 half before and half after the workers' run. Rates are taken at the simulator, from the first to the
 last accepted send of each side (its own clock), so both are measured alike. Target: memberbot at
 >= 50% of the bare client's rate; exactly 10,000 distinct receipts accepted, none twice.
@@ -32,11 +33,13 @@ from arq import create_pool
 from bench import services
 from bench.harness import ROOT, Server, cpu_seconds, free_port, python_argv, rss_mib, table
 from bench.services import DATABASE_URL, REDIS_URL
+from bot.worker import TASK_BATCH
 
 TITLE = "10,000 purchase receipts: queue → memberbot worker → WeChat simulator vs a bare aiohttp client"
 RECEIPTS = int(os.environ.get("BENCH_NOTICES", "10000"))
 WORKERS = int(os.environ.get("BENCH_NOTICE_WORKERS", "1"))
 JOBS_PER_WORKER = 10  # arq's max_jobs (bot.worker.WorkerSettings keeps arq's default)
+IN_FLIGHT = JOBS_PER_WORKER * TASK_BATCH * WORKERS  # the most sends the workers can have under way
 TARGET_RATIO = 0.50
 OA_APPID, OA_SECRET = "wxbenchoa00000001", "bench-oa-secret"
 TEMPLATE_ID = "TPL-RECEIPT"
@@ -183,9 +186,8 @@ async def delivered(
 
 
 async def bare_client(sim_url: str, openids: list[str], label: str) -> float:
-    """POST one template message per openid with JOBS_PER_WORKER × WORKERS in flight; wall seconds."""
-    in_flight = JOBS_PER_WORKER * WORKERS
-    connector = aiohttp.TCPConnector(limit=in_flight)
+    """POST one template message per openid with IN_FLIGHT requests under way; wall seconds."""
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
     async with aiohttp.ClientSession(sim_url, connector=connector) as session:
         token_body = {"grant_type": "client_credential", "appid": OA_APPID, "secret": OA_SECRET}
         async with session.post("/cgi-bin/stable_token", json=token_body) as response:
@@ -211,7 +213,7 @@ async def bare_client(sim_url: str, openids: list[str], label: str) -> float:
                     if answer.get("errcode"):
                         raise RuntimeError(f"bare client refused: {answer}")
 
-        await asyncio.gather(*(post() for _ in range(in_flight)))
+        await asyncio.gather(*(post() for _ in range(IN_FLIGHT)))
         return time.perf_counter() - started
 
 
@@ -316,7 +318,8 @@ def report(
     exact = sent == distinct == counts.get("sent", 0) == RECEIPTS
     met = "met" if ratio >= TARGET_RATIO else "NOT met"
     return (
-        f"{RECEIPTS} receipts, {WORKERS} worker(s) × {JOBS_PER_WORKER} jobs, {os.cpu_count()} CPUs, load "
+        f"{RECEIPTS} receipts, {WORKERS} worker(s) × {JOBS_PER_WORKER} jobs × {TASK_BATCH} tasks, "
+        f"bare client {IN_FLIGHT} in flight, {os.cpu_count()} CPUs, load "
         f"average {os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}\n"
         + table(head, rows)
         + f"\n\nmemberbot at {ratio:.0%} of the bare client's rate (target >= {TARGET_RATIO:.0%}: {met}); "
