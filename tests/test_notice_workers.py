@@ -178,6 +178,11 @@ async def wait_for(check: Any, running: Processes, what: str, seconds: float = 6
     raise AssertionError(f"{what} within {seconds} s:\n{running.all_logs()}")
 
 
+async def both_polling(running: Processes) -> bool:
+    """Both workers have started (arq logs its start before it polls the queue)."""
+    return all("Starting worker" in running.log(name) for name in ("worker-1", "worker-2"))
+
+
 async def settled() -> bool:
     return not await NoticeDelivery.exclude(status__in=FINAL).exists()
 
@@ -254,12 +259,14 @@ async def test_two_workers_on_the_same_queued_notices_send_each_once(
                 await sim.post(
                     "/sim/errors", {"endpoint": endpoint, "errcode": 0, "delay": 0.5, "times": times}
                 )
+            # Both workers poll the queue before the notices reach it, so both get some to race on.
+            running.worker("worker-1")
+            running.worker("worker-2")
+            await wait_for(lambda: both_polling(running), running, "the workers did not start")
             templates = await queue(registry, merchant, BY_TEMPLATE, by_template)
             customs = await queue(registry, merchant, BY_CUSTOM, by_custom)
             # Every notice is an arq job twice (the dispatch and a sweep), for the two workers to race on.
             assert await sweep_effects({"effects": registry, "redis": pool}) == {"enqueued": 60}
-            running.worker("worker-1")
-            running.worker("worker-2")
             await wait_for(settled, running, "the notices did not settle")
             template_records = await sim.records(TEMPLATE_SEND)
             custom_records = await sim.records(CUSTOM_SEND)
