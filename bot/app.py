@@ -19,9 +19,9 @@ from bot.settings import ROOT, WECHAT_SIM_PREFIX, Settings
 from bot.wechat_sim import SimState, create_sim_app
 from bot.worker import arq_dispatch
 from handlers import effects
+from handlers.core import config_cache
 from handlers.core.background import Background
 from handlers.core.templating import Renderer
-from handlers.loyalty import config as loyalty_config
 from handlers.notices.delivery import NoticeServices
 from handlers.wechat.client import WeChatClient
 from models import tortoise_config
@@ -56,7 +56,7 @@ def connect_redis(url: str) -> Redis:
 def _database(settings: Settings) -> CleanupContext:
     async def database(app: web.Application) -> AsyncIterator[None]:
         await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)
-        loyalty_config.clear_cache()  # cached configuration belongs to the database this app opened
+        config_cache.forget()  # cached configuration belongs to the database this app opened
         yield
         await Tortoise.close_connections()
 

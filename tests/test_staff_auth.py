@@ -4,6 +4,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from handlers.core import config_cache
 from handlers.members import lookup as members
 from handlers.staff.accounts import create_staff
 from handlers.staff.merchants import MerchantInput, create_merchant
@@ -130,8 +131,10 @@ async def test_role_downgrade_and_deactivation_apply_to_live_tokens(
     client, merchant = await start(aiohttp_client, make_app)
     headers = await token_of(client, "alice")
     await Staff.filter(merchant_id=merchant.id, username="alice").update(role="cashier")
+    await config_cache.announce(client.app[REDIS])  # what every manager's change through the API does
     assert (await client.get("/api/admin/reply-templates", headers=headers)).status == 403
     await Staff.filter(merchant_id=merchant.id, username="alice").update(active=False)
+    await config_cache.announce(client.app[REDIS])
     assert (await client.get("/api/staff/me", headers=headers)).status == 401
     assert (await login(client, "alice")).status == 401
 

@@ -15,6 +15,7 @@ scheme (with the minimum staff role) and the error statuses it may answer.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,9 +25,10 @@ import pydantic
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from handlers.core import config_cache
 from handlers.core.errors import ErrorCode
 from handlers.core.tasks import Effects
-from webhooks.appkeys import EFFECTS
+from webhooks.appkeys import EFFECTS, REDIS
 from webhooks.errors import error_response, parse_body
 from webhooks.forms import Upload, parse_form
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from models.merchant import Merchant
     from models.staff import Staff
 
+log = logging.getLogger(__name__)
 B = TypeVar("B")
 P = TypeVar("P")
 Result = BaseModel | web.StreamResponse | None
@@ -103,6 +106,11 @@ class AuthScheme(Protocol):
     def statuses(self) -> tuple[int, ...]: ...
     def security_scheme(self) -> dict[str, Any]: ...
     def describe(self) -> str: ...
+    @property
+    def announces(self) -> bool:
+        """Whether a successful change through this scheme announces a configuration change."""
+        ...
+
     async def resolve(self, request: web.Request, path: Any) -> Principal: ...
 
 
@@ -286,12 +294,15 @@ def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
             path = _path(endpoint, request)
             principal = await endpoint.auth.resolve(request, path) if endpoint.auth is not None else None
             if endpoint.form is not None:
-                return await _with_form(endpoint, request, path, principal)
-            body = await _body(endpoint, request)
-            result = await endpoint.handler(Call(request, body, path, principal))
+                response = await _with_form(endpoint, request, path, principal)
+            else:
+                body = await _body(endpoint, request)
+                response = _respond(endpoint, await endpoint.handler(Call(request, body, path, principal)))
         except ApiError as exc:
             return exc.response()
-        return _respond(endpoint, result)
+        if endpoint.method != "GET" and endpoint.auth is not None and endpoint.auth.announces:
+            await _announce(request)
+        return response
 
     handle.__name__ = endpoint.operation_id
     return handle
@@ -317,6 +328,15 @@ async def _body(endpoint: Endpoint, request: web.Request) -> Any:
     if not endpoint.body_required and not (await request.read()).strip():
         return endpoint.body.model_validate({})
     return await parse_body(request, endpoint.body)
+
+
+async def _announce(request: web.Request) -> None:
+    """A manager's or admin's change committed: every process's configuration cache reloads. If Redis
+    cannot be told, the change stands and other processes see it within `config_cache.MAX_AGE`."""
+    try:
+        await config_cache.announce(request.app[REDIS])
+    except Exception:
+        log.exception("configuration change not announced")
 
 
 def _path(endpoint: Endpoint, request: web.Request) -> Any:

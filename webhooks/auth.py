@@ -17,11 +17,12 @@ from aiohttp import web
 
 from handlers.core import queries
 from handlers.core.errors import ErrorCode
+from handlers.staff.accounts import staff_account
 from handlers.staff.auth import has_role
+from handlers.staff.merchants import merchant_by_id
 from handlers.staff.sessions import Session, SessionKind, SessionStore
 from models.member import Member
-from models.merchant import Merchant
-from models.staff import Staff, StaffRole
+from models.staff import StaffRole
 from webhooks.api import ApiError, Principal
 from webhooks.appkeys import REDIS
 
@@ -65,6 +66,7 @@ class MemberAuth:
 
     scheme_name: str = "memberSession"
     statuses: tuple[int, ...] = (401,)
+    announces: bool = False
 
     def security_scheme(self) -> dict[str, Any]:
         return {
@@ -78,7 +80,7 @@ class MemberAuth:
 
     async def resolve(self, request: web.Request, path: Any) -> Principal:
         session = await _session(request, SessionKind.MEMBER)
-        merchant = await queries.first(Merchant, id=session.merchant_id)
+        merchant = await merchant_by_id(session.merchant_id)
         if merchant is None or merchant.slug != getattr(path, "merchant_slug", None):
             raise unauthorized("登录凭证不属于该商户")
         member = await queries.first(Member, id=session.subject_id, merchant_id=merchant.id)
@@ -98,6 +100,11 @@ class StaffAuth:
     def statuses(self) -> tuple[int, ...]:
         return (401,) if self.minimum is StaffRole.CASHIER else (401, 403)
 
+    @property
+    def announces(self) -> bool:
+        """Managers and admins change configuration (`handlers.core.config_cache`); cashiers do not."""
+        return self.minimum is not StaffRole.CASHIER
+
     def security_scheme(self) -> dict[str, Any]:
         return {
             "type": "http",
@@ -110,16 +117,14 @@ class StaffAuth:
 
     async def resolve(self, request: web.Request, path: Any) -> Principal:
         session = await _session(request, SessionKind.STAFF)
-        staff = await queries.first(Staff, id=session.subject_id, merchant_id=session.merchant_id)
-        if staff is None or not staff.active:
+        account = await staff_account(session.merchant_id, session.subject_id)
+        if account is None or not account[0].active:
             raise unauthorized("账号已停用，请联系管理员")
+        staff, merchant = account
         if session_epoch(session) != staff.session_epoch:  # issued before a password reset
             raise unauthorized("登录已失效，请重新登录")
         if not has_role(staff.role, self.minimum):
             raise ApiError(403, ErrorCode.FORBIDDEN, f"需要{ROLE_NAMES[self.minimum]}及以上权限")
-        merchant = await queries.first(Merchant, id=staff.merchant_id)
-        if merchant is None:  # unreachable while staff rows keep their merchant (RESTRICT)
-            raise unauthorized("登录已失效，请重新登录")
         return Principal(merchant=merchant, session=session, staff=staff)
 
 

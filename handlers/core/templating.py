@@ -1,8 +1,8 @@
 """Rendering of jinja2 templates, with per-merchant overrides of chat reply templates.
 
 Built-in templates live under templates/. A merchant may override any `replies/` template; the
-override is sandboxed (merchant-supplied source is untrusted), validated when saved, and cached
-per process for a short time so the hot chat path does not query the database on every message.
+override is sandboxed (merchant-supplied source is untrusted), validated when saved, and cached per
+process (`handlers.core.config_cache`) so the hot chat path does not query the database on every message.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import operator
 import re
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +18,13 @@ import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from handlers.core import reply_samples
+from handlers.core import config_cache, reply_samples
 from handlers.core.errors import ValidationError
 from models.merchant import ReplyTemplate
 
 log = logging.getLogger(__name__)
 REPLY_DIR = "replies"
 MAX_RENDERED_CHARS = 4000  # a chat reply WeChat accepts is well under this
-OVERRIDE_TTL_SECONDS = 30.0
 MAX_OVERRIDE_CHARS = 4000
 
 
@@ -128,12 +125,6 @@ def _named(exc: Exception) -> str:
     return message
 
 
-@dataclass(slots=True)
-class _Overrides:
-    loaded_at: float
-    templates: dict[str, jinja2.Template]
-
-
 class Renderer:
     def __init__(self, root: Path, samples: Mapping[str, Mapping[str, Any]] = reply_samples.SAMPLES) -> None:
         """`samples`: what each reply template under `root` is given (overrides are checked against it)."""
@@ -163,7 +154,6 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._root = root
-        self._overrides: dict[int, _Overrides] = {}
 
     def reply_names(self) -> list[str]:
         folder = self._root / REPLY_DIR
@@ -228,13 +218,14 @@ class Renderer:
 
     def forget(self, merchant_id: int) -> None:
         """Drop a merchant's cached overrides (after one is saved in this process)."""
-        self._overrides.pop(merchant_id, None)
+        config_cache.forget(merchant_id, "replies")
 
     async def _merchant_overrides(self, merchant_id: int) -> dict[str, jinja2.Template]:
-        cached = self._overrides.get(merchant_id)
-        now = time.monotonic()
-        if cached is not None and now - cached.loaded_at < OVERRIDE_TTL_SECONDS:
-            return cached.templates
+        return await config_cache.cached(
+            ("replies", merchant_id, id(self)), lambda: self._load_overrides(merchant_id)
+        )
+
+    async def _load_overrides(self, merchant_id: int) -> dict[str, jinja2.Template]:
         rows = await ReplyTemplate.filter(merchant_id=merchant_id).values_list("name", "source")
         templates = {}
         for name, source in rows:
@@ -246,5 +237,4 @@ class Renderer:
                     "reply override refused; using the built-in",
                     extra={"merchant_id": merchant_id, "template": name},
                 )
-        self._overrides[merchant_id] = _Overrides(now, templates)
         return templates

@@ -4,22 +4,21 @@ Rule sets and tier ladders are immutable versions: a save writes version N+1 and
 records the version its points came from. A new merchant reads the documented defaults (written
 as version 1 on first use).
 
-Reads are cached per process for `CACHE_SECONDS` (the parsed values are immutable): the till and the
-chat bot read the configuration on every purchase and check-in. A save in this process drops the
-merchant's entry at once; other processes see it within `CACHE_SECONDS`. Each purchase still records
-the rule-set version it actually used. The app factory calls `clear_cache()` when it starts.
+Reads are cached per process (`handlers.core.config_cache`: the parsed values are immutable, and a
+change is announced to every process): the till and the chat bot read the configuration on every
+purchase and check-in. A save in this process drops the merchant's entries at once. Each purchase
+still records the rule-set version it actually used.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from handlers.core import audit_log
+from handlers.core import audit_log, config_cache
 from handlers.core.errors import Conflict, NotFound, ValidationError
 from handlers.rules.earn_config import rule_set_to_dict, validate_rule_set
 from handlers.rules.earn_model import RuleSet
@@ -72,27 +71,17 @@ DEFAULT_TIERS: list[dict[str, Any]] = [
 ]
 
 
-CACHE_SECONDS = 5.0
 T = TypeVar("T")
-_cache: dict[tuple[str, int], tuple[float, Any]] = {}
+KINDS = ("program", "rules", "tiers")
 
 
 def clear_cache(merchant_id: int | None = None) -> None:
-    if merchant_id is None:
-        _cache.clear()
-        return
-    for key in [key for key in _cache if key[1] == merchant_id]:
-        del _cache[key]
+    for kind in KINDS:
+        config_cache.forget(merchant_id, kind)
 
 
 async def _cached(kind: str, merchant_id: int, load: Callable[[], Awaitable[T]]) -> T:
-    now = time.monotonic()
-    hit = _cache.get((kind, merchant_id))
-    if hit is not None and hit[0] > now:
-        return hit[1]  # type: ignore[no-any-return]
-    value = await load()
-    _cache[(kind, merchant_id)] = (now + CACHE_SECONDS, value)
-    return value
+    return await config_cache.cached((kind, merchant_id), load)
 
 
 def _invalid(exc: RuleError) -> ValidationError:

@@ -9,6 +9,7 @@ import re
 from argon2 import PasswordHasher
 from tortoise.exceptions import IntegrityError
 
+from handlers.core import config_cache, queries
 from handlers.core.errors import Conflict, NotFound, ValidationError
 from models.merchant import Merchant, Store
 from models.staff import Staff, StaffRole
@@ -43,6 +44,18 @@ def check_password(password: str) -> None:
 async def hash_password(password: str) -> str:
     """argon2 is CPU-bound (tens of milliseconds): keep it off the event loop."""
     return await asyncio.to_thread(hasher.hash, password)
+
+
+async def staff_account(merchant_id: int, staff_id: int) -> tuple[Staff, Merchant] | None:
+    """A staff account and its merchant, from this process's configuration cache when the request
+    observed a version (role, store and deactivation changes are announced like any manager's change)."""
+
+    async def load() -> tuple[Staff, Merchant] | None:
+        staff = await queries.first(Staff, id=staff_id, merchant_id=merchant_id)
+        merchant = await queries.first(Merchant, id=merchant_id) if staff is not None else None
+        return (staff, merchant) if staff is not None and merchant is not None else None
+
+    return await config_cache.cached(("staff", merchant_id, staff_id), load)
 
 
 async def create_staff(

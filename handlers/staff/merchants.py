@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from handlers.core import config_cache, queries
 from handlers.core.errors import Conflict, ErrorCode, NotFound, ValidationError
 from models.merchant import Merchant, Store
 
@@ -71,6 +72,15 @@ async def get_merchant(slug: str) -> Merchant:
     if merchant is None:
         raise NotFound(f"商户 {slug!r} 不存在", code=ErrorCode.MERCHANT_NOT_FOUND)
     return merchant
+
+
+async def merchant_by_id(merchant_id: int) -> Merchant | None:
+    """The merchant row, from this process's configuration cache when the request observed a version."""
+
+    async def load() -> Merchant | None:
+        return await queries.first(Merchant, id=merchant_id)
+
+    return await config_cache.cached(("merchant", merchant_id), load)
 
 
 async def list_merchants() -> list[Merchant]:

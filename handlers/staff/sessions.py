@@ -19,6 +19,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from handlers.core import config_cache
+
 MEMBER_TTL_SECONDS = 7 * 24 * 3600
 STAFF_TTL_SECONDS = 12 * 3600
 MAX_TOKEN_CHARS = 128
@@ -103,10 +105,12 @@ class SessionStore:
         return IssuedSession(token, session)
 
     async def resolve(self, token: str) -> Session | None:
-        """The live session for `token`, or None (unknown, expired, revoked or malformed)."""
+        """The live session for `token`, or None (unknown, expired, revoked or malformed). The same
+        round trip reads the configuration version the request's caches serve (`config_cache.observe`)."""
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
-        raw = await self.redis.get(_key(token_digest(token)))
+        raw, version = await self.redis.mget(_key(token_digest(token)), config_cache.KEY)
+        config_cache.observe(version)
         if raw is None:
             return None
         return _decode(raw)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from redis.asyncio import Redis
 
+from handlers.core import config_cache
 from handlers.core.chat import ChatReply, ImageReply, TextReply
 from handlers.core.errors import DomainError, ErrorCode
 from handlers.notices import reach
@@ -39,25 +42,43 @@ from webhooks.wechat.push import (
 log = logging.getLogger(__name__)
 
 REPLY_DEADLINE = 4.0  # seconds; WeChat gives up after 5 s and retries
-MERCHANT_TTL_SECONDS = 5.0  # how long a process reuses a merchant row (credentials change within ~10 s)
 
 
 class MerchantCache:
-    """Merchant rows by slug, reused for a few seconds so the push hot path skips the database."""
+    """Merchant rows by slug. The signature check needs the row before any round trip, so an entry is
+    reused as it is; the push's dedup claim then reads the configuration version (`config_cache`) and a
+    row loaded under another version is reloaded before the push is handled. A signature that fails
+    against a cached row is checked again against a fresh one when the version moved."""
 
-    def __init__(self, ttl: float = MERCHANT_TTL_SECONDS) -> None:
-        self.ttl = ttl
-        self._rows: dict[str, tuple[float, Merchant]] = {}  # slug -> (loaded at, row)
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[int | None, float, Merchant]] = {}  # slug -> (version, loaded at, row)
 
     async def get(self, slug: str) -> Merchant:
-        now = time.monotonic()
         hit = self._rows.get(slug)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
+        if hit is not None and time.monotonic() - hit[1] < config_cache.MAX_AGE:
+            return hit[2]
+        return await self._load(slug, None)
+
+    async def at(self, slug: str, version: int) -> Merchant:
+        """The row as of configuration `version` (the one this request observed)."""
+        hit = self._rows.get(slug)
+        if hit is not None and hit[0] == version:
+            return hit[2]
+        return await self._load(slug, version)
+
+    async def refreshed(self, slug: str, redis: Redis) -> Merchant | None:
+        """A fresh row if the configuration changed since the cached one was loaded, else None."""
+        hit = self._rows.get(slug)
+        version = int(await redis.get(config_cache.KEY) or 0)
+        if hit is not None and hit[0] == version:
+            return None
+        return await self._load(slug, version)
+
+    async def _load(self, slug: str, version: int | None) -> Merchant:
         if not SLUG.match(slug):
             raise DomainError(f"商户 {slug[:64]!r} 不存在", code=ErrorCode.MERCHANT_NOT_FOUND)
         merchant = await get_merchant(slug)
-        self._rows[slug] = (now, merchant)
+        self._rows[slug] = (version, time.monotonic(), merchant)
         return merchant
 
 
@@ -85,27 +106,50 @@ async def verify_url(request: web.Request) -> web.Response:
 
 async def receive_push(request: web.Request) -> web.Response:
     started = time.monotonic()
-    merchant = await request.app[MERCHANTS].get(request.match_info["merchant_slug"])
+    slug = request.match_info["merchant_slug"]
+    merchants = request.app[MERCHANTS]
+    merchant = await merchants.get(slug)
     query = request.query
     timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
     mode = query.get("encrypt_type", "raw").lower()
     if mode not in ("raw", "aes"):
         raise bad_message(f"未知的 encrypt_type：{mode[:16]!r}")
-    if mode == "raw":
-        verify_signature(query.get("signature", ""), merchant.oa_token, timestamp, nonce)
-        check_timestamp(timestamp)
-        xml = _text(await request.read())
-    else:
-        xml = await _decrypted(request, merchant, timestamp, nonce)
+    try:
+        xml = await _verified(request, merchant, mode, timestamp, nonce)
+    except DomainError as exc:  # perhaps signed with credentials changed since the row was cached
+        fresh = (
+            await merchants.refreshed(slug, request.app[REDIS])
+            if exc.code == ErrorCode.BAD_SIGNATURE
+            else None
+        )
+        if fresh is None:
+            raise
+        merchant = fresh
+        xml = await _verified(request, merchant, mode, timestamp, nonce)
     push = parse_push(xml)
     signature = query.get("signature", "").lower() if mode == "raw" else ""  # plaintext: bind URL to body
-    reply = await _answer(request.app, merchant, push, until=started + REPLY_DEADLINE, signature=signature)
+
+    async def recheck(fresh: Merchant) -> None:  # the configuration changed since `merchant` was cached
+        await _verified(request, fresh, mode, timestamp, nonce)
+
+    merchant, reply = await _answer(
+        request.app, merchant, push, until=started + REPLY_DEADLINE, signature=signature, recheck=recheck
+    )
     body = render_reply(reply, openid=push.message.openid, account=push.account)
     if body and mode == "aes":
         body = encrypt_reply(
             body, token=merchant.oa_token, aes_key=merchant.oa_aes_key, appid=merchant.oa_appid, nonce=nonce
         )
     return web.Response(text=body, content_type="application/xml" if body else "text/plain")
+
+
+async def _verified(request: web.Request, merchant: Merchant, mode: str, timestamp: str, nonce: str) -> str:
+    """The push's XML once its signature (and, in safe mode, its envelope) checks out."""
+    if mode == "aes":
+        return await _decrypted(request, merchant, timestamp, nonce)
+    verify_signature(request.query.get("signature", ""), merchant.oa_token, timestamp, nonce)
+    check_timestamp(timestamp)
+    return _text(await request.read())
 
 
 def _text(body: bytes) -> str:
@@ -143,9 +187,17 @@ def _window(merchant: Merchant, push: Push) -> str:
 
 
 async def _answer(
-    app: web.Application, merchant: Merchant, push: Push, *, until: float, signature: str = ""
-) -> ChatReply | None:
-    """Dispatch a first delivery (bounded by `until`); repeat the first delivery's reply for a duplicate."""
+    app: web.Application,
+    merchant: Merchant,
+    push: Push,
+    *,
+    until: float,
+    signature: str = "",
+    recheck: Callable[[Merchant], Awaitable[None]],
+) -> tuple[Merchant, ChatReply | None]:
+    """Dispatch a first delivery (bounded by `until`); repeat the first delivery's reply for a duplicate.
+    The merchant row comes back as of the configuration version the claim read (`recheck`ed when it
+    changed: credentials changed meanwhile refuse a push signed with the old ones)."""
     redis = app[REDIS]
     try:
         first = await dedup.claim(
@@ -160,10 +212,14 @@ async def _answer(
         raise
     except Exception as exc:  # no dedup without Redis: let WeChat retry rather than risk double effects
         raise DomainError("服务暂时不可用，请稍后重试", code=ErrorCode.UNAVAILABLE) from exc
+    current = await app[MERCHANTS].at(merchant.slug, config_cache.observed() or 0)
+    if current is not merchant:
+        await recheck(current)
+        merchant = current
     answers = app[ANSWERS]
     if not first:
         log.info("duplicate push", extra=_log_fields(merchant, push))
-        return await answers.earlier_answer(merchant.id, push.dedup_key, until=until)
+        return merchant, await answers.earlier_answer(merchant.id, push.dedup_key, until=until)
     answer = answers.open(merchant.id, push.dedup_key)
     background = app[BACKGROUND]
     task = background.spawn(_dispatch(app, merchant, push), name="wechat-dispatch")
@@ -172,10 +228,10 @@ async def _answer(
         answer.set_result(None)  # answered empty; the reply goes out later as a customer-service message
         background.spawn(_deliver_late(app, merchant, push, task), name="wechat-late-reply")
         log.info("reply deadline passed; answering later", extra=_log_fields(merchant, push))
-        return None
+        return merchant, None
     reply: ChatReply | None = task.result()
     answer.set_result(reply)
-    return reply
+    return merchant, reply
 
 
 async def _dispatch(app: web.Application, merchant: Merchant, push: Push) -> ChatReply | None:

@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 from redis.asyncio import Redis
 
+from handlers.core import config_cache
 from handlers.core.chat import ChatReply
 from handlers.core.errors import DomainError, ErrorCode
 from handlers.rules.notices import CUSTOM_WINDOW
@@ -29,12 +30,14 @@ TTL_SECONDS = 2 * 300 + 60
 MAX_ANSWERS = 20_000
 
 # KEYS[1] the push's dedup key; KEYS[2] the signature's key ("" in encrypted modes); KEYS[3] the member's
-# customer-service window ("" for WeChat's own events). ARGV[1] the push key; ARGV[2] the TTL; ARGV[3]
-# now (unix s); ARGV[4] the window's life. Returns 1 first delivery, 0 duplicate, -1 signature reused.
+# customer-service window ("" for WeChat's own events); KEYS[4] the configuration version
+# (`config_cache.KEY`). ARGV[1] the push key; ARGV[2] the TTL; ARGV[3] now (unix s); ARGV[4] the
+# window's life. Returns {1 first delivery | 0 duplicate | -1 signature reused, the version}.
 _CLAIM = """
+local version = redis.call('GET', KEYS[4]) or '0'
 if KEYS[2] ~= '' then
   local owner = redis.call('GET', KEYS[2])
-  if owner and owner ~= ARGV[1] then return -1 end
+  if owner and owner ~= ARGV[1] then return {-1, version} end
   if not owner then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end
 end
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
@@ -42,9 +45,9 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
     redis.call('HSET', KEYS[3], 'opened', ARGV[3], 'sent', 0)
     redis.call('EXPIRE', KEYS[3], ARGV[4])
   end
-  return 1
+  return {1, version}
 end
-return 0
+return {0, version}
 """
 
 
@@ -59,7 +62,8 @@ def _key(merchant_id: int, push_key: str) -> str:
 async def claim(
     redis: Redis, merchant_id: int, push_key: str, *, signature: str = "", window: str = "", now: float = 0
 ) -> bool:
-    """True for the first delivery of a push (the caller then handles it); False for a duplicate.
+    """True for the first delivery of a push (the caller then handles it); False for a duplicate. The
+    same round trip reads the configuration version the request's caches serve (`config_cache.observe`).
 
     In plaintext mode the URL's signature does not cover the body, so `signature` binds it to this one
     push: the same signed URL with another body (a replay of a leaked URL) is refused. WeChat's own
@@ -67,12 +71,13 @@ async def claim(
     48-hour customer-service `window` (`handlers.notices.reach`). One round trip (a Lua script).
     """
     sig_key = f"wx:sig:{merchant_id}:{signature}" if signature else ""
-    outcome = await redis.register_script(_CLAIM)(
-        keys=[_key(merchant_id, push_key), sig_key, window],
+    outcome, version = await redis.register_script(_CLAIM)(
+        keys=[_key(merchant_id, push_key), sig_key, window, config_cache.KEY],
         args=[push_key, TTL_SECONDS, int(now), int(CUSTOM_WINDOW.total_seconds())],
     )
     if int(outcome) < 0:
         raise SignatureReused("该签名已用于另一条消息")
+    config_cache.observe(version)
     return bool(int(outcome))
 
 
