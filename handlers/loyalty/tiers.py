@@ -25,7 +25,14 @@ from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
 from handlers.rules.calendar import local_day
 from handlers.rules.expiry import expiry_date
-from handlers.rules.tiers import Progress, evaluate_downgrade, evaluate_upgrade, progress, purchasable_tiers
+from handlers.rules.tiers import (
+    Progress,
+    evaluate_downgrade,
+    evaluate_upgrade,
+    progress,
+    purchasable_tiers,
+)
+from handlers.rules.tiers import window_days as ladder_window
 from handlers.rules.tiers_model import Tier, WindowStats
 from models.loyalty import MemberTier, TierChange
 from models.member import Member
@@ -59,18 +66,9 @@ TIER_UPGRADED = "tier.upgraded"
 
 # Earn kinds are exactly the PointsKind values starting with "earn_" (checked by a test).
 _WINDOW_SQL = """
-SELECT
-  (SELECT COALESCE(SUM(paid_fen), 0) FROM purchase
-    WHERE merchant_id = :merchant AND member_id = :member AND status = 'completed'
-      AND created_at >= :since) AS spend,
-  (SELECT COALESCE(SUM(t.delta), 0) FROM points_transaction t
-     LEFT JOIN points_transaction r ON r.id = t.reverses_id
-    WHERE t.merchant_id = :merchant AND t.member_id = :member AND t.created_at >= :since
-      AND (t.kind LIKE 'earn%' OR (t.kind = 'reverse' AND r.kind LIKE 'earn%'))) AS earned,
-  (SELECT COALESCE(SUM(principal_delta), 0) FROM wallet_transaction
-    WHERE merchant_id = :merchant AND member_id = :member AND kind = 'top_up'
-      AND created_at >= :since) AS recharge,
+SELECT w.spend, w.earned, w.recharge,
   (SELECT tier_code FROM member_tier WHERE member_id = :member) AS tier_code
+FROM memberbot_tier_window(:merchant, :member, :since) AS w
 """
 
 
@@ -96,7 +94,7 @@ async def _stats_and_tier(
 
 def window_days(tiers: list[Tier]) -> int:
     """The rolling window (days) the ladder's criteria count over."""
-    return next((t.criteria.window_days for t in tiers if t.criteria is not None), DEFAULT_WINDOW_DAYS)
+    return ladder_window(tiers, DEFAULT_WINDOW_DAYS)
 
 
 async def _state(merchant_id: int, member_id: int, tiers: list[Tier], *, lock: bool) -> MemberTier:

@@ -42,7 +42,9 @@ __all__ = [
     "progress",
     "purchasable_tiers",
     "tiers_to_dicts",
+    "upgrade_thresholds",
     "validate_tiers",
+    "window_days",
 ]
 
 
@@ -68,6 +70,21 @@ def evaluate_upgrade(tiers: Sequence[Tier], current_code: str, window_stats: Win
     current = _find(tiers, current_code)
     above = [t for t in _ranked(tiers) if t.rank > current.rank and t.qualifies(window_stats)]
     return above[-1] if above else None
+
+
+def window_days(tiers: Sequence[Tier], default: int = 365) -> int:
+    """The ladder's rolling window (every tier's criteria share it)."""
+    return next((t.criteria.window_days for t in tiers if t.criteria is not None), default)
+
+
+def upgrade_thresholds(tiers: Sequence[Tier], current_code: str) -> tuple[int | None, int | None]:
+    """The least window spend and the least points earned that reach any tier above the current one
+    (None: no tier above counts that metric) — what a purchase, which adds to those two, can cross."""
+    current = _find(tiers, current_code)
+    above = [t.criteria for t in tiers if t.rank > current.rank and t.criteria is not None]
+    spend = [c.spend_fen for c in above if c.spend_fen is not None]
+    earned = [c.points_earned for c in above if c.points_earned is not None]
+    return (min(spend) if spend else None), (min(earned) if earned else None)
 
 
 def due_review(tier: Tier, tier_since: date, today: date, last_review: date | None = None) -> date | None:

@@ -1,13 +1,18 @@
 """Purchases at the till: discount, coupon, points offset, stored value, points earned, tier change;
 their refunds are `handlers.till.refund`.
 
-One purchase is one database transaction holding the member's account lock (so the daily cap and
-the points pool stay exact under concurrency): the `Purchase` row (unique idempotency key), the
-coupon marked used, the offset debit, the stored-value payment and the earn credit (or pending
-hold). Locks are always taken in the order points account → coupon → wallet. The tier review and
-referral awards are the durable `purchase.completed` effect (`handlers.core.tasks`), queued in the
-same transaction and run right after commit. A repeated idempotency key returns the first result
-unchanged; the same key with a different request is refused (409).
+A purchase reads its context once, unlocked (`handlers.till.context`), prices it and computes its
+points here (the rules stay in Python), then makes ONE call of `memberbot_till_purchase` (migration
+0017): under the member's account lock it re-checks what the rules assumed and writes the `Purchase`
+row (unique idempotency key) with its stored result, the coupon marked used, the offset debit, the
+stored-value payment, the earn credit (or pending hold), the pool, the receipt notice — all through
+the ledgers' one-writer functions. If a concurrent change moved the context, the purchase is computed
+again in a transaction that takes the locks first (points account → pool → coupon → wallet), so the
+daily cap and the points pool stay exact under concurrency. The tier review and referral awards are
+the durable `purchase.completed` effect (`handlers.core.tasks`), queued by the same call when a tier
+threshold is reached or a referred member makes a first purchase, and run right after commit. A
+repeated idempotency key returns the first result unchanged; the same key with a different request
+is refused (409).
 """
 
 from __future__ import annotations
@@ -20,32 +25,33 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from handlers.core import queries
-from handlers.core.errors import ErrorCode, IdempotencyMismatch, NotFound, ValidationError
-from handlers.core.queries import fetch_one
-from handlers.core.tasks import Effects
+from handlers.core.errors import Conflict, ErrorCode, IdempotencyMismatch, NotFound, ValidationError
+from handlers.core.tasks import LEASE, Effects, Queued
 from handlers.coupons import redeem as coupons
+from handlers.coupons.issue import CouponCode, CouponError
 from handlers.coupons.redeem import CouponQuote
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, referrals, tiers
-from handlers.notices.delivery import queue_notice
-from handlers.rules import calendar
+from handlers.members import lookup as members
+from handlers.notices.delivery import NOTICE_SEND
 from handlers.rules.earn import compute_earn
 from handlers.rules.earn_model import EarnResult, Item, MemberInfo, RuleSet
 from handlers.rules.earn_model import Purchase as EarnPurchase
 from handlers.rules.errors import RuleError
-from handlers.rules.expiry import expiry_date
+from handlers.rules.expiry import InsufficientPoints, allocate_spend, expiry_date
 from handlers.rules.program import Program
+from handlers.rules.tiers import upgrade_thresholds, window_days
 from handlers.rules.tiers_model import Tier
 from handlers.rules.till import Quote as TillQuote
 from handlers.rules.till import after_tier_discount, price
+from handlers.rules.wallet import InsufficientBalance, split_payment
+from handlers.till import context as till
 from handlers.wallet import ledger as wallet
-from models.member import Member
 from models.merchant import Merchant
-from models.points import PointsAccount, PointsKind, PointsPool
+from models.points import PointsAccount
 from models.purchase import Purchase, PurchaseStatus
 from models.staff import Staff
 
@@ -155,98 +161,152 @@ async def _replay(purchase: Purchase, digest: str) -> PurchaseResult:
     )
 
 
-_PERIOD_SQL = """
-SELECT
-  (SELECT id FROM purchase WHERE merchant_id = :merchant AND idempotency_key = :key) AS existing,
-  (SELECT COALESCE(SUM(paid_fen), 0) FROM purchase
-    WHERE merchant_id = :merchant AND member_id = :member AND status = 'completed'
-      AND created_at >= :year_start) AS spend,
-  (SELECT COALESCE(SUM(points_earned), 0) FROM purchase
-    WHERE merchant_id = :merchant AND member_id = :member AND status = 'completed'
-      AND created_at >= :day_start) AS today
-"""
+async def _replay_existing(existing: till.Existing, digest: str) -> PurchaseResult:
+    """A key already used: its stored result (read with the context), or the row's."""
+    if existing.digest != digest:
+        raise IdempotencyMismatch("幂等键 idempotency_key 已用于另一笔消费")
+    if existing.result is not None:
+        return PurchaseResult(**{**existing.result, "replayed": True})
+    return await _replay(await Purchase.get(id=existing.purchase_id), digest)
 
 
-async def _period(merchant: Merchant, member_id: int, key: str, now: datetime) -> tuple[int, int, int | None]:
-    """Cash spend this calendar year and purchase points earned today, both merchant-local, and the id of
-    a purchase already recorded under `key` (read under the account lock, in the same round trip)."""
-    row = await fetch_one(
-        _PERIOD_SQL,
-        merchant=merchant.id,
-        member=member_id,
-        key=key,
-        year_start=calendar.year_start(now, merchant.timezone),
-        day_start=calendar.day_start(now, merchant.timezone),
-    )
-    return int(row["spend"]), int(row["today"]), row["existing"]
+class _Stale(Exception):
+    """The context a purchase was computed from moved before it could be written: compute again."""
 
 
 @dataclass(frozen=True, slots=True)
-class _Till:
-    """What a purchase is priced against, loaded once before any lock."""
-
-    member: Member
-    tier: Tier
+class _Config:
     program: Program
+    tiers_version: int
+    ladder: list[Tier]
     rules: RuleSet
-    store_id: int | None
-    store_code: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Quote:
-    price: TillQuote
-    coupon: CouponQuote | None
 
 
 async def record_purchase(
     merchant: Merchant, staff: Staff | None, req: PurchaseRequest, *, now: datetime, effects: Effects
 ) -> PurchaseResult:
-    """Quote, then post in one transaction, then the after-commit effect (tier review, referral awards)
-    runs at once, durably: if it fails, the purchase stands and the effect is retried."""
+    """Price and post the purchase, then run the after-commit effect (tier review, referral awards) at
+    once, durably: if it fails, the purchase stands and the effect is retried.
+
+    Optimistic: one unlocked read (`handlers.till.context`), the rules in Python, then ONE call of
+    `memberbot_till_purchase`, which locks, re-checks what the rules assumed and writes it all. When a
+    concurrent change moved that context, the purchase is computed again under the locks."""
     _validate(req)
     digest = _digest(req)
-    till = await _load(merchant, staff, req)
-    async with in_transaction():
-        account = await ledger.lock_account(merchant.id, till.member.id)
-        period_spend, points_today, existing_id = await _period(
-            merchant, till.member.id, req.idempotency_key, now
+    config = await _config(merchant)
+    needs = till.Needs(
+        req.member_id,
+        req.idempotency_key,
+        config.program.earn_pool,
+        req.points_offset > 0,
+        req.stored_value_fen > 0,
+        members.normalise_code(req.coupon_code)[:16] if req.coupon_code else None,
+    )
+    try:
+        done: PurchaseResult = await _attempt(
+            merchant, staff, req, digest, config, needs, now=now, effects=effects
         )
-        if existing_id is not None:  # the one check of the key, under the lock (a retry replays)
-            return await _replay(await Purchase.get(id=existing_id), digest)
-        quote = await _quote(merchant, till, req, now)
-        purchase, result = await _post(
-            merchant, staff, till, account, req, quote, digest, (period_spend, points_today), now=now
-        )
-        queued = await effects.queue(
-            AFTER_PURCHASE,
-            f"purchase:{purchase.id}",
-            {
-                "purchase_id": purchase.id,
-                "merchant_id": merchant.id,
-                "member_id": till.member.id,
-                "referred": till.member.referrer_id is not None,
-                "at": now.isoformat(),
-            },
-            merchant_id=merchant.id,
-        )
-        receipt = await queue_notice(
-            effects,
-            "purchase_receipt",
-            merchant_id=merchant.id,
-            member_id=till.member.id,
-            event_key=f"purchase:{purchase.id}",
-            context=_receipt(result, till),
-        )
-    [after] = await effects.after_commit(queued, *([receipt] if receipt else [])) or [None]
-    return PurchaseResult(**{**after, "replayed": False}) if after else result
+        return done
+    except _Stale:
+        pass
+    try:
+        async with in_transaction():
+            await till.lock(merchant, needs)
+            posted = await _attempt(
+                merchant, staff, req, digest, config, needs, now=now, effects=effects, locked=True
+            )
+    except _Stale:  # only a manager's change of this very coupon or balance at this very moment
+        raise Conflict("会员信息刚刚发生变化，请重试", field="idempotency_key") from None
+    return await _after(posted, effects)
+
+
+async def _config(merchant: Merchant) -> _Config:
+    program = await loyalty_config.program(merchant.id)
+    version, ladder = await loyalty_config.current_tiers(merchant.id)
+    rules = effective_rules(await loyalty_config.current_rules(merchant.id), ladder, merchant.timezone)
+    return _Config(program, version, ladder, rules)
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    result: PurchaseResult
+    queued: tuple[Queued, ...] = ()
+
+
+async def _attempt(
+    merchant: Merchant,
+    staff: Staff | None,
+    req: PurchaseRequest,
+    digest: str,
+    config: _Config,
+    needs: till.Needs,
+    *,
+    now: datetime,
+    effects: Effects,
+    locked: bool = False,
+) -> Any:
+    """Read, compute, post. Unlocked: the finished `PurchaseResult`; under the caller's locks: a
+    `_Posted` whose effects the caller runs after its commit. `_Stale` when the context moved."""
+    context = await till.read(merchant, staff, needs, now)
+    if context.existing is not None:  # a retry replays (checked again under the lock by the function)
+        replayed = await _replay_existing(context.existing, digest)
+        return _Posted(replayed) if locked else replayed
+    refused = till.member_refusal(context.member)
+    if refused is not None:
+        raise refused
+    if _outdated(config, context):
+        loyalty_config.clear_cache(merchant.id)  # saved by a process that could not announce it
+        config = await _config(merchant)
+    quoted = await _quote(merchant, config, context, req, now)
+    call = _call(merchant, staff, config, context, req, quoted, digest, now=now, effects=effects)
+    rows = await queries.fetch_rows(_PURCHASE_SQL, p=json.dumps(call, ensure_ascii=False, default=str))
+    row = rows[0]
+    outcome = row["outcome"]
+    if outcome == "stale":
+        raise _Stale
+    if outcome == "no_member":
+        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    if outcome == "coupon_used":
+        raise CouponError(CouponCode.USED, "该券已使用", field="code")
+    if outcome == "replay":
+        replayed = await _replay(await Purchase.get(id=row["purchase_id"]), digest)
+        return _Posted(replayed) if locked else replayed
+    stored = json.loads(row["result"]) if isinstance(row["result"], str) else row["result"]
+    result = PurchaseResult(**{**stored, "replayed": False})
+    queued = []
+    if row["after_task"] is not None:
+        payload = {**call["after_payload"], "purchase_id": result.purchase_id}
+        queued.append(Queued(int(row["after_task"]), AFTER_PURCHASE, payload, claimed=True))
+    if row["notice_task"] is not None:
+        queued.append(Queued(int(row["notice_task"]), NOTICE_SEND))
+    posted = _Posted(result, tuple(queued))
+    return posted if locked else await _after(posted, effects)
+
+
+def _outdated(config: _Config, context: till.TillContext) -> bool:
+    """The cached rule set or ladder is not the database's current one."""
+    rules_moved = context.rules_version is not None and context.rules_version != config.rules.version
+    return rules_moved or (
+        context.tiers_version is not None and context.tiers_version != config.tiers_version
+    )
+
+
+async def _after(posted: _Posted, effects: Effects) -> PurchaseResult:
+    """After commit: the inline after-purchase effect (its result replaces the response), the receipt."""
+    if not posted.queued:
+        return posted.result
+    after = await effects.after_commit(*posted.queued)
+    runs_inline = posted.queued[0].kind == AFTER_PURCHASE
+    if runs_inline and after and after[0]:
+        return PurchaseResult(**{**after[0], "replayed": False})
+    return posted.result
 
 
 def _yuan(fen: int) -> str:
     return f"{fen / 100:.2f}"
 
 
-def _receipt(result: PurchaseResult, till: _Till) -> dict[str, Any]:
+def _receipt(result: PurchaseResult, store_code: str | None) -> dict[str, Any]:
     """What the member's receipt says (handlers.notices.catalog: purchase_receipt)."""
     return {
         "amount": _yuan(result.amount_fen),
@@ -257,47 +317,43 @@ def _receipt(result: PurchaseResult, till: _Till) -> dict[str, Any]:
         "points": result.points_earned,
         "pending": result.points_pending,
         "balance": result.balance,
-        "store": till.store_code or "",
+        "store": store_code or "",
     }
 
 
-async def _load(merchant: Merchant, staff: Staff | None, req: PurchaseRequest) -> _Till:
-    context = await _context(merchant, staff, req)
-    if context["id"] is None or context["anonymized_at"] is not None:
-        raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
-    program = await loyalty_config.program(merchant.id)
-    _, ladder = await loyalty_config.current_tiers(merchant.id)
-    rules = effective_rules(await loyalty_config.current_rules(merchant.id), ladder, merchant.timezone)
-    tier = loyalty_config.tier_by_code(ladder, context["ctx_tier_code"] or ladder[0].code)
-    return _Till(
-        queries.as_model(Member, context),
-        tier,
-        program,
-        rules,
-        context["ctx_store_id"],
-        context["ctx_store_code"],
-    )
+@dataclass(frozen=True, slots=True)
+class _Quote:
+    price: TillQuote
+    coupon: CouponQuote | None
+    tier: Tier
+    offset_plan: list[tuple[int, int]]
+    wallet: tuple[int, int]  # (principal, bonus) taken from stored value
 
 
-async def _quote(merchant: Merchant, till: _Till, req: PurchaseRequest, now: datetime) -> _Quote:
-    """Tier discount, then the coupon, then the points offset; refused with the reason, nothing written."""
+async def _quote(
+    merchant: Merchant, config: _Config, context: till.TillContext, req: PurchaseRequest, now: datetime
+) -> _Quote:
+    """Tier discount, then the coupon, then the points offset and the stored value; refused with the
+    reason, nothing written."""
+    tier = loyalty_config.tier_by_code(config.ladder, context.stored_tier or config.ladder[0].code)
+    member_id = req.member_id
     coupon = None
     try:
         if req.coupon_code:
-            order_fen = after_tier_discount(req.amount_fen, till.tier.benefits.discount_percent)
+            order_fen = after_tier_discount(req.amount_fen, tier.benefits.discount_percent)
             coupon = await coupons.quote(
                 merchant,
-                till.member.id,
+                member_id,
                 req.coupon_code,
                 order_fen=order_fen,
-                store_code=till.store_code,
+                store_code=context.store_code,
                 now=now,
             )
         quote = price(
             req.amount_fen,
-            till.tier.benefits.discount_percent,
+            tier.benefits.discount_percent,
             req.points_offset,
-            till.program.offset,
+            config.program.offset,
             coupon_fen=coupon.discount_fen if coupon else 0,
         )
     except RuleError as exc:
@@ -306,113 +362,152 @@ async def _quote(merchant: Merchant, till: _Till, req: PurchaseRequest, now: dat
         raise ValidationError(
             f"储值支付不能超过应付金额 {quote.paid_fen / 100:.2f} 元", field="stored_value_fen"
         )
-    return _Quote(quote, coupon)
+    plan: list[tuple[int, int]] = []
+    if quote.offset_points:
+        try:
+            plan = allocate_spend(context.lots, quote.offset_points)
+        except InsufficientPoints:
+            available = max(context.balance or 0, 0)
+            raise ledger.NotEnoughPoints(
+                f"积分不足：需要 {quote.offset_points}，可用 {available}", field="points"
+            ) from None
+    split = (0, 0)
+    if req.stored_value_fen:
+        principal, bonus = context.wallet or (0, 0)
+        try:
+            taken = split_payment(principal, bonus, req.stored_value_fen)
+        except InsufficientBalance as exc:
+            needed, left = wallet.yuan(req.stored_value_fen), wallet.yuan(exc.available_fen)
+            raise wallet.NotEnoughBalance(
+                f"储值余额不足：需要 {needed} 元，可用 {left} 元",
+                available_fen=exc.available_fen,
+                field="amount_fen",
+            ) from None
+        split = (taken.principal_fen, taken.bonus_fen)
+    return _Quote(quote, coupon, tier, plan, split)
 
 
-async def _post(
+def _call(
     merchant: Merchant,
     staff: Staff | None,
-    till: _Till,
-    account: PointsAccount,
+    config: _Config,
+    context: till.TillContext,
     req: PurchaseRequest,
     quoted: _Quote,
     digest: str,
-    period: tuple[int, int],
     *,
     now: datetime,
-) -> tuple[Purchase, PurchaseResult]:
-    """Every write of the purchase, in the caller's transaction holding the account lock: the row, the
-    coupon used, the offset debit, the stored-value payment, the earn (or pending hold), the pool."""
-    quote, coupon, member, tier = quoted.price, quoted.coupon, till.member, till.tier
-    period_spend, points_today = period
-    pool = await _lock_pool(merchant.id, till.program)
+    effects: Effects,
+) -> dict[str, Any]:
+    """The argument of `memberbot_till_purchase`: every write, and what it assumed."""
+    quote, coupon, tier, program = quoted.price, quoted.coupon, quoted.tier, config.program
+    pool = context.pool_remaining if program.earn_pool is not None else None
     earn = compute_earn(
-        EarnPurchase(quote.paid_fen, req.items, till.store_code or "", now),
-        MemberInfo(tier.code, period_spend, points_today, tier.name),
-        till.rules,
-        pool_remaining=None if pool is None else pool.budget - pool.granted,
+        EarnPurchase(quote.paid_fen, req.items, context.store_code or "", now),
+        MemberInfo(tier.code, context.period_spend_fen, context.points_today, tier.name),
+        config.rules,
+        pool_remaining=pool,
     )
-    try:  # a unique violation aborts the transaction, which the error below rolls back
-        purchase = await Purchase.create(
-            merchant_id=merchant.id,
-            member_id=member.id,
-            store_id=till.store_id,
-            staff=staff,
-            idempotency_key=req.idempotency_key,
-            request_digest=digest,
-            amount_fen=quote.amount_fen,
-            discount_fen=quote.discount_fen,
-            offset_points=quote.offset_points,
-            offset_fen=quote.offset_fen,
-            paid_fen=quote.paid_fen,
-            points_earned=earn.points,
-            points_pending=bool(earn.points and till.program.pending_days),
-            rule_set_version=earn.rule_set_version,
-            breakdown=_lines(earn),
-            items=_stored_items(req),
-            tier_code=tier.code,
-            period_spend_fen=period_spend,
-            points_today_before=points_today,
-            pool_code=pool.code if pool is not None and earn.points else None,
-        )
-    except IntegrityError:  # the unique-key backstop: the same key, for another member, committed first
-        raise IdempotencyMismatch("幂等键 idempotency_key 已用于另一笔消费") from None
-    actor = f"staff:{staff.id}" if staff else "system"
-    if coupon is not None:
-        await coupons.use(
-            merchant,
-            coupon.coupon_id,
-            purchase_id=purchase.id,
-            order_fen=quote.amount_fen - quote.discount_fen,
-            store_code=till.store_code,
-            now=now,
-            actor=actor,
-        )
-    if quote.offset_points:
-        await ledger.debit_locked(
-            account,
-            quote.offset_points,
-            PointsKind.SPEND_OFFSET,
-            key=offset_key(req.idempotency_key),
-            now=now,
-            reference=f"purchase:{purchase.id}",
-            actor=actor,
-            reason=f"消费抵扣 {quote.offset_fen / 100:.2f} 元",
-        )
-    if req.stored_value_fen:
-        await wallet.pay(
-            merchant,
-            member.id,
-            req.stored_value_fen,
-            key=wallet_key(req.idempotency_key),
-            now=now,
-            reference=f"purchase:{purchase.id}",
-            actor=actor,
-        )
-    await _earn(merchant, till.program, account, purchase, earn, now=now, actor=actor)
-    if pool is not None and earn.points:
-        pool.granted += earn.points
-        await pool.save(update_fields=["granted"])
+    pending = bool(earn.points and program.pending_days)
     result = PurchaseResult(
-        purchase.id,
-        member.id,
+        0,
+        req.member_id,
         quote.amount_fen,
         quote.discount_fen,
         quote.offset_points,
         quote.offset_fen,
         quote.paid_fen,
         earn.points,
-        purchase.points_pending,
+        pending,
         earn.rule_set_version,
-        purchase.breakdown,
-        account.balance,
+        _lines(earn),
+        0,
         tier.code,
         coupon_code=coupon.code if coupon else None,
         coupon_fen=quote.coupon_fen,
         stored_value_fen=req.stored_value_fen,
     )
-    await _store_result(purchase, result)  # a retry from now on replays exactly this
-    return purchase, result
+    stored = {k: v for k, v in _stored(result).items() if k not in ("purchase_id", "balance")}
+    receipt = {k: v for k, v in _receipt(result, context.store_code).items() if k != "balance"}
+    spend_to_reach, earned_to_reach = upgrade_thresholds(config.ladder, tier.code)
+    rules = config.rules
+    queued_at = effects.clock()
+    call: dict[str, Any] = {
+        "merchant_id": merchant.id,
+        "member_id": req.member_id,
+        "idempotency_key": req.idempotency_key,
+        "request_digest": digest,
+        "now": now.isoformat(),
+        "actor": f"staff:{staff.id}" if staff else "system",
+        "store_id": context.store_id,
+        "staff_id": staff.id if staff else None,
+        "amount_fen": quote.amount_fen,
+        "discount_fen": quote.discount_fen,
+        "offset_points": quote.offset_points,
+        "offset_fen": quote.offset_fen,
+        "paid_fen": quote.paid_fen,
+        "points_earned": earn.points,
+        "points_pending": pending,
+        "rule_set_version": earn.rule_set_version,
+        "tier_code": tier.code,
+        "breakdown": result.breakdown,
+        "items": _stored_items(req),
+        "result": stored,
+        "receipt": receipt,
+        # What the rules assumed, re-checked under the lock.
+        "stored_tier": context.stored_tier,
+        "year_start": context.year_start.isoformat(),
+        "day_start": context.day_start.isoformat(),
+        "period_matters": rules.daily_cap is not None
+        or (bool(rules.bands) and rules.band_mode != "per_purchase"),
+        "period_spend": context.period_spend_fen,
+        "points_today": context.points_today,
+        "account_balance": context.balance,
+        "account_updated_at": context.account_updated_at.isoformat() if context.account_updated_at else None,
+        "pool_code": program.earn_pool if pool is not None else None,
+        "pool_remaining": pool,
+        "pool_capped": any(line.code == "cap:pool" for line in earn.breakdown),
+        "coupon_id": coupon.coupon_id if coupon else None,
+        "coupon_fen": quote.coupon_fen,
+        "wallet_principal": quoted.wallet[0],
+        "wallet_bonus": quoted.wallet[1],
+        "wallet_seen_principal": context.wallet[0] if context.wallet else 0,
+        "wallet_seen_bonus": context.wallet[1] if context.wallet else 0,
+        # The postings.
+        "earn_key": earn_key(req.idempotency_key),
+        "offset_key": offset_key(req.idempotency_key),
+        "wallet_key": wallet_key(req.idempotency_key),
+        "offset_lots": [lot for lot, _ in quoted.offset_plan],
+        "offset_takes": [take for _, take in quoted.offset_plan],
+        "offset_reason": f"消费抵扣 {quote.offset_fen / 100:.2f} 元",
+        "wallet_reason": f"储值消费 {wallet.yuan(req.stored_value_fen)} 元",
+        "earn_reason": f"消费 {quote.paid_fen / 100:.2f} 元",
+        "expires_at": _isoformat(expiry_date(now, program.expiry, merchant.timezone)),
+        "available_at": (now + timedelta(days=program.pending_days)).isoformat(),
+        # The after-purchase effect, when it can matter.
+        "referred": context.member is not None and context.member.referrer_id is not None,
+        "spend_to_reach": spend_to_reach,
+        "earned_to_reach": earned_to_reach,
+        "window_since": (now - timedelta(days=window_days(config.ladder))).isoformat(),
+        "after_payload": {
+            "merchant_id": merchant.id,
+            "member_id": req.member_id,
+            "referred": context.member is not None and context.member.referrer_id is not None,
+            "at": now.isoformat(),
+        },
+        "queued_at": queued_at.isoformat(),
+        "lease_until": (queued_at + LEASE).isoformat(),
+    }
+    return call
+
+
+def _isoformat(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+_PURCHASE_SQL = """
+SELECT outcome, purchase_id, balance, result, after_task, notice_task FROM memberbot_till_purchase(:p::jsonb)
+"""
 
 
 def _stored_items(req: PurchaseRequest) -> list[dict[str, Any]]:
@@ -464,73 +559,6 @@ async def after_purchase(
 
 def _lines(earn: EarnResult) -> list[dict[str, Any]]:
     return [{"code": line.code, "label": line.label, "points": line.points} for line in earn.breakdown]
-
-
-# What a purchase needs before it locks anything, in one round trip: the member (all columns; NULLs if
-# there is none), their stored tier code, and the store: the cashier's, else the merchant's first open one.
-_CONTEXT_SQL = """
-SELECT m.*,
-  (SELECT tier_code FROM member_tier WHERE member_id = :member) AS ctx_tier_code,
-  s.id AS ctx_store_id, s.code AS ctx_store_code
-FROM (SELECT 1 AS one) AS one
-LEFT JOIN member m ON m.id = :member AND m.merchant_id = :merchant
-LEFT JOIN store s ON s.id = COALESCE(
-  :staff_store,
-  (SELECT id FROM store WHERE merchant_id = :merchant AND closed_at IS NULL ORDER BY id LIMIT 1))
-"""
-
-
-async def _context(merchant: Merchant, staff: Staff | None, req: PurchaseRequest) -> dict[str, Any]:
-    return await fetch_one(
-        _CONTEXT_SQL,
-        merchant=merchant.id,
-        member=req.member_id,
-        staff_store=staff.store_id if staff is not None else None,
-    )
-
-
-async def _lock_pool(merchant_id: int, program: Program) -> PointsPool | None:
-    if program.earn_pool is None:
-        return None
-    return await PointsPool.select_for_update().get_or_none(merchant_id=merchant_id, code=program.earn_pool)
-
-
-async def _earn(
-    merchant: Merchant,
-    program: Program,
-    account: PointsAccount,
-    purchase: Purchase,
-    earn: EarnResult,
-    *,
-    now: datetime,
-    actor: str,
-) -> None:
-    if not earn.points:
-        return
-    key = earn_key(purchase.idempotency_key)
-    expires = expiry_date(now, program.expiry, merchant.timezone)
-    if program.pending_days:
-        await ledger.hold_pending(
-            merchant.id,
-            purchase.member_id,
-            earn.points,
-            key=key,
-            now=now,
-            available_at=now + timedelta(days=program.pending_days),
-            expires_at=expires,
-        )
-        return
-    await ledger.credit_locked(
-        account,
-        earn.points,
-        PointsKind.EARN_PURCHASE,
-        key=key,
-        now=now,
-        expires_at=expires,
-        reference=f"purchase:{purchase.id}",
-        actor=actor,
-        reason=f"消费 {purchase.paid_fen / 100:.2f} 元",
-    )
 
 
 async def _first_purchase_referrals(
