@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
-from arq import ArqRedis
 from redis.asyncio import Redis
 from tortoise import Tortoise
 
@@ -17,7 +16,7 @@ from bot.dialog import Dispatcher
 from bot.scheduler import embedded_scheduler
 from bot.settings import ROOT, WECHAT_SIM_PREFIX, Settings
 from bot.wechat_sim import SimState, create_sim_app
-from bot.worker import arq_dispatch
+from bot.worker import arq_batch_dispatch
 from handlers import effects
 from handlers.core import config_cache
 from handlers.core.background import Background
@@ -122,9 +121,9 @@ def _effects(settings: Settings) -> CleanupContext:
                     background.spawn(registry.run(task_id), name=f"task:{task_id}")
 
             registry.dispatch = in_process
-        else:  # arq's client on this app's connection pool: nothing to connect at start-up (a Redis
-            # that is down shows in /healthz instead of stopping the start)
-            enqueue = arq_dispatch(ArqRedis(connection_pool=app[REDIS].connection_pool))
+        else:  # one script call per batch of tasks on this app's connection (a Redis that is down shows
+            # in /healthz instead of stopping the start)
+            enqueue = arq_batch_dispatch(app[REDIS])
 
             async def enqueue_all(task_ids: Sequence[int]) -> None:
                 await enqueue(task_ids)

@@ -125,28 +125,6 @@ BEGIN
     END IF;
 
     v_purchase := nextval(pg_get_serial_sequence('purchase', 'id'));
-    INSERT INTO purchase (id, merchant_id, member_id, store_id, staff_id, idempotency_key, request_digest,
-                          amount_fen, discount_fen, offset_points, offset_fen, paid_fen, points_earned,
-                          points_pending, rule_set_version, tier_code, period_spend_fen, points_today_before,
-                          breakdown, items, status, pool_code, created_at)
-    VALUES (v_purchase, v_merchant, v_member, (p->>'store_id')::integer, (p->>'staff_id')::integer, v_key,
-            p->>'request_digest', (p->>'amount_fen')::bigint, (p->>'discount_fen')::bigint, v_offset,
-            (p->>'offset_fen')::bigint, (p->>'paid_fen')::bigint, v_points, (p->>'points_pending')::boolean,
-            (p->>'rule_set_version')::integer, p->>'tier_code', v_spend, v_today, p->'breakdown', p->'items',
-            'completed', CASE WHEN v_points > 0 THEN v_pool.code END, clock_timestamp())
-    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING;
-    IF NOT FOUND THEN  -- the key was committed meanwhile by another member's purchase
-        SELECT x.id INTO v_found FROM purchase x WHERE x.merchant_id = v_merchant AND x.idempotency_key = v_key;
-        RETURN QUERY SELECT 'replay'::text, v_found, 0, NULL::jsonb, NULL::bigint, NULL::bigint;
-        RETURN;
-    END IF;
-    IF v_coupon.id IS NOT NULL THEN
-        UPDATE coupon SET status = 'used', used_at = v_now, used_purchase_id = v_purchase,
-                          discount_fen = (p->>'coupon_fen')::integer
-         WHERE id = v_coupon.id;
-        INSERT INTO coupon_event (merchant_id, coupon_id, kind, actor, reference, created_at)
-        VALUES (v_merchant, v_coupon.id, 'used', left(v_actor, 32), 'purchase:' || v_purchase, clock_timestamp());
-    END IF;
     IF v_offset > 0 THEN
         PERFORM memberbot_points_expire(v_account.id, v_now);
         SELECT d.transaction_id INTO v_found FROM memberbot_points_debit(
@@ -184,7 +162,23 @@ BEGIN
 
     SELECT a.balance INTO v_balance FROM points_account a WHERE a.id = v_account.id;
     v_result := p->'result' || jsonb_build_object('purchase_id', v_purchase, 'balance', v_balance);
-    UPDATE purchase SET result = v_result WHERE id = v_purchase;
+    -- A unique violation here (the key committed meanwhile by another member's purchase) undoes it all.
+    INSERT INTO purchase (id, merchant_id, member_id, store_id, staff_id, idempotency_key, request_digest,
+                          amount_fen, discount_fen, offset_points, offset_fen, paid_fen, points_earned,
+                          points_pending, rule_set_version, tier_code, period_spend_fen, points_today_before,
+                          breakdown, items, status, pool_code, result, created_at)
+    VALUES (v_purchase, v_merchant, v_member, (p->>'store_id')::integer, (p->>'staff_id')::integer, v_key,
+            p->>'request_digest', (p->>'amount_fen')::bigint, (p->>'discount_fen')::bigint, v_offset,
+            (p->>'offset_fen')::bigint, (p->>'paid_fen')::bigint, v_points, (p->>'points_pending')::boolean,
+            (p->>'rule_set_version')::integer, p->>'tier_code', v_spend, v_today, p->'breakdown', p->'items',
+            'completed', CASE WHEN v_points > 0 THEN v_pool.code END, v_result, clock_timestamp());
+    IF v_coupon.id IS NOT NULL THEN
+        UPDATE coupon SET status = 'used', used_at = v_now, used_purchase_id = v_purchase,
+                          discount_fen = (p->>'coupon_fen')::integer
+         WHERE id = v_coupon.id;
+        INSERT INTO coupon_event (merchant_id, coupon_id, kind, actor, reference, created_at)
+        VALUES (v_merchant, v_coupon.id, 'used', left(v_actor, 32), 'purchase:' || v_purchase, clock_timestamp());
+    END IF;
     -- The receipt (handlers.notices.delivery.queue_notice) and its task (handlers.core.tasks.queue_for).
     INSERT INTO notice_delivery (merchant_id, member_id, kind, event_key, context, status, reason, job_status,
                                  text, created_at, updated_at)

@@ -28,6 +28,11 @@ MODEL_MODULES = [
 ]
 
 
+# Connections per process (tortoise's default is 5): requests beyond it queue for a connection while
+# PostgreSQL has cores to spare. A `?maxsize=N` in DATABASE_URL overrides it.
+POOL_SIZE = 10
+
+
 async def keep_session(connection: Any) -> None:
     """Pool release without asyncpg's default reset round trip (`SELECT pg_advisory_unlock_all(); CLOSE
     ALL; UNLISTEN *; RESET ALL`), which doubled the cost of every query outside a transaction. Safe
@@ -40,6 +45,7 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     connection = expand_db_url(database_url)
     if connection["engine"] == "tortoise.backends.asyncpg":
         connection["credentials"]["reset"] = keep_session
+        connection["credentials"].setdefault("maxsize", POOL_SIZE)
     return {
         "connections": {"default": connection},
         "apps": {

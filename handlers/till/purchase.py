@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from handlers.core import queries
@@ -259,7 +260,10 @@ async def _attempt(
         config = await _config(merchant)
     quoted = await _quote(merchant, config, context, req, now)
     call = _call(merchant, staff, config, context, req, quoted, digest, now=now, effects=effects)
-    rows = await queries.fetch_rows(_PURCHASE_SQL, p=json.dumps(call, ensure_ascii=False, default=str))
+    try:
+        rows = await queries.fetch_rows(_PURCHASE_SQL, p=json.dumps(call, ensure_ascii=False, default=str))
+    except IntegrityError:  # the unique-key backstop: the same key, for another member, committed first
+        raise IdempotencyMismatch("幂等键 idempotency_key 已用于另一笔消费") from None
     row = rows[0]
     outcome = row["outcome"]
     if outcome == "stale":
