@@ -11,6 +11,7 @@ import traceback
 from types import ModuleType
 
 import bench
+from bench.harness import Report, Verdict, verdict_table
 
 SUPPORT = {"harness", "baseline", "floor", "services"}
 
@@ -26,16 +27,23 @@ def benchmarks(names: list[str]) -> list[ModuleType]:
 
 def main(argv: list[str]) -> None:
     failed = []
+    verdicts: list[Verdict] = []
     for module in benchmarks(argv):
         name = module.__name__.removeprefix("bench.")
         started = time.monotonic()
         print(f"== {name}: {module.TITLE}", flush=True)
         try:
-            print(asyncio.run(module.run()))
+            report = asyncio.run(module.run())
         except Exception:  # one broken benchmark must not hide the others' figures
             traceback.print_exc()
             failed.append(name)
+        else:
+            print(report.text if isinstance(report, Report) else report)
+            verdicts += report.verdicts if isinstance(report, Report) else []
         print(f"({time.monotonic() - started:.0f} s)\n", flush=True)
+    if verdicts:
+        print("== issue 13's targets, each a ratio measured in one run (memberbot / its floor)")
+        print(verdict_table(verdicts), flush=True)
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")
 

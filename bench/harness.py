@@ -97,6 +97,10 @@ class Server:
     def rss_mib(self) -> float:
         return sum(rss_mib(pid) for pid in self.pids())
 
+    def max_rss_mib(self) -> float:
+        """The largest resident set of one of its processes (the target is per process)."""
+        return max(rss_mib(pid) for pid in self.pids())
+
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.pids())
 
@@ -149,6 +153,43 @@ class LoadResult:
         if len(self.latencies_ms) < 2:
             return self.latencies_ms[0] if self.latencies_ms else 0.0
         return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(q) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One target of issue 13, measured in one run: `value` against `bound` (`at_most`: an upper bound)."""
+
+    flow: str
+    measure: str
+    value: float
+    bound: float | None  # None: measured and reported, no target
+    at_most: bool = False
+    note: str = ""
+
+    @property
+    def met(self) -> bool:
+        if self.bound is None:
+            return True
+        return self.value < self.bound if self.at_most else self.value >= self.bound
+
+    def row(self) -> list[object]:
+        if self.bound is None:
+            return [self.flow, self.measure, f"{self.value:,.2f}", "-", "measured", self.note]
+        target = f"{'<' if self.at_most else '>='} {self.bound:g}"
+        met = "met" if self.met else "NOT met"
+        return [self.flow, self.measure, f"{self.value:,.2f}", target, met, self.note]
+
+
+@dataclass
+class Report:
+    """A benchmark's table (printed as it is) and the targets it measured (printed again at the end)."""
+
+    text: str
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+def verdict_table(verdicts: Sequence[Verdict]) -> str:
+    return table(["flow", "measure", "value", "target", "", "note"], [v.row() for v in verdicts])
 
 
 Check = Callable[[int, bytes], bool]

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from bench import services
-from bench.harness import LoadResult, table
+from bench.harness import LoadResult, Report, Verdict, table
 from bench.services import DATABASE_URL, REDIS_URL
 
 TITLE = "2,000 concurrent purchases on one member across two processes, then memberbot audit points"
@@ -57,7 +57,7 @@ def bodies(member_id: int, process: int) -> Iterator[tuple[str, dict[str, Any]]]
         )
 
 
-async def run() -> str:
+async def run() -> Report | str:
     try:
         await services.fresh_postgres()
         await services.fresh_redis()
@@ -124,10 +124,20 @@ async def run() -> str:
         mismatches,
     ]
     verdict = "met" if mismatches == 0 and code == 0 and recorded == len(replies) == PURCHASES else "NOT met"
-    return (
+    text = (
         f"{PURCHASES} purchases submitted at once, {IN_FLIGHT_PER_PROCESS} sockets per process, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
         + table(head, [row])
         + f"\n\naudit exit {code}, {mismatches} mismatches (target 0: {verdict}); balance "
         f"{'==' if balance == reported else '!='} Σ points reported by the responses"
+    )
+    exact = float(
+        mismatches == 0 and code == 0 and recorded == len(replies) == PURCHASES and balance == reported
+    )
+    return Report(
+        text,
+        [
+            Verdict("2,000 purchases on one member, 2 processes", "audit clean, all recorded once", exact, 1),
+            Verdict("2,000 purchases on one member, 2 processes", "purchases/s", total.rps, None),
+        ],
     )
