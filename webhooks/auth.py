@@ -67,6 +67,7 @@ class MemberAuth:
     scheme_name: str = "memberSession"
     statuses: tuple[int, ...] = (401,)
     announces: bool = False
+    reads_member: bool = True  # False: the session and merchant only; the use case reads the member
 
     def security_scheme(self) -> dict[str, Any]:
         return {
@@ -83,6 +84,8 @@ class MemberAuth:
         merchant = await merchant_by_id(session.merchant_id)
         if merchant is None or merchant.slug != getattr(path, "merchant_slug", None):
             raise unauthorized("登录凭证不属于该商户")
+        if not self.reads_member:
+            return Principal(merchant=merchant, session=session)
         member = await queries.first(Member, id=session.subject_id, merchant_id=merchant.id)
         if member is None or member.anonymized_at is not None:
             raise unauthorized("会员不存在，请重新登录")
@@ -129,6 +132,7 @@ class StaffAuth:
 
 
 MEMBER = MemberAuth()
+MEMBER_SESSION = MemberAuth(reads_member=False)  # a hot path that reads the member only when it must
 CASHIER = StaffAuth(StaffRole.CASHIER)
 MANAGER = StaffAuth(StaffRole.MANAGER)
 ADMIN = StaffAuth(StaffRole.ADMIN)

@@ -16,7 +16,7 @@ from handlers.mall.orders import STATUS_LABELS
 from models.mall import DealGroup, FlashSale, GroupDeal, GroupStatus, MallOrder, OrderStatus
 from webhooks.api import Call, In, IntId, Out, Routes
 from webhooks.appkeys import REDIS
-from webhooks.auth import MANAGER, MEMBER
+from webhooks.auth import MANAGER, MEMBER, MEMBER_SESSION
 from webhooks.mp import MerchantPath
 
 routes = Routes("mall_deals")
@@ -168,7 +168,7 @@ def _order_fields(order: MallOrder) -> dict[str, object]:
     path_model=SalePath,
     body=KeyIn,
     response=FlashBuyOut,
-    auth=MEMBER,
+    auth=MEMBER_SESSION,
     errors=(409, 503),
 )
 async def buy_flash(call: Call[KeyIn, SalePath]) -> FlashBuyOut:
@@ -176,7 +176,7 @@ async def buy_flash(call: Call[KeyIn, SalePath]) -> FlashBuyOut:
     bought = await flash.buy(
         call.request.app[REDIS],
         call.merchant,
-        call.member,
+        call.session.subject_id,
         call.path.sale_id,
         key=call.body.idempotency_key,
         now=_now(),

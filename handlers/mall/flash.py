@@ -32,8 +32,8 @@ from redis.exceptions import NoScriptError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from handlers.core import audit_log, queries
-from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
+from handlers.core import audit_log, config_cache, queries
+from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, Unauthorized, ValidationError
 from handlers.core.tasks import Effects
 from handlers.loyalty import ledger
 from handlers.mall import catalogue
@@ -243,33 +243,48 @@ def order_key(sale_id: int, member_id: int, key: str) -> str:
 
 
 async def get_sale(merchant_id: int, sale_id: int) -> FlashSale:
-    sale = await queries.first(FlashSale, id=sale_id, merchant_id=merchant_id)
+    """The sale's terms (item, price, units, limit, window never change once created: a request that
+    observed a configuration version reads them from this process's cache; `sold` is not read)."""
+
+    async def load() -> FlashSale | None:
+        return await queries.first(FlashSale, id=sale_id, merchant_id=merchant_id)
+
+    sale = await config_cache.cached(("flash_sale", merchant_id, sale_id), load)
     if sale is None:
         raise NotFound("秒杀活动不存在", field="flash_sale")
     return sale
 
 
+async def _buyer(merchant: Merchant, member_id: int) -> Member:
+    """The member an order is written for (read only then: a losing attempt needs the gate alone)."""
+    member = await queries.first(Member, id=member_id, merchant_id=merchant.id)
+    if member is None or member.anonymized_at is not None:
+        raise Unauthorized("会员不存在，请重新登录")
+    return member
+
+
 async def buy(
     redis: Redis,
     merchant: Merchant,
-    member: Member,
+    member_id: int,
     sale_id: int,
     *,
     key: str,
     now: datetime,
     effects: Effects,
 ) -> Bought:
-    """One unit for `member`: gated in Redis, then written to the database. A repeated key replays."""
+    """One unit for the member: gated in Redis, then written to the database. A repeated key replays.
+    Sold out is answered by the gate alone: the member's row is read only to write an order."""
     sale = await get_sale(merchant.id, sale_id)
     check_window(sale, now)
-    reservation = order_key(sale.id, member.id, key)
-    verdict = await take(redis, sale, member.id, reservation, now)
+    reservation = order_key(sale.id, member_id, key)
+    verdict = await take(redis, sale, member_id, reservation, now)
     if verdict is Verdict.LIMIT:
         existing = await MallOrder.get_or_none(merchant_id=merchant.id, idempotency_key=reservation)
         if existing is not None:  # a retry of an order since returned: replay it
             return Bought(existing, sale, replayed=True)
-        if await _forget_returned_orders(redis, sale.id, member.id):
-            verdict = await take(redis, sale, member.id, reservation, now)
+        if await _forget_returned_orders(redis, sale.id, member_id):
+            verdict = await take(redis, sale, member_id, reservation, now)
     if verdict is Verdict.DUPLICATE:
         existing = await MallOrder.get_or_none(merchant_id=merchant.id, idempotency_key=reservation)
         if existing is not None:
@@ -281,24 +296,25 @@ async def buy(
         raise LimitReached(f"每人限购 {sale.limit_per_member} 件", field="flash_sale")
     taken = verdict is Verdict.TAKEN
     try:
+        member = await _buyer(merchant, member_id)
         order, replayed = await _write(merchant, member, sale, reservation, now)
     except SoldOut:  # Redis had a unit the database does not: drop it
-        await asyncio.shield(release(redis, sale.id, member.id, reservation, give_back=False))
+        await asyncio.shield(release(redis, sale.id, member_id, reservation, give_back=False))
         raise
     except BaseException:
-        await asyncio.shield(_give_back(redis, sale.id, member.id, reservation, taken=taken))
+        await asyncio.shield(_give_back(redis, sale.id, member_id, reservation, taken=taken))
         raise
     if replayed and taken:
         # A retry of an order that was returned since (its reservation was freed): the unit just taken
         # is not needed, and the returned order must not count under the limit again.
-        await asyncio.shield(_give_back(redis, sale.id, member.id, reservation, taken=True))
+        await asyncio.shield(_give_back(redis, sale.id, member_id, reservation, taken=True))
     if not replayed:
         item = await MallItem.get(id=sale.item_id)
         await tell(
             effects,
             "flash_confirmed",
             merchant_id=merchant.id,
-            member_id=member.id,
+            member_id=member_id,
             event_key=f"order:{order.id}",
             context={
                 "item": item.name,
