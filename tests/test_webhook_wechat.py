@@ -45,7 +45,9 @@ class Recorder:
 def bot(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
 
-    async def dispatch(self: Dispatcher, merchant: Merchant, message: IncomingMessage) -> ChatReply | None:
+    async def dispatch(
+        self: Dispatcher, merchant: Merchant, message: IncomingMessage, dialog: Any = None
+    ) -> ChatReply | None:
         recorder.messages.append(message)
         return await recorder.respond(message)
 

@@ -12,7 +12,7 @@ from handlers.core.tasks import Effects
 
 if TYPE_CHECKING:
     from handlers.core.background import Background
-    from handlers.core.chat import ChatReply, IncomingMessage
+    from handlers.core.chat import ChatReply, IncomingMessage, Prefetched
     from handlers.core.templating import Renderer
     from handlers.wechat.client import WeChatClient
     from models.merchant import Merchant
@@ -25,7 +25,9 @@ class ChatDispatcher(Protocol):
     @property
     def menu_keys(self) -> frozenset[str]: ...
 
-    async def dispatch(self, merchant: Merchant, message: IncomingMessage) -> ChatReply | None: ...
+    async def dispatch(
+        self, merchant: Merchant, message: IncomingMessage, dialog: Prefetched | None = None
+    ) -> ChatReply | None: ...
 
 
 class Runtime(Protocol):

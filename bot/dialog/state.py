@@ -12,8 +12,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from handlers.core.chat import dialog_key
+
 DEFAULT_TTL_SECONDS = 600.0
-KEY_PREFIX = "dialog"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +52,15 @@ class DialogStore:
 
     @staticmethod
     def key(merchant_id: int, openid: str) -> str:
-        return f"{KEY_PREFIX}:{merchant_id}:{openid}"
+        return dialog_key(merchant_id, openid)
 
     async def load(self, merchant_id: int, openid: str) -> DialogState | None:
         """The member's dialog, or None. A value that does not parse counts as no dialog."""
-        raw = await self.redis.get(self.key(merchant_id, openid))
+        return self.parse(await self.redis.get(self.key(merchant_id, openid)))
+
+    @staticmethod
+    def parse(raw: bytes | None) -> DialogState | None:
+        """A stored value (read here or with the push's dedup claim) as the dialog, or None."""
         return None if raw is None else DialogState.from_json(raw)
 
     async def save(self, merchant_id: int, openid: str, state: DialogState) -> None:

@@ -20,6 +20,19 @@ class IncomingMessage:
     raw: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
+def dialog_key(merchant_id: int, openid: str) -> str:
+    """Where a member's open dialog lives in Redis (`bot.dialog.state`; the WeChat callback reads it
+    in its dedup claim's round trip)."""
+    return f"dialog:{merchant_id}:{openid}"
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """A member's dialog state as read with the push's dedup claim: its raw value, None for no dialog."""
+
+    raw: bytes | None
+
+
 @dataclass(frozen=True, slots=True)
 class TextReply:
     text: str

@@ -18,7 +18,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from handlers.core import config_cache
-from handlers.core.chat import ChatReply, ImageReply, TextReply
+from handlers.core.chat import ChatReply, ImageReply, Prefetched, TextReply, dialog_key
 from handlers.core.errors import DomainError, ErrorCode
 from handlers.notices import reach
 from handlers.staff.merchants import SLUG, get_merchant
@@ -186,6 +186,14 @@ def _window(merchant: Merchant, push: Push) -> str:
     return reach.window_key(merchant.id, message.openid)
 
 
+def _dialog(merchant: Merchant, push: Push) -> str:
+    """The member's dialog key, read with the claim, for what the dispatcher may route by it."""
+    message = push.message
+    if message.kind == "text" or (message.kind == "event" and message.event.lower() == "click"):
+        return dialog_key(merchant.id, message.openid)
+    return ""
+
+
 async def _answer(
     app: web.Application,
     merchant: Merchant,
@@ -200,13 +208,14 @@ async def _answer(
     changed: credentials changed meanwhile refuse a push signed with the old ones)."""
     redis = app[REDIS]
     try:
-        first = await dedup.claim(
+        claimed = await dedup.claim_push(
             redis,
             merchant.id,
             push.dedup_key,
             signature=signature,
             window=_window(merchant, push),
             now=push.message.created_at.timestamp(),
+            dialog=_dialog(merchant, push),
         )
     except dedup.SignatureReused:
         raise
@@ -217,12 +226,12 @@ async def _answer(
         await recheck(current)
         merchant = current
     answers = app[ANSWERS]
-    if not first:
+    if not claimed.first:
         log.info("duplicate push", extra=_log_fields(merchant, push))
         return merchant, await answers.earlier_answer(merchant.id, push.dedup_key, until=until)
     answer = answers.open(merchant.id, push.dedup_key)
     background = app[BACKGROUND]
-    task = background.spawn(_dispatch(app, merchant, push), name="wechat-dispatch")
+    task = background.spawn(_dispatch(app, merchant, push, claimed.dialog), name="wechat-dispatch")
     done, _ = await asyncio.wait({task}, timeout=max(0.0, until - time.monotonic()))
     if not done:
         answer.set_result(None)  # answered empty; the reply goes out later as a customer-service message
@@ -234,9 +243,11 @@ async def _answer(
     return merchant, reply
 
 
-async def _dispatch(app: web.Application, merchant: Merchant, push: Push) -> ChatReply | None:
+async def _dispatch(
+    app: web.Application, merchant: Merchant, push: Push, dialog: Prefetched | None
+) -> ChatReply | None:
     try:
-        return await app[DISPATCHER].dispatch(merchant, push.message)
+        return await app[DISPATCHER].dispatch(merchant, push.message, dialog)
     except Exception:
         log.exception("chat dispatch failed", extra=_log_fields(merchant, push))
         return None

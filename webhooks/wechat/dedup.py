@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from handlers.core import config_cache
-from handlers.core.chat import ChatReply
+from handlers.core.chat import ChatReply, Prefetched
 from handlers.core.errors import DomainError, ErrorCode
 from handlers.rules.notices import CUSTOM_WINDOW
 
@@ -31,8 +33,9 @@ MAX_ANSWERS = 20_000
 
 # KEYS[1] the push's dedup key; KEYS[2] the signature's key ("" in encrypted modes); KEYS[3] the member's
 # customer-service window ("" for WeChat's own events); KEYS[4] the configuration version
-# (`config_cache.KEY`). ARGV[1] the push key; ARGV[2] the TTL; ARGV[3] now (unix s); ARGV[4] the
-# window's life. Returns {1 first delivery | 0 duplicate | -1 signature reused, the version}.
+# (`config_cache.KEY`); KEYS[5] the member's dialog state ("": not wanted). ARGV[1] the push key;
+# ARGV[2] the TTL; ARGV[3] now (unix s); ARGV[4] the window's life. Returns {1 first delivery |
+# 0 duplicate | -1 signature reused, the version, the dialog state or false}.
 _CLAIM = """
 local version = redis.call('GET', KEYS[4]) or '0'
 if KEYS[2] ~= '' then
@@ -45,7 +48,9 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
     redis.call('HSET', KEYS[3], 'opened', ARGV[3], 'sent', 0)
     redis.call('EXPIRE', KEYS[3], ARGV[4])
   end
-  return {1, version}
+  local dialog = false
+  if KEYS[5] ~= '' then dialog = redis.call('GET', KEYS[5]) end
+  return {1, version, dialog}
 end
 return {0, version}
 """
@@ -59,11 +64,32 @@ def _key(merchant_id: int, push_key: str) -> str:
     return f"wx:push:{merchant_id}:{push_key}"
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    first: bool
+    dialog: Prefetched | None  # the member's dialog state, when asked for (first deliveries only)
+
+
 async def claim(
     redis: Redis, merchant_id: int, push_key: str, *, signature: str = "", window: str = "", now: float = 0
 ) -> bool:
-    """True for the first delivery of a push (the caller then handles it); False for a duplicate. The
-    same round trip reads the configuration version the request's caches serve (`config_cache.observe`).
+    """True for the first delivery of a push (the caller then handles it); False for a duplicate."""
+    claimed = await claim_push(redis, merchant_id, push_key, signature=signature, window=window, now=now)
+    return claimed.first
+
+
+async def claim_push(
+    redis: Redis,
+    merchant_id: int,
+    push_key: str,
+    *,
+    signature: str = "",
+    window: str = "",
+    now: float = 0,
+    dialog: str = "",
+) -> Claimed:
+    """`claim`, which also reads in its round trip the configuration version the request's caches serve
+    (`config_cache.observe`) and, for a first delivery, the member's dialog state under key `dialog`.
 
     In plaintext mode the URL's signature does not cover the body, so `signature` binds it to this one
     push: the same signed URL with another body (a replay of a leaked URL) is refused. WeChat's own
@@ -71,14 +97,26 @@ async def claim(
     48-hour customer-service `window` (`handlers.notices.reach`). One round trip (a Lua script).
     """
     sig_key = f"wx:sig:{merchant_id}:{signature}" if signature else ""
-    outcome, version = await redis.register_script(_CLAIM)(
-        keys=[_key(merchant_id, push_key), sig_key, window, config_cache.KEY],
+    outcome, version, *state = await _script(redis)(
+        keys=[_key(merchant_id, push_key), sig_key, window, config_cache.KEY, dialog],
         args=[push_key, TTL_SECONDS, int(now), int(CUSTOM_WINDOW.total_seconds())],
     )
     if int(outcome) < 0:
         raise SignatureReused("该签名已用于另一条消息")
     config_cache.observe(version)
-    return bool(int(outcome))
+    first = bool(int(outcome))
+    return Claimed(first, Prefetched(state[0] or None) if first and dialog else None)
+
+
+def _script(redis: Redis) -> AsyncScript:
+    """The claim script, registered once per client (redis-py hashes it at registration)."""
+    script = _SCRIPTS.get(id(redis))
+    if script is None or script.registered_client is not redis:
+        script = _SCRIPTS[id(redis)] = redis.register_script(_CLAIM)
+    return script
+
+
+_SCRIPTS: dict[int, AsyncScript] = {}
 
 
 class AnswerBook:
