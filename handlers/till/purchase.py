@@ -31,25 +31,20 @@ from tortoise.transactions import in_transaction
 from handlers.core import queries
 from handlers.core.errors import Conflict, ErrorCode, IdempotencyMismatch, NotFound, ValidationError
 from handlers.core.tasks import LEASE, Effects, Queued
-from handlers.coupons import redeem as coupons
 from handlers.coupons.issue import CouponCode, CouponError
-from handlers.coupons.redeem import CouponQuote
 from handlers.loyalty import config as loyalty_config
-from handlers.loyalty import ledger, referrals, tiers
+from handlers.loyalty import referrals, tiers
 from handlers.members import lookup as members
 from handlers.notices.delivery import NOTICE_SEND
 from handlers.rules.earn import compute_earn
 from handlers.rules.earn_model import EarnResult, Item, MemberInfo, RuleSet
 from handlers.rules.earn_model import Purchase as EarnPurchase
-from handlers.rules.errors import RuleError
-from handlers.rules.expiry import InsufficientPoints, allocate_spend, expiry_date
+from handlers.rules.expiry import expiry_date
 from handlers.rules.program import Program
 from handlers.rules.tiers import upgrade_thresholds, window_days
 from handlers.rules.tiers_model import Tier
-from handlers.rules.till import Quote as TillQuote
-from handlers.rules.till import after_tier_discount, price
-from handlers.rules.wallet import InsufficientBalance, split_payment
 from handlers.till import context as till
+from handlers.till import pricing
 from handlers.wallet import ledger as wallet
 from models.merchant import Merchant
 from models.points import PointsAccount
@@ -258,7 +253,7 @@ async def _attempt(
     if _outdated(config, context):
         loyalty_config.clear_cache(merchant.id)  # saved by a process that could not announce it
         config = await _config(merchant)
-    quoted = await _quote(merchant, config, context, req, now)
+    quoted = await pricing.quote(merchant, config.program, config.ladder, context, req, now)
     call = _call(merchant, staff, config, context, req, quoted, digest, now=now, effects=effects)
     try:
         rows = await queries.fetch_rows(_PURCHASE_SQL, p=json.dumps(call, ensure_ascii=False, default=str))
@@ -325,79 +320,13 @@ def _receipt(result: PurchaseResult, store_code: str | None) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class _Quote:
-    price: TillQuote
-    coupon: CouponQuote | None
-    tier: Tier
-    offset_plan: list[tuple[int, int]]
-    wallet: tuple[int, int]  # (principal, bonus) taken from stored value
-
-
-async def _quote(
-    merchant: Merchant, config: _Config, context: till.TillContext, req: PurchaseRequest, now: datetime
-) -> _Quote:
-    """Tier discount, then the coupon, then the points offset and the stored value; refused with the
-    reason, nothing written."""
-    tier = loyalty_config.tier_by_code(config.ladder, context.stored_tier or config.ladder[0].code)
-    member_id = req.member_id
-    coupon = None
-    try:
-        if req.coupon_code:
-            order_fen = after_tier_discount(req.amount_fen, tier.benefits.discount_percent)
-            coupon = await coupons.quote(
-                merchant,
-                member_id,
-                req.coupon_code,
-                order_fen=order_fen,
-                store_code=context.store_code,
-                now=now,
-            )
-        quote = price(
-            req.amount_fen,
-            tier.benefits.discount_percent,
-            req.points_offset,
-            config.program.offset,
-            coupon_fen=coupon.discount_fen if coupon else 0,
-        )
-    except RuleError as exc:
-        raise ValidationError(exc.message, field=exc.field) from None
-    if req.stored_value_fen > quote.paid_fen:
-        raise ValidationError(
-            f"储值支付不能超过应付金额 {quote.paid_fen / 100:.2f} 元", field="stored_value_fen"
-        )
-    plan: list[tuple[int, int]] = []
-    if quote.offset_points:
-        try:
-            plan = allocate_spend(context.lots, quote.offset_points)
-        except InsufficientPoints:
-            available = max(context.balance or 0, 0)
-            raise ledger.NotEnoughPoints(
-                f"积分不足：需要 {quote.offset_points}，可用 {available}", field="points"
-            ) from None
-    split = (0, 0)
-    if req.stored_value_fen:
-        principal, bonus = context.wallet or (0, 0)
-        try:
-            taken = split_payment(principal, bonus, req.stored_value_fen)
-        except InsufficientBalance as exc:
-            needed, left = wallet.yuan(req.stored_value_fen), wallet.yuan(exc.available_fen)
-            raise wallet.NotEnoughBalance(
-                f"储值余额不足：需要 {needed} 元，可用 {left} 元",
-                available_fen=exc.available_fen,
-                field="amount_fen",
-            ) from None
-        split = (taken.principal_fen, taken.bonus_fen)
-    return _Quote(quote, coupon, tier, plan, split)
-
-
 def _call(
     merchant: Merchant,
     staff: Staff | None,
     config: _Config,
     context: till.TillContext,
     req: PurchaseRequest,
-    quoted: _Quote,
+    quoted: pricing.Quoted,
     digest: str,
     *,
     now: datetime,
