@@ -304,9 +304,10 @@ async def buy(
     except BaseException:
         await asyncio.shield(_give_back(redis, sale.id, member_id, reservation, taken=taken))
         raise
-    if replayed and taken:
+    if replayed and taken and order.status in RETURNED:
         # A retry of an order that was returned since (its reservation was freed): the unit just taken
-        # is not needed, and the returned order must not count under the limit again.
+        # is not needed, and the returned order must not count under the limit again. (A live order was
+        # written under this very unit by a concurrent duplicate of this request: it keeps it.)
         await asyncio.shield(_give_back(redis, sale.id, member_id, reservation, taken=True))
     if not replayed:
         item = await MallItem.get(id=sale.item_id)
