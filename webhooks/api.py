@@ -1,11 +1,12 @@
 """The endpoint registry every JSON endpoint registers through.
 
 A `Routes` table records, for each route, its pydantic request body (JSON, or a multipart `form` with file
-uploads, `webhooks.forms`) and path models, its response model (or media type) and success status, its auth
-scheme (with the minimum staff role) and the error statuses it may answer.
-`mount` adds the routes to the app wrapped in one adapter that enforces exactly those declarations
-(path → auth → body → handler → response), and keeps the list under the `ENDPOINTS` app key, from which
-`webhooks.openapi` generates the document. Declaration and behaviour therefore cannot drift apart.
+uploads, `webhooks.forms`), path and query models, its response model (or the content types of a
+non-JSON body) and success status, its auth scheme (with the minimum staff role) and the error statuses
+it may answer. `mount` adds the routes to the app wrapped in one adapter that enforces exactly those
+declarations (path → auth → query → body → handler → response), and keeps the list under the
+`ENDPOINTS` app key, from which `webhooks.openapi` generates the document. Declaration and behaviour
+therefore cannot drift apart.
 
     routes = Routes("staff")
 
@@ -122,6 +123,7 @@ class Call(Generic[B, P]):
     body: B
     path: P
     principal: Principal | None
+    query: Any = None  # the validated query model, when the endpoint declares one
 
     @property
     def merchant(self) -> Merchant:
@@ -166,12 +168,15 @@ class Endpoint:
     tag: str
     body: type[BaseModel] | None = None
     path_model: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
     auth: AuthScheme | None = None
     errors: tuple[int, ...] = ()
     alternatives: Mapping[int, type[BaseModel]] = field(default_factory=dict)
-    media: str | None = None  # the content type of a non-JSON success body (e.g. image/png)
+    # The content type of a non-JSON success body (e.g. image/png), or the types it may be (a file
+    # exported as CSV or XLSX).
+    media: str | tuple[str, ...] | None = None
     form: type[BaseModel] | None = None  # a multipart/form-data body (file uploads) instead of JSON
     body_required: bool = True  # False: an empty request body reads as `{}`
 
@@ -180,11 +185,16 @@ class Endpoint:
         implied: set[int] = set(self.errors)
         if self.body is not None or self.form is not None:
             implied |= {400, 413}
+        if self.query is not None:
+            implied.add(400)
         if self.path_model is not None:
             implied.add(404)
         if self.auth is not None:
             implied |= set(self.auth.statuses)
         return tuple(sorted(implied))
+
+    def media_types(self) -> tuple[str, ...]:
+        return (self.media,) if isinstance(self.media, str) else self.media or ()
 
     def path_params(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.path)
@@ -205,12 +215,13 @@ class Routes:
         summary: str = "",
         body: type[BaseModel] | None = None,
         path_model: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
         response: type[BaseModel] | None = None,
         status: int | None = None,
         auth: AuthScheme | None = None,
         errors: tuple[int, ...] = (),
         alternatives: Mapping[int, type[BaseModel]] | None = None,
-        media: str | None = None,
+        media: str | tuple[str, ...] | None = None,
         form: type[BaseModel] | None = None,
         body_required: bool = True,
     ) -> Callable[[H], H]:
@@ -224,6 +235,7 @@ class Routes:
                 tag=self.tag,
                 body=body,
                 path_model=path_model,
+                query=query,
                 response=response,
                 status=status if status is not None else (200 if response or media else 204),
                 auth=auth,
@@ -293,11 +305,14 @@ def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
         try:
             path = _path(endpoint, request)
             principal = await endpoint.auth.resolve(request, path) if endpoint.auth is not None else None
+            query = endpoint.query.model_validate(dict(request.query)) if endpoint.query is not None else None
             if endpoint.form is not None:
-                response = await _with_form(endpoint, request, path, principal)
+                response = await _with_form(endpoint, request, path, principal, query)
             else:
                 body = await _body(endpoint, request)
-                response = _respond(endpoint, await endpoint.handler(Call(request, body, path, principal)))
+                response = _respond(
+                    endpoint, await endpoint.handler(Call(request, body, path, principal, query))
+                )
         except ApiError as exc:
             return exc.response()
         if endpoint.method != "GET" and endpoint.auth is not None and endpoint.auth.announces:
@@ -309,13 +324,13 @@ def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
 
 
 async def _with_form(
-    endpoint: Endpoint, request: web.Request, path: Any, principal: Principal | None
+    endpoint: Endpoint, request: web.Request, path: Any, principal: Principal | None, query: Any
 ) -> web.StreamResponse:
     """Call a form endpoint; its uploads are closed when it returns, whatever happened."""
     assert endpoint.form is not None
     form = await parse_form(request, endpoint.form)
     try:
-        return _respond(endpoint, await endpoint.handler(Call(request, form, path, principal)))
+        return _respond(endpoint, await endpoint.handler(Call(request, form, path, principal, query)))
     finally:
         for value in dict(form).values():
             if isinstance(value, Upload):

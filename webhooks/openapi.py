@@ -1,8 +1,9 @@
 """GET /api/openapi.json: the OpenAPI 3.1 document, generated from the endpoint registry.
 
-Request bodies, responses and path parameters come from the very pydantic models the adapter validates
-with (`model_json_schema`, shared models deduplicated under `components.schemas`); every error status an
-endpoint declares or implies is answered with the standard error envelope.
+Request bodies, responses, path and query parameters come from the very pydantic models the adapter
+validates with (`model_json_schema`, shared models deduplicated under `components.schemas`); a non-JSON
+body is documented by its content types; every error status an endpoint declares or implies is answered
+with the standard error envelope.
 """
 
 from __future__ import annotations
@@ -146,9 +147,10 @@ def _operation(
         "summary": endpoint.summary,
         "tags": [endpoint.tag],
     }
+    parameters: list[dict[str, Any]] = []
     if endpoint.path_model is not None:
         properties = endpoint.path_model.model_json_schema()["properties"]
-        operation["parameters"] = [
+        parameters = [
             {
                 "name": name,
                 "in": "path",
@@ -157,6 +159,10 @@ def _operation(
             }
             for name in endpoint.path_params()
         ]
+    if endpoint.query is not None:
+        parameters.extend(_query_parameters(endpoint.query))
+    if parameters:
+        operation["parameters"] = parameters
     if endpoint.body is not None:
         content = _json(refs[(endpoint.body, "validation")])
         operation["requestBody"] = {"required": endpoint.body_required, "content": content}
@@ -170,7 +176,9 @@ def _operation(
     if endpoint.media is not None:
         responses[str(endpoint.status)] = {
             "description": "OK",
-            "content": {endpoint.media: {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}} for media in endpoint.media_types()
+            },
         }
     elif endpoint.response is None:
         responses[str(endpoint.status)] = {"description": "Done (no content)"}
@@ -188,6 +196,24 @@ def _operation(
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     operation["responses"] = responses
     return operation
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A flat query model's fields as query parameters (an optional field's `null` left out: a query
+    string has no null, only an absent parameter)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        options = [o for o in prop.get("anyOf", ()) if o.get("type") != "null"]
+        value = dict(options[0]) if len(options) == 1 else {k: v for k, v in prop.items() if k != "anyOf"}
+        value.update({k: v for k, v in prop.items() if k in ("description", "default") and v is not None})
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        parameter["schema"] = {k: v for k, v in value.items() if k != "title"}
+        if "description" in value:
+            parameter["description"] = value["description"]
+        parameters.append(parameter)
+    return parameters
 
 
 def _error_response(status: int, envelope: dict[str, Any]) -> dict[str, Any]:
