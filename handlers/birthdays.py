@@ -6,7 +6,7 @@ The job runs hourly and selects what is due and not yet done: every birthday of 
 registered by then. A 29 February birthday is celebrated on 28 February in other years. The points
 (`birthday:<member>:<year>`), each coupon (`birthday:<member>:<year>:<template>`) and the greeting
 (event `birthday:<year>`) are keyed by the year, so a rerun, a second worker or a restart the same day
-gives nothing more. Members without a birthday, and erased ones, get nothing.
+gives nothing more. Members without a birthday, erased and blocked ones get nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ CATCH_UP_DAYS = 7
 
 _DUE_SQL = """
 SELECT id FROM member
- WHERE merchant_id = :merchant AND birthday IS NOT NULL AND anonymized_at IS NULL
+ WHERE merchant_id = :merchant AND birthday IS NOT NULL AND anonymized_at IS NULL AND blocked_at IS NULL
    AND to_char(birthday, 'MM-DD') = ANY(:days)
  ORDER BY id
 """

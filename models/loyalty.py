@@ -81,6 +81,7 @@ class MemberTier(Model):
 
     class Meta:
         table = "member_tier"
+        indexes = (("merchant_id", "tier_code"),)  # the back office's tier filter
 
 
 class TierChange(Model):

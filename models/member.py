@@ -9,7 +9,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 if TYPE_CHECKING:
-    from models.merchant import Merchant
+    from models.merchant import Merchant, Store
     from models.staff import Staff
 
 
@@ -55,6 +55,11 @@ class Member(Model):
         "models.Staff", related_name="acquired_members", null=True, on_delete=fields.SET_NULL
     )
     acquired_by_id: int | None
+    # The acquiring store: the store of the staff whose QR brought the member in, fixed at registration.
+    store: fields.ForeignKeyNullableRelation[Store] = fields.ForeignKeyField(
+        "models.Store", related_name="members", null=True, on_delete=fields.SET_NULL
+    )
+    store_id: int | None
     # Keyed digest of the Official Account openid, kept after unfollowing (the openid itself is
     # detached at once) so a returning follower gets the same member back within the grace period.
     openid_digest = fields.CharField(max_length=64, null=True)
@@ -66,6 +71,14 @@ class Member(Model):
     external_id = fields.CharField(max_length=64, null=True)
     # Digest of the profile fields the last import applied: the same row imported again changes nothing.
     import_hash = fields.CharField(max_length=32, null=True)
+    # Kept by the triggers of migration 0013, never written by Python: the latest visit (a completed
+    # till purchase or a daily check-in; a make-up is not a visit) and the cash paid over completed,
+    # not refunded purchases.
+    last_visit_at = fields.DatetimeField(null=True)
+    lifetime_spend_fen = fields.BigIntField(default=0)
+    # Blocked by a manager: cannot earn, spend or redeem (`handlers.members.blocking`).
+    blocked_at = fields.DatetimeField(null=True)
+    blocked_reason = fields.CharField(max_length=200, default="")
 
     class Meta:
         table = "member"
@@ -76,4 +89,38 @@ class Member(Model):
             ("merchant", "unionid"),  # one person, one member (NULLs do not collide)
             ("merchant", "external_id"),
         )
-        indexes = (("merchant_id", "phone"), ("merchant_id", "openid_digest"), ("merchant_id", "referrer_id"))
+        # The back office's sort keys, each with the id as tie-break (keyset pagination); name and
+        # last-visit indexes on expressions are in migration 0013.
+        indexes = (
+            ("merchant_id", "phone"),
+            ("merchant_id", "openid_digest"),
+            ("merchant_id", "referrer_id"),
+            ("merchant_id", "registered_at", "id"),
+            ("merchant_id", "lifetime_spend_fen", "id"),
+            ("merchant_id", "store_id"),
+        )
+
+
+class MemberNote(Model):
+    """A dated note by staff about a member (联系记录). Append-only: a trigger refuses UPDATE, and DELETE
+    except of an erased member's notes (docs/retention.md)."""
+
+    id = fields.BigIntField(primary_key=True)
+    merchant: fields.ForeignKeyRelation[Merchant] = fields.ForeignKeyField(
+        "models.Merchant", on_delete=fields.RESTRICT
+    )
+    merchant_id: int
+    member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
+        "models.Member", related_name="notes", on_delete=fields.RESTRICT
+    )
+    member_id: int
+    author: fields.ForeignKeyRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="member_notes", on_delete=fields.RESTRICT
+    )
+    author_id: int
+    text = fields.CharField(max_length=1000)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "member_note"
+        indexes = (("member_id", "id"),)

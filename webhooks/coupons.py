@@ -18,6 +18,7 @@ from handlers.coupons import issue as coupon_issue
 from handlers.coupons import redeem as coupons
 from handlers.coupons.issue import CouponCode, CouponError, TemplateSpec
 from handlers.coupons.redeem import CouponView, State
+from handlers.members import blocking
 from handlers.members import lookup as members
 from handlers.rules import coupons as rules
 from models.coupon import CouponKind, CouponStatus, CouponTemplate
@@ -144,6 +145,7 @@ async def check(call: Call[CheckIn, None]) -> QuoteOut:
     """Before recording a purchase: does the member's coupon apply here, and what does it take off?"""
     body = call.body
     member = await members.resolve(call.merchant, member_id=body.member_id, code=body.member_code)
+    blocking.ensure_active(member)
     store = await Store.get_or_none(id=call.staff.store_id) if call.staff.store_id is not None else None
     found = await guarded(
         coupons.quote(

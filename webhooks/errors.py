@@ -30,6 +30,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.MERCHANT_NOT_FOUND: 404,
     ErrorCode.MEMBER_NOT_FOUND: 404,
+    ErrorCode.MEMBER_BLOCKED: 409,
     ErrorCode.CONFLICT: 409,
     ErrorCode.COUPON_NOT_FOUND: 404,
     ErrorCode.COUPON_TEMPLATE_NOT_FOUND: 404,

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from handlers.loyalty import checkin, points_view, tiers
-from handlers.members import member_qr
+from handlers.members import blocking, member_qr
 from handlers.rules.calendar import local_day
 from models.points import PointsKind
 from webhooks.api import Call, In, Out, Routes
@@ -162,6 +162,10 @@ def _reward(reward: checkin.NextReward | None) -> NextRewardOut | None:
 async def points_summary(call: Call[None, MerchantPath]) -> PointsOut:
     """The member's balance, pending points, lifetime earned and points expiring soon."""
     found = await points_view.summary(call.merchant.id, call.member.id, now=datetime.now(UTC))
+    return points_out(found, call.merchant.timezone)
+
+
+def points_out(found: points_view.PointsSummary, timezone: str) -> PointsOut:
     first = found.expiring_first_at
     return PointsOut(
         balance=found.balance,
@@ -169,22 +173,12 @@ async def points_summary(call: Call[None, MerchantPath]) -> PointsOut:
         lifetime_earned=found.lifetime_earned,
         expiring_soon=ExpiringOut(
             points=found.expiring,
-            first_date=first.astimezone(ZoneInfo(call.merchant.timezone)).date() if first else None,
+            first_date=first.astimezone(ZoneInfo(timezone)).date() if first else None,
         ),
     )
 
 
-@routes.get(
-    "/api/mp/{merchant_slug}/points/ledger",
-    path_model=MerchantPath,
-    response=LedgerOut,
-    auth=MEMBER,
-    errors=(400,),
-)
-async def points_ledger(call: Call[None, MerchantPath]) -> LedgerOut:
-    """The member's points history, newest first (?cursor=<next_cursor>&limit=1..100)."""
-    query = _query(call.request, LedgerQuery)
-    page = await points_view.ledger(call.merchant.id, call.member.id, cursor=query.cursor, limit=query.limit)
+def ledger_out(page: points_view.LedgerPage) -> LedgerOut:
     items = [
         LedgerItemOut(
             id=r.id,
@@ -200,7 +194,27 @@ async def points_ledger(call: Call[None, MerchantPath]) -> LedgerOut:
     return LedgerOut(items=items, next_cursor=page.next_cursor)
 
 
-@routes.post("/api/mp/{merchant_slug}/checkin", path_model=MerchantPath, response=CheckinOut, auth=MEMBER)
+@routes.get(
+    "/api/mp/{merchant_slug}/points/ledger",
+    path_model=MerchantPath,
+    response=LedgerOut,
+    auth=MEMBER,
+    errors=(400,),
+)
+async def points_ledger(call: Call[None, MerchantPath]) -> LedgerOut:
+    """The member's points history, newest first (?cursor=<next_cursor>&limit=1..100)."""
+    query = _query(call.request, LedgerQuery)
+    page = await points_view.ledger(call.merchant.id, call.member.id, cursor=query.cursor, limit=query.limit)
+    return ledger_out(page)
+
+
+@routes.post(
+    "/api/mp/{merchant_slug}/checkin",
+    path_model=MerchantPath,
+    response=CheckinOut,
+    auth=MEMBER,
+    errors=(409,),
+)
 async def check_in(call: Call[None, MerchantPath]) -> CheckinOut:
     """Check in for today; a second check-in the same day answers `already_checked_in` and changes nothing."""
     result = await checkin.check_in(
@@ -299,7 +313,10 @@ async def member_card(call: Call[None, MerchantPath]) -> CardOut:
 @routes.get("/api/mp/{merchant_slug}/tier", path_model=MerchantPath, response=TierOut, auth=MEMBER)
 async def tier(call: Call[None, MerchantPath]) -> TierOut:
     """The member's tier, its benefits, and what it takes to reach the next one."""
-    view = await tiers.current(call.merchant, call.member.id, now=datetime.now(UTC))
+    return tier_out(await tiers.current(call.merchant, call.member.id, now=datetime.now(UTC)))
+
+
+def tier_out(view: tiers.TierView) -> TierOut:
     benefits = view.tier.benefits
     return TierOut(
         code=view.tier.code,
@@ -352,6 +369,7 @@ class TierUpgradeOut(Out):
 )
 async def buy_tier(call: Call[TierUpgradeIn, MerchantPath]) -> TierUpgradeOut:
     """Upgrade by spending points (the tier's `upgrade_cost_points`); 409 if not allowed or not enough."""
+    blocking.ensure_active(call.member)
     change = await tiers.buy_upgrade(
         call.merchant,
         call.member.id,

@@ -66,6 +66,8 @@ class MemberCardOut(Out):
     pending: int
     expiring_points: int = Field(description="points expiring within 30 days")
     expiring_first_at: datetime | None
+    blocked: bool = Field(description="blocked by a manager: cannot earn, spend or redeem")
+    blocked_reason: str = Field(description="why, for the cashier (empty when not blocked)")
 
 
 class ItemIn(In):
@@ -157,6 +159,8 @@ async def member_card(merchant: Merchant, member: Member, now: datetime) -> Memb
         pending=summary.pending,
         expiring_points=summary.expiring,
         expiring_first_at=summary.expiring_first_at,
+        blocked=member.blocked_at is not None,
+        blocked_reason=member.blocked_reason,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
+from handlers.members import blocking
 from handlers.members import lookup as members
 from handlers.rules.wallet import MAX_TOP_UP_FEN
 from handlers.staff.scope import activity_store_id
@@ -146,6 +147,7 @@ async def top_up(call: Call[TopUpIn, None]) -> WalletPostingOut:
     """Top up a member's stored value: principal = the cash paid, plus the programme's bonus."""
     body = call.body
     member = await resolve_member(call.merchant, body.member_id, body.member_code)
+    blocking.ensure_active(member)
     posted = await wallet.top_up(
         call.merchant,
         member.id,
@@ -205,7 +207,7 @@ async def withdraw(call: Call[WalletWithdrawIn, None]) -> WalletPostingOut:
     return _out(posted, member)
 
 
-def _row(txn: WalletTransaction) -> WalletTransactionOut:
+def transaction_out(txn: WalletTransaction) -> WalletTransactionOut:
     kind = WalletKind(txn.kind)
     return WalletTransactionOut(
         id=txn.id,
@@ -228,7 +230,7 @@ async def _wallet(merchant_id: int, member_id: int, limit: int) -> WalletOut:
         bonus_fen=found.bonus_fen,
         total_fen=found.total_fen,
         lifetime_top_up_fen=found.lifetime_top_up_fen,
-        transactions=[_row(t) for t in rows],
+        transactions=[transaction_out(t) for t in rows],
     )
 
 

@@ -15,6 +15,7 @@ from handlers.loyalty import checkin, points_view, tiers
 from handlers.loyalty.checkin import NextReward
 from handlers.loyalty.points_view import LedgerRow
 from handlers.members import member_qr
+from handlers.members.blocking import MemberBlocked
 
 RECENT_ROWS = 5
 
@@ -26,14 +27,17 @@ def _reward(reward: NextReward | None) -> dict[str, int]:
 
 
 async def check_in(turn: Turn) -> ChatReply:
-    result = await checkin.check_in_follower(
-        turn.merchant, turn.openid, now=turn.now(), effects=turn.services.effects
-    )
-    if result is None:  # a follower the bot does not know yet becomes a member first
-        member = await turn.ensure_member()
-        result = await checkin.check_in(
-            turn.merchant, member.id, now=turn.now(), effects=turn.services.effects
+    try:
+        result = await checkin.check_in_follower(
+            turn.merchant, turn.openid, now=turn.now(), effects=turn.services.effects
         )
+        if result is None:  # a follower the bot does not know yet becomes a member first
+            member = await turn.ensure_member()
+            result = await checkin.check_in(
+                turn.merchant, member.id, now=turn.now(), effects=turn.services.effects
+            )
+    except MemberBlocked:
+        return await turn.reply("member_blocked")
     template = "checkin_already" if result.already else "checkin_done"
     return await turn.reply(
         template,

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     # Domain-specific codes.
     MERCHANT_NOT_FOUND = "merchant_not_found"
     MEMBER_NOT_FOUND = "member_not_found"
+    MEMBER_BLOCKED = "member_blocked"
     BAD_SIGNATURE = "bad_signature"
     STALE_TIMESTAMP = "stale_timestamp"
     BAD_MESSAGE = "bad_message"

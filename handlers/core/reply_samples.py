@@ -69,6 +69,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "gender": "female",
         "profile_completed": True,
     },
+    "member_blocked": {},
     "nothing_to_cancel": {},
     "points_summary": {
         "balance": 1280,

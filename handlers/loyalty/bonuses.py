@@ -5,7 +5,7 @@ effects (`handlers.effects`).
 trigger is registration, awards the referrer chain); `profile_bonus` credits `profile_bonus`.
 Each bonus uses a per-member ledger key (`registration:<id>`, `profile:<id>`), so it is posted at
 most once per member however often — or however concurrently — its effect runs. Points expire per the
-programme's expiry policy. Anonymised members get nothing; a bonus set to 0 posts nothing.
+programme's expiry policy. Anonymised and blocked members get nothing; a bonus set to 0 posts nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import datetime
 from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, referrals
+from handlers.members import blocking
 from handlers.rules.expiry import expiry_date
 from models.member import Member
 from models.merchant import Merchant
@@ -32,7 +33,7 @@ def profile_key(member_id: int) -> str:
 async def _bonus(
     merchant: Merchant, member: Member, kind: PointsKind, key: str, reason: str, now: datetime
 ) -> None:
-    if member.anonymized_at is not None:
+    if member.anonymized_at is not None or blocking.is_blocked(member):
         return
     program = await loyalty_config.program(merchant.id)
     amount = program.registration_bonus if kind == PointsKind.EARN_REGISTRATION else program.profile_bonus

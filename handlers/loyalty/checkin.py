@@ -29,6 +29,7 @@ from handlers.core.errors import Conflict, ErrorCode, NotFound, ValidationError
 from handlers.core.tasks import Effects
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
+from handlers.members import blocking
 from handlers.members import lookup as members
 from handlers.notices.delivery import tell
 from handlers.rules.calendar import local_day, next_month
@@ -161,6 +162,8 @@ async def _check_in(
     )
     if row["outcome"] == "no_member":
         return None
+    if row["outcome"] == "blocked":
+        raise blocking.MemberBlocked()
     streak, earned = int(row["streak"]), int(row["points"])
     if row["outcome"] == "already":
         return _already(day, streak, int(row["balance"]), policy)
@@ -202,6 +205,7 @@ async def make_up(merchant: Merchant, member_id: int, day: date, *, now: datetim
     policy = (await loyalty_config.program(merchant.id)).checkin
     today = local_day(now, merchant.timezone)
     member = await members.resolve(merchant, member_id=member_id)
+    blocking.ensure_active(member)
     joined = local_day(member.registered_at, merchant.timezone)
     try:
         async with in_transaction():

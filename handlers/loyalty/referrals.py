@@ -29,6 +29,7 @@ from handlers.core.errors import ErrorCode, NotFound
 from handlers.core.tasks import Effects, Queued
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
+from handlers.members import blocking
 from handlers.notices.delivery import queue_notice
 from handlers.rules.expiry import expiry_date
 from handlers.rules.program import Program, ReferralTrigger
@@ -73,7 +74,7 @@ async def award(
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND, field="referee_id")
     awards: list[Award] = []
     for level, referrer in await _chain(merchant.id, referee, len(program.referral.level_points)):
-        if referrer.anonymized_at is not None:
+        if referrer.anonymized_at is not None or blocking.is_blocked(referrer):
             continue
         given = await _award_level(merchant, program, referee.id, referrer, level, now, effects)
         if given is not None:

@@ -36,6 +36,7 @@ from handlers.mall.orders import (
     terms,
     validate_address,
 )
+from handlers.members import blocking
 from handlers.members.lookup import CODE_ALPHABET
 from handlers.notices.delivery import tell
 from handlers.rules.calendar import local_day
@@ -441,6 +442,8 @@ async def verify_pickup(
         if order.pickup_deadline is not None and order.pickup_deadline <= now:
             deadline = local_time(order.pickup_deadline, merchant.timezone)
             raise OrderClosed(f"提货码已过期（提货截止 {deadline}）", field="code")
+        member = await Member.get(id=order.member_id)
+        blocking.ensure_active(member)
         order.status, order.verified_at, order.verified_by_id = OrderStatus.FULFILLED, now, staff.id
         order.closed_at, order.open_pickup_code, order.store_id = now, None, store_id
         await order.save(
@@ -454,7 +457,6 @@ async def verify_pickup(
             ]
         )
     item = await MallItem.get(id=order.item_id)
-    member = await Member.get(id=order.member_id)
     return Verified(order, item.name, member.code, member.name)
 
 

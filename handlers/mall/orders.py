@@ -29,6 +29,7 @@ from handlers.core.queries import sum_of
 from handlers.coupons import redeem as coupons
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger, tiers
+from handlers.members import blocking
 from handlers.members.lookup import CODE_ALPHABET
 from handlers.members.profile import parse_phone
 from handlers.rules.calendar import local_day
@@ -244,6 +245,7 @@ async def place_order_once(
         account = await ledger.lock_account(merchant.id, member.id)
         if (replayed := await _replay(merchant.id, key, member.id, item.id, qty, points)) is not None:
             return replayed, True
+        blocking.ensure_active(member)  # mall redemptions, flash sales and group deals alike
         order = await _place_locked(
             merchant,
             account,

@@ -4,9 +4,10 @@
   deliveries. A returning follower whose openid was detached on unfollowing is relinked through the
   keyed `openid_digest`, as long as the member was not anonymised yet.
 - Scenes: `ref_<member code>` records the referrer (an existing, non-anonymised member of the same
-  merchant, not the member itself), `staff_<staff id>` the acquiring staff (same merchant, active);
-  `r=<member code>` is the referrer's mini-program code (`handlers.members.invites`), which the
-  mini-program login passes on (`handlers.members.mp_login`) under the same rules.
+  merchant, not the member itself), `staff_<staff id>` the acquiring staff (same merchant, active)
+  and their store as the member's acquiring store; `r=<member code>` is the referrer's mini-program
+  code (`handlers.members.invites`), which the mini-program login passes on
+  (`handlers.members.mp_login`) under the same rules.
   Attribution is recorded only when the subscribe creates the member: a returning follower, a member
   known from the mini-program, or a SCAN by a follower never gains or changes a referrer (so referral
   chains follow registration order and cannot cycle). `source` is likewise set on creation only.
@@ -115,6 +116,7 @@ async def subscribe(
             "unionid": unionid,
             "referrer": attribution.referrer,
             "acquired_by": attribution.staff,
+            "store_id": attribution.staff.store_id if attribution.staff else None,  # the acquiring store
         }
         try:
             member, created = await members.get_or_create(merchant, {"openid": openid}, defaults)

@@ -9,7 +9,8 @@ redemptions, however, are accounting records that must survive. The policy (also
 2. Within the merchant's grace period (`Merchant.retention_grace_days`, default 30 days) a returning
    follower is relinked to the same member through the digest, which cancels the pending erasure.
 3. After the grace period (`erase_due`): the personal profile — name, phone, birthday, gender,
-   unionid, openid_digest and the import digest — is erased and `anonymized_at` set. The member row
+   unionid, openid_digest and the import digest — is erased and `anonymized_at` set, and staff notes
+   about the member are deleted. The member row
    stays, keeping its random code, so ledger rows still reference it; the member can no longer be
    looked up or relinked. The merchant's own member number (`external_id`, from an import) stays too,
    so re-importing an old file refuses the erased member's row instead of creating the person again.
@@ -28,7 +29,7 @@ from datetime import datetime, timedelta
 from tortoise.expressions import Subquery
 
 from models.mall import MallOrder, OrderStatus
-from models.member import Member
+from models.member import Member, MemberNote
 from models.merchant import Merchant
 
 ERASED_FIELDS = ("name", "phone", "birthday", "gender", "unionid", "openid_digest", "import_hash")
@@ -56,6 +57,7 @@ async def erase_due(now: datetime) -> int:
             anonymized_at=now, **dict.fromkeys(ERASED_FIELDS)
         )
         await _erase_addresses(merchant)
+        await _erase_notes(merchant)
     return erased
 
 
@@ -68,3 +70,10 @@ async def _erase_addresses(merchant: Merchant) -> None:
         .exclude(status=OrderStatus.TO_SHIP)
         .update(address=None)
     )
+
+
+async def _erase_notes(merchant: Merchant) -> None:
+    """Staff notes about anonymised members (their text is about a person) are deleted: the one deletion
+    `member_note`'s trigger allows. Idempotent."""
+    anonymised = Member.filter(merchant_id=merchant.id, anonymized_at__isnull=False).values("id")
+    await MemberNote.filter(merchant_id=merchant.id, member_id__in=Subquery(anonymised)).delete()

@@ -20,6 +20,7 @@ from typing import Any
 
 from handlers.core import queries
 from handlers.core.errors import DomainError, ErrorCode, NotFound
+from handlers.members import blocking
 from handlers.rules import calendar
 from handlers.rules.expiry import Lot
 from models.member import Member
@@ -169,4 +170,6 @@ def member_refusal(member: Member | None) -> DomainError | None:
     """Why this member cannot buy at the till (None: they can). Every purchase passes here first."""
     if member is None or member.anonymized_at is not None:
         return NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
+    if blocking.is_blocked(member):  # no offset, coupon, stored value or points for a blocked member
+        return blocking.MemberBlocked()
     return None
