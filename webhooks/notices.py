@@ -224,25 +224,26 @@ async def member_deliveries(call: Call[None, MemberPath]) -> DeliveriesOut:
     member = await members.resolve(call.merchant, member_id=call.path.member_id)
     page = query(call.request, PageQuery)
     rows = await views.deliveries(call.merchant.id, member.id, before=page.before, limit=page.limit)
-    items = [
-        DeliveryOut(
-            id=r.id,
-            kind=r.kind,
-            label=views.label(r.kind),
-            event_key=r.event_key,
-            status=r.status,
-            channel=r.channel,
-            reason=r.reason,
-            errcode=r.errcode,
-            msgid=r.msgid,
-            job_status=r.job_status,
-            text=r.text,
-            created_at=r.created_at,
-            sent_at=r.sent_at,
-        )
-        for r in rows
-    ]
+    items = [delivery_out(r) for r in rows]
     return DeliveriesOut(items=items, next_before=rows[-1].id if len(rows) == page.limit else None)
+
+
+def delivery_out(row: NoticeDelivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=row.id,
+        kind=row.kind,
+        label=views.label(row.kind),
+        event_key=row.event_key,
+        status=row.status,
+        channel=row.channel,
+        reason=row.reason,
+        errcode=row.errcode,
+        msgid=row.msgid,
+        job_status=row.job_status,
+        text=row.text,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+    )
 
 
 class StatsQuery(In):

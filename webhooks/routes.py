@@ -8,6 +8,8 @@ from webhooks import (
     admin,
     admin_loyalty,
     admin_mall,
+    admin_member_page,
+    admin_members,
     admin_menu,
     admin_products,
     admin_staff,
@@ -54,6 +56,8 @@ def setup_routes(app: web.Application) -> None:
         invites.routes,
         member_import.routes,
         admin_menu.routes,
+        admin_members.routes,  # before the page: /api/admin/members/export is not a member id
+        admin_member_page.routes,
     )
     callback.setup(app)
     pages.setup(app)

@@ -159,7 +159,7 @@ def _use(row: CardUse) -> CardUseOut:
     )
 
 
-async def _card(
+async def card_out(
     merchant: Merchant,
     found: MemberCard,
     *,
@@ -255,7 +255,7 @@ async def sell(call: Call[CardSellIn, None]) -> ServiceCardOut:
         now=datetime.now(UTC),
         actor=_actor(call),
     )
-    return await _card(call.merchant, issued.card, replayed=issued.replayed)
+    return await card_out(call.merchant, issued.card, replayed=issued.replayed)
 
 
 @routes.post(
@@ -279,7 +279,7 @@ async def grant(call: Call[CardGrantIn, None]) -> ServiceCardOut:
         actor=_actor(call),
         reason=body.reason,
     )
-    return await _card(call.merchant, issued.card, replayed=issued.replayed)
+    return await card_out(call.merchant, issued.card, replayed=issued.replayed)
 
 
 @routes.post(
@@ -294,7 +294,7 @@ async def revoke(call: Call[CardRevokeIn, CardPath]) -> ServiceCardOut:
     found = await service_cards.revoke(
         call.merchant, call.path.card_id, reason=call.body.reason, actor=_actor(call), now=datetime.now(UTC)
     )
-    return await _card(call.merchant, found)
+    return await card_out(call.merchant, found)
 
 
 @routes.post(
@@ -314,7 +314,9 @@ async def use_card(call: Call[CardUseIn, CardPath]) -> CardUsedOut:
         staff=call.staff,
         now=datetime.now(UTC),
     )
-    return CardUsedOut(card=await _card(call.merchant, used.card), use=_use(used.use), replayed=used.replayed)
+    return CardUsedOut(
+        card=await card_out(call.merchant, used.card), use=_use(used.use), replayed=used.replayed
+    )
 
 
 @routes.post(
@@ -333,7 +335,9 @@ async def use_by_scan(call: Call[CardScanUseIn, None]) -> CardUsedOut:
     used = await service_cards.use_for_member(
         call.merchant, member, call.body.product_id, key=call.body.idempotency_key, staff=call.staff, now=now
     )
-    return CardUsedOut(card=await _card(call.merchant, used.card), use=_use(used.use), replayed=used.replayed)
+    return CardUsedOut(
+        card=await card_out(call.merchant, used.card), use=_use(used.use), replayed=used.replayed
+    )
 
 
 @routes.get(
@@ -343,5 +347,5 @@ async def my_cards(call: Call[None, MerchantPath]) -> ServiceCardsOut:
     """The member's count and time cards: usable ones first, with uses left, validity and last uses."""
     views = await service_cards.member_cards(call.merchant.id, call.member.id, datetime.now(UTC))
     return ServiceCardsOut(
-        cards=[await _card(call.merchant, v.card, last=v.last_uses, product=v.product) for v in views]
+        cards=[await card_out(call.merchant, v.card, last=v.last_uses, product=v.product) for v in views]
     )

@@ -113,10 +113,11 @@ async def _attach_by_unionid(merchant: Merchant, openid: str, unionid: str) -> M
     return candidate
 
 
-async def update_profile(
-    member: Member, edit: ProfileEdit, *, today: date, now: datetime, effects: Effects
-) -> Member:
-    """Validate every given field first (nothing is written if one is invalid), then save them."""
+def parse_edit(edit: ProfileEdit, *, today: date) -> dict[str, Any]:
+    """The given fields, parsed by the chat dialog's rules; the first invalid one raises, naming it.
+
+    The one validation of a profile edit: the member's own (here) and the merchant's staff
+    (`handlers.members.editing`) both use it."""
     values: dict[str, Any] = {}
     if edit.name is not None:
         values["name"] = parse_name(edit.name)
@@ -126,10 +127,23 @@ async def update_profile(
         values["birthday"] = parse_birthday(edit.birthday, today=today)
     if edit.gender is not None:
         values["gender"] = parse_gender(edit.gender)
+    return values
+
+
+async def complete_if_filled(member: Member, *, now: datetime, effects: Effects) -> None:
+    """Complete the profile (once, with its bonus) when phone, birthday and gender are all known."""
+    if member.profile_completed_at is None and None not in (member.phone, member.birthday, member.gender):
+        await registration.complete_profile(member, now=now, effects=effects)
+
+
+async def update_profile(
+    member: Member, edit: ProfileEdit, *, today: date, now: datetime, effects: Effects
+) -> Member:
+    """Validate every given field first (nothing is written if one is invalid), then save them."""
+    values = parse_edit(edit, today=today)
     if values:
         await Member.filter(id=member.id).update(**values)
         for name, value in values.items():
             setattr(member, name, value)
-    if member.profile_completed_at is None and None not in (member.phone, member.birthday, member.gender):
-        await registration.complete_profile(member, now=now, effects=effects)
+    await complete_if_filled(member, now=now, effects=effects)
     return member

@@ -1,0 +1,1 @@
+"""The merchant's back office of members: search and export, one member's page."""
