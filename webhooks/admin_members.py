@@ -8,6 +8,7 @@ One member's page and its collections are `webhooks.admin_member_page`.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ from webhooks.api import ApiError, Call, In, IntId, Line, Multiline, Out, Routes
 from webhooks.auth import CASHIER, MANAGER
 from webhooks.mp import ProfilePatch
 
+log = logging.getLogger(__name__)
 routes = Routes("admin_members")
 Day = Annotated[date, Field(description="merchant-local day, e.g. 2024-05-01 (both ends included)")]
 
@@ -155,7 +157,15 @@ async def export_members(call: Call[None, None]) -> web.StreamResponse:
     )
     await response.prepare(call.request)
     write = export.write_csv if query.format == "csv" else export.write_xlsx
-    await write(found, response.write, full_phone=query.full_phone, timezone=call.merchant.timezone)
+    try:
+        await write(found, response.write, full_phone=query.full_phone, timezone=call.merchant.timezone)
+    except Exception:
+        # The status line is sent: no error response can follow. Cut the connection, so the client sees
+        # an unfinished download instead of a file that merely looks short.
+        log.exception("member export failed after it started", extra={"merchant": call.merchant.slug})
+        if call.request.transport is not None:
+            call.request.transport.close()
+        return response
     await response.write_eof()
     return response
 

@@ -159,12 +159,14 @@ async def write_xlsx(found: search.Plan, write: Write, *, full_phone: bool, time
     sheet = workbook.create_sheet("会员")
     sheet.append(HEADER)
     count = 0
-    async for batch in search.batches(found, size=EXPORT_BATCH):
-        for row in batch:
-            sheet.append(cells(row, full_phone=full_phone, zone=zone))
-        count += len(batch)
     with tempfile.TemporaryFile() as target:
-        await asyncio.to_thread(_save, workbook, target)
+        try:
+            async for batch in search.batches(found, size=EXPORT_BATCH):
+                for row in batch:
+                    sheet.append(cells(row, full_phone=full_phone, zone=zone))
+                count += len(batch)
+        finally:  # saving also removes openpyxl's own temporary file of the rows, even after a failure
+            await asyncio.to_thread(_save, workbook, target)
         while chunk := await asyncio.to_thread(target.read, CHUNK):
             await write(chunk)
     return count

@@ -48,7 +48,8 @@ from models.merchant import Merchant, Store
 Sort = Literal["registered_at", "last_visit", "points", "lifetime_spend"]
 Direction = Literal["asc", "desc"]
 SORTS: tuple[Sort, ...] = ("registered_at", "last_visit", "points", "lifetime_spend")
-MAX_PAGE = 200
+MAX_PAGE = 200  # what the API lets a client ask for
+MAX_BATCH = 1000  # what an export fetches at once
 MAX_NAME = 32
 
 # The SQL expression each sort orders by, and the type its cursor value is bound as.
@@ -303,8 +304,8 @@ def _row(found: Plan, raw: dict[str, Any]) -> Row:
 
 async def page(found: Plan, *, cursor: str | None = None, limit: int = 50) -> Page:
     """`limit` members after `cursor` (from the previous page's `next_cursor`; None: the first page)."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit 须在 1–{MAX_PAGE} 之间", field="limit")
+    if not 1 <= limit <= MAX_BATCH:
+        raise ValidationError(f"limit 须在 1–{MAX_BATCH} 之间", field="limit")
     params = dict(found.params, limit=limit + 1)
     if cursor is not None:
         params["after_key"], params["after_id"] = decode_cursor(found, cursor)
