@@ -354,3 +354,22 @@ async def test_last_visit_and_lifetime_spend_follow_purchases_refunds_and_check_
     await checkin.check_in(shop, member.id, now=now, effects=EFFECTS)
     today = await Checkin.get(member_id=member.id, makeup=False)
     assert (await Member.get(id=member.id)).last_visit_at == today.created_at
+
+
+async def test_the_search_and_the_export_are_documented(client: TestClient) -> None:
+    doc = await (await client.get("/api/openapi.json")).json()
+    search_op = doc["paths"]["/api/admin/members"]["get"]
+    parameters = {p["name"]: p for p in search_op["parameters"]}
+    assert {"code", "phone", "name", "name_contains", "tier", "store_id", "cursor", "limit", "sort"} <= set(
+        parameters
+    )
+    assert parameters["sort"]["schema"]["enum"] == ["registered_at", "last_visit", "points", "lifetime_spend"]
+    assert parameters["registered_from"]["schema"] == {"type": "string", "format": "date"}
+    assert all(p["in"] == "query" and not p["required"] for p in parameters.values())
+    export_op = doc["paths"]["/api/admin/members/export"]["get"]
+    assert set(export_op["responses"]["200"]["content"]) == {
+        "text/csv; charset=utf-8",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    }
+    assert {"403", "400", "401"} <= set(export_op["responses"])
+    assert "full_phone" in {p["name"] for p in export_op["parameters"]}

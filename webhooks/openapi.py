@@ -209,7 +209,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         value = dict(options[0]) if len(options) == 1 else {k: v for k, v in prop.items() if k != "anyOf"}
         value.update({k: v for k, v in prop.items() if k in ("description", "default") and v is not None})
         parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
-        parameter["schema"] = {k: v for k, v in value.items() if k != "title"}
+        parameter["schema"] = {k: v for k, v in value.items() if k not in ("title", "description")}
         if "description" in value:
             parameter["description"] = value["description"]
         parameters.append(parameter)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
@@ -86,8 +86,7 @@ async def keyset(query: QuerySet[M], *, cursor: int | None, limit: int) -> tuple
         query = query.filter(id__lt=cursor)
     rows = await query.order_by("-id").limit(limit + 1)
     found: list[M] = rows[:limit]
-    next_cursor: Any = found[-1].pk if len(rows) > limit else None
-    return found, next_cursor
+    return found, int(found[-1].pk) if len(rows) > limit else None
 
 
 def _referred(merchant_id: int, member_id: int) -> QuerySet[Member]:
