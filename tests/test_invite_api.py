@@ -155,6 +155,7 @@ async def test_login_scene_of_another_merchants_member_or_a_staff_member(
     dan = await Member.get(merchant_id=shop.id, mp_openid="o-mp-dan")
     assert (bob.referrer_id, bob.acquired_by_id) == (None, None)
     assert (dan.referrer_id, dan.acquired_by_id) == (None, amy.id)
+    assert (bob.store_id, dan.store_id) == (None, amy.store_id)  # the acquiring store
 
 
 async def test_staff_codes_as_png_and_svg_for_managers(env: Any, wechat_sim: WeChatSim) -> None:

@@ -178,7 +178,8 @@ async def test_staff_scene_records_the_acquiring_staff(app: Any) -> None:
     await follow(app, cafe, CAROL, f"staff_{elsewhere.id}")
     alice, bob, carol = await get(cafe, ALICE), await get(cafe, BOB), await get(cafe, CAROL)
     assert (alice.acquired_by_id, alice.source) == (amy.id, MemberSource.OA_STAFF)
-    assert (bob.acquired_by_id, bob.source) == (None, MemberSource.OA_SUBSCRIBE)
+    assert alice.store_id is not None and alice.store_id == amy.store_id  # the acquiring store
+    assert (bob.acquired_by_id, bob.source, bob.store_id) == (None, MemberSource.OA_SUBSCRIBE, None)
     assert (carol.acquired_by_id, carol.source) == (None, MemberSource.OA_SUBSCRIBE)
 
 

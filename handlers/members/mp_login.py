@@ -79,6 +79,7 @@ async def link_member(
         "subscribed": False,
         "referrer": attribution.referrer if attribution else None,
         "acquired_by": attribution.staff if attribution else None,
+        "store_id": attribution.store_id if attribution else None,
     }
     try:
         member, created = await members.get_or_create(merchant, {"mp_openid": openid}, defaults)

@@ -55,6 +55,11 @@ class Attribution:
     staff: Staff | None = None
 
     @property
+    def store_id(self) -> int | None:
+        """The acquiring store: the acquiring staff's, when a staff QR brought the member in."""
+        return self.staff.store_id if self.staff is not None else None
+
+    @property
     def source(self) -> MemberSource:
         if self.referrer is not None:
             return MemberSource.OA_REFERRAL
@@ -116,7 +121,7 @@ async def subscribe(
             "unionid": unionid,
             "referrer": attribution.referrer,
             "acquired_by": attribution.staff,
-            "store_id": attribution.staff.store_id if attribution.staff else None,  # the acquiring store
+            "store_id": attribution.store_id,
         }
         try:
             member, created = await members.get_or_create(merchant, {"openid": openid}, defaults)
