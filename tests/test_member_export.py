@@ -18,7 +18,7 @@ from models.staff import Staff
 from tests.support.factories import make_merchant, staff_headers
 from tests.test_member_search import Seeded, local, member_with, seed
 
-HEADER = "会员号,姓名,手机号,性别,生日,等级,积分,累计消费（元）,注册时间,最近到店,来源,门店,状态"
+HEADER = "会员号,原会员号,姓名,手机号,性别,生日,等级,积分,累计消费（元）,注册时间,最近到店,来源,门店,状态"
 
 
 @pytest.fixture
@@ -32,15 +32,15 @@ def expected_lines(s: Seeded, *, full: bool) -> list[str]:
 
     code = {name: member.code for name, member in s.by_name.items()}
     rows = [
-        [code["zhangsan"], "张三", phone(1), "男", "1990-05-20", "普通会员", "300", "123.45",
+        [code["zhangsan"], "", "张三", phone(1), "男", "1990-05-20", "普通会员", "300", "123.45",
          "2024-01-10 09:00", "2024-06-01 18:00", "关注公众号", "总店", "正常"],
-        [code["zhangwei"], "张伟", phone(2), "", "", "银卡", "1200", "500.00",
+        [code["zhangwei"], "VIP-0007", "张伟", phone(2), "", "", "银卡", "1200", "500.00",
          "2024-02-15 12:00", "2024-05-01 12:00", "关注公众号", "东区店", "正常"],
-        [code["lisi"], "李四", phone(3), "", "", "普通会员", "0", "0.00",
+        [code["lisi"], "", "李四", phone(3), "", "", "普通会员", "0", "0.00",
          "2024-03-01 12:00", "", "关注公众号", "", "已冻结"],
-        [code["zhangli"], "Zhang Li", phone(4), "", "", "金卡", "50", "500.00",
+        [code["zhangli"], "", "Zhang Li", phone(4), "", "", "金卡", "50", "500.00",
          "2024-03-20 12:00", "2024-06-01 10:00", "关注公众号", "", "正常"],
-        [code["percent"], "100%纯", "", "", "", "普通会员", "7", "0.01",
+        [code["percent"], "", "100%纯", "", "", "", "普通会员", "7", "0.01",
          "2024-03-31 23:00", "2024-04-30 23:00", "关注公众号", "", "正常"],
     ]  # fmt: skip
     return [HEADER, *(",".join(row) for row in rows)]
@@ -80,9 +80,9 @@ async def test_xlsx_opens_with_the_same_rows(client: TestClient, seeded: Seeded)
     assert len(rows) == 6
     for got, want in zip(rows[1:], expected[1:], strict=True):
         text = ["" if value is None else value for value in got]
-        assert text[6] == int(want[6]) and text[7] == float(want[7])  # points and spend are numbers
-        assert [str(v) for i, v in enumerate(text) if i not in (6, 7)] == [
-            v for i, v in enumerate(want) if i not in (6, 7)
+        assert text[7] == int(want[7]) and text[8] == float(want[8])  # points and spend are numbers
+        assert [str(v) for i, v in enumerate(text) if i not in (7, 8)] == [
+            v for i, v in enumerate(want) if i not in (7, 8)
         ]
 
 
@@ -171,6 +171,6 @@ async def test_cells_a_spreadsheet_would_run_are_defused(client: TestClient) -> 
     await member_with(shop, "o-formula", name="=HYPERLINK(1)", registered_at=local("2024-01-01"))
     admin = await staff_headers(client, shop, "admin")
     body = (await (await download(client, admin)).read()).decode("utf-8-sig")
-    assert ",'=HYPERLINK(1)," in body.split("\r\n")[1]
+    assert ",,'=HYPERLINK(1)," in body.split("\r\n")[1]
     cashier = await staff_headers(client, shop, "cashier")
     assert (await download(client, cashier)).status == 403

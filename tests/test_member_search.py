@@ -62,7 +62,7 @@ async def seed(shop: Merchant) -> Seeded:
             lifetime_spend_fen=12_345, store_id=main.id, points=300,
         ),
         "zhangwei": dict(
-            name="张伟", phone="13800000002", registered_at=local("2024-02-15"),
+            name="张伟", phone="13800000002", external_id="VIP-0007", registered_at=local("2024-02-15"),
             last_visit_at=local("2024-05-01"), lifetime_spend_fen=50_000, store_id=east.id,
             tier="silver", points=1_200,
         ),
@@ -138,6 +138,8 @@ async def test_each_filter_finds_exactly_its_members(
     expected: list[tuple[dict[str, Any], list[str]]] = [
         ({}, ["percent", "zhangli", "lisi", "zhangwei", "zhangsan"]),
         ({"code": s.by_name["lisi"].code.lower()}, ["lisi"]),
+        ({"external_id": "VIP-0007"}, ["zhangwei"]),
+        ({"external_id": "vip-0007"}, []),  # as written
         ({"phone": "+86 138-0000-0002"}, ["zhangwei"]),
         ({"phone": "13800000001"}, ["zhangsan"]),  # not the other merchant's, nor an erased one
         ({"name": "张"}, ["zhangwei", "zhangsan"]),
@@ -176,6 +178,7 @@ async def test_rows_show_the_member_with_the_phone_masked(
     assert row == {
         "id": seeded.by_name["zhangsan"].id,
         "code": seeded.by_name["zhangsan"].code,
+        "external_id": None,
         "name": "张三",
         "phone": "138****0001",
         "gender": "male",

@@ -36,6 +36,10 @@ class FilterQuery(In):
     """Search filters (all optional, combined) and the order."""
 
     code: Annotated[Line, Field(min_length=1, max_length=20, description="member code")] | None = None
+    external_id: (
+        Annotated[Line, Field(min_length=1, max_length=64, description="the merchant's own member number")]
+        | None
+    ) = None
     phone: Annotated[Line, Field(min_length=1, max_length=32, description="the full phone number")] | None = (
         None
     )
@@ -69,6 +73,7 @@ class ExportQuery(FilterQuery):
 class MemberRowOut(Out):
     id: int
     code: str
+    external_id: str | None = Field(description="the merchant's own member number, from an import")
     name: str | None
     phone: str = Field(description="masked, e.g. 138****5678")
     gender: Gender | None
@@ -95,6 +100,7 @@ class MembersOut(Out):
 def _filters(query: FilterQuery) -> search.Filters:
     return search.Filters(
         code=query.code,
+        external_id=query.external_id,
         phone=query.phone,
         name=query.name,
         name_contains=query.name_contains,
@@ -180,6 +186,7 @@ class MemberPath(In):
 class ProfileOut(Out):
     id: int
     code: str
+    external_id: str | None = Field(description="the merchant's own member number, from an import")
     name: str | None
     phone: str = Field(description="masked, e.g. 138****5678")
     gender: Gender | None
@@ -199,6 +206,7 @@ def profile_out(member: Member) -> ProfileOut:
     return ProfileOut(
         id=member.id,
         code=member.code,
+        external_id=member.external_id,
         name=member.name,
         phone=mask_phone(member.phone),
         gender=Gender(member.gender) if member.gender else None,

@@ -43,6 +43,7 @@ MEDIA_TYPES: dict[str, str] = {
 }
 HEADER = [
     "会员号",
+    "原会员号",
     "姓名",
     "手机号",
     "性别",
@@ -82,6 +83,7 @@ def cells(row: search.Row, *, full_phone: bool, zone: ZoneInfo) -> list[Any]:
     phone = (row.phone or "") if full_phone else mask_phone(row.phone)
     return [
         row.code,
+        _text(row.external_id),
         _text(row.name),
         phone,
         GENDERS.get(row.gender or "", ""),

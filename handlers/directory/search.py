@@ -1,6 +1,7 @@
 """Searching the merchant's members: filters, sort orders and keyset pages.
 
-Filters (all optional, combined with AND): the member code; the full phone number (parsed like the
+Filters (all optional, combined with AND): the member code; the merchant's own member number from an
+import (`external_id`, as written, trimmed); the full phone number (parsed like the
 member's own, so `+86 138-0013-8000` finds `13800138000`, matched exactly on the (merchant, phone)
 index — phones are stored in clear and only ever shown masked); the name by prefix (`lower(name)`
 pattern index) or by fragment (`pg_trgm` index; a fragment of one or two characters, as most Chinese
@@ -62,7 +63,7 @@ _KEYS: dict[str, tuple[str, str]] = {
 _LAST_VISIT = _KEYS["last_visit"][0]
 
 _SELECT = """
-SELECT m.id, m.code, m.name, m.phone, m.gender, m.birthday, m.registered_at, m.last_visit_at,
+SELECT m.id, m.code, m.external_id, m.name, m.phone, m.gender, m.birthday, m.registered_at, m.last_visit_at,
        m.lifetime_spend_fen, m.source, m.subscribed, m.blocked_at, m.store_id,
        s.code AS store_code, s.name AS store_name,
        COALESCE(t.tier_code, :base_tier) AS tier_code, COALESCE(a.balance, 0) AS points
@@ -78,6 +79,7 @@ class Filters:
     """Raw filter values as the merchant gave them; None: not filtered."""
 
     code: str | None = None
+    external_id: str | None = None
     phone: str | None = None
     name: str | None = None  # prefix
     name_contains: str | None = None
@@ -94,6 +96,7 @@ class Filters:
 class Row:
     id: int
     code: str
+    external_id: str | None
     name: str | None
     phone: str | None  # in clear: the caller masks it
     gender: str | None
@@ -158,6 +161,9 @@ async def _clauses(
     if filters.code is not None:
         where.append("m.code = :code")
         params["code"] = normalise_code(filters.code)[:16]
+    if filters.external_id is not None:
+        where.append("m.external_id = :external_id")
+        params["external_id"] = filters.external_id.strip()
     if filters.phone is not None:
         where.append("m.phone = :phone")
         params["phone"] = parse_phone(filters.phone)
@@ -283,6 +289,7 @@ def _row(found: Plan, raw: dict[str, Any]) -> Row:
     return Row(
         id=raw["id"],
         code=raw["code"],
+        external_id=raw["external_id"],
         name=raw["name"],
         phone=raw["phone"],
         gender=raw["gender"],
