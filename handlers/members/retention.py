@@ -11,8 +11,9 @@ redemptions, however, are accounting records that must survive. The policy (also
 3. After the grace period (`erase_due`): the personal profile — name, phone, birthday, gender,
    unionid, openid_digest and the import digest — is erased and `anonymized_at` set, and staff notes
    about the member are deleted. The member row stays, keeping its random code, so ledger rows still
-   reference it; the member can no longer be looked up or relinked. The merchant's own member number (`external_id`, from an import) stays too,
-   so re-importing an old file refuses the erased member's row instead of creating the person again.
+   reference it; the member can no longer be looked up or relinked. The merchant's own member number
+   (`external_id`, from an import) stays too, so re-importing an old file refuses the erased member's
+   row instead of creating the person again.
 4. A member still bound through the mini-program (`mp_openid` set) is a user of the merchant's
    mini-program, not only a follower: the profile stays. If the binding is removed later, the member
    becomes due on the next run (its `unsubscribed_at` is still set).
