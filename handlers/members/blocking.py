@@ -4,8 +4,8 @@ Each path refuses once, where it already holds the member, with `MemberBlocked` 
 the same Chinese sentence for the cashier and the member; the chat answers with the `member_blocked`
 reply):
 
-- the till purchase (`handlers.till.purchase`, the member read before any lock) — and with it the
-  points offset, the coupon, the stored-value payment and the points it would earn;
+- the till purchase (`handlers.till.context.member_refusal`, which every purchase passes first) — and
+  with it the points offset, the coupon, the stored-value payment and the points it would earn;
 - every mall order — redemption, flash sale, group deal (`handlers.mall.orders.place_order_once`) —
   and the staff's pick-up verification (`handlers.mall.catalogue.verify_pickup`);
 - check-in (`memberbot_check_in`, migration 0013) and make-ups, a stored-value top-up, buying a tier;
