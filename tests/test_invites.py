@@ -246,6 +246,11 @@ async def test_invite_page_links_are_checked(env: Any) -> None:
     assert (await client.get(f"/invite/shop?t={stale}")).status == 403
     assert (await client.get(f"/invite/shop/qr.png?t={stale}")).status == 403
     assert (await client.get("/invite/nowhere?t=x")).status == 404
+    # An erased member's link, still unexpired, opens nothing.
+    await Member.filter(id=alice.id).update(anonymized_at=datetime.now(UTC))
+    fresh = invites.page_token(secret, shop.id, alice.id, now=datetime.now(UTC))
+    erased = await client.get(f"/invite/shop?t={fresh}")
+    assert erased.status == 403 and "重新发送“邀请”" in await erased.text()
 
 
 async def test_a_failed_upload_answers_with_a_link_to_the_invite_page(

@@ -3,7 +3,7 @@ the invite page (`GET /invite/{merchant_slug}?t=<link token>`).
 
 The card's link token (see `handlers.members.member_qr.link_token`) names the merchant's member and
 expires after ten minutes; the page refreshes its QR from `/card/{merchant_slug}/qr.svg` with the same
-token. The invite page's token (`handlers.members.invites.page_token`, a day, not valid for the card)
+token. The invite page's token (`handlers.members.invites.page_token`, a day, signed apart from the card)
 shows the member's invite QR code (`/invite/{merchant_slug}/qr.png`), how many people they brought and
 the points it earned them. Failures are friendly HTML pages (403 for a forged or expired link, 404 for
 an unknown merchant), never JSON.
@@ -59,22 +59,33 @@ class _Refused(Exception):
         self.status, self.title, self.detail = status, title, detail
 
 
-async def _holder(request: web.Request, now: datetime) -> tuple[Merchant, Member, str]:
-    """The merchant and member a card link names, or `_Refused` with a page to show."""
+async def _linked(
+    request: web.Request, now: datetime, domain: bytes, title: str, keyword: str
+) -> tuple[Merchant, Member, str]:
+    """The merchant and member a page link names (its token signed for `domain`), or `_Refused` with
+    a page to show: `title` heads it and `keyword` is what the member sends in chat for a new link."""
     slug = request.match_info["merchant_slug"]
     merchant = await Merchant.get_or_none(slug=slug) if SLUG.match(slug) else None
     if merchant is None:
         raise _Refused(404, "页面不存在", "没有找到这家商户。")
     token = request.query.get("t", "")
     try:
-        member_id = member_qr.verify_link(request.app[RUNTIME].secret, merchant.id, token, now=now)
+        member_id = member_qr.verify_link(
+            request.app[RUNTIME].secret, merchant.id, token, now=now, domain=domain
+        )
         member = await members.resolve(merchant, member_id=member_id)
     except DomainError as exc:
         detail = "链接已过期，" if "过期" in exc.message else "链接无效，"
-        raise _Refused(403, "无法打开会员卡", detail + "请回到公众号重新发送“会员卡”获取新链接。") from None
-    if member.anonymized_at is not None:
-        raise _Refused(403, "无法打开会员卡", "该会员卡已注销。")
+        raise _Refused(403, title, f"{detail}请回到公众号重新发送“{keyword}”获取新链接。") from None
     return merchant, member, token
+
+
+async def _holder(request: web.Request, now: datetime) -> tuple[Merchant, Member, str]:
+    return await _linked(request, now, member_qr.CARD_LINK, "无法打开会员卡", "会员卡")
+
+
+async def _inviter(request: web.Request, now: datetime) -> tuple[Merchant, Member, str]:
+    return await _linked(request, now, member_qr.INVITE_LINK, "无法打开邀请页", "邀请")
 
 
 async def card_page(request: web.Request) -> web.Response:
@@ -112,22 +123,6 @@ async def card_qr(request: web.Request) -> web.Response:
         return _problem(request, refused.status, refused.title, refused.detail)
     issued = member_qr.issue_token(merchant, member.id, secret=request.app[RUNTIME].secret, now=now)
     return web.Response(text=member_qr.qr_svg(issued.token), content_type="image/svg+xml", headers=_headers())
-
-
-async def _inviter(request: web.Request, now: datetime) -> tuple[Merchant, Member, str]:
-    """The merchant and member an invite-page link names, or `_Refused` with a page to show."""
-    slug = request.match_info["merchant_slug"]
-    merchant = await Merchant.get_or_none(slug=slug) if SLUG.match(slug) else None
-    if merchant is None:
-        raise _Refused(404, "页面不存在", "没有找到这家商户。")
-    token = request.query.get("t", "")
-    try:
-        member_id = invites.verify_page_token(request.app[RUNTIME].secret, merchant.id, token, now=now)
-        member = await members.resolve(merchant, member_id=member_id)
-    except DomainError as exc:
-        detail = "链接已过期，" if "过期" in exc.message else "链接无效，"
-        raise _Refused(403, "无法打开邀请页", detail + "请回到公众号重新发送“邀请”获取新链接。") from None
-    return merchant, member, token
 
 
 async def _invite_code(request: web.Request, merchant: Merchant, member: Member, now: datetime) -> InviteCode:

@@ -323,11 +323,6 @@ def page_token(secret: bytes, merchant_id: int, member_id: int, *, now: datetime
     )
 
 
-def verify_page_token(secret: bytes, merchant_id: int, token: str, *, now: datetime) -> int:
-    """The member id of a genuine, unexpired invite-page link of this merchant; Forbidden otherwise."""
-    return member_qr.verify_link(secret, merchant_id, token, now=now, domain=member_qr.INVITE_LINK)
-
-
 def page_url(base_url: str, merchant_slug: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/invite/{merchant_slug}?t={token}"
 
