@@ -253,12 +253,13 @@ def cmd_staff(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from handlers.credit.audit import audit_credit
     from handlers.loyalty.ledger_audit import audit_points
     from handlers.staff import merchants
     from handlers.wallet.audit import audit_wallet
 
     settings = load_settings()
-    check = audit_wallet if args.ledger == "stored-value" else audit_points
+    check = {"stored-value": audit_wallet, "credit": audit_credit}.get(args.ledger, audit_points)
 
     async def audit() -> int:
         merchant_id = (await merchants.get_merchant(args.merchant)).id if args.merchant else None
@@ -492,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     apoints.add_argument("--merchant", default=None, help="merchant slug (default: all)")
     astored = asub.add_parser("stored-value", help="principal/bonus = Σ ledger deltas, never negative")
     astored.add_argument("--merchant", default=None, help="merchant slug (default: all)")
+    acredit = asub.add_parser("credit", help="owed = Σ ledger, never above the limit then in force")
+    acredit.add_argument("--merchant", default=None, help="merchant slug (default: all)")
     audit.set_defaults(func=cmd_audit)
 
     pts = sub.add_parser("points", help="points jobs")

@@ -25,6 +25,7 @@ MODEL_MODULES = [
     "models.invite",
     "models.member_import",
     "models.menu",
+    "models.credit",
 ]
 
 

@@ -29,6 +29,8 @@ class Merchant(Model):
     quiet_end_minute = fields.SmallIntField(default=8 * 60)
     # Members' invite QR codes: permanent (QR_LIMIT_STR_SCENE, 100,000 per account) or 30-day ones.
     invite_qr_permanent = fields.BooleanField(default=False)
+    # Credit (赊账): a charge not repaid within this many days is overdue (due date fixed when charged).
+    credit_overdue_days = fields.IntField(default=30)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -116,10 +116,14 @@ def test_no_module_imports_a_private_name_of_another_package() -> None:
     assert not wrong, sorted(wrong)
 
 
-LEDGER_MODELS = r"(PointsAccount|PointsTransaction|PointsLot|PointsDraw|WalletAccount|WalletTransaction)"
+LEDGER_MODELS = (
+    r"(PointsAccount|PointsTransaction|PointsLot|PointsDraw|WalletAccount|WalletTransaction"
+    r"|CreditAccount|CreditEntry)"
+)
 LEDGER_WRITES = (
     re.compile(
-        r"(?i)\b(insert\s+into|update|delete\s+from)\s+\"?(points|wallet)_(account|transaction|lot|draw)\b"
+        r"(?i)\b(insert\s+into|update|delete\s+from)\s+\"?"
+        r"((points|wallet)_(account|transaction|lot|draw)|credit_(account|entry))\b"
     ),
     re.compile(LEDGER_MODELS + r"\.(create|bulk_create|get_or_create|update_or_create|bulk_update)\("),
     re.compile(LEDGER_MODELS + r"\b[^\n]*\)\.(update|delete)\("),
@@ -128,8 +132,8 @@ LEDGER_WRITES = (
 
 @pytest.mark.parametrize("package", ["bot", "webhooks", "handlers"])
 def test_only_the_ledger_functions_write_the_ledger_tables(package: str) -> None:
-    """Points and stored value are written by the PostgreSQL functions of migration 0010 alone: no
-    Python module inserts, updates or deletes their rows (the ORM's writes included)."""
+    """Points, stored value and credit are written by the PostgreSQL functions of migrations 0010 and
+    0021 alone: no Python module inserts, updates or deletes their rows (the ORM's writes included)."""
     wrong = {
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in sources(package)
@@ -139,6 +143,8 @@ def test_only_the_ledger_functions_write_the_ledger_tables(package: str) -> None
     assert not wrong, sorted(wrong)
 
 
-@pytest.mark.parametrize("module", ["handlers/loyalty/ledger.py", "handlers/wallet/ledger.py"])
+@pytest.mark.parametrize(
+    "module", ["handlers/loyalty/ledger.py", "handlers/wallet/ledger.py", "handlers/credit/ledger.py"]
+)
 def test_the_ledger_modules_save_no_model(module: str) -> None:
     assert ".save(" not in (ROOT / module).read_text()

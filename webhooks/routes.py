@@ -16,6 +16,7 @@ from webhooks import (
     admin_stores,
     api,
     coupons,
+    credit,
     invites,
     mall,
     mall_deals,
@@ -58,6 +59,7 @@ def setup_routes(app: web.Application) -> None:
         admin_menu.routes,
         admin_members.routes,  # before the page: /api/admin/members/export is not a member id
         admin_member_page.routes,
+        credit.routes,
     )
     callback.setup(app)
     pages.setup(app)

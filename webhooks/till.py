@@ -87,6 +87,12 @@ class PurchaseIn(In):
     points_offset: Annotated[int, Field(ge=0, le=100_000_000, description="points to pay with")] = 0
     coupon_code: CouponCode | None = None
     stored_value_fen: StoredValue = 0
+    credit_fen: Annotated[
+        int,
+        Field(
+            ge=0, le=purchases.MAX_AMOUNT_FEN, description="part of the payment put on the member's credit"
+        ),
+    ] = 0
 
     @model_validator(mode="after")
     def _one_member(self) -> PurchaseIn:
@@ -122,6 +128,7 @@ class PurchaseOut(Out):
     coupon_code: str | None
     coupon_fen: int = Field(description="what the coupon took off")
     stored_value_fen: int = Field(description="paid from stored value (principal first, bonus last)")
+    credit_fen: int = Field(description="put on the member's credit (赊账), owed until repaid")
 
 
 class PurchasePath(In):
@@ -141,6 +148,10 @@ class RefundOut(Out):
     replayed: bool
     coupons_restored: int
     stored_value_refunded_fen: int
+    credit_reversed_fen: int = Field(description="the purchase's credit charge taken off what is owed")
+    credit_cash_back_fen: int = Field(
+        description="already repaid of the purchase's credit charge: give it back to the member in cash"
+    )
 
 
 async def member_card(merchant: Merchant, member: Member, now: datetime) -> MemberCardOut:
@@ -198,6 +209,7 @@ async def record(call: Call[PurchaseIn, None]) -> PurchaseOut:
         body.coupon_code,
         body.stored_value_fen,
         item_costs=priced.unit_costs,
+        credit_fen=body.credit_fen,
     )
     result = await purchases.record_purchase(
         call.merchant, call.staff, request, now=datetime.now(UTC), effects=call.effects

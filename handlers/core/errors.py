@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     SERVICE_CARD_EXPIRED = "service_card_expired"
     SERVICE_CARD_NOT_STARTED = "service_card_not_started"
     SERVICE_CARD_REVOKED = "service_card_revoked"
+    CREDIT_LIMIT_EXCEEDED = "credit_limit_exceeded"
+    CREDIT_BELOW_OWED = "credit_below_owed"
+    CREDIT_OVERPAID = "credit_overpaid"
 
 
 class DomainError(Exception):

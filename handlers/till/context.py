@@ -4,8 +4,9 @@ The member (all columns; a member of another merchant, or none, reads as NULLs),
 the store (the cashier's, else the merchant's first open one), a purchase already recorded under the key, the
 period totals the earn rules may use, the current rule-set and tier-ladder versions, the campaign
 pool, and — only when the purchase needs them — the points account and its spendable lots (a points
-offset), or the stored-value account. `handlers.till.purchase` computes from it and hands its
-assumptions to `memberbot_till_purchase`, which re-checks them under the lock (migration 0017).
+offset), the stored-value account, or the credit account (limit and owed: a purchase on credit).
+`handlers.till.purchase` computes from it and hands its assumptions to `memberbot_till_purchase`,
+which re-checks them under the lock (migrations 0017, 0021).
 
 This is the one place that reads the member for a purchase: a check on the member that refuses a
 purchase (an erased member, and whatever else may bar one) belongs in `member_refusal`.
@@ -51,7 +52,11 @@ SELECT m.*,
        AND (l.expires_at IS NULL OR l.expires_at > :now)) END AS ctx_lots,
   CASE WHEN :wallet THEN (SELECT principal_fen FROM wallet_account WHERE member_id = :member) END
     AS ctx_principal,
-  CASE WHEN :wallet THEN (SELECT bonus_fen FROM wallet_account WHERE member_id = :member) END AS ctx_bonus
+  CASE WHEN :wallet THEN (SELECT bonus_fen FROM wallet_account WHERE member_id = :member) END AS ctx_bonus,
+  CASE WHEN :credit THEN (SELECT limit_fen FROM credit_account WHERE member_id = :member) END
+    AS ctx_credit_limit,
+  CASE WHEN :credit THEN (SELECT balance_fen FROM credit_account WHERE member_id = :member) END
+    AS ctx_credit_owed
 FROM (SELECT 1 AS one) AS one
 LEFT JOIN member m ON m.id = :member AND m.merchant_id = :merchant
 LEFT JOIN store s ON s.id = COALESCE(
@@ -60,11 +65,12 @@ LEFT JOIN store s ON s.id = COALESCE(
 LEFT JOIN purchase e ON e.merchant_id = :merchant AND e.idempotency_key = :key
 """
 # The slow path, after a purchase found its context moved: the locks taken before the read, in the
-# order of every other path (points account, pool, coupon, stored-value account).
+# order of every other path (points account, pool, coupon, stored-value account, credit account).
 _LOCK_SQL = "SELECT id FROM memberbot_points_account(:merchant, :member)"
 _LOCK_POOL_SQL = "SELECT id FROM points_pool WHERE merchant_id = :merchant AND code = :pool FOR UPDATE"
 _LOCK_COUPON_SQL = "SELECT id FROM coupon WHERE merchant_id = :merchant AND code = :code FOR UPDATE"
 _LOCK_WALLET_SQL = "SELECT id FROM memberbot_wallet_account(:merchant, :member)"
+_LOCK_CREDIT_SQL = "SELECT id FROM memberbot_credit_account(:merchant, :member)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,7 @@ class TillContext:
     account_updated_at: datetime | None
     lots: list[Lot]
     wallet: tuple[int, int] | None  # (principal, bonus), for a stored-value payment
+    credit: tuple[int, int] | None = None  # (limit, owed), for a purchase put on credit
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,7 @@ class Needs:
     offset: bool
     wallet: bool
     coupon_code: str | None
+    credit: bool = False
 
 
 async def lock(merchant: Merchant, needs: Needs) -> None:
@@ -118,6 +126,8 @@ async def lock(merchant: Merchant, needs: Needs) -> None:
         await queries.fetch_rows(_LOCK_COUPON_SQL, merchant=merchant.id, code=needs.coupon_code)
     if needs.wallet:
         await queries.fetch_rows(_LOCK_WALLET_SQL, merchant=merchant.id, member=needs.member_id)
+    if needs.credit:
+        await queries.fetch_rows(_LOCK_CREDIT_SQL, merchant=merchant.id, member=needs.member_id)
 
 
 async def read(merchant: Merchant, staff: Staff | None, needs: Needs, now: datetime) -> TillContext:
@@ -135,6 +145,7 @@ async def read(merchant: Merchant, staff: Staff | None, needs: Needs, now: datet
         pool=needs.pool,
         offset=needs.offset,
         wallet=needs.wallet,
+        credit=needs.credit,
         now=now,
     )
     existing = None
@@ -163,6 +174,9 @@ async def read(merchant: Merchant, staff: Staff | None, needs: Needs, now: datet
         account_updated_at=row["ctx_account_updated_at"],
         lots=[Lot(int(i), int(left), datetime.fromisoformat(at) if at else None) for i, left, at in lots],
         wallet=(int(row["ctx_principal"] or 0), int(row["ctx_bonus"] or 0)) if needs.wallet else None,
+        credit=(int(row["ctx_credit_limit"] or 0), int(row["ctx_credit_owed"] or 0))
+        if needs.credit
+        else None,
     )
 
 

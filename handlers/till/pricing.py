@@ -1,6 +1,7 @@
 """A till purchase priced against its context: tier discount, then the coupon, then the points offset
-(the lots it draws, soonest-expiring first) and the stored-value split (principal first). Pure reads
-and rules: nothing is written, a refusal names its field."""
+(the lots it draws, soonest-expiring first), the stored-value split (principal first) and the part put
+on credit (within the limit as last read). Pure reads and rules: nothing is written, a refusal names its
+field."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from handlers.core.errors import ValidationError
 from handlers.coupons import redeem as coupons
 from handlers.coupons.redeem import CouponQuote
+from handlers.credit import ledger as credit
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import ledger
 from handlers.rules.errors import RuleError
@@ -74,6 +76,14 @@ async def quote(
         raise ValidationError(
             f"储值支付不能超过应付金额 {priced.paid_fen / 100:.2f} 元", field="stored_value_fen"
         )
+    if req.stored_value_fen + req.credit_fen > priced.paid_fen:
+        raise ValidationError(
+            f"赊账与储值支付合计不能超过应付金额 {priced.paid_fen / 100:.2f} 元", field="credit_fen"
+        )
+    if req.credit_fen:
+        limit, owed = context.credit or (0, 0)
+        if owed + req.credit_fen > limit:  # the unlocked read; the writer checks again under the lock
+            raise credit.CreditLimitExceeded(req.credit_fen, max(limit - owed, 0))
     plan: list[tuple[int, int]] = []
     if priced.offset_points:
         try:

@@ -1,18 +1,18 @@
-"""Purchases at the till: discount, coupon, points offset, stored value, points earned, tier change;
-their refunds are `handlers.till.refund`.
+"""Purchases at the till: discount, coupon, points offset, stored value, credit (赊账), points earned,
+tier change; their refunds are `handlers.till.refund`.
 
-A purchase reads its context once, unlocked (`handlers.till.context`), prices it and computes its
-points here (the rules stay in Python), then makes ONE call of `memberbot_till_purchase` (migration
-0017): under the member's account lock it re-checks what the rules assumed and writes the `Purchase`
-row (unique idempotency key) with its stored result, the coupon marked used, the offset debit, the
-stored-value payment, the earn credit (or pending hold), the pool, the receipt notice — all through
-the ledgers' one-writer functions. If a concurrent change moved the context, the purchase is computed
-again in a transaction that takes the locks first (points account → pool → coupon → wallet), so the
-daily cap and the points pool stay exact under concurrency. The tier review and referral awards are
-the durable `purchase.completed` effect (`handlers.core.tasks`), queued by the same call when a tier
-threshold is reached or a referred member makes a first purchase, and run right after commit. A
-repeated idempotency key returns the first result unchanged; the same key with a different request
-is refused (409).
+A purchase reads its context once, unlocked (`handlers.till.context`), prices it and computes its points
+here (the rules stay in Python), then makes ONE call of `memberbot_till_purchase` (migration 0017):
+under the member's account lock it re-checks what the rules assumed and writes the `Purchase` row
+(unique idempotency key) with its stored result, the coupon marked used, the offset debit, the
+stored-value payment, the credit charge (never above the limit: migration 0021), the earn credit (or
+pending hold), the pool, the receipt notice — all through the ledgers' one-writer functions. If a
+concurrent change moved the context, the purchase is computed again in a transaction that takes the
+locks first (points account → pool → coupon → wallet → credit), so the daily cap and the points pool
+stay exact under concurrency. The tier review and referral awards are the durable `purchase.completed`
+effect (`handlers.core.tasks`), queued by the same call when a tier threshold is reached or a referred
+member makes a first purchase, and run right after commit. A repeated idempotency key returns the first
+result unchanged; the same key with a different request is refused (409).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from handlers.core import queries
 from handlers.core.errors import Conflict, ErrorCode, IdempotencyMismatch, NotFound, ValidationError
 from handlers.core.tasks import LEASE, Effects, Queued
 from handlers.coupons.issue import CouponCode, CouponError
+from handlers.credit import ledger as credit
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import referrals, tiers
 from handlers.members import lookup as members
@@ -65,6 +66,7 @@ class PurchaseRequest:
     coupon_code: str | None = None
     stored_value_fen: int = 0  # part of what is paid, taken from the member's stored value
     item_costs: Mapping[str, int | None] = field(default_factory=dict)  # unit cost by SKU (the catalogue's)
+    credit_fen: int = 0  # part of what is paid, put on the member's credit (赊账)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class PurchaseResult:
     coupon_code: str | None = None
     coupon_fen: int = 0
     stored_value_fen: int = 0
+    credit_fen: int = 0
 
 
 def _digest(req: PurchaseRequest) -> str:
@@ -100,6 +103,8 @@ def _digest(req: PurchaseRequest) -> str:
         "coupon": req.coupon_code,
         "stored_value": req.stored_value_fen,
     }
+    if req.credit_fen:  # only then: the digests of purchases without credit stay what they were
+        body["credit"] = req.credit_fen
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -131,6 +136,8 @@ def _validate(req: PurchaseRequest) -> None:
         raise ValidationError("points_offset 不能为负数", field="points_offset")
     if req.stored_value_fen < 0:
         raise ValidationError("stored_value_fen 不能为负数", field="stored_value_fen")
+    if req.credit_fen < 0:
+        raise ValidationError("credit_fen 不能为负数", field="credit_fen")
 
 
 async def _replay(purchase: Purchase, digest: str) -> PurchaseResult:
@@ -197,6 +204,7 @@ async def record_purchase(
         req.points_offset > 0,
         req.stored_value_fen > 0,
         members.normalise_code(req.coupon_code)[:16] if req.coupon_code else None,
+        credit=req.credit_fen > 0,
     )
     try:
         done: PurchaseResult = await _attempt(
@@ -267,6 +275,9 @@ async def _attempt(
         raise NotFound("会员不存在", code=ErrorCode.MEMBER_NOT_FOUND)
     if outcome == "coupon_used":
         raise CouponError(CouponCode.USED, "该券已使用", field="code")
+    if outcome == "credit_over_limit":  # what the unlocked read allowed was taken meanwhile
+        account = await credit.balance(merchant.id, req.member_id)
+        raise credit.CreditLimitExceeded(req.credit_fen, account.available_fen)
     if outcome == "replay":
         replayed = await _replay(await Purchase.get(id=row["purchase_id"]), digest)
         return _Posted(replayed) if locked else replayed
@@ -359,6 +370,7 @@ def _call(
         coupon_code=coupon.code if coupon else None,
         coupon_fen=quote.coupon_fen,
         stored_value_fen=req.stored_value_fen,
+        credit_fen=req.credit_fen,
     )
     stored = {k: v for k, v in _stored(result).items() if k not in ("purchase_id", "balance")}
     receipt = {k: v for k, v in _receipt(result, context.store_code).items() if k != "balance"}
@@ -406,6 +418,7 @@ def _call(
         "wallet_bonus": quoted.wallet[1],
         "wallet_seen_principal": context.wallet[0] if context.wallet else 0,
         "wallet_seen_bonus": context.wallet[1] if context.wallet else 0,
+        "credit_fen": req.credit_fen,
         # The postings.
         "earn_key": earn_key(req.idempotency_key),
         "offset_key": offset_key(req.idempotency_key),
@@ -414,6 +427,9 @@ def _call(
         "offset_takes": [take for _, take in quoted.offset_plan],
         "offset_reason": f"消费抵扣 {quote.offset_fen / 100:.2f} 元",
         "wallet_reason": f"储值消费 {wallet.yuan(req.stored_value_fen)} 元",
+        "credit_key": credit.charge_key(req.idempotency_key),
+        "credit_reason": f"赊账消费 {credit.yuan(req.credit_fen)} 元",
+        "credit_due_at": (now + timedelta(days=merchant.credit_overdue_days)).isoformat(),
         "earn_reason": f"消费 {quote.paid_fen / 100:.2f} 元",
         "expires_at": _isoformat(expiry_date(now, program.expiry, merchant.timezone)),
         "available_at": (now + timedelta(days=program.pending_days)).isoformat(),

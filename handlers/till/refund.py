@@ -2,8 +2,10 @@
 
 Its pending points are voided or its earned points clawed back (a shortfall becomes a debt, see
 `handlers.loyalty.ledger`), the points it offset come back, its coupon is restored unless it expired
-meanwhile, and what it paid from stored value returns as principal and bonus in the split it took.
-One transaction holding the purchase row's lock; a retried key replays the first refund.
+meanwhile, what it paid from stored value returns as principal and bonus in the split it took, and
+its credit charge is reversed (what the member already repaid of it comes back in cash,
+`credit_cash_back_fen`). One transaction holding the purchase row's lock; a retried key replays the
+first refund.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from handlers.core import audit_log
 from handlers.core.errors import Conflict, NotFound, ValidationError
 from handlers.core.tasks import Effects
 from handlers.coupons import redeem as coupons
+from handlers.credit import ledger as credit
 from handlers.loyalty import ledger
 from handlers.notices.delivery import tell
 from handlers.till.purchase import earn_key, offset_key, wallet_key
 from handlers.wallet import ledger as wallet
 from models.coupon import Coupon
+from models.credit import CreditEntry
 from models.merchant import Merchant
 from models.points import PointsAccount, PointsPool, PointsTransaction
 from models.purchase import Purchase, PurchaseStatus
@@ -39,6 +43,8 @@ class RefundResult:
     replayed: bool = False
     coupons_restored: int = 0
     stored_value_refunded_fen: int = 0
+    credit_reversed_fen: int = 0  # taken off what the member owes
+    credit_cash_back_fen: int = 0  # already repaid of the charge: give it back in cash
 
 
 async def refund_purchase(
@@ -89,6 +95,14 @@ async def refund_purchase(
             restored = purchase.offset_points
         coupons_back = await coupons.restore(merchant, purchase.id, now=now, actor=actor)
         stored_value = await _refund_stored_value(merchant, purchase, now=now, actor=actor)
+        reversal = await credit.reverse_charge(
+            merchant.id,
+            purchase.idempotency_key,
+            key=_credit_key(purchase),
+            now=now,
+            actor=actor,
+            staff_id=staff.id if staff else None,
+        )
         purchase.status, purchase.refunded_at, purchase.refund_key = PurchaseStatus.REFUNDED, now, key
         purchase.refunded_by = staff
         await purchase.save(update_fields=["status", "refunded_at", "refund_key", "refunded_by_id"])
@@ -102,6 +116,8 @@ async def refund_purchase(
             offset_restored=restored,
             coupons_restored=coupons_back,
             stored_value_refunded_fen=stored_value,
+            credit_reversed_fen=reversal.reversed_fen if reversal else 0,
+            credit_cash_back_fen=reversal.cash_back_fen if reversal else 0,
         )
     account = await PointsAccount.get(member_id=purchase.member_id)
     if reversed_:
@@ -121,7 +137,13 @@ async def refund_purchase(
         account.balance,
         coupons_restored=coupons_back,
         stored_value_refunded_fen=stored_value,
+        credit_reversed_fen=reversal.reversed_fen if reversal else 0,
+        credit_cash_back_fen=reversal.cash_back_fen if reversal else 0,
     )
+
+
+def _credit_key(purchase: Purchase) -> str:
+    return f"refund:{purchase.id}:credit"
 
 
 async def _wallet_payment(purchase: Purchase) -> WalletTransaction | None:
@@ -172,7 +194,21 @@ async def _refund_replay(purchase: Purchase) -> RefundResult:
         replayed=True,
         coupons_restored=restored,
         stored_value_refunded_fen=-(payment.principal_delta + payment.bonus_delta) if payment else 0,
+        **await _credit_replay(purchase),
     )
+
+
+async def _credit_replay(purchase: Purchase) -> dict[str, int]:
+    reversal = await CreditEntry.get_or_none(
+        merchant_id=purchase.merchant_id, idempotency_key=_credit_key(purchase)
+    )
+    if reversal is None or reversal.reverses_id is None:
+        return {}
+    charge = await CreditEntry.get(id=reversal.reverses_id)
+    return {
+        "credit_reversed_fen": -reversal.amount_fen,
+        "credit_cash_back_fen": charge.amount_fen + reversal.amount_fen,
+    }
 
 
 async def _earn_posted(purchase: Purchase) -> bool:
