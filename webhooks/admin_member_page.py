@@ -27,6 +27,7 @@ from webhooks.admin_members import MemberPath, NotesOut, PageQuery, ProfileOut, 
 from webhooks.api import Call, Out, Routes
 from webhooks.auth import MANAGER
 from webhooks.coupons import AdminCouponOut, coupon_out
+from webhooks.credit import CreditEntryOut, entry_out
 from webhooks.mp_loyalty import LedgerOut, PointsOut, TierOut, ledger_out, points_out, tier_out
 from webhooks.notices import DeliveryOut, delivery_out
 from webhooks.service_cards import ServiceCardOut, card_out
@@ -95,6 +96,18 @@ class WalletSummaryOut(Out):
     lifetime_top_up_fen: int
 
 
+class CreditSummaryOut(Out):
+    limit_fen: int = Field(description="the credit limit a manager set (0: no credit)")
+    owed_fen: int
+    available_fen: int
+    overdue_fen: int = Field(description="of what is owed, the part past its due date now (FIFO repayments)")
+
+
+class CreditLedgerOut(Out):
+    items: list[CreditEntryOut]
+    next_cursor: int | None
+
+
 class CouponsOut(Out):
     items: list[AdminCouponOut]
     next_cursor: int | None
@@ -148,6 +161,8 @@ class MemberPageOut(Out):
     points_lots: LotsOut
     wallet: WalletSummaryOut
     wallet_ledger: WalletLedgerOut
+    credit: CreditSummaryOut
+    credit_ledger: CreditLedgerOut
     coupons: CouponsOut
     service_cards: list[ServiceCardOut]
     mall_orders: OrdersOut
@@ -193,6 +208,11 @@ async def _lots(merchant: Merchant, member_id: int, cursor: int | None, limit: i
 async def _wallet(merchant: Merchant, member_id: int, cursor: int | None, limit: int) -> WalletLedgerOut:
     rows, after = await page.keyset(page.wallet_ledger(merchant.id, member_id), cursor=cursor, limit=limit)
     return WalletLedgerOut(items=[transaction_out(r) for r in rows], next_cursor=after)
+
+
+async def _credit(merchant: Merchant, member_id: int, cursor: int | None, limit: int) -> CreditLedgerOut:
+    rows, after = await page.keyset(page.credit_ledger(merchant.id, member_id), cursor=cursor, limit=limit)
+    return CreditLedgerOut(items=[entry_out(r) for r in rows], next_cursor=after)
 
 
 async def _purchases(merchant: Merchant, member_id: int, cursor: int | None, limit: int) -> PurchasesOut:
@@ -271,6 +291,13 @@ async def member_page(call: Call[None, MemberPath]) -> MemberPageOut:
             lifetime_top_up_fen=balance.lifetime_top_up_fen,
         ),
         wallet_ledger=await _wallet(merchant, member_id, None, FIRST),
+        credit=CreditSummaryOut(
+            limit_fen=found.credit.limit_fen,
+            owed_fen=found.credit.owed_fen,
+            available_fen=found.credit.available_fen,
+            overdue_fen=found.credit_overdue_fen,
+        ),
+        credit_ledger=await _credit(merchant, member_id, None, FIRST),
         coupons=await _coupons(merchant, member_id, None, FIRST),
         service_cards=[
             await card_out(merchant, v.card, last=v.last_uses, product=v.product) for v in found.service_cards
@@ -314,6 +341,12 @@ _collection(
 )
 _collection(
     "wallet-ledger", WalletLedgerOut, _wallet, "The member's stored-value transactions, newest first."
+)
+_collection(
+    "credit-ledger",
+    CreditLedgerOut,
+    _credit,
+    "The member's credit entries (charges, repayments), newest first.",
 )
 _collection("coupons", CouponsOut, _coupons, "The member's coupons, newest first.")
 _collection("mall-orders", OrdersOut, _orders, "The member's mall orders, newest first.")

@@ -36,9 +36,11 @@ WITH charges AS (
                                    WHERE r.reverses_id = c.id AND r.created_at <= :as_of), 0) AS net
     FROM credit_entry c
    WHERE c.merchant_id = :merchant AND c.kind = 'charge' AND c.created_at <= :as_of
+     AND (CAST(:member AS bigint) IS NULL OR c.member_id = :member)
 ), repaid AS (
   SELECT member_id, -SUM(amount_fen) AS total FROM credit_entry
    WHERE merchant_id = :merchant AND kind = 'repay' AND created_at <= :as_of
+     AND (CAST(:member AS bigint) IS NULL OR member_id = :member)
    GROUP BY member_id
 ), allocated AS (
   SELECT ch.member_id, ch.due_at, ch.net,
@@ -79,12 +81,22 @@ class Overdue:
 
 
 async def overdue(
-    merchant: Merchant, as_of: datetime, *, scope: Scope, store_id: int | None = None
+    merchant: Merchant,
+    as_of: datetime,
+    *,
+    scope: Scope,
+    store_id: int | None = None,
+    member_id: int | None = None,
 ) -> list[Overdue]:
     """Members with overdue credit as of `as_of`, the oldest due date first. `scope` limits a manager to
-    the members of their store (the member's store); `store_id` narrows further (admins)."""
+    the members of their store (the member's store); `store_id` narrows further (admins); `member_id`
+    to one member."""
     rows = await queries.fetch_rows(
-        _OVERDUE_SQL, merchant=merchant.id, as_of=as_of, store=scope.store_filter(store_id)
+        _OVERDUE_SQL,
+        merchant=merchant.id,
+        as_of=as_of,
+        store=scope.store_filter(store_id),
+        member=member_id,
     )
     return [
         Overdue(

@@ -3,8 +3,9 @@ own keyset page (newest first; the cursor is the last id of the previous page).
 
 The overview reads what the member sees themselves — tier and progress (`tiers.current`), the points
 summary (`points_view.summary`, which first expires lapsed lots as every reader does), the stored value
-— plus the acquiring store and staff, the referrer and how many members they referred, and the
-service cards (a member holds a handful; listed whole). An erased member is 404, as everywhere.
+— plus the credit account (limit, owed, and how much of it is overdue now: `handlers.credit.overdue`),
+the acquiring store and staff, the referrer and how many members they referred, and the service cards
+(a member holds a handful; listed whole). An erased member is 404, as everywhere.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from handlers.core.errors import ValidationError
+from handlers.credit import ledger as credit
+from handlers.credit import overdue
 from handlers.loyalty import points_view, tiers
 from handlers.loyalty.points_view import PointsSummary
 from handlers.loyalty.tiers import TierView
 from handlers.members import lookup as members
+from handlers.staff.scope import Scope
 from handlers.wallet import ledger as wallet
 from handlers.wallet import service_cards
 from handlers.wallet.service_cards import CardView
+from models.credit import CreditEntry
 from models.loyalty import TierChange
 from models.member import Member
 from models.merchant import Merchant, Store
@@ -48,6 +53,8 @@ class Overview:
     referrer: Member | None  # None also when the referrer was erased
     referrals: int  # members this one referred (erased ones not counted)
     service_cards: list[CardView]
+    credit: credit.Account
+    credit_overdue_fen: int  # of what is owed, the part past its due date now
 
 
 async def overview(merchant: Merchant, member_id: int, *, now: datetime) -> Overview:
@@ -69,7 +76,14 @@ async def overview(merchant: Merchant, member_id: int, *, now: datetime) -> Over
         referrer=referrer,
         referrals=await _referred(merchant.id, member.id).count(),
         service_cards=await service_cards.member_cards(merchant.id, member.id, now),
+        credit=await credit.balance(merchant.id, member.id),
+        credit_overdue_fen=await _overdue_fen(merchant, member.id, now),
     )
+
+
+async def _overdue_fen(merchant: Merchant, member_id: int, now: datetime) -> int:
+    found = await overdue.overdue(merchant, now, scope=Scope(merchant.id, None), member_id=member_id)
+    return found[0].overdue_fen if found else 0
 
 
 def check_page(cursor: int | None, limit: int) -> None:
@@ -104,6 +118,10 @@ def points_lots(merchant_id: int, member_id: int) -> QuerySet[PointsLot]:
 
 def wallet_ledger(merchant_id: int, member_id: int) -> QuerySet[WalletTransaction]:
     return WalletTransaction.filter(merchant_id=merchant_id, member_id=member_id)
+
+
+def credit_ledger(merchant_id: int, member_id: int) -> QuerySet[CreditEntry]:
+    return credit.entries(merchant_id, member_id)
 
 
 def purchases(merchant_id: int, member_id: int) -> QuerySet[Purchase]:
