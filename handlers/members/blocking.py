@@ -5,17 +5,18 @@ the same Chinese sentence for the cashier and the member; the chat answers with 
 reply):
 
 - the till purchase (`handlers.till.context.member_refusal`, which every purchase passes first) — and
-  with it the points offset, the coupon, the stored-value payment and the points it would earn;
+  with it the points offset, the coupon, the stored-value payment, the part on credit and the points it
+  would earn;
 - every mall order — redemption, flash sale, group deal (`handlers.mall.orders.place_order_once`) —
   and the staff's pick-up verification (`handlers.mall.catalogue.verify_pickup`);
 - check-in (`memberbot_check_in`, migration 0013) and make-ups, a stored-value top-up, buying a tier;
 - registration and profile bonuses, referral awards and birthday gifts are not given to a blocked
   member, nor later.
 
-Not refused: refunds (they return what the member paid), the expiry job, a manager's manual points
-grant and stored-value adjustment or withdrawal (deliberate, audited acts), service-card uses (a
-service already paid for), and everything the member or the merchant reads. Blocking and unblocking
-are audit-logged (`member.block`, `member.unblock`) with the reason.
+Not refused: refunds (they return what the member paid), credit repayments, the expiry job, a
+manager's manual points grant and stored-value adjustment or withdrawal (deliberate, audited acts),
+service-card uses (a service already paid for), and everything the member or the merchant reads.
+Blocking and unblocking are audit-logged (`member.block`, `member.unblock`) with the reason.
 """
 
 from __future__ import annotations
