@@ -19,6 +19,8 @@ from handlers.credit import overdue
 from handlers.credit.audit import audit_credit
 from handlers.loyalty.ledger_audit import audit_points
 from handlers.members import blocking
+from handlers.notices import settings as notice_settings
+from handlers.notices.catalog import KINDS
 from handlers.staff.scope import Scope
 from handlers.till.purchase import PurchaseRequest, record_purchase
 from handlers.till.refund import refund_purchase
@@ -26,6 +28,7 @@ from handlers.wallet import ledger as wallet
 from handlers.wallet.audit import audit_wallet
 from models.credit import CreditAccount, CreditEntry, CreditKind
 from models.loyalty import AuditLog
+from models.notice import NoticeDelivery
 from models.purchase import Purchase
 from tests.conftest import SECRET
 from tests.support.factories import EFFECTS, make_member, make_merchant
@@ -125,6 +128,19 @@ async def test_a_purchase_puts_part_of_its_amount_on_credit_within_the_limit(sho
     with pytest.raises(IdempotencyMismatch):
         await buy(shop, "p1", 12_345, credit_fen=9_000)
     assert await audit_credit() == [] and await audit_points() == []
+
+
+async def test_the_receipt_tells_the_member_what_they_put_on_credit(shop: Any) -> None:
+    _, member = shop
+    await limit(shop, 30_000)
+    await buy(shop, "p1", 12_345, credit_fen=10_000)
+    delivery = await NoticeDelivery.get(member_id=member.id, kind="purchase_receipt")
+    assert delivery.context["credit"] == "100.00"
+    body = KINDS["purchase_receipt"].body
+    text = notice_settings.render_body(body, {**KINDS["purchase_receipt"].sample, **delivery.context})
+    assert "实付 123.45 元（赊账 100.00 元，请按时还款）。获得 123 积分" in text
+    before = {k: v for k, v in delivery.context.items() if k != "credit"}  # a receipt queued before credit
+    assert "赊账" not in notice_settings.render_body(body, {**KINDS["purchase_receipt"].sample, **before})
 
 
 async def test_a_purchase_above_the_available_credit_is_refused_and_writes_nothing(shop: Any) -> None:

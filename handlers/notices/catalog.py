@@ -40,7 +40,9 @@ KINDS: dict[str, NoticeKind] = {
             "消费小票",
             "【{{ merchant_name }}】消费 {{ amount }} 元{% if discount != '0.00' %}，优惠 {{ discount }} 元"
             "{% endif %}{% if coupon %}（已用券 {{ coupon }}）{% endif %}，实付 {{ paid }} 元"
-            "{% if stored_value != '0.00' %}（储值支付 {{ stored_value }} 元）{% endif %}。{% if points %}"
+            "{% if stored_value != '0.00' %}（储值支付 {{ stored_value }} 元）{% endif %}"
+            "{% if credit is defined and credit != '0.00' %}（赊账 {{ credit }} 元，请按时还款）{% endif %}。"
+            "{% if points %}"
             "获得 {{ points }} 积分{% if pending %}（退货期后到账）{% endif %}，{% endif %}当前积分 "
             "{{ balance }}。",
             {
@@ -55,6 +57,7 @@ KINDS: dict[str, NoticeKind] = {
                 "coupon": "满100减20",
                 "paid": "101.60",
                 "stored_value": "0.00",
+                "credit": "0.00",
                 "points": 101,
                 "pending": False,
                 "balance": 1381,

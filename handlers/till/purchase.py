@@ -324,6 +324,7 @@ def _receipt(result: PurchaseResult, store_code: str | None) -> dict[str, Any]:
         "coupon": result.coupon_code or "",
         "paid": _yuan(result.paid_fen),
         "stored_value": _yuan(result.stored_value_fen),
+        "credit": _yuan(result.credit_fen),
         "points": result.points_earned,
         "pending": result.points_pending,
         "balance": result.balance,
