@@ -77,6 +77,14 @@ async def test_the_till_charges_credit_refuses_over_the_limit_and_the_refund_rev
     client: TestClient, member: Member, manager: dict[str, str], cashier: dict[str, str]
 ) -> None:
     await set_limit(client, manager, member, 10_000, "k1")
+    card = await (
+        await client.post("/api/staff/scan", json={"member_code": member.code}, headers=cashier)
+    ).json()
+    assert (card["credit_limit_fen"], card["credit_owed_fen"], card["credit_available_fen"]) == (
+        10_000,
+        0,
+        10_000,
+    )
     bought = await client.post(
         "/api/staff/purchases",
         json={"idempotency_key": "p1", "member_id": member.id, "amount_fen": 8_000, "credit_fen": 8_000},
@@ -89,6 +97,14 @@ async def test_the_till_charges_credit_refuses_over_the_limit_and_the_refund_rev
         "/api/staff/purchases",
         json={"idempotency_key": "p2", "member_id": member.id, "amount_fen": 3_000, "credit_fen": 3_000},
         headers=cashier,
+    )
+    card = await (
+        await client.post("/api/staff/scan", json={"member_code": member.code}, headers=cashier)
+    ).json()
+    assert (card["credit_limit_fen"], card["credit_owed_fen"], card["credit_available_fen"]) == (
+        10_000,
+        8_000,
+        2_000,
     )
     assert over.status == 409
     assert (await over.json())["error"] == {

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
+from handlers.credit import ledger as credit
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import points_view, tiers
 from handlers.members import lookup as members
@@ -68,6 +69,9 @@ class MemberCardOut(Out):
     expiring_first_at: datetime | None
     blocked: bool = Field(description="blocked by a manager: cannot earn, spend or redeem")
     blocked_reason: str = Field(description="why, for the cashier (empty when not blocked)")
+    credit_limit_fen: int = Field(description="the member's credit limit (0: no credit)")
+    credit_owed_fen: int = Field(description="what the member owes on credit now")
+    credit_available_fen: int = Field(description="what may still be put on credit (`credit_fen`)")
 
 
 class ItemIn(In):
@@ -158,6 +162,7 @@ async def member_card(merchant: Merchant, member: Member, now: datetime) -> Memb
     _, ladder = await loyalty_config.current_tiers(merchant.id)
     tier = loyalty_config.tier_by_code(ladder, await tiers.tier_code(merchant.id, member.id))
     summary = await points_view.summary(merchant.id, member.id, now=now)
+    account = await credit.balance(merchant.id, member.id)
     return MemberCardOut(
         member_id=member.id,
         member_code=member.code,
@@ -172,6 +177,9 @@ async def member_card(merchant: Merchant, member: Member, now: datetime) -> Memb
         expiring_first_at=summary.expiring_first_at,
         blocked=member.blocked_at is not None,
         blocked_reason=member.blocked_reason,
+        credit_limit_fen=account.limit_fen,
+        credit_owed_fen=account.owed_fen,
+        credit_available_fen=account.available_fen,
     )
 
 
