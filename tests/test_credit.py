@@ -422,3 +422,32 @@ async def test_audit_command_exits_1_on_a_corrupted_account(shop: Any, settings:
     assert code == 1 and "owed = sum of the ledger expected 4000, found 3000" in out
     await CreditAccount.filter(member_id=member.id).update(balance_fen=4_000, limit_fen=9_000)
     assert {m.check for m in await audit_credit(merchant.id)} == {"limit = the last entry's limit"}
+
+
+async def test_a_purchase_on_credit_costs_no_round_trip_more(
+    shop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The till's hot path stays one context read and one `memberbot_till_purchase` call with credit:
+    the charge is written inside that call, no statement is added."""
+    from tortoise import connections
+
+    await limit(shop, 50_000)
+    await buy(shop, "warm", 1_000)  # configuration cached, accounts opened
+    await buy(shop, "warm-credit", 1_000, credit_fen=1_000)
+    client = type(connections.get("default"))
+    statements: list[str] = []
+    for name in ("execute_query", "execute_query_dict", "execute_insert", "execute_many", "execute_script"):
+        original = getattr(client, name)
+
+        def counted(self: Any, query: str, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            statements.append(query)
+            return _original(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(client, name, counted)
+    await buy(shop, "plain", 2_000)
+    plain = len(statements)
+    statements.clear()
+    await buy(shop, "on-credit", 2_000, credit_fen=1_500)
+    assert len(statements) == plain, statements  # (outside a request the configuration is read again)
+    assert [q for q in statements if "credit" in q] == [q for q in statements if "ctx_credit_limit" in q]
+    assert "memberbot_till_purchase" in statements[-1] and "ctx_credit_limit" in statements[-2]
