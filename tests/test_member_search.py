@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from handlers.directory import search
 from handlers.loyalty import checkin, ledger
+from handlers.staff.accounts import create_staff
 from handlers.till import purchase as purchases
 from handlers.till import refund as refunds
 from models.checkin import Checkin
@@ -115,8 +116,9 @@ async def seeded(client: TestClient) -> Seeded:
 
 
 @pytest.fixture
-async def manager(client: TestClient, seeded: Seeded) -> dict[str, str]:
-    return await staff_headers(client, seeded.shop, "manager")
+async def admin(client: TestClient, seeded: Seeded) -> dict[str, str]:
+    """An admin sees every store's members (a manager only their store's: see the scope test)."""
+    return await staff_headers(client, seeded.shop, "admin")
 
 
 async def codes(client: TestClient, headers: dict[str, str], **query: Any) -> list[str]:
@@ -132,7 +134,7 @@ async def error(client: TestClient, headers: dict[str, str], **query: Any) -> di
 
 
 async def test_each_filter_finds_exactly_its_members(
-    client: TestClient, seeded: Seeded, manager: dict[str, str]
+    client: TestClient, seeded: Seeded, admin: dict[str, str]
 ) -> None:
     s = seeded
     expected: list[tuple[dict[str, Any], list[str]]] = [
@@ -167,13 +169,13 @@ async def test_each_filter_finds_exactly_its_members(
         ({"name": "张", "store_id": s.east.id, "tier": "silver"}, ["zhangwei"]),
     ]
     for query, names in expected:
-        assert await codes(client, manager, **query) == s.codes(*names), query
+        assert await codes(client, admin, **query) == s.codes(*names), query
 
 
 async def test_rows_show_the_member_with_the_phone_masked(
-    client: TestClient, seeded: Seeded, manager: dict[str, str]
+    client: TestClient, seeded: Seeded, admin: dict[str, str]
 ) -> None:
-    response = await client.get("/api/admin/members?phone=13800000001", headers=manager)
+    response = await client.get("/api/admin/members?phone=13800000001", headers=admin)
     [row] = (await response.json())["items"]
     assert row == {
         "id": seeded.by_name["zhangsan"].id,
@@ -199,7 +201,7 @@ async def test_rows_show_the_member_with_the_phone_masked(
 
 
 async def test_each_sort_in_both_directions(
-    client: TestClient, seeded: Seeded, manager: dict[str, str]
+    client: TestClient, seeded: Seeded, admin: dict[str, str]
 ) -> None:
     orders = {
         "registered_at": ["zhangsan", "zhangwei", "lisi", "zhangli", "percent"],
@@ -210,8 +212,8 @@ async def test_each_sort_in_both_directions(
         "lifetime_spend": ["lisi", "percent", "zhangsan", "zhangwei", "zhangli"],
     }
     for sort, names in orders.items():
-        assert await codes(client, manager, sort=sort, order="asc") == seeded.codes(*names), sort
-        assert await codes(client, manager, sort=sort, order="desc") == seeded.codes(*reversed(names)), sort
+        assert await codes(client, admin, sort=sort, order="asc") == seeded.codes(*names), sort
+        assert await codes(client, admin, sort=sort, order="desc") == seeded.codes(*reversed(names)), sort
 
 
 async def pages(
@@ -236,7 +238,7 @@ async def pages(
 
 
 async def test_keyset_pages_neither_repeat_nor_skip_under_concurrent_inserts(
-    client: TestClient, seeded: Seeded, manager: dict[str, str]
+    client: TestClient, seeded: Seeded, admin: dict[str, str]
 ) -> None:
     shop = seeded.shop
     behind: list[Member] = []  # inserted where the pages already are: never seen
@@ -248,7 +250,7 @@ async def test_keyset_pages_neither_repeat_nor_skip_under_concurrent_inserts(
         oldest = local("2023-12-31") - timedelta(days=page)
         ahead.append(await member_with(shop, f"o-oldest-{page}", registered_at=oldest))
 
-    found, count = await pages(client, manager, newest_and_oldest, sort="registered_at", order="desc")
+    found, count = await pages(client, admin, newest_and_oldest, sort="registered_at", order="desc")
     assert count == 4
     newest_first = seeded.codes("percent", "zhangli", "lisi", "zhangwei", "zhangsan")
     assert found == newest_first + [member.code for member in ahead]
@@ -267,7 +269,7 @@ async def test_keyset_pages_neither_repeat_nor_skip_under_concurrent_inserts(
 
     in_2024 = {"registered_from": "2024-01-01", "registered_to": "2024-12-31"}
     found, count = await pages(
-        client, manager, thrifty_and_lavish, sort="lifetime_spend", order="asc", **in_2024
+        client, admin, thrifty_and_lavish, sort="lifetime_spend", order="asc", **in_2024
     )
     assert count == 4
     cheapest_first = seeded.codes("lisi", "percent", "zhangsan", "zhangwei", "zhangli")
@@ -285,37 +287,64 @@ async def test_a_search_pages_in_batches_of_keyset_queries(seeded: Seeded) -> No
 
 
 async def test_bad_input_is_a_400_naming_the_field(
-    client: TestClient, seeded: Seeded, manager: dict[str, str]
+    client: TestClient, seeded: Seeded, admin: dict[str, str]
 ) -> None:
-    phone = await error(client, manager, phone="12345")
+    phone = await error(client, admin, phone="12345")
     assert phone == {
         "code": "validation_error",
         "message": "手机号格式不正确，请输入 11 位中国大陆手机号",
         "field": "phone",
     }
-    assert (await error(client, manager, tier="platinum"))["field"] == "tier"
-    assert (await error(client, manager, store_id=999))["field"] == "store_id"
+    assert (await error(client, admin, tier="platinum"))["field"] == "tier"
+    assert (await error(client, admin, store_id=999))["field"] == "store_id"
     other_store = await Store.create(merchant_id=(await make_merchant("third")).id, code="x", name="别家店")
-    assert (await error(client, manager, store_id=other_store.id))["field"] == "store_id"
-    late = await error(client, manager, registered_from="2024-05-01", registered_to="2024-04-01")
+    assert (await error(client, admin, store_id=other_store.id))["field"] == "store_id"
+    late = await error(client, admin, registered_from="2024-05-01", registered_to="2024-04-01")
     assert late["field"] == "registered_from"
-    assert (await error(client, manager, visited_from="2024-13-01"))["field"] == "visited_from"
-    assert (await error(client, manager, sort="name"))["field"] == "sort"
-    assert (await error(client, manager, limit=0))["field"] == "limit"
-    assert (await error(client, manager, cursor="not-a-cursor"))["field"] == "cursor"
-    assert (await error(client, manager, surname="张"))["field"] == "surname"
-    first = await client.get("/api/admin/members?limit=1&sort=points", headers=manager)
+    assert (await error(client, admin, visited_from="2024-13-01"))["field"] == "visited_from"
+    assert (await error(client, admin, sort="name"))["field"] == "sort"
+    assert (await error(client, admin, limit=0))["field"] == "limit"
+    assert (await error(client, admin, cursor="not-a-cursor"))["field"] == "cursor"
+    assert (await error(client, admin, surname="张"))["field"] == "surname"
+    first = await client.get("/api/admin/members?limit=1&sort=points", headers=admin)
     cursor = (await first.json())["next_cursor"]
-    mismatch = await error(client, manager, cursor=cursor, sort="registered_at")
+    mismatch = await error(client, admin, cursor=cursor, sort="registered_at")
     assert mismatch["field"] == "cursor" and "排序" in mismatch["message"]
 
 
-async def test_only_managers_and_admins_search(client: TestClient, seeded: Seeded) -> None:
+async def test_only_managers_and_admins_search(
+    client: TestClient, seeded: Seeded, admin: dict[str, str]
+) -> None:
     cashier = await staff_headers(client, seeded.shop, "cashier")
-    admin = await staff_headers(client, seeded.shop, "admin")
     assert (await client.get("/api/admin/members")).status == 401
     assert (await client.get("/api/admin/members", headers=cashier)).status == 403
     assert len(await codes(client, admin)) == 5
+
+
+async def test_a_manager_searches_the_members_of_their_own_store_only(
+    client: TestClient, seeded: Seeded, admin: dict[str, str]
+) -> None:
+    manager = await staff_headers(client, seeded.shop, "manager")  # of "main"
+    assert await codes(client, manager) == seeded.codes("zhangsan")
+    assert await codes(client, manager, store_id=seeded.main.id) == seeded.codes("zhangsan")
+    assert await codes(client, manager, name="张") == seeded.codes("zhangsan")
+    elsewhere = await client.get(f"/api/admin/members?store_id={seeded.east.id}", headers=manager)
+    assert elsewhere.status == 403
+    assert (await elsewhere.json())["error"] == {
+        "code": "forbidden",
+        "message": "只能查看本门店的数据",
+        "field": "store_id",
+    }
+    east = await create_staff(
+        seeded.shop, store_code="east", username="east-manager", role="manager", password="east-password-1"
+    )
+    login = await client.post(
+        "/api/staff/login",
+        json={"merchant": seeded.shop.slug, "username": east.username, "password": "east-password-1"},
+    )
+    east_headers = {"Authorization": f"Bearer {(await login.json())['token']}"}
+    assert await codes(client, east_headers) == seeded.codes("zhangwei")
+    assert len(await codes(client, admin, store_id=seeded.east.id)) == 1
 
 
 async def test_last_visit_and_lifetime_spend_follow_purchases_refunds_and_check_ins(

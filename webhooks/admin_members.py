@@ -1,7 +1,9 @@
 """The merchant's members (back office): search and export, profile edits, blocking, staff notes.
 
-Managers and admins search, export, edit and block; exporting full phone numbers is for admins only
-(a manager asking gets 403), and every export is audit-logged. Any staff member may add a note (a
+Managers and admins search, export, edit and block; a manager's search and export list only the
+members of their own store (the acquiring store; naming another store is 403, and so is a manager
+without a store), admins' every member. Exporting full phone numbers is for admins only (a manager asking
+gets 403), and every export is audit-logged. Any staff member may add a note (a
 cashier talks to members at the till); reading notes is part of the member's page (manager and up).
 One member's page and its collections are `webhooks.admin_member_page`.
 """
@@ -21,8 +23,9 @@ from handlers.directory import export, search
 from handlers.members import blocking, editing, notes
 from handlers.members.mp_login import ProfileEdit
 from handlers.members.profile import mask_phone
+from handlers.staff.scope import scope_of
 from models.member import Gender, Member
-from models.staff import StaffRole
+from models.staff import Staff, StaffRole
 from webhooks.api import ApiError, Call, In, IntId, Line, Multiline, Out, Routes
 from webhooks.auth import CASHIER, MANAGER
 from webhooks.mp import ProfilePatch
@@ -97,7 +100,8 @@ class MembersOut(Out):
     next_cursor: str | None = Field(description="pass as ?cursor= (same filters and order); null at the end")
 
 
-def _filters(query: FilterQuery) -> search.Filters:
+def _filters(query: FilterQuery, staff: Staff) -> search.Filters:
+    """The query's filters, a manager's limited to their own store (`handlers.staff.scope`)."""
     return search.Filters(
         code=query.code,
         external_id=query.external_id,
@@ -105,7 +109,7 @@ def _filters(query: FilterQuery) -> search.Filters:
         name=query.name,
         name_contains=query.name_contains,
         tier=query.tier,
-        store_id=query.store_id,
+        store_id=scope_of(staff).store_filter(query.store_id),
         registered_from=query.registered_from,
         registered_to=query.registered_to,
         visited_from=query.visited_from,
@@ -127,7 +131,9 @@ def _actor(call: Call[Any, Any]) -> str:
 async def list_members(call: Call[None, None]) -> MembersOut:
     """Search the members: filters, sort (registered_at, last_visit, points, lifetime_spend), keyset pages."""
     query: SearchQuery = call.query
-    found = await search.plan(call.merchant, _filters(query), sort=query.sort, direction=query.order)
+    found = await search.plan(
+        call.merchant, _filters(query, call.staff), sort=query.sort, direction=query.order
+    )
     page = await search.page(found, cursor=query.cursor, limit=query.limit)
     return MembersOut(items=[_row(row) for row in page.rows], next_cursor=page.next_cursor)
 
@@ -143,7 +149,7 @@ async def export_members(call: Call[None, None]) -> web.StreamResponse:
     query: ExportQuery = call.query
     if query.full_phone and call.staff.role != StaffRole.ADMIN:
         raise ApiError(403, ErrorCode.FORBIDDEN, "导出完整手机号需要管理员权限", field="full_phone")
-    filters = _filters(query)
+    filters = _filters(query, call.staff)
     found = await search.plan(call.merchant, filters, sort=query.sort, direction=query.order)
     await export.record(
         call.merchant,
