@@ -18,6 +18,8 @@ by the next one:
 - `tier_warnings` (daily, after the reviews): a notice for each member whose next downgrade review is
   within their tier's `warn_days` and who would not keep the tier at it, once per member and review
   (`handlers.loyalty.tier_warnings`).
+- `tag_recompute` (daily): every automatic tag of every merchant is brought in line with its rule
+  (`handlers.tags.recompute`; one set-based statement per tag).
 - `retention`: unfollowed members' profiles past the merchant's grace period are erased.
 - `effects_sweep` (every minute): durable effects that are due — retries after their backoff, tasks
   whose process died — run (`handlers.core.tasks`; the arq worker fans them out as `run_task` jobs).
@@ -42,6 +44,7 @@ from handlers.mall import groups
 from handlers.mall.orders import expire_pickups
 from handlers.members import retention as retention_policy
 from handlers.notices import reminders
+from handlers.tags import recompute as tags
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ SCHEDULE: tuple[Entry, ...] = (
     # Hourly: each merchant's birthdays are due at 09:00 in its own time zone.
     Entry("birthday_gifts", minute=0),
     Entry("retention", hour=3, minute=30),
+    # After the day's tier reviews (00:10): tier rules see today's tiers.
+    Entry("tag_recompute", hour=2, minute=50),
     Entry("mall_pickup_expiry", minute=15),
     Entry("coupon_expiry", minute=20),
     Entry("coupon_reminders", minute=25),
@@ -111,6 +116,7 @@ JOBS: dict[str, Job] = {
     "tier_reviews": _plain(tier_reviews),
     "birthday_gifts": birthdays.birthday_gifts,
     "retention": _plain(retention),
+    "tag_recompute": _plain(tags.nightly),
     "mall_pickup_expiry": _plain(expire_pickups),
     "coupon_expiry": _plain(coupons.expiry_job),
     "expire_groups": groups.expire_groups,

@@ -26,6 +26,7 @@ MODEL_MODULES = [
     "models.member_import",
     "models.menu",
     "models.credit",
+    "models.tag",
 ]
 
 

@@ -51,6 +51,7 @@ def test_schedule_names_every_job_with_its_time() -> None:
         ("tier_reviews", 0, 10),
         ("birthday_gifts", None, 0),
         ("retention", 3, 30),
+        ("tag_recompute", 2, 50),
         ("mall_pickup_expiry", None, 15),
         ("coupon_expiry", None, 20),
         ("coupon_reminders", None, 25),

@@ -57,6 +57,7 @@ class FilterQuery(In):
     visited_from: Annotated[Day | None, Field(description="last visit on or after this day")] = None
     visited_to: Annotated[Day | None, Field(description="last visit on or before this day")] = None
     blocked: bool | None = None
+    tag_id: Annotated[IntId | None, Field(description="members holding this tag")] = None
     sort: Literal["registered_at", "last_visit", "points", "lifetime_spend"] = "registered_at"
     order: Literal["asc", "desc"] = "desc"
 
@@ -115,6 +116,7 @@ def _filters(query: FilterQuery, staff: Staff) -> search.Filters:
         visited_from=query.visited_from,
         visited_to=query.visited_to,
         blocked=query.blocked,
+        tag_id=query.tag_id,
     )
 
 

@@ -12,8 +12,10 @@ from webhooks import (
     admin_members,
     admin_menu,
     admin_products,
+    admin_segments,
     admin_staff,
     admin_stores,
+    admin_tags,
     api,
     coupons,
     credit,
@@ -60,6 +62,8 @@ def setup_routes(app: web.Application) -> None:
         admin_members.routes,  # before the page: /api/admin/members/export is not a member id
         admin_member_page.routes,
         credit.routes,
+        admin_tags.routes,
+        admin_segments.routes,
     )
     callback.setup(app)
     pages.setup(app)

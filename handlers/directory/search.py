@@ -14,8 +14,8 @@ Last visit is `member.last_visit_at`: the latest till purchase (refunded or not)
 make-up is no visit), kept by triggers of migration 0013 on `purchase` and `checkin` — one indexed
 column instead of a max() over two tables per member.
 
-Tags: memberbot has no tag model yet. When one lands, a tag filter is one `EXISTS (…)` clause in
-`_clauses` and one field of `Filters` (and of `webhooks.admin_members.SearchQuery`).
+Tag: the members holding the tag (`tag_id`, one of the merchant's, manual or automatic), through the
+`member_tag` (tag_id, member_id) unique index.
 
 Sorts: `registered_at`, `last_visit` (never-visited members count as the oldest), `lifetime_spend`
 (cash paid over completed purchases, `member.lifetime_spend_fen`, trigger-kept) — each backed by an
@@ -45,6 +45,7 @@ from handlers.members.lookup import normalise_code
 from handlers.members.profile import parse_phone
 from handlers.rules.calendar import day_bounds_utc
 from models.merchant import Merchant, Store
+from models.tag import Tag
 
 Sort = Literal["registered_at", "last_visit", "points", "lifetime_spend"]
 Direction = Literal["asc", "desc"]
@@ -90,6 +91,7 @@ class Filters:
     visited_from: date | None = None
     visited_to: date | None = None
     blocked: bool | None = None
+    tag_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,11 @@ async def _clauses(
         params["visited_until"] = until
     if filters.blocked is not None:
         where.append("m.blocked_at IS NOT NULL" if filters.blocked else "m.blocked_at IS NULL")
+    if filters.tag_id is not None:
+        if not await Tag.exists(id=filters.tag_id, merchant_id=merchant.id):
+            raise ValidationError("标签 tag_id 不存在", field="tag_id")
+        where.append("m.id IN (SELECT mt.member_id FROM member_tag mt WHERE mt.tag_id = :tag_id)")
+        params["tag_id"] = filters.tag_id
     return where, params
 
 

@@ -1,0 +1,2 @@
+"""Segments: saved boolean expressions over tags and member attributes, their audience and its sync to
+a WeChat user tag."""

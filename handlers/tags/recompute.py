@@ -1,0 +1,106 @@
+"""Recomputing automatic tags: one set-based statement per tag.
+
+The tag's row is locked for the run (two recomputations of one tag take turns). One statement selects
+the members its rule tags now (`handlers.tags.rule_sql`), deletes the `member_tag` rows of members no
+longer selected, inserts those newly selected, and writes a history row for each change (by the rule,
+with its `rule_version`) — data-modifying CTEs, so all of it commits or none. Members who keep the tag
+are not touched: their `added_at` stays the day they entered it.
+
+`recompute_merchant` runs every automatic tag of a merchant (the nightly job runs every merchant's).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TypedDict
+from zoneinfo import ZoneInfo
+
+from tortoise.transactions import in_transaction
+
+from handlers.core import queries
+from handlers.core.errors import NotFound
+from handlers.loyalty import config as loyalty_config
+from handlers.tags import rule_sql
+from models.merchant import Merchant
+from models.tag import Tag, TagKind
+
+log = logging.getLogger(__name__)
+
+
+class Counts(TypedDict):
+    members: int
+    added: int
+    removed: int
+
+
+_APPLY = """
+WITH target AS MATERIALIZED ({select}),
+removed AS (
+    DELETE FROM member_tag mt
+     WHERE mt.tag_id = :tag AND NOT EXISTS (SELECT 1 FROM target t WHERE t.id = mt.member_id)
+    RETURNING mt.member_id
+),
+added AS (
+    INSERT INTO member_tag (tag_id, member_id, added_at, added_by_id)
+    SELECT :tag, t.id, :at, NULL FROM target t
+     WHERE NOT EXISTS (SELECT 1 FROM member_tag mt WHERE mt.tag_id = :tag AND mt.member_id = t.id)
+    ON CONFLICT (tag_id, member_id) DO NOTHING
+    RETURNING member_id
+),
+added_history AS (
+    INSERT INTO member_tag_history
+           (merchant_id, tag_id, tag_name, member_id, change, at, staff_id, rule_version, reason)
+    SELECT :merchant, :tag, :tag_name, member_id, 'added', :at, NULL, :version, 'rule' FROM added
+),
+removed_history AS (
+    INSERT INTO member_tag_history
+           (merchant_id, tag_id, tag_name, member_id, change, at, staff_id, rule_version, reason)
+    SELECT :merchant, :tag, :tag_name, member_id, 'removed', :at, NULL, :version, 'rule' FROM removed
+)
+SELECT (SELECT count(*) FROM target) AS members, (SELECT count(*) FROM added) AS added,
+       (SELECT count(*) FROM removed) AS removed
+"""
+
+
+async def recompute_tag(merchant_id: int, tag_id: int, *, now: datetime, timezone: str) -> Counts:
+    """Bring the automatic tag's members in line with its rule at `now`."""
+    _, ladder = await loyalty_config.current_tiers(merchant_id)
+    today = now.astimezone(ZoneInfo(timezone)).date()
+    async with in_transaction():
+        tag = await Tag.filter(id=tag_id, merchant_id=merchant_id).select_for_update().first()
+        if tag is None:
+            raise NotFound("标签不存在", field="tag_id")
+        if tag.kind != TagKind.AUTO or tag.rule is None:
+            return Counts(members=tag.member_count, added=0, removed=0)
+        query = rule_sql.compile_rule(
+            tag.rule, merchant_id=merchant_id, now=now, today=today, base_tier=ladder[0].code
+        )
+        params = dict(query.params, tag=tag.id, tag_name=tag.name, at=now, version=tag.rule_version)
+        row = await queries.fetch_one(_APPLY.format(select=query.sql), **params)
+        counts = Counts(members=int(row["members"]), added=int(row["added"]), removed=int(row["removed"]))
+        await Tag.filter(id=tag.id).update(recomputed_at=now, member_count=counts["members"])
+    return counts
+
+
+async def recompute_merchant(merchant: Merchant, now: datetime) -> dict[str, int]:
+    counts = {"tags": 0, "added": 0, "removed": 0}
+    rows = await queries.fetch_rows(
+        "SELECT id FROM tag WHERE merchant_id = :merchant AND kind = 'auto' ORDER BY id", merchant=merchant.id
+    )
+    for tag_id in (int(row["id"]) for row in rows):
+        done = await recompute_tag(merchant.id, tag_id, now=now, timezone=merchant.timezone)
+        counts["tags"] += 1
+        counts["added"] += done["added"]
+        counts["removed"] += done["removed"]
+    return counts
+
+
+async def nightly(now: datetime) -> dict[str, int]:
+    """Every merchant's automatic tags (the nightly job)."""
+    total = {"tags": 0, "added": 0, "removed": 0}
+    merchant_ids = await Tag.filter(kind=TagKind.AUTO).distinct().values_list("merchant_id", flat=True)
+    for merchant in await Merchant.filter(id__in=list(merchant_ids)).order_by("id"):
+        for key, value in (await recompute_merchant(merchant, now)).items():
+            total[key] += value
+    return total
