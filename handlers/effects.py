@@ -11,6 +11,8 @@ after a crash between its work and its `done`.
 - `wallet.topped_up`, by a stored-value top-up: the tier review (recharge criteria);
 - `tier.upgraded`, by an upgrade (earned or bought): the tier's gift coupons, the member's notice;
 - `notice.send`, by every member notice (`handlers.notices`): its delivery;
+- `segment.wechat_sync` / `segment.wechat_drop`, by a segment's sync to (or deletion of) its WeChat user
+  tag (`handlers.segments.wechat_sync`): the WeChat calls, off the request;
 - `members.import`, by a member import's upload (`handlers.member_import`): applying its rows, in
   time-boxed runs (not inline: the upload's response does not wait for it).
 """
@@ -29,6 +31,7 @@ from handlers.member_import import jobs as member_import
 from handlers.members import lookup as members
 from handlers.members import member_qr, registration
 from handlers.notices.delivery import NOTICE_SEND, NoticeServices, sender, tell
+from handlers.segments import wechat_sync
 from handlers.till import purchase
 from handlers.wallet import ledger as wallet
 from models.member import Member
@@ -83,4 +86,9 @@ INLINE = frozenset(HANDLERS) - {member_import.IMPORT_TASK}
 def build(dispatch: Dispatch = no_dispatch, services: NoticeServices | None = None) -> Effects:
     """The registry every process runs; `services` lets it send notices (without: they wait for a
     process that can, e.g. the CLI leaves them to the worker)."""
-    return Effects({**HANDLERS, NOTICE_SEND: sender(services)}, inline=INLINE, dispatch=dispatch)
+    wechat = services.wechat if services is not None else None
+    return Effects(
+        {**HANDLERS, NOTICE_SEND: sender(services), **wechat_sync.handlers(wechat)},
+        inline=INLINE,
+        dispatch=dispatch,
+    )

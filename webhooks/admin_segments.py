@@ -3,12 +3,12 @@ audience preview (count and a masked sample). Managers and admins; every change 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from handlers.segments import audience, catalogue
+from handlers.segments import audience, catalogue, wechat_sync
 from models.tag import Segment
 from webhooks.api import Call, In, IntId, Line, Out, Routes
 from webhooks.auth import ADMIN, MANAGER
@@ -148,5 +148,23 @@ async def update_segment(call: Call[SegmentPatch, SegmentPath]) -> SegmentOut:
 
 @routes.delete("/api/admin/segments/{segment_id}", path_model=SegmentPath, auth=ADMIN)
 async def delete_segment(call: Call[None, SegmentPath]) -> None:
-    """Delete a segment."""
-    await catalogue.delete_segment(call.merchant.id, call.path.segment_id, actor=_actor(call))
+    """Delete a segment (and, in the background, the WeChat tag it was synced to)."""
+    await wechat_sync.delete_segment(
+        call.merchant, call.path.segment_id, actor=_actor(call), effects=call.effects
+    )
+
+
+@routes.post(
+    "/api/admin/segments/{segment_id}/sync",
+    path_model=SegmentPath,
+    response=SegmentOut,
+    status=202,
+    auth=ADMIN,
+    errors=(409,),
+)
+async def sync_segment(call: Call[None, SegmentPath]) -> SegmentOut:
+    """Sync the segment's following members to a WeChat user tag (in the background; see sync_status)."""
+    segment = await wechat_sync.request_sync(
+        call.merchant, call.path.segment_id, actor=_actor(call), now=datetime.now(UTC), effects=call.effects
+    )
+    return segment_out(segment)

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot.wechat_sim.menu import MENU_ROUTES
 from bot.wechat_sim.state import CLIENT_MSG_ID_SECONDS, SimError, SimInjected, SimState
+from bot.wechat_sim.tags import TAG_ROUTES
 
 Body = dict[str, Any]
 # (state, request, JSON body, appid of the access token or "" for endpoints without one)
@@ -329,5 +330,5 @@ def _make_handler(endpoint: str, handler: Endpoint, takes_token: bool) -> Callab
 
 
 def add_api_routes(app: web.Application) -> None:
-    for endpoint, (method, handler, takes_token) in {**ROUTES, **MENU_ROUTES}.items():
+    for endpoint, (method, handler, takes_token) in {**ROUTES, **MENU_ROUTES, **TAG_ROUTES}.items():
         app.router.add_route(method, f"/{endpoint}", _make_handler(endpoint, handler, takes_token))

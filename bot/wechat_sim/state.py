@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.wechat_sim.tag_state import SimTags
+
 TOKEN_SECONDS = 7200
 TOKEN_REFRESH_MARGIN = 300
 FORCE_REFRESH_PER_DAY = 20
@@ -107,6 +109,7 @@ class SimState:
     codes: dict[str, SimCode] = field(default_factory=dict)
     sent_msgids: dict[tuple[str, str, str], tuple[int, float]] = field(default_factory=dict)
     menus: dict[str, dict[str, Any]] = field(default_factory=dict)  # appid → the menu (menu.py)
+    user_tags: SimTags = field(default_factory=SimTags)  # user tags (tags.py)
     qrcodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     media: dict[str, SimMedia] = field(default_factory=dict)
     permanent_qr_limit: int = PERMANENT_QR_LIMIT

@@ -58,6 +58,8 @@ CLIENT_MSG_ID_MAX_BYTES = 64
 WXACODE_SCENE = re.compile(r"[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}")
 SUBSCRIBE_STATES = ("developer", "trial", "formal")
 SUBSCRIBE_LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
+TAG_NAME_MAX = 30  # characters (WeChat: 45158 beyond)
+TAG_BATCH_MAX = 50  # openids per batchtagging / batchuntagging call (40032 beyond)
 WXACODE_ENVS = ("release", "trial", "develop")
 _RELEASE_IF_OWNER = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -68,6 +70,13 @@ _RELEASE_IF_OWNER = (
 class AppCredentials:
     appid: str
     secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WeChatTag:
+    id: int
+    name: str
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +449,56 @@ class WeChatClient:
         if not isinstance(menu, dict):
             raise WeChatUnavailable(-1, "menu/get answered without a menu")
         return menu
+
+    # -- user tags (用户标签管理) ---------------------------------------------------------------------------
+
+    async def create_tag(self, app: AppCredentials, name: str) -> int:
+        """A new user tag's id (`tags/create`); 45157 name exists, 45056 the account has 100 tags."""
+        if not 1 <= len(name) <= TAG_NAME_MAX:
+            raise WeChatRequestInvalid(f"标签名 name 须为 1–{TAG_NAME_MAX} 个字符", field="name")
+        tag = (await self._call_json(app, "/cgi-bin/tags/create", {"tag": {"name": name}})).get("tag")
+        if not isinstance(tag, dict) or not isinstance(tag.get("id"), int):
+            raise WeChatUnavailable(-1, "tags/create answered without a tag id")
+        return int(tag["id"])
+
+    async def list_tags(self, app: AppCredentials) -> list[WeChatTag]:
+        """The account's user tags (`tags/get`) with their follower counts."""
+        _, payload = await self._call(app, "/cgi-bin/tags/get", None)
+        tags = self._decode("/cgi-bin/tags/get", payload).get("tags") or []
+        return [WeChatTag(int(t["id"]), str(t["name"]), int(t.get("count", 0))) for t in tags]
+
+    async def update_tag(self, app: AppCredentials, tag_id: int, name: str) -> None:
+        if not 1 <= len(name) <= TAG_NAME_MAX:
+            raise WeChatRequestInvalid(f"标签名 name 须为 1–{TAG_NAME_MAX} 个字符", field="name")
+        await self._call_json(app, "/cgi-bin/tags/update", {"tag": {"id": tag_id, "name": name}})
+
+    async def delete_tag(self, app: AppCredentials, tag_id: int) -> None:
+        await self._call_json(app, "/cgi-bin/tags/delete", {"tag": {"id": tag_id}})
+
+    async def tag_users(
+        self, app: AppCredentials, tag_id: int, openids: Sequence[str], *, tag: bool = True
+    ) -> None:
+        """Tag (`members/batchtagging`) or untag (`batchuntagging`) 1–50 followers in one call."""
+        if not 1 <= len(openids) <= TAG_BATCH_MAX:
+            raise WeChatRequestInvalid(f"openid_list 须为 1–{TAG_BATCH_MAX} 个", field="openid_list")
+        path = "/cgi-bin/tags/members/" + ("batchtagging" if tag else "batchuntagging")
+        await self._call_json(app, path, {"openid_list": list(openids), "tagid": tag_id})
+
+    async def tag_followers(
+        self, app: AppCredentials, tag_id: int, next_openid: str = ""
+    ) -> tuple[list[str], str]:
+        """One page (up to 10,000) of the tag's followers after `next_openid`, and the next page's start
+        ("" at the end)."""
+        answer = await self._call_json(
+            app, "/cgi-bin/user/tag/get", {"tagid": tag_id, "next_openid": next_openid}
+        )
+        openids = (answer.get("data") or {}).get("openid") or []
+        return [str(o) for o in openids], str(answer.get("next_openid") or "")
+
+    async def user_tag_ids(self, app: AppCredentials, openid: str) -> list[int]:
+        """The tags a follower holds (`tags/getidlist`)."""
+        answer = await self._call_json(app, "/cgi-bin/tags/getidlist", {"openid": openid})
+        return [int(tag_id) for tag_id in answer.get("tagid_list") or []]
 
     # -- mini-program --------------------------------------------------------------------------------------
 

@@ -180,6 +180,41 @@ class NoMenu(WeChatError):
     user_message = "公众号尚未设置自定义菜单"
 
 
+class TagNameExists(WeChatError):
+    """The account already has a user tag of that name (45157)."""
+
+    errcodes = (45157,)
+    user_message = "公众号已有同名的用户标签"
+
+
+class TooManyTags(WeChatError):
+    """The account holds WeChat's maximum of 100 user tags (45056)."""
+
+    errcodes = (45056,)
+    user_message = "公众号用户标签已达 100 个上限，请先在公众号后台删除不用的标签"
+
+
+class UserHasTooManyTags(WeChatError):
+    """A follower in the batch already holds 20 tags, WeChat's maximum per user (45059)."""
+
+    errcodes = (45059,)
+    user_message = "有粉丝的标签已达 20 个上限"
+
+
+class InvalidTag(WeChatError):
+    """The tag does not exist (45159), is one of WeChat's own (45058), or its name is too long (45158)."""
+
+    errcodes = (45159, 45058, 45158)
+    user_message = "公众号用户标签无效或已被删除"
+
+
+class InvalidOpenidList(WeChatError):
+    """A batch named no openid or more than 50 (40032)."""
+
+    errcodes = (40032,)
+    user_message = "粉丝列表数量无效（每次 1–50 个）"
+
+
 class WeChatNotConfigured(DomainError):
     """The merchant has no appid/secret for the account the call needs."""
 
@@ -209,6 +244,11 @@ _REGISTRY: dict[int, type[WeChatError]] = {
         QrCodeLimitReached,
         InvalidMenu,
         NoMenu,
+        TagNameExists,
+        TooManyTags,
+        UserHasTooManyTags,
+        InvalidTag,
+        InvalidOpenidList,
     )
     for errcode in cls.errcodes
 }
