@@ -1,6 +1,7 @@
 """Tags and segments: `tag` (manual or rule-kept), `member_tag` (unique (tag, member), also the index a
 segment's tag test uses), `member_tag_history` (append-only: UPDATE and DELETE refused by a trigger) and
-`segment` (a saved boolean expression over tags and member attributes, optionally synced to a WeChat tag)."""
+`segment` (a saved boolean expression over tags and member attributes, optionally synced to a WeChat tag);
+`member_live_ids`, the merchant's not-erased members by id (segment counts and keyset batches)."""
 
 from tortoise import migrations
 from tortoise.migrations import operations as ops
@@ -188,10 +189,14 @@ class Migration(migrations.Migration):
         ),
         ops.RunSQL(
             """
+-- A segment's count and its keyset batches read the merchant's live members in id order: with this
+-- index they merge with member_tag's (tag_id, member_id) index without touching either table's rows.
+CREATE INDEX IF NOT EXISTS member_live_ids ON member (merchant_id, id) WHERE anonymized_at IS NULL;
 DROP TRIGGER IF EXISTS member_tag_history_append_only ON member_tag_history;
 CREATE TRIGGER member_tag_history_append_only BEFORE UPDATE OR DELETE ON member_tag_history
     FOR EACH ROW EXECUTE FUNCTION memberbot_append_only();
 """,
-            reverse_sql="DROP TRIGGER IF EXISTS member_tag_history_append_only ON member_tag_history",
+            reverse_sql="DROP TRIGGER IF EXISTS member_tag_history_append_only ON member_tag_history;"
+            " DROP INDEX IF EXISTS member_live_ids",
         ),
     ]

@@ -4,6 +4,7 @@ report and all-or-nothing, history, roles, audit log, and validation errors nami
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -11,6 +12,7 @@ import openpyxl
 import pytest
 from aiohttp.test_utils import TestClient
 
+from handlers.members import retention
 from models.loyalty import AuditLog
 from models.member import Member
 from models.merchant import Merchant
@@ -104,6 +106,8 @@ async def test_member_tags_lists_what_is_held(
     ]
     rule_row = next(h for h in view["history"] if h["tag_name"] == "女性")
     assert rule_row["reason"] == "rule" and rule_row["rule_version"] == 1 and rule_row["staff_id"] is None
+    page = await (await client.get(f"/api/admin/members/{member.id}", headers=manager)).json()
+    assert page["tags"] == ["VIP", "女性"]
 
 
 async def test_an_automatic_tag_is_not_applied_by_hand(
@@ -315,3 +319,25 @@ async def test_member_search_filters_by_tag(
     other = await Tag.create(merchant_id=(await make_merchant("other")).id, name="别家")
     response = await client.get(f"/api/admin/members?tag_id={other.id}", headers=manager)
     assert response.status == 400 and (await response.json())["error"]["field"] == "tag_id"
+
+
+async def test_erasure_deletes_the_members_tags_and_keeps_the_history(
+    client: TestClient, shop: Merchant, manager: dict[str, str]
+) -> None:
+    leaving, staying = (
+        await make_member(shop, openid="o-leaving"),
+        await make_member(shop, openid="o-staying"),
+    )
+    tag = await new_tag(client, manager, "留存")
+    for member in (leaving, staying):
+        await post(client, f"/api/admin/tags/{tag['id']}/members", manager, {"member_id": member.id})
+    now = datetime.now(UTC)
+    await Member.filter(id=leaving.id).update(
+        openid=None, subscribed=False, unsubscribed_at=now - timedelta(days=31)
+    )
+    assert await retention.erase_due(now) == 1
+    assert await holders(tag["id"]) == {staying.id}
+    assert (await Tag.get(id=tag["id"])).member_count == 1
+    assert await MemberTagHistory.filter(member_id=leaving.id).count() == 1
+    assert await retention.erase_due(now) == 0
+    assert (await Tag.get(id=tag["id"])).member_count == 1

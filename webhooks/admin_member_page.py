@@ -17,6 +17,7 @@ from handlers.mall import catalogue
 from handlers.members import lookup as members
 from handlers.members import notes
 from handlers.notices import views
+from handlers.tags import views as tag_views
 from models.loyalty import TierChange
 from models.member import Member
 from models.merchant import Merchant
@@ -167,7 +168,7 @@ class MemberPageOut(Out):
     service_cards: list[ServiceCardOut]
     mall_orders: OrdersOut
     purchases: PurchasesOut
-    tags: list[str] = Field(description="always empty: memberbot has no member tags yet")
+    tags: list[str] = Field(description="the names of the tags the member holds (manual and automatic)")
     referrer: MemberRefOut | None
     referrals_count: int
     referrals: ReferralsOut
@@ -304,7 +305,7 @@ async def member_page(call: Call[None, MemberPath]) -> MemberPageOut:
         ],
         mall_orders=await _orders(merchant, member_id, None, FIRST),
         purchases=await _purchases(merchant, member_id, None, FIRST),
-        tags=[],
+        tags=[held.name for held in await tag_views.member_tags(merchant.id, member_id)],
         referrer=_member_ref(found.referrer) if found.referrer else None,
         referrals_count=found.referrals,
         referrals=await _referrals(merchant, member_id, None, FIRST),

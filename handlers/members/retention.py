@@ -10,10 +10,11 @@ redemptions, however, are accounting records that must survive. The policy (also
    follower is relinked to the same member through the digest, which cancels the pending erasure.
 3. After the grace period (`erase_due`): the personal profile — name, phone, birthday, gender,
    unionid, openid_digest and the import digest — is erased and `anonymized_at` set, and staff notes
-   about the member are deleted. The member row stays, keeping its random code, so ledger rows still
-   reference it; the member can no longer be looked up or relinked. The merchant's own member number
-   (`external_id`, from an import) stays too, so re-importing an old file refuses the erased member's
-   row instead of creating the person again.
+   about the member are deleted, and so are the member's tags (`member_tag`; the append-only tag
+   history keeps its rows, tied to the anonymised member). The member row stays, keeping its random
+   code, so ledger rows still reference it; the member can no longer be looked up or relinked. The
+   merchant's own member number (`external_id`, from an import) stays too, so re-importing an old
+   file refuses the erased member's row instead of creating the person again.
 4. A member still bound through the mini-program (`mp_openid` set) is a user of the merchant's
    mini-program, not only a follower: the profile stays. If the binding is removed later, the member
    becomes due on the next run (its `unsubscribed_at` is still set).
@@ -28,6 +29,7 @@ from datetime import datetime, timedelta
 
 from tortoise.expressions import Subquery
 
+from handlers.core import queries
 from models.mall import MallOrder, OrderStatus
 from models.member import Member, MemberNote
 from models.merchant import Merchant
@@ -58,6 +60,7 @@ async def erase_due(now: datetime) -> int:
         )
         await _erase_addresses(merchant)
         await _erase_notes(merchant)
+        await _erase_tags(merchant)
     return erased
 
 
@@ -77,3 +80,21 @@ async def _erase_notes(merchant: Merchant) -> None:
     `member_note`'s trigger allows. Idempotent."""
     anonymised = Member.filter(merchant_id=merchant.id, anonymized_at__isnull=False).values("id")
     await MemberNote.filter(merchant_id=merchant.id, member_id__in=Subquery(anonymised)).delete()
+
+
+_ERASE_TAGS = """
+WITH gone AS (
+    DELETE FROM member_tag mt USING member m
+     WHERE m.id = mt.member_id AND m.merchant_id = :merchant AND m.anonymized_at IS NOT NULL
+    RETURNING mt.tag_id
+)
+UPDATE tag t SET member_count = GREATEST(t.member_count - g.n, 0)
+  FROM (SELECT tag_id, count(*) AS n FROM gone GROUP BY tag_id) g
+ WHERE t.id = g.tag_id
+"""
+
+
+async def _erase_tags(merchant: Merchant) -> None:
+    """Anonymised members' tags (a profile of the person) are deleted, the tags' counts following.
+    Idempotent."""
+    await queries.fetch_rows(_ERASE_TAGS, merchant=merchant.id)

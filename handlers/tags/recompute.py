@@ -6,6 +6,12 @@ longer selected, inserts those newly selected, and writes a history row for each
 with its `rule_version`) — data-modifying CTEs, so all of it commits or none. Members who keep the tag
 are not touched: their `added_at` stays the day they entered it.
 
+The plan does not depend on statistics being fresh (a tag that just gained 300,000 members still looks
+empty to the planner until the next analyze): the selection meets the tag's current members in a FULL
+JOIN (hash or merge, never a nested loop), and the rows to delete are found by the unique
+(tag_id, member_id) index from an array. After a large change the table is analyzed, so segment
+previews plan with the tag's real size.
+
 `recompute_merchant` runs every automatic tag of a merchant (the nightly job runs every merchant's).
 """
 
@@ -26,6 +32,7 @@ from models.merchant import Merchant
 from models.tag import Tag, TagKind
 
 log = logging.getLogger(__name__)
+ANALYZE_AFTER = 10_000  # changed rows
 
 
 class Counts(TypedDict):
@@ -36,15 +43,20 @@ class Counts(TypedDict):
 
 _APPLY = """
 WITH target AS MATERIALIZED ({select}),
+diff AS MATERIALIZED (
+    SELECT COALESCE(t.id, held.member_id) AS id, t.id IS NOT NULL AS wanted,
+           held.member_id IS NOT NULL AS holds
+      FROM target t
+      FULL JOIN (SELECT member_id FROM member_tag WHERE tag_id = :tag) held ON held.member_id = t.id
+),
 removed AS (
-    DELETE FROM member_tag mt
-     WHERE mt.tag_id = :tag AND NOT EXISTS (SELECT 1 FROM target t WHERE t.id = mt.member_id)
-    RETURNING mt.member_id
+    DELETE FROM member_tag
+     WHERE tag_id = :tag AND member_id = ANY(ARRAY(SELECT id FROM diff WHERE holds AND NOT wanted))
+    RETURNING member_id
 ),
 added AS (
     INSERT INTO member_tag (tag_id, member_id, added_at, added_by_id)
-    SELECT :tag, t.id, :at, NULL FROM target t
-     WHERE NOT EXISTS (SELECT 1 FROM member_tag mt WHERE mt.tag_id = :tag AND mt.member_id = t.id)
+    SELECT :tag, id, :at, NULL FROM diff WHERE wanted AND NOT holds
     ON CONFLICT (tag_id, member_id) DO NOTHING
     RETURNING member_id
 ),
@@ -80,6 +92,8 @@ async def recompute_tag(merchant_id: int, tag_id: int, *, now: datetime, timezon
         row = await queries.fetch_one(_APPLY.format(select=query.sql), **params)
         counts = Counts(members=int(row["members"]), added=int(row["added"]), removed=int(row["removed"]))
         await Tag.filter(id=tag.id).update(recomputed_at=now, member_count=counts["members"])
+    if counts["added"] + counts["removed"] >= ANALYZE_AFTER:
+        await queries.fetch_rows("ANALYZE member_tag")
     return counts
 
 
