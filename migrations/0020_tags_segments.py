@@ -14,7 +14,7 @@ from tortoise.indexes import Index
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0018_members_backoffice")]
+    dependencies = [("models", "0019_credit")]
 
     initial = False
 
