@@ -1,7 +1,7 @@
 """Credit (信用额度 / 赊账): a manager sets a member's limit, the till charges part of a purchase to it
 (`handlers.till.purchase`, in the purchase's one call) and takes repayments, a refund reverses the charge.
 
-Every change is one call of a `memberbot_credit_*` function (migration 0021), the credit ledger's one
+Every change is one call of a `memberbot_credit_*` function (migration 0019), the credit ledger's one
 writer: it locks the member's `credit_account` row, replays an idempotency key already used, and never
 lets the owed balance exceed the limit, go below zero, or the limit drop below what is owed. Here the
 outcomes become results or errors, and a limit change is audit-logged in the same transaction.
