@@ -103,8 +103,8 @@ async def test_a_limit_change_is_one_ledger_row_and_one_audit_row(shop: Any) -> 
         "reason": "月结客户",
         "entry_id": entry.id,
     }
-    again = await limit(shop, 50_000)  # the same key: replayed, nothing new
-    assert again.replayed and again.entry_id == entry.id
+    again = await limit(shop, 50_000)  # the same key: replayed as it was answered, nothing new
+    assert again == credit.LimitChange(member.id, 50_000, 0, 0, entry.id, replayed=True)
     with pytest.raises(IdempotencyMismatch):
         await limit(shop, 60_000)  # the same key for another limit
     same = await limit(shop, 50_000, key="l2")  # another key, the same limit: nothing to write
@@ -200,15 +200,16 @@ async def test_repayment_is_idempotent_and_never_above_what_is_owed(shop: Any) -
     await limit(shop, 10_000)
     await buy(shop, "p1", 8_000, credit_fen=8_000)
     first = await repay(shop, 3_000, "r1")
-    again = await repay(shop, 3_000, "r1")
-    assert first.entry_id == again.entry_id and again.replayed and not first.replayed
-    assert first.owed_fen == 5_000 and again.owed_fen == 5_000
+    await repay(shop, 1_000, "r0")
+    again = await repay(shop, 3_000, "r1")  # replayed as it was answered then
+    assert again == credit.Repayment(first.entry_id, member.id, 3_000, 5_000, 10_000, replayed=True)
+    assert first == credit.Repayment(first.entry_id, member.id, 3_000, 5_000, 10_000)
     with pytest.raises(IdempotencyMismatch):
         await repay(shop, 2_000, "r1")
     with pytest.raises(credit.Overpaid) as over:
-        await repay(shop, 5_001, "r2")
-    assert over.value.message == "还款金额 amount_fen 超过欠款：当前欠款 50.00 元"
-    done = await repay(shop, 5_000, "r3")
+        await repay(shop, 4_001, "r2")
+    assert over.value.message == "还款金额 amount_fen 超过欠款：当前欠款 40.00 元"
+    done = await repay(shop, 4_000, "r3")
     assert done.owed_fen == 0 and await owed(member) == (0, 10_000)
     assert await audit_credit() == []
 

@@ -203,9 +203,9 @@ async def set_limit(
                 limit_fen,
             ):
                 raise IdempotencyMismatch()
-            return LimitChange(
-                member_id, limit_fen, limit_fen, int(row["balance_fen"]), entry.id, replayed=True
-            )
+            before = await entries(merchant.id, member_id).filter(id__lt=entry.id).order_by("-id").first()
+            previous = before.limit_after if before is not None else 0
+            return LimitChange(member_id, limit_fen, previous, entry.balance_after, entry.id, replayed=True)
         change = LimitChange(
             member_id,
             int(row["limit_fen"]),
@@ -278,8 +278,9 @@ async def repay(
         entry = await _entry(merchant.id, entry_id)
         if (entry.member_id, entry.kind, entry.amount_fen) != (member_id, CreditKind.REPAY, -amount_fen):
             raise IdempotencyMismatch()
-        account = await balance(merchant.id, member_id)
-        return Repayment(entry_id, member_id, amount_fen, account.owed_fen, account.limit_fen, replayed=True)
+        return Repayment(
+            entry_id, member_id, amount_fen, entry.balance_after, entry.limit_after, replayed=True
+        )
     return Repayment(entry_id, member_id, amount_fen, int(row["balance_fen"]), int(row["limit_fen"]))
 
 
