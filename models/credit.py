@@ -3,7 +3,7 @@
 Invariant (checked by `memberbot audit credit`): account balance (owed) == Σ of the ledger's
 `amount_fen`, 0 ≤ balance, every charge left the balance within the limit then in force, and the
 account's limit is the last entry's `limit_after`. One writer posts to these tables: the
-`memberbot_credit_*` functions of migration 0021, called by `handlers.credit.ledger` and by
+`memberbot_credit_*` functions of migration 0019, called by `handlers.credit.ledger` and by
 `memberbot_till_purchase`.
 """
 

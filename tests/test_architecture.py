@@ -133,7 +133,7 @@ LEDGER_WRITES = (
 @pytest.mark.parametrize("package", ["bot", "webhooks", "handlers"])
 def test_only_the_ledger_functions_write_the_ledger_tables(package: str) -> None:
     """Points, stored value and credit are written by the PostgreSQL functions of migrations 0010 and
-    0021 alone: no Python module inserts, updates or deletes their rows (the ORM's writes included)."""
+    0019 alone: no Python module inserts, updates or deletes their rows (the ORM's writes included)."""
     wrong = {
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in sources(package)

@@ -17,11 +17,13 @@ from handlers.core.errors import IdempotencyMismatch, ValidationError
 from handlers.credit import ledger as credit
 from handlers.credit import overdue
 from handlers.credit.audit import audit_credit
+from handlers.loyalty import ledger
 from handlers.loyalty.ledger_audit import audit_points
 from handlers.members import blocking
 from handlers.notices import settings as notice_settings
 from handlers.notices.catalog import KINDS
 from handlers.staff.scope import Scope
+from handlers.till import context as till_context
 from handlers.till.purchase import PurchaseRequest, record_purchase
 from handlers.till.refund import refund_purchase
 from handlers.wallet import ledger as wallet
@@ -29,6 +31,7 @@ from handlers.wallet.audit import audit_wallet
 from models.credit import CreditAccount, CreditEntry, CreditKind
 from models.loyalty import AuditLog
 from models.notice import NoticeDelivery
+from models.points import PointsAccount, PointsKind
 from models.purchase import Purchase
 from tests.conftest import SECRET
 from tests.support.factories import EFFECTS, make_member, make_merchant
@@ -100,8 +103,8 @@ async def test_a_limit_change_is_one_ledger_row_and_one_audit_row(shop: Any) -> 
         "reason": "月结客户",
         "entry_id": entry.id,
     }
-    again = await limit(shop, 50_000)  # the same key: replayed, nothing new
-    assert again.replayed and again.entry_id == entry.id
+    again = await limit(shop, 50_000)  # the same key: replayed as it was answered, nothing new
+    assert again == credit.LimitChange(member.id, 50_000, 0, 0, entry.id, replayed=True)
     with pytest.raises(IdempotencyMismatch):
         await limit(shop, 60_000)  # the same key for another limit
     same = await limit(shop, 50_000, key="l2")  # another key, the same limit: nothing to write
@@ -197,15 +200,16 @@ async def test_repayment_is_idempotent_and_never_above_what_is_owed(shop: Any) -
     await limit(shop, 10_000)
     await buy(shop, "p1", 8_000, credit_fen=8_000)
     first = await repay(shop, 3_000, "r1")
-    again = await repay(shop, 3_000, "r1")
-    assert first.entry_id == again.entry_id and again.replayed and not first.replayed
-    assert first.owed_fen == 5_000 and again.owed_fen == 5_000
+    await repay(shop, 1_000, "r0")
+    again = await repay(shop, 3_000, "r1")  # replayed as it was answered then
+    assert again == credit.Repayment(first.entry_id, member.id, 3_000, 5_000, 10_000, replayed=True)
+    assert first == credit.Repayment(first.entry_id, member.id, 3_000, 5_000, 10_000)
     with pytest.raises(IdempotencyMismatch):
         await repay(shop, 2_000, "r1")
     with pytest.raises(credit.Overpaid) as over:
-        await repay(shop, 5_001, "r2")
-    assert over.value.message == "还款金额 amount_fen 超过欠款：当前欠款 50.00 元"
-    done = await repay(shop, 5_000, "r3")
+        await repay(shop, 4_001, "r2")
+    assert over.value.message == "还款金额 amount_fen 超过欠款：当前欠款 40.00 元"
+    done = await repay(shop, 4_000, "r3")
     assert done.owed_fen == 0 and await owed(member) == (0, 10_000)
     assert await audit_credit() == []
 
@@ -279,6 +283,42 @@ async def test_concurrent_purchases_on_credit_never_exceed_the_limit(shop: Any) 
     assert await owed(member) == (50_000, 50_000)
     assert await CreditEntry.filter(member_id=member.id, kind=CreditKind.CHARGE).count() == 50
     assert await Purchase.filter(member_id=member.id).count() == 50
+    assert await audit_credit() == [] and await audit_points() == []
+
+
+async def test_concurrent_purchases_with_a_points_offset_on_credit_take_the_locked_path_exactly(
+    shop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A points offset makes concurrent purchases find their context moved (`stale`): they are computed
+    again under the locks, the credit account's included — still exactly within the limit."""
+    merchant, member = shop
+    locked: list[bool] = []
+    real_lock = till_context.lock
+
+    async def lock(merchant: Any, needs: till_context.Needs) -> None:
+        locked.append(needs.credit)
+        await real_lock(merchant, needs)
+
+    monkeypatch.setattr(till_context, "lock", lock)
+    await limit(shop, 30_000)
+    await ledger.credit(
+        merchant.id, member.id, 100_000, PointsKind.GRANT, key="seed", now=NOW, expires_at=None
+    )
+
+    async def one(i: int) -> Any:
+        try:
+            return await buy(shop, f"o{i}", 2_000, points_offset=100, credit_fen=1_000)
+        except credit.CreditLimitExceeded:
+            return None
+
+    done = [r for r in await asyncio.gather(*(one(i) for i in range(60))) if r is not None]
+    assert len(done) == 30 and {(r.offset_points, r.paid_fen, r.credit_fen) for r in done} == {
+        (100, 1_900, 1_000)
+    }
+    assert locked and all(locked)  # some took the locked path, with the credit account's lock
+    assert await owed(member) == (30_000, 30_000)
+    account = await PointsAccount.get(member_id=member.id)
+    assert account.balance == 100_000 - 30 * 100 + sum(r.points_earned for r in done)
     assert await audit_credit() == [] and await audit_points() == []
 
 

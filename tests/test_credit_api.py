@@ -17,6 +17,7 @@ from models.loyalty import AuditLog
 from models.member import Member
 from models.merchant import Merchant, Store
 from tests.support.factories import EFFECTS, make_member, make_merchant, staff_headers
+from tests.test_wallet_api import member_headers
 
 NOW = datetime.now(UTC)
 
@@ -276,3 +277,38 @@ async def test_the_member_page_shows_the_credit_account_and_its_ledger(
         headers=manager,
     )
     assert [e["kind"] for e in (await rest.json())["items"]] == ["charge", "limit_change"]
+
+
+async def test_the_member_reads_their_own_credit_in_the_mini_program(
+    client: TestClient, shop: Merchant, member: Member, manager: dict[str, str]
+) -> None:
+    url = f"/api/mp/{shop.slug}/credit"
+    headers = await member_headers(client, shop, member)
+    nothing = await (await client.get(url, headers=headers)).json()
+    assert nothing == {
+        "limit_fen": 0,
+        "owed_fen": 0,
+        "available_fen": 0,
+        "overdue_fen": 0,
+        "next_due_at": None,
+        "entries": [],
+    }
+    await set_limit(client, manager, member, 20_000, "k1")
+    old = PurchaseRequest("p0", member.id, 3_000, credit_fen=3_000)
+    await record_purchase(shop, None, old, now=NOW - timedelta(days=31), effects=EFFECTS)
+    new = PurchaseRequest("p1", member.id, 4_000, credit_fen=4_000)
+    await record_purchase(shop, None, new, now=NOW, effects=EFFECTS)
+    mine = await (await client.get(url, params={"limit": 2}, headers=headers)).json()
+    assert {k: mine[k] for k in ("limit_fen", "owed_fen", "available_fen", "overdue_fen")} == {
+        "limit_fen": 20_000,
+        "owed_fen": 7_000,
+        "available_fen": 13_000,
+        "overdue_fen": 3_000,
+    }
+    assert datetime.fromisoformat(mine["next_due_at"]) == NOW - timedelta(days=1)
+    assert [(e["kind"], e["amount_fen"]) for e in mine["entries"]] == [("charge", 4_000), ("charge", 3_000)]
+    await credit.repay(shop, member.id, 3_000, key="r", payment_method="cash", now=NOW, actor="staff:1")
+    paid = await (await client.get(url, headers=headers)).json()
+    assert (paid["owed_fen"], paid["overdue_fen"]) == (4_000, 0)
+    assert datetime.fromisoformat(paid["next_due_at"]) == NOW + timedelta(days=30)
+    assert (await client.get(url)).status == 401

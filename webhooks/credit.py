@@ -1,7 +1,8 @@
 """Credit (信用额度 / 赊账) over HTTP: a manager sets a member's limit (audited), the till takes
 repayments (cashier+; a purchase puts part of its amount on credit with `credit_fen`, `webhooks.till`),
-and the back office reads the overdue members (the credit warning) as JSON or CSV and sets after how
-many days a charge is overdue (admin, audited)."""
+the back office reads the overdue members (the credit warning) as JSON or CSV and sets after how
+many days a charge is overdue (admin, audited), and the member reads their own credit in the
+mini-program."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from handlers.credit import ledger as credit
 from handlers.credit import overdue
 from handlers.members import lookup as members
 from handlers.members.profile import mask_phone
-from handlers.staff.scope import activity_store_id, scope_of
+from handlers.staff.scope import Scope, activity_store_id, scope_of
 from models.credit import CreditEntry, CreditKind
 from webhooks.admin_members import MemberPath
 from webhooks.api import Call, In, IntId, Line, Out, Routes
-from webhooks.auth import ADMIN, CASHIER, MANAGER
+from webhooks.auth import ADMIN, CASHIER, MANAGER, MEMBER
+from webhooks.mp import MerchantPath
 
 routes = Routes("credit")
 Key = Annotated[
@@ -286,4 +288,42 @@ async def overdue_csv(call: Call[None, None]) -> web.Response:
             "Content-Disposition": f'attachment; filename="credit-overdue-{stamp}.csv"',
             "Cache-Control": "no-store",
         },
+    )
+
+
+class MyCreditQuery(In):
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+class MyCreditOut(Out):
+    limit_fen: int = Field(description="the credit limit the merchant gave (0: no credit)")
+    owed_fen: int
+    available_fen: int
+    overdue_fen: int = Field(description="of what is owed, the part past its due date")
+    next_due_at: datetime | None = Field(description="the earliest due date of what is still owed")
+    entries: list[CreditEntryOut] = Field(description="the latest entries, newest first")
+
+
+@routes.get(
+    "/api/mp/{merchant_slug}/credit",
+    path_model=MerchantPath,
+    query=MyCreditQuery,
+    response=MyCreditOut,
+    auth=MEMBER,
+)
+async def my_credit(call: Call[None, MerchantPath]) -> MyCreditOut:
+    """The member's own credit: limit, what they owe, how much is overdue, and the latest entries."""
+    merchant, member, now = call.merchant, call.member, datetime.now(UTC)
+    account = await credit.balance(merchant.id, member.id)
+    everyone = Scope(merchant.id, None)
+    late = await overdue.overdue(merchant, now, scope=everyone, member_id=member.id)
+    query: MyCreditQuery = call.query
+    rows = await credit.entries(merchant.id, member.id).order_by("-id").limit(query.limit)
+    return MyCreditOut(
+        limit_fen=account.limit_fen,
+        owed_fen=account.owed_fen,
+        available_fen=account.available_fen,
+        overdue_fen=late[0].overdue_fen if late else 0,
+        next_due_at=await overdue.next_due(merchant, member.id, now) if account.owed_fen else None,
+        entries=[entry_out(row) for row in rows],
     )

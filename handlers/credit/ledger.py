@@ -1,7 +1,7 @@
 """Credit (信用额度 / 赊账): a manager sets a member's limit, the till charges part of a purchase to it
 (`handlers.till.purchase`, in the purchase's one call) and takes repayments, a refund reverses the charge.
 
-Every change is one call of a `memberbot_credit_*` function (migration 0021), the credit ledger's one
+Every change is one call of a `memberbot_credit_*` function (migration 0019), the credit ledger's one
 writer: it locks the member's `credit_account` row, replays an idempotency key already used, and never
 lets the owed balance exceed the limit, go below zero, or the limit drop below what is owed. Here the
 outcomes become results or errors, and a limit change is audit-logged in the same transaction.
@@ -203,9 +203,9 @@ async def set_limit(
                 limit_fen,
             ):
                 raise IdempotencyMismatch()
-            return LimitChange(
-                member_id, limit_fen, limit_fen, int(row["balance_fen"]), entry.id, replayed=True
-            )
+            before = await entries(merchant.id, member_id).filter(id__lt=entry.id).order_by("-id").first()
+            previous = before.limit_after if before is not None else 0
+            return LimitChange(member_id, limit_fen, previous, entry.balance_after, entry.id, replayed=True)
         change = LimitChange(
             member_id,
             int(row["limit_fen"]),
@@ -278,8 +278,9 @@ async def repay(
         entry = await _entry(merchant.id, entry_id)
         if (entry.member_id, entry.kind, entry.amount_fen) != (member_id, CreditKind.REPAY, -amount_fen):
             raise IdempotencyMismatch()
-        account = await balance(merchant.id, member_id)
-        return Repayment(entry_id, member_id, amount_fen, account.owed_fen, account.limit_fen, replayed=True)
+        return Repayment(
+            entry_id, member_id, amount_fen, entry.balance_after, entry.limit_after, replayed=True
+        )
     return Repayment(entry_id, member_id, amount_fen, int(row["balance_fen"]), int(row["limit_fen"]))
 
 

@@ -29,7 +29,8 @@ from models.merchant import Merchant
 
 MAX_OVERDUE_DAYS = 3650
 
-_OVERDUE_SQL = """
+# What is left of each charge as of `:as_of`: repayments allocated first in, first out.
+_UNPAID = """
 WITH charges AS (
   SELECT c.member_id, c.id, c.due_at,
          c.amount_fen + COALESCE((SELECT SUM(r.amount_fen) FROM credit_entry r
@@ -49,7 +50,10 @@ WITH charges AS (
     FROM charges ch LEFT JOIN repaid rp ON rp.member_id = ch.member_id
 ), unpaid AS (
   SELECT member_id, due_at, GREATEST(0, LEAST(net, running - repaid)) AS left_fen FROM allocated
-), late AS (
+)"""
+_OVERDUE_SQL = (
+    _UNPAID  # noqa: S608 - constant SQL text, values are bound
+    + """, late AS (
   SELECT member_id, SUM(left_fen) AS overdue_fen, MIN(due_at) AS oldest_due_at
     FROM unpaid WHERE left_fen > 0 AND due_at < :as_of
    GROUP BY member_id
@@ -64,6 +68,8 @@ SELECT l.member_id, m.code, m.name, m.phone, m.store_id, l.overdue_fen, l.oldest
  WHERE m.anonymized_at IS NULL AND (CAST(:store AS integer) IS NULL OR m.store_id = :store)
  ORDER BY l.oldest_due_at, l.member_id
 """
+)
+_NEXT_DUE_SQL = _UNPAID + "\nSELECT MIN(due_at) AS due FROM unpaid WHERE left_fen > 0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,13 @@ async def overdue(
         )
         for row in rows
     ]
+
+
+async def next_due(merchant: Merchant, member_id: int, as_of: datetime) -> datetime | None:
+    """The earliest due date of what the member still owes (None: nothing is owed)."""
+    rows = await queries.fetch_rows(_NEXT_DUE_SQL, merchant=merchant.id, as_of=as_of, member=member_id)
+    due: datetime | None = rows[0]["due"] if rows else None
+    return due
 
 
 CSV_HEADER = [

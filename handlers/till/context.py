@@ -6,7 +6,7 @@ period totals the earn rules may use, the current rule-set and tier-ladder versi
 pool, and — only when the purchase needs them — the points account and its spendable lots (a points
 offset), the stored-value account, or the credit account (limit and owed: a purchase on credit).
 `handlers.till.purchase` computes from it and hands its assumptions to `memberbot_till_purchase`,
-which re-checks them under the lock (migrations 0017, 0021).
+which re-checks them under the lock (migrations 0017, 0019).
 
 This is the one place that reads the member for a purchase: a check on the member that refuses a
 purchase (an erased member, and whatever else may bar one) belongs in `member_refusal`.

@@ -5,7 +5,7 @@ A purchase reads its context once, unlocked (`handlers.till.context`), prices it
 here (the rules stay in Python), then makes ONE call of `memberbot_till_purchase` (migration 0017):
 under the member's account lock it re-checks what the rules assumed and writes the `Purchase` row
 (unique idempotency key) with its stored result, the coupon marked used, the offset debit, the
-stored-value payment, the credit charge (never above the limit: migration 0021), the earn credit (or
+stored-value payment, the credit charge (never above the limit: migration 0019), the earn credit (or
 pending hold), the pool, the receipt notice — all through the ledgers' one-writer functions. If a
 concurrent change moved the context, the purchase is computed again in a transaction that takes the
 locks first (points account → pool → coupon → wallet → credit), so the daily cap and the points pool
