@@ -28,7 +28,7 @@ from handlers.loyalty import config as loyalty_config
 from handlers.member_import import jobs as member_import
 from handlers.members import lookup as members
 from handlers.members import member_qr, registration
-from handlers.notices.delivery import NOTICE_SEND, NoticeServices, sender, tell
+from handlers.notices.delivery import NOTICE_SEND, NoticeServices, batch_sender, sender, tell
 from handlers.till import purchase
 from handlers.wallet import ledger as wallet
 from models.member import Member
@@ -83,4 +83,9 @@ INLINE = frozenset(HANDLERS) - {member_import.IMPORT_TASK}
 def build(dispatch: Dispatch = no_dispatch, services: NoticeServices | None = None) -> Effects:
     """The registry every process runs; `services` lets it send notices (without: they wait for a
     process that can, e.g. the CLI leaves them to the worker)."""
-    return Effects({**HANDLERS, NOTICE_SEND: sender(services)}, inline=INLINE, dispatch=dispatch)
+    return Effects(
+        {**HANDLERS, NOTICE_SEND: sender(services)},
+        inline=INLINE,
+        dispatch=dispatch,
+        batch={NOTICE_SEND: batch_sender(services)},  # a batch of notices is sent with a few statements
+    )
