@@ -29,11 +29,10 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any, TypeVar
+from datetime import datetime, time
+from typing import Any
 
 from redis.asyncio import Redis
-from tortoise.models import Model
 
 from handlers.core import queries
 from handlers.core.tasks import Deferred
@@ -42,12 +41,9 @@ from handlers.notices.settings import Setting, render_body, render_fields, setti
 from handlers.rules.notices import Channel, QuietHours, Reach, choose, quiet_until
 from handlers.wechat import errors as wechat_errors
 from handlers.wechat.client import WeChatClient, mp_credentials, oa_credentials
-from models.member import Member
-from models.merchant import Merchant
-from models.notice import DeliveryStatus, NoticeDelivery
+from models.notice import DeliveryStatus
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=Model)
 # The member's own state, not WeChat's load: that channel cannot carry it, the next one may.
 REFUSALS = (
     wechat_errors.RequireSubscribe,
@@ -64,12 +60,19 @@ FINAL = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
 Outcome = dict[str, Any] | None | Exception
 
 
+SEND_BATCH = 50  # records loaded, marked and sent together
+SEND_LANES = 2  # batches a process sends at once: at most SEND_BATCH × SEND_LANES calls in flight
+
+
 @dataclass(frozen=True, slots=True)
 class NoticeServices:
-    """What sending needs from the process: the WeChat client and the Redis holding the windows."""
+    """What sending needs from the process: the WeChat client, the Redis holding the windows, and the
+    lanes its batches take turns in (a record is marked `sending` only once its lane is free, so it is
+    handed to WeChat at once)."""
 
     wechat: WeChatClient
     redis: Redis
+    lanes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SEND_LANES))
 
 
 @dataclass(slots=True)
@@ -77,9 +80,9 @@ class _Notice:
     """One record on its way, with what sending it needs and what happened so far."""
 
     key: int  # the caller's name for it (its task)
-    delivery: NoticeDelivery
-    member: Member
-    merchant: Merchant
+    delivery: _Record
+    member: _Member
+    merchant: _Merchant
     config: Setting
     context: dict[str, Any]
     order: tuple[Channel, ...]  # the channels not tried yet
@@ -139,56 +142,121 @@ async def _mark(marks: Sequence[_Mark], now: datetime) -> set[int]:
     return {int(row["id"]) for row in rows}
 
 
-def _columns(model: type[Model], alias: str) -> str:
-    return ", ".join(f'{alias}."{c}" AS "{alias}__{c}"' for c in model._meta.db_fields)
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """The delivery record, as far as sending goes."""
+
+    id: int
+    kind: str
+    status: DeliveryStatus
+    channel: str | None
 
 
-# The records, their members and merchants and the kinds' saved settings: one round trip.
-_LOAD_SQL = f"""
-SELECT {_columns(NoticeDelivery, "d")}, {_columns(Member, "m")}, {_columns(Merchant, "c")},
-       s.settings AS saved_settings
+@dataclass(frozen=True, slots=True)
+class _Member:
+    id: int
+    openid: str | None
+    subscribed: bool
+    mp_openid: str | None
+    anonymized: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Merchant:
+    id: int
+    timezone: str
+    quiet: QuietHours
+    oa_appid: str
+    oa_secret: str
+    mp_appid: str
+    mp_secret: str
+
+
+# The records, their members and merchants and the kinds' saved settings: one round trip, only the
+# columns sending reads (building whole models cost more than the query).
+_LOAD_SQL = """
+SELECT d.id, d.kind, d.status, d.channel, d.context,
+       m.id AS member_id, m.code AS member_code, m.name AS member_name, m.openid, m.subscribed, m.mp_openid,
+       m.anonymized_at IS NOT NULL AS anonymized,
+       c.id AS merchant_id, c.name AS merchant_name, c.timezone, c.quiet_start_minute, c.quiet_end_minute,
+       c.oa_appid, c.oa_secret, c.mp_appid, c.mp_secret, s.settings AS saved_settings
   FROM notice_delivery d
   JOIN member m ON m.id = d.member_id
   JOIN merchant c ON c.id = d.merchant_id
   LEFT JOIN notice_setting s ON s.merchant_id = d.merchant_id AND s.kind = d.kind
  WHERE d.id = ANY(:ids::bigint[])
  ORDER BY d.id
-"""  # noqa: S608 - column names from the models' own metadata
+"""
 
 
-def _part(model: type[M], row: dict[str, Any], alias: str) -> M:
-    prefix = f"{alias}__"
-    return queries.as_model(model, {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)})
+def _json(raw: Any) -> Any:
+    return json.loads(raw) if isinstance(raw, str | bytes) else raw
+
+
+def _minute(minute: int) -> time:
+    return time(minute // 60, minute % 60)
 
 
 async def _load(keys: Mapping[int, int]) -> list[_Notice]:
-    """The records `keys` name (key → delivery id), as notices to send; missing ones left out."""
+    """The records `keys` names (key → delivery id), as notices to send; missing ones left out. A
+    batch's records mostly share a merchant and a kind: each is read once."""
     by_id: dict[int, list[int]] = {}
     for key, delivery_id in keys.items():
         by_id.setdefault(delivery_id, []).append(key)
+    merchants: dict[int, _Merchant] = {}
+    configs: dict[tuple[int, str], Setting] = {}
     notices = []
     for row in await queries.fetch_rows(_LOAD_SQL, ids=list(by_id)):
-        delivery, member, merchant = (
-            _part(NoticeDelivery, row, "d"),
-            _part(Member, row, "m"),
-            _part(Merchant, row, "c"),
+        merchant = merchants.get(row["merchant_id"])
+        if merchant is None:
+            quiet = QuietHours(_minute(row["quiet_start_minute"]), _minute(row["quiet_end_minute"]))
+            merchant = merchants[row["merchant_id"]] = _Merchant(
+                row["merchant_id"],
+                row["timezone"],
+                quiet,
+                row["oa_appid"],
+                row["oa_secret"],
+                row["mp_appid"],
+                row["mp_secret"],
+            )
+        config = configs.get((merchant.id, row["kind"]))
+        if config is None:
+            config = configs[merchant.id, row["kind"]] = setting_of(row["kind"], _json(row["saved_settings"]))
+        record = _Record(row["id"], row["kind"], DeliveryStatus(row["status"]), row["channel"])
+        member = _Member(
+            row["member_id"], row["openid"], row["subscribed"], row["mp_openid"], row["anonymized"]
         )
-        saved = row["saved_settings"]
-        config = setting_of(delivery.kind, json.loads(saved) if isinstance(saved, str) else saved)
         context = {
-            **delivery.context,
-            "member_name": member.name or "",
-            "member_code": member.code,
-            "merchant_name": merchant.name,
+            **(_json(row["context"]) or {}),
+            "member_name": row["member_name"] or "",
+            "member_code": row["member_code"],
+            "merchant_name": row["merchant_name"],
         }
-        for key in by_id[delivery.id]:
-            notices.append(_Notice(key, delivery, member, merchant, config, context, config.channels))
+        for key in by_id[record.id]:
+            notices.append(_Notice(key, record, member, merchant, config, context, config.channels))
     return notices
 
 
 async def deliver(services: NoticeServices, keys: Mapping[int, int], now: datetime) -> dict[int, Outcome]:
-    """Send the delivery records `keys` names (the caller's key → delivery id): each key's outcome."""
+    """Send the delivery records `keys` names (the caller's key → delivery id), SEND_BATCH at a time in
+    the process's lanes: each key's outcome."""
     outcomes: dict[int, Outcome] = dict.fromkeys(keys)
+    items = list(keys.items())
+    batches = [dict(items[start : start + SEND_BATCH]) for start in range(0, len(items), SEND_BATCH)]
+    await asyncio.gather(*(_deliver_batch(services, batch, now, outcomes) for batch in batches))
+    return outcomes
+
+
+async def _deliver_batch(
+    services: NoticeServices, keys: Mapping[int, int], now: datetime, outcomes: dict[int, Outcome]
+) -> None:
+    async with services.lanes:
+        await _deliver_now(services, keys, now, outcomes)
+
+
+async def _deliver_now(
+    services: NoticeServices, keys: Mapping[int, int], now: datetime, outcomes: dict[int, Outcome]
+) -> None:
     marks: list[_Mark] = []
     ready: list[_Notice] = []
     resuming: list[_Notice] = []
@@ -200,7 +268,7 @@ async def deliver(services: NoticeServices, keys: Mapping[int, int], now: dateti
             resuming.append(notice)
         elif not notice.config.enabled:
             marks.append(_Mark(delivery.id, DeliveryStatus.SKIPPED, False, reason="switched_off"))
-        elif notice.member.anonymized_at is not None:
+        elif notice.member.anonymized:
             marks.append(_Mark(delivery.id, DeliveryStatus.SKIPPED, False, reason="member_erased"))
         elif (until := _quiet_until(notice, now)) is not None:
             marks.append(
@@ -214,13 +282,12 @@ async def deliver(services: NoticeServices, keys: Mapping[int, int], now: dateti
     outcomes.update(zip((notice.key for notice in resuming), resumed, strict=True))
     while ready:
         ready = await _round(services, ready, now, outcomes)
-    return outcomes
 
 
 def _quiet_until(notice: _Notice, now: datetime) -> datetime | None:
     if notice.config.kind.urgent:
         return None
-    return quiet_until(now, notice.merchant.timezone, QuietHours(*notice.merchant.quiet_hours))
+    return quiet_until(now, notice.merchant.timezone, notice.merchant.quiet)
 
 
 async def _round(

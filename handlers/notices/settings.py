@@ -125,8 +125,32 @@ def _compiled(source: str) -> jinja2.Template:
 
 def render_fields(fields: dict[str, str], context: dict[str, Any]) -> dict[str, str]:
     """Each keyword's value, in WeChat's display order (the number a keyword ends with: thing1, amount2)."""
-    ordered = sorted(fields.items(), key=lambda item: int(_KEYWORD_NUMBER.search(item[0]).group()))  # type: ignore[union-attr]
-    return {keyword: template_value(render(expression, context)) for keyword, expression in ordered}
+    keywords, combined = _compiled_fields(tuple(fields.items()))
+    if combined is not None:
+        values = combined.render(**context).split(_SEPARATOR)
+        if len(values) == len(keywords):
+            return {keyword: template_value(value) for keyword, value in zip(keywords, values, strict=True)}
+    return {keyword: template_value(render(fields[keyword], context)) for keyword in keywords}
+
+
+# Between the fields of one combined template: PostgreSQL text (a context, a merchant's expression)
+# cannot hold NUL, so no rendered field contains it.
+_SEPARATOR = "\x00"
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled_fields(fields: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], jinja2.Template | None]:
+    """The keywords in display order, and their expressions as ONE template (one render a message
+    instead of one a field), each checked as `render` checks it. The expressions allow no assignments,
+    so one field cannot change another's data; None if they do not combine cleanly."""
+    ordered = sorted(fields, key=lambda item: int(_KEYWORD_NUMBER.search(item[0]).group()))  # type: ignore[union-attr]
+    for _, expression in ordered:
+        _compiled(expression)
+    try:
+        combined = _SANDBOX.from_string(_SEPARATOR.join(expression for _, expression in ordered))
+    except jinja2.TemplateError:
+        combined = None
+    return tuple(keyword for keyword, _ in ordered), combined
 
 
 def render_body(source: str, context: dict[str, Any]) -> str:
