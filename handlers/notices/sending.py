@@ -295,9 +295,14 @@ async def _round(
 ) -> list[_Notice]:
     """Send each notice on the first channel left that reaches its member; the ones a refusal sends to
     the next round."""
-    chosen = await asyncio.gather(
-        *(_choose(services, notice, now) for notice in notices), return_exceptions=True
+    known = [_template_choice(notice) for notice in notices]
+    looked_up = iter(
+        await asyncio.gather(
+            *(_choose(services, n, now) for n, k in zip(notices, known, strict=True) if k is None),
+            return_exceptions=True,
+        )
     )
+    chosen = [next(looked_up) if k is None else k for k in known]
     marks: list[_Mark] = []
     going: list[_Notice] = []
     for notice, choice in zip(notices, chosen, strict=True):
@@ -325,6 +330,17 @@ async def _round(
     attempts = await asyncio.gather(*(_attempt(services, notice, outcomes) for notice in going))
     await _mark([mark for mark, _ in attempts], now)
     return [notice for notice, (_, again) in zip(going, attempts, strict=True) if again]
+
+
+def _template_choice(notice: _Notice) -> tuple[Channel | None, tuple[str, ...]] | None:
+    """What `_choose` answers when no lookup can change it: a template message comes first among the
+    channels left and reaches the member (the usual receipt), or no channel is left; else None."""
+    if not notice.order:
+        return None, ()
+    member = notice.member
+    if notice.order[0] == "template" and notice.config.template_id and member.subscribed and member.openid:
+        return "template", ()
+    return None
 
 
 async def _choose(
