@@ -19,26 +19,25 @@ WeChat's rules allow, with a record of what happened.
    channel is marked `failed` (`outcome_unknown`).
 
 Every status change is guarded by the status it leaves (`queued`/`deferred`, or `sending`), so two
-runners never both send a record.
+runners never both send a record (`handlers.notices.records`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
-from handlers.core import queries
 from handlers.core.tasks import Deferred
 from handlers.notices import reach
-from handlers.notices.settings import Setting, render_body, render_fields, setting_of
-from handlers.rules.notices import Channel, QuietHours, Reach, choose, quiet_until
+from handlers.notices.records import Mark, Notice, load, mark
+from handlers.notices.settings import render_body, render_fields
+from handlers.rules.notices import Channel, Reach, choose, quiet_until
 from handlers.wechat import errors as wechat_errors
 from handlers.wechat.client import WeChatClient, mp_credentials, oa_credentials
 from models.notice import DeliveryStatus
@@ -75,168 +74,6 @@ class NoticeServices:
     lanes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SEND_LANES))
 
 
-@dataclass(slots=True)
-class _Notice:
-    """One record on its way, with what sending it needs and what happened so far."""
-
-    key: int  # the caller's name for it (its task)
-    delivery: _Record
-    member: _Member
-    merchant: _Merchant
-    config: Setting
-    context: dict[str, Any]
-    order: tuple[Channel, ...]  # the channels not tried yet
-    passed: list[str] = field(default_factory=list)  # why each channel tried did not carry it
-    errcode: int | None = None  # the last refusal's
-    channel: Channel | None = None  # this round's
-    granted: bool = False  # this round took one of the member's subscribe grants
-
-
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    """Move a record to `status` if it is still `sending` (`from_sending`), else queued or deferred."""
-
-    delivery_id: int
-    status: DeliveryStatus
-    from_sending: bool
-    channel: str | None = None
-    reason: str = ""
-    errcode: int | None = None
-    msgid: str | None = None
-    text: str = ""
-    run_after: datetime | None = None
-
-
-_MARK_SQL = """
-UPDATE notice_delivery d
-   SET status = v.status, channel = v.channel, reason = v.reason, errcode = v.errcode, msgid = v.msgid,
-       text = v.text, run_after = v.run_after, updated_at = :now,
-       sent_at = CASE WHEN v.status = 'sent' THEN :now::timestamptz END
-  FROM unnest(:ids::bigint[], :statuses::text[], :from_sending::bool[], :channels::text[], :reasons::text[],
-              :errcodes::int[], :msgids::text[], :texts::text[], :run_afters::timestamptz[])
-       AS v(id, status, from_sending, channel, reason, errcode, msgid, text, run_after)
- WHERE d.id = v.id
-   AND d.status = ANY(CASE WHEN v.from_sending THEN ARRAY['sending'] ELSE ARRAY['queued', 'deferred'] END)
-RETURNING d.id
-"""
-
-
-async def _mark(marks: Sequence[_Mark], now: datetime) -> set[int]:
-    """Apply `marks` in one UPDATE; the ids of the records that moved (the others had moved on: a
-    second runner)."""
-    if not marks:
-        return set()
-    rows = await queries.fetch_rows(
-        _MARK_SQL,
-        ids=[m.delivery_id for m in marks],
-        statuses=[m.status.value for m in marks],
-        from_sending=[m.from_sending for m in marks],
-        channels=[m.channel for m in marks],
-        reasons=[m.reason[:255] for m in marks],
-        errcodes=[m.errcode for m in marks],
-        msgids=[m.msgid for m in marks],
-        texts=[m.text for m in marks],
-        run_afters=[m.run_after for m in marks],
-        now=now,
-    )
-    return {int(row["id"]) for row in rows}
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """The delivery record, as far as sending goes."""
-
-    id: int
-    kind: str
-    status: DeliveryStatus
-    channel: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Member:
-    id: int
-    openid: str | None
-    subscribed: bool
-    mp_openid: str | None
-    anonymized: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Merchant:
-    id: int
-    timezone: str
-    quiet: QuietHours
-    oa_appid: str
-    oa_secret: str
-    mp_appid: str
-    mp_secret: str
-
-
-# The records, their members and merchants and the kinds' saved settings: one round trip, only the
-# columns sending reads (building whole models cost more than the query).
-_LOAD_SQL = """
-SELECT d.id, d.kind, d.status, d.channel, d.context,
-       m.id AS member_id, m.code AS member_code, m.name AS member_name, m.openid, m.subscribed, m.mp_openid,
-       m.anonymized_at IS NOT NULL AS anonymized,
-       c.id AS merchant_id, c.name AS merchant_name, c.timezone, c.quiet_start_minute, c.quiet_end_minute,
-       c.oa_appid, c.oa_secret, c.mp_appid, c.mp_secret, s.settings AS saved_settings
-  FROM notice_delivery d
-  JOIN member m ON m.id = d.member_id
-  JOIN merchant c ON c.id = d.merchant_id
-  LEFT JOIN notice_setting s ON s.merchant_id = d.merchant_id AND s.kind = d.kind
- WHERE d.id = ANY(:ids::bigint[])
- ORDER BY d.id
-"""
-
-
-def _json(raw: Any) -> Any:
-    return json.loads(raw) if isinstance(raw, str | bytes) else raw
-
-
-def _minute(minute: int) -> time:
-    return time(minute // 60, minute % 60)
-
-
-async def _load(keys: Mapping[int, int]) -> list[_Notice]:
-    """The records `keys` names (key → delivery id), as notices to send; missing ones left out. A
-    batch's records mostly share a merchant and a kind: each is read once."""
-    by_id: dict[int, list[int]] = {}
-    for key, delivery_id in keys.items():
-        by_id.setdefault(delivery_id, []).append(key)
-    merchants: dict[int, _Merchant] = {}
-    configs: dict[tuple[int, str], Setting] = {}
-    notices = []
-    for row in await queries.fetch_rows(_LOAD_SQL, ids=list(by_id)):
-        merchant = merchants.get(row["merchant_id"])
-        if merchant is None:
-            quiet = QuietHours(_minute(row["quiet_start_minute"]), _minute(row["quiet_end_minute"]))
-            merchant = merchants[row["merchant_id"]] = _Merchant(
-                row["merchant_id"],
-                row["timezone"],
-                quiet,
-                row["oa_appid"],
-                row["oa_secret"],
-                row["mp_appid"],
-                row["mp_secret"],
-            )
-        config = configs.get((merchant.id, row["kind"]))
-        if config is None:
-            config = configs[merchant.id, row["kind"]] = setting_of(row["kind"], _json(row["saved_settings"]))
-        record = _Record(row["id"], row["kind"], DeliveryStatus(row["status"]), row["channel"])
-        member = _Member(
-            row["member_id"], row["openid"], row["subscribed"], row["mp_openid"], row["anonymized"]
-        )
-        context = {
-            **(_json(row["context"]) or {}),
-            "member_name": row["member_name"] or "",
-            "member_code": row["member_code"],
-            "merchant_name": row["merchant_name"],
-        }
-        for key in by_id[record.id]:
-            notices.append(_Notice(key, record, member, merchant, config, context, config.channels))
-    return notices
-
-
 async def deliver(services: NoticeServices, keys: Mapping[int, int], now: datetime) -> dict[int, Outcome]:
     """Send the delivery records `keys` names (the caller's key → delivery id), SEND_BATCH at a time in
     the process's lanes: each key's outcome."""
@@ -257,42 +94,42 @@ async def _deliver_batch(
 async def _deliver_now(
     services: NoticeServices, keys: Mapping[int, int], now: datetime, outcomes: dict[int, Outcome]
 ) -> None:
-    marks: list[_Mark] = []
-    ready: list[_Notice] = []
-    resuming: list[_Notice] = []
-    for notice in await _load(keys):
+    marks: list[Mark] = []
+    ready: list[Notice] = []
+    resuming: list[Notice] = []
+    for notice in await load(keys):
         delivery = notice.delivery
         if delivery.status in FINAL:
             continue
         if delivery.status == DeliveryStatus.SENDING:
             resuming.append(notice)
         elif not notice.config.enabled:
-            marks.append(_Mark(delivery.id, DeliveryStatus.SKIPPED, False, reason="switched_off"))
+            marks.append(Mark(delivery.id, DeliveryStatus.SKIPPED, False, reason="switched_off"))
         elif notice.member.anonymized:
-            marks.append(_Mark(delivery.id, DeliveryStatus.SKIPPED, False, reason="member_erased"))
+            marks.append(Mark(delivery.id, DeliveryStatus.SKIPPED, False, reason="member_erased"))
         elif (until := _quiet_until(notice, now)) is not None:
             marks.append(
-                _Mark(delivery.id, DeliveryStatus.DEFERRED, False, reason="quiet_hours", run_after=until)
+                Mark(delivery.id, DeliveryStatus.DEFERRED, False, reason="quiet_hours", run_after=until)
             )
             outcomes[notice.key] = Deferred(until)
         else:
             ready.append(notice)
-    await _mark(marks, now)
+    await mark(marks, now)
     resumed = await asyncio.gather(*(_resume(services, notice, now) for notice in resuming))
     outcomes.update(zip((notice.key for notice in resuming), resumed, strict=True))
     while ready:
         ready = await _round(services, ready, now, outcomes)
 
 
-def _quiet_until(notice: _Notice, now: datetime) -> datetime | None:
+def _quiet_until(notice: Notice, now: datetime) -> datetime | None:
     if notice.config.kind.urgent:
         return None
     return quiet_until(now, notice.merchant.timezone, notice.merchant.quiet)
 
 
 async def _round(
-    services: NoticeServices, notices: list[_Notice], now: datetime, outcomes: dict[int, Outcome]
-) -> list[_Notice]:
+    services: NoticeServices, notices: list[Notice], now: datetime, outcomes: dict[int, Outcome]
+) -> list[Notice]:
     """Send each notice on the first channel left that reaches its member; the ones a refusal sends to
     the next round."""
     known = [_template_choice(notice) for notice in notices]
@@ -303,8 +140,8 @@ async def _round(
         )
     )
     chosen = [next(looked_up) if k is None else k for k in known]
-    marks: list[_Mark] = []
-    going: list[_Notice] = []
+    marks: list[Mark] = []
+    going: list[Notice] = []
     for notice, choice in zip(notices, chosen, strict=True):
         if isinstance(choice, Exception):  # Redis or the database failed it: its task retries
             outcomes[notice.key] = choice
@@ -316,23 +153,23 @@ async def _round(
         if channel is None:
             final = DeliveryStatus.FAILED if notice.errcode is not None else DeliveryStatus.SKIPPED
             reason = ";".join(notice.passed) or "no_channel"
-            marks.append(_Mark(notice.delivery.id, final, False, errcode=notice.errcode, reason=reason))
+            marks.append(Mark(notice.delivery.id, final, False, errcode=notice.errcode, reason=reason))
             continue
         notice.order = notice.order[notice.order.index(channel) + 1 :]
         notice.channel = channel
-        marks.append(_Mark(notice.delivery.id, DeliveryStatus.SENDING, False, channel=channel))
+        marks.append(Mark(notice.delivery.id, DeliveryStatus.SENDING, False, channel=channel))
         going.append(notice)
-    moved = await _mark(marks, now)
+    moved = await mark(marks, now)
     going = [notice for notice in going if notice.delivery.id in moved]  # the rest: another runner's
     for notice in going:  # grants go to the older notices first, as they would one at a time
         if notice.channel == "subscribe":
             notice.granted = await reach.use_grant(notice.member.id, notice.config.subscribe_template_id)
     attempts = await asyncio.gather(*(_attempt(services, notice, outcomes) for notice in going))
-    await _mark([mark for mark, _ in attempts], now)
+    await mark([mark for mark, _ in attempts], now)
     return [notice for notice, (_, again) in zip(going, attempts, strict=True) if again]
 
 
-def _template_choice(notice: _Notice) -> tuple[Channel | None, tuple[str, ...]] | None:
+def _template_choice(notice: Notice) -> tuple[Channel | None, tuple[str, ...]] | None:
     """What `_choose` answers when no lookup can change it: a template message comes first among the
     channels left and reaches the member (the usual receipt), or no channel is left; else None."""
     if not notice.order:
@@ -344,7 +181,7 @@ def _template_choice(notice: _Notice) -> tuple[Channel | None, tuple[str, ...]] 
 
 
 async def _choose(
-    services: NoticeServices, notice: _Notice, now: datetime
+    services: NoticeServices, notice: Notice, now: datetime
 ) -> tuple[Channel | None, tuple[str, ...]]:
     """The first channel left that reaches the member. The 48-hour window (a Redis read) matters only to
     the customer-service channel, so it is read only when no channel before that one reaches the member."""
@@ -371,8 +208,8 @@ class _GrantTaken(Exception):
 
 
 async def _attempt(
-    services: NoticeServices, notice: _Notice, outcomes: dict[int, Outcome]
-) -> tuple[_Mark, bool]:
+    services: NoticeServices, notice: Notice, outcomes: dict[int, Outcome]
+) -> tuple[Mark, bool]:
     """One send on the notice's channel: how to mark its record, and whether to try the next channel."""
     channel, delivery_id = notice.channel, notice.delivery.id
     try:
@@ -393,9 +230,9 @@ async def _attempt(
     except Exception as exc:  # ours (e.g. a field that cannot render for this data): never retried
         log.exception("notice not sent", extra={"delivery_id": delivery_id, "kind": notice.delivery.kind})
         reason = ";".join([*notice.passed, f"{channel}:{type(exc).__name__}"])
-        return _Mark(delivery_id, DeliveryStatus.FAILED, True, channel=channel, reason=reason), False
+        return Mark(delivery_id, DeliveryStatus.FAILED, True, channel=channel, reason=reason), False
     outcomes[notice.key] = {"channel": channel, "msgid": msgid}
-    sent = _Mark(
+    sent = Mark(
         delivery_id,
         DeliveryStatus.SENT,
         True,
@@ -408,11 +245,11 @@ async def _attempt(
     return sent, False
 
 
-def _requeue(notice: _Notice, *, errcode: int | None = None) -> _Mark:
+def _requeue(notice: Notice, *, errcode: int | None = None) -> Mark:
     """A send that did not happen: the record goes back to `queued` with the reasons so far, for the next
     channel or a retry."""
     reason = ";".join(notice.passed)
-    return _Mark(
+    return Mark(
         notice.delivery.id,
         DeliveryStatus.QUEUED,
         True,
@@ -423,7 +260,7 @@ def _requeue(notice: _Notice, *, errcode: int | None = None) -> _Mark:
 
 
 async def _call(
-    services: NoticeServices, notice: _Notice, channel: Channel | None = None
+    services: NoticeServices, notice: Notice, channel: Channel | None = None
 ) -> tuple[str | None, str]:
     """One send on `channel` (default: the notice's): (WeChat's msgid if any, the text as the member
     sees it)."""
@@ -458,7 +295,7 @@ async def _call(
     return None, text
 
 
-async def _resume(services: NoticeServices, notice: _Notice, now: datetime) -> Outcome:
+async def _resume(services: NoticeServices, notice: Notice, now: datetime) -> Outcome:
     """A send was under way when its process died. Only a template message can be repeated safely;
     WeChat busy (or anything else failing): tried again when its task retries."""
     try:
@@ -467,12 +304,12 @@ async def _resume(services: NoticeServices, notice: _Notice, now: datetime) -> O
         return exc
 
 
-async def _resume_one(services: NoticeServices, notice: _Notice, now: datetime) -> Outcome:
+async def _resume_one(services: NoticeServices, notice: Notice, now: datetime) -> Outcome:
     delivery = notice.delivery
     if delivery.channel != "template" or not notice.member.openid:
-        await _mark(
+        await mark(
             [
-                _Mark(
+                Mark(
                     delivery.id,
                     DeliveryStatus.FAILED,
                     True,
@@ -489,7 +326,7 @@ async def _resume_one(services: NoticeServices, notice: _Notice, now: datetime) 
         msgid, text = (str(exc.msgid) if exc.msgid else None), ""
     except REFUSALS as exc:
         errcode = getattr(exc, "errcode", None)
-        refused = _Mark(
+        refused = Mark(
             delivery.id,
             DeliveryStatus.FAILED,
             True,
@@ -497,9 +334,9 @@ async def _resume_one(services: NoticeServices, notice: _Notice, now: datetime) 
             errcode=errcode,
             reason="template refused on resume",
         )
-        await _mark([refused], now)
+        await mark([refused], now)
         return None
-    await _mark(
-        [_Mark(delivery.id, DeliveryStatus.SENT, True, channel="template", msgid=msgid, text=text)], now
+    await mark(
+        [Mark(delivery.id, DeliveryStatus.SENT, True, channel="template", msgid=msgid, text=text)], now
     )
     return {"channel": "template", "msgid": msgid}
