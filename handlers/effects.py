@@ -30,7 +30,7 @@ from handlers.loyalty import config as loyalty_config
 from handlers.member_import import jobs as member_import
 from handlers.members import lookup as members
 from handlers.members import member_qr, registration
-from handlers.notices.delivery import NOTICE_SEND, NoticeServices, sender, tell
+from handlers.notices.delivery import NOTICE_SEND, NoticeServices, batch_sender, sender, tell
 from handlers.segments import wechat_sync
 from handlers.till import purchase
 from handlers.wallet import ledger as wallet
@@ -91,4 +91,5 @@ def build(dispatch: Dispatch = no_dispatch, services: NoticeServices | None = No
         {**HANDLERS, NOTICE_SEND: sender(services), **wechat_sync.handlers(wechat)},
         inline=INLINE,
         dispatch=dispatch,
+        batch={NOTICE_SEND: batch_sender(services)},  # a batch of notices is sent with a few statements
     )

@@ -23,6 +23,7 @@ import pytest
 from arq import ArqRedis, create_pool
 from tortoise.transactions import in_transaction
 
+from bot import worker
 from bot.settings import Settings
 from bot.worker import arq_dispatch, redis_settings, sweep_effects
 from handlers import effects
@@ -244,9 +245,10 @@ async def test_a_worker_killed_mid_send_and_restarted_sends_nothing_twice(
 
 @pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")  # arq 0.28 on redis 5
 async def test_two_workers_on_the_same_queued_notices_send_each_once(
-    pool: ArqRedis, settings: Settings, tmp_path: Path
+    pool: ArqRedis, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry = effects.build(dispatch=arq_dispatch(pool))
+    monkeypatch.setattr(worker, "TASK_BATCH", 10)  # jobs of 10, not 50: enough for both workers
+    registry = effects.build()  # queued only: the sweep, then the dispatch, make each notice two jobs
     with processes(settings, tmp_path) as running:
         async with aiohttp.ClientSession() as http:
             sim = Sim(http, running.sim_url)
@@ -265,8 +267,10 @@ async def test_two_workers_on_the_same_queued_notices_send_each_once(
             await wait_for(lambda: both_polling(running), running, "the workers did not start")
             templates = await queue(registry, merchant, BY_TEMPLATE, by_template)
             customs = await queue(registry, merchant, BY_CUSTOM, by_custom)
-            # Every notice is an arq job twice (the dispatch and a sweep), for the two workers to race on.
+            # Every notice is an arq job twice (a sweep and the dispatch), for the two workers to race on.
             assert await sweep_effects({"effects": registry, "redis": pool}) == {"enqueued": 60}
+            tasks = await Task.filter(kind=NOTICE_SEND).order_by("id").values_list("id", flat=True)
+            await arq_dispatch(pool)(list(tasks))
             await wait_for(settled, running, "the notices did not settle")
             template_records = await sim.records(TEMPLATE_SEND)
             custom_records = await sim.records(CUSTOM_SEND)

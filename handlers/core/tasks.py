@@ -12,6 +12,10 @@ embedded scheduler — runs everything due. A task runs at most once at a time (
 UPDATE), and its handler must be idempotent (ledger keys, unique rows): a crash after the handler's
 commit but before `done` runs it again. After `MAX_ATTEMPTS` failures a task is `dead` and logged.
 
+A kind may also have a batch handler (`Effects.batch`, e.g. `notice.send`): tasks of that kind run
+together — claimed in one UPDATE, handled in one call, their outcomes recorded in one UPDATE — with the
+same lease, backoff and dead-letter rules as one at a time.
+
 `Effects` is built once from one registry (`handlers.effects.build`) by the app, the worker and the
 tests alike: there are no hook lists to install.
 """
@@ -39,6 +43,11 @@ Payload = Mapping[str, Any]
 Result = dict[str, Any] | None
 Handler = Callable[["Effects", Payload, datetime], Awaitable[Result]]
 Dispatch = Callable[[Sequence[int]], Awaitable[None]]
+# Each claimed task's outcome by task id: its result (done), or the exception it ended with
+# (`Deferred`: due again then; any other: failed, retried after a backoff).
+Outcomes = Mapping[int, Result | Exception]
+BatchHandler = Callable[["Effects", Sequence["Claimed"], datetime], Awaitable[Outcomes]]
+RUN_DUE_CHUNK = 100  # tasks of a batch kind `run_due` claims and hands to their handler at once
 
 
 class Deferred(Exception):
@@ -151,6 +160,15 @@ async def queue_for_all(
     return [(int(row["id"]), int(row["source_id"])) for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A task this process holds the lease of, for a batch handler."""
+
+    id: int
+    payload: Payload
+    attempts: int
+
+
 def _json(payload: Payload) -> str:
     return json.dumps(payload, ensure_ascii=False, sort_keys=True, default=str)
 
@@ -172,6 +190,22 @@ SELECT id, attempts, CASE WHEN status = 'running' THEN lease_until ELSE run_afte
  WHERE status = 'pending' AND run_after <= :now OR status = 'running' AND lease_until <= :now
  ORDER BY run_after, id
  LIMIT :limit
+"""
+_CLAIM_MANY_SQL = """
+UPDATE task SET status = 'running', lease_until = :lease
+ WHERE id = ANY(:ids::bigint[]) AND kind = :kind
+   AND (status = 'pending' AND run_after <= :now OR status = 'running' AND lease_until <= :now)
+RETURNING id, payload, attempts
+"""
+# One batch's outcomes: `failed` rows count an attempt and keep their error.
+_OUTCOMES_SQL = """
+UPDATE task t SET status = v.status, attempts = t.attempts + v.failed::int,
+                  run_after = coalesce(v.run_after, t.run_after), lease_until = NULL,
+                  done_at = CASE WHEN v.status = 'done' THEN :now::timestamptz END,
+                  last_error = CASE WHEN v.failed THEN v.error ELSE t.last_error END
+  FROM unnest(:ids::bigint[], :statuses::text[], :run_afters::timestamptz[], :failed::bool[], :errors::text[])
+       AS v(id, status, run_after, failed, error)
+ WHERE t.id = v.id
 """
 _DONE_SQL = "UPDATE task SET status = 'done', lease_until = NULL, done_at = :now WHERE id = :id"
 _DEFERRED_SQL = "UPDATE task SET status = 'pending', run_after = :until, lease_until = NULL WHERE id = :id"
@@ -200,6 +234,7 @@ class Effects:
     inline: frozenset[str] = frozenset()
     dispatch: Dispatch = no_dispatch
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    batch: Mapping[str, BatchHandler] = field(default_factory=dict)  # kinds also run many at a time
 
     async def queue(self, kind: str, key: str, payload: Payload, *, merchant_id: int | None) -> Queued:
         if kind not in self.handlers:
@@ -291,17 +326,61 @@ class Effects:
         return "done", result
 
     async def _failed(self, task_id: int, kind: str, attempts: int, exc: Exception, now: datetime) -> None:
-        dead = attempts >= MAX_ATTEMPTS
-        error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
-        extra = {"task_id": task_id, "kind": kind, "attempts": attempts}
-        if dead:
-            log.error("task failed for the last time; left dead", extra=extra, exc_info=exc)
-        else:
-            log.warning("task failed; retried later", extra=extra, exc_info=exc)
-        status = TaskStatus.DEAD if dead else TaskStatus.PENDING
+        status, error = _failure(task_id, kind, attempts, exc)
         await queries.fetch_rows(
             _FAILED_SQL, id=task_id, status=status.value, retry=now + backoff(attempts), error=error
         )
+
+    async def claim(self, task_ids: Sequence[int], now: datetime) -> dict[str, list[Claimed]]:
+        """Claim the due tasks among `task_ids` whose kind has a batch handler, in one UPDATE per such
+        kind (other tasks are left alone): by kind."""
+        claimed: dict[str, list[Claimed]] = {}
+        for kind in self.batch:
+            rows = await queries.fetch_rows(
+                _CLAIM_MANY_SQL, ids=list(task_ids), kind=kind, now=now, lease=now + LEASE
+            )
+            if rows:
+                claimed[kind] = [
+                    Claimed(int(r["id"]), _loads(r["payload"]), int(r["attempts"])) for r in rows
+                ]
+        return claimed
+
+    async def run_claimed(self, kind: str, tasks: Sequence[Claimed], now: datetime) -> dict[str, int]:
+        """Run claimed tasks of `kind` with its batch handler and record their outcomes in one UPDATE:
+        how many were done, failed and deferred."""
+        try:
+            outcomes = await self.batch[kind](self, tasks, now)
+        except Exception as exc:  # the batch as a whole (e.g. the database gone): each task failed
+            outcomes = {task.id: exc for task in tasks}
+        counts = {"done": 0, "failed": 0, "deferred": 0}
+        ids, statuses, run_afters, failed, errors = [], [], [], [], []
+        for task in tasks:
+            outcome = outcomes.get(task.id, LookupError(f"no outcome for task {task.id}"))
+            status, run_after, error = TaskStatus.DONE, None, ""
+            if isinstance(outcome, Deferred):
+                status, run_after = TaskStatus.PENDING, outcome.until
+                counts["deferred"] += 1
+            elif isinstance(outcome, Exception):
+                status, error = _failure(task.id, kind, task.attempts + 1, outcome)
+                run_after = now + backoff(task.attempts + 1)
+                counts["failed"] += 1
+            else:
+                counts["done"] += 1
+            ids.append(task.id)
+            statuses.append(status.value)
+            run_afters.append(run_after)
+            failed.append(bool(error))
+            errors.append(error)
+        await queries.fetch_rows(
+            _OUTCOMES_SQL,
+            ids=ids,
+            statuses=statuses,
+            run_afters=run_afters,
+            failed=failed,
+            errors=errors,
+            now=now,
+        )
+        return counts
 
     async def due(self, now: datetime, limit: int = 500) -> list[tuple[int, int, datetime]]:
         """(id, attempts so far, the moment it fell due) of the tasks due at `now`, oldest first. That
@@ -311,13 +390,35 @@ class Effects:
         return [(int(row["id"]), int(row["attempts"]), row["due_at"]) for row in rows]
 
     async def run_due(self, now: datetime, limit: int = 500) -> dict[str, int]:
-        """Run what is due, one task at a time (the embedded scheduler; tests)."""
+        """Run what is due (the embedded scheduler; tests): the tasks of a batch kind many at a time,
+        the others one at a time."""
         counts = {"done": 0, "failed": 0, "deferred": 0}
-        for task_id, _, _ in await self.due(now, limit):
-            outcome, _ = await self._run(task_id, mine=False, now=now)
-            if outcome is not None:
-                counts[outcome] += 1
+        due = [task_id for task_id, _, _ in await self.due(now, limit)]
+        for start in range(0, len(due), RUN_DUE_CHUNK):
+            chunk = due[start : start + RUN_DUE_CHUNK]
+            claimed = await self.claim(chunk, now) if self.batch else {}
+            for kind, tasks in claimed.items():
+                for outcome, n in (await self.run_claimed(kind, tasks, now)).items():
+                    counts[outcome] += n
+            taken = {task.id for tasks in claimed.values() for task in tasks}
+            for task_id in chunk:
+                if task_id not in taken:
+                    ran, _ = await self._run(task_id, mine=False, now=now)
+                    if ran is not None:
+                        counts[ran] += 1
         return counts
+
+
+def _failure(task_id: int, kind: str, attempts: int, exc: Exception) -> tuple[TaskStatus, str]:
+    """Log a failed run (an error when it was the last) and give the task's next status and error."""
+    dead = attempts >= MAX_ATTEMPTS
+    extra = {"task_id": task_id, "kind": kind, "attempts": attempts}
+    if dead:
+        log.error("task failed for the last time; left dead", extra=extra, exc_info=exc)
+    else:
+        log.warning("task failed; retried later", extra=extra, exc_info=exc)
+    error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+    return (TaskStatus.DEAD if dead else TaskStatus.PENDING), error
 
 
 def _loads(raw: object) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Access tokens come from `stable_token` in normal mode (never `force_refresh`), cached in Redis under
 `wx:token:<appid>` until five minutes before expiry and shared by every process; each process keeps its
 copy for up to a minute (never past the cache's expiry). Concurrent callers in one process share one
-fetch; across processes a short Redis lock lets one fetch while the others re-read the cache.
+read of the cache and one fetch; across processes a short Redis lock lets one fetch while the others
+re-read the cache.
 A call answered with an invalid/expired token drops the cached token, re-fetches once and retries once.
 Tokens, secrets and session keys are never logged.
 """
@@ -18,7 +19,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -35,9 +36,6 @@ from handlers.wechat.errors import (
     WeChatUnavailable,
     error_for,
 )
-
-if TYPE_CHECKING:
-    from models.merchant import Merchant
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +98,27 @@ class MpSession:
     unionid: str | None = None
 
 
-def oa_credentials(merchant: Merchant) -> AppCredentials:
+class HasApps(Protocol):
+    """A merchant, or what a caller read of one: its Official Account and mini-program credentials."""
+
+    @property
+    def oa_appid(self) -> str: ...
+    @property
+    def oa_secret(self) -> str: ...
+    @property
+    def mp_appid(self) -> str: ...
+    @property
+    def mp_secret(self) -> str: ...
+
+
+def oa_credentials(merchant: HasApps) -> AppCredentials:
     """The merchant's Official Account credentials, or `WeChatNotConfigured`."""
     if not merchant.oa_appid or not merchant.oa_secret:
         raise WeChatNotConfigured("商户未配置公众号（oa_appid 与 oa_secret）", field="oa_appid")
     return AppCredentials(merchant.oa_appid, merchant.oa_secret)
 
 
-def mp_credentials(merchant: Merchant) -> AppCredentials:
+def mp_credentials(merchant: HasApps) -> AppCredentials:
     """The merchant's mini-program credentials, or `WeChatNotConfigured`."""
     if not merchant.mp_appid or not merchant.mp_secret:
         raise WeChatNotConfigured("商户未配置小程序（mp_appid 与 mp_secret）", field="mp_appid")
@@ -153,19 +164,18 @@ class WeChatClient:
         memo = self._memo.get(app.appid)
         if memo is not None and memo[1] > loop.time():
             return memo[0]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(_token_key(app.appid))
-            pipe.pttl(_token_key(app.appid))
-            cached, ttl_ms = await pipe.execute()
-        if cached:
-            token = bytes(cached).decode()
-            self._memo[app.appid] = (token, loop.time() + min(MEMO_SECONDS, max(int(ttl_ms), 0) / 1000))
-            return token
-        lock = self._fetching.setdefault(app.appid, asyncio.Lock())
-        async with lock:
-            cached = await self.redis.get(_token_key(app.appid))
+        async with self._fetching.setdefault(app.appid, asyncio.Lock()):  # one reader; the others wait
+            memo = self._memo.get(app.appid)
+            if memo is not None and memo[1] > loop.time():
+                return memo[0]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(_token_key(app.appid))
+                pipe.pttl(_token_key(app.appid))
+                cached, ttl_ms = await pipe.execute()
             if cached:
-                return bytes(cached).decode()
+                token = bytes(cached).decode()
+                self._memo[app.appid] = (token, loop.time() + min(MEMO_SECONDS, max(int(ttl_ms), 0) / 1000))
+                return token
             return await self._fetch_across_processes(app)
 
     async def _fetch_across_processes(self, app: AppCredentials) -> str:
