@@ -14,6 +14,7 @@ from handlers.members import lookup as members
 from handlers.members import registration
 from handlers.notices.delivery import NOTICE_SEND
 from handlers.rules.expiry import RollingMonths, expiry_date
+from handlers.segments import wechat_sync
 from models.member import Gender
 from models.points import PointsAccount, PointsKind, PointsLot, PointsTransaction
 from tests.conftest import SECRET
@@ -30,7 +31,7 @@ async def test_the_app_runs_the_one_registry_of_effects(client: Any) -> None:
     """One registry (handlers.effects): no hook list a process could forget to install."""
     assert (
         set(client.app[APP_EFFECTS].handlers)
-        == set(effects.HANDLERS) | {NOTICE_SEND}
+        == set(effects.HANDLERS) | {NOTICE_SEND} | set(wechat_sync.handlers(None))
         == set(EFFECTS.handlers)
     )
     assert {members.MEMBER_REGISTERED, registration.PROFILE_COMPLETED} <= set(effects.HANDLERS)
