@@ -221,15 +221,21 @@ async def _answer(
         raise
     except Exception as exc:  # no dedup without Redis: let WeChat retry rather than risk double effects
         raise DomainError("服务暂时不可用，请稍后重试", code=ErrorCode.UNAVAILABLE) from exc
-    current = await app[MERCHANTS].at(merchant.slug, config_cache.observed() or 0)
-    if current is not merchant:
-        await recheck(current)
-        merchant = current
     answers = app[ANSWERS]
-    if not claimed.first:
+    # A first delivery opens its answer before anything else awaits, so a concurrent duplicate finds it.
+    answer = answers.open(merchant.id, push.dedup_key) if claimed.first else None
+    try:
+        current = await app[MERCHANTS].at(merchant.slug, config_cache.observed() or 0)
+        if current is not merchant:
+            await recheck(current)
+            merchant = current
+    except BaseException:
+        if answer is not None:
+            answer.set_result(None)
+        raise
+    if answer is None:
         log.info("duplicate push", extra=_log_fields(merchant, push))
         return merchant, await answers.earlier_answer(merchant.id, push.dedup_key, until=until)
-    answer = answers.open(merchant.id, push.dedup_key)
     background = app[BACKGROUND]
     task = background.spawn(_dispatch(app, merchant, push, claimed.dialog), name="wechat-dispatch")
     done, _ = await asyncio.wait({task}, timeout=max(0.0, until - time.monotonic()))

@@ -30,6 +30,7 @@ from handlers.rules.notices import CUSTOM_WINDOW
 # Longer than the whole replay window (a timestamp may be up to 5 minutes either side of now).
 TTL_SECONDS = 2 * 300 + 60
 MAX_ANSWERS = 20_000
+OPEN_GRACE_SECONDS = 0.5  # how long a duplicate waits for the first delivery to open its entry
 
 # KEYS[1] the push's dedup key; KEYS[2] the signature's key ("" in encrypted modes); KEYS[3] the member's
 # customer-service window ("" for WeChat's own events); KEYS[4] the configuration version
@@ -139,9 +140,14 @@ class AnswerBook:
         None (an empty body) if that delivery answered nothing, was handled by another process, or has
         not answered by the deadline.
         """
-        entry = self._answers.get(_key(merchant_id, push_key))
-        if entry is None:
-            return None
+        key = _key(merchant_id, push_key)
+        # The first delivery opens its entry right after its claim returns; a duplicate whose claim
+        # answer was read first waits a moment for it (it never appears if another process won).
+        settle = min(until, time.monotonic() + OPEN_GRACE_SECONDS)
+        while (entry := self._answers.get(key)) is None:
+            if time.monotonic() >= settle:
+                return None
+            await asyncio.sleep(0.005)
         try:
             return await asyncio.wait_for(asyncio.shield(entry[1]), max(0.0, until - time.monotonic()))
         except TimeoutError:
