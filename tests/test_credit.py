@@ -462,6 +462,17 @@ async def test_audit_command_exits_1_on_a_corrupted_account(shop: Any, settings:
     assert code == 1 and "owed = sum of the ledger expected 4000, found 3000" in out
     await CreditAccount.filter(member_id=member.id).update(balance_fen=4_000, limit_fen=9_000)
     assert {m.check for m in await audit_credit(merchant.id)} == {"limit = the last entry's limit"}
+    await CreditAccount.filter(member_id=member.id).update(limit_fen=10_000)
+    assert await audit_credit() == []
+    stray = await CreditEntry.create(  # a row written around the writer, its running balance wrong
+        merchant_id=merchant.id, member_id=member.id, kind=CreditKind.REPAY, amount_fen=-1_000,
+        balance_after=4_000, limit_after=10_000, idempotency_key="by-hand", created_at=NOW,
+    )  # fmt: skip
+    found = {(m.check, m.expected, m.actual) for m in await audit_credit(merchant.id)}
+    assert found == {
+        ("owed = sum of the ledger", 3_000, 4_000),
+        (f"entry {stray.id} (repay): balance_after = running sum, within 0..10000", 3_000, 4_000),
+    }
 
 
 async def test_a_purchase_on_credit_costs_no_round_trip_more(

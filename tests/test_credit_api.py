@@ -3,11 +3,13 @@ repayments, the overdue list (JSON and CSV, a manager's store only), the setting
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from openpyxl import load_workbook
 
 from handlers.credit import ledger as credit
 from handlers.credit.audit import audit_credit
@@ -218,6 +220,16 @@ async def test_overdue_list_json_csv_and_a_managers_store_only(
     assert lines[0] == "会员号,姓名,手机号,逾期金额（元）,最早到期,逾期天数,欠款（元）,信用额度（元）"
     assert len(lines) == 2 and lines[1].startswith(f"{member.code},王芳,139****5678,100.00,")
     assert lines[1].endswith(",10,100.00,1000.00")
+
+    xlsx = await client.get("/api/admin/credit/overdue.xlsx", params={"as_of": as_of}, headers=admin)
+    assert xlsx.status == 200 and xlsx.headers["Content-Type"].startswith("application/vnd.openxmlformats")
+    sheet = load_workbook(io.BytesIO(await xlsx.read()), read_only=True)["信用预警"]
+    rows = [list(row) for row in sheet.iter_rows(values_only=True)]
+    assert rows[0] == lines[0].split(",")
+    assert [(r[0], r[1], r[2], r[3], r[5], r[6], r[7]) for r in rows[1:]] == [
+        (member.code, "王芳", "139****5678", 100, 10, 100, 1000),
+        (other.code, "李雷", None, 70, 10, 70, 1000),
+    ]
 
 
 async def test_the_overdue_setting_is_admins_and_audited(

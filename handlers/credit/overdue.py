@@ -17,8 +17,10 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from openpyxl import Workbook
 from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log, queries
@@ -29,47 +31,56 @@ from models.merchant import Merchant
 
 MAX_OVERDUE_DAYS = 3650
 
-# What is left of each charge as of `:as_of`: repayments allocated first in, first out.
-_UNPAID = """
-WITH charges AS (
-  SELECT c.member_id, c.id, c.due_at,
-         c.amount_fen + COALESCE((SELECT SUM(r.amount_fen) FROM credit_entry r
-                                   WHERE r.reverses_id = c.id AND r.created_at <= :as_of), 0) AS net
-    FROM credit_entry c
-   WHERE c.merchant_id = :merchant AND c.kind = 'charge' AND c.created_at <= :as_of
-     AND (CAST(:member AS bigint) IS NULL OR c.member_id = :member)
+# Each charge net of the refund reversals of it, and each member's repayments, as of `:as_of`
+# (`{only}`: nothing, or one member's rows).
+_CHARGES = """
+WITH reversed AS (
+  SELECT reverses_id, SUM(amount_fen) AS total FROM credit_entry
+   WHERE merchant_id = :merchant AND kind = 'reversal' AND created_at <= :as_of{only}
+   GROUP BY reverses_id
+), charges AS (
+  SELECT c.member_id, c.id, c.due_at, c.amount_fen + COALESCE(r.total, 0) AS net
+    FROM credit_entry c LEFT JOIN reversed r ON r.reverses_id = c.id
+   WHERE c.merchant_id = :merchant AND c.kind = 'charge' AND c.created_at <= :as_of{only}
 ), repaid AS (
   SELECT member_id, -SUM(amount_fen) AS total FROM credit_entry
-   WHERE merchant_id = :merchant AND kind = 'repay' AND created_at <= :as_of
-     AND (CAST(:member AS bigint) IS NULL OR member_id = :member)
+   WHERE merchant_id = :merchant AND kind = 'repay' AND created_at <= :as_of{only}
    GROUP BY member_id
-), allocated AS (
-  SELECT ch.member_id, ch.due_at, ch.net,
-         SUM(ch.net) OVER (PARTITION BY ch.member_id ORDER BY ch.due_at, ch.id) AS running,
-         COALESCE(rp.total, 0) AS repaid
-    FROM charges ch LEFT JOIN repaid rp ON rp.member_id = ch.member_id
-), unpaid AS (
-  SELECT member_id, due_at, GREATEST(0, LEAST(net, running - repaid)) AS left_fen FROM allocated
 )"""
-_OVERDUE_SQL = (
-    _UNPAID  # noqa: S608 - constant SQL text, values are bound
-    + """, late AS (
-  SELECT member_id, SUM(left_fen) AS overdue_fen, MIN(due_at) AS oldest_due_at
-    FROM unpaid WHERE left_fen > 0 AND due_at < :as_of
-   GROUP BY member_id
+# First in, first out, the repayments R pay the charges due soonest: of the charges already due (D in
+# all), D - R is unpaid when positive, and the oldest unpaid due date is the first due charge whose
+# running total passes R. One pass over the charges in due order, grouped per member.
+_OVERDUE = """, running AS (
+  SELECT ch.member_id, ch.due_at, ch.net, COALESCE(rp.total, 0) AS repaid,
+         SUM(ch.net) OVER (PARTITION BY ch.member_id ORDER BY ch.due_at, ch.id) AS running
+    FROM charges ch LEFT JOIN repaid rp ON rp.member_id = ch.member_id
+), late AS (
+  SELECT member_id, MAX(repaid) AS repaid, SUM(net) AS charged,
+         COALESCE(SUM(net) FILTER (WHERE due_at < :as_of), 0) AS due,
+         MIN(due_at) FILTER (WHERE due_at < :as_of AND running > repaid) AS oldest_due_at
+    FROM running GROUP BY member_id
 )
-SELECT l.member_id, m.code, m.name, m.phone, m.store_id, l.overdue_fen, l.oldest_due_at,
-       (SELECT COALESCE(SUM(e.amount_fen), 0) FROM credit_entry e
-         WHERE e.member_id = l.member_id AND e.created_at <= :as_of) AS owed_fen,
-       a.limit_fen
+SELECT l.member_id, m.code, m.name, m.phone, m.store_id, l.due - l.repaid AS overdue_fen, l.oldest_due_at,
+       l.charged - l.repaid AS owed_fen, a.limit_fen
   FROM late l
   JOIN member m ON m.id = l.member_id
   JOIN credit_account a ON a.member_id = l.member_id
- WHERE m.anonymized_at IS NULL AND (CAST(:store AS integer) IS NULL OR m.store_id = :store)
+ WHERE l.due > l.repaid AND m.anonymized_at IS NULL
+   AND (CAST(:store AS integer) IS NULL OR m.store_id = :store)
  ORDER BY l.oldest_due_at, l.member_id
 """
-)
-_NEXT_DUE_SQL = _UNPAID + "\nSELECT MIN(due_at) AS due FROM unpaid WHERE left_fen > 0"
+_NEXT_DUE = """
+SELECT MIN(ch.due_at) AS due FROM (
+  SELECT due_at, SUM(net) OVER (ORDER BY due_at, id) AS running FROM charges
+) ch WHERE ch.running > COALESCE((SELECT total FROM repaid), 0)
+"""
+_ONE = " AND member_id = :member"
+_OVERDUE_SQL = _CHARGES.format(only="") + _OVERDUE
+_MEMBER_OVERDUE_SQL = _CHARGES.format(only=_ONE) + _OVERDUE
+_NEXT_DUE_SQL = _CHARGES.format(only=_ONE) + _NEXT_DUE
+# A merchant-wide list costs the planner enough to JIT-compile it, which took longer than running it
+# (3.4 of 8.5 s on 700,000 entries): off for this statement's transaction.
+_NO_JIT = "SET LOCAL jit = off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +108,14 @@ async def overdue(
     """Members with overdue credit as of `as_of`, the oldest due date first. `scope` limits a manager to
     the members of their store (the member's store); `store_id` narrows further (admins); `member_id`
     to one member."""
-    rows = await queries.fetch_rows(
-        _OVERDUE_SQL,
-        merchant=merchant.id,
-        as_of=as_of,
-        store=scope.store_filter(store_id),
-        member=member_id,
-    )
+    store = scope.store_filter(store_id)
+    if member_id is not None:
+        sql, params = _MEMBER_OVERDUE_SQL, {"member": member_id}
+    else:
+        sql, params = _OVERDUE_SQL, {}
+    async with in_transaction():
+        await queries.fetch_rows(_NO_JIT)
+        rows = await queries.fetch_rows(sql, merchant=merchant.id, as_of=as_of, store=store, **params)
     return [
         Overdue(
             int(row["member_id"]),
@@ -150,6 +162,19 @@ def _yuan(fen: int) -> str:
     return f"{fen / 100:.2f}"
 
 
+def _cells(row: Overdue, zone: ZoneInfo) -> list[str | int]:
+    return [
+        _text(row.member_code),
+        _text(row.name),
+        mask_phone(row.phone),
+        _yuan(row.overdue_fen),
+        row.oldest_due_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+        row.days_overdue,
+        _yuan(row.owed_fen),
+        _yuan(row.limit_fen),
+    ]
+
+
 def to_csv(found: list[Overdue], timezone: str) -> bytes:
     """The rows as CSV (UTF-8 with a BOM, so Excel reads the Chinese); phones masked; times local."""
     zone = ZoneInfo(timezone)
@@ -157,19 +182,24 @@ def to_csv(found: list[Overdue], timezone: str) -> bytes:
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
     for row in found:
-        writer.writerow(
-            [
-                _text(row.member_code),
-                _text(row.name),
-                mask_phone(row.phone),
-                _yuan(row.overdue_fen),
-                row.oldest_due_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-                row.days_overdue,
-                _yuan(row.owed_fen),
-                _yuan(row.limit_fen),
-            ]
-        )
+        writer.writerow(_cells(row, zone))
     return ("\ufeff" + out.getvalue()).encode()
+
+
+def to_xlsx(found: list[Overdue], timezone: str) -> bytes:
+    """The rows as an XLSX workbook (sheet 信用预警): the CSV's columns, amounts in yuan as numbers."""
+    zone = ZoneInfo(timezone)
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("信用预警")
+    sheet.append(CSV_HEADER)
+    for row in found:
+        cells: list[object] = list(_cells(row, zone))
+        for column in (3, 6, 7):
+            cells[column] = Decimal(str(cells[column]))
+        sheet.append(cells)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
 
 
 async def set_overdue_days(merchant: Merchant, days: int, *, actor: str) -> None:
