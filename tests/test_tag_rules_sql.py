@@ -24,7 +24,8 @@ from models.product import Product
 from models.purchase import Purchase, PurchaseStatus
 from models.staff import Staff
 from models.tag import MemberTag, MemberTagHistory, Tag
-from tests.support.factories import make_member, make_merchant
+from models.task import Task, TaskStatus
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 NOW = datetime(2026, 6, 15, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 TODAY = date(2026, 6, 15)
@@ -153,8 +154,14 @@ async def world(client: TestClient) -> World:
     return await build(await make_merchant())
 
 
+async def create(world: World, name: str, rule: dict[str, Any]) -> tuple[Tag, recompute.Counts]:
+    """An automatic tag (its computation queued), computed at NOW."""
+    tag = await catalogue.create_tag(world.shop.id, name, rule, actor=ACTOR, effects=EFFECTS)
+    return tag, await recompute.recompute_tag(world.shop.id, tag.id, now=NOW, timezone=TZ)
+
+
 async def tagged(world: World, rule: dict[str, Any], name: str = "t") -> set[str]:
-    tag, _ = await catalogue.create_tag(world.shop.id, name, rule, actor=ACTOR, now=NOW, timezone=TZ)
+    tag, _ = await create(world, name, rule)
     rows = await MemberTag.filter(tag_id=tag.id).values_list("member_id", flat=True)
     return world.names(list(rows))  # type: ignore[arg-type]
 
@@ -223,7 +230,7 @@ async def test_store_staff_and_coupon_template_rules(world: World) -> None:
 
 async def test_recompute_adds_and_removes_with_history_and_keeps_the_others(world: World) -> None:
     rule = {**RFM, "segment": "一般发展客户"}
-    tag, counts = await catalogue.create_tag(world.shop.id, "发展", rule, actor=ACTOR, now=NOW, timezone=TZ)
+    tag, counts = await create(world, "发展", rule)
     assert counts == {"members": 1, "added": 1, "removed": 0}
     kept = await MemberTag.get(tag_id=tag.id, member_id=world.by_name["F"].id)
     # F buys twice more (now frequent: 一般价值); H buys once (now recent: 一般发展).
@@ -249,29 +256,42 @@ async def test_recompute_adds_and_removes_with_history_and_keeps_the_others(worl
     assert (await Tag.get(id=tag.id)).member_count == 1
 
 
-async def test_a_rule_change_recomputes_only_that_tag(world: World) -> None:
-    women, _ = await catalogue.create_tag(
-        world.shop.id, "女", {"type": "gender", "genders": ["female"]}, actor=ACTOR, now=NOW, timezone=TZ
+async def test_a_rule_change_queues_the_recomputation_of_that_tag_only(world: World) -> None:
+    women = await catalogue.create_tag(
+        world.shop.id, "女", {"type": "gender", "genders": ["female"]}, actor=ACTOR, effects=EFFECTS
     )
-    gold, _ = await catalogue.create_tag(
-        world.shop.id, "金", {"type": "tier", "tiers": ["gold"]}, actor=ACTOR, now=NOW, timezone=TZ
+    gold = await catalogue.create_tag(
+        world.shop.id, "金", {"type": "tier", "tiers": ["gold"]}, actor=ACTOR, effects=EFFECTS
     )
-    later = NOW + timedelta(days=1)
+    assert await queued_tags() == [women.id, gold.id]
+    await EFFECTS.run_due(datetime.now(UTC))  # the creations' computations
+    assert await queued_tags() == []
+    computed = (await Tag.get(id=women.id)).recomputed_at
+    assert computed is not None and (await Tag.get(id=women.id)).member_count == 2
     await Member.filter(id=world.by_name["D"].id).update(gender="female")  # women's tag is now stale
-    tag, counts = await catalogue.update_tag(
+    tag = await catalogue.update_tag(
         world.shop.id, gold.id, name=None, rule={"type": "tier", "tiers": ["gold", "silver"]},
-        actor=ACTOR, now=later, timezone=TZ,
+        actor=ACTOR, effects=EFFECTS,
     )  # fmt: skip
-    assert counts == {"members": 2, "added": 1, "removed": 0}
-    assert tag.rule_version == 2 and tag.recomputed_at == later
-    untouched = await Tag.get(id=women.id)
-    assert untouched.recomputed_at == NOW and untouched.member_count == 2
-    holders = await MemberTag.filter(tag_id=women.id).values_list("member_id", flat=True)
-    assert world.names(list(holders)) == {"A", "C"}  # type: ignore[arg-type]
+    assert tag.rule_version == 2
+    assert await queued_tags() == [gold.id]
+    await EFFECTS.run_due(datetime.now(UTC))
+    assert (await Tag.get(id=gold.id)).member_count == 2
     history = await MemberTagHistory.filter(tag_id=gold.id, member_id=world.by_name["B"].id).get()
     assert history.rule_version == 2
-    # The nightly run catches the stale one up.
-    total = await recompute.nightly(later)
+    untouched = await Tag.get(id=women.id)
+    assert untouched.recomputed_at == computed and untouched.member_count == 2
+    holders = await MemberTag.filter(tag_id=women.id).values_list("member_id", flat=True)
+    assert world.names(list(holders)) == {"A", "C"}  # type: ignore[arg-type]
+    # A rename queues nothing; the nightly run catches the stale tag up.
+    await catalogue.update_tag(world.shop.id, gold.id, name="金卡", rule=None, actor=ACTOR, effects=EFFECTS)
+    assert await queued_tags() == []
+    total = await recompute.nightly(datetime.now(UTC) + timedelta(days=1))
     assert total == {"tags": 2, "added": 1, "removed": 0}
     holders = await MemberTag.filter(tag_id=women.id).values_list("member_id", flat=True)
     assert world.names(list(holders)) == {"A", "C", "D"}  # type: ignore[arg-type]
+
+
+async def queued_tags() -> list[int]:
+    rows = await Task.filter(kind=recompute.TAG_RECOMPUTE, status=TaskStatus.PENDING).order_by("id")
+    return [row.payload["tag_id"] for row in rows]
