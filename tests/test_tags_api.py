@@ -105,6 +105,8 @@ async def test_member_tags_lists_what_is_held(
     assert auto["member_count"] == 1 and auto["recomputed_at"] is not None
     counts = await post(client, f"/api/admin/tags/{auto['id']}/recompute", manager, None)
     assert counts == {"members": 1, "added": 0, "removed": 0}
+    audit = await AuditLog.filter(merchant_id=shop.id, action="tag.recompute").get()
+    assert (audit.subject, audit.detail) == (f"tag:{auto['id']}", counts)
     view = await (await client.get(f"/api/admin/members/{member.id}/tags", headers=manager)).json()
     assert [(t["name"], t["kind"], t["added_by"] is None) for t in view["tags"]] == [
         ("VIP", "manual", False),

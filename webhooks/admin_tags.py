@@ -211,8 +211,8 @@ async def delete_tag(call: Call[None, TagPath]) -> None:
 @routes.post("/api/admin/tags/{tag_id}/recompute", path_model=TagPath, response=CountsOut, auth=MANAGER)
 async def recompute_tag(call: Call[None, TagPath]) -> CountsOut:
     """Recompute an automatic tag now, in the request (a manual tag is left as it is)."""
-    counts = await recompute.recompute_tag(
-        call.merchant.id, call.path.tag_id, now=datetime.now(UTC), timezone=call.merchant.timezone
+    counts = await recompute.recompute_on_demand(
+        call.merchant, call.path.tag_id, actor=_actor(call), now=datetime.now(UTC)
     )
     return CountsOut(**counts)
 

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from tortoise.transactions import in_transaction
 
-from handlers.core import queries
+from handlers.core import audit_log, queries
 from handlers.core.errors import NotFound
 from handlers.core.tasks import Effects, Queued
 from handlers.loyalty import config as loyalty_config
@@ -101,6 +101,13 @@ async def recompute_tag(merchant_id: int, tag_id: int, *, now: datetime, timezon
         await Tag.filter(id=tag.id).update(recomputed_at=now, member_count=counts["members"])
     if counts["added"] + counts["removed"] >= ANALYZE_AFTER:
         await queries.fetch_rows("ANALYZE member_tag")
+    return counts
+
+
+async def recompute_on_demand(merchant: Merchant, tag_id: int, *, actor: str, now: datetime) -> Counts:
+    """A staff member's `POST …/recompute`: the recomputation, and its audit-log entry with the counts."""
+    counts = await recompute_tag(merchant.id, tag_id, now=now, timezone=merchant.timezone)
+    await audit_log.record(merchant.id, actor, "tag.recompute", f"tag:{tag_id}", **counts)
     return counts
 
 
