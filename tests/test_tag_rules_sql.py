@@ -4,6 +4,7 @@ recomputes that tag only."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from handlers.core import queries
 from handlers.loyalty import ledger
 from handlers.rules.tag_rules import RFM_SEGMENTS
-from handlers.tags import catalogue, recompute
+from handlers.tags import assign, catalogue, recompute
 from models.coupon import Coupon, CouponTemplate
 from models.loyalty import MemberTier
 from models.member import Member
@@ -295,3 +296,30 @@ async def test_a_rule_change_queues_the_recomputation_of_that_tag_only(world: Wo
 async def queued_tags() -> list[int]:
     rows = await Task.filter(kind=recompute.TAG_RECOMPUTE, status=TaskStatus.PENDING).order_by("id")
     return [row.payload["tag_id"] for row in rows]
+
+
+async def test_concurrent_recomputations_of_one_tag_take_turns(world: World) -> None:
+    tag = await catalogue.create_tag(
+        world.shop.id, "并发", {"type": "gender", "genders": ["female"]}, actor=ACTOR, effects=EFFECTS
+    )
+    runs = await asyncio.gather(
+        *(recompute.recompute_tag(world.shop.id, tag.id, now=NOW, timezone=TZ) for _ in range(4))
+    )
+    assert sorted(run["added"] for run in runs) == [0, 0, 0, 2]
+    assert await MemberTagHistory.filter(tag_id=tag.id).count() == 2
+    assert (await Tag.get(id=tag.id)).member_count == 2
+
+
+async def test_concurrent_manual_applies_change_once(world: World) -> None:
+    tag = await Tag.create(merchant_id=world.shop.id, name="手动并发")
+    member = world.by_name["A"]
+    staff_id = world.staff.id
+    changed = await asyncio.gather(
+        *(
+            assign.change_one(world.shop.id, tag.id, member.id, "add", staff_id=staff_id, now=NOW)
+            for _ in range(5)
+        )
+    )
+    assert sorted(changed) == [False, False, False, False, True]
+    assert await MemberTagHistory.filter(tag_id=tag.id).count() == 1
+    assert (await Tag.get(id=tag.id)).member_count == 1
