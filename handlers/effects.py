@@ -11,6 +11,8 @@ after a crash between its work and its `done`.
 - `wallet.topped_up`, by a stored-value top-up: the tier review (recharge criteria);
 - `tier.upgraded`, by an upgrade (earned or bought): the tier's gift coupons, the member's notice;
 - `notice.send`, by every member notice (`handlers.notices`): its delivery;
+- `tag.recompute`, by an automatic tag's creation or rule change: that tag's recomputation
+  (`handlers.tags.recompute`; tens of seconds on a million members, so not inline);
 - `segment.wechat_sync` / `segment.wechat_drop`, by a segment's sync to (or deletion of) its WeChat user
   tag (`handlers.segments.wechat_sync`): the WeChat calls, off the request;
 - `members.import`, by a member import's upload (`handlers.member_import`): applying its rows, in
@@ -32,6 +34,7 @@ from handlers.members import lookup as members
 from handlers.members import member_qr, registration
 from handlers.notices.delivery import NOTICE_SEND, NoticeServices, batch_sender, sender, tell
 from handlers.segments import wechat_sync
+from handlers.tags import recompute as tag_recompute
 from handlers.till import purchase
 from handlers.wallet import ledger as wallet
 from models.member import Member
@@ -76,11 +79,12 @@ HANDLERS: dict[str, Handler] = {
     wallet.AFTER_TOP_UP: wallet.after_top_up,
     tiers.TIER_UPGRADED: tier_upgraded,
     member_import.IMPORT_TASK: member_import.run_task,
+    tag_recompute.TAG_RECOMPUTE: tag_recompute.run_task,
 }
 # The others shape what the member or cashier sees next (the welcome's bonus, the receipt's tier), so
 # they run in the request, right after commit; a failure is retried by `run_due`. An import runs for
-# minutes: its upload's response does not wait for it.
-INLINE = frozenset(HANDLERS) - {member_import.IMPORT_TASK}
+# minutes, a tag recomputation tens of seconds: their responses do not wait for them.
+INLINE = frozenset(HANDLERS) - {member_import.IMPORT_TASK, tag_recompute.TAG_RECOMPUTE}
 
 
 def build(dispatch: Dispatch = no_dispatch, services: NoticeServices | None = None) -> Effects:

@@ -119,6 +119,14 @@ async def test_the_where_clause_binds_every_value(world: World) -> None:
     compiled = await audience.compile_for(world.shop.id, {"attr": "tier", "op": "eq", "value": "gold"})
     assert "gold" not in compiled.where and "gold" in compiled.params.values()
     assert compiled.tiers and not compiled.points
+    either = {"or": [{"tag": world.vip.id}, female(), {"tag": world.new.id}]}
+    compiled = await audience.compile_for(world.shop.id, either)
+    assert compiled.where.count("member_tag") == 1 and "tag_id = ANY(" in compiled.where
+    assert sorted([world.vip.id, world.new.id]) in compiled.params.values()
+    assert await selected(world, either) == {"ann", "bob", "cat", "dan", "eve"}
+    foreign = await Tag.create(merchant_id=(await make_merchant("elsewhere")).id, name="别家")
+    with pytest.raises(ValidationError):
+        await audience.count(world.shop.id, {"or": [{"tag": world.vip.id}, {"tag": foreign.id}]})
 
 
 async def test_keyset_batches(world: World) -> None:

@@ -4,6 +4,7 @@ recomputes that tag only."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from handlers.core import queries
 from handlers.loyalty import ledger
 from handlers.rules.tag_rules import RFM_SEGMENTS
-from handlers.tags import catalogue, recompute
+from handlers.tags import assign, catalogue, recompute
 from models.coupon import Coupon, CouponTemplate
 from models.loyalty import MemberTier
 from models.member import Member
@@ -24,7 +25,8 @@ from models.product import Product
 from models.purchase import Purchase, PurchaseStatus
 from models.staff import Staff
 from models.tag import MemberTag, MemberTagHistory, Tag
-from tests.support.factories import make_member, make_merchant
+from models.task import Task, TaskStatus
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 NOW = datetime(2026, 6, 15, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 TODAY = date(2026, 6, 15)
@@ -153,8 +155,14 @@ async def world(client: TestClient) -> World:
     return await build(await make_merchant())
 
 
+async def create(world: World, name: str, rule: dict[str, Any]) -> tuple[Tag, recompute.Counts]:
+    """An automatic tag (its computation queued), computed at NOW."""
+    tag = await catalogue.create_tag(world.shop.id, name, rule, actor=ACTOR, effects=EFFECTS)
+    return tag, await recompute.recompute_tag(world.shop.id, tag.id, now=NOW, timezone=TZ)
+
+
 async def tagged(world: World, rule: dict[str, Any], name: str = "t") -> set[str]:
-    tag, _ = await catalogue.create_tag(world.shop.id, name, rule, actor=ACTOR, now=NOW, timezone=TZ)
+    tag, _ = await create(world, name, rule)
     rows = await MemberTag.filter(tag_id=tag.id).values_list("member_id", flat=True)
     return world.names(list(rows))  # type: ignore[arg-type]
 
@@ -223,7 +231,7 @@ async def test_store_staff_and_coupon_template_rules(world: World) -> None:
 
 async def test_recompute_adds_and_removes_with_history_and_keeps_the_others(world: World) -> None:
     rule = {**RFM, "segment": "一般发展客户"}
-    tag, counts = await catalogue.create_tag(world.shop.id, "发展", rule, actor=ACTOR, now=NOW, timezone=TZ)
+    tag, counts = await create(world, "发展", rule)
     assert counts == {"members": 1, "added": 1, "removed": 0}
     kept = await MemberTag.get(tag_id=tag.id, member_id=world.by_name["F"].id)
     # F buys twice more (now frequent: 一般价值); H buys once (now recent: 一般发展).
@@ -249,29 +257,69 @@ async def test_recompute_adds_and_removes_with_history_and_keeps_the_others(worl
     assert (await Tag.get(id=tag.id)).member_count == 1
 
 
-async def test_a_rule_change_recomputes_only_that_tag(world: World) -> None:
-    women, _ = await catalogue.create_tag(
-        world.shop.id, "女", {"type": "gender", "genders": ["female"]}, actor=ACTOR, now=NOW, timezone=TZ
+async def test_a_rule_change_queues_the_recomputation_of_that_tag_only(world: World) -> None:
+    women = await catalogue.create_tag(
+        world.shop.id, "女", {"type": "gender", "genders": ["female"]}, actor=ACTOR, effects=EFFECTS
     )
-    gold, _ = await catalogue.create_tag(
-        world.shop.id, "金", {"type": "tier", "tiers": ["gold"]}, actor=ACTOR, now=NOW, timezone=TZ
+    gold = await catalogue.create_tag(
+        world.shop.id, "金", {"type": "tier", "tiers": ["gold"]}, actor=ACTOR, effects=EFFECTS
     )
-    later = NOW + timedelta(days=1)
+    assert await queued_tags() == [women.id, gold.id]
+    await EFFECTS.run_due(datetime.now(UTC))  # the creations' computations
+    assert await queued_tags() == []
+    computed = (await Tag.get(id=women.id)).recomputed_at
+    assert computed is not None and (await Tag.get(id=women.id)).member_count == 2
     await Member.filter(id=world.by_name["D"].id).update(gender="female")  # women's tag is now stale
-    tag, counts = await catalogue.update_tag(
+    tag = await catalogue.update_tag(
         world.shop.id, gold.id, name=None, rule={"type": "tier", "tiers": ["gold", "silver"]},
-        actor=ACTOR, now=later, timezone=TZ,
+        actor=ACTOR, effects=EFFECTS,
     )  # fmt: skip
-    assert counts == {"members": 2, "added": 1, "removed": 0}
-    assert tag.rule_version == 2 and tag.recomputed_at == later
-    untouched = await Tag.get(id=women.id)
-    assert untouched.recomputed_at == NOW and untouched.member_count == 2
-    holders = await MemberTag.filter(tag_id=women.id).values_list("member_id", flat=True)
-    assert world.names(list(holders)) == {"A", "C"}  # type: ignore[arg-type]
+    assert tag.rule_version == 2
+    assert await queued_tags() == [gold.id]
+    await EFFECTS.run_due(datetime.now(UTC))
+    assert (await Tag.get(id=gold.id)).member_count == 2
     history = await MemberTagHistory.filter(tag_id=gold.id, member_id=world.by_name["B"].id).get()
     assert history.rule_version == 2
-    # The nightly run catches the stale one up.
-    total = await recompute.nightly(later)
+    untouched = await Tag.get(id=women.id)
+    assert untouched.recomputed_at == computed and untouched.member_count == 2
+    holders = await MemberTag.filter(tag_id=women.id).values_list("member_id", flat=True)
+    assert world.names(list(holders)) == {"A", "C"}  # type: ignore[arg-type]
+    # A rename queues nothing; the nightly run catches the stale tag up.
+    await catalogue.update_tag(world.shop.id, gold.id, name="金卡", rule=None, actor=ACTOR, effects=EFFECTS)
+    assert await queued_tags() == []
+    total = await recompute.nightly(datetime.now(UTC) + timedelta(days=1))
     assert total == {"tags": 2, "added": 1, "removed": 0}
     holders = await MemberTag.filter(tag_id=women.id).values_list("member_id", flat=True)
     assert world.names(list(holders)) == {"A", "C", "D"}  # type: ignore[arg-type]
+
+
+async def queued_tags() -> list[int]:
+    rows = await Task.filter(kind=recompute.TAG_RECOMPUTE, status=TaskStatus.PENDING).order_by("id")
+    return [row.payload["tag_id"] for row in rows]
+
+
+async def test_concurrent_recomputations_of_one_tag_take_turns(world: World) -> None:
+    tag = await catalogue.create_tag(
+        world.shop.id, "并发", {"type": "gender", "genders": ["female"]}, actor=ACTOR, effects=EFFECTS
+    )
+    runs = await asyncio.gather(
+        *(recompute.recompute_tag(world.shop.id, tag.id, now=NOW, timezone=TZ) for _ in range(4))
+    )
+    assert sorted(run["added"] for run in runs) == [0, 0, 0, 2]
+    assert await MemberTagHistory.filter(tag_id=tag.id).count() == 2
+    assert (await Tag.get(id=tag.id)).member_count == 2
+
+
+async def test_concurrent_manual_applies_change_once(world: World) -> None:
+    tag = await Tag.create(merchant_id=world.shop.id, name="手动并发")
+    member = world.by_name["A"]
+    staff_id = world.staff.id
+    changed = await asyncio.gather(
+        *(
+            assign.change_one(world.shop.id, tag.id, member.id, "add", staff_id=staff_id, now=NOW)
+            for _ in range(5)
+        )
+    )
+    assert sorted(changed) == [False, False, False, False, True]
+    assert await MemberTagHistory.filter(tag_id=tag.id).count() == 1
+    assert (await Tag.get(id=tag.id)).member_count == 1

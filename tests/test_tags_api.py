@@ -18,6 +18,7 @@ from models.member import Member
 from models.merchant import Merchant
 from models.tag import MemberTag, MemberTagHistory, Tag
 from tests.support.factories import make_member, make_merchant, staff_headers
+from webhooks.appkeys import EFFECTS
 
 
 @pytest.fixture
@@ -98,7 +99,14 @@ async def test_member_tags_lists_what_is_held(
     manual = await new_tag(client, manager, "VIP")
     await post(client, f"/api/admin/tags/{manual['id']}/members", manager, {"member_id": member.id})
     auto = await new_tag(client, manager, "女性", {"type": "gender", "genders": ["female"]})
-    assert auto["kind"] == "auto" and auto["recomputed"] == {"members": 1, "added": 1, "removed": 0}
+    assert auto["kind"] == "auto" and auto["recomputed_at"] is None  # computed in the background
+    await client.app[EFFECTS].run_due(datetime.now(UTC))
+    auto = await (await client.get(f"/api/admin/tags/{auto['id']}", headers=manager)).json()
+    assert auto["member_count"] == 1 and auto["recomputed_at"] is not None
+    counts = await post(client, f"/api/admin/tags/{auto['id']}/recompute", manager, None)
+    assert counts == {"members": 1, "added": 0, "removed": 0}
+    audit = await AuditLog.filter(merchant_id=shop.id, action="tag.recompute").get()
+    assert (audit.subject, audit.detail) == (f"tag:{auto['id']}", counts)
     view = await (await client.get(f"/api/admin/members/{member.id}/tags", headers=manager)).json()
     assert [(t["name"], t["kind"], t["added_by"] is None) for t in view["tags"]] == [
         ("VIP", "manual", False),

@@ -66,7 +66,6 @@ class TagOut(Out):
     wechat_tag_id: int | None
     created_at: datetime
     updated_at: datetime
-    recomputed: CountsOut | None = Field(None, description="what the recomputation this request ran changed")
 
 
 class TagsOut(Out):
@@ -144,7 +143,7 @@ def _actor(call: Call[Any, Any]) -> str:
     return f"staff:{call.staff.id}"
 
 
-def tag_out(tag: Tag, counts: recompute.Counts | None = None) -> TagOut:
+def tag_out(tag: Tag) -> TagOut:
     return TagOut(
         id=tag.id,
         name=tag.name,
@@ -156,7 +155,6 @@ def tag_out(tag: Tag, counts: recompute.Counts | None = None) -> TagOut:
         wechat_tag_id=tag.wechat_tag_id,
         created_at=tag.created_at,
         updated_at=tag.updated_at,
-        recomputed=CountsOut(**counts) if counts is not None else None,
     )
 
 
@@ -168,16 +166,11 @@ async def list_tags(call: Call[None, None]) -> TagsOut:
 
 @routes.post("/api/admin/tags", body=TagIn, response=TagOut, status=201, auth=MANAGER, errors=(409,))
 async def create_tag(call: Call[TagIn, None]) -> TagOut:
-    """Create a manual tag, or an automatic one (with a rule), computed at once."""
-    tag, counts = await catalogue.create_tag(
-        call.merchant.id,
-        call.body.name,
-        call.body.rule,
-        actor=_actor(call),
-        now=datetime.now(UTC),
-        timezone=call.merchant.timezone,
+    """Create a manual tag, or an automatic one (with a rule), computed in the background (recomputed_at)."""
+    tag = await catalogue.create_tag(
+        call.merchant.id, call.body.name, call.body.rule, actor=_actor(call), effects=call.effects
     )
-    return tag_out(tag, counts)
+    return tag_out(tag)
 
 
 @routes.get("/api/admin/tags/{tag_id}", path_model=TagPath, response=TagOut, auth=MANAGER)
@@ -195,17 +188,16 @@ async def get_tag(call: Call[None, TagPath]) -> TagOut:
     errors=(409,),
 )
 async def update_tag(call: Call[TagPatch, TagPath]) -> TagOut:
-    """Rename a tag, or change an automatic tag's rule (that tag alone is recomputed)."""
-    tag, counts = await catalogue.update_tag(
+    """Rename a tag, or change an automatic tag's rule (that tag alone is recomputed, in the background)."""
+    tag = await catalogue.update_tag(
         call.merchant.id,
         call.path.tag_id,
         name=call.body.name,
         rule=call.body.rule,
         actor=_actor(call),
-        now=datetime.now(UTC),
-        timezone=call.merchant.timezone,
+        effects=call.effects,
     )
-    return tag_out(tag, counts)
+    return tag_out(tag)
 
 
 @routes.delete("/api/admin/tags/{tag_id}", path_model=TagPath, auth=ADMIN, errors=(409,))
@@ -218,9 +210,9 @@ async def delete_tag(call: Call[None, TagPath]) -> None:
 
 @routes.post("/api/admin/tags/{tag_id}/recompute", path_model=TagPath, response=CountsOut, auth=MANAGER)
 async def recompute_tag(call: Call[None, TagPath]) -> CountsOut:
-    """Recompute an automatic tag now (a manual tag is left as it is)."""
-    counts = await recompute.recompute_tag(
-        call.merchant.id, call.path.tag_id, now=datetime.now(UTC), timezone=call.merchant.timezone
+    """Recompute an automatic tag now, in the request (a manual tag is left as it is)."""
+    counts = await recompute.recompute_on_demand(
+        call.merchant, call.path.tag_id, actor=_actor(call), now=datetime.now(UTC)
     )
     return CountsOut(**counts)
 

@@ -12,20 +12,24 @@ JOIN (hash or merge, never a nested loop), and the rows to delete are found by t
 (tag_id, member_id) index from an array. After a large change the table is analyzed, so segment
 previews plan with the tag's real size.
 
+`queue` queues one tag's recomputation as a durable task (`TAG_RECOMPUTE`, run by the worker or the
+embedded runner, retried on failure): what creating an automatic tag or changing its rule does.
 `recompute_merchant` runs every automatic tag of a merchant (the nightly job runs every merchant's).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from tortoise.transactions import in_transaction
 
-from handlers.core import queries
+from handlers.core import audit_log, queries
 from handlers.core.errors import NotFound
+from handlers.core.tasks import Effects, Queued
 from handlers.loyalty import config as loyalty_config
 from handlers.tags import rule_sql
 from models.merchant import Merchant
@@ -33,6 +37,9 @@ from models.tag import Tag, TagKind
 
 log = logging.getLogger(__name__)
 ANALYZE_AFTER = 10_000  # changed rows
+
+
+TAG_RECOMPUTE = "tag.recompute"
 
 
 class Counts(TypedDict):
@@ -97,6 +104,13 @@ async def recompute_tag(merchant_id: int, tag_id: int, *, now: datetime, timezon
     return counts
 
 
+async def recompute_on_demand(merchant: Merchant, tag_id: int, *, actor: str, now: datetime) -> Counts:
+    """A staff member's `POST …/recompute`: the recomputation, and its audit-log entry with the counts."""
+    counts = await recompute_tag(merchant.id, tag_id, now=now, timezone=merchant.timezone)
+    await audit_log.record(merchant.id, actor, "tag.recompute", f"tag:{tag_id}", **counts)
+    return counts
+
+
 async def recompute_merchant(merchant: Merchant, now: datetime) -> dict[str, int]:
     counts = {"tags": 0, "added": 0, "removed": 0}
     rows = await queries.fetch_rows(
@@ -118,3 +132,22 @@ async def nightly(now: datetime) -> dict[str, int]:
         for key, value in (await recompute_merchant(merchant, now)).items():
             total[key] += value
     return total
+
+
+async def queue(effects: Effects, tag: Tag) -> Queued:
+    """Queue the tag's recomputation, in the caller's transaction (once per rule version)."""
+    return await effects.queue(
+        TAG_RECOMPUTE,
+        f"{tag.id}:{tag.rule_version}",
+        {"merchant_id": tag.merchant_id, "tag_id": tag.id},
+        merchant_id=tag.merchant_id,
+    )
+
+
+async def run_task(effects: Effects, payload: Mapping[str, Any], now: datetime) -> dict[str, int] | None:
+    """The `tag.recompute` task: a tag deleted meanwhile is nothing to do."""
+    merchant = await Merchant.get_or_none(id=payload["merchant_id"])
+    if merchant is None or not await Tag.exists(id=payload["tag_id"], merchant_id=merchant.id):
+        return None
+    counts = await recompute_tag(merchant.id, int(payload["tag_id"]), now=now, timezone=merchant.timezone)
+    return {"members": counts["members"], "added": counts["added"], "removed": counts["removed"]}
