@@ -48,7 +48,7 @@ EMBEDDED_REDIS_REFUSAL = (
 )
 JOB_TIMEOUT_SECONDS = 3600
 TASK_TIMEOUT_SECONDS = 90  # under the task lease (handlers.core.tasks.LEASE): no two runs overlap
-TASK_BATCH = 50  # tasks per `run_tasks` job: a batch of notices, or tasks run side by side
+TASK_BATCH = 100  # tasks per `run_tasks` job: two batches of notices, or tasks run side by side
 SIDE_BY_SIDE = 10  # the tasks of a `run_tasks` job without a batch handler run at once, at most
 
 
