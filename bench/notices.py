@@ -7,8 +7,8 @@ and its `notice.send` task, in transactions of 500), dispatched to arq as the ap
 `memberbot worker` process(es) — per batch: claim the tasks, load the records, mark them `sending`,
 render, `message/template/send` each, mark the outcomes, record the tasks' — to `memberbot wechat-sim` on
 its own port. Baseline: one aiohttp session with as many requests in flight as the workers can have
-(each worker sends SEND_LANES batches of SEND_BATCH at a time), posting the same bodies (another
-`client_msg_id`) with one access token, half before and half after the workers' run. Rates are taken
+(`handlers.notices.sending.IN_FLIGHT` each), posting the same bodies (another `client_msg_id`) with one
+access token, half before and half after the workers' run. Rates are taken
 at the simulator, from the first to the last accepted send of each side (its own clock), so both are
 measured alike. Target: memberbot at >= 50% of the bare client's rate; exactly 10,000 distinct
 receipts accepted, none twice.
@@ -35,14 +35,14 @@ from bench import services
 from bench.harness import ROOT, Server, cpu_seconds, free_port, python_argv, rss_mib, table
 from bench.services import DATABASE_URL, REDIS_URL
 from bot.worker import TASK_BATCH
-from handlers.notices.sending import SEND_BATCH, SEND_LANES
+from handlers.notices import sending
 
 TITLE = "10,000 purchase receipts: queue → memberbot worker → WeChat simulator vs a bare aiohttp client"
 RECEIPTS = int(os.environ.get("BENCH_NOTICES", "10000"))
 WORKERS = int(os.environ.get("BENCH_NOTICE_WORKERS", "1"))
 JOBS_PER_WORKER = 10  # arq's max_jobs (bot.worker.WorkerSettings keeps arq's default)
-# The most sends the workers can have under way: each sends SEND_LANES batches of SEND_BATCH at once.
-IN_FLIGHT = min(JOBS_PER_WORKER * TASK_BATCH, SEND_LANES * SEND_BATCH) * WORKERS
+# The most sends the workers can have under way.
+IN_FLIGHT = min(JOBS_PER_WORKER * TASK_BATCH, sending.IN_FLIGHT) * WORKERS
 TARGET_RATIO = 0.50
 OA_APPID, OA_SECRET = "wxbenchoa00000001", "bench-oa-secret"
 TEMPLATE_ID = "TPL-RECEIPT"
@@ -322,7 +322,7 @@ def report(
     met = "met" if ratio >= TARGET_RATIO else "NOT met"
     return (
         f"{RECEIPTS} receipts, {WORKERS} worker(s) × {JOBS_PER_WORKER} jobs × {TASK_BATCH} tasks, "
-        f"{SEND_LANES} lanes × {SEND_BATCH} sends, "
+        f"at most {sending.IN_FLIGHT} sends in flight each, "
         f"bare client {IN_FLIGHT} in flight, {os.cpu_count()} CPUs, load "
         f"average {os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}\n"
         + table(head, rows)

@@ -117,8 +117,7 @@ def _effects(settings: Settings) -> CleanupContext:
         if settings.redis_url.startswith("memory://"):
 
             async def in_process(task_ids: Sequence[int]) -> None:
-                for task_id in task_ids:
-                    background.spawn(registry.run(task_id), name=f"task:{task_id}")
+                background.spawn(registry.run_many(list(task_ids)), name=f"tasks:{task_ids[0]}")
 
             registry.dispatch = in_process
         else:  # one script call per batch of tasks on this app's connection (a Redis that is down shows

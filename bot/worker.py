@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import aiohttp
@@ -36,7 +35,7 @@ from tortoise import Tortoise
 from bot.settings import Settings
 from handlers import effects, jobs
 from handlers.core.schedule import SCHEDULE_TIMEZONE, Entry
-from handlers.core.tasks import Dispatch, Effects
+from handlers.core.tasks import Dispatch
 from handlers.jobs import SCHEDULE
 from handlers.notices.delivery import NoticeServices
 from handlers.wechat.client import WeChatClient
@@ -49,7 +48,7 @@ EMBEDDED_REDIS_REFUSAL = (
 )
 JOB_TIMEOUT_SECONDS = 3600
 TASK_TIMEOUT_SECONDS = 90  # under the task lease (handlers.core.tasks.LEASE): no two runs overlap
-TASK_BATCH = 50  # tasks per `run_tasks` job: a batch of notices, or tasks run side by side
+TASK_BATCH = 100  # tasks per `run_tasks` job: two batches of notices, or tasks run side by side
 SIDE_BY_SIDE = 10  # the tasks of a `run_tasks` job without a batch handler run at once, at most
 
 
@@ -188,33 +187,9 @@ async def run_task(ctx: dict[str, Any], task_id: int) -> None:
 
 
 async def run_tasks(ctx: dict[str, Any], task_ids: list[int]) -> None:
-    """A batch of durable effects. Those of a kind with a batch handler (notices) are claimed in one
-    statement and run together; the others SIDE_BY_SIDE at a time, each claimed as `run_task` claims
-    it. Each part is held to `run_task`'s timeout once it starts (so none outlives its lease); one that
-    times out or fails does not stop the others."""
-    registry: Effects = ctx["effects"]
-    now = datetime.now(UTC)
-    claimed = await registry.claim(task_ids, now)
-    taken = {task.id for tasks in claimed.values() for task in tasks}
-    side_by_side = asyncio.Semaphore(SIDE_BY_SIDE)
-
-    async def run(work: Callable[[], Awaitable[object]], tasks: object) -> None:
-        try:
-            await asyncio.wait_for(work(), TASK_TIMEOUT_SECONDS)
-        except Exception:  # a timeout, or the database gone: the task is due again when its lease lapses
-            log.exception("task not run to its end", extra={"tasks": tasks})
-
-    async def alone(task_id: int) -> None:
-        async with side_by_side:
-            await run(lambda: registry.run(task_id), task_id)
-
-    await asyncio.gather(
-        *(
-            run(partial(registry.run_claimed, kind, tasks, now), [task.id for task in tasks])
-            for kind, tasks in claimed.items()
-        ),
-        *(alone(task_id) for task_id in task_ids if task_id not in taken),
-    )
+    """A batch of durable effects (`Effects.run_many`): notices claimed and sent together, the others
+    SIDE_BY_SIDE at a time, each part held to `run_task`'s timeout (so none outlives its lease)."""
+    await ctx["effects"].run_many(task_ids, side_by_side=SIDE_BY_SIDE, time_limit=TASK_TIMEOUT_SECONDS)
 
 
 async def sweep_effects(ctx: dict[str, Any]) -> jobs.Counts:

@@ -22,6 +22,8 @@ tests alike: there are no hook lists to install.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import random
@@ -388,6 +390,36 @@ class Effects:
         the task: a retry, a deferral's end or a crash each make a new one."""
         rows = await queries.fetch_rows(_DUE_SQL, now=now, limit=limit)
         return [(int(row["id"]), int(row["attempts"]), row["due_at"]) for row in rows]
+
+    async def run_many(
+        self, task_ids: Sequence[int], *, side_by_side: int = 10, time_limit: float | None = None
+    ) -> None:
+        """Run tasks dispatched together (a worker's `run_tasks` job, the embedded runner): those of a
+        batch kind claimed in one statement and handled together, the others `side_by_side` at a time,
+        each claimed as `run` claims it. Each part is held to `time_limit` once it starts; one that times
+        out or fails does not stop the others (a task left claimed is due again when its lease lapses)."""
+        now = self.clock()
+        claimed = await self.claim(task_ids, now)
+        taken = {task.id for tasks in claimed.values() for task in tasks}
+        turns = asyncio.Semaphore(side_by_side)
+
+        async def run(work: Callable[[], Awaitable[object]], tasks: object) -> None:
+            try:
+                await asyncio.wait_for(work(), time_limit)
+            except Exception:
+                log.exception("task not run to its end", extra={"tasks": tasks})
+
+        async def alone(task_id: int) -> None:
+            async with turns:
+                await run(functools.partial(self.run, task_id), task_id)
+
+        await asyncio.gather(
+            *(
+                run(functools.partial(self.run_claimed, kind, tasks, now), [task.id for task in tasks])
+                for kind, tasks in claimed.items()
+            ),
+            *(alone(task_id) for task_id in task_ids if task_id not in taken),
+        )
 
     async def run_due(self, now: datetime, limit: int = 500) -> dict[str, int]:
         """Run what is due (the embedded scheduler; tests): the tasks of a batch kind many at a time,

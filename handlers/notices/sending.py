@@ -59,36 +59,45 @@ FINAL = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
 Outcome = dict[str, Any] | None | Exception
 
 
-SEND_BATCH = 50  # records loaded, marked and sent together
-SEND_LANES = 2  # batches a process sends at once: at most SEND_BATCH × SEND_LANES calls in flight
+SEND_BATCH = 50  # records loaded and marked together
+IN_FLIGHT = 100  # WeChat calls a process has under way at most
 
 
 @dataclass(frozen=True, slots=True)
 class NoticeServices:
-    """What sending needs from the process: the WeChat client, the Redis holding the windows, and the
-    lanes its batches take turns in (a record is marked `sending` only once its lane is free, so it is
-    handed to WeChat at once)."""
+    """What sending needs from the process: the WeChat client, the Redis holding the windows, and its
+    IN_FLIGHT call slots. A batch takes a slot for each of its records before marking them `sending`
+    (one batch taking at a time, so none waits holding part of what it needs), so a record marked
+    `sending` is handed to WeChat at once."""
 
     wechat: WeChatClient
     redis: Redis
-    lanes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SEND_LANES))
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
+    taking: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 async def deliver(services: NoticeServices, keys: Mapping[int, int], now: datetime) -> dict[int, Outcome]:
-    """Send the delivery records `keys` names (the caller's key → delivery id), SEND_BATCH at a time in
-    the process's lanes: each key's outcome."""
+    """Send the delivery records `keys` names (the caller's key → delivery id), in batches of up to
+    SEND_BATCH side by side: each key's outcome."""
     outcomes: dict[int, Outcome] = dict.fromkeys(keys)
     items = list(keys.items())
     batches = [dict(items[start : start + SEND_BATCH]) for start in range(0, len(items), SEND_BATCH)]
-    await asyncio.gather(*(_deliver_batch(services, batch, now, outcomes) for batch in batches))
+    await asyncio.gather(*(_deliver_now(services, batch, now, outcomes) for batch in batches))
     return outcomes
 
 
-async def _deliver_batch(
-    services: NoticeServices, keys: Mapping[int, int], now: datetime, outcomes: dict[int, Outcome]
-) -> None:
-    async with services.lanes:
-        await _deliver_now(services, keys, now, outcomes)
+async def _take_slots(services: NoticeServices, count: int) -> None:
+    """`count` call slots (count <= IN_FLIGHT), waiting for calls under way to end."""
+    taken = 0
+    try:
+        async with services.taking:
+            while taken < count:
+                await services.slots.acquire()
+                taken += 1
+    except BaseException:
+        for _ in range(taken):
+            services.slots.release()
+        raise
 
 
 async def _deliver_now(
@@ -159,14 +168,33 @@ async def _round(
         notice.channel = channel
         marks.append(Mark(notice.delivery.id, DeliveryStatus.SENDING, False, channel=channel))
         going.append(notice)
-    moved = await mark(marks, now)
-    going = [notice for notice in going if notice.delivery.id in moved]  # the rest: another runner's
-    for notice in going:  # grants go to the older notices first, as they would one at a time
-        if notice.channel == "subscribe":
-            notice.granted = await reach.use_grant(notice.member.id, notice.config.subscribe_template_id)
-    attempts = await asyncio.gather(*(_attempt(services, notice, outcomes) for notice in going))
-    await mark([mark for mark, _ in attempts], now)
+    await _take_slots(services, len(going))
+    held = len(going)
+    try:
+        moved = await mark(marks, now)
+        going = [notice for notice in going if notice.delivery.id in moved]  # the rest: another runner's
+        for _ in range(held - len(going)):
+            services.slots.release()
+        held = len(going)
+        for notice in going:  # grants go to the older notices first, as they would one at a time
+            if notice.channel == "subscribe":
+                notice.granted = await reach.use_grant(notice.member.id, notice.config.subscribe_template_id)
+    except BaseException:
+        for _ in range(held):
+            services.slots.release()
+        raise
+    attempts = await asyncio.gather(*(_attempt_in_slot(services, notice, outcomes) for notice in going))
+    await mark([done for done, _ in attempts], now)
     return [notice for notice, (_, again) in zip(going, attempts, strict=True) if again]
+
+
+async def _attempt_in_slot(
+    services: NoticeServices, notice: Notice, outcomes: dict[int, Outcome]
+) -> tuple[Mark, bool]:
+    try:
+        return await _attempt(services, notice, outcomes)
+    finally:
+        services.slots.release()
 
 
 def _template_choice(notice: Notice) -> tuple[Channel | None, tuple[str, ...]] | None:

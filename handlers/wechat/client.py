@@ -309,8 +309,18 @@ class WeChatClient:
         raise AssertionError("unreachable")
 
     async def _call_json(self, app: AppCredentials, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        _, payload = await self._call(app, path, body)
-        return self._decode(path, payload)
+        """`_call` for a JSON answer, decoded once (a notice's send is the hot path)."""
+        for attempt in (1, 2):
+            token = await self.access_token(app)
+            _, payload = await self._send("POST", path, params={"access_token": token}, json_body=body)
+            try:
+                return self._decode(path, payload)
+            except InvalidAccessToken:
+                if attempt == 2:
+                    raise
+                log.warning("wechat access token rejected, fetching again", extra={"appid": app.appid})
+                await self._drop_token(app.appid, token)
+        raise AssertionError("unreachable")
 
     # -- Official Account ----------------------------------------------------------------------------------
 
