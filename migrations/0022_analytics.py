@@ -1,0 +1,338 @@
+"""Analytics: rollup tables the back office's analyses read, kept by one PostgreSQL function.
+
+- `analytics_queue`: what changed and has not been rolled up yet. Triggers add a row when a purchase is
+  completed or refunded (`purchase`, ±1), a points posting is made (`points`), a member is created
+  (`member`) — in the writing transaction, an INSERT that contends with nothing.
+- `memberbot_analytics_refresh(limit)`: takes the oldest queued rows (SKIP LOCKED, one refresher at a
+  time under a transaction advisory lock) and adds them to the rollups; run every minute by the worker
+  (`handlers.jobs.analytics_refresh`). `memberbot_analytics_rebuild(merchant)` recomputes a merchant's
+  rollups from the source tables (the benchmark's data, or after a repair).
+- Rollups, keyed by the merchant-local day (`merchant.timezone`) and the store (0: none):
+  `sales_day` (per staff: purchases, amount, discount, paid), `sales_day_category`,
+  `sales_day_product` and `sales_month_product` (per item line: quantity, revenue at unit price, cost
+  and the revenue whose cost is known), `member_day` (new members per source and acquiring staff),
+  `points_day` (points in and out per posting kind, by the member's store), `member_stats` (per member:
+  completed purchases, cash, first/last purchase, median interval between purchases, when the next one
+  is due) and `member_cohort` (per registration month and store: members, buyers, repeat buyers, cash).
+  A refunded purchase leaves the figures of the day it was made.
+- `mall_item.low_stock_threshold` (库存预警; NULL: none).
+- Indexes for the direct queries: members by registration day, gender/birthday, churn by last visit.
+"""
+
+from tortoise import fields, migrations
+from tortoise.migrations import operations as ops
+
+ROLLUPS = r"""
+CREATE TABLE IF NOT EXISTS analytics_queue (
+    id bigserial PRIMARY KEY,
+    kind varchar(16) NOT NULL,
+    ref bigint NOT NULL,
+    sign smallint NOT NULL DEFAULT 1
+);
+
+CREATE TABLE IF NOT EXISTS sales_day (
+    merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, staff_id integer NOT NULL,
+    purchases bigint NOT NULL DEFAULT 0, amount_fen bigint NOT NULL DEFAULT 0,
+    discount_fen bigint NOT NULL DEFAULT 0, paid_fen bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, day, store_id, staff_id)
+);
+CREATE TABLE IF NOT EXISTS sales_day_category (
+    merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, category varchar(64) NOT NULL,
+    qty bigint NOT NULL DEFAULT 0, revenue_fen bigint NOT NULL DEFAULT 0, cost_fen bigint NOT NULL DEFAULT 0,
+    costed_revenue_fen bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, day, store_id, category)
+);
+CREATE TABLE IF NOT EXISTS sales_day_product (
+    merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, sku varchar(64) NOT NULL,
+    qty bigint NOT NULL DEFAULT 0, revenue_fen bigint NOT NULL DEFAULT 0, cost_fen bigint NOT NULL DEFAULT 0,
+    costed_revenue_fen bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, day, store_id, sku)
+);
+CREATE TABLE IF NOT EXISTS sales_month_product (
+    merchant_id integer NOT NULL, month date NOT NULL, store_id integer NOT NULL, sku varchar(64) NOT NULL,
+    qty bigint NOT NULL DEFAULT 0, revenue_fen bigint NOT NULL DEFAULT 0, cost_fen bigint NOT NULL DEFAULT 0,
+    costed_revenue_fen bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, month, store_id, sku)
+);
+CREATE TABLE IF NOT EXISTS member_day (
+    merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, source varchar(16) NOT NULL,
+    staff_id integer NOT NULL, members bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, day, store_id, source, staff_id)
+);
+CREATE TABLE IF NOT EXISTS points_day (
+    merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, kind varchar(24) NOT NULL,
+    points_in bigint NOT NULL DEFAULT 0, points_out bigint NOT NULL DEFAULT 0, postings bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, day, store_id, kind)
+);
+CREATE TABLE IF NOT EXISTS member_stats (
+    member_id integer PRIMARY KEY, merchant_id integer NOT NULL, store_id integer NOT NULL,
+    cohort date NOT NULL, purchases integer NOT NULL DEFAULT 0, spend_fen bigint NOT NULL DEFAULT 0,
+    first_at timestamptz, last_at timestamptz, median_days double precision, due_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS member_stats_due ON member_stats (merchant_id, due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS member_cohort (
+    merchant_id integer NOT NULL, month date NOT NULL, store_id integer NOT NULL,
+    members bigint NOT NULL DEFAULT 0, buyers bigint NOT NULL DEFAULT 0, repeaters bigint NOT NULL DEFAULT 0,
+    spend_fen bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, month, store_id)
+);
+
+CREATE INDEX IF NOT EXISTS member_gender_birthday ON member (merchant_id, gender, birthday);
+CREATE INDEX IF NOT EXISTS member_churn
+    ON member (merchant_id, (COALESCE(last_visit_at, registered_at)), lifetime_spend_fen);
+
+CREATE OR REPLACE FUNCTION memberbot_analytics_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'purchase' THEN
+        IF TG_OP = 'INSERT' THEN
+            IF NEW.status = 'completed' THEN
+                INSERT INTO analytics_queue (kind, ref, sign) VALUES ('purchase', NEW.id, 1);
+            END IF;
+        ELSIF OLD.status = 'completed' THEN
+            INSERT INTO analytics_queue (kind, ref, sign) VALUES ('purchase', NEW.id, -1);
+        ELSIF NEW.status = 'completed' THEN
+            INSERT INTO analytics_queue (kind, ref, sign) VALUES ('purchase', NEW.id, 1);
+        END IF;
+    ELSIF TG_TABLE_NAME = 'points_transaction' THEN
+        INSERT INTO analytics_queue (kind, ref, sign) VALUES ('points', NEW.id, 1);
+    ELSE
+        INSERT INTO analytics_queue (kind, ref, sign) VALUES ('member', NEW.id, 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS purchase_analytics ON purchase;
+CREATE TRIGGER purchase_analytics AFTER INSERT ON purchase
+    FOR EACH ROW EXECUTE FUNCTION memberbot_analytics_enqueue();
+DROP TRIGGER IF EXISTS purchase_analytics_status ON purchase;
+CREATE TRIGGER purchase_analytics_status AFTER UPDATE OF status ON purchase
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION memberbot_analytics_enqueue();
+DROP TRIGGER IF EXISTS points_transaction_analytics ON points_transaction;
+CREATE TRIGGER points_transaction_analytics AFTER INSERT ON points_transaction
+    FOR EACH ROW EXECUTE FUNCTION memberbot_analytics_enqueue();
+DROP TRIGGER IF EXISTS member_analytics ON member;
+CREATE TRIGGER member_analytics AFTER INSERT ON member
+    FOR EACH ROW EXECUTE FUNCTION memberbot_analytics_enqueue();
+"""
+
+# The rollups of a set of queued rows in the temporary table `aq` (kind, ref, sign). Shared by the
+# refresh (the queue) and the rebuild (every row of a merchant).
+APPLY = r"""
+CREATE OR REPLACE FUNCTION memberbot_analytics_apply() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    CREATE TEMP TABLE aq_purchase ON COMMIT DROP AS
+    SELECT p.id, p.merchant_id, p.member_id, COALESCE(p.store_id, 0) AS store_id,
+           COALESCE(p.staff_id, 0) AS staff_id, (p.created_at AT TIME ZONE m.timezone)::date AS day,
+           q.sign, p.amount_fen, p.discount_fen, p.paid_fen, p.items
+      FROM (SELECT ref, sum(sign) AS sign FROM aq WHERE kind = 'purchase' GROUP BY ref) q
+      JOIN purchase p ON p.id = q.ref
+      JOIN merchant m ON m.id = p.merchant_id
+     WHERE q.sign <> 0;
+
+    INSERT INTO sales_day AS s (merchant_id, day, store_id, staff_id, purchases, amount_fen, discount_fen, paid_fen)
+    SELECT merchant_id, day, store_id, staff_id, sum(sign), sum(sign * amount_fen), sum(sign * discount_fen),
+           sum(sign * paid_fen)
+      FROM aq_purchase GROUP BY merchant_id, day, store_id, staff_id
+    ON CONFLICT (merchant_id, day, store_id, staff_id) DO UPDATE
+       SET purchases = s.purchases + EXCLUDED.purchases, amount_fen = s.amount_fen + EXCLUDED.amount_fen,
+           discount_fen = s.discount_fen + EXCLUDED.discount_fen, paid_fen = s.paid_fen + EXCLUDED.paid_fen;
+
+    CREATE TEMP TABLE aq_line ON COMMIT DROP AS
+    SELECT a.merchant_id, a.day, a.store_id, left(i->>'sku', 64) AS sku, left(COALESCE(i->>'category', ''), 64) AS category,
+           a.sign * (i->>'qty')::bigint AS qty,
+           a.sign * (i->>'qty')::bigint * (i->>'unit_price_fen')::bigint AS revenue_fen,
+           a.sign * COALESCE((i->>'qty')::bigint * (i->>'unit_cost_fen')::bigint, 0) AS cost_fen,
+           CASE WHEN i->>'unit_cost_fen' IS NULL THEN 0
+                ELSE a.sign * (i->>'qty')::bigint * (i->>'unit_price_fen')::bigint END AS costed_revenue_fen
+      FROM aq_purchase a, jsonb_array_elements(CASE WHEN jsonb_typeof(a.items) = 'array' THEN a.items
+                                                     ELSE '[]'::jsonb END) i;
+
+    INSERT INTO sales_day_category AS s (merchant_id, day, store_id, category, qty, revenue_fen, cost_fen, costed_revenue_fen)
+    SELECT merchant_id, day, store_id, category, sum(qty), sum(revenue_fen), sum(cost_fen), sum(costed_revenue_fen)
+      FROM aq_line GROUP BY merchant_id, day, store_id, category
+    ON CONFLICT (merchant_id, day, store_id, category) DO UPDATE
+       SET qty = s.qty + EXCLUDED.qty, revenue_fen = s.revenue_fen + EXCLUDED.revenue_fen,
+           cost_fen = s.cost_fen + EXCLUDED.cost_fen, costed_revenue_fen = s.costed_revenue_fen + EXCLUDED.costed_revenue_fen;
+
+    INSERT INTO sales_day_product AS s (merchant_id, day, store_id, sku, qty, revenue_fen, cost_fen, costed_revenue_fen)
+    SELECT merchant_id, day, store_id, sku, sum(qty), sum(revenue_fen), sum(cost_fen), sum(costed_revenue_fen)
+      FROM aq_line GROUP BY merchant_id, day, store_id, sku
+    ON CONFLICT (merchant_id, day, store_id, sku) DO UPDATE
+       SET qty = s.qty + EXCLUDED.qty, revenue_fen = s.revenue_fen + EXCLUDED.revenue_fen,
+           cost_fen = s.cost_fen + EXCLUDED.cost_fen, costed_revenue_fen = s.costed_revenue_fen + EXCLUDED.costed_revenue_fen;
+
+    INSERT INTO sales_month_product AS s (merchant_id, month, store_id, sku, qty, revenue_fen, cost_fen, costed_revenue_fen)
+    SELECT merchant_id, date_trunc('month', day)::date, store_id, sku, sum(qty), sum(revenue_fen), sum(cost_fen),
+           sum(costed_revenue_fen)
+      FROM aq_line GROUP BY merchant_id, date_trunc('month', day)::date, store_id, sku
+    ON CONFLICT (merchant_id, month, store_id, sku) DO UPDATE
+       SET qty = s.qty + EXCLUDED.qty, revenue_fen = s.revenue_fen + EXCLUDED.revenue_fen,
+           cost_fen = s.cost_fen + EXCLUDED.cost_fen, costed_revenue_fen = s.costed_revenue_fen + EXCLUDED.costed_revenue_fen;
+
+    -- New members: member_day and their cohort's size.
+    CREATE TEMP TABLE aq_member ON COMMIT DROP AS
+    SELECT mb.id, mb.merchant_id, (mb.registered_at AT TIME ZONE m.timezone)::date AS day,
+           COALESCE(mb.store_id, 0) AS store_id, mb.source, COALESCE(mb.acquired_by_id, 0) AS staff_id
+      FROM (SELECT DISTINCT ref FROM aq WHERE kind = 'member') q
+      JOIN member mb ON mb.id = q.ref
+      JOIN merchant m ON m.id = mb.merchant_id;
+
+    INSERT INTO member_day AS s (merchant_id, day, store_id, source, staff_id, members)
+    SELECT merchant_id, day, store_id, source, staff_id, count(*)
+      FROM aq_member GROUP BY merchant_id, day, store_id, source, staff_id
+    ON CONFLICT (merchant_id, day, store_id, source, staff_id) DO UPDATE SET members = s.members + EXCLUDED.members;
+
+    INSERT INTO member_cohort AS s (merchant_id, month, store_id, members)
+    SELECT merchant_id, date_trunc('month', day)::date, store_id, count(*)
+      FROM aq_member GROUP BY merchant_id, date_trunc('month', day)::date, store_id
+    ON CONFLICT (merchant_id, month, store_id) DO UPDATE SET members = s.members + EXCLUDED.members;
+
+    -- Members whose purchases changed: their stats recomputed from their purchases.
+    CREATE TEMP TABLE aq_stats ON COMMIT DROP AS
+    WITH touched AS (SELECT DISTINCT member_id FROM aq_purchase),
+    visits AS (
+        SELECT p.member_id, p.created_at, p.paid_fen,
+               extract(epoch FROM p.created_at - lag(p.created_at) OVER w) / 86400.0 AS gap
+          FROM touched t JOIN purchase p ON p.member_id = t.member_id AND p.status = 'completed'
+        WINDOW w AS (PARTITION BY p.member_id ORDER BY p.created_at, p.id)
+    ),
+    fresh AS (
+        SELECT member_id, count(*)::integer AS purchases, sum(paid_fen)::bigint AS spend_fen,
+               min(created_at) AS first_at, max(created_at) AS last_at,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS median_days
+          FROM visits GROUP BY member_id
+    )
+    SELECT mb.id AS member_id, mb.merchant_id, COALESCE(mb.store_id, 0) AS store_id,
+           date_trunc('month', mb.registered_at AT TIME ZONE m.timezone)::date AS cohort,
+           COALESCE(f.purchases, 0) AS purchases, COALESCE(f.spend_fen, 0) AS spend_fen, f.first_at, f.last_at,
+           f.median_days,
+           f.last_at + make_interval(secs => f.median_days * 86400) AS due_at,
+           COALESCE(o.purchases, 0) AS old_purchases, COALESCE(o.spend_fen, 0) AS old_spend_fen
+      FROM touched t
+      JOIN member mb ON mb.id = t.member_id
+      JOIN merchant m ON m.id = mb.merchant_id
+      LEFT JOIN fresh f ON f.member_id = t.member_id
+      LEFT JOIN member_stats o ON o.member_id = t.member_id;
+
+    INSERT INTO member_stats AS s (member_id, merchant_id, store_id, cohort, purchases, spend_fen, first_at,
+                                   last_at, median_days, due_at)
+    SELECT member_id, merchant_id, store_id, cohort, purchases, spend_fen, first_at, last_at, median_days, due_at
+      FROM aq_stats
+    ON CONFLICT (member_id) DO UPDATE
+       SET purchases = EXCLUDED.purchases, spend_fen = EXCLUDED.spend_fen, first_at = EXCLUDED.first_at,
+           last_at = EXCLUDED.last_at, median_days = EXCLUDED.median_days, due_at = EXCLUDED.due_at;
+
+    INSERT INTO member_cohort AS s (merchant_id, month, store_id, buyers, repeaters, spend_fen)
+    SELECT merchant_id, cohort, store_id,
+           sum((purchases > 0)::int - (old_purchases > 0)::int),
+           sum((purchases > 1)::int - (old_purchases > 1)::int),
+           sum(spend_fen - old_spend_fen)
+      FROM aq_stats GROUP BY merchant_id, cohort, store_id
+    ON CONFLICT (merchant_id, month, store_id) DO UPDATE
+       SET buyers = s.buyers + EXCLUDED.buyers, repeaters = s.repeaters + EXCLUDED.repeaters,
+           spend_fen = s.spend_fen + EXCLUDED.spend_fen;
+
+    INSERT INTO points_day AS s (merchant_id, day, store_id, kind, points_in, points_out, postings)
+    SELECT t.merchant_id, (t.created_at AT TIME ZONE m.timezone)::date, COALESCE(mb.store_id, 0), t.kind,
+           sum(GREATEST(t.delta, 0)), sum(GREATEST(-t.delta, 0)), count(*)
+      FROM (SELECT DISTINCT ref FROM aq WHERE kind = 'points') q
+      JOIN points_transaction t ON t.id = q.ref
+      JOIN member mb ON mb.id = t.member_id
+      JOIN merchant m ON m.id = t.merchant_id
+     GROUP BY 1, 2, 3, 4
+    ON CONFLICT (merchant_id, day, store_id, kind) DO UPDATE
+       SET points_in = s.points_in + EXCLUDED.points_in, points_out = s.points_out + EXCLUDED.points_out,
+           postings = s.postings + EXCLUDED.postings;
+
+    DROP TABLE aq_purchase, aq_line, aq_member, aq_stats;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memberbot_analytics_refresh(p_limit integer) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_taken integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('memberbot_analytics_refresh'));
+    CREATE TEMP TABLE aq ON COMMIT DROP AS
+    WITH taken AS (
+        DELETE FROM analytics_queue
+         WHERE id IN (SELECT id FROM analytics_queue ORDER BY id LIMIT p_limit FOR UPDATE SKIP LOCKED)
+        RETURNING kind, ref, sign
+    )
+    SELECT kind, ref, sign FROM taken;
+    SELECT count(*) INTO v_taken FROM aq;
+    IF v_taken > 0 THEN
+        PERFORM memberbot_analytics_apply();
+    END IF;
+    DROP TABLE aq;
+    RETURN v_taken;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION memberbot_analytics_rebuild(p_merchant integer) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('memberbot_analytics_refresh'));
+    DELETE FROM analytics_queue q WHERE (q.kind = 'purchase' AND EXISTS (
+        SELECT 1 FROM purchase p WHERE p.id = q.ref AND p.merchant_id = p_merchant))
+       OR (q.kind = 'member' AND EXISTS (SELECT 1 FROM member mb WHERE mb.id = q.ref AND mb.merchant_id = p_merchant))
+       OR (q.kind = 'points' AND EXISTS (
+        SELECT 1 FROM points_transaction t WHERE t.id = q.ref AND t.merchant_id = p_merchant));
+    DELETE FROM sales_day WHERE merchant_id = p_merchant;
+    DELETE FROM sales_day_category WHERE merchant_id = p_merchant;
+    DELETE FROM sales_day_product WHERE merchant_id = p_merchant;
+    DELETE FROM sales_month_product WHERE merchant_id = p_merchant;
+    DELETE FROM member_day WHERE merchant_id = p_merchant;
+    DELETE FROM points_day WHERE merchant_id = p_merchant;
+    DELETE FROM member_stats WHERE merchant_id = p_merchant;
+    DELETE FROM member_cohort WHERE merchant_id = p_merchant;
+    CREATE TEMP TABLE aq ON COMMIT DROP AS
+    SELECT 'purchase'::varchar(16) AS kind, id AS ref, 1::smallint AS sign
+      FROM purchase WHERE merchant_id = p_merchant AND status = 'completed'
+    UNION ALL SELECT 'member', id, 1 FROM member WHERE merchant_id = p_merchant
+    UNION ALL SELECT 'points', id, 1 FROM points_transaction WHERE merchant_id = p_merchant;
+    PERFORM memberbot_analytics_apply();
+    DROP TABLE aq;
+END
+$$;
+"""
+
+DROP = r"""
+DROP TRIGGER IF EXISTS member_analytics ON member;
+DROP TRIGGER IF EXISTS points_transaction_analytics ON points_transaction;
+DROP TRIGGER IF EXISTS purchase_analytics_status ON purchase;
+DROP TRIGGER IF EXISTS purchase_analytics ON purchase;
+DROP FUNCTION IF EXISTS memberbot_analytics_rebuild(integer);
+DROP FUNCTION IF EXISTS memberbot_analytics_refresh(integer);
+DROP FUNCTION IF EXISTS memberbot_analytics_apply();
+DROP FUNCTION IF EXISTS memberbot_analytics_enqueue();
+DROP INDEX IF EXISTS member_churn;
+DROP INDEX IF EXISTS member_gender_birthday;
+DROP TABLE IF EXISTS member_cohort, member_stats, points_day, member_day, sales_month_product,
+    sales_day_product, sales_day_category, sales_day, analytics_queue;
+"""
+
+
+async def create(apps: object, schema_editor: object) -> None:
+    client = schema_editor.client  # type: ignore[attr-defined]
+    await client.execute_script(ROLLUPS)
+    await client.execute_script(APPLY)
+
+
+async def drop(apps: object, schema_editor: object) -> None:
+    await schema_editor.client.execute_script(DROP)  # type: ignore[attr-defined]
+
+
+class Migration(migrations.Migration):
+    dependencies = [("models", "0018_members_backoffice")]
+
+    initial = False
+
+    operations = [
+        ops.AddField(
+            model_name="MallItem",
+            name="low_stock_threshold",
+            field=fields.IntField(null=True),
+        ),
+        ops.RunPython(create, drop),
+    ]
