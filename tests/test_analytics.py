@@ -20,6 +20,7 @@ refunded; P6 D 2026-11-10 10:00 east/bob 3×B1, discount 3.00.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -685,3 +686,38 @@ def test_every_analysis_has_json_and_an_export_in_the_registry() -> None:
     for spec in admin_analytics.ANALYSES:
         assert {f"/api/admin/analytics/{spec.path}", f"/api/admin/analytics/{spec.path}/export"} <= paths
     assert len(admin_analytics.ANALYSES) == 18
+
+
+async def test_refreshes_racing_purchases_and_refunds_miss_and_double_nothing(
+    client: TestClient, shop: Shop
+) -> None:
+    """Purchases and refunds committed while refreshes run (several at once) end up in the rollups
+    exactly once: the final figures equal a rebuild from the purchases themselves."""
+
+    async def buy(n: int) -> None:
+        at = f"2026-11-{1 + n % 9:02d} 1{n % 10}:00"
+        made = await _purchase(shop, f"race-{n}", "BDE"[n % 3], at, shop.east, shop.bob, [(T1, 1 + n % 3)])
+        if n % 5 == 0:
+            await queries.fetch_rows("UPDATE purchase SET status = 'refunded' WHERE id = :id", id=made)
+
+    async def refresher() -> None:
+        for _ in range(5):
+            await refresh.refresh(batch=7)
+
+    await asyncio.gather(*(buy(n) for n in range(60)), refresher(), refresher())
+    await refresh.refresh()
+    rows = await queries.fetch_rows(
+        "SELECT day, store_id, staff_id, purchases, paid_fen FROM sales_day WHERE merchant_id = :m"
+        " AND purchases <> 0 ORDER BY 1, 2, 3",
+        m=shop.merchant.id,
+    )
+    await refresh.rebuild(shop.merchant.id)
+    rebuilt = await queries.fetch_rows(
+        "SELECT day, store_id, staff_id, purchases, paid_fen FROM sales_day WHERE merchant_id = :m"
+        " ORDER BY 1, 2, 3",
+        m=shop.merchant.id,
+    )
+    assert rows == rebuilt
+    november = await get(client, shop.admin, "sales/trend", **NOV)
+    assert november["summary"]["purchases"] == 2 + 48  # P4, P6 and the 60 less the 12 refunded
+    assert await queries.fetch_rows("SELECT 1 FROM analytics_queue") == []
