@@ -721,3 +721,14 @@ async def test_refreshes_racing_purchases_and_refunds_miss_and_double_nothing(
     november = await get(client, shop.admin, "sales/trend", **NOV)
     assert november["summary"]["purchases"] == 2 + 48  # P4, P6 and the 60 less the 12 refunded
     assert await queries.fetch_rows("SELECT 1 FROM analytics_queue") == []
+
+
+async def test_a_range_is_bounded(client: TestClient, shop: Shop) -> None:
+    ancient = await client.get("/api/admin/analytics/sales/trend?date_from=1999-12-31", headers=shop.admin)
+    assert ancient.status == 400
+    assert (await ancient.json())["error"]["field"] == "date_from"
+    long = await client.get("/api/admin/analytics/sales/trend?date_from=2000-01-01", headers=shop.admin)
+    assert long.status == 400  # from 2000 to today is more than the longest range
+    assert (await long.json())["error"]["field"] == "date_from"
+    future = await client.get("/api/admin/analytics/sales/trend?date_from=2090-01-01", headers=shop.admin)
+    assert future.status == 400  # after today, the range's default end

@@ -29,7 +29,14 @@ from webhooks.auth import MANAGER
 
 log = logging.getLogger(__name__)
 routes = Routes("admin_analytics")
-Day = Annotated[date, Field(description="merchant-local day, e.g. 2024-05-01 (both ends included)")]
+Day = Annotated[
+    date,
+    Field(
+        ge=date(2000, 1, 1),
+        le=date(2099, 12, 31),
+        description="merchant-local day, e.g. 2024-05-01 (ends included)",
+    ),
+]
 Format = Literal["csv", "xlsx"]
 Limit = Annotated[int, Field(ge=1, le=500, description="rows at most")]
 

@@ -58,6 +58,10 @@ class Window:
         """The range of a period analysis: as given, else the last `default_days` days to today."""
         last = self.date_to or self.today
         first = self.date_from or (last - timedelta(days=default_days - 1))
+        if first > last:
+            raise ValidationError("date_from 不能晚于 date_to（未填 date_to 时为今天）", field="date_from")
+        if (last - first).days > MAX_DAYS:
+            raise ValidationError(f"日期范围最长 {MAX_DAYS} 天", field="date_from")
         return first, last
 
     def moment(self, day: date) -> datetime:
