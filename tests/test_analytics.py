@@ -44,6 +44,7 @@ from models.points import PointsPool
 from models.staff import Staff
 from tests.support import dbutil
 from tests.support.factories import make_merchant, staff_headers
+from webhooks.admin_analytics import ANALYSES
 
 ZONE = ZoneInfo("Asia/Shanghai")
 NOW = datetime.now(UTC)
@@ -171,6 +172,11 @@ async def shop(client: TestClient) -> Shop:
     await queries.fetch_rows("UPDATE purchase SET status = 'refunded' WHERE id = :id", id=s.purchases["P5"])
     assert await refresh.refresh() == {"rolled_up": 1}
     await PointsPool.create(merchant=s.merchant, code="spring", budget=1000, granted=250)
+    await queries.fetch_rows(
+        "INSERT INTO referral_award (merchant_id, referee_id, referrer_id, level, points, created_at)"
+        " VALUES (:merchant, :b, :a, 1, 50, :at)",
+        merchant=s.merchant.id, a=s.members["A"], b=s.members["B"], at=local("2026-11-03 12:00"),
+    )  # fmt: skip
     s.admin = await staff_headers(client, s.merchant, "admin")
     s.manager = await staff_headers(client, s.merchant, "manager")  # of the main store
     return s
@@ -277,9 +283,8 @@ async def test_regions_from_the_shipping_address_else_the_store(client: TestClie
 async def test_referral_ranking_reuses_the_loyalty_ranking(client: TestClient, shop: Shop) -> None:
     await queries.fetch_rows(
         "INSERT INTO referral_award (merchant_id, referee_id, referrer_id, level, points, created_at)"
-        " VALUES (:merchant, :b, :a, 1, 50, :at), (:merchant, :c, :a, 1, 50, :late)",
-        merchant=shop.merchant.id, a=shop.members["A"], b=shop.members["B"], c=shop.members["C"],
-        at=local("2026-11-03 12:00"), late=local("2026-11-20 12:00"),
+        " VALUES (:merchant, :c, :a, 1, 50, :late)",
+        merchant=shop.merchant.id, a=shop.members["A"], c=shop.members["C"], late=local("2026-11-20 12:00"),
     )  # fmt: skip
     report = await get(client, shop.admin, "members/referrals", **NOV)
     assert pick(report["rows"], "rank", "member_code", "referrals", "points") == [(1, "A", 1, 50)]
@@ -732,3 +737,37 @@ async def test_a_range_is_bounded(client: TestClient, shop: Shop) -> None:
     assert (await long.json())["error"]["field"] == "date_from"
     future = await client.get("/api/admin/analytics/sales/trend?date_from=2090-01-01", headers=shop.admin)
     assert future.status == 400  # after today, the range's default end
+
+
+def _as_csv(value: Any, unit: str) -> str:
+    if value is None:
+        return ""
+    if unit == "fen":
+        return f"{value / 100:.2f}"
+    if unit == "bool":
+        return "是" if value else "否"
+    if unit == "datetime":
+        return datetime.fromisoformat(value).astimezone(ZONE).strftime("%Y-%m-%d %H:%M")
+    return str(value)
+
+
+@pytest.mark.parametrize("name", [spec.path for spec in ANALYSES])
+async def test_every_export_is_its_json_report_as_csv(client: TestClient, shop: Shop, name: str) -> None:
+    cup = await MallItem.create(merchant=shop.merchant, kind="shipped", name="杯", price_points=1, stock=1)
+    await queries.fetch_rows(
+        "INSERT INTO mall_order (merchant_id, member_id, item_id, qty, points, cash_fen, status,"
+        " idempotency_key, address, local_day, created_at) VALUES (:merchant, :member, :item, 1, 100, 0,"
+        " 'to_ship', 'o1', '{\"region\": \"广东省\"}', '2026-11-09', :at)",
+        merchant=shop.merchant.id, member=shop.members["A"], at=local("2026-11-09 10:00"), item=cup.id,
+    )  # fmt: skip
+    query: dict[str, Any] = (
+        {} if name == "sales/deliveries" else {**ALL, "days": 1} if "churn" in name else ALL
+    )
+    report = await get(client, shop.admin, name, **query)
+    assert report["rows"], name  # every analysis has something to show for this shop
+    response = await client.get(f"/api/admin/analytics/{name}/export?{urlencode(query)}", headers=shop.admin)
+    assert response.status == 200, await response.text()
+    lines = list(csv.reader(io.StringIO((await response.read()).decode("utf-8-sig"))))
+    columns = report["columns"]
+    assert lines[0] == [c["title"] + ("（元）" if c["unit"] == "fen" else "") for c in columns]
+    assert lines[1:] == [[_as_csv(row[c["key"]], c["unit"]) for c in columns] for row in report["rows"]]
