@@ -324,7 +324,7 @@ async def drop(apps: object, schema_editor: object) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0018_members_backoffice")]
+    dependencies = [("models", "0019_credit")]
 
     initial = False
 
