@@ -24,7 +24,7 @@ import asyncio
 import csv
 import io
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -690,7 +690,7 @@ def test_every_analysis_has_json_and_an_export_in_the_registry() -> None:
     paths = {e.path for e in admin_analytics.routes.endpoints}
     for spec in admin_analytics.ANALYSES:
         assert {f"/api/admin/analytics/{spec.path}", f"/api/admin/analytics/{spec.path}/export"} <= paths
-    assert len(admin_analytics.ANALYSES) == 18
+    assert len(admin_analytics.ANALYSES) == 19
 
 
 async def test_refreshes_racing_purchases_and_refunds_miss_and_double_nothing(
@@ -763,6 +763,8 @@ async def test_every_export_is_its_json_report_as_csv(client: TestClient, shop: 
     query: dict[str, Any] = (
         {} if name == "sales/deliveries" else {**ALL, "days": 1} if "churn" in name else ALL
     )
+    if name == "members/credit":
+        query = {"date_to": (await _overdue_credit(shop)).isoformat()}
     report = await get(client, shop.admin, name, **query)
     assert report["rows"], name  # every analysis has something to show for this shop
     response = await client.get(f"/api/admin/analytics/{name}/export?{urlencode(query)}", headers=shop.admin)
@@ -771,3 +773,35 @@ async def test_every_export_is_its_json_report_as_csv(client: TestClient, shop: 
     columns = report["columns"]
     assert lines[0] == [c["title"] + ("（元）" if c["unit"] == "fen" else "") for c in columns]
     assert lines[1:] == [[_as_csv(row[c["key"]], c["unit"]) for c in columns] for row in report["rows"]]
+
+
+async def _overdue_credit(shop: Shop) -> date:
+    """B owes 30.00 on credit, charged now and due in the merchant's 30 days; the day 40 days ahead."""
+    from handlers.credit import ledger as credit
+    from handlers.till.purchase import PurchaseRequest, record_purchase
+    from tests.support.factories import EFFECTS
+
+    now = datetime.now(UTC)
+    await credit.set_limit(
+        shop.merchant, shop.members["B"], 10_000, key="l1", now=now, actor="staff:1", reason="月结"
+    )
+    request = PurchaseRequest("credit-1", shop.members["B"], 5000, credit_fen=3000)
+    await record_purchase(shop.merchant, None, request, now=now, effects=EFFECTS)
+    return datetime.now(ZONE).date() + timedelta(days=40)
+
+
+async def test_credit_warning_delegates_to_the_credit_overdue_query(client: TestClient, shop: Shop) -> None:
+    ahead = await _overdue_credit(shop)
+    assert (await get(client, shop.admin, "members/credit"))["rows"] == []  # nothing is due yet
+    report = await get(client, shop.admin, "members/credit", date_to=ahead.isoformat())
+    due = await queries.fetch_one("SELECT due_at FROM credit_entry WHERE kind = 'charge'")
+    as_of = datetime.combine(ahead + timedelta(days=1), datetime.min.time(), ZONE)
+    assert pick(report["rows"], "member_code", "overdue_fen", "days_overdue", "owed_fen", "limit_fen") == [
+        ("B", 3000, (as_of - due["due_at"]).days, 3000, 10_000)
+    ]
+    assert report["summary"]["members"] == 1 and report["summary"]["overdue_fen"] == 3000
+    assert (await get(client, shop.manager, "members/credit", date_to=ahead.isoformat()))["rows"] == [
+        report["rows"][0]
+    ]  # B was acquired by the manager's store
+    east = await get(client, shop.admin, "members/credit", store_id=shop.east.id, date_to=ahead.isoformat())
+    assert east["rows"] == []

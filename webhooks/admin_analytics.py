@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import Field, create_model
 
-from handlers.analytics import members, points, sales, thresholds
+from handlers.analytics import credit, members, points, sales, thresholds
 from handlers.analytics.report import Report, Window, header, lines
 from handlers.core import audit_log, sheets
 from handlers.staff.scope import scope_of
@@ -114,6 +114,8 @@ ANALYSES = (
              "Referrers ranked by level-1 referrals awarded in the range."),
     Analysis("members/churn", "member_churn", "流失预警", ChurnQuery, members.churn,
              "Churn warning: no visit in `days` days, per tier and the most valuable members."),
+    Analysis("members/credit", "member_credit", "信用预警", LimitQuery, credit.credit_warning,
+             "Credit warning: members with overdue credit, as of the end of `date_to` (default now)."),
     Analysis("members/cycle", "member_cycle", "消费周期预警", CycleQuery, members.cycle,
              "Consumption-cycle warning: a member's own usual interval passed by `overdue_pct`%."),
     Analysis("members/cohorts", "member_cohorts", "会员价值", RangeQuery, members.cohorts,
