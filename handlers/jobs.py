@@ -22,7 +22,8 @@ by the next one:
   (`handlers.tags.recompute`; one set-based statement per tag).
 - `retention`: unfollowed members' profiles past the merchant's grace period are erased.
 - `analytics_refresh` (every minute): the changes queued since the last run are added to the
-  analyses' rollups (`handlers.analytics.refresh`).
+  analyses' rollups; `member_snapshots` (every ten minutes): the members per registration month, store,
+  tier, gender and age band are counted again (`handlers.analytics.refresh`).
 - `effects_sweep` (every minute): durable effects that are due — retries after their backoff, tasks
   whose process died — run (`handlers.core.tasks`; the arq worker fans them out as `run_task` jobs).
 
@@ -96,6 +97,7 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
     Entry("effects_sweep", minute=frozenset(range(60))),
     Entry("analytics_refresh", minute=frozenset(range(60))),
+    Entry("member_snapshots", minute=frozenset(range(3, 60, 10))),
 )
 
 
@@ -129,6 +131,7 @@ JOBS: dict[str, Job] = {
     "pickup_reminders": reminders.pickups_due,
     "tier_warnings": tier_warnings.downgrade_warnings,
     "analytics_refresh": _plain(analytics.refresh),
+    "member_snapshots": _plain(analytics.snapshots),
 }
 
 

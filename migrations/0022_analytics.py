@@ -16,7 +16,9 @@
   is due) and `member_cohort` (per registration month and store: members, buyers, repeat buyers, cash).
   A refunded purchase leaves the figures of the day it was made.
 - `mall_item.low_stock_threshold` (库存预警; NULL: none).
-- Indexes for the direct queries: members by registration day, gender/birthday, churn by last visit.
+- `member_snapshot`: members per registration month, store, tier, gender and age band, recomputed for
+  each merchant every ten minutes by the worker (`memberbot_member_snapshot`).
+- An index for the churn warning (members by last visit, else registration).
 """
 
 from tortoise import fields, migrations
@@ -77,7 +79,16 @@ CREATE TABLE IF NOT EXISTS member_cohort (
     PRIMARY KEY (merchant_id, month, store_id)
 );
 
-CREATE INDEX IF NOT EXISTS member_gender_birthday ON member (merchant_id, gender, birthday);
+-- Members per registration month, store, tier, gender and age band, recomputed by the worker every ten
+-- minutes (`memberbot_member_snapshot`): the tiers and gender/age analyses read whole months from it.
+CREATE TABLE IF NOT EXISTS member_snapshot (
+    merchant_id integer NOT NULL, month date NOT NULL, store_id integer NOT NULL, tier_code varchar(32) NOT NULL,
+    gender varchar(16) NOT NULL, age_band smallint NOT NULL, members bigint NOT NULL, spend_fen bigint NOT NULL,
+    PRIMARY KEY (merchant_id, month, store_id, tier_code, gender, age_band)
+);
+CREATE TABLE IF NOT EXISTS member_snapshot_state (
+    merchant_id integer PRIMARY KEY, refreshed_at timestamptz NOT NULL, as_of date NOT NULL
+);
 CREATE INDEX IF NOT EXISTS member_churn
     ON member (merchant_id, (COALESCE(last_visit_at, registered_at)), lifetime_spend_fen);
 
@@ -249,6 +260,37 @@ BEGIN
 END
 $$;
 
+-- Age bands (index into handlers.analytics.members.AGE_BANDS; 6: unknown): whole years of age on p_today.
+CREATE OR REPLACE FUNCTION memberbot_age_band(p_birthday date, p_today date) RETURNS smallint
+LANGUAGE sql IMMUTABLE AS $$
+SELECT (CASE WHEN p_birthday IS NULL OR p_birthday > p_today THEN 6
+             ELSE width_bucket(date_part('year', age(p_today, p_birthday)), ARRAY[18, 25, 35, 45, 55]::float8[])
+        END)::smallint
+$$;
+
+CREATE OR REPLACE FUNCTION memberbot_member_snapshot(p_merchant integer, p_today date, p_now timestamptz)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_rows integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('memberbot_member_snapshot'), p_merchant);
+    DELETE FROM member_snapshot WHERE merchant_id = p_merchant;
+    INSERT INTO member_snapshot (merchant_id, month, store_id, tier_code, gender, age_band, members, spend_fen)
+    SELECT p_merchant, date_trunc('month', m.registered_at AT TIME ZONE mc.timezone)::date, COALESCE(m.store_id, 0),
+           COALESCE(t.tier_code, ''), COALESCE(m.gender, 'unknown'), memberbot_age_band(m.birthday, p_today),
+           count(*), sum(m.lifetime_spend_fen)
+      FROM member m
+      JOIN merchant mc ON mc.id = m.merchant_id
+      LEFT JOIN member_tier t ON t.member_id = m.id
+     WHERE m.merchant_id = p_merchant AND m.anonymized_at IS NULL
+     GROUP BY 1, 2, 3, 4, 5, 6;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    INSERT INTO member_snapshot_state (merchant_id, refreshed_at, as_of) VALUES (p_merchant, p_now, p_today)
+    ON CONFLICT (merchant_id) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, as_of = EXCLUDED.as_of;
+    RETURN v_rows;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION memberbot_analytics_refresh(p_limit integer) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     v_taken integer;
@@ -306,9 +348,10 @@ DROP FUNCTION IF EXISTS memberbot_analytics_rebuild(integer);
 DROP FUNCTION IF EXISTS memberbot_analytics_refresh(integer);
 DROP FUNCTION IF EXISTS memberbot_analytics_apply();
 DROP FUNCTION IF EXISTS memberbot_analytics_enqueue();
+DROP FUNCTION IF EXISTS memberbot_member_snapshot(integer, date, timestamptz);
+DROP FUNCTION IF EXISTS memberbot_age_band(date, date);
 DROP INDEX IF EXISTS member_churn;
-DROP INDEX IF EXISTS member_gender_birthday;
-DROP TABLE IF EXISTS member_cohort, member_stats, points_day, member_day, sales_month_product,
+DROP TABLE IF EXISTS member_snapshot_state, member_snapshot, member_cohort, member_stats, points_day, member_day, sales_month_product,
     sales_day_product, sales_day_category, sales_day, analytics_queue;
 """
 

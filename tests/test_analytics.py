@@ -240,24 +240,45 @@ async def test_members_by_acquiring_staff(client: TestClient, shop: Shop) -> Non
     ]
 
 
+TIERS_ALL = [
+    ("normal", "普通会员", 5, 0.8333, 7200),
+    ("silver", "银卡", 1, 0.1667, 11500),
+    ("gold", "金卡", 0, 0.0, 0),
+    ("diamond", "钻石", 0, 0.0, 0),
+]
+TIER_COLUMNS = ("tier_code", "tier_name", "members", "share", "spend_fen")
+MIXED = {"date_from": "2025-03-05", "date_to": "2026-11-30"}  # partial March 2025, whole months to Nov 2026
+
+
 async def test_tier_distribution(client: TestClient, shop: Shop) -> None:
     everyone = await get(client, shop.admin, "members/tiers")
-    assert pick(everyone["rows"], "tier_code", "tier_name", "members", "share", "spend_fen") == [
-        ("normal", "普通会员", 5, 0.8333, 7200),
-        ("silver", "银卡", 1, 0.1667, 11500),
-        ("gold", "金卡", 0, 0.0, 0),
-        ("diamond", "钻石", 0, 0.0, 0),
-    ]
+    assert pick(everyone["rows"], *TIER_COLUMNS) == TIERS_ALL
     november = await get(client, shop.admin, "members/tiers", **NOV)
     assert november["summary"]["members"] == 4
+    main = await get(client, shop.admin, "members/tiers", store_id=shop.main.id)
+    assert pick(main["rows"], "tier_code", "members")[:2] == [("normal", 3), ("silver", 1)]
 
 
-async def test_gender_and_age_bands(client: TestClient, shop: Shop) -> None:
-    report = await get(client, shop.admin, "members/gender-age")
-    bands = {row["age_band"]: row for row in report["rows"]}
-    assert (bands["35-44岁"]["female"], bands["25-34岁"]["male"], bands["18岁以下"]["female"]) == (1, 1, 1)
-    assert (bands["未知"]["unknown"], bands["未知"]["undisclosed"], bands["未知"]["total"]) == (2, 1, 3)
-    assert report["summary"] == {"members": 6, "male": 1, "female": 2, "undisclosed": 1, "unknown": 2}
+async def test_tiers_and_ages_from_the_snapshot_and_the_edge_days_are_the_same(
+    client: TestClient, shop: Shop
+) -> None:
+    queries_ = [{}, NOV, ALL, MIXED, {"store_id": shop.east.id}, {"date_from": "2026-10-31"}]
+    direct = [await get(client, shop.admin, "members/tiers", **q) for q in queries_]
+    ages = [await get(client, shop.admin, "members/gender-age", **q) for q in queries_]
+    assert await refresh.snapshots(NOW) == {"merchants": 1, "cells": 6}  # one cell per member here
+    for query, before, age in zip(queries_, direct, ages, strict=True):
+        after = await get(client, shop.admin, "members/tiers", **query)
+        assert after["rows"] == before["rows"], query
+        assert after["summary"]["snapshot_at"] is not None
+        assert (await get(client, shop.admin, "members/gender-age", **query))["rows"] == age["rows"], query
+    # A member who joins after the snapshot counts in whole months at the next one (ten minutes).
+    await _member(shop, "G", "2026-11-20 12:00", "oa_subscribe", shop.main)
+    stale = await get(client, shop.admin, "members/tiers", **ALL)
+    assert stale["summary"]["members"] == 6
+    edge = await get(client, shop.admin, "members/tiers", date_from="2026-11-15", date_to="2026-11-20")
+    assert edge["summary"]["members"] == 1  # a partial month is read from the members themselves
+    await refresh.snapshots(NOW)
+    assert (await get(client, shop.admin, "members/tiers", **ALL))["summary"]["members"] == 7
 
 
 async def test_regions_from_the_shipping_address_else_the_store(client: TestClient, shop: Shop) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from handlers.analytics.report import Column, Grain, Report, Window, period_label, periods, rate
+from handlers.analytics.report import Column, Grain, Report, Window, period_label, periods, rate, whole_months
 from handlers.core import queries
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty import referrals
@@ -46,21 +46,58 @@ def _snapshot_params(window: Window, **extra: Any) -> dict[str, Any]:
     return window.params(since=since, until=until, **extra)
 
 
-# Tier distribution ---------------------------------------------------------------------------------
+# Member profiles: tiers, gender and age ----------------------------------------------------------
 
-_TIERS_SQL = """
-SELECT t.tier_code, count(*) AS members, COALESCE(sum(m.lifetime_spend_fen), 0) AS spend_fen
-  FROM member m LEFT JOIN member_tier t ON t.member_id = m.id
- WHERE {members}
- GROUP BY t.tier_code
+_SNAPSHOT_SQL = """
+SELECT tier_code, gender, age_band, sum(members)::bigint AS members, sum(spend_fen)::bigint AS spend_fen
+  FROM member_snapshot
+ WHERE merchant_id = :merchant AND month >= :month_first AND month < :month_end AND {store}
+ GROUP BY 1, 2, 3
 """
+_PROFILES_SQL = """
+SELECT COALESCE(t.tier_code, '') AS tier_code, COALESCE(m.gender, 'unknown') AS gender,
+       memberbot_age_band(m.birthday, :today) AS age_band, count(*) AS members,
+       COALESCE(sum(m.lifetime_spend_fen), 0)::bigint AS spend_fen
+  FROM member m LEFT JOIN member_tier t ON t.member_id = m.id
+ WHERE {members} AND (m.registered_at < :edge_from OR m.registered_at >= :edge_to)
+ GROUP BY 1, 2, 3
+"""
+_SNAPSHOT_STATE_SQL = "SELECT refreshed_at, as_of FROM member_snapshot_state WHERE merchant_id = :merchant"
+FAR_PAST, FAR_FUTURE = date(1970, 1, 1), date(9999, 1, 1)
+
+
+async def _profiles(window: Window) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Members per (tier code, '' for none; gender; age band index) with their lifetime spend: the whole
+    registration months of the range from `member_snapshot` (as of its last refresh), the days around
+    them from the member table; everything from the member table while the snapshot was never taken."""
+    state = await queries.fetch_read(_SNAPSHOT_STATE_SQL, merchant=window.merchant_id)
+    if not state:
+        month_first = month_end = FAR_PAST
+    elif window.date_from is None and window.date_to is None:
+        month_first, month_end = FAR_PAST, FAR_FUTURE
+    else:
+        month_first, month_end = whole_months(window.date_from or FAR_PAST, window.date_to or FAR_FUTURE)
+    params = _snapshot_params(window, today=window.today, month_first=month_first, month_end=month_end)
+    rows: list[dict[str, Any]] = []
+    if month_first < month_end:
+        rows += await queries.fetch_read(
+            _SNAPSHOT_SQL.format(store=window.store_clause("store_id")), **params
+        )
+    edge_from = window.moment(month_first) if month_first > FAR_PAST else params["since"]
+    edge_to = window.moment(month_end) if month_end < FAR_FUTURE else params["until"]
+    if not (edge_from <= params["since"] and edge_to >= params["until"]):
+        rows += await queries.fetch_read(
+            _PROFILES_SQL.format(members=_members(window)), **params, edge_from=edge_from, edge_to=edge_to
+        )
+    fresh = {"snapshot_at": state[0]["refreshed_at"], "ages_on": state[0]["as_of"]} if state else {}
+    return rows, fresh
 
 
 async def tiers(window: Window) -> Report:
     """Members per tier (members without a tier row are in the base tier), with their lifetime spend."""
     _, ladder = await loyalty_config.current_tiers(window.merchant_id)
     base = min(ladder, key=lambda tier: tier.rank).code
-    raw = await queries.fetch_read(_TIERS_SQL.format(members=_members(window)), **_snapshot_params(window))
+    raw, fresh = await _profiles(window)
     counts: dict[str, list[int]] = {}
     for row in raw:
         code = row["tier_code"] or base
@@ -88,7 +125,7 @@ async def tiers(window: Window) -> Report:
         Column("share", "占比", "rate"),
         Column("spend_fen", "累计消费", "fen"),
     )
-    return Report(columns, rows, {"members": everyone})
+    return Report(columns, rows, {"members": everyone, **fresh})
 
 
 # New members ---------------------------------------------------------------------------------------
@@ -170,34 +207,16 @@ async def by_staff(window: Window, limit: int = 100) -> Report:
 
 # Gender and age ------------------------------------------------------------------------------------
 
-_GENDER_AGE_SQL = """
-SELECT COALESCE(m.gender, 'unknown') AS gender, extract(year FROM m.birthday)::int AS born,
-       to_char(m.birthday, 'MMDD') > :mmdd AS later, count(*) AS members
-  FROM member m
- WHERE {members}
- GROUP BY 1, 2, 3
-"""
-
-
-def age_band(born: int | None, later: bool | None, today: date) -> str:
-    if born is None:
-        return UNKNOWN_AGE
-    age = today.year - born - (1 if later else 0)
-    return next(title for low, high, title in AGE_BANDS if low <= age < high) if age >= 0 else UNKNOWN_AGE
-
 
 async def gender_age(window: Window) -> Report:
-    """Members by age band (age today, merchant-local) and gender."""
-    raw = await queries.fetch_read(
-        _GENDER_AGE_SQL.format(members=_members(window)),
-        **_snapshot_params(window, mmdd=window.today.strftime("%m%d")),
-    )
+    """Members by age band (whole years of age, merchant-local today) and gender."""
+    raw, fresh = await _profiles(window)
     bands = [title for _, _, title in AGE_BANDS] + [UNKNOWN_AGE]
     rows: dict[str, dict[str, Any]] = {
         band: {"age_band": band, "total": 0, **{g: 0 for g, _ in GENDERS}} for band in bands
     }
     for row in raw:
-        line = rows[age_band(row["born"], row["later"], window.today)]
+        line = rows[bands[int(row["age_band"])]]
         line[row["gender"]] += int(row["members"])
         line["total"] += int(row["members"])
     columns = (
@@ -206,7 +225,7 @@ async def gender_age(window: Window) -> Report:
         Column("total", "合计"),
     )
     totals = {g: sum(line[g] for line in rows.values()) for g, _ in GENDERS}
-    return Report(columns, list(rows.values()), {"members": sum(totals.values()), **totals})
+    return Report(columns, list(rows.values()), {"members": sum(totals.values()), **totals, **fresh})
 
 
 # Regions -------------------------------------------------------------------------------------------

@@ -116,6 +116,14 @@ def period_of(day: date, grain: Grain) -> date:
     return date(day.year, 1, 1)
 
 
+def whole_months(first: date, last: date) -> tuple[date, date]:
+    """[month_first, month_end): the whole calendar months inside [first, last] (empty: equal or after)."""
+    month_first = first if first.day == 1 else (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    after = last + timedelta(days=1)
+    month_end = after if after.day == 1 else after.replace(day=1)
+    return month_first, max(month_end, month_first)
+
+
 def _next(start: date, grain: Grain) -> date:
     if grain == "day":
         return start + timedelta(days=1)

@@ -9,10 +9,10 @@ purchase leaves every figure of the day it was made.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from handlers.analytics.report import Column, Grain, Report, Window, period_label, periods, rate
+from handlers.analytics.report import Column, Grain, Report, Window, period_label, periods, rate, whole_months
 from handlers.core import queries
 
 MAX_LIST = 500
@@ -212,14 +212,6 @@ HAVING sum(l.qty) <> 0 OR sum(l.revenue_fen) <> 0
  LIMIT :limit
 """
 _ORDERS = {"revenue": "revenue_fen", "qty": "qty", "profit": "sum(l.costed_revenue_fen - l.cost_fen)"}
-
-
-def whole_months(first: date, last: date) -> tuple[date, date]:
-    """[month_first, month_end): the whole calendar months inside [first, last] (empty: equal or after)."""
-    month_first = first if first.day == 1 else (first.replace(day=28) + timedelta(days=4)).replace(day=1)
-    after = last + timedelta(days=1)
-    month_end = after if after.day == 1 else after.replace(day=1)
-    return month_first, max(month_end, month_first)
 
 
 async def product_ranking(window: Window, limit: int = 50, sort: ProductSort = "revenue") -> Report:
