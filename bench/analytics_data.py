@@ -11,6 +11,7 @@ trigger-kept member columns itself, then builds the rollups with `memberbot_anal
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import os
 import random
@@ -38,7 +39,6 @@ CATEGORIES = (
 PRODUCTS = 200
 SOURCES = (("oa_subscribe", 40), ("oa_referral", 15), ("oa_staff", 20), ("mini_program", 20), ("import", 5))
 NULL = "\\N"  # COPY text format
-TIERS = (("normal", 0), ("silver", 1), ("gold", 2), ("platinum", 3))
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def generate(scale: Scale) -> Path:
                 if spend < 600_000
                 else "gold"
                 if spend < 1_500_000
-                else "platinum"
+                else "diamond"
             )
             if tier != "normal":
                 tiers.write(f"{member_id}\t1\t{member_id}\t{tier}\t{_ts(registered)}\n")
@@ -304,6 +304,12 @@ async def load(scale: Scale, *, log: object = print) -> float:
     if have == scale.tag:
         await _ensure_extras(url)
         return 0.0
+    took = await _load(url, scale, log)
+    await _ensure_extras(url)
+    return took
+
+
+async def _load(url: str, scale: Scale, log: object) -> float:
     started = time.monotonic()
     say = log if callable(log) else print
     folder = generate(scale)
@@ -347,7 +353,7 @@ SELECT 1, m.id, m.referrer_id, 1, 100, m.registered_at + interval '3 days'
 INSERT INTO mall_order (merchant_id, member_id, item_id, qty, points, cash_fen, status, idempotency_key,
                         address, local_day, created_at)
 SELECT 1, m.id, 1 + m.id % 300, 1, 1000, 0,
-       CASE WHEN m.id % 40 = 0 THEN 'to_ship' WHEN m.id % 40 = 20 THEN 'shipped' ELSE 'fulfilled' END,
+       CASE WHEN m.id % 80 = 0 THEN 'to_ship' WHEN m.id % 80 = 20 THEN 'shipped' ELSE 'fulfilled' END,
        'bench-' || m.id,
        jsonb_build_object('name', '会员', 'phone', '13800000000', 'detail', '某路1号',
                           'region', (ARRAY['广东省', '浙江省', '江苏省', '上海市', '北京市', '四川省'])
@@ -362,9 +368,19 @@ async def _extras(conn: asyncpg.Connection) -> None:
 
 
 async def _ensure_extras(url: str) -> None:
-    """Referral awards and mall orders (added after the first loads: loaded once, on their own)."""
+    """What was added after the first loads, applied once to a cached database: the referral awards and
+    mall orders, the default ladder's top tier, and migration 0022's latest functions and tables (its
+    scripts are idempotent)."""
+    from tests.support import dbutil  # the same migration runner as the tests
+
+    await dbutil.migrate(url)  # migrations merged since the load (e.g. 0019_credit)
+    migration = importlib.import_module("migrations.0022_analytics")
     conn = await asyncpg.connect(dsn(url))
     try:
+        await conn.execute(migration.ROLLUPS)
+        await conn.execute(migration.APPLY)
+        await conn.execute("DROP INDEX IF EXISTS member_gender_birthday")
+        await conn.execute("UPDATE member_tier SET tier_code = 'diamond' WHERE tier_code = 'platinum'")
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM mall_order)"):
             await _extras(conn)
             await conn.execute("ANALYZE referral_award; ANALYZE mall_order")
