@@ -367,7 +367,7 @@ async def drop(apps: object, schema_editor: object) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0019_credit")]
+    dependencies = [("models", "0020_tags_segments")]
 
     initial = False
 
