@@ -16,8 +16,9 @@
   is due) and `member_cohort` (per registration month and store: members, buyers, repeat buyers, cash).
   A refunded purchase leaves the figures of the day it was made.
 - `mall_item.low_stock_threshold` (库存预警; NULL: none).
-- `member_snapshot`: members per registration month, store, tier, gender and age band, recomputed for
-  each merchant every ten minutes by the worker (`memberbot_member_snapshot`).
+- `member_snapshot` (members per registration month, store, tier, gender and age band) and
+  `member_visit_snapshot` (per day of the last visit, store and tier), recomputed for each merchant every
+  ten minutes by the worker (`memberbot_member_snapshot`).
 - An index for the churn warning (members by last visit, else registration).
 """
 
@@ -85,6 +86,13 @@ CREATE TABLE IF NOT EXISTS member_snapshot (
     merchant_id integer NOT NULL, month date NOT NULL, store_id integer NOT NULL, tier_code varchar(32) NOT NULL,
     gender varchar(16) NOT NULL, age_band smallint NOT NULL, members bigint NOT NULL, spend_fen bigint NOT NULL,
     PRIMARY KEY (merchant_id, month, store_id, tier_code, gender, age_band)
+);
+-- The same members per merchant-local day of their last visit (else registration), store and tier: the
+-- churn warning's counts.
+CREATE TABLE IF NOT EXISTS member_visit_snapshot (
+    merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, tier_code varchar(32) NOT NULL,
+    members bigint NOT NULL, spend_fen bigint NOT NULL,
+    PRIMARY KEY (merchant_id, day, store_id, tier_code)
 );
 CREATE TABLE IF NOT EXISTS member_snapshot_state (
     merchant_id integer PRIMARY KEY, refreshed_at timestamptz NOT NULL, as_of date NOT NULL
@@ -285,6 +293,15 @@ BEGIN
      WHERE m.merchant_id = p_merchant AND m.anonymized_at IS NULL
      GROUP BY 1, 2, 3, 4, 5, 6;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
+    DELETE FROM member_visit_snapshot WHERE merchant_id = p_merchant;
+    INSERT INTO member_visit_snapshot (merchant_id, day, store_id, tier_code, members, spend_fen)
+    SELECT p_merchant, (COALESCE(m.last_visit_at, m.registered_at) AT TIME ZONE mc.timezone)::date,
+           COALESCE(m.store_id, 0), COALESCE(t.tier_code, ''), count(*), sum(m.lifetime_spend_fen)
+      FROM member m
+      JOIN merchant mc ON mc.id = m.merchant_id
+      LEFT JOIN member_tier t ON t.member_id = m.id
+     WHERE m.merchant_id = p_merchant AND m.anonymized_at IS NULL
+     GROUP BY 1, 2, 3, 4;
     INSERT INTO member_snapshot_state (merchant_id, refreshed_at, as_of) VALUES (p_merchant, p_now, p_today)
     ON CONFLICT (merchant_id) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, as_of = EXCLUDED.as_of;
     RETURN v_rows;
@@ -351,7 +368,7 @@ DROP FUNCTION IF EXISTS memberbot_analytics_enqueue();
 DROP FUNCTION IF EXISTS memberbot_member_snapshot(integer, date, timestamptz);
 DROP FUNCTION IF EXISTS memberbot_age_band(date, date);
 DROP INDEX IF EXISTS member_churn;
-DROP TABLE IF EXISTS member_snapshot_state, member_snapshot, member_cohort, member_stats, points_day, member_day, sales_month_product,
+DROP TABLE IF EXISTS member_snapshot_state, member_visit_snapshot, member_snapshot, member_cohort, member_stats, points_day, member_day, sales_month_product,
     sales_day_product, sales_day_category, sales_day, analytics_queue;
 """
 

@@ -321,9 +321,20 @@ async def test_churn_warning_by_tier_with_last_visit_and_spend(client: TestClien
     assert report["summary"]["by_tier"] == [
         {"tier_code": "silver", "tier_name": "银卡", "members": 1, "spend_fen": 11500}
     ]
-    # Every member registered at least a few days ago has gone a day without a visit.
+    # Nobody has visited today.
     recent = await get(client, shop.admin, "members/churn", days=1)
     assert recent["summary"]["members"] == 6
+    await refresh.snapshots(NOW)  # the counts of every member now come from the visit snapshot
+    for days in (1, 90, 400, 600):
+        direct = await get(client, shop.admin, "members/churn", days=days, **ALL)
+        snapshot = await get(client, shop.admin, "members/churn", days=days)
+        assert "snapshot_at" in snapshot["summary"]
+        assert snapshot["summary"]["by_tier"] == direct["summary"]["by_tier"], days
+        assert snapshot["rows"] == direct["rows"], days
+    east = await get(client, shop.admin, "members/churn", days=1, store_id=shop.east.id)
+    assert east["summary"]["by_tier"] == [
+        {"tier_code": "normal", "tier_name": "普通会员", "members": 2, "spend_fen": 4200}
+    ]
 
 
 async def test_consumption_cycle_warning(client: TestClient, shop: Shop) -> None:

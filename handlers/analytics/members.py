@@ -312,6 +312,12 @@ SELECT t.tier_code, count(*) AS members, COALESCE(sum(m.lifetime_spend_fen), 0) 
  WHERE {members} AND COALESCE(m.last_visit_at, m.registered_at) < :cutoff
  GROUP BY t.tier_code
 """
+_CHURN_SNAPSHOT_SQL = """
+SELECT tier_code, sum(members)::bigint AS members, sum(spend_fen)::bigint AS spend_fen
+  FROM member_visit_snapshot
+ WHERE merchant_id = :merchant AND day < :cutoff_day AND {store}
+ GROUP BY tier_code
+"""
 _CHURN_LIST_SQL = """
 SELECT m.code, m.name, t.tier_code, m.last_visit_at, m.lifetime_spend_fen, m.registered_at
   FROM member m LEFT JOIN member_tier t ON t.member_id = m.id
@@ -322,15 +328,25 @@ SELECT m.code, m.name, t.tier_code, m.last_visit_at, m.lifetime_spend_fen, m.reg
 
 
 async def churn(window: Window, days: int = 90, limit: int = 100, *, now: datetime | None = None) -> Report:
-    """Members with no visit (till purchase or check-in; never visited: since registering) in `days` days:
-    how many per tier in the summary, and the `limit` who spent most, with tier, last visit and spend."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
-    params = _snapshot_params(window, cutoff=cutoff, limit=min(limit, MAX_LIST))
+    """Members with no visit (till purchase or check-in; never visited: since registering) on the last
+    `days` merchant-local days, today included: how many per tier in the summary (every member: from the
+    visit snapshot when there is one), and the `limit` who spent most, with tier, last visit and spend."""
+    cutoff_day = window.today - timedelta(days=days - 1)
+    params = _snapshot_params(
+        window, cutoff=window.moment(cutoff_day), cutoff_day=cutoff_day, limit=min(limit, MAX_LIST)
+    )
     _, ladder = await loyalty_config.current_tiers(window.merchant_id)
     base = min(ladder, key=lambda tier: tier.rank).code
     names = {tier.code: tier.name for tier in ladder}
     by_tier: dict[str, dict[str, Any]] = {}
-    for row in await queries.fetch_read(_CHURN_TIERS_SQL.format(members=_members(window)), **params):
+    state = await queries.fetch_read(_SNAPSHOT_STATE_SQL, merchant=window.merchant_id)
+    if state and window.date_from is None and window.date_to is None:
+        counted = await queries.fetch_read(
+            _CHURN_SNAPSHOT_SQL.format(store=window.store_clause("store_id")), **params
+        )
+    else:
+        counted = await queries.fetch_read(_CHURN_TIERS_SQL.format(members=_members(window)), **params)
+    for row in counted:
         code = row["tier_code"] or base
         entry = by_tier.setdefault(code, {"tier_code": code, "tier_name": names.get(code, code), "members": 0,
                                           "spend_fen": 0})  # fmt: skip
@@ -358,6 +374,8 @@ async def churn(window: Window, days: int = 90, limit: int = 100, *, now: dateti
     )
     tiers_list = sorted(by_tier.values(), key=lambda e: (-e["members"], e["tier_code"]))
     summary = {"days": days, "members": sum(e["members"] for e in tiers_list), "by_tier": tiers_list}
+    if state:
+        summary["snapshot_at"] = state[0]["refreshed_at"]
     return Report(columns, rows, summary)
 
 
