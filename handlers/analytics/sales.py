@@ -9,7 +9,8 @@ purchase leaves every figure of the day it was made.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from handlers.analytics.report import Column, Grain, Report, Window, period_label, periods, rate, whole_months
@@ -194,41 +195,65 @@ async def staff_ranking(window: Window, limit: int = 50) -> Report:
 
 # Product ranking -----------------------------------------------------------------------------------
 
-_PRODUCT_SQL = """
-WITH lines AS (
-    SELECT sku, qty, revenue_fen, cost_fen, costed_revenue_fen FROM sales_month_product
-     WHERE merchant_id = :merchant AND month >= :month_first AND month < :month_end AND {store}
-    UNION ALL
-    SELECT sku, qty, revenue_fen, cost_fen, costed_revenue_fen FROM sales_day_product
-     WHERE merchant_id = :merchant AND {store} AND day >= :first AND day <= :last
-       AND (day < :month_first OR day >= :month_end)
-)
-SELECT l.sku, p.name, p.category, sum(l.qty)::bigint AS qty, sum(l.revenue_fen)::bigint AS revenue_fen,
-       sum(l.cost_fen)::bigint AS cost_fen, sum(l.costed_revenue_fen)::bigint AS costed_revenue_fen
-  FROM lines l LEFT JOIN product p ON p.merchant_id = :merchant AND p.sku = l.sku
- GROUP BY l.sku, p.name, p.category
-HAVING sum(l.qty) <> 0 OR sum(l.revenue_fen) <> 0
- ORDER BY {order} DESC, l.sku
- LIMIT :limit
+_PRODUCT_PART_SQL = """
+SELECT sku, sum(qty)::bigint AS qty, sum(revenue_fen)::bigint AS revenue_fen,
+       sum(cost_fen)::bigint AS cost_fen, sum(costed_revenue_fen)::bigint AS costed_revenue_fen
+  FROM {table}
+ WHERE merchant_id = :merchant AND {column} >= :start AND {column} < :end AND {store}
+ GROUP BY sku
 """
-_ORDERS = {"revenue": "revenue_fen", "qty": "qty", "profit": "sum(l.costed_revenue_fen - l.cost_fen)"}
+_PRODUCTS_SQL = "SELECT sku, name, category FROM product WHERE merchant_id = :merchant AND sku = ANY(:skus)"
+_SORTS: dict[str, Callable[[dict[str, Any]], int]] = {
+    "revenue": lambda row: int(row["revenue_fen"]),
+    "qty": lambda row: int(row["qty"]),
+    "profit": lambda row: int(row["profit_fen"]),
+}
+
+
+def _parts(first: date, last: date) -> list[tuple[str, str, date, date]]:
+    """(table, column, start, end) of each part of [first, last]: its whole months from the monthly rollup,
+    the days before and after them from the daily one. Each part is one plain range: a plan that suits
+    any range (the statement is prepared once)."""
+    month_first, month_end = whole_months(first, last)
+    after = last + timedelta(days=1)
+    if month_first >= month_end:
+        return [("sales_day_product", "day", first, after)]
+    parts = [("sales_month_product", "month", month_first, month_end)]
+    if first < month_first:
+        parts.append(("sales_day_product", "day", first, month_first))
+    if month_end < after:
+        parts.append(("sales_day_product", "day", month_end, after))
+    return parts
 
 
 async def product_ranking(window: Window, limit: int = 50, sort: ProductSort = "revenue") -> Report:
     """Products by revenue (or quantity, or profit) in the range; whole months come from the monthly
     rollup and the days around them from the daily one."""
     first, last = window.span()
-    month_first, month_end = whole_months(first, last)
-    raw = await queries.fetch_read(
-        _PRODUCT_SQL.format(store=window.store_clause("store_id"), order=_ORDERS[sort]),
-        **window.params(
-            first=first, last=last, month_first=month_first, month_end=month_end, limit=min(limit, MAX_LIST)
-        ),
-    )
-    rows = [
-        {"rank": i, "sku": r["sku"], "name": r["name"] or "", "category": r["category"] or "", **_money(r)}
-        for i, r in enumerate(raw, 1)
-    ]
+    totals: dict[str, dict[str, int]] = {}
+    for table, column, start, end in _parts(first, last):
+        sql = _PRODUCT_PART_SQL.format(table=table, column=column, store=window.store_clause("store_id"))
+        for r in await queries.fetch_read(sql, **window.params(start=start, end=end)):
+            total = totals.setdefault(
+                r["sku"], dict.fromkeys(("qty", "revenue_fen", "cost_fen", "costed_revenue_fen"), 0)
+            )
+            for key in total:
+                total[key] += int(r[key])
+    lines = [{"sku": sku, **_money(t)} for sku, t in totals.items() if t["qty"] or t["revenue_fen"]]
+    lines.sort(key=lambda row: (-_SORTS[sort](row), row["sku"]))
+    lines = lines[: min(limit, MAX_LIST)]
+    names = {
+        r["sku"]: r
+        for r in await queries.fetch_read(
+            _PRODUCTS_SQL, merchant=window.merchant_id, skus=[line["sku"] for line in lines]
+        )
+    }
+    rows = []
+    for i, line in enumerate(lines, 1):
+        product = names.get(line["sku"], {})
+        rows.append(
+            {"rank": i, **line, "name": product.get("name") or "", "category": product.get("category") or ""}
+        )
     columns = (
         Column("rank", "排名"),
         Column("sku", "SKU", "text"),
