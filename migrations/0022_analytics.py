@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS member_stats (
     cohort date NOT NULL, purchases integer NOT NULL DEFAULT 0, spend_fen bigint NOT NULL DEFAULT 0,
     first_at timestamptz, last_at timestamptz, median_days double precision, due_at timestamptz
 );
-CREATE INDEX IF NOT EXISTS member_stats_due ON member_stats (merchant_id, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS member_stats_recent ON member_stats (merchant_id, last_at) WHERE due_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS member_cohort (
     merchant_id integer NOT NULL, month date NOT NULL, store_id integer NOT NULL,
     members bigint NOT NULL DEFAULT 0, buyers bigint NOT NULL DEFAULT 0, repeaters bigint NOT NULL DEFAULT 0,

@@ -70,6 +70,9 @@ class CycleQuery(LimitQuery):
     min_purchases: Annotated[
         int, Field(ge=3, le=1000, description="members with at least this many purchases")
     ] = 3
+    within_days: Annotated[
+        int, Field(ge=1, le=3650, description="members who bought in this many days (longer: churn)")
+    ] = 180
 
 
 class DeliveryQuery(LimitQuery):

@@ -382,7 +382,7 @@ async def churn(window: Window, days: int = 90, limit: int = 100, *, now: dateti
 # Consumption-cycle warning -------------------------------------------------------------------------
 
 _CYCLE_WHERE = """
-s.merchant_id = :merchant AND s.due_at IS NOT NULL AND s.due_at < :now AND s.purchases >= :min_purchases
+s.merchant_id = :merchant AND s.last_at >= :recent AND s.due_at < :now AND s.purchases >= :min_purchases
 AND s.last_at + make_interval(secs => s.median_days * 86400 * (1 + :overdue / 100.0)) < :now
 AND {store} AND m.anonymized_at IS NULL AND m.registered_at >= :since AND m.registered_at < :until
 """
@@ -403,14 +403,21 @@ async def cycle(
     overdue_pct: int = 50,
     min_purchases: int = 3,
     limit: int = 100,
+    within_days: int = 180,
     *,
     now: datetime | None = None,
 ) -> Report:
     """Members whose time since their last purchase passed their own median interval between purchases
-    by more than `overdue_pct`% (members with at least `min_purchases` purchases), most valuable first."""
+    by more than `overdue_pct`% (members with at least `min_purchases` purchases), most valuable first —
+    among those who bought in the last `within_days` days: a member gone longer is the churn warning's."""
     at = now or datetime.now(UTC)
     params = _snapshot_params(
-        window, now=at, overdue=overdue_pct, min_purchases=max(min_purchases, 2), limit=min(limit, MAX_LIST)
+        window,
+        now=at,
+        recent=at - timedelta(days=within_days),
+        overdue=overdue_pct,
+        min_purchases=max(min_purchases, 2),
+        limit=min(limit, MAX_LIST),
     )
     where = _CYCLE_WHERE.format(store=window.store_clause("s.store_id"))
     count = await queries.fetch_read(_CYCLE_COUNT_SQL.format(where=where), **params)
@@ -442,7 +449,8 @@ async def cycle(
         Column("overdue_pct", "超出比例%"),
         Column("spend_fen", "累计消费", "fen"),
     )
-    return Report(columns, rows, {"overdue_pct": overdue_pct, "members": int(count[0]["n"])})
+    summary = {"overdue_pct": overdue_pct, "within_days": within_days, "members": int(count[0]["n"])}
+    return Report(columns, rows, summary)
 
 
 # Cohorts -------------------------------------------------------------------------------------------
