@@ -363,6 +363,16 @@ SELECT 1, m.id, 1 + m.id % 300, 1, 1000, 0,
 """
 
 
+_MONTH_CATEGORIES = r"""
+INSERT INTO sales_month_category (merchant_id, month, store_id, category, qty, revenue_fen, cost_fen,
+                                  costed_revenue_fen)
+SELECT merchant_id, date_trunc('month', day)::date, store_id, category, sum(qty), sum(revenue_fen),
+       sum(cost_fen), sum(costed_revenue_fen)
+  FROM sales_day_category GROUP BY 1, 2, 3, 4;
+ANALYZE sales_month_category;
+"""
+
+
 async def _extras(conn: asyncpg.Connection) -> None:
     await conn.execute(_EXTRAS)
 
@@ -381,6 +391,8 @@ async def _ensure_extras(url: str) -> None:
         await conn.execute(migration.APPLY)
         await conn.execute("DROP INDEX IF EXISTS member_gender_birthday")
         await conn.execute("UPDATE member_tier SET tier_code = 'diamond' WHERE tier_code = 'platinum'")
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM sales_month_category)"):
+            await conn.execute(_MONTH_CATEGORIES)
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM mall_order)"):
             await _extras(conn)
             await conn.execute("ANALYZE referral_award; ANALYZE mall_order")

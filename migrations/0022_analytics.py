@@ -8,12 +8,13 @@
   (`handlers.jobs.analytics_refresh`). `memberbot_analytics_rebuild(merchant)` recomputes a merchant's
   rollups from the source tables (the benchmark's data, or after a repair).
 - Rollups, keyed by the merchant-local day (`merchant.timezone`) and the store (0: none):
-  `sales_day` (per staff: purchases, amount, discount, paid), `sales_day_category`,
-  `sales_day_product` and `sales_month_product` (per item line: quantity, revenue at unit price, cost
-  and the revenue whose cost is known), `member_day` (new members per source and acquiring staff),
-  `points_day` (points in and out per posting kind, by the member's store), `member_stats` (per member:
-  completed purchases, cash, first/last purchase, median interval between purchases, when the next one
-  is due) and `member_cohort` (per registration month and store: members, buyers, repeat buyers, cash).
+  `sales_day` (per staff: purchases, amount, discount, paid), `sales_day_category` and
+  `sales_month_category`, `sales_day_product` and `sales_month_product` (per item line: quantity,
+  revenue at unit price, cost and the revenue whose cost is known), `member_day` (new members per source
+  and acquiring staff), `points_day` (points in and out per posting kind, by the member's store),
+  `member_stats` (per member: completed purchases, cash, first/last purchase, median interval between
+  purchases, when the next one is due) and `member_cohort` (per registration month and store: members,
+  buyers, repeat buyers, cash).
   A refunded purchase leaves the figures of the day it was made.
 - `mall_item.low_stock_threshold` (库存预警; NULL: none).
 - `member_snapshot` (members per registration month, store, tier, gender and age band) and
@@ -44,6 +45,12 @@ CREATE TABLE IF NOT EXISTS sales_day_category (
     qty bigint NOT NULL DEFAULT 0, revenue_fen bigint NOT NULL DEFAULT 0, cost_fen bigint NOT NULL DEFAULT 0,
     costed_revenue_fen bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (merchant_id, day, store_id, category)
+);
+CREATE TABLE IF NOT EXISTS sales_month_category (
+    merchant_id integer NOT NULL, month date NOT NULL, store_id integer NOT NULL, category varchar(64) NOT NULL,
+    qty bigint NOT NULL DEFAULT 0, revenue_fen bigint NOT NULL DEFAULT 0, cost_fen bigint NOT NULL DEFAULT 0,
+    costed_revenue_fen bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, month, store_id, category)
 );
 CREATE TABLE IF NOT EXISTS sales_day_product (
     merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, sku varchar(64) NOT NULL,
@@ -171,6 +178,15 @@ BEGIN
     SELECT merchant_id, day, store_id, category, sum(qty), sum(revenue_fen), sum(cost_fen), sum(costed_revenue_fen)
       FROM aq_line GROUP BY merchant_id, day, store_id, category
     ON CONFLICT (merchant_id, day, store_id, category) DO UPDATE
+       SET qty = s.qty + EXCLUDED.qty, revenue_fen = s.revenue_fen + EXCLUDED.revenue_fen,
+           cost_fen = s.cost_fen + EXCLUDED.cost_fen, costed_revenue_fen = s.costed_revenue_fen + EXCLUDED.costed_revenue_fen;
+
+    INSERT INTO sales_month_category AS s (merchant_id, month, store_id, category, qty, revenue_fen, cost_fen,
+                                           costed_revenue_fen)
+    SELECT merchant_id, date_trunc('month', day)::date, store_id, category, sum(qty), sum(revenue_fen), sum(cost_fen),
+           sum(costed_revenue_fen)
+      FROM aq_line GROUP BY merchant_id, date_trunc('month', day)::date, store_id, category
+    ON CONFLICT (merchant_id, month, store_id, category) DO UPDATE
        SET qty = s.qty + EXCLUDED.qty, revenue_fen = s.revenue_fen + EXCLUDED.revenue_fen,
            cost_fen = s.cost_fen + EXCLUDED.cost_fen, costed_revenue_fen = s.costed_revenue_fen + EXCLUDED.costed_revenue_fen;
 
@@ -339,6 +355,7 @@ BEGIN
         SELECT 1 FROM points_transaction t WHERE t.id = q.ref AND t.merchant_id = p_merchant));
     DELETE FROM sales_day WHERE merchant_id = p_merchant;
     DELETE FROM sales_day_category WHERE merchant_id = p_merchant;
+    DELETE FROM sales_month_category WHERE merchant_id = p_merchant;
     DELETE FROM sales_day_product WHERE merchant_id = p_merchant;
     DELETE FROM sales_month_product WHERE merchant_id = p_merchant;
     DELETE FROM member_day WHERE merchant_id = p_merchant;
@@ -369,7 +386,7 @@ DROP FUNCTION IF EXISTS memberbot_member_snapshot(integer, date, timestamptz);
 DROP FUNCTION IF EXISTS memberbot_age_band(date, date);
 DROP INDEX IF EXISTS member_churn;
 DROP TABLE IF EXISTS member_snapshot_state, member_visit_snapshot, member_snapshot, member_cohort, member_stats, points_day, member_day, sales_month_product,
-    sales_day_product, sales_day_category, sales_day, analytics_queue;
+    sales_day_product, sales_month_category, sales_day_category, sales_day, analytics_queue;
 """
 
 

@@ -384,6 +384,11 @@ async def test_sales_by_category_with_cost_and_profit(client: TestClient, shop: 
     assert may["summary"]["revenue_fen"] == 12000 and may["summary"]["margin"] == 0.6
     main = await get(client, shop.admin, "sales/categories", store_id=shop.main.id, **NOV)
     assert main["rows"] == []
+    edges = await get(client, shop.admin, "sales/categories", date_from="2025-05-05", date_to="2026-11-07")
+    assert pick(edges["rows"], "category", "qty", "revenue_fen", "cost_fen", "profit_fen") == [
+        ("咖啡", 3, 9000, 0, 0),
+        ("茶", 4, 4000, 1600, 2400),
+    ]
 
 
 async def test_sales_trend_per_day_and_month(client: TestClient, shop: Shop) -> None:
@@ -403,6 +408,14 @@ async def test_sales_trend_per_day_and_month(client: TestClient, shop: Shop) -> 
     assert pick(months["rows"][:2], "period", "purchases", "amount_fen", "discount_fen", "paid_fen") == [
         ("2025-05", 3, 12000, 500, 11500),
         ("2025-06", 0, 0, 0, 0),
+    ]
+    edges = await get(
+        client, shop.admin, "sales/trend", grain="month", date_from="2025-05-05", date_to="2026-11-07"
+    )
+    busy = [row for row in edges["rows"] if row["purchases"]]
+    assert pick(busy, "period", "purchases", "paid_fen", "cost_fen", "profit_fen") == [
+        ("2025-05", 2, 9500, 400, 600),
+        ("2026-11", 1, 3000, 1200, 1800),
     ]
     quarters = await get(client, shop.admin, "sales/trend", grain="quarter", **ALL)
     assert pick(quarters["rows"], "period", "purchases")[:2] == [("2025-Q1", 0), ("2025-Q2", 3)]

@@ -44,21 +44,30 @@ def _money(row: dict[str, Any]) -> dict[str, Any]:
 _CATEGORY_SQL = """
 SELECT category, sum(qty)::bigint AS qty, sum(revenue_fen)::bigint AS revenue_fen,
        sum(cost_fen)::bigint AS cost_fen, sum(costed_revenue_fen)::bigint AS costed_revenue_fen
-  FROM sales_day_category
- WHERE merchant_id = :merchant AND day >= :first AND day <= :last AND {store}
+  FROM {table}
+ WHERE merchant_id = :merchant AND {column} >= :start AND {column} < :end AND {store}
  GROUP BY category
-HAVING sum(qty) <> 0 OR sum(revenue_fen) <> 0
- ORDER BY revenue_fen DESC, category
 """
+_SUMS = ("qty", "revenue_fen", "cost_fen", "costed_revenue_fen")
 
 
 async def by_category(window: Window) -> Report:
-    """Quantity, revenue, cost, profit and margin per product category."""
+    """Quantity, revenue, cost, profit and margin per product category (whole months from the monthly
+    rollup, the days around them from the daily one)."""
     first, last = window.span()
-    raw = await queries.fetch_read(
-        _CATEGORY_SQL.format(store=window.store_clause("store_id")), **window.params(first=first, last=last)
-    )
-    rows = [{"category": r["category"] or "未分类", **_money(r)} for r in raw]
+    totals: dict[str, dict[str, int]] = {}
+    for table, column, start, end in _parts(first, last, "category"):
+        sql = _CATEGORY_SQL.format(table=table, column=column, store=window.store_clause("store_id"))
+        for r in await queries.fetch_read(sql, **window.params(start=start, end=end)):
+            total = totals.setdefault(r["category"], dict.fromkeys(_SUMS, 0))
+            for key in _SUMS:
+                total[key] += int(r[key])
+    rows = [
+        {"category": category or "未分类", **_money(t)}
+        for category, t in totals.items()
+        if t["qty"] or t["revenue_fen"]
+    ]
+    rows.sort(key=lambda row: (-row["revenue_fen"], row["category"]))
     columns = (
         Column("category", "品类", "text"),
         *_MONEY,
@@ -93,10 +102,10 @@ SELECT date_trunc(:grain, day::timestamp)::date AS period, sum(purchases)::bigin
  GROUP BY 1
 """
 _TREND_COST_SQL = """
-SELECT date_trunc(:grain, day::timestamp)::date AS period, sum(cost_fen)::bigint AS cost_fen,
+SELECT date_trunc(:grain, {column}::timestamp)::date AS period, sum(cost_fen)::bigint AS cost_fen,
        sum(costed_revenue_fen)::bigint AS costed_revenue_fen
-  FROM sales_day_category
- WHERE merchant_id = :merchant AND day >= :first AND day <= :last AND {store}
+  FROM {table}
+ WHERE merchant_id = :merchant AND {column} >= :start AND {column} < :end AND {store}
  GROUP BY 1
 """
 
@@ -107,10 +116,22 @@ async def trend(window: Window, grain: Grain = "day") -> Report:
     params = window.params(grain=grain, first=first, last=last)
     store = window.store_clause("store_id")
     sales = {r["period"]: r for r in await queries.fetch_read(_TREND_SQL.format(store=store), **params)}
-    costs = {r["period"]: r for r in await queries.fetch_read(_TREND_COST_SQL.format(store=store), **params)}
+    # Whole months from the monthly rollup when a period is months long; days from the daily one.
+    ranges = (
+        _parts(first, last, "category")
+        if grain in ("month", "quarter", "year")
+        else [("sales_day_category", "day", first, last + timedelta(days=1))]
+    )
+    costs: dict[date, dict[str, int]] = {}
+    for table, column, start, end in ranges:
+        sql = _TREND_COST_SQL.format(table=table, column=column, store=store)
+        for r in await queries.fetch_read(sql, **window.params(grain=grain, start=start, end=end)):
+            line = costs.setdefault(r["period"], {"cost_fen": 0, "costed_revenue_fen": 0})
+            line["cost_fen"] += int(r["cost_fen"])
+            line["costed_revenue_fen"] += int(r["costed_revenue_fen"])
     rows: list[dict[str, Any]] = []
     for start in periods(first, last, grain):
-        s, c = sales.get(start, {}), costs.get(start, {})
+        s, c = sales.get(start, {}), costs.get(start, {"cost_fen": 0, "costed_revenue_fen": 0})
         purchases, paid = int(s.get("purchases", 0)), int(s.get("paid_fen", 0))
         cost, costed = int(c.get("cost_fen", 0)), int(c.get("costed_revenue_fen", 0))
         rows.append(
@@ -210,19 +231,20 @@ _SORTS: dict[str, Callable[[dict[str, Any]], int]] = {
 }
 
 
-def _parts(first: date, last: date) -> list[tuple[str, str, date, date]]:
-    """(table, column, start, end) of each part of [first, last]: its whole months from the monthly rollup,
-    the days before and after them from the daily one. Each part is one plain range: a plan that suits
-    any range (the statement is prepared once)."""
+def _parts(first: date, last: date, kind: str) -> list[tuple[str, str, date, date]]:
+    """(table, column, start, end) of each part of [first, last] in the `kind` rollups (`category`,
+    `product`): its whole months from the monthly one, the days before and after them from the daily one.
+    Each part is one plain range: a plan that suits any range (the statement is prepared once)."""
     month_first, month_end = whole_months(first, last)
     after = last + timedelta(days=1)
+    day_table, month_table = f"sales_day_{kind}", f"sales_month_{kind}"
     if month_first >= month_end:
-        return [("sales_day_product", "day", first, after)]
-    parts = [("sales_month_product", "month", month_first, month_end)]
+        return [(day_table, "day", first, after)]
+    parts = [(month_table, "month", month_first, month_end)]
     if first < month_first:
-        parts.append(("sales_day_product", "day", first, month_first))
+        parts.append((day_table, "day", first, month_first))
     if month_end < after:
-        parts.append(("sales_day_product", "day", month_end, after))
+        parts.append((day_table, "day", month_end, after))
     return parts
 
 
@@ -231,7 +253,7 @@ async def product_ranking(window: Window, limit: int = 50, sort: ProductSort = "
     rollup and the days around them from the daily one."""
     first, last = window.span()
     totals: dict[str, dict[str, int]] = {}
-    for table, column, start, end in _parts(first, last):
+    for table, column, start, end in _parts(first, last, "product"):
         sql = _PRODUCT_PART_SQL.format(table=table, column=column, store=window.store_clause("store_id"))
         for r in await queries.fetch_read(sql, **window.params(start=start, end=end)):
             total = totals.setdefault(
