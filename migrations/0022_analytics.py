@@ -17,8 +17,9 @@
   buyers, repeat buyers, cash).
   A refunded purchase leaves the figures of the day it was made.
 - `mall_item.low_stock_threshold` (库存预警; NULL: none).
-- `member_snapshot` (members per registration month, store, tier, gender and age band) and
-  `member_visit_snapshot` (per day of the last visit, store and tier), recomputed for each merchant every
+- `member_snapshot` (members per registration month, store, tier, gender and age band),
+  `member_region_snapshot` (per registration month, store and region) and `member_visit_snapshot` (per
+  day of the last visit, store and tier), recomputed for each merchant every
   ten minutes by the worker (`memberbot_member_snapshot`).
 - An index for the churn warning (members by last visit, else registration).
 """
@@ -100,6 +101,13 @@ CREATE TABLE IF NOT EXISTS member_visit_snapshot (
     merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, tier_code varchar(32) NOT NULL,
     members bigint NOT NULL, spend_fen bigint NOT NULL,
     PRIMARY KEY (merchant_id, day, store_id, tier_code)
+);
+-- And per registration month, store and region: the province of the latest mall shipping address, else
+-- the acquiring store's name.
+CREATE TABLE IF NOT EXISTS member_region_snapshot (
+    merchant_id integer NOT NULL, month date NOT NULL, store_id integer NOT NULL, basis varchar(8) NOT NULL,
+    region varchar(128) NOT NULL, members bigint NOT NULL,
+    PRIMARY KEY (merchant_id, month, store_id, basis, region)
 );
 CREATE TABLE IF NOT EXISTS member_snapshot_state (
     merchant_id integer PRIMARY KEY, refreshed_at timestamptz NOT NULL, as_of date NOT NULL
@@ -318,6 +326,24 @@ BEGIN
       LEFT JOIN member_tier t ON t.member_id = m.id
      WHERE m.merchant_id = p_merchant AND m.anonymized_at IS NULL
      GROUP BY 1, 2, 3, 4;
+    DELETE FROM member_region_snapshot WHERE merchant_id = p_merchant;
+    INSERT INTO member_region_snapshot (merchant_id, month, store_id, basis, region, members)
+    WITH stated AS (
+        SELECT DISTINCT ON (o.member_id) o.member_id,
+               NULLIF(split_part(btrim(o.address->>'region'), ' ', 1), '') AS region
+          FROM mall_order o
+         WHERE o.merchant_id = p_merchant AND o.address ? 'region'
+         ORDER BY o.member_id, o.id DESC
+    )
+    SELECT p_merchant, date_trunc('month', m.registered_at AT TIME ZONE mc.timezone)::date, COALESCE(m.store_id, 0),
+           CASE WHEN r.region IS NOT NULL THEN 'address' WHEN s.id IS NOT NULL THEN 'store' ELSE 'unknown' END,
+           left(COALESCE(r.region, s.name, ''), 128), count(*)
+      FROM member m
+      JOIN merchant mc ON mc.id = m.merchant_id
+      LEFT JOIN stated r ON r.member_id = m.id
+      LEFT JOIN store s ON s.id = m.store_id
+     WHERE m.merchant_id = p_merchant AND m.anonymized_at IS NULL
+     GROUP BY 1, 2, 3, 4, 5;
     INSERT INTO member_snapshot_state (merchant_id, refreshed_at, as_of) VALUES (p_merchant, p_now, p_today)
     ON CONFLICT (merchant_id) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, as_of = EXCLUDED.as_of;
     RETURN v_rows;
@@ -385,7 +411,7 @@ DROP FUNCTION IF EXISTS memberbot_analytics_enqueue();
 DROP FUNCTION IF EXISTS memberbot_member_snapshot(integer, date, timestamptz);
 DROP FUNCTION IF EXISTS memberbot_age_band(date, date);
 DROP INDEX IF EXISTS member_churn;
-DROP TABLE IF EXISTS member_snapshot_state, member_visit_snapshot, member_snapshot, member_cohort, member_stats, points_day, member_day, sales_month_product,
+DROP TABLE IF EXISTS member_snapshot_state, member_region_snapshot, member_visit_snapshot, member_snapshot, member_cohort, member_stats, points_day, member_day, sales_month_product,
     sales_day_product, sales_month_category, sales_day_category, sales_day, analytics_queue;
 """
 

@@ -299,6 +299,12 @@ async def test_regions_from_the_shipping_address_else_the_store(client: TestClie
         ("东区店", "所属门店", 2),
         ("广东省", "收货地址", 1),
     ]
+    ranges = [{}, NOV, ALL, MIXED, {"store_id": shop.main.id}]
+    direct = [await get(client, shop.admin, "members/regions", **q) for q in ranges]
+    await refresh.snapshots(NOW)  # whole registration months now come from the region snapshot
+    for query, before in zip(ranges, direct, strict=True):
+        after = await get(client, shop.admin, "members/regions", **query)
+        assert after["rows"] == before["rows"] and "snapshot_at" in after["summary"], query
 
 
 async def test_referral_ranking_reuses_the_loyalty_ranking(client: TestClient, shop: Shop) -> None:

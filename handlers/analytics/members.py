@@ -8,6 +8,7 @@ regions, churn) read the member table itself, so they are current.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -66,10 +67,19 @@ _SNAPSHOT_STATE_SQL = "SELECT refreshed_at, as_of FROM member_snapshot_state WHE
 FAR_PAST, FAR_FUTURE = date(1970, 1, 1), date(9999, 1, 1)
 
 
-async def _profiles(window: Window) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Members per (tier code, '' for none; gender; age band index) with their lifetime spend: the whole
-    registration months of the range from `member_snapshot` (as of its last refresh), the days around
-    them from the member table; everything from the member table while the snapshot was never taken."""
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """A registration range as the snapshot's whole months and the member table's days around them."""
+
+    params: dict[str, Any]  # binds `month_first`, `month_end`, `edge_from`, `edge_to` and the window's
+    snapshot: bool  # whole months to read from a snapshot
+    edges: bool  # days to read from the member table
+    fresh: dict[str, Any]
+
+
+async def _split(window: Window, **extra: Any) -> _Split:
+    """Everything from the snapshot when the range is every member; whole months from it and the other
+    days from the members otherwise; everything from the members while no snapshot was ever taken."""
     state = await queries.fetch_read(_SNAPSHOT_STATE_SQL, merchant=window.merchant_id)
     if not state:
         month_first = month_end = FAR_PAST
@@ -77,20 +87,27 @@ async def _profiles(window: Window) -> tuple[list[dict[str, Any]], dict[str, Any
         month_first, month_end = FAR_PAST, FAR_FUTURE
     else:
         month_first, month_end = whole_months(window.date_from or FAR_PAST, window.date_to or FAR_FUTURE)
-    params = _snapshot_params(window, today=window.today, month_first=month_first, month_end=month_end)
-    rows: list[dict[str, Any]] = []
-    if month_first < month_end:
-        rows += await queries.fetch_read(
-            _SNAPSHOT_SQL.format(store=window.store_clause("store_id")), **params
-        )
-    edge_from = window.moment(month_first) if month_first > FAR_PAST else params["since"]
-    edge_to = window.moment(month_end) if month_end < FAR_FUTURE else params["until"]
-    if not (edge_from <= params["since"] and edge_to >= params["until"]):
-        rows += await queries.fetch_read(
-            _PROFILES_SQL.format(members=_members(window)), **params, edge_from=edge_from, edge_to=edge_to
-        )
+    params = _snapshot_params(window, month_first=month_first, month_end=month_end, **extra)
+    params["edge_from"] = window.moment(month_first) if month_first > FAR_PAST else params["since"]
+    params["edge_to"] = window.moment(month_end) if month_end < FAR_FUTURE else params["until"]
+    edges = not (params["edge_from"] <= params["since"] and params["edge_to"] >= params["until"])
     fresh = {"snapshot_at": state[0]["refreshed_at"], "ages_on": state[0]["as_of"]} if state else {}
-    return rows, fresh
+    return _Split(params, month_first < month_end, edges, fresh)
+
+
+async def _profiles(window: Window) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Members per (tier code, '' for none; gender; age band index) with their lifetime spend: the whole
+    registration months of the range from `member_snapshot` (as of its last refresh), the days around
+    them from the member table."""
+    split = await _split(window, today=window.today)
+    rows: list[dict[str, Any]] = []
+    if split.snapshot:
+        rows += await queries.fetch_read(
+            _SNAPSHOT_SQL.format(store=window.store_clause("store_id")), **split.params
+        )
+    if split.edges:
+        rows += await queries.fetch_read(_PROFILES_SQL.format(members=_members(window)), **split.params)
+    return rows, split.fresh
 
 
 async def tiers(window: Window) -> Report:
@@ -244,30 +261,45 @@ SELECT CASE WHEN r.region IS NOT NULL THEN 'address' WHEN s.id IS NOT NULL THEN 
   FROM member m
   LEFT JOIN stated r ON r.member_id = m.id
   LEFT JOIN store s ON s.id = m.store_id
- WHERE {members}
+ WHERE {members} AND (m.registered_at < :edge_from OR m.registered_at >= :edge_to)
  GROUP BY 1, 2
- ORDER BY members DESC, region
+"""
+_REGIONS_SNAPSHOT_SQL = """
+SELECT basis, region, sum(members)::bigint AS members
+  FROM member_region_snapshot
+ WHERE merchant_id = :merchant AND month >= :month_first AND month < :month_end AND {store}
+ GROUP BY 1, 2
 """
 BASES = {"address": "收货地址", "store": "所属门店", "unknown": "未知"}
 
 
 async def regions(window: Window) -> Report:
     """Members by region: the province of their latest mall shipping address (the region they stated),
-    else their acquiring store, else unknown."""
-    raw = await queries.fetch_read(_REGIONS_SQL.format(members=_members(window)), **_snapshot_params(window))
-    everyone = sum(int(r["members"]) for r in raw)
+    else their acquiring store, else unknown (whole registration months from the region snapshot)."""
+    split = await _split(window)
+    raw: list[dict[str, Any]] = []
+    if split.snapshot:
+        sql = _REGIONS_SNAPSHOT_SQL.format(store=window.store_clause("store_id"))
+        raw += await queries.fetch_read(sql, **split.params)
+    if split.edges:
+        raw += await queries.fetch_read(_REGIONS_SQL.format(members=_members(window)), **split.params)
+    counts: dict[tuple[str, str], int] = {}
+    for r in raw:
+        key = (r["basis"], r["region"])
+        counts[key] = counts.get(key, 0) + int(r["members"])
+    everyone = sum(counts.values())
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0][1], item[0][0]))
     rows = [
-        {"region": r["region"] or "未知", "basis": BASES[r["basis"]], "members": int(r["members"]),
-         "share": rate(int(r["members"]), everyone)}
-        for r in raw
-    ]  # fmt: skip
+        {"region": region or "未知", "basis": BASES[basis], "members": n, "share": rate(n, everyone)}
+        for (basis, region), n in ordered
+    ]
     columns = (
         Column("region", "地区", "text"),
         Column("basis", "依据", "text"),
         Column("members", "会员数"),
         Column("share", "占比", "rate"),
     )
-    return Report(columns, rows, {"members": everyone})
+    return Report(columns, rows, {"members": everyone, **split.fresh})
 
 
 # Referral ranking ----------------------------------------------------------------------------------
