@@ -13,7 +13,7 @@ from types import ModuleType
 import bench
 from bench.harness import Report, Verdict, verdict_table
 
-SUPPORT = {"harness", "baseline", "floor", "services"}
+SUPPORT = {"harness", "baseline", "floor", "services", "analytics_data"}
 
 
 def benchmarks(names: list[str]) -> list[ModuleType]:

@@ -18,12 +18,12 @@ from bot.settings import ROOT, WECHAT_SIM_PREFIX, Settings
 from bot.wechat_sim import SimState, create_sim_app
 from bot.worker import arq_batch_dispatch
 from handlers import effects
-from handlers.core import config_cache
+from handlers.core import config_cache, queries
 from handlers.core.background import Background
 from handlers.core.templating import Renderer
 from handlers.notices.delivery import NoticeServices
 from handlers.wechat.client import WeChatClient
-from models import tortoise_config
+from models import read_client, tortoise_config
 from webhooks.appkeys import BACKGROUND, DISPATCHER, EFFECTS, HTTP, REDIS, RENDERER, RUNTIME, WECHAT
 from webhooks.errors import error_middleware
 from webhooks.middlewares import request_id_middleware
@@ -56,7 +56,14 @@ def _database(settings: Settings) -> CleanupContext:
     async def database(app: web.Application) -> AsyncIterator[None]:
         await Tortoise.init(config=tortoise_config(settings.database_url), _enable_global_fallback=True)
         config_cache.forget()  # cached configuration belongs to the database this app opened
+        replica = read_client(settings.database_read_url) if settings.database_read_url else None
+        if replica is not None:  # analyses and exports read the streaming replica
+            await replica.create_connection(with_db=True)
+        queries.use_read_client(replica)
         yield
+        queries.use_read_client(None)
+        if replica is not None:
+            await replica.close()
         await Tortoise.close_connections()
 
     return database

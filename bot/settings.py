@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
     database_url: str = Field("", description="postgres://…; empty: the embedded PostgreSQL under var/pg")
+    database_read_url: str = Field(
+        "",
+        description="postgres://… of a streaming replica the analyses and exports read; empty: DATABASE_URL",
+    )
     redis_url: str = Field(EMBEDDED_REDIS_URL, description="redis://host:port/db, or memory:// (in-process)")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -40,7 +44,7 @@ class Settings(BaseSettings):
     timezone: str = Field("Asia/Shanghai", description="default merchant timezone")
     workers: int = Field(1, ge=1, le=64, description="serve processes sharing PORT (PostgreSQL + Redis only)")
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
         if value and not value.startswith(("postgres://", "postgresql://")):
@@ -74,6 +78,8 @@ class Settings(BaseSettings):
             raise ValueError("SECRET_KEY is required (set DEMO=1 only for a local demo)")
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("SECRET_KEY must be at least 32 characters")
+        if self.database_read_url and not self.database_url:
+            raise ValueError("DATABASE_READ_URL needs DATABASE_URL (the embedded PostgreSQL has no replica)")
         if self.workers > 1 and self.embedded:
             raise ValueError("WORKERS > 1 needs PostgreSQL and a real Redis (embedded: one process)")
         if not self.wechat_api_base and not self.demo:

@@ -21,6 +21,9 @@ by the next one:
 - `tag_recompute` (daily): every automatic tag of every merchant is brought in line with its rule
   (`handlers.tags.recompute`; one set-based statement per tag).
 - `retention`: unfollowed members' profiles past the merchant's grace period are erased.
+- `analytics_refresh` (every minute): the changes queued since the last run are added to the
+  analyses' rollups; `member_snapshots` (every ten minutes): the members per registration month, store,
+  tier, gender and age band are counted again (`handlers.analytics.refresh`).
 - `effects_sweep` (every minute): durable effects that are due — retries after their backoff, tasks
   whose process died — run (`handlers.core.tasks`; the arq worker fans them out as `run_task` jobs).
 
@@ -36,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from handlers import birthdays
+from handlers.analytics import refresh as analytics
 from handlers.core.schedule import Entry
 from handlers.core.tasks import Effects
 from handlers.coupons import redeem as coupons
@@ -92,6 +96,8 @@ SCHEDULE: tuple[Entry, ...] = (
     # A group deal that fails to fill refunds its members within ten minutes of its deadline.
     Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
     Entry("effects_sweep", minute=frozenset(range(60))),
+    Entry("analytics_refresh", minute=frozenset(range(60))),
+    Entry("member_snapshots", minute=frozenset(range(3, 60, 10))),
 )
 
 
@@ -124,6 +130,8 @@ JOBS: dict[str, Job] = {
     "points_reminders": reminders.points_expiring,
     "pickup_reminders": reminders.pickups_due,
     "tier_warnings": tier_warnings.downgrade_warnings,
+    "analytics_refresh": _plain(analytics.refresh),
+    "member_snapshots": _plain(analytics.snapshots),
 }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
 
 MODEL_MODULES = [
@@ -42,14 +44,32 @@ async def keep_session(connection: Any) -> None:
     a transaction; asyncpg itself still rolls back a transaction left open before calling this."""
 
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
-    """The one tortoise config: the CLI, the app factory, the worker and tests all use it."""
-    connection = expand_db_url(database_url)
+READ_CONNECTION = "read"
+
+
+def read_client(url: str) -> BaseDBAsyncClient:
+    """A client of the read replica (DATABASE_READ_URL), not opened yet (`create_connection`). It stays
+    out of tortoise's registry: with a second registered connection, every `in_transaction()` would have
+    to name its connection."""
+    info = _connection(url)
+    module = importlib.import_module(info["engine"])
+    client: BaseDBAsyncClient = module.client_class(connection_name=READ_CONNECTION, **info["credentials"])
+    return client
+
+
+def _connection(url: str) -> dict[str, Any]:
+    connection = expand_db_url(url)
     if connection["engine"] == "tortoise.backends.asyncpg":
         connection["credentials"]["reset"] = keep_session
         connection["credentials"].setdefault("maxsize", POOL_SIZE)
+    return connection
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    """The one tortoise config: the CLI, the app factory, the worker and tests all use it."""
+    connections = {"default": _connection(database_url)}
     return {
-        "connections": {"default": connection},
+        "connections": connections,
         "apps": {
             "models": {
                 "models": MODEL_MODULES,

@@ -36,6 +36,8 @@ class MallItem(Model):
     price_points = fields.IntField()
     cash_fen = fields.IntField(default=0)  # paid at the till at pick-up
     stock = fields.IntField(default=0)  # units left; changed only with a StockMovement row
+    # 库存预警: the stock ranking flags the item when its stock is at or below this (NULL: never).
+    low_stock_threshold = fields.IntField(null=True)
     limit_per_member = fields.IntField(null=True)  # lifetime
     limit_per_day = fields.IntField(null=True)  # per member per merchant-local day
     min_tier_rank = fields.IntField(default=0)

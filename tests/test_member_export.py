@@ -93,9 +93,12 @@ async def test_the_export_is_fetched_in_keyset_batches(
     calls: list[tuple[str | None, int]] = []
     real_page = search.page
 
-    async def counted(found: search.Plan, *, cursor: str | None = None, limit: int = 50) -> search.Page:
+    async def counted(
+        found: search.Plan, *, cursor: str | None = None, limit: int = 50, replica: bool = False
+    ) -> search.Page:
+        assert replica  # an export reads the read connection (DATABASE_READ_URL, when set)
         calls.append((cursor, limit))
-        return await real_page(found, cursor=cursor, limit=limit)
+        return await real_page(found, cursor=cursor, limit=limit, replica=replica)
 
     monkeypatch.setattr(export, "EXPORT_BATCH", 2)
     monkeypatch.setattr(search, "page", counted)

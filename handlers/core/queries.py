@@ -7,6 +7,7 @@ import re
 from typing import Any, TypeVar
 
 from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.functions import Sum
 from tortoise.models import Model
 
@@ -39,6 +40,30 @@ async def fetch_rows(sql: str, **params: Any) -> list[dict[str, Any]]:
     """
     text, order = _translated(sql)
     return list(await connections.get("default").execute_query_dict(text, [params[name] for name in order]))
+
+
+_read: list[BaseDBAsyncClient] = []  # the replica's client, when the process has one
+
+
+def use_read_client(client: BaseDBAsyncClient | None) -> None:
+    """Make `client` (a streaming replica's, `models.read_client`) what analyses and exports read; None:
+    the primary. Set by the app and the worker when DATABASE_READ_URL is set, for the process's life."""
+    _read[:] = [client] if client is not None else []
+
+
+def read_connection() -> BaseDBAsyncClient:
+    """The connection analyses and exports read from: the replica's (DATABASE_READ_URL) when there is
+    one, else the primary. Never for a transaction: a replica's rows are a moment behind."""
+    if _read:
+        return _read[0]
+    client: BaseDBAsyncClient = connections.get("default")
+    return client
+
+
+async def fetch_read(sql: str, **params: Any) -> list[dict[str, Any]]:
+    """`fetch_rows` on the read connection (`read_connection`)."""
+    text, order = _translated(sql)
+    return list(await read_connection().execute_query_dict(text, [params[name] for name in order]))
 
 
 async def fetch_one(sql: str, **params: Any) -> dict[str, Any]:

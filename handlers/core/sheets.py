@@ -1,23 +1,34 @@
-"""Reading an uploaded CSV or XLSX file into a header and numbered rows, for the back office's imports.
+"""Reading an uploaded CSV or XLSX file into a header and numbered rows, for the back office's imports,
+and writing one, streamed, for its exports (`write_csv`, `write_xlsx`).
 
 CSV may be UTF-8 (with or without a BOM, as Excel saves it) or GB18030/GBK (what Excel on a Chinese
 Windows saves as "CSV"). XLSX is read from its first worksheet with openpyxl in read-only mode, cached
 values rather than formulas, through defusedxml (no entity expansion); a file that unpacks to more than
 `MAX_UNPACKED_BYTES` is refused before parsing. Row numbers are the ones a spreadsheet shows (the header
 is row 1); blank rows are skipped. CPU-bound: call `read_sheet` through `asyncio.to_thread`.
+
+Writing takes the lines in batches (an async iterator), so memory does not grow with the file:
+- CSV (UTF-8 with a BOM, so Excel reads the Chinese): each batch goes out as one chunk;
+- XLSX: openpyxl's write-only workbook keeps each appended row in its temporary file, not in memory;
+  the finished workbook (a zip, written only at the end) is saved to a temporary file and sent in chunks.
+Text cells a spreadsheet would run as a formula (`=`, `+`, `-`, `@`) are prefixed with `'` (`safe_text`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import tempfile
 import warnings
 import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import Literal
+from typing import IO, Any, Literal
 
 import openpyxl
+from openpyxl import Workbook
 
 from handlers.core.errors import ValidationError
 
@@ -25,6 +36,14 @@ Format = Literal["csv", "xlsx"]
 Cell = str | int | float | bool | None
 MAX_UNPACKED_BYTES = 64 * 1024 * 1024
 FIELD = "file"
+Write = Callable[[bytes], Awaitable[None]]
+Lines = AsyncIterator[list[list[Any]]]
+CHUNK = 64 * 1024
+MEDIA_TYPES: dict[str, str] = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +137,50 @@ def _cell(value: object) -> Cell:
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     return str(value)
+
+
+def safe_text(value: str | None) -> str:
+    """A text cell as written: a spreadsheet would run one starting like a formula, so it gets a `'`."""
+    text = value or ""
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
+def _csv_bytes(lines: Sequence[Sequence[Any]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(lines)
+    return buffer.getvalue().encode()
+
+
+async def write_csv(header: Sequence[str], lines: Lines, write: Write) -> int:
+    """The header, then each batch of lines as one chunk; returns how many lines were written."""
+    await write("\ufeff".encode() + _csv_bytes([header]))
+    count = 0
+    async for batch in lines:
+        await write(_csv_bytes(batch))
+        count += len(batch)
+    return count
+
+
+def _save(workbook: Workbook, target: IO[bytes]) -> None:
+    workbook.save(target)
+    target.seek(0)
+
+
+async def write_xlsx(header: Sequence[str], lines: Lines, write: Write, *, title: str) -> int:
+    """The lines into a write-only workbook (one sheet called `title`), batch by batch, then the file
+    in chunks; returns how many lines were written."""
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(title)
+    sheet.append(list(header))
+    count = 0
+    with tempfile.TemporaryFile() as target:
+        try:
+            async for batch in lines:
+                for line in batch:
+                    sheet.append(line)
+                count += len(batch)
+        finally:  # saving also removes openpyxl's own temporary file of the rows, even after a failure
+            await asyncio.to_thread(_save, workbook, target)
+        while chunk := await asyncio.to_thread(target.read, CHUNK):
+            await write(chunk)
+    return count

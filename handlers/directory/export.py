@@ -1,10 +1,6 @@
 """Exporting a member search as CSV or XLSX, streamed: rows are fetched in keyset batches
-(`search.batches`) and written as they come, so memory does not grow with the result.
-
-- CSV (UTF-8 with a BOM, so Excel reads the Chinese): each batch goes out as one chunk of the response.
-- XLSX: openpyxl's write-only workbook keeps each appended row in its temporary file, not in memory;
-  the finished workbook (a zip, written only at the end) is saved to a temporary file and sent in
-  chunks.
+(`search.batches`, on the read connection) and written as they come by `handlers.core.sheets`'s
+writers, so memory does not grow with the result.
 
 The phone is masked unless the export asks for the full number (which the HTTP layer allows admins
 only). Every export is audit-logged (`members.export`: who, when, the format, the filters with any
@@ -14,33 +10,23 @@ cells that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`) are prefixe
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import dataclasses
-import io
-import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from decimal import Decimal
-from typing import IO, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from openpyxl import Workbook
-
-from handlers.core import audit_log
+from handlers.core import audit_log, sheets
 from handlers.directory import search
 from handlers.members.profile import mask_phone, parse_phone
 from models.merchant import Merchant
 
 Format = Literal["csv", "xlsx"]
-Write = Callable[[bytes], Awaitable[None]]
+Write = sheets.Write
 EXPORT_BATCH = 500
-CHUNK = 64 * 1024
 CENT = Decimal("0.01")
-MEDIA_TYPES: dict[str, str] = {
-    "csv": "text/csv; charset=utf-8",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
+MEDIA_TYPES = sheets.MEDIA_TYPES
 HEADER = [
     "会员号",
     "原会员号",
@@ -66,12 +52,7 @@ SOURCES = {
     "staff": "员工录入",
     "import": "导入",
 }
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _text(value: str | None) -> str:
-    text = value or ""
-    return "'" + text if text.startswith(_FORMULA) else text
+_text = sheets.safe_text
 
 
 def _local(moment: datetime | None, zone: ZoneInfo) -> str:
@@ -132,43 +113,18 @@ async def record(
     )
 
 
-def _csv(lines: list[list[Any]]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerows(lines)
-    return buffer.getvalue().encode()
+async def _lines(found: search.Plan, *, full_phone: bool, timezone: str) -> AsyncIterator[list[list[Any]]]:
+    zone = ZoneInfo(timezone)
+    async for batch in search.batches(found, size=EXPORT_BATCH):
+        yield [cells(row, full_phone=full_phone, zone=zone) for row in batch]
 
 
 async def write_csv(found: search.Plan, write: Write, *, full_phone: bool, timezone: str) -> int:
     """The header, then each batch of members as one chunk; returns how many members were written."""
-    zone = ZoneInfo(timezone)
-    await write("\ufeff".encode() + _csv([HEADER]))
-    count = 0
-    async for batch in search.batches(found, size=EXPORT_BATCH):
-        await write(_csv([cells(row, full_phone=full_phone, zone=zone) for row in batch]))
-        count += len(batch)
-    return count
-
-
-def _save(workbook: Workbook, target: IO[bytes]) -> None:
-    workbook.save(target)
-    target.seek(0)
+    return await sheets.write_csv(HEADER, _lines(found, full_phone=full_phone, timezone=timezone), write)
 
 
 async def write_xlsx(found: search.Plan, write: Write, *, full_phone: bool, timezone: str) -> int:
     """The members into a write-only workbook, batch by batch, then the file in chunks."""
-    zone = ZoneInfo(timezone)
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("会员")
-    sheet.append(HEADER)
-    count = 0
-    with tempfile.TemporaryFile() as target:
-        try:
-            async for batch in search.batches(found, size=EXPORT_BATCH):
-                for row in batch:
-                    sheet.append(cells(row, full_phone=full_phone, zone=zone))
-                count += len(batch)
-        finally:  # saving also removes openpyxl's own temporary file of the rows, even after a failure
-            await asyncio.to_thread(_save, workbook, target)
-        while chunk := await asyncio.to_thread(target.read, CHUNK):
-            await write(chunk)
-    return count
+    lines = _lines(found, full_phone=full_phone, timezone=timezone)
+    return await sheets.write_xlsx(HEADER, lines, write, title="会员")

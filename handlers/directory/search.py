@@ -316,25 +316,27 @@ def _row(found: Plan, raw: dict[str, Any]) -> Row:
     )
 
 
-async def page(found: Plan, *, cursor: str | None = None, limit: int = 50) -> Page:
-    """`limit` members after `cursor` (from the previous page's `next_cursor`; None: the first page)."""
+async def page(found: Plan, *, cursor: str | None = None, limit: int = 50, replica: bool = False) -> Page:
+    """`limit` members after `cursor` (from the previous page's `next_cursor`; None: the first page);
+    `replica`: read from the read connection (DATABASE_READ_URL), as exports do."""
     if not 1 <= limit <= MAX_BATCH:
         raise ValidationError(f"limit 须在 1–{MAX_BATCH} 之间", field="limit")
     params = dict(found.params, limit=limit + 1)
     if cursor is not None:
         params["after_key"], params["after_id"] = decode_cursor(found, cursor)
-    raw = await queries.fetch_rows(_sql(found, cursor is not None), **params)
+    fetch = queries.fetch_read if replica else queries.fetch_rows
+    raw = await fetch(_sql(found, cursor is not None), **params)
     rows = [_row(found, r) for r in raw[:limit]]
     more = len(raw) > limit
     return Page(rows, encode_cursor(found, rows[-1]) if more else None)
 
 
 async def batches(found: Plan, *, size: int) -> AsyncIterator[list[Row]]:
-    """Every member the plan finds, `size` at a time, each batch one keyset query (an export never
-    holds more than one batch)."""
+    """Every member the plan finds, `size` at a time, each batch one keyset query on the read connection
+    (an export never holds more than one batch)."""
     cursor: str | None = None
     while True:
-        batch = await page(found, cursor=cursor, limit=size)
+        batch = await page(found, cursor=cursor, limit=size, replica=True)
         if batch.rows:
             yield batch.rows
         if batch.next_cursor is None:

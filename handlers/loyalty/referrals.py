@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
@@ -164,11 +165,21 @@ async def referrer_stats(merchant_id: int, member_id: int) -> ReferrerStats:
 
 
 async def ranking(
-    merchant_id: int, *, since: datetime, until: datetime, limit: int = 20
+    merchant_id: int,
+    *,
+    since: datetime,
+    until: datetime,
+    limit: int = 20,
+    store_id: int | None = None,
+    db: BaseDBAsyncClient | None = None,
 ) -> list[RankingEntry]:
-    """Referrers by level-1 referrals awarded in [since, until), then by referral points earned."""
+    """Referrers by level-1 referrals awarded in [since, until), then by referral points earned;
+    `store_id`: referrers acquired by that store only; `db`: the connection to read (e.g. a replica)."""
     limit = max(1, min(limit, MAX_RANKING))
-    window = ReferralAward.filter(merchant_id=merchant_id, created_at__gte=since, created_at__lt=until)
+    window = ReferralAward.filter(
+        merchant_id=merchant_id, created_at__gte=since, created_at__lt=until
+    ).using_db(db)
+    people_filter = {} if store_id is None else {"store_id": store_id}
     direct = await (
         window.filter(level=1).group_by("referrer_id").annotate(n=Count("id")).values("referrer_id", "n")
     )
@@ -179,7 +190,9 @@ async def ranking(
     entries: list[RankingEntry] = []
     for start in range(0, len(order), limit):  # skip anonymised referrers without loading everyone
         chunk = order[start : start + limit]
-        rows = await Member.filter(merchant_id=merchant_id, id__in=chunk, anonymized_at=None)
+        rows = await Member.filter(
+            merchant_id=merchant_id, id__in=chunk, anonymized_at=None, **people_filter
+        ).using_db(db)
         people = {m.id: m for m in rows}
         entries += [
             RankingEntry(m, people[m].code, people[m].name, counts.get(m, 0), totals.get(m, 0))
