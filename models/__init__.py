@@ -27,6 +27,7 @@ MODEL_MODULES = [
     "models.menu",
     "models.credit",
     "models.tag",
+    "models.campaign",
 ]
 
 
