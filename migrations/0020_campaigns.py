@@ -1,5 +1,5 @@
 """Campaigns (issue 10 §3): the campaign, one recipient row per (campaign, member), mass-send jobs,
-journeys; the member's SMS consent (existing members: no consent)."""
+journeys, the merchant's marketing caps; the member's SMS consent (existing members: no consent)."""
 
 from typing import Any
 
@@ -97,6 +97,17 @@ class Migration(migrations.Migration):
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],
             options={'table': 'journey', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A trigger and the campaign (its content, channel, holdout, attachment) sent once per member.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='MarketingCaps',
+            fields=[
+                ('merchant', fields.OneToOneField('models.Merchant', source_field='merchant_id', primary_key=True, db_index=True, db_constraint=True, to_field='id', on_delete=OnDelete.RESTRICT)),
+                ('marketing_per_day', fields.SmallIntField(default=1)),
+                ('sms_per_day', fields.SmallIntField(default=1)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'marketing_caps', 'app': 'models', 'pk_attr': 'merchant_id', 'table_description': "A merchant's marketing budgets per member (a merchant without a row has the defaults of"},
             bases=['Model'],
         ),
         ops.CreateModel(

@@ -159,3 +159,19 @@ class Journey(Model):
 
     class Meta:
         table = "journey"
+
+
+class MarketingCaps(Model):
+    """A merchant's marketing budgets per member (a merchant without a row has the defaults of
+    `handlers.rules.campaigns.Caps`)."""
+
+    merchant: fields.OneToOneRelation[Merchant] = fields.OneToOneField(
+        "models.Merchant", primary_key=True, on_delete=fields.RESTRICT
+    )
+    merchant_id: int
+    marketing_per_day = fields.SmallIntField(default=1)
+    sms_per_day = fields.SmallIntField(default=1)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "marketing_caps"

@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from bot.wechat_sim.api import SIM_STATE, add_api_routes
+from bot.wechat_sim.campaigns import add_campaign_routes
 from bot.wechat_sim.control import add_control_routes
 from bot.wechat_sim.media import add_media_routes
 from bot.wechat_sim.state import SimError, SimState
@@ -47,6 +48,7 @@ def create_sim_app(state: SimState | None = None) -> web.Application:
     add_api_routes(app)
     add_media_routes(app)
     add_control_routes(app)
+    add_campaign_routes(app, SIM_STATE)
     return app
 
 

@@ -196,9 +196,10 @@ def client_msg_id(campaign_id: int, member_id: int) -> str:
     return f"c{campaign_id}-m{member_id}"
 
 
-def mass_client_msg_id(campaign_id: int, first_recipient_id: int, attempt: int) -> str:
-    """The anti-replay id of one mass-send call (its batch's first recipient, and which try)."""
-    return f"c{campaign_id}-r{first_recipient_id}-a{attempt}"
+def mass_client_msg_id(campaign_id: int, first_recipient_id: int) -> str:
+    """The anti-replay id of one mass-send call: its batch's first recipient (a resend after a crash
+    is the same call)."""
+    return f"c{campaign_id}-r{first_recipient_id}"
 
 
 # -- report -------------------------------------------------------------------------------------------
