@@ -16,7 +16,7 @@ from bot.dialog import Dispatcher
 from bot.scheduler import embedded_scheduler
 from bot.settings import ROOT, WECHAT_SIM_PREFIX, Settings
 from bot.wechat_sim import SimState, create_sim_app
-from bot.worker import arq_batch_dispatch
+from bot.worker import arq_batch_dispatch, sms_provider
 from handlers import effects
 from handlers.core import config_cache
 from handlers.core.background import Background
@@ -111,7 +111,9 @@ def _effects(settings: Settings) -> CleanupContext:
     Either way the sweep (`effects_sweep`) catches what is missed."""
 
     async def effects_ctx(app: web.Application) -> AsyncIterator[None]:
-        registry = effects.build(services=NoticeServices(app[WECHAT], app[REDIS]))
+        registry = effects.build(
+            services=NoticeServices(app[WECHAT], app[REDIS]), sms=sms_provider(settings, app[WECHAT].session)
+        )
         app[EFFECTS] = registry
         background = app[BACKGROUND]
         if settings.redis_url.startswith("memory://"):

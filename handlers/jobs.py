@@ -21,6 +21,8 @@ by the next one:
 - `tag_recompute` (daily): every automatic tag of every merchant is brought in line with its rule
   (`handlers.tags.recompute`; one set-based statement per tag).
 - `retention`: unfollowed members' profiles past the merchant's grace period are erased.
+- `campaigns` (every minute): scheduled campaigns whose time has come start sending; journeys take
+  the members whose trigger fell due (`handlers.campaigns.journeys`).
 - `effects_sweep` (every minute): durable effects that are due — retries after their backoff, tasks
   whose process died — run (`handlers.core.tasks`; the arq worker fans them out as `run_task` jobs).
 
@@ -36,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from handlers import birthdays
+from handlers.campaigns.journeys import campaigns_job
 from handlers.core.schedule import Entry
 from handlers.core.tasks import Effects
 from handlers.coupons import redeem as coupons
@@ -91,6 +94,7 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("tier_warnings", hour=1, minute=40),
     # A group deal that fails to fill refunds its members within ten minutes of its deadline.
     Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
+    Entry("campaigns", minute=frozenset(range(60))),
     Entry("effects_sweep", minute=frozenset(range(60))),
 )
 
@@ -112,6 +116,7 @@ def _plain(job: Callable[[datetime], Awaitable[Counts]]) -> Job:
 
 JOBS: dict[str, Job] = {
     "effects_sweep": effects_sweep,
+    "campaigns": campaigns_job,
     "points_maintenance": _plain(points_maintenance),
     "tier_reviews": _plain(tier_reviews),
     "birthday_gifts": birthdays.birthday_gifts,

@@ -93,6 +93,7 @@ class Migration(migrations.Migration):
                 ('days', fields.SmallIntField(default=0)),
                 ('campaign', fields.ForeignKeyField('models.Campaign', source_field='campaign_id', db_constraint=True, to_field='id', related_name='journeys', on_delete=OnDelete.RESTRICT)),
                 ('active', fields.BooleanField(default=False)),
+                ('active_since', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],

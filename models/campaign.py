@@ -154,6 +154,8 @@ class Journey(Model):
     )
     campaign_id: int
     active = fields.BooleanField(default=False)
+    # Only events after this moment trigger (activating a journey never reaches back into history).
+    active_since = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

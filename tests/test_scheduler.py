@@ -59,6 +59,7 @@ def test_schedule_names_every_job_with_its_time() -> None:
         ("pickup_reminders", None, 45),
         ("tier_warnings", 1, 40),
         ("expire_groups", None, frozenset({7, 17, 27, 37, 47, 57})),
+        ("campaigns", None, frozenset(range(60))),
         ("effects_sweep", None, frozenset(range(60))),
     }
 
@@ -87,7 +88,7 @@ async def test_embedded_scheduler_runs_a_due_job_and_stops_cleanly(
     clock = FakeClock(start)
     app = make_app(redis_url="memory://")
     daily = tuple(
-        entry for entry in SCHEDULE if entry.job != "effects_sweep"
+        entry for entry in SCHEDULE if entry.job not in ("effects_sweep", "campaigns")
     )  # every minute: not this test's
     app[SCHEDULER_CONFIG] = SchedulerConfig(
         schedule=daily, runner=lambda job, now: jobs.run_job(job, now, EFFECTS), clock=clock, max_sleep=0.01
