@@ -6,6 +6,7 @@ from aiohttp import web
 
 from webhooks import (
     admin,
+    admin_campaigns,
     admin_loyalty,
     admin_mall,
     admin_member_page,
@@ -64,6 +65,7 @@ def setup_routes(app: web.Application) -> None:
         credit.routes,
         admin_tags.routes,
         admin_segments.routes,
+        admin_campaigns.routes,
     )
     callback.setup(app)
     pages.setup(app)
