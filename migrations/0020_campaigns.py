@@ -25,7 +25,7 @@ class AddColumn(ops.AddField):
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0018_members_backoffice')]
+    dependencies = [('models', '0019_credit')]
 
     initial = False
 
