@@ -17,6 +17,9 @@ under `/wechat-sim` (`bot.app.mount_wechat_sim`). The README lists the control r
     POST /sim/tokens/expire {appid}                POST /sim/tokens/invalidate {appid}
     POST /sim/clock {seconds}                      GET /sim/stats → {force_refreshes: {appid: n}}
     GET /sim/records?endpoint=cgi-bin/stable_token DELETE /sim/records
+    Campaigns (`campaigns.py`): message/mass/send, mass/sendall, mass/get, mass/preview; POST /tencent-sms/
+    (Tencent Cloud SendSms, TC3-verified); POST /sim/sms/keys, GET /sim/mass/jobs, GET /sim/deliveries,
+    POST /sim/bulk/grants
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.wechat_sim.campaign_state import SimMassJob
-from bot.wechat_sim.state import SimError, SimState
+from bot.wechat_sim.state import SimError, SimState, SimUser
 from handlers.rules import tc3
 
 Body = dict[str, Any]
@@ -302,23 +302,57 @@ async def mass_jobs(state: SimState, request: web.Request) -> web.Response:
 
 
 async def deliveries(state: SimState, request: web.Request) -> web.Response:
-    """What an endpoint delivered, counted: `delivered` (answered 0), `unique` (distinct touser +
-    client_msg_id among them), `duplicates` (delivered − unique): the bench's proof without a 100,000-row
-    download."""
+    """What an endpoint delivered, counted: `delivered` (answered 0), `unique` (distinct touser + client
+    id among them), `duplicates` (delivered − unique), `refused` (answered otherwise, e.g. 45065), the
+    simulator-clock time of the first and last delivery; `prefix` keeps the sends whose client id starts
+    with it. The benchmark's proof without a 100,000-row download."""
     started = time.monotonic()
     endpoint = request.query.get("endpoint", "cgi-bin/message/subscribe/send")
-    records = [r for r in state.records(endpoint) if r["errcode"] == 0 and r["body"]]
-    keys = {(r["body"].get("touser"), r["body"].get("client_msg_id")) for r in records}
+    prefix = request.query.get("prefix", "")
+
+    def client_id(record: Body) -> str:
+        body = record["body"] if isinstance(record["body"], dict) else {}
+        return str(body.get("client_msg_id", body.get("clientmsgid", "")))
+
+    mine = [r for r in state.records(endpoint) if client_id(r).startswith(prefix)]
+    accepted = [r for r in mine if r["errcode"] == 0]
+    keys = {(str(r["body"].get("touser")), client_id(r)) for r in accepted}
+    times = [r["at"] for r in accepted]
     return web.json_response(
         {
             "endpoint": endpoint,
-            "requests": len(state.records(endpoint)),
-            "delivered": len(records),
+            "requests": len(mine),
+            "delivered": len(accepted),
             "unique": len(keys),
-            "duplicates": len(records) - len(keys),
+            "duplicates": len(accepted) - len(keys),
+            "refused": len(mine) - len(accepted),
+            "first_at": min(times) if times else None,
+            "last_at": max(times) if times else None,
             "ms": round((time.monotonic() - started) * 1000, 1),
         }
     )
+
+
+async def bulk_grants(state: SimState, request: web.Request) -> web.Response:
+    """Many mini-program users of `appid`, each accepting `template_id` `count` times."""
+    body = await request.json()
+    appid, template_id = body.get("appid"), body.get("template_id")
+    openids, count = body.get("openids"), body.get("count", 1)
+    if not isinstance(openids, list) or not all(isinstance(o, str) and o for o in openids):
+        return web.json_response({"error": "openids: a list of non-empty strings"}, status=400)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        return web.json_response({"error": "count: at least 1"}, status=400)
+    try:
+        state.app(str(appid))
+        if not isinstance(template_id, str) or not template_id:
+            raise ValueError("template_id is required")
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    for openid in openids:
+        state.users.setdefault((appid, openid), SimUser(unionid=None, following=False))
+        key = (appid, openid, template_id)
+        state.grants[key] = state.grants.get(key, 0) + count
+    return web.json_response({"ok": True, "users": len(openids)})
 
 
 Control = Callable[[SimState, web.Request], Awaitable[web.Response]]
@@ -326,7 +360,8 @@ Control = Callable[[SimState, web.Request], Awaitable[web.Response]]
 
 def add_campaign_routes(app: web.Application, key: web.AppKey[SimState]) -> None:
     """The SMS endpoint (`/tencent-sms/`, what `TENCENT_SMS_ENDPOINT` points at) and the control routes
-    `POST /sim/sms/keys {secret_id, secret_key}`, `GET /sim/mass/jobs`, `GET /sim/deliveries?endpoint=`."""
+    `POST /sim/sms/keys {secret_id, secret_key}`, `GET /sim/mass/jobs`, `GET /sim/deliveries?endpoint=`,
+    `POST /sim/bulk/grants {appid, template_id, openids, count?}`."""
 
     def bind(control: Control) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def serve(request: web.Request) -> web.Response:
@@ -338,3 +373,4 @@ def add_campaign_routes(app: web.Application, key: web.AppKey[SimState]) -> None
     app.router.add_post("/sim/sms/keys", bind(register_sms_key))
     app.router.add_get("/sim/mass/jobs", bind(mass_jobs))
     app.router.add_get("/sim/deliveries", bind(deliveries))
+    app.router.add_post("/sim/bulk/grants", bind(bulk_grants))
