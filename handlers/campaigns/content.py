@@ -12,14 +12,17 @@ whole before a campaign may be scheduled, rendered per member when sent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 
 from handlers.core.errors import ValidationError
+from handlers.core.templating import LimitedSandbox
 from handlers.notices.settings import render
 from handlers.rules import campaigns as rules
 from handlers.rules.notices import template_value
@@ -29,6 +32,7 @@ MAX_TEXT_SOURCE = 2000
 _TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SMS_TEMPLATE_ID = re.compile(r"^[0-9]{1,16}$")
 _PAGE = re.compile(r"^[A-Za-z0-9_/.-]{1,128}$")
+_PARSER = LimitedSandbox(autoescape=False)  # parsing only (plain texts render without it)
 MEMBER_VARIABLES = ("member_name", "member_code", "points", "merchant_name", "campaign_name")
 SAMPLE = {
     "member_name": "王小明",
@@ -69,7 +73,31 @@ def member_context(
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _plain_parts(source: str) -> tuple[tuple[bool, str], ...] | None:
+    """(is a variable, text or name) of a template that is only text and `{{ name }}`s — most campaign
+    texts — rendered without a jinja context (a third of a message's cost); None for anything else."""
+    try:
+        tree = _PARSER.parse(source)
+    except jinja2.TemplateError:
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts: list[tuple[bool, str]] = []
+    for node in tree.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append((False, node.data))
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
+            parts.append((True, node.name))
+        else:
+            return None
+    return tuple(parts)
+
+
 def _render(source: str, context: Mapping[str, Any], where: str) -> str:
+    parts = _plain_parts(source)
+    if parts is not None and all(name in context for variable, name in parts if variable):
+        return "".join(str(context[value]) if variable else value for variable, value in parts).strip()
     try:
         return render(source, dict(context)).strip()
     except jinja2.UndefinedError as exc:
