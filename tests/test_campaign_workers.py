@@ -150,7 +150,7 @@ async def test_a_worker_killed_twice_mid_campaign_delivers_each_message_once(
 async def test_two_workers_share_one_campaign_and_deliver_each_once(
     pool: ArqRedis, settings: Settings, tmp_path: Path
 ) -> None:
-    count = 2000  # four send tasks of 500
+    count = 6000  # twelve send tasks of 500: more than one worker takes at once (arq max_jobs)
     registry = effects.build(dispatch=arq_dispatch(pool))
     with processes(settings, tmp_path) as running:
         async with aiohttp.ClientSession() as http:
@@ -158,7 +158,7 @@ async def test_two_workers_share_one_campaign_and_deliver_each_once(
             await sim.wait_up(running)
             merchant, _ = await world(sim, count)
             # Slow answers keep sends in flight, so both workers are busy at once.
-            await sim.post("/sim/errors", {"endpoint": SEND, "errcode": 0, "delay": 0.3, "times": 400})
+            await sim.post("/sim/errors", {"endpoint": SEND, "errcode": 0, "delay": 0.3, "times": 3000})
             running.worker("worker-1")
             running.worker("worker-2")
             await wait_for(lambda: both_polling(running), running, "the workers did not start")

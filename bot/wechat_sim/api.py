@@ -334,5 +334,10 @@ def _make_handler(endpoint: str, handler: Endpoint, takes_token: bool) -> Callab
 
 
 def add_api_routes(app: web.Application) -> None:
-    for endpoint, (method, handler, takes_token) in {**ROUTES, **MENU_ROUTES, **TAG_ROUTES, **MASS_ROUTES}.items():
+    for endpoint, (method, handler, takes_token) in {
+        **ROUTES,
+        **MENU_ROUTES,
+        **TAG_ROUTES,
+        **MASS_ROUTES,
+    }.items():
         app.router.add_route(method, f"/{endpoint}", _make_handler(endpoint, handler, takes_token))

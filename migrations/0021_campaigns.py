@@ -25,7 +25,7 @@ class AddColumn(ops.AddField):
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0019_credit')]
+    dependencies = [('models', '0020_tags_segments')]
 
     initial = False
 
