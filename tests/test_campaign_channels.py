@@ -179,3 +179,64 @@ async def test_a_journey_sends_once_n_days_after_registration(started: Any, wech
     assert [r["body"]["touser"] for r in wechat_sim.records("cgi-bin/message/custom/send")] == ["o-due"]
     assert fresh.id not in {r.member_id for r in rows}
     assert (await Campaign.get(id=journey.campaign_id)).journey_id == journey.id
+
+
+async def test_a_campaign_to_a_segment_reaches_only_its_members(started: Any, wechat_sim: WeChatSim) -> None:
+    from handlers.segments.catalogue import create_segment
+    from models.member import Gender
+    from tests.test_campaigns import granted
+
+    merchant = await shop(wechat_sim)
+    members = await granted(merchant, wechat_sim, 6)
+    women = [m.id for m in members[:4]]
+    await Member.filter(id__in=women).update(gender=Gender.FEMALE)
+    await Member.filter(id=women[0]).update(blocked_at=datetime.now(UTC))  # in the segment, but blocked
+    segment = await create_segment(
+        merchant.id, "女性会员", {"attr": "gender", "op": "eq", "value": "female"}, actor=ACTOR
+    )
+    preview = await manage.preview(
+        merchant, (await manage.create(merchant, draft(segment_id=segment.id), actor=ACTOR)).id
+    )
+    assert preview.audience == 3
+    campaign = await launch(started, merchant, segment_id=segment.id, name="女神节")
+    await drive(started, campaign.id)
+    rows = await CampaignRecipient.filter(campaign_id=campaign.id)
+    assert sorted(r.member_id for r in rows) == sorted(women[1:])
+    assert {r.status for r in rows} == {RecipientStatus.SENT}
+    refused = await started.post(
+        "/api/admin/campaigns",
+        json={"name": "x", "channel": "mass", "content": {"text": "x"}, "segment_id": 999},
+    )
+    assert refused.status in (400, 401)  # no staff token here: the door refuses first (401)
+
+
+async def test_a_journey_messages_members_who_enter_a_segment_once(
+    started: Any, wechat_sim: WeChatSim
+) -> None:
+    from handlers.segments.catalogue import create_segment
+    from models.member import Gender
+    from tests.test_campaigns import granted
+
+    merchant = await shop(wechat_sim)
+    await manage.set_caps(merchant, marketing_per_day=5, sms_per_day=1, actor=ACTOR)
+    members = await granted(merchant, wechat_sim, 3)
+    await Member.filter(id=members[0].id).update(gender=Gender.FEMALE)  # in it before the journey
+    segment = await create_segment(
+        merchant.id, "女性会员", {"attr": "gender", "op": "eq", "value": "female"}, actor=ACTOR
+    )
+    journey = await journeys.create(
+        merchant, JourneyDraft("欢迎加入", "enters_segment", 0, segment.id, draft()), actor=ACTOR
+    )
+    await journeys.set_active(merchant, journey.id, True, actor=ACTOR, now=datetime.now(UTC))
+    await Member.filter(id=members[1].id).update(gender=Gender.FEMALE)  # enters
+    counts = await journeys.campaigns_job(datetime.now(UTC), started.app[EFFECTS])
+    assert counts["journey_members"] == 1
+    await drive(started, journey.campaign_id)
+    assert (await journeys.campaigns_job(datetime.now(UTC), started.app[EFFECTS]))["journey_members"] == 0
+    rows = {r.member_id: r for r in await CampaignRecipient.filter(campaign_id=journey.campaign_id)}
+    assert (rows[members[0].id].status, rows[members[0].id].reason) == (
+        RecipientStatus.SKIPPED,
+        "in_segment_at_start",
+    )
+    assert rows[members[1].id].status == RecipientStatus.SENT
+    assert members[2].id not in rows

@@ -1,11 +1,13 @@
-"""Triggered journeys: "N days after registration / the first purchase" (and "enters a segment", once
-segments reach campaigns) send the journey's campaign content once per member — the campaign's
-`(campaign, member)` recipient row is the once — with the same governor, holdout and attachment.
+"""Triggered journeys: "N days after registration / the first purchase" and "enters a segment" send
+the journey's campaign content once per member — the campaign's `(campaign, member)` recipient row is
+the once — with the same governor, holdout and attachment.
 
 The minute cron (`tick`) selects members whose event + N days fell between the journey's activation
-and now and who have no row yet (due and not yet done, so a missed minute is caught up), writes their
-rows (`holdout` or `pending`) and queues one send task for them. Activation never reaches back into
-history: only events after `active_since` count.
+and now, or who are in the segment now, and who have no row yet (due and not yet done, so a missed
+minute is caught up), writes their rows (`holdout` or `pending`) and queues one send task for them.
+Activation never reaches back into history: only events after `active_since` count, and the members
+already in the segment when an "enters a segment" journey is switched on get a `skipped` row
+(`in_segment_at_start`), so only those who enter afterwards are messaged.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class JourneyDraft:
     message: Draft  # channel, content, holdout, attachment, throttle of what is sent
 
 
-def _check(draft: JourneyDraft) -> JourneyTrigger:
+async def _check(merchant: Merchant, draft: JourneyDraft) -> JourneyTrigger:
     if draft.trigger not in JourneyTrigger.__members__.values():
         raise ValidationError(
             "trigger：触发条件须为 enters_segment、days_after_registration 或 days_after_first_purchase",
@@ -77,14 +79,14 @@ def _check(draft: JourneyDraft) -> JourneyTrigger:
     trigger = JourneyTrigger(draft.trigger)
     if trigger == JourneyTrigger.ENTERS_SEGMENT and draft.segment_id is None:
         raise ValidationError("segment_id：“进入分群”触发须指定分群", field="segment_id")
-    audience.check_segment(draft.segment_id)
+    await audience.check_segment(merchant.id, draft.segment_id)
     if not 0 <= draft.days <= 365:
         raise ValidationError("days：天数须在 0–365 之间", field="days")
     return trigger
 
 
 async def create(merchant: Merchant, draft: JourneyDraft, *, actor: str) -> Journey:
-    trigger = _check(draft)
+    trigger = await _check(merchant, draft)
     async with in_transaction():
         campaign = await manage.create(merchant, draft.message, actor=actor)
         journey = await Journey.create(
@@ -123,6 +125,8 @@ async def set_active(
         await Journey.filter(id=journey.id).update(
             active=active, active_since=now if active else None, updated_at=now
         )
+        if active:
+            await _baseline(journey, campaign, now)
         state = CampaignState.SENDING if active else CampaignState.PAUSED
         await Campaign.filter(id=campaign.id).update(
             state=state, planned=True, validated_at=now, started_at=campaign.started_at or now, updated_at=now
@@ -133,16 +137,44 @@ async def set_active(
     return await get(merchant, journey_id)
 
 
-async def tick(effects: Effects, now: datetime) -> int:
-    """Members whose journey event fell due: their rows and a send task. How many were taken."""
-    taken = 0
-    for journey in await Journey.filter(active=True, active_since__not_isnull=True):
-        sql = _DUE_SQL.get(journey.trigger)
-        if sql is None:  # enters_segment: needs segments (refused at creation until they are there)
-            continue
-        campaign = await Campaign.get(id=journey.campaign_id)
+_BASELINE_SQL = """
+INSERT INTO campaign_recipient (campaign_id, merchant_id, member_id, channel, status, reason, attempts,
+                                created_at, updated_at)
+SELECT :campaign, :merchant, v.member_id, :channel, 'skipped', 'in_segment_at_start', 0, :now, :now
+  FROM unnest(:members::int[]) AS v(member_id)
+ON CONFLICT (campaign_id, member_id) DO NOTHING
+"""
+
+
+async def _baseline(journey: Journey, campaign: Campaign, now: datetime) -> None:
+    """The members in the segment when the journey is switched on: not "entering", never messaged."""
+    if journey.trigger != JourneyTrigger.ENTERS_SEGMENT or journey.segment_id is None:
+        return
+    async for page in audience.iter_member_ids(journey.merchant_id, journey.segment_id, batch=5000):
+        await queries.fetch_rows(
+            _BASELINE_SQL,
+            campaign=campaign.id,
+            merchant=campaign.merchant_id,
+            channel=campaign.channel.value,
+            members=page,
+            now=now,
+        )
+
+
+async def _due(journey: Journey, campaign: Campaign, now: datetime) -> list[int]:
+    if journey.trigger == JourneyTrigger.ENTERS_SEGMENT:
+        if journey.segment_id is None:
+            return []
+        source, where, params = await audience.segment_where(journey.merchant_id, journey.segment_id)
+        sql = (
+            f"SELECT m.id FROM {source} WHERE {where} AND NOT EXISTS ("  # noqa: S608 - compiled, values bound
+            " SELECT 1 FROM campaign_recipient r WHERE r.campaign_id = :campaign AND r.member_id = m.id)"
+            " ORDER BY m.id LIMIT :limit"
+        )
+        rows = await queries.fetch_rows(sql, **params, campaign=campaign.id, limit=TICK_LIMIT)
+    else:
         rows = await queries.fetch_rows(
-            sql,
+            _DUE_SQL[journey.trigger],
             merchant=journey.merchant_id,
             days=journey.days,
             since=journey.active_since,
@@ -150,7 +182,15 @@ async def tick(effects: Effects, now: datetime) -> int:
             campaign=campaign.id,
             limit=TICK_LIMIT,
         )
-        members = [int(row["id"]) for row in rows]
+    return [int(row["id"]) for row in rows]
+
+
+async def tick(effects: Effects, now: datetime) -> int:
+    """Members whose journey event fell due: their rows and a send task. How many were taken."""
+    taken = 0
+    for journey in await Journey.filter(active=True, active_since__not_isnull=True):
+        campaign = await Campaign.get(id=journey.campaign_id)
+        members = await _due(journey, campaign, now)
         if not members:
             continue
         statuses = [

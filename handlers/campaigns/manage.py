@@ -73,7 +73,7 @@ async def _check(merchant: Merchant, draft: Draft) -> dict[str, Any]:
         raise ValidationError(
             "attach_coupon_template_id：没有这个优惠券模板", field="attach_coupon_template_id"
         )
-    audience.check_segment(draft.segment_id)
+    await audience.check_segment(merchant.id, draft.segment_id)
     channel: rules.Channel = draft.channel
     content.check(channel, draft.content, draft.template_id)
     return {
