@@ -384,7 +384,7 @@ async def _ensure_extras(url: str) -> None:
     from tests.support import dbutil  # the same migration runner as the tests
 
     await dbutil.migrate(url)  # migrations merged since the load (e.g. 0019_credit)
-    migration = importlib.import_module("migrations.0022_analytics")
+    migration = importlib.import_module("migrations.0021_analytics")
     conn = await asyncpg.connect(dsn(url))
     try:
         await conn.execute(migration.ROLLUPS)

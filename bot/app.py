@@ -16,7 +16,7 @@ from bot.dialog import Dispatcher
 from bot.scheduler import embedded_scheduler
 from bot.settings import ROOT, WECHAT_SIM_PREFIX, Settings
 from bot.wechat_sim import SimState, create_sim_app
-from bot.worker import arq_batch_dispatch
+from bot.worker import arq_batch_dispatch, sms_provider
 from handlers import effects
 from handlers.core import config_cache, queries
 from handlers.core.background import Background
@@ -24,7 +24,7 @@ from handlers.core.templating import Renderer
 from handlers.notices.delivery import NoticeServices
 from handlers.wechat.client import WeChatClient
 from models import read_client, tortoise_config
-from webhooks.appkeys import BACKGROUND, DISPATCHER, EFFECTS, HTTP, REDIS, RENDERER, RUNTIME, WECHAT
+from webhooks.appkeys import BACKGROUND, DISPATCHER, EFFECTS, HTTP, REDIS, RENDERER, RUNTIME, SMS, WECHAT
 from webhooks.errors import error_middleware
 from webhooks.middlewares import request_id_middleware
 from webhooks.routes import setup_routes
@@ -118,7 +118,8 @@ def _effects(settings: Settings) -> CleanupContext:
     Either way the sweep (`effects_sweep`) catches what is missed."""
 
     async def effects_ctx(app: web.Application) -> AsyncIterator[None]:
-        registry = effects.build(services=NoticeServices(app[WECHAT], app[REDIS]))
+        app[SMS] = sms_provider(settings, app[WECHAT].session)
+        registry = effects.build(services=NoticeServices(app[WECHAT], app[REDIS]), sms=app[SMS])
         app[EFFECTS] = registry
         background = app[BACKGROUND]
         if settings.redis_url.startswith("memory://"):

@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     public_base_url: str = Field("", description="absolute URL members reach (card and mall pages)")
     timezone: str = Field("Asia/Shanghai", description="default merchant timezone")
     workers: int = Field(1, ge=1, le=64, description="serve processes sharing PORT (PostgreSQL + Redis only)")
+    sms_provider: Literal["log", "tencent"] = Field(
+        "log", description="campaign SMS: log only, or Tencent Cloud"
+    )
+    tencent_sms_endpoint: str = Field("https://sms.tencentcloudapi.com/", description="SendSms endpoint")
+    tencent_sms_secret_id: str = ""
+    tencent_sms_secret_key: SecretStr | None = None
+    tencent_sms_sdk_app_id: str = ""
+    tencent_sms_sign_name: str = ""
 
     @field_validator("database_url", "database_read_url")
     @classmethod
@@ -84,6 +92,12 @@ class Settings(BaseSettings):
             raise ValueError("WORKERS > 1 needs PostgreSQL and a real Redis (embedded: one process)")
         if not self.wechat_api_base and not self.demo:
             self.wechat_api_base = WECHAT_API
+        tencent = (self.tencent_sms_secret_id, self.tencent_sms_secret_key, self.tencent_sms_sdk_app_id)
+        if self.sms_provider == "tencent" and not (all(tencent) and self.tencent_sms_sign_name):
+            raise ValueError(
+                "SMS_PROVIDER=tencent needs TENCENT_SMS_SECRET_ID, TENCENT_SMS_SECRET_KEY, "
+                "TENCENT_SMS_SDK_APP_ID and TENCENT_SMS_SIGN_NAME"
+            )
         if self.workers > 1 and self.wechat_sim_in_process:
             # Each serve process would have a simulator of its own: a login code minted in one would be
             # unknown to the process the login request reaches.

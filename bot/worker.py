@@ -34,6 +34,7 @@ from tortoise import Tortoise
 
 from bot.settings import Settings
 from handlers import effects, jobs
+from handlers.campaigns.sms import LoggingProvider, SmsProvider, TencentSms
 from handlers.core.schedule import SCHEDULE_TIMEZONE, Entry
 from handlers.core.tasks import Dispatch
 from handlers.jobs import SCHEDULE
@@ -76,7 +77,23 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["session"] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10, connect=3))
     wechat = WeChatClient(ctx["session"], ctx["redis"], settings.wechat_api_url())
     ctx["effects"] = effects.build(
-        dispatch=arq_dispatch(ctx["redis"]), services=NoticeServices(wechat, ctx["redis"])
+        dispatch=arq_dispatch(ctx["redis"]),
+        services=NoticeServices(wechat, ctx["redis"]),
+        sms=sms_provider(settings, ctx["session"]),
+    )
+
+
+def sms_provider(settings: Settings, http: aiohttp.ClientSession) -> SmsProvider:
+    """The campaign SMS provider the settings choose (`SMS_PROVIDER`)."""
+    if settings.sms_provider != "tencent" or settings.tencent_sms_secret_key is None:
+        return LoggingProvider()
+    return TencentSms(
+        http,
+        settings.tencent_sms_endpoint,
+        settings.tencent_sms_secret_id,
+        settings.tencent_sms_secret_key.get_secret_value(),
+        settings.tencent_sms_sdk_app_id,
+        settings.tencent_sms_sign_name,
     )
 
 

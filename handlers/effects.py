@@ -16,7 +16,9 @@ after a crash between its work and its `done`.
 - `segment.wechat_sync` / `segment.wechat_drop`, by a segment's sync to (or deletion of) its WeChat user
   tag (`handlers.segments.wechat_sync`): the WeChat calls, off the request;
 - `members.import`, by a member import's upload (`handlers.member_import`): applying its rows, in
-  time-boxed runs (not inline: the upload's response does not wait for it).
+  time-boxed runs (not inline: the upload's response does not wait for it);
+- `campaign.plan` / `campaign.send`, by a campaign's start (`handlers.campaigns`): its recipients,
+  then its messages, one task per page of members (shared by the worker processes).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from handlers.campaigns import sending as campaigns
+from handlers.campaigns.sms import LoggingProvider, SmsProvider
 from handlers.core.tasks import Dispatch, Effects, Handler, no_dispatch
 from handlers.coupons import redeem as coupons
 from handlers.loyalty import bonuses, tiers
@@ -87,12 +91,26 @@ HANDLERS: dict[str, Handler] = {
 INLINE = frozenset(HANDLERS) - {member_import.IMPORT_TASK, tag_recompute.TAG_RECOMPUTE}
 
 
-def build(dispatch: Dispatch = no_dispatch, services: NoticeServices | None = None) -> Effects:
-    """The registry every process runs; `services` lets it send notices (without: they wait for a
-    process that can, e.g. the CLI leaves them to the worker)."""
+def build(
+    dispatch: Dispatch = no_dispatch, services: NoticeServices | None = None, sms: SmsProvider | None = None
+) -> Effects:
+    """The registry every process runs; `services` lets it send notices and campaigns (without: they
+    wait for a process that can, e.g. the CLI leaves them to the worker); `sms`: the SMS provider
+    (default: the logging one)."""
     wechat = services.wechat if services is not None else None
+    senders = (
+        None
+        if services is None
+        else campaigns.CampaignServices(services.wechat, services.redis, sms or LoggingProvider())
+    )
     return Effects(
-        {**HANDLERS, NOTICE_SEND: sender(services), **wechat_sync.handlers(wechat)},
+        {
+            **HANDLERS,
+            NOTICE_SEND: sender(services),
+            **wechat_sync.handlers(wechat),
+            campaigns.CAMPAIGN_PLAN: campaigns.plan,
+            campaigns.CAMPAIGN_SEND: campaigns.sender(senders),
+        },
         inline=INLINE,
         dispatch=dispatch,
         batch={NOTICE_SEND: batch_sender(services)},  # a batch of notices is sent with a few statements

@@ -24,6 +24,8 @@ by the next one:
 - `analytics_refresh` (every minute): the changes queued since the last run are added to the
   analyses' rollups; `member_snapshots` (every ten minutes): the members per registration month, store,
   tier, gender and age band are counted again (`handlers.analytics.refresh`).
+- `campaigns` (every minute): scheduled campaigns whose time has come start sending; journeys take
+  the members whose trigger fell due (`handlers.campaigns.journeys`).
 - `effects_sweep` (every minute): durable effects that are due — retries after their backoff, tasks
   whose process died — run (`handlers.core.tasks`; the arq worker fans them out as `run_task` jobs).
 
@@ -40,6 +42,7 @@ from datetime import datetime
 
 from handlers import birthdays
 from handlers.analytics import refresh as analytics
+from handlers.campaigns.journeys import campaigns_job
 from handlers.core.schedule import Entry
 from handlers.core.tasks import Effects
 from handlers.coupons import redeem as coupons
@@ -95,6 +98,7 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("tier_warnings", hour=1, minute=40),
     # A group deal that fails to fill refunds its members within ten minutes of its deadline.
     Entry("expire_groups", minute=frozenset(range(7, 60, 10))),
+    Entry("campaigns", minute=frozenset(range(60))),
     Entry("effects_sweep", minute=frozenset(range(60))),
     Entry("analytics_refresh", minute=frozenset(range(60))),
     Entry("member_snapshots", minute=frozenset(range(3, 60, 10))),
@@ -118,6 +122,7 @@ def _plain(job: Callable[[datetime], Awaitable[Counts]]) -> Job:
 
 JOBS: dict[str, Job] = {
     "effects_sweep": effects_sweep,
+    "campaigns": campaigns_job,
     "points_maintenance": _plain(points_maintenance),
     "tier_reviews": _plain(tier_reviews),
     "birthday_gifts": birthdays.birthday_gifts,

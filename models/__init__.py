@@ -29,6 +29,7 @@ MODEL_MODULES = [
     "models.menu",
     "models.credit",
     "models.tag",
+    "models.campaign",
 ]
 
 

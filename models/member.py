@@ -79,6 +79,8 @@ class Member(Model):
     # Blocked by a manager: cannot earn, spend or redeem (`handlers.members.blocking`).
     blocked_at = fields.DatetimeField(null=True)
     blocked_reason = fields.CharField(max_length=200, default="")
+    # Marketing SMS only with the member's consent; replying TD (回复TD退订) withdraws it.
+    sms_consent = fields.BooleanField(default=False)
 
     class Meta:
         table = "member"

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from handlers import effects
+from handlers.campaigns.sending import CAMPAIGN_PLAN, CAMPAIGN_SEND
 from handlers.loyalty import bonuses
 from handlers.loyalty import config as loyalty_config
 from handlers.loyalty.ledger_audit import audit_points
@@ -31,7 +32,9 @@ async def test_the_app_runs_the_one_registry_of_effects(client: Any) -> None:
     """One registry (handlers.effects): no hook list a process could forget to install."""
     assert (
         set(client.app[APP_EFFECTS].handlers)
-        == set(effects.HANDLERS) | {NOTICE_SEND} | set(wechat_sync.handlers(None))
+        == set(effects.HANDLERS)
+        | {NOTICE_SEND, CAMPAIGN_PLAN, CAMPAIGN_SEND}
+        | set(wechat_sync.handlers(None))
         == set(EFFECTS.handlers)
     )
     assert {members.MEMBER_REGISTERED, registration.PROFILE_COMPLETED} <= set(effects.HANDLERS)

@@ -59,6 +59,7 @@ def test_schedule_names_every_job_with_its_time() -> None:
         ("pickup_reminders", None, 45),
         ("tier_warnings", 1, 40),
         ("expire_groups", None, frozenset({7, 17, 27, 37, 47, 57})),
+        ("campaigns", None, frozenset(range(60))),
         ("effects_sweep", None, frozenset(range(60))),
         ("analytics_refresh", None, frozenset(range(60))),
         ("member_snapshots", None, frozenset({3, 13, 23, 33, 43, 53})),
@@ -91,7 +92,7 @@ async def test_embedded_scheduler_runs_a_due_job_and_stops_cleanly(
     daily = tuple(
         entry
         for entry in SCHEDULE
-        if entry.job not in ("effects_sweep", "analytics_refresh", "member_snapshots")
+        if entry.job not in ("effects_sweep", "campaigns", "analytics_refresh", "member_snapshots")
     )  # every minute: not this test's
     app[SCHEDULER_CONFIG] = SchedulerConfig(
         schedule=daily, runner=lambda job, now: jobs.run_job(job, now, EFFECTS), clock=clock, max_sleep=0.01

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import ClientSession, web
 from redis.asyncio import Redis
 
+from handlers.campaigns.sms import SmsProvider
 from handlers.core.schedule import Scheduler, SchedulerConfig
 from handlers.core.tasks import Effects
 
@@ -49,6 +50,7 @@ WECHAT: web.AppKey[WeChatClient] = web.AppKey("wechat")
 DISPATCHER: web.AppKey[ChatDispatcher] = web.AppKey("dispatcher")
 BACKGROUND: web.AppKey[Background] = web.AppKey("background")
 EFFECTS: web.AppKey[Effects] = web.AppKey("effects", Effects)
+SMS: web.AppKey[SmsProvider] = web.AppKey("sms")  # campaign SMS (SMS_PROVIDER): what test sends use too
 # The embedded scheduler (memory:// only): tests set its config before start-up and read what it ran.
 SCHEDULER_CONFIG: web.AppKey[SchedulerConfig] = web.AppKey("scheduler_config", SchedulerConfig)
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler", Scheduler)

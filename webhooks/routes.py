@@ -7,6 +7,7 @@ from aiohttp import web
 from webhooks import (
     admin,
     admin_analytics,
+    admin_campaigns,
     admin_loyalty,
     admin_mall,
     admin_member_page,
@@ -66,6 +67,7 @@ def setup_routes(app: web.Application) -> None:
         admin_tags.routes,
         admin_segments.routes,
         admin_analytics.routes,
+        admin_campaigns.routes,
     )
     callback.setup(app)
     pages.setup(app)

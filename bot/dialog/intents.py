@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.dialog import profile
+from bot.dialog.campaigns import add_campaign_intents
 from bot.dialog.coupons import add_coupon_intents
 from bot.dialog.invite import add_invite_intents
 from bot.dialog.loyalty import add_loyalty_intents
@@ -109,4 +110,5 @@ def build_router() -> Router:
     add_wallet_intents(router)
     add_invite_intents(router)
     add_notice_events(router)
+    add_campaign_intents(router)
     return router

@@ -17,6 +17,9 @@ under `/wechat-sim` (`bot.app.mount_wechat_sim`). The README lists the control r
     POST /sim/tokens/expire {appid}                POST /sim/tokens/invalidate {appid}
     POST /sim/clock {seconds}                      GET /sim/stats → {force_refreshes: {appid: n}}
     GET /sim/records?endpoint=cgi-bin/stable_token DELETE /sim/records
+    Campaigns (`campaigns.py`): message/mass/send, mass/sendall, mass/get, mass/preview; POST /tencent-sms/
+    (Tencent Cloud SendSms, TC3-verified); POST /sim/sms/keys, GET /sim/mass/jobs, GET /sim/deliveries,
+    POST /sim/bulk/grants
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from bot.wechat_sim.api import SIM_STATE, add_api_routes
+from bot.wechat_sim.campaigns import add_campaign_routes
 from bot.wechat_sim.control import add_control_routes
 from bot.wechat_sim.media import add_media_routes
 from bot.wechat_sim.state import SimError, SimState
@@ -47,6 +51,7 @@ def create_sim_app(state: SimState | None = None) -> web.Application:
     add_api_routes(app)
     add_media_routes(app)
     add_control_routes(app)
+    add_campaign_routes(app, SIM_STATE)
     return app
 
 

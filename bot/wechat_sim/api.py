@@ -18,6 +18,7 @@ from typing import Any
 import qrcode
 from aiohttp import web
 
+from bot.wechat_sim.campaigns import MASS_ROUTES, subscribe_repeat, subscribe_sent
 from bot.wechat_sim.menu import MENU_ROUTES
 from bot.wechat_sim.state import CLIENT_MSG_ID_SECONDS, SimError, SimInjected, SimState
 from bot.wechat_sim.tags import TAG_ROUTES
@@ -163,10 +164,13 @@ async def subscribe_send(state: SimState, request: web.Request, body: Body, appi
         raise SimError(47003, "argument invalid! miniprogram_state")
     if body.get("lang", "zh_CN") not in ("zh_CN", "en_US", "zh_HK", "zh_TW"):
         raise SimError(47003, "argument invalid! lang")
+    if (repeat := subscribe_repeat(state, appid, openid, body)) is not None:
+        return repeat
     grant = (appid, openid, template_id)
     if state.grants.get(grant, 0) < 1:
         raise SimError(43101, "user refuse to accept the msg")
     state.grants[grant] -= 1
+    subscribe_sent(state, appid, openid, body)
     return {}
 
 
@@ -330,5 +334,10 @@ def _make_handler(endpoint: str, handler: Endpoint, takes_token: bool) -> Callab
 
 
 def add_api_routes(app: web.Application) -> None:
-    for endpoint, (method, handler, takes_token) in {**ROUTES, **MENU_ROUTES, **TAG_ROUTES}.items():
+    for endpoint, (method, handler, takes_token) in {
+        **ROUTES,
+        **MENU_ROUTES,
+        **TAG_ROUTES,
+        **MASS_ROUTES,
+    }.items():
         app.router.add_route(method, f"/{endpoint}", _make_handler(endpoint, handler, takes_token))

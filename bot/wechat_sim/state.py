@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.wechat_sim.campaign_state import SimCampaigns
 from bot.wechat_sim.tag_state import SimTags
 
 TOKEN_SECONDS = 7200
@@ -120,6 +121,7 @@ class SimState:
     wxacode_per_minute: int = 5000
     clock_offset: float = 0.0
     next_msgid: int = 1000
+    campaigns: SimCampaigns = field(default_factory=SimCampaigns)  # mass send, SMS (campaigns.py)
 
     # -- clock ---------------------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "member_blocked": {},
     "nothing_to_cancel": {},
+    "sms_unsubscribed": {},
     "points_summary": {
         "balance": 1280,
         "pending": 60,

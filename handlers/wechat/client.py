@@ -53,6 +53,7 @@ IMAGE_TYPES = {
 }
 TEMPLATE_VALUE_MAX = 20
 CLIENT_MSG_ID_MAX_BYTES = 64
+MASS_MIN_OPENIDS, MASS_MAX_OPENIDS = 2, 10_000
 WXACODE_SCENE = re.compile(r"[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}")
 SUBSCRIBE_STATES = ("developer", "trial", "formal")
 SUBSCRIBE_LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
@@ -259,7 +260,7 @@ class WeChatClient:
         if errcode:
             errmsg = str(answer.get("errmsg", ""))
             if errcode == DuplicateClientMsgId.errcodes[0]:
-                msgid = answer.get("msgid")
+                msgid = answer.get("msgid", answer.get("msg_id"))  # template: msgid; mass: msg_id
                 raise DuplicateClientMsgId(errcode, errmsg, msgid if isinstance(msgid, int) else None)
             raise error_for(int(errcode), errmsg)
         return answer
@@ -532,8 +533,10 @@ class WeChatClient:
         page: str | None = None,
         miniprogram_state: str = "formal",
         lang: str = "zh_CN",
+        client_msg_id: str | None = None,
     ) -> None:
-        """A mini-program subscribe message; it uses up one of the user's grants for `template_id`."""
+        """A mini-program subscribe message; it uses up one of the user's grants for `template_id`.
+        `client_msg_id`: the campaign's anti-replay id (a repeat answers 45065, `DuplicateClientMsgId`)."""
         if miniprogram_state not in SUBSCRIBE_STATES:
             raise WeChatRequestInvalid(
                 f"miniprogram_state 须为以下之一：{'、'.join(SUBSCRIBE_STATES)}", field="miniprogram_state"
@@ -549,7 +552,66 @@ class WeChatClient:
         }
         if page:
             body["page"] = page
+        if client_msg_id is not None:
+            body["client_msg_id"] = self._client_msg_id(client_msg_id)
         await self._call_json(app, "/cgi-bin/message/subscribe/send", body)
+
+    @staticmethod
+    def _client_msg_id(value: str) -> str:
+        if not value or len(value.encode()) > CLIENT_MSG_ID_MAX_BYTES:
+            raise WeChatRequestInvalid(
+                f"client_msg_id 须为 1–{CLIENT_MSG_ID_MAX_BYTES} 字节", field="client_msg_id"
+            )
+        return value
+
+    # -- mass send (群发) -----------------------------------------------------------------------------------
+
+    async def mass_send_text(
+        self,
+        app: AppCredentials,
+        openids: Sequence[str],
+        text: str,
+        *,
+        client_msg_id: str,
+        tag_id: int | None = None,
+    ) -> int:
+        """A text mass message to 2–10,000 openids (`mass/send`), or with `tag_id` to the followers
+        carrying that WeChat tag (`mass/sendall`); WeChat's msg_id. A repeated `client_msg_id` (24 h)
+        raises `DuplicateClientMsgId` carrying the first call's msg_id."""
+        if not text:
+            raise WeChatRequestInvalid("text 不能为空", field="text")
+        body: dict[str, Any] = {
+            "msgtype": "text",
+            "text": {"content": text},
+            "clientmsgid": self._client_msg_id(client_msg_id),
+        }
+        if tag_id is not None:
+            body["filter"] = {"is_to_all": False, "tag_id": tag_id}
+            path = "/cgi-bin/message/mass/sendall"
+        else:
+            if not MASS_MIN_OPENIDS <= len(openids) <= MASS_MAX_OPENIDS:
+                raise WeChatRequestInvalid(
+                    f"群发名单须为 {MASS_MIN_OPENIDS}–{MASS_MAX_OPENIDS} 个 openid", field="touser"
+                )
+            body["touser"] = list(openids)
+            path = "/cgi-bin/message/mass/send"
+        answer = await self._call_json(app, path, body)
+        msg_id = answer.get("msg_id")
+        if not isinstance(msg_id, int):
+            raise WeChatUnavailable(-1, f"{path} answered without a msg_id")
+        return msg_id
+
+    async def mass_preview_text(self, app: AppCredentials, openid: str, text: str) -> None:
+        """`mass/preview`: the mass message to one follower only (a test send; no quota used)."""
+        if not text:
+            raise WeChatRequestInvalid("text 不能为空", field="text")
+        body = {"touser": openid, "msgtype": "text", "text": {"content": text}}
+        await self._call_json(app, "/cgi-bin/message/mass/preview", body)
+
+    async def mass_status(self, app: AppCredentials, msg_id: int) -> str:
+        """`mass/get`: WeChat's status of a mass message (SEND_SUCCESS, SENDING, SEND_FAIL, DELETE)."""
+        answer = await self._call_json(app, "/cgi-bin/message/mass/get", {"msg_id": msg_id})
+        return str(answer.get("msg_status", ""))
 
     async def code2session(self, app: AppCredentials, js_code: str) -> MpSession:
         """Exchange a `wx.login` code (single use, 5 minutes) for the user's openid and session key."""

@@ -129,8 +129,31 @@ class InvalidArgument(WeChatError):
     """WeChat rejected the payload (47001 format, 47003 argument, 40169 scene, 41030 page, 40053 QR;
     media: 40004 type, 40005 file type, 40006 size, 40007 media_id, 41005 no file)."""
 
-    errcodes = (47001, 47003, 40169, 41030, 40053, 40008, 45008, 40004, 40005, 40006, 40007, 41005)
+    # … and 45067 (clientmsgid over 64 bytes), 40130 (a mass-send openid list outside 2–10,000).
+    errcodes = (
+        47001,
+        47003,
+        40169,
+        41030,
+        40053,
+        40008,
+        45008,
+        40004,
+        40005,
+        40006,
+        40007,
+        41005,
+        45067,
+        40130,
+    )
     user_message = "微信拒绝了请求参数"
+
+
+class NoMassQuota(WeChatError):
+    """The account has no mass-send quota left (45028; e.g. a subscription account's one a day)."""
+
+    errcodes = (45028,)
+    user_message = "公众号群发次数已用完"
 
 
 class QrCodeLimitReached(WeChatError):
@@ -242,6 +265,7 @@ _REGISTRY: dict[int, type[WeChatError]] = {
         DuplicateClientMsgId,
         InvalidArgument,
         QrCodeLimitReached,
+        NoMassQuota,
         InvalidMenu,
         NoMenu,
         TagNameExists,
