@@ -33,6 +33,7 @@ from webhooks import (
     till,
     wallet,
 )
+from webhooks.console import setup as setup_console
 from webhooks.wechat import callback
 
 
@@ -67,3 +68,4 @@ def setup_routes(app: web.Application) -> None:
     )
     callback.setup(app)
     pages.setup(app)
+    setup_console(app)

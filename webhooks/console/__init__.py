@@ -1,0 +1,48 @@
+"""The merchant's web console under /admin: server-rendered jinja2 pages (aiohttp-jinja2, templates under
+templates/admin/), htmx and Apache ECharts served from `static/` (see `static/vendor/VENDORED.md`).
+
+Pages are thin like the JSON API: they parse a form, call the same use cases in `handlers/` the admin
+API calls, and render the result. `webhooks.console.base` holds what every page shares (login, CSRF,
+errors), `webhooks.console.security` the session cookie, the CSRF tokens and the security headers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from webhooks.console import dashboard, login
+from webhooks.console.base import fen_to_yuan
+from webhooks.console.security import add_headers
+
+STATIC = Path(__file__).resolve().parent / "static"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "admin"
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path == "/admin" or request.path.startswith("/admin/"):
+        add_headers(response)
+
+
+def setup(app: web.Application) -> None:
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(("html",), default=True),
+    )
+    env.filters["yuan"] = fen_to_yuan
+    app.on_response_prepare.append(_headers)
+    app.router.add_get("/admin", _to_root)
+    app.router.add_get("/admin/login", login.login_page)
+    app.router.add_post("/admin/login", login.login_submit)
+    app.router.add_post("/admin/logout", login.logout)
+    app.router.add_static("/admin/static", STATIC, append_version=False)
+    for table in (dashboard.routes,):
+        app.router.add_routes(table)
+
+
+async def _to_root(request: web.Request) -> web.Response:
+    return web.Response(status=301, headers={"Location": "/admin/"})

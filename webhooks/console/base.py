@@ -1,0 +1,133 @@
+"""What every console page shares: the login check, the CSRF check on POST, rendering, errors.
+
+A view is `async def view(request, console) -> web.StreamResponse`, wrapped by `page()`: a request
+without a console session is sent to the login page (htmx requests get `HX-Redirect`), a POST without
+the right CSRF token is refused with 403, a manager opening an admin page gets 403, and a domain error
+the view does not handle itself becomes an HTML error page with its status. After a successful POST
+every process's configuration cache is told (`handlers.core.config_cache`), as the JSON API does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from handlers.core import config_cache
+from handlers.core.errors import DomainError
+from handlers.staff.auth import has_role
+from models.staff import StaffRole
+from webhooks.appkeys import REDIS
+from webhooks.console import security
+from webhooks.console.security import Console
+from webhooks.errors import STATUS
+
+log = logging.getLogger(__name__)
+View = Callable[[web.Request, Console], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ROLE_NAMES = {"cashier": "收银员", "manager": "店长", "admin": "管理员"}
+NAV = (
+    ("dashboard", "/admin/", "概览"),
+    ("members", "/admin/members", "会员"),
+    ("programme", "/admin/programme", "会员方案"),
+    ("coupons", "/admin/coupons", "优惠券"),
+    ("org", "/admin/stores", "门店与员工"),
+    ("audit", "/admin/audit", "操作日志"),
+)
+CSRF_REFUSED = "请求缺少有效的安全令牌（CSRF），已拒绝。请刷新页面后重试。"
+
+
+def render(
+    request: web.Request,
+    template: str,
+    console: Console | None,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status: int = 200,
+    section: str = "",
+) -> web.Response:
+    anchor = console.token if console is not None else request.cookies.get(security.PRE_COOKIE, "")
+    values = {
+        "console": console,
+        "csrf": security.csrf_token(request, anchor) if anchor else "",
+        "nav": NAV,
+        "section": section,
+        "role_names": ROLE_NAMES,
+        **(context or {}),
+    }
+    return aiohttp_jinja2.render_template(template, request, values, status=status)
+
+
+def error_page(request: web.Request, console: Console | None, status: int, message: str) -> web.Response:
+    return render(request, "error.html", console, {"status": status, "message": message}, status=status)
+
+
+def redirect(request: web.Request, location: str) -> web.Response:
+    """303 to `location`; an htmx request is told to navigate there instead of swapping the answer in."""
+    if request.headers.get("HX-Request") == "true":
+        return web.Response(status=204, headers={"HX-Redirect": location})
+    return web.Response(status=303, headers={"Location": location})
+
+
+async def presented_csrf(request: web.Request) -> str | None:
+    header = request.headers.get(security.CSRF_HEADER)
+    if header:
+        return header
+    if request.content_type == "application/x-www-form-urlencoded":
+        value = (await request.post()).get(security.CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return request.query.get(security.CSRF_FIELD)  # a multipart upload names it in its action URL
+
+
+async def form(request: web.Request) -> dict[str, str]:
+    """The urlencoded form's text fields (the last value of a repeated name)."""
+    data = await request.post()
+    return {name: value for name, value in data.items() if isinstance(value, str)}
+
+
+def page(minimum: StaffRole = StaffRole.MANAGER) -> Callable[[View], Handler]:
+    def wrap(view: View) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            console = await security.console_of(request)
+            if console is None:
+                target = request.path_qs if request.method == "GET" else "/admin/"
+                return redirect(request, f"/admin/login?next={quote(target, safe='')}")
+            if request.method == "POST" and not security.csrf_ok(
+                request, console.token, await presented_csrf(request)
+            ):
+                return error_page(request, console, 403, CSRF_REFUSED)
+            if not has_role(console.staff.role, minimum):
+                return error_page(request, console, 403, f"该页面需要{ROLE_NAMES[minimum.value]}权限")
+            try:
+                response = await view(request, console)
+            except DomainError as exc:
+                return error_page(request, console, STATUS.get(exc.code, 400), exc.message)
+            if request.method == "POST" and response.status < 400:
+                await _announce(request)
+            return response
+
+        handle.__name__ = view.__name__
+        handle.__doc__ = view.__doc__
+        return handle
+
+    return wrap
+
+
+async def _announce(request: web.Request) -> None:
+    try:
+        await config_cache.announce(request.app[REDIS])
+    except Exception:
+        log.exception("configuration change not announced")
+
+
+def fen_to_yuan(fen: int | None) -> str:
+    if fen is None:
+        return "—"
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole:,}.{cents:02d}"
