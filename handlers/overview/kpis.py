@@ -72,15 +72,17 @@ def _start(day: date, zone: ZoneInfo) -> datetime:
 
 _PERIOD_SQL = """
 SELECT
-  (SELECT count(*) FROM member WHERE merchant_id = :m AND registered_at >= :since) AS new_members,
+  (SELECT count(*) FROM member WHERE merchant_id = :m AND registered_at >= :since
+      AND registered_at <= :until) AS new_members,
   (SELECT count(*) FROM member WHERE merchant_id = :m AND anonymized_at IS NULL
-      AND last_visit_at >= :since) AS active_members,
+      AND last_visit_at >= :since AND last_visit_at <= :until) AS active_members,
   (SELECT coalesce(sum(paid_fen), 0) FROM purchase WHERE merchant_id = :m AND status = 'completed'
-      AND created_at >= :since) AS revenue_fen,
+      AND created_at >= :since AND created_at <= :until) AS revenue_fen,
   (SELECT count(*) FROM (SELECT member_id FROM purchase WHERE merchant_id = :m AND status = 'completed'
-      AND created_at >= :since GROUP BY member_id) AS b) AS buyers,
+      AND created_at >= :since AND created_at <= :until GROUP BY member_id) AS b) AS buyers,
   (SELECT count(*) FROM (SELECT member_id FROM purchase WHERE merchant_id = :m AND status = 'completed'
-      AND created_at >= :since GROUP BY member_id HAVING count(*) >= 2) AS r) AS repeat_buyers
+      AND created_at >= :since AND created_at <= :until GROUP BY member_id
+      HAVING count(*) >= 2) AS r) AS repeat_buyers
 """
 
 _TREND_SQL = """
@@ -103,7 +105,7 @@ async def dashboard(merchant: Merchant, *, now: datetime) -> Dashboard:
     periods = []
     for key, label, days in PERIODS:
         since = _start(today - timedelta(days=days - 1), zone)
-        row = await queries.fetch_one(_PERIOD_SQL, m=merchant.id, since=since)
+        row = await queries.fetch_one(_PERIOD_SQL, m=merchant.id, since=since, until=now)
         periods.append(
             Figures(
                 key=key,
