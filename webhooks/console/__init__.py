@@ -14,8 +14,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from webhooks.console import dashboard, login
-from webhooks.console.base import fen_to_yuan
+from webhooks.console import dashboard, login, members
+from webhooks.console.base import fen_to_yuan, local_time
 from webhooks.console.security import add_headers
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -34,13 +34,14 @@ def setup(app: web.Application) -> None:
         autoescape=jinja2.select_autoescape(("html",), default=True),
     )
     env.filters["yuan"] = fen_to_yuan
+    env.filters["at"] = local_time
     app.on_response_prepare.append(_headers)
     app.router.add_get("/admin", _to_root)
     app.router.add_get("/admin/login", login.login_page)
     app.router.add_post("/admin/login", login.login_submit)
     app.router.add_post("/admin/logout", login.logout)
     app.router.add_static("/admin/static", STATIC, append_version=False)
-    for table in (dashboard.routes,):
+    for table in (dashboard.routes, members.routes):
         app.router.add_routes(table)
 
 

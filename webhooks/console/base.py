@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
+import pydantic
 from aiohttp import web
 
 from handlers.core import config_cache
-from handlers.core.errors import DomainError
+from handlers.core.errors import DomainError, ErrorCode
 from handlers.staff.auth import has_role
 from models.staff import StaffRole
+from webhooks.api import ENDPOINTS, ApiError, Call, Principal
 from webhooks.appkeys import REDIS
 from webhooks.console import security
 from webhooks.console.security import Console
-from webhooks.errors import STATUS
+from webhooks.errors import STATUS, pydantic_message
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=pydantic.BaseModel)
 View = Callable[[web.Request, Console], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,13 +80,15 @@ def redirect(request: web.Request, location: str) -> web.Response:
 
 
 async def presented_csrf(request: web.Request) -> str | None:
-    header = request.headers.get(security.CSRF_HEADER)
-    if header:
-        return header
+    """The token a POST presents: the htmx header, the action URL's `csrf_token` (a multipart upload,
+    whose body is not read before the check), or the urlencoded form's field."""
+    presented = request.headers.get(security.CSRF_HEADER) or request.query.get(security.CSRF_FIELD)
+    if presented:
+        return presented
     if request.content_type == "application/x-www-form-urlencoded":
         value = (await request.post()).get(security.CSRF_FIELD)
         return value if isinstance(value, str) else None
-    return request.query.get(security.CSRF_FIELD)  # a multipart upload names it in its action URL
+    return None
 
 
 async def form(request: web.Request) -> dict[str, str]:
@@ -105,6 +112,8 @@ def page(minimum: StaffRole = StaffRole.MANAGER) -> Callable[[View], Handler]:
                 return error_page(request, console, 403, f"该页面需要{ROLE_NAMES[minimum.value]}权限")
             try:
                 response = await view(request, console)
+            except ApiError as exc:
+                return error_page(request, console, exc.status, exc.message)
             except DomainError as exc:
                 return error_page(request, console, STATUS.get(exc.code, 400), exc.message)
             if request.method == "POST" and response.status < 400:
@@ -131,3 +140,58 @@ def fen_to_yuan(fen: int | None) -> str:
     sign = "-" if fen < 0 else ""
     whole, cents = divmod(abs(fen), 100)
     return f"{sign}{whole:,}.{cents:02d}"
+
+
+class FormErrors(Exception):
+    """A form that cannot be accepted: a Chinese message per field (`form` for the whole form)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("form refused")
+        self.errors = errors
+
+    @classmethod
+    def of(cls, exc: DomainError | ApiError) -> FormErrors:
+        return cls({exc.field or "form": exc.message})
+
+
+def parse(model: type[M], data: Mapping[str, Any]) -> M:
+    """`data` validated by one of the JSON API's request models; every failing field is named."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        errors: dict[str, str] = {}
+        for error in exc.errors(include_url=False):
+            name = ".".join(str(part) for part in error["loc"]) or "form"
+            errors.setdefault(name, pydantic_message(error))
+        raise FormErrors(errors) from None
+
+
+def present(data: Mapping[str, str], *names: str) -> dict[str, str]:
+    """The named form fields that were filled in (an empty input means "not given")."""
+    return {name: data[name].strip() for name in names if data.get(name, "").strip()}
+
+
+async def api(
+    request: web.Request,
+    console: Console,
+    handler: Callable[[Call[Any, Any]], Awaitable[Any]],
+    *,
+    body: Any = None,
+    path: Any = None,
+    query: Any = None,
+) -> Any:
+    """Call a JSON admin endpoint's handler for the console's staff member: the same use case, the
+    same validation, and the endpoint's own minimum role (read from the endpoint registry)."""
+    endpoint = next((e for e in request.app[ENDPOINTS] if e.handler is handler), None)
+    if endpoint is None:
+        raise RuntimeError(f"{handler.__name__} is not a registered endpoint")
+    minimum = getattr(endpoint.auth, "minimum", None)
+    if isinstance(minimum, StaffRole) and not has_role(console.staff.role, minimum):
+        raise ApiError(403, ErrorCode.FORBIDDEN, f"需要{ROLE_NAMES[minimum.value]}及以上权限")
+    principal = Principal(merchant=console.merchant, session=console.session, staff=console.staff)
+    return await handler(Call(request, body, path, principal, query))
+
+
+def local_time(moment: datetime | None, zone: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored instant in the merchant's time zone."""
+    return "—" if moment is None else moment.astimezone(ZoneInfo(zone)).strftime(fmt)
