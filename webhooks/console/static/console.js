@@ -72,3 +72,11 @@
     drawCharts(event.target);
   });
 })();
+
+// The earn rules form: "模拟" asks the server for the simulation of what the form says now.
+document.addEventListener("click", function (event) {
+  var button = event.target.closest && event.target.closest("[data-simulate]");
+  if (button && window.htmx) {
+    window.htmx.trigger(button.form, "simulate");
+  }
+});
