@@ -65,8 +65,9 @@ def _counts(message: Any) -> bool:
 
 @pytest.fixture
 async def shop(make_app: Any, aiohttp_server: Any) -> AsyncIterator[tuple[str, Merchant]]:
-    """The app serving on a free port, a merchant `shop` with admin alice and manager mona."""
-    server = await aiohttp_server(make_app())
+    """The app serving on a free port, a merchant `shop` with admin alice and manager mona. Redis is the
+    in-process one, as under `make run`: background work (an import) runs in this process."""
+    server = await aiohttp_server(make_app(redis_url="memory://"))
     merchant = await make_merchant()
     await make_staff(merchant, "alice", "admin", None)
     await make_staff(merchant, "mona", "manager")

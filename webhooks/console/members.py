@@ -27,11 +27,12 @@ from webhooks.forms import parse_form
 routes = web.RouteTableDef()
 FILTERS = ("code", "external_id", "phone", "name", "name_contains", "tier", "blocked", "sort", "order")
 SOURCES = {
-    "follow": "关注公众号",
-    "miniprogram": "小程序",
+    "oa_subscribe": "关注公众号",
+    "oa_referral": "会员推荐",
+    "oa_staff": "员工推荐",
+    "mini_program": "小程序",
+    "staff": "员工登记",
     "import": "导入",
-    "staff": "员工推荐",
-    "referral": "会员推荐",
 }
 DONE = {
     "grant": "积分已调整。",
