@@ -116,6 +116,9 @@ def page(minimum: StaffRole = StaffRole.MANAGER) -> Callable[[View], Handler]:
                 return error_page(request, console, exc.status, exc.message)
             except DomainError as exc:
                 return error_page(request, console, STATUS.get(exc.code, 400), exc.message)
+            except pydantic.ValidationError as exc:  # a query an API handler reads itself (`?cursor=`)
+                message = pydantic_message(exc.errors(include_url=False)[0])
+                return error_page(request, console, 400, message)
             if request.method == "POST" and response.status < 400:
                 await _announce(request)
             return response
