@@ -186,3 +186,48 @@ def test_no_template_has_inline_script_or_a_cdn() -> None:
             assert 'src="/admin/static/' in attrs, f"{path.name}: inline or foreign script"
         assert not re.search(r"<[^>]*\son[a-z]+\s*=", html), f"{path.name}: an inline event handler"
         assert "http://" not in html and "https://" not in html, path.name
+
+
+ADMIN_PAGES = (
+    "/admin/",
+    "/admin/members",
+    "/admin/members/import",
+    "/admin/programme",
+    "/admin/programme/rules",
+    "/admin/programme/settings",
+    "/admin/programme/notices",
+    "/admin/programme/menu",
+    "/admin/coupons",
+    "/admin/mall",
+    "/admin/stores",
+    "/admin/audit",
+)
+MANAGER_PAGES = (
+    "/admin/",
+    "/admin/members",
+    "/admin/programme/menu",
+    "/admin/coupons",
+    "/admin/mall",
+    "/admin/stores",
+    "/admin/audit",
+)
+
+
+async def test_every_page_renders_for_an_admin(client: TestClient, shop: Merchant) -> None:
+    assert (await login(client, "shop", "alice")).status == 303
+    for path in ADMIN_PAGES:
+        response = await client.get(path)
+        assert response.status == 200, (path, await response.text())
+        assert "<h1>" in await response.text()
+
+
+async def test_managers_see_their_pages_and_are_refused_admin_ones(
+    client: TestClient, shop: Merchant
+) -> None:
+    assert (await login(client, "shop", "mona")).status == 303
+    for path in MANAGER_PAGES:
+        assert (await client.get(path)).status == 200, path
+    for path in set(ADMIN_PAGES) - set(MANAGER_PAGES):
+        response = await client.get(path)
+        assert response.status == 403, path
+        assert "需要管理员权限" in await response.text()

@@ -1,0 +1,166 @@
+"""Console pages of the programme's settings over HTTP: check-in rewards and stored-value bonus tiers,
+notice texts with their live preview, the chat menu, and the mall's items and stock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from handlers.loyalty import config as loyalty_config
+from handlers.notices import settings as notice_settings
+from models.mall import MallItem, StockMovement
+from models.merchant import Merchant
+from tests.support.console import login, make_staff, page_csrf
+from tests.support.factories import make_merchant
+
+
+@pytest.fixture
+async def shop(client: TestClient) -> Merchant:
+    merchant = await make_merchant()
+    await make_staff(merchant, "alice", "admin", None)
+    await make_staff(merchant, "mona", "manager")
+    assert (await login(client, "shop", "alice")).status == 303
+    return merchant
+
+
+async def test_stored_value_bonus_tiers_and_check_in_rewards(client: TestClient, shop: Merchant) -> None:
+    token = await page_csrf(client, "/admin/programme/settings")
+    tiers = {"bonus_tiers": [{"min_fen": 10_000, "bonus_fen": 2_000}]}
+    saved = await client.post(
+        "/admin/programme/settings/stored_value",
+        data={"csrf_token": token, "document": json.dumps(tiers)},
+        allow_redirects=False,
+    )
+    assert saved.status == 303, await saved.text()
+    program = await loyalty_config.program(shop.id)
+    assert [(t.min_fen, t.bonus_fen) for t in program.stored_value.bonus_tiers] == [(10_000, 2_000)]
+    html = await (await client.get("/admin/programme/settings?saved=stored_value")).text()
+    assert "充 100.00 元，送 20.00 元" in html
+    bad = {
+        "daily_points": 5,
+        "streak_rewards": {"abc": 1},
+        "cycle_days": None,
+        "makeup_cost_points": 0,
+        "makeup_max_days_back": 0,
+        "makeup_max_per_month": 0,
+    }
+    refused = await client.post(
+        "/admin/programme/settings/checkin", data={"csrf_token": token, "document": json.dumps(bad)}
+    )
+    assert refused.status == 400
+    body = await refused.text()
+    assert 'data-field="checkin"' in body and "streak_rewards" in body
+    assert "&#34;abc&#34;" in body or "&quot;abc&quot;" in body  # what was typed is kept
+    good = {**bad, "streak_rewards": {"7": 30}}
+    await client.post(
+        "/admin/programme/settings/checkin", data={"csrf_token": token, "document": json.dumps(good)}
+    )
+    program = await loyalty_config.program(shop.id)
+    assert (program.checkin.daily_points, dict(program.checkin.streak_rewards)) == (5, {7: 30})
+    assert (await loyalty_config.program(shop.id)).stored_value.bonus_tiers  # the other section kept
+
+
+async def test_a_notice_text_previews_live_and_saves(client: TestClient, shop: Merchant) -> None:
+    html = await (await client.get("/admin/programme/notices")).text()
+    assert "消费小票" in html and 'hx-post="/admin/programme/notices/purchase_receipt/preview"' in html
+    token = await page_csrf(client, "/admin/programme/notices")
+    headers = {"X-CSRF-Token": token, "HX-Request": "true"}
+    shown = await client.post(
+        "/admin/programme/notices/purchase_receipt/preview",
+        data={"body": "{{ member_name }}，感谢光临{{ merchant_name }}", "template_fields": ""},
+        headers=headers,
+    )
+    assert shown.status == 200
+    assert '<div class="bubble" data-preview="body">张三，感谢光临街角咖啡</div>' in await shown.text()
+    wrong = await client.post(
+        "/admin/programme/notices/purchase_receipt/preview",
+        data={"body": "{{ no_such_thing }}", "template_fields": ""},
+        headers=headers,
+    )
+    assert 'data-field="preview-body"' in await wrong.text()
+    refused = await client.post(
+        "/admin/programme/notices/purchase_receipt",
+        data={
+            "csrf_token": token,
+            "enabled": "true",
+            "channel_custom": "true",
+            "body": "{{ no_such_thing }}",
+        },
+    )
+    assert refused.status == 400
+    assert "{{ no_such_thing }}" in await refused.text()
+    saved = await client.post(
+        "/admin/programme/notices/purchase_receipt",
+        data={
+            "csrf_token": token,
+            "enabled": "true",
+            "channel_custom": "true",
+            "body": "谢谢{{ member_name }}",
+        },
+        allow_redirects=False,
+    )
+    assert saved.status == 303, await saved.text()
+    setting = await notice_settings.setting(shop.id, "purchase_receipt")
+    assert (setting.as_dict()["body"], setting.as_dict()["channels"]) == ("谢谢{{ member_name }}", ["custom"])
+
+
+async def test_a_menu_that_breaks_wechat_limits_is_named_and_not_sent(
+    client: TestClient, shop: Merchant
+) -> None:
+    html = await (await client.get("/admin/programme/menu")).text()
+    assert "会员卡" in html  # the default menu, never pushed yet
+    token = await page_csrf(client, "/admin/programme/menu")
+    four = {"button": [{"name": f"按钮{i}", "type": "click", "key": "MENU_HELP"} for i in range(4)]}
+    refused = await client.post(
+        "/admin/programme/menu", data={"csrf_token": token, "document": json.dumps(four)}
+    )
+    assert refused.status == 400
+    assert "button" in await refused.text()
+
+
+async def test_mall_items_created_and_restocked_once_per_form(client: TestClient, shop: Merchant) -> None:
+    token = await page_csrf(client, "/admin/mall")
+    bad = await client.post(
+        "/admin/mall/items",
+        data={
+            "csrf_token": token,
+            "kind": "pickup",
+            "name": "保温杯",
+            "price_points": "abc",
+            "active": "true",
+        },
+    )
+    assert bad.status == 400
+    text = await bad.text()
+    assert 'data-field="item.price_points"' in text and 'name="name" value="保温杯"' in text
+    made = await client.post(
+        "/admin/mall/items",
+        data={
+            "csrf_token": token,
+            "kind": "pickup",
+            "name": "保温杯",
+            "price_points": "500",
+            "cash_fen": "9.9",
+            "stock": "3",
+            "active": "true",
+        },
+        allow_redirects=False,
+    )
+    assert made.status == 303, await made.text()
+    item = await MallItem.get(merchant_id=shop.id)
+    assert (item.price_points, item.cash_fen, item.stock) == (500, 990, 3)
+    form = {"csrf_token": token, "delta": "5", "reason": "restock", "key": "form-1"}
+    for _ in range(2):
+        assert (
+            await client.post(f"/admin/mall/items/{item.id}/stock", data=form, allow_redirects=False)
+        ).status == 303
+    assert (await MallItem.get(id=item.id)).stock == 8
+    assert await StockMovement.filter(item_id=item.id).count() == 2  # the initial stock and one restock
+    too_many = await client.post(
+        f"/admin/mall/items/{item.id}/stock",
+        data={"csrf_token": token, "delta": "-9", "reason": "adjust", "key": "form-2"},
+    )
+    assert too_many.status == 400
+    assert f'data-field="stock{item.id}.' in await too_many.text()
