@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from models.loyalty import AuditLog
 from models.member import Member
-from models.merchant import Merchant
+from models.merchant import Merchant, Store
 from models.points import PointsAccount, PointsTransaction
 from tests.support.console import login, make_staff, page_csrf
 from tests.support.factories import make_member, make_merchant
@@ -29,6 +29,9 @@ async def shop(client: TestClient) -> Merchant:
     await make_staff(merchant, "mona", "manager")
     await make_member(merchant, "o-1", name="张三", phone="13800000001")
     await make_member(merchant, "o-2", name="李四", phone="13800000002")
+    await make_member(merchant, "o-3", name="张别店", phone="13800000003")  # no store: not mona's
+    main = await Store.get(merchant_id=merchant.id, code="main")
+    await Member.filter(merchant_id=merchant.id, name__in=["张三", "李四"]).update(store_id=main.id)
     assert (await login(client, "shop", "mona")).status == 303
     return merchant
 
@@ -44,6 +47,8 @@ async def test_search_by_phone_name_and_code(client: TestClient, shop: Merchant)
     assert "<td>138****0001</td>" in html and "<td>13800000001</td>" not in html  # listed masked
     html = await (await client.get("/admin/members?name=李")).text()
     assert "李四" in html and "张三" not in html
+    html = await (await client.get("/admin/members?name=张")).text()
+    assert "张三" in html and "张别店" not in html  # a manager sees their store's members
     html = await (await client.get(f"/admin/members?code={zhang.code}")).text()
     assert f'href="/admin/members/{zhang.id}"' in html
 

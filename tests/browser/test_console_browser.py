@@ -173,7 +173,7 @@ async def test_search_open_a_member_and_download_the_csv(
     await make_member(merchant, "o-b3", name="周杰", phone="13900000031")
     await make_member(merchant, "o-b4", name="周星", phone="13900000032")
     await make_member(merchant, "o-b5", name="吴彦", phone="13900000033")
-    await browser.login("mona")
+    await browser.login()
     await page.click("nav >> text=会员")
     await page.fill('input[name="name"]', "周")
     await page.click("text=搜索")
