@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from handlers.loyalty import config as loyalty_config
+from handlers.mall import catalogue
 from handlers.till import purchase as purchases
 from models.coupon import Coupon
+from models.mall import ItemKind
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount
@@ -209,4 +211,43 @@ async def test_pages_fit_a_768px_tablet(browser: Browser) -> None:
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 768, f"{path} scrolls sideways at 768 px ({width} px)"
         await browser.shot(f"tablet-{name}")
+    assert_clean(browser)
+
+
+async def test_a_notice_text_previews_as_it_is_typed(browser: Browser) -> None:
+    page = browser.page
+    await browser.login()
+    await page.goto(f"{browser.base}/admin/programme/notices")
+    preview = page.locator('#preview-purchase_receipt [data-preview="body"]')
+    await preview.wait_for()  # the saved text, previewed on load
+    body = page.locator('#notice-purchase_receipt textarea[name="body"]')
+    await body.fill("{{ member_name }}您好，本次消费 {{ amount }} 元")
+    # (the CSP forbids eval, so the wait is a locator, not a JavaScript predicate)
+    await page.locator(
+        '#preview-purchase_receipt [data-preview="body"]', has_text="张三您好，本次消费"
+    ).wait_for()
+    await body.fill("{{ nobody }}")
+    await page.locator('#preview-purchase_receipt [data-field="preview-body"]').wait_for()
+    await browser.shot("notices")
+    assert_clean(browser)
+
+
+async def test_screenshots_of_the_other_pages(browser: Browser, shop: tuple[str, Merchant]) -> None:
+    page = browser.page
+    data = catalogue.ItemInput(name="帆布袋", price_points=300)
+    await catalogue.create_item(shop[1], ItemKind.PICKUP, data, stock=4, actor="test")
+    await browser.login()
+    for name, path in (
+        ("programme", "/admin/programme"),
+        ("settings", "/admin/programme/settings"),
+        ("menu", "/admin/programme/menu"),
+        ("mall", "/admin/mall"),
+        ("stores", "/admin/stores"),
+        ("audit", "/admin/audit"),
+    ):
+        await page.goto(f"{browser.base}{path}")
+        assert await page.locator("h1").count() == 1, path
+        await browser.shot(name)
+    await page.goto(f"{browser.base}/admin/")
+    assert "帆布袋" in await page.locator("main").inner_text()  # low stock on the dashboard
     assert_clean(browser)
