@@ -6,18 +6,20 @@ import asyncio
 import csv
 import io
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from handlers.till import purchase as purchases
 from models.loyalty import AuditLog
 from models.member import Member
 from models.merchant import Merchant, Store
 from models.points import PointsAccount, PointsTransaction
 from tests.support.console import login, make_staff, page_csrf
+from tests.support.factories import EFFECTS as TASKS
 from tests.support.factories import make_member, make_merchant
 from webhooks.appkeys import EFFECTS
 
@@ -217,3 +219,31 @@ async def test_an_upload_without_a_file_is_named(client: TestClient, shop: Merch
     no_token = aiohttp.FormData()
     no_token.add_field("file", CSV, filename="会员.csv", content_type="text/csv")
     assert (await client.post("/admin/members/import", data=no_token)).status == 403
+
+
+async def test_credit_limit_and_the_overdue_warning(client: TestClient, shop: Merchant) -> None:
+    await client.post("/admin/logout", data={"csrf_token": await page_csrf(client)})
+    assert (await login(client, "shop", "alice")).status == 303
+    zhang = await member("张三")
+    page = await (await client.get(f"/admin/members/{zhang.id}")).text()
+    key = re.search(r'name="key" value="([0-9a-f]+)">\s*<label>额度', page)
+    assert key
+    token = await page_csrf(client)
+    form = {"csrf_token": token, "key": key.group(1), "limit": "200", "reason": "老客户"}
+    done = await client.post(f"/admin/members/{zhang.id}/credit-limit", data=form, allow_redirects=False)
+    assert done.status == 303, await done.text()
+    bad = await client.post(
+        f"/admin/members/{zhang.id}/credit-limit", data={**form, "key": "k2", "limit": "-1"}
+    )
+    assert bad.status == 400 and 'data-field="credit.limit_fen"' in await bad.text()
+    request = purchases.PurchaseRequest("c1", zhang.id, 5_000, credit_fen=5_000)
+    then = datetime.now(UTC) - timedelta(days=40)  # due after the default 30 days: 10 days overdue
+    await purchases.record_purchase(shop, None, request, now=then, effects=TASKS)
+    html = await (await client.get("/admin/credit")).text()
+    assert f'href="/admin/members/{zhang.id}"' in html and 'data-value="overdue-total">50.00<' in html
+    assert "<td>10</td>" in html
+    assert "信用预警：1 位会员赊账逾期，合计 50.00 元" in await (await client.get("/admin/")).text()
+    member_page = await (await client.get(f"/admin/members/{zhang.id}")).text()
+    assert "逾期 50.00 元" in member_page and "赊账消费" in member_page
+    csv_body = await (await client.get("/admin/credit/overdue.csv")).read()
+    assert zhang.code.encode() in csv_body

@@ -10,6 +10,7 @@ every process's configuration cache is told (`handlers.core.config_cache`), as t
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -198,3 +199,21 @@ async def api(
 def local_time(moment: datetime | None, zone: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored instant in the merchant's time zone."""
     return "—" if moment is None else moment.astimezone(ZoneInfo(zone)).strftime(fmt)
+
+
+YUAN = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+
+
+def yuan_to_fen(raw: str) -> Any:
+    """ "12.5" → 1250; anything else is passed on as typed, for the API's model to refuse by name."""
+    text = raw.strip()
+    if not YUAN.match(text):
+        return text
+    whole, _, cents = text.partition(".")
+    return int(whole) * 100 + int((cents + "00")[:2])
+
+
+def whole_number(raw: str) -> Any:
+    """ "12" → 12; anything else as typed (the API's model names it)."""
+    text = raw.strip()
+    return int(text) if re.fullmatch(r"-?\d{1,12}", text) else text

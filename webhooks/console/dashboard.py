@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from handlers.overview import kpis
-from webhooks.console.base import page, render
+from webhooks import credit
+from webhooks.console.base import api, page, render
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
@@ -23,5 +24,6 @@ async def dashboard(request: web.Request, console: Console) -> web.StreamRespons
         "revenue": [day.revenue_fen / 100 for day in board.trend],
         "members": [day.new_members for day in board.trend],
     }
-    context = {"board": board, "chart": json.dumps(chart), "low_stock_at": kpis.LOW_STOCK}
+    overdue = await api(request, console, credit.list_overdue, query=credit.OverdueQuery())
+    context = {"board": board, "chart": json.dumps(chart), "low_stock_at": kpis.LOW_STOCK, "overdue": overdue}
     return render(request, "dashboard.html", console, context, section="dashboard")

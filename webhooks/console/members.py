@@ -18,9 +18,19 @@ from handlers.core.errors import DomainError, ErrorCode
 from handlers.directory import search
 from handlers.members import lookup as members_lookup
 from models.staff import StaffRole
-from webhooks import admin_loyalty, admin_member_page, admin_members, member_import
+from webhooks import admin_loyalty, admin_member_page, admin_members, credit, member_import
 from webhooks.api import ApiError
-from webhooks.console.base import FormErrors, api, form, page, parse, present, redirect, render
+from webhooks.console.base import (
+    FormErrors,
+    api,
+    form,
+    page,
+    parse,
+    present,
+    redirect,
+    render,
+    yuan_to_fen,
+)
 from webhooks.console.security import Console
 from webhooks.forms import parse_form
 
@@ -39,6 +49,7 @@ DONE = {
     "block": "会员已冻结。",
     "unblock": "会员已解冻。",
     "note": "备注已添加。",
+    "credit": "信用额度已更新。",
 }
 
 
@@ -105,6 +116,7 @@ async def _member_page(
         "errors": errors or {},
         "values": values or {},
         "grant_key": secrets.token_hex(12),
+        "credit_key": secrets.token_hex(12),
         "done": DONE.get(request.query.get("done", "")),
         "sources": SOURCES,
     }
@@ -280,5 +292,43 @@ async def import_status(request: web.Request, console: Console) -> web.StreamRes
 async def import_report(request: web.Request, console: Console) -> web.StreamResponse:
     response: web.StreamResponse = await api(
         request, console, member_import.get_import_report, path=_job_path(request)
+    )
+    return response
+
+
+@routes.post(r"/admin/members/{member_id:\d+}/credit-limit")
+@page()
+async def credit_limit(request: web.Request, console: Console) -> web.StreamResponse:
+    """Set the member's credit limit (yuan), with a reason; below what the member owes is refused."""
+
+    async def run(member_id: int, data: dict[str, str]) -> None:
+        raw = {
+            "limit_fen": yuan_to_fen(data.get("limit", "")),
+            "reason": data.get("reason", "").strip(),
+            "idempotency_key": data.get("key", ""),
+        }
+        try:
+            body = parse(credit.CreditLimitIn, raw)
+        except FormErrors as exc:
+            raise FormErrors({f"credit.{k}": v for k, v in exc.errors.items()}) from None
+        path = parse(admin_members.MemberPath, {"member_id": member_id})
+        await api(request, console, credit.set_limit, body=body, path=path)
+
+    return await _act(request, console, "credit", run)
+
+
+@routes.get("/admin/credit")
+@page()
+async def credit_overdue(request: web.Request, console: Console) -> web.StreamResponse:
+    """信用预警: members whose credit is overdue, oldest due date first (a manager: their store's)."""
+    found = await api(request, console, credit.list_overdue, query=credit.OverdueQuery())
+    return render(request, "credit.html", console, {"found": found}, section="members")
+
+
+@routes.get("/admin/credit/overdue.csv")
+@page()
+async def credit_overdue_csv(request: web.Request, console: Console) -> web.StreamResponse:
+    response: web.StreamResponse = await api(
+        request, console, credit.overdue_csv, query=credit.OverdueQuery()
     )
     return response

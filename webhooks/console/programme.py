@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -21,28 +20,22 @@ from handlers.core.errors import DomainError
 from models.staff import StaffRole
 from webhooks import admin_loyalty, admin_mall, coupons
 from webhooks.api import ApiError
-from webhooks.console.base import FormErrors, api, form, page, parse, present, redirect, render
+from webhooks.console.base import (
+    FormErrors,
+    api,
+    form,
+    page,
+    parse,
+    present,
+    redirect,
+    render,
+    whole_number,
+    yuan_to_fen,
+)
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
-YUAN = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
 KINDS = {"fixed": "满减券", "percent": "折扣券", "gift": "礼品券"}
-
-
-def yuan_to_fen(raw: str) -> Any:
-    """ "12.5" → 1250; anything else is passed on as typed, for the API's model to refuse by name."""
-    text = raw.strip()
-    if not YUAN.match(text):
-        return text
-    whole, _, cents = text.partition(".")
-    return int(whole) * 100 + int((cents + "00")[:2])
-
-
-def _int(raw: str) -> Any:
-    text = raw.strip()
-    return int(text) if re.fullmatch(r"-?\d{1,12}", text) else text
-
-
 # Coupons -----------------------------------------------------------------------------------------
 
 
@@ -68,7 +61,7 @@ def template_body(data: dict[str, str], zone: str) -> dict[str, Any]:
             body[name] = yuan_to_fen(values[name])
     for name in ("percent_off", "valid_days", "total_stock", "limit_per_member"):
         if name in values:
-            body[name] = _int(values[name])
+            body[name] = whole_number(values[name])
     if "gift_name" in values:
         body["gift_name"] = values["gift_name"]
     if "valid_from" in values:
@@ -130,7 +123,7 @@ async def issue_coupon(request: web.Request, console: Console) -> web.StreamResp
     data = await form(request)
     raw = {
         "member_code": data.get("member_code", "").strip(),
-        "template_id": _int(data.get("template_id", "")),
+        "template_id": whole_number(data.get("template_id", "")),
         "reason": data.get("reason", "").strip(),
         "idempotency_key": data.get("key", ""),
     }
@@ -164,7 +157,7 @@ def proposed_rules(data: dict[str, str]) -> dict[str, Any]:
         document["points_per_yuan"] = points
     for name in ("per_purchase_cap", "daily_cap"):
         raw = data.get(name, "").strip()
-        document[name] = _int(raw) if raw else None
+        document[name] = whole_number(raw) if raw else None
     if data.get("band_mode") in ("per_purchase", "cumulative"):
         document["band_mode"] = data["band_mode"]
     return document
@@ -229,7 +222,7 @@ async def rules(request: web.Request, console: Console) -> web.StreamResponse:
 async def simulate(request: web.Request, console: Console) -> web.StreamResponse:
     """The simulation of the form's rules (an htmx fragment beside the form), with the save button."""
     data = await form(request)
-    days = _int(data.get("days", "30"))
+    days = whole_number(data.get("days", "30"))
     try:
         document = proposed_rules(data)
         body = parse(admin_loyalty.SimulateIn, {"rules": document, "days": days})
@@ -373,7 +366,7 @@ def item_body(data: dict[str, str]) -> dict[str, Any]:
         "coupon_template_id",
     ):
         if name in values:
-            body[name] = _int(values[name])
+            body[name] = whole_number(values[name])
     for name in ("cash_fen", "stored_value_fen"):
         if name in values:
             body[name] = yuan_to_fen(values[name])
@@ -403,7 +396,7 @@ async def item_stock(request: web.Request, console: Console) -> web.StreamRespon
     data = await form(request)
     item_id = request.match_info["item_id"]
     raw = {
-        "delta": _int(data.get("delta", "")),
+        "delta": whole_number(data.get("delta", "")),
         "reason": data.get("reason", ""),
         "idempotency_key": data.get("key", ""),
     }
