@@ -14,7 +14,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from webhooks.console import dashboard, login, members, programme, settings, staffing
+from webhooks.console import dashboard, login, members, programme, segments, settings, staffing
 from webhooks.console.base import fen_to_yuan, local_time
 from webhooks.console.security import add_headers
 
@@ -41,7 +41,14 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/admin/login", login.login_submit)
     app.router.add_post("/admin/logout", login.logout)
     app.router.add_static("/admin/static", STATIC, append_version=False)
-    for table in (dashboard.routes, members.routes, programme.routes, settings.routes, staffing.routes):
+    for table in (
+        dashboard.routes,
+        members.routes,
+        programme.routes,
+        settings.routes,
+        staffing.routes,
+        segments.routes,
+    ):
         app.router.add_routes(table)
 
 

@@ -18,7 +18,7 @@ from handlers.core.errors import DomainError, ErrorCode
 from handlers.directory import search
 from handlers.members import lookup as members_lookup
 from models.staff import StaffRole
-from webhooks import admin_loyalty, admin_member_page, admin_members, credit, member_import
+from webhooks import admin_loyalty, admin_member_page, admin_members, admin_tags, credit, member_import
 from webhooks.api import ApiError
 from webhooks.console.base import (
     FormErrors,
@@ -35,7 +35,18 @@ from webhooks.console.security import Console
 from webhooks.forms import parse_form
 
 routes = web.RouteTableDef()
-FILTERS = ("code", "external_id", "phone", "name", "name_contains", "tier", "blocked", "sort", "order")
+FILTERS = (
+    "code",
+    "external_id",
+    "phone",
+    "name",
+    "name_contains",
+    "tier",
+    "tag_id",
+    "blocked",
+    "sort",
+    "order",
+)
 SOURCES = {
     "oa_subscribe": "关注公众号",
     "oa_referral": "会员推荐",
@@ -71,10 +82,12 @@ async def member_list(request: web.Request, console: Console) -> web.StreamRespo
         errors = exc.errors
     except (DomainError, ApiError) as exc:
         errors = FormErrors.of(exc).errors
+    tags = await api(request, console, admin_tags.list_tags)
     context = {
         "values": values,
         "errors": errors,
         "result": result,
+        "tags": tags.items,
         "next_url": f"/admin/members?{urlencode({**values, 'cursor': result.next_cursor})}"
         if result is not None and result.next_cursor
         else None,
