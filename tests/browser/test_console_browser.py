@@ -251,3 +251,29 @@ async def test_screenshots_of_the_other_pages(browser: Browser, shop: tuple[str,
     await page.goto(f"{browser.base}/admin/")
     assert "帆布袋" in await page.locator("main").inner_text()  # low stock on the dashboard
     assert_clean(browser)
+
+
+async def test_build_a_segment_and_watch_its_count(browser: Browser, shop: tuple[str, Merchant]) -> None:
+    page = browser.page
+    merchant = shop[1]
+    for key, gender in (("s1", "female"), ("s2", "female"), ("s3", "male")):
+        await make_member(merchant, f"o-{key}", name=f"会员{key}", gender=gender)
+    await browser.login()
+    await page.click("nav >> text=人群")
+    count = page.locator('[data-value="audience"]')
+    await page.select_option('select[name="c0_field"]', "gender")
+    await page.select_option('select[name="c0_op"]', "in")
+    await page.fill('input[name="c0_value"]', "female")
+    await page.locator('[data-value="audience"]', has_text="2").wait_for()
+    await page.select_option('select[name="mode"]', "or")
+    await page.select_option('select[name="c1_field"]', "gender")
+    await page.select_option('select[name="c1_op"]', "in")
+    await page.fill('input[name="c1_value"]', "male")
+    await page.locator('[data-value="audience"]', has_text="3").wait_for()
+    assert await count.inner_text() == "3"
+    await browser.shot("segments")
+    await page.fill('input[name="name"]', "全部会员")
+    await page.click("text=保存人群")
+    await page.wait_for_selector("text=人群已保存")
+    assert "全部会员" in await page.locator("table.segments").inner_text()
+    assert_clean(browser)
