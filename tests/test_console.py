@@ -197,6 +197,9 @@ ADMIN_PAGES = (
     "/admin/programme/settings",
     "/admin/programme/notices",
     "/admin/programme/menu",
+    "/admin/programme/replies",
+    "/admin/segments",
+    "/admin/credit",
     "/admin/coupons",
     "/admin/mall",
     "/admin/stores",
@@ -205,6 +208,8 @@ ADMIN_PAGES = (
 MANAGER_PAGES = (
     "/admin/",
     "/admin/members",
+    "/admin/segments",
+    "/admin/credit",
     "/admin/programme/menu",
     "/admin/coupons",
     "/admin/mall",

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from handlers.loyalty import config as loyalty_config
 from handlers.notices import settings as notice_settings
 from models.mall import MallItem, StockMovement
-from models.merchant import Merchant
+from models.merchant import Merchant, ReplyTemplate
 from tests.support.console import login, make_staff, page_csrf
 from tests.support.factories import make_merchant
 
@@ -164,3 +164,33 @@ async def test_mall_items_created_and_restocked_once_per_form(client: TestClient
     )
     assert too_many.status == 400
     assert f'data-field="stock{item.id}.' in await too_many.text()
+
+
+async def test_a_chat_reply_previews_saves_and_resets(client: TestClient, shop: Merchant) -> None:
+    html = await (await client.get("/admin/programme/replies")).text()
+    assert 'id="reply-help"' in html
+    token = await page_csrf(client, "/admin/programme/replies")
+    headers = {"X-CSRF-Token": token, "HX-Request": "true"}
+    shown = await client.post(
+        "/admin/programme/replies/help/preview",
+        data={"source": "欢迎光临{{ merchant_name }}"},
+        headers=headers,
+    )
+    assert '<div class="bubble" data-preview="reply">欢迎光临shop 门店</div>' in await shown.text()
+    wrong = await client.post(
+        "/admin/programme/replies/help/preview", data={"source": "{{ nobody }}"}, headers=headers
+    )
+    assert 'data-field="preview"' in await wrong.text()
+    refused = await client.post(
+        "/admin/programme/replies/help", data={"csrf_token": token, "source": "{{ nobody }}"}
+    )
+    assert refused.status == 400 and 'data-field="help"' in await refused.text()
+    saved = await client.post(
+        "/admin/programme/replies/help",
+        data={"csrf_token": token, "source": "欢迎光临{{ merchant_name }}"},
+        allow_redirects=False,
+    )
+    assert saved.status == 303
+    assert await ReplyTemplate.filter(merchant_id=shop.id, name="help").exists()
+    await client.post("/admin/programme/replies/help", data={"csrf_token": token, "reset": "true"})
+    assert not await ReplyTemplate.filter(merchant_id=shop.id, name="help").exists()

@@ -16,10 +16,12 @@ import jinja2
 from aiohttp import web
 
 from handlers.core.errors import DomainError
+from handlers.core.templating import Renderer
 from handlers.notices import settings as notice_settings
 from models.staff import StaffRole
-from webhooks import admin_loyalty, admin_menu, notices
+from webhooks import admin, admin_loyalty, admin_menu, notices
 from webhooks.api import ApiError
+from webhooks.appkeys import RENDERER
 from webhooks.console.base import FormErrors, api, form, page, parse, redirect, render
 from webhooks.console.security import Console
 
@@ -229,3 +231,61 @@ async def push_menu(request: web.Request, console: Console) -> web.StreamRespons
             raise
         return await _menu_page(request, console, error=exc.message, text=text, status=400)
     return redirect(request, "/admin/programme/menu?pushed=1")
+
+
+# Chat reply templates ----------------------------------------------------------------------------
+
+
+def reply_preview(renderer: Renderer, name: str, source: str, merchant_name: str) -> dict[str, str]:
+    """The reply the source gives with the sample data it is checked against, or why it is refused."""
+    try:
+        template = renderer.validate_override(name, source)
+    except DomainError as exc:
+        return {"error": exc.message}
+    sample = renderer.samples.get(name, {})
+    return {"text": template.render(**{**sample, "merchant_name": merchant_name}).strip()}
+
+
+@routes.get("/admin/programme/replies")
+@page(StaffRole.ADMIN)
+async def replies(request: web.Request, console: Console) -> web.StreamResponse:
+    """Every chat reply: the built-in text or the merchant's own, each with a live preview."""
+    found = await api(request, console, admin.list_reply_templates)
+    context = {"templates": found.templates, "errors": {}, "values": {}, "saved": request.query.get("saved")}
+    return render(request, "replies.html", console, context, section="programme")
+
+
+@routes.post(r"/admin/programme/replies/{name:[A-Za-z0-9_-]{1,64}}/preview")
+@page(StaffRole.ADMIN)
+async def reply_preview_fragment(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    name = request.match_info["name"]
+    shown = reply_preview(request.app[RENDERER], name, data.get("source", ""), console.merchant.name)
+    return render(request, "reply_preview.html", console, {"shown": shown})
+
+
+@routes.post(r"/admin/programme/replies/{name:[A-Za-z0-9_-]{1,64}}")
+@page(StaffRole.ADMIN)
+async def reply_save(request: web.Request, console: Console) -> web.StreamResponse:
+    """Save the merchant's text for one reply, or (`reset`) go back to the built-in one."""
+    data = await form(request)
+    name = request.match_info["name"]
+    try:
+        path = parse(admin.TemplatePath, {"name": name})
+        if data.get("reset") == "true":
+            await api(request, console, admin.delete_reply_template, path=path)
+        else:
+            body = parse(admin.TemplateSourceIn, {"source": data.get("source", "")})
+            await api(request, console, admin.put_reply_template, body=body, path=path)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status in (403, 404):
+            raise
+        found = await api(request, console, admin.list_reply_templates)
+        message = next(iter(exc.errors.values())) if isinstance(exc, FormErrors) else exc.message
+        context = {
+            "templates": found.templates,
+            "errors": {name: message},
+            "values": {name: data.get("source", "")},
+        }
+        return render(request, "replies.html", console, context, status=400, section="programme")
+    return redirect(request, f"/admin/programme/replies?saved={name}#reply-{name}")
