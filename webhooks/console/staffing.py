@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from handlers.core.errors import DomainError, ErrorCode
+from handlers.staff import accounts
 from models.staff import StaffRole
 from webhooks import admin_loyalty, admin_staff, admin_stores
 from webhooks.api import ApiError, Call
@@ -192,8 +193,13 @@ async def staff_change(request: web.Request, console: Console) -> web.StreamResp
 async def audit(request: web.Request, console: Console) -> web.StreamResponse:
     """Every change made in the back office, newest first (the API's audit log, `?cursor=` pages)."""
     entries = await api(request, console, admin_loyalty.audit_log)
+    ids = {
+        int(e.actor[6:]) for e in entries.entries if e.actor.startswith("staff:") and e.actor[6:].isdigit()
+    }
+    names = await accounts.usernames(console.merchant.id, ids)
     context = {
         "entries": entries.entries,
+        "actors": {f"staff:{staff_id}": name for staff_id, name in names.items()},
         "next_url": f"/admin/audit?{urlencode({'cursor': entries.next_cursor})}"
         if entries.next_cursor
         else None,
