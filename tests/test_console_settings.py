@@ -4,13 +4,15 @@ notice texts with their live preview, the chat menu, and the mall's items and st
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from handlers.loyalty import config as loyalty_config
+from handlers.mall import catalogue
 from handlers.notices import settings as notice_settings
-from models.mall import MallItem, StockMovement
+from models.mall import FlashSale, ItemKind, MallItem, StockMovement
 from models.merchant import Merchant, ReplyTemplate
 from tests.support.console import login, make_staff, page_csrf
 from tests.support.factories import make_merchant
@@ -194,3 +196,33 @@ async def test_a_chat_reply_previews_saves_and_resets(client: TestClient, shop: 
     assert await ReplyTemplate.filter(merchant_id=shop.id, name="help").exists()
     await client.post("/admin/programme/replies/help", data={"csrf_token": token, "reset": "true"})
     assert not await ReplyTemplate.filter(merchant_id=shop.id, name="help").exists()
+
+
+async def test_flash_sale_and_group_deal_from_the_mall_page(client: TestClient, shop: Merchant) -> None:
+    data = catalogue.ItemInput(name="雨伞", price_points=800)
+    item = await catalogue.create_item(shop, ItemKind.PICKUP, data, stock=10, actor="test")
+    token = await page_csrf(client, "/admin/mall")
+    sale = {
+        "csrf_token": token,
+        "item_id": str(item.id),
+        "price_points": "300",
+        "stock": "4",
+        "limit_per_member": "1",
+        "starts_at": "2030-01-01T10:00",
+        "ends_at": "2030-01-01T12:00",
+    }
+    too_many = await client.post("/admin/mall/flash-sales", data={**sale, "stock": "40"})
+    assert too_many.status == 400
+    body = await too_many.text()
+    assert 'data-field="sale.' in body and 'name="stock" value="40"' in body
+    made = await client.post("/admin/mall/flash-sales", data=sale, allow_redirects=False)
+    assert made.status == 303, await made.text()
+    flash_sale = await FlashSale.get(item_id=item.id)
+    assert (flash_sale.stock, flash_sale.price_points) == (4, 300)
+    assert flash_sale.starts_at == datetime(2030, 1, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+    assert (await MallItem.get(id=item.id)).stock == 6
+    deal = {**sale, "group_size": "3", "hours": "24"}
+    del deal["stock"], deal["limit_per_member"]
+    assert (await client.post("/admin/mall/group-deals", data=deal, allow_redirects=False)).status == 303
+    html = await (await client.get("/admin/mall?done=deal")).text()
+    assert "拼团活动已创建" in html and "3 人 / 24 小时" in html and "0/4" in html

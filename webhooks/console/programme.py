@@ -1,5 +1,5 @@
-"""Console pages of the programme: coupon templates (create) and issuing a coupon to a member, and the
-earn rules with the what-if simulation shown beside the form before they are saved.
+"""Console pages of the programme: coupon templates (create) and issuing a coupon to a member, the
+earn rules with the what-if simulation shown beside the form before they are saved, the tier ladder.
 
 Like every console page, each calls the JSON admin endpoint's handler with that endpoint's request
 model (`webhooks.console.base.api`). Amounts are typed in yuan and sent as fen.
@@ -18,7 +18,7 @@ from aiohttp import web
 
 from handlers.core.errors import DomainError
 from models.staff import StaffRole
-from webhooks import admin_loyalty, admin_mall, coupons
+from webhooks import admin_loyalty, coupons
 from webhooks.api import ApiError
 from webhooks.console.base import (
     FormErrors,
@@ -311,103 +311,3 @@ async def save_tiers(request: web.Request, console: Console) -> web.StreamRespon
         errors = {"document": exc.message}
         return await _tiers_page(request, console, errors=errors, document=text, status=400)
     return redirect(request, f"/admin/programme?saved={saved.version}")
-
-
-# Mall items --------------------------------------------------------------------------------------
-
-ITEM_KINDS = {"pickup": "到店自提", "shipped": "快递发货", "coupon": "优惠券", "stored_value": "储值"}
-
-
-async def _mall_page(
-    request: web.Request,
-    console: Console,
-    *,
-    errors: dict[str, str] | None = None,
-    values: dict[str, str] | None = None,
-    status: int = 200,
-) -> web.Response:
-    items = await api(request, console, admin_mall.list_items)
-    templates = await api(request, console, coupons.list_templates)
-    context = {
-        "items": items.items,
-        "templates": templates.items,
-        "kinds": ITEM_KINDS,
-        "errors": errors or {},
-        "values": values or {},
-        "stock_key": secrets.token_hex(12),
-        "done": request.query.get("done"),
-    }
-    return render(request, "mall.html", console, context, status=status, section="programme")
-
-
-@routes.get("/admin/mall")
-@page()
-async def mall_items(request: web.Request, console: Console) -> web.StreamResponse:
-    """The points mall's items with their stock; restock or adjust; create an item (admins)."""
-    return await _mall_page(request, console)
-
-
-def item_body(data: dict[str, str]) -> dict[str, Any]:
-    values = present(data, *data.keys())
-    body: dict[str, Any] = {
-        "kind": values.get("kind", ""),
-        "name": values.get("name", ""),
-        "active": data.get("active") == "true",
-    }
-    for name in ("description", "category"):
-        if name in values:
-            body[name] = values[name]
-    for name in (
-        "price_points",
-        "stock",
-        "limit_per_member",
-        "limit_per_day",
-        "pickup_days",
-        "coupon_template_id",
-    ):
-        if name in values:
-            body[name] = whole_number(values[name])
-    for name in ("cash_fen", "stored_value_fen"):
-        if name in values:
-            body[name] = yuan_to_fen(values[name])
-    return body
-
-
-@routes.post("/admin/mall/items")
-@page(StaffRole.ADMIN)
-async def create_item(request: web.Request, console: Console) -> web.StreamResponse:
-    data = await form(request)
-    try:
-        body = parse(admin_mall.ItemCreateIn, item_body(data))
-        await api(request, console, admin_mall.create_item, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"item.{k}": v for k, v in found.items()}
-        return await _mall_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, "/admin/mall?done=item")
-
-
-@routes.post(r"/admin/mall/items/{item_id:\d+}/stock")
-@page()
-async def item_stock(request: web.Request, console: Console) -> web.StreamResponse:
-    """Add stock (restock) or correct it (adjust, may be negative), once per form."""
-    data = await form(request)
-    item_id = request.match_info["item_id"]
-    raw = {
-        "delta": whole_number(data.get("delta", "")),
-        "reason": data.get("reason", ""),
-        "idempotency_key": data.get("key", ""),
-    }
-    try:
-        path = parse(admin_mall.ItemPath, {"item_id": item_id})
-        body = parse(admin_mall.StockIn, raw)
-        await api(request, console, admin_mall.adjust_stock, body=body, path=path)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status in (403, 404):
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"stock{item_id}.{k}": v for k, v in found.items()}
-        return await _mall_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, "/admin/mall?done=stock")
