@@ -202,6 +202,7 @@ ADMIN_PAGES = (
     "/admin/credit",
     "/admin/coupons",
     "/admin/mall",
+    "/admin/cards",
     "/admin/stores",
     "/admin/audit",
 )
@@ -213,6 +214,7 @@ MANAGER_PAGES = (
     "/admin/programme/menu",
     "/admin/coupons",
     "/admin/mall",
+    "/admin/cards",
     "/admin/stores",
     "/admin/audit",
 )

@@ -12,10 +12,11 @@ from aiohttp.test_utils import TestClient
 from handlers.loyalty import config as loyalty_config
 from handlers.mall import catalogue
 from handlers.notices import settings as notice_settings
+from models.cards import CardProduct, MemberCard
 from models.mall import FlashSale, ItemKind, MallItem, StockMovement
 from models.merchant import Merchant, ReplyTemplate
 from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import make_merchant
+from tests.support.factories import make_member, make_merchant
 
 
 @pytest.fixture
@@ -226,3 +227,40 @@ async def test_flash_sale_and_group_deal_from_the_mall_page(client: TestClient, 
     assert (await client.post("/admin/mall/group-deals", data=deal, allow_redirects=False)).status == 303
     html = await (await client.get("/admin/mall?done=deal")).text()
     assert "拼团活动已创建" in html and "3 人 / 24 小时" in html and "0/4" in html
+
+
+async def test_a_card_product_created_and_granted_once_per_form(client: TestClient, shop: Merchant) -> None:
+    member = await make_member(shop, "o-card", name="卡友")
+    token = await page_csrf(client, "/admin/cards")
+    product = {
+        "csrf_token": token,
+        "kind": "count",
+        "name": "洗剪吹 10 次卡",
+        "service": "洗剪吹",
+        "uses": "10",
+        "valid_days": "365",
+        "price": "298",
+        "active": "true",
+    }
+    bad = await client.post("/admin/cards/products", data={**product, "valid_days": "0"})
+    assert bad.status == 400
+    text = await bad.text()
+    assert 'data-field="product.valid_days"' in text and 'value="洗剪吹 10 次卡"' in text
+    made = await client.post("/admin/cards/products", data=product, allow_redirects=False)
+    assert made.status == 303, await made.text()
+    card_product = await CardProduct.get(merchant_id=shop.id)
+    assert (card_product.uses, card_product.price_fen) == (10, 29_800)
+    grant = {
+        "csrf_token": token,
+        "member_code": member.code,
+        "product_id": str(card_product.id),
+        "reason": "老客户回馈",
+        "key": "g1",
+    }
+    first = await client.post("/admin/cards/grant", data=grant)
+    assert "已赠送「洗剪吹 10 次卡」" in await first.text()
+    again = await client.post("/admin/cards/grant", data=grant)
+    assert "未重复" in await again.text()
+    assert await MemberCard.filter(member_id=member.id).count() == 1
+    unknown = await client.post("/admin/cards/grant", data={**grant, "key": "g2", "member_code": "NOPE0000"})
+    assert unknown.status == 400 and 'data-field="grant.' in await unknown.text()

@@ -14,7 +14,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from webhooks.console import dashboard, login, mall, members, programme, segments, settings, staffing
+from webhooks.console import cards, dashboard, login, mall, members, programme, segments, settings, staffing
 from webhooks.console.base import fen_to_yuan, local_time
 from webhooks.console.security import add_headers
 
@@ -46,6 +46,7 @@ def setup(app: web.Application) -> None:
         members.routes,
         programme.routes,
         mall.routes,
+        cards.routes,
         settings.routes,
         staffing.routes,
         segments.routes,
