@@ -13,7 +13,7 @@ from handlers.tags import assign, catalogue
 from models.member import Member
 from models.merchant import Merchant
 from models.staff import Staff
-from models.tag import Segment
+from models.tag import Segment, Tag
 from tests.support.console import login, make_staff, page_csrf
 from tests.support.factories import make_member, make_merchant
 
@@ -89,3 +89,38 @@ async def test_search_by_tag_and_the_tags_on_the_member_page(
     assert first.code in html and "会员b" not in html
     page = await (await client.get(f"/admin/members/{first.id}")).text()
     assert '<span class="pill">尝鲜</span>' in page
+
+
+async def test_tags_created_and_applied_on_the_member_page(
+    client: TestClient, shop: tuple[Merchant, int]
+) -> None:
+    merchant, _ = shop
+    token = await page_csrf(client, "/admin/tags")
+    bad = await client.post(
+        "/admin/tags", data={"csrf_token": token, "name": "高价值", "rule": '{"type": "nope"}'}
+    )
+    assert bad.status == 400
+    text = await bad.text()
+    assert 'data-field="rule"' in text and 'value="高价值"' in text
+    made = await client.post(
+        "/admin/tags", data={"csrf_token": token, "name": "回头客", "rule": ""}, allow_redirects=False
+    )
+    assert made.status == 303, await made.text()
+    tag = await Tag.get(merchant_id=merchant.id, name="回头客")
+    second = await Member.get(name="会员b")
+    applied = await client.post(
+        f"/admin/members/{second.id}/tags",
+        data={"csrf_token": token, "tag_id": str(tag.id)},
+        allow_redirects=False,
+    )
+    assert applied.status == 303
+    page = await (await client.get(f"/admin/members/{second.id}?done=tag")).text()
+    assert '<span class="pill">回头客</span>' in page and "标签已更新" in page
+    await client.post(
+        f"/admin/members/{second.id}/tags",
+        data={"csrf_token": token, "tag_id": str(tag.id), "remove": "true"},
+    )
+    page = await (await client.get(f"/admin/members/{second.id}")).text()
+    assert '<span class="pill">回头客</span>' not in page
+    html = await (await client.get("/admin/tags")).text()
+    assert "回头客" in html and "尝鲜" in html

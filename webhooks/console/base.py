@@ -40,7 +40,7 @@ ROLE_NAMES = {"cashier": "收银员", "manager": "店长", "admin": "管理员"}
 NAV = (
     ("dashboard", "/admin/", "概览"),
     ("members", "/admin/members", "会员"),
-    ("segments", "/admin/segments", "人群"),
+    ("segments", "/admin/segments", "标签与人群"),
     ("programme", "/admin/programme", "会员方案"),
     ("coupons", "/admin/coupons", "优惠券"),
     ("org", "/admin/stores", "门店与员工"),

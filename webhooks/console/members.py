@@ -61,6 +61,7 @@ DONE = {
     "unblock": "会员已解冻。",
     "note": "备注已添加。",
     "credit": "信用额度已更新。",
+    "tag": "标签已更新。",
 }
 
 
@@ -124,8 +125,16 @@ async def _member_page(
 ) -> web.Response:
     path = parse(admin_members.MemberPath, {"member_id": member_id})
     found = await api(request, console, admin_member_page.member_page, path=path)
+    held = await api(
+        request, console, admin_tags.member_tags, path=path, query=admin_tags.HistoryQuery(limit=10)
+    )
+    tags = await api(request, console, admin_tags.list_tags)
     context: dict[str, Any] = {
         "m": found,
+        "held": held,
+        "manual_tags": [
+            t for t in tags.items if t.kind == "manual" and t.id not in {h.tag_id for h in held.tags}
+        ],
         "errors": errors or {},
         "values": values or {},
         "grant_key": secrets.token_hex(12),

@@ -17,7 +17,17 @@ from aiohttp import web
 from handlers.core.errors import DomainError
 from webhooks import admin_segments, admin_tags
 from webhooks.api import ApiError
-from webhooks.console.base import FormErrors, api, form, page, parse, redirect, render, yuan_to_fen
+from webhooks.console.base import (
+    FormErrors,
+    api,
+    form,
+    page,
+    parse,
+    redirect,
+    render,
+    whole_number,
+    yuan_to_fen,
+)
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
@@ -140,3 +150,77 @@ async def save(request: web.Request, console: Console) -> web.StreamResponse:
             raise
         return await _page(request, console, errors=_errors(exc), values=data, status=400)
     return redirect(request, f"/admin/segments?saved={created.id}")
+
+
+# Tags --------------------------------------------------------------------------------------------
+
+
+async def _tags_page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    tags = await api(request, console, admin_tags.list_tags)
+    context = {
+        "tags": tags.items,
+        "errors": errors or {},
+        "values": values or {},
+        "created": request.query.get("created"),
+    }
+    return render(request, "tags.html", console, context, status=status, section="segments")
+
+
+@routes.get("/admin/tags")
+@page()
+async def tags(request: web.Request, console: Console) -> web.StreamResponse:
+    """The tags with their member counts; create a manual tag, or an automatic one from a rule."""
+    return await _tags_page(request, console)
+
+
+@routes.post("/admin/tags")
+@page()
+async def create_tag(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    raw: dict[str, Any] = {"name": data.get("name", "").strip()}
+    try:
+        rule = data.get("rule", "").strip()
+        if rule:
+            try:
+                raw["rule"] = json.loads(rule)
+            except json.JSONDecodeError as exc:
+                raise FormErrors({"rule": f"JSON 格式不正确（第 {exc.lineno} 行）"}) from None
+        body = parse(admin_tags.TagIn, raw)
+        created = await api(request, console, admin_tags.create_tag, body=body)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status == 403:
+            raise
+        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        errors = {("rule" if key.startswith("rule") else key): message for key, message in found.items()}
+        return await _tags_page(request, console, errors=errors, values=data, status=400)
+    return redirect(request, f"/admin/tags?created={created.id}")
+
+
+@routes.post(r"/admin/members/{member_id:\d+}/tags")
+@page()
+async def tag_member(request: web.Request, console: Console) -> web.StreamResponse:
+    """Apply (or, with `remove`, take off) a manual tag on the member's page."""
+    data = await form(request)
+    member_id = int(request.match_info["member_id"])
+    tag_id = whole_number(data.get("tag_id", ""))
+    try:
+        if data.get("remove") == "true":
+            held = parse(admin_tags.TagMemberPath, {"tag_id": tag_id, "member_id": member_id})
+            await api(request, console, admin_tags.remove_tag, path=held)
+        else:
+            tag = parse(admin_tags.TagPath, {"tag_id": tag_id})
+            body = parse(admin_tags.ApplyIn, {"member_id": member_id})
+            await api(request, console, admin_tags.apply_tag, body=body, path=tag)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status in (403, 404):
+            raise
+        message = next(iter(exc.errors.values())) if isinstance(exc, FormErrors) else exc.message
+        return render(request, "error.html", console, {"status": 400, "message": message}, status=400)
+    return redirect(request, f"/admin/members/{member_id}?done=tag")
