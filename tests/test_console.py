@@ -204,6 +204,7 @@ ADMIN_PAGES = (
     "/admin/coupons",
     "/admin/mall",
     "/admin/cards",
+    "/admin/products",
     "/admin/stores",
     "/admin/audit",
 )
@@ -217,6 +218,7 @@ MANAGER_PAGES = (
     "/admin/coupons",
     "/admin/mall",
     "/admin/cards",
+    "/admin/products",
     "/admin/stores",
     "/admin/audit",
 )

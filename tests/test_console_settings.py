@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -15,6 +16,7 @@ from handlers.notices import settings as notice_settings
 from models.cards import CardProduct, MemberCard
 from models.mall import FlashSale, ItemKind, MallItem, StockMovement
 from models.merchant import Merchant, ReplyTemplate
+from models.product import Product
 from tests.support.console import login, make_staff, page_csrf
 from tests.support.factories import make_member, make_merchant
 
@@ -264,3 +266,48 @@ async def test_a_card_product_created_and_granted_once_per_form(client: TestClie
     assert await MemberCard.filter(member_id=member.id).count() == 1
     unknown = await client.post("/admin/cards/grant", data={**grant, "key": "g2", "member_code": "NOPE0000"})
     assert unknown.status == 400 and 'data-field="grant.' in await unknown.text()
+
+
+async def test_products_added_and_imported_after_a_dry_run(client: TestClient, shop: Merchant) -> None:
+    token = await page_csrf(client, "/admin/products")
+    bad = await client.post(
+        "/admin/products",
+        data={"csrf_token": token, "sku": "A 1", "name": "拿铁", "price": "28", "active": "true"},
+    )
+    assert bad.status == 400 and 'data-field="product.sku"' in await bad.text()
+    made = await client.post(
+        "/admin/products",
+        data={
+            "csrf_token": token,
+            "sku": "LATTE",
+            "name": "拿铁",
+            "price": "28",
+            "cost": "7.5",
+            "active": "true",
+        },
+        allow_redirects=False,
+    )
+    assert made.status == 303, await made.text()
+    latte = await Product.get(merchant_id=shop.id, sku="LATTE")
+    assert (latte.price_fen, latte.cost_fen) == (2_800, 750)
+
+    def upload(content: str, dry_run: bool) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field("file", content.encode(), filename="商品.csv", content_type="text/csv")
+        if dry_run:
+            data.add_field("dry_run", "true")
+        return data
+
+    broken = "sku,名称,售价\nMOCHA,摩卡,abc\n"
+    refused = await client.post(f"/admin/products/import?csrf_token={token}", data=upload(broken, False))
+    assert 'data-applied="false"' in await refused.text() and not await Product.exists(sku="MOCHA")
+    good = "sku,名称,售价\nMOCHA,摩卡,30\nLATTE,拿铁,28\n"
+    dry = await (
+        await client.post(f"/admin/products/import?csrf_token={token}", data=upload(good, True))
+    ).text()
+    assert "试运行结果" in dry and 'data-count="created">1<' in dry and not await Product.exists(sku="MOCHA")
+    real = await (
+        await client.post(f"/admin/products/import?csrf_token={token}", data=upload(good, False))
+    ).text()
+    assert "导入完成" in real and (await Product.get(sku="MOCHA")).price_fen == 3_000
+    assert (await client.post("/admin/products/import", data=upload(good, False))).status == 403  # no token

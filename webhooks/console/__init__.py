@@ -14,7 +14,18 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from webhooks.console import cards, dashboard, login, mall, members, programme, segments, settings, staffing
+from webhooks.console import (
+    cards,
+    dashboard,
+    login,
+    mall,
+    members,
+    products,
+    programme,
+    segments,
+    settings,
+    staffing,
+)
 from webhooks.console.base import fen_to_yuan, local_time
 from webhooks.console.security import add_headers
 
@@ -47,6 +58,7 @@ def setup(app: web.Application) -> None:
         programme.routes,
         mall.routes,
         cards.routes,
+        products.routes,
         settings.routes,
         staffing.routes,
         segments.routes,
