@@ -170,3 +170,25 @@ async def test_the_tier_ladder_is_shown_and_saved_as_a_new_version(
     )
     assert saved.status == 303, await saved.text()
     assert (await loyalty_config.current_tiers(shop.id))[0] == version + 1
+
+
+async def test_a_template_is_stopped_and_resumed_after_issuing(client: TestClient, shop: Merchant) -> None:
+    await create(client)
+    template = await CouponTemplate.get(merchant_id=shop.id)
+    zhang = await Member.get(name="张三")
+    await issue(client, zhang.code, template.id, "t1")
+    token = await page_csrf(client, "/admin/coupons")
+    stop = await client.post(
+        f"/admin/coupons/templates/{template.id}/active",
+        data={"csrf_token": token, "active": "false"},
+        allow_redirects=False,
+    )
+    assert stop.status == 303, await stop.text()
+    stopped = await CouponTemplate.get(id=template.id)
+    assert (stopped.active, stopped.amount_off_fen, stopped.issued) == (False, 2_000, 1)
+    refused = await issue(client, zhang.code, template.id, "t2")
+    assert refused.status == 400
+    await client.post(
+        f"/admin/coupons/templates/{template.id}/active", data={"csrf_token": token, "active": "true"}
+    )
+    assert (await CouponTemplate.get(id=template.id)).active

@@ -311,3 +311,24 @@ async def test_products_added_and_imported_after_a_dry_run(client: TestClient, s
     ).text()
     assert "导入完成" in real and (await Product.get(sku="MOCHA")).price_fen == 3_000
     assert (await client.post("/admin/products/import", data=upload(good, False))).status == 403  # no token
+
+
+async def test_an_item_is_taken_off_sale_and_back(client: TestClient, shop: Merchant) -> None:
+    item = await catalogue.create_item(
+        shop,
+        ItemKind.PICKUP,
+        catalogue.ItemInput(name="帽子", price_points=90, cash_fen=500),
+        stock=2,
+        actor="t",
+    )
+    token = await page_csrf(client, "/admin/mall")
+    off = await client.post(
+        f"/admin/mall/items/{item.id}/active",
+        data={"csrf_token": token, "active": "false"},
+        allow_redirects=False,
+    )
+    assert off.status == 303, await off.text()
+    stored = await MallItem.get(id=item.id)
+    assert (stored.active, stored.price_points, stored.cash_fen, stored.stock) == (False, 90, 500, 2)
+    await client.post(f"/admin/mall/items/{item.id}/active", data={"csrf_token": token, "active": "true"})
+    assert (await MallItem.get(id=item.id)).active

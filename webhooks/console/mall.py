@@ -194,3 +194,16 @@ async def create_group_deal(request: web.Request, console: Console) -> web.Strea
     return await _create(
         request, console, "deal", mall_deals.GroupDealIn, mall_deals.create_group_deal, numbers
     )
+
+
+@routes.post(r"/admin/mall/items/{item_id:\d+}/active")
+@page(StaffRole.ADMIN)
+async def item_active(request: web.Request, console: Console) -> web.StreamResponse:
+    """Put an item on or off sale: the API's replace with its current fields and `active` changed."""
+    data = await form(request)
+    path = parse(admin_mall.ItemPath, {"item_id": request.match_info["item_id"]})
+    current = await api(request, console, admin_mall.get_item, path=path)
+    fields = {name: getattr(current, name) for name in admin_mall.ItemFieldsIn.model_fields}
+    body = parse(admin_mall.ItemFieldsIn, {**fields, "active": data.get("active") == "true"})
+    await api(request, console, admin_mall.put_item, body=body, path=path)
+    return redirect(request, "/admin/mall?done=stock")

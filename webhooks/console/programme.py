@@ -311,3 +311,19 @@ async def save_tiers(request: web.Request, console: Console) -> web.StreamRespon
         errors = {"document": exc.message}
         return await _tiers_page(request, console, errors=errors, document=text, status=400)
     return redirect(request, f"/admin/programme?saved={saved.version}")
+
+
+@routes.post(r"/admin/coupons/templates/{template_id:\d+}/active")
+@page(StaffRole.ADMIN)
+async def template_active(request: web.Request, console: Console) -> web.StreamResponse:
+    """Stop (or resume) issuing a template: the API's replace with its current terms and `active` changed."""
+    data = await form(request)
+    path = parse(coupons.TemplatePath, {"template_id": request.match_info["template_id"]})
+    current = await api(request, console, coupons.get_template, path=path)
+    fields = {name: getattr(current, name) for name in coupons.TemplateIn.model_fields}
+    body = parse(coupons.TemplateIn, {**fields, "active": data.get("active") == "true"})
+    try:
+        await api(request, console, coupons.replace_template, body=body, path=path)
+    except DomainError as exc:
+        return await _coupons_page(request, console, errors={"template.form": exc.message}, status=400)
+    return redirect(request, "/admin/coupons")
