@@ -242,3 +242,14 @@ async def test_managers_see_their_pages_and_are_refused_admin_ones(
         response = await client.get(path)
         assert response.status == 403, path
         assert "需要管理员权限" in await response.text()
+
+
+async def test_an_unknown_console_address_is_an_html_404(client: TestClient, shop: Merchant) -> None:
+    anonymous = await client.get("/admin/no-such-page")
+    assert anonymous.status == 404 and anonymous.content_type == "text/html"
+    assert "没有这个页面" in await anonymous.text()
+    assert (await login(client, "shop", "alice")).status == 303
+    known = await client.get("/admin/members/12345678")
+    assert known.status == 404 and "会员不存在" in await known.text()
+    assert (await client.get("/admin/static/console.js")).status == 200
+    assert (await client.get("/api/admin/no-such")).content_type == "application/json"

@@ -199,14 +199,22 @@ async def test_search_open_a_member_and_download_the_csv(
 
 
 @pytest.mark.parametrize("browser", [768], indirect=True)
-async def test_pages_fit_a_768px_tablet(browser: Browser) -> None:
+async def test_pages_fit_a_768px_tablet(browser: Browser, shop: tuple[str, Merchant]) -> None:
     page = browser.page
+    member = await make_member(shop[1], "o-tablet", name="平板", phone="13900000099")
     await browser.login()
-    for name, path in (
+    pages = (
         ("dashboard", "/admin/"),
         ("members", "/admin/members"),
+        ("member", f"/admin/members/{member.id}"),
+        ("segments", "/admin/segments"),
+        ("rules", "/admin/programme/rules"),
         ("coupons", "/admin/coupons"),
-    ):
+        ("mall", "/admin/mall"),
+        ("stores", "/admin/stores"),
+        ("audit", "/admin/audit"),
+    )
+    for name, path in pages:
         await page.goto(f"{browser.base}{path}")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 768, f"{path} scrolls sideways at 768 px ({width} px)"

@@ -26,8 +26,8 @@ from webhooks.console import (
     settings,
     staffing,
 )
-from webhooks.console.base import fen_to_yuan, local_time
-from webhooks.console.security import add_headers
+from webhooks.console.base import error_page, fen_to_yuan, local_time
+from webhooks.console.security import add_headers, console_of
 
 STATIC = Path(__file__).resolve().parent / "static"
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "admin"
@@ -64,6 +64,13 @@ def setup(app: web.Application) -> None:
         segments.routes,
     ):
         app.router.add_routes(table)
+    app.router.add_route("*", "/admin/{tail:.*}", _not_found)  # last: only what no page matched
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    """An unknown console address: an HTML page (the JSON API's 404 is for API clients)."""
+    console = await console_of(request)
+    return error_page(request, console, 404, "没有这个页面，请从菜单进入。")
 
 
 async def _to_root(request: web.Request) -> web.Response:
