@@ -1,11 +1,14 @@
 """CI smoke checks against `make run`: a WeChat-signed 帮助 text message to the demo merchant gets a
-well-formed reply, and a mini-program login works through the in-process WeChat simulator (a code from
-/wechat-sim/sim/codes, then /api/mp/demo/login and /api/mp/demo/me with the bearer token)."""
+well-formed reply, a mini-program login works through the in-process WeChat simulator (a code from
+/wechat-sim/sim/codes, then /api/mp/demo/login and /api/mp/demo/me with the bearer token), and the demo
+admin logs in to the console at /admin."""
 
 from __future__ import annotations
 
 import hashlib
+import http.cookiejar
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -69,8 +72,39 @@ def mp_login(base_url: str) -> int:
     return 0 if ok else 1
 
 
+def console_login(base_url: str) -> int:
+    """The console: the login page, the demo admin's login (a CSRF-protected form, a session cookie), the
+    dashboard, and a vendored script served from the project's own static files."""
+    what = "console login as the demo admin"
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    try:
+        with opener.open(f"{base_url}/admin/login", timeout=10) as response:
+            page = response.read().decode()
+        token = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page)
+        if token is None:
+            print(f"ci: {what} FAILED: no CSRF token on the login page")
+            return 1
+        form = {
+            "csrf_token": token.group(1),
+            "merchant": "demo",
+            "username": "admin",
+            "password": "memberbot-demo",
+        }
+        with opener.open(f"{base_url}/admin/login", data=urlencode(form).encode(), timeout=10) as response:
+            dashboard = response.read().decode()
+        with opener.open(f"{base_url}/admin/static/vendor/htmx-2.0.7.min.js", timeout=10) as response:
+            script = response.read()
+    except urllib.error.HTTPError as exc:
+        print(f"ci: {what} FAILED: {exc.code} {exc.url}")
+        return 1
+    ok = "积分负债" in dashboard and "管理员" in dashboard and len(script) > 10_000
+    print(f"ci: {what} {'ok' if ok else 'WRONG'}")
+    return 0 if ok else 1
+
+
 def main(base_url: str) -> int:
-    return help_reply(base_url) | mp_login(base_url)
+    return help_reply(base_url) | mp_login(base_url) | console_login(base_url)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from webhooks import (
     till,
     wallet,
 )
+from webhooks.console import setup as setup_console
 from webhooks.wechat import callback
 
 
@@ -71,3 +72,4 @@ def setup_routes(app: web.Application) -> None:
     )
     callback.setup(app)
     pages.setup(app)
+    setup_console(app)

@@ -81,3 +81,11 @@ async def create_staff(
         )
     except IntegrityError as exc:
         raise Conflict(f"员工账号 {username!r} 已存在", field="username") from exc
+
+
+async def usernames(merchant_id: int, staff_ids: set[int]) -> dict[int, str]:
+    """The usernames of these staff ids of the merchant (the audit log names actors `staff:<id>`)."""
+    if not staff_ids:
+        return {}
+    rows = await Staff.filter(merchant_id=merchant_id, id__in=sorted(staff_ids)).values_list("id", "username")
+    return {int(staff_id): str(name) for staff_id, name in rows}

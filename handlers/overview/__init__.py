@@ -1,0 +1,1 @@
+"""The console dashboard's figures (simple queries until handlers/analytics lands)."""

@@ -1,0 +1,209 @@
+"""Console pages of the points mall: items and their stock, flash sales (秒杀) and group deals (拼团).
+
+Each form is parsed into the admin API's request model and given to that endpoint's handler (stock moves,
+sale and deal creation are the mall use cases', with their checks and idempotency keys).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from handlers.core.errors import DomainError
+from models.staff import StaffRole
+from webhooks import admin_mall, coupons, mall_deals
+from webhooks.api import ApiError
+from webhooks.console.base import (
+    FormErrors,
+    api,
+    form,
+    page,
+    parse,
+    present,
+    redirect,
+    render,
+    whole_number,
+    yuan_to_fen,
+)
+from webhooks.console.security import Console
+
+routes = web.RouteTableDef()
+
+# Mall items --------------------------------------------------------------------------------------
+
+ITEM_KINDS = {"pickup": "到店自提", "shipped": "快递发货", "coupon": "优惠券", "stored_value": "储值"}
+
+
+async def _mall_page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    items = await api(request, console, admin_mall.list_items)
+    templates = await api(request, console, coupons.list_templates)
+    sales = await api(request, console, mall_deals.list_flash_sales)
+    deals = await api(request, console, mall_deals.list_group_deals)
+    context = {
+        "items": items.items,
+        "sales": sales.items,
+        "deals": deals.items,
+        "templates": templates.items,
+        "kinds": ITEM_KINDS,
+        "errors": errors or {},
+        "values": values or {},
+        "stock_key": secrets.token_hex(12),
+        "done": request.query.get("done"),
+    }
+    return render(request, "mall.html", console, context, status=status, section="programme")
+
+
+@routes.get("/admin/mall")
+@page()
+async def mall_items(request: web.Request, console: Console) -> web.StreamResponse:
+    """The points mall's items with their stock; restock or adjust; create an item (admins)."""
+    return await _mall_page(request, console)
+
+
+def item_body(data: dict[str, str]) -> dict[str, Any]:
+    values = present(data, *data.keys())
+    body: dict[str, Any] = {
+        "kind": values.get("kind", ""),
+        "name": values.get("name", ""),
+        "active": data.get("active") == "true",
+    }
+    for name in ("description", "category"):
+        if name in values:
+            body[name] = values[name]
+    for name in (
+        "price_points",
+        "stock",
+        "limit_per_member",
+        "limit_per_day",
+        "pickup_days",
+        "coupon_template_id",
+    ):
+        if name in values:
+            body[name] = whole_number(values[name])
+    for name in ("cash_fen", "stored_value_fen"):
+        if name in values:
+            body[name] = yuan_to_fen(values[name])
+    return body
+
+
+@routes.post("/admin/mall/items")
+@page(StaffRole.ADMIN)
+async def create_item(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    try:
+        body = parse(admin_mall.ItemCreateIn, item_body(data))
+        await api(request, console, admin_mall.create_item, body=body)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status == 403:
+            raise
+        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        errors = {f"item.{k}": v for k, v in found.items()}
+        return await _mall_page(request, console, errors=errors, values=data, status=400)
+    return redirect(request, "/admin/mall?done=item")
+
+
+@routes.post(r"/admin/mall/items/{item_id:\d+}/stock")
+@page()
+async def item_stock(request: web.Request, console: Console) -> web.StreamResponse:
+    """Add stock (restock) or correct it (adjust, may be negative), once per form."""
+    data = await form(request)
+    item_id = request.match_info["item_id"]
+    raw = {
+        "delta": whole_number(data.get("delta", "")),
+        "reason": data.get("reason", ""),
+        "idempotency_key": data.get("key", ""),
+    }
+    try:
+        path = parse(admin_mall.ItemPath, {"item_id": item_id})
+        body = parse(admin_mall.StockIn, raw)
+        await api(request, console, admin_mall.adjust_stock, body=body, path=path)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status in (403, 404):
+            raise
+        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        errors = {f"stock{item_id}.{k}": v for k, v in found.items()}
+        return await _mall_page(request, console, errors=errors, values=data, status=400)
+    return redirect(request, "/admin/mall?done=stock")
+
+
+# Flash sales and group deals ---------------------------------------------------------------------
+
+
+def local_moment(raw: str, zone: str) -> Any:
+    """A `datetime-local` input ("2026-12-06T10:00") as an aware instant of the merchant's time zone."""
+    try:
+        moment = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        return raw
+    return moment.replace(tzinfo=ZoneInfo(zone)).isoformat() if moment.tzinfo is None else moment.isoformat()
+
+
+def deal_body(data: dict[str, str], zone: str, numbers: tuple[str, ...]) -> dict[str, Any]:
+    values = present(data, "item_id", "starts_at", "ends_at", *numbers)
+    body: dict[str, Any] = {
+        name: whole_number(values[name]) for name in ("item_id", *numbers) if name in values
+    }
+    for name in ("starts_at", "ends_at"):
+        body[name] = local_moment(values.get(name, ""), zone)
+    return body
+
+
+async def _create(
+    request: web.Request, console: Console, prefix: str, model: Any, handler: Any, numbers: tuple[str, ...]
+) -> web.StreamResponse:
+    data = await form(request)
+    try:
+        body = parse(model, deal_body(data, console.merchant.timezone, numbers))
+        await api(request, console, handler, body=body)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status == 403:
+            raise
+        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        errors = {f"{prefix}.{k}": v for k, v in found.items()}
+        values = {f"{prefix}.{k}": v for k, v in data.items()}
+        return await _mall_page(request, console, errors=errors, values=values, status=400)
+    return redirect(request, f"/admin/mall?done={prefix}")
+
+
+@routes.post("/admin/mall/flash-sales")
+@page()
+async def create_flash_sale(request: web.Request, console: Console) -> web.StreamResponse:
+    """A flash sale: its units move from the item's stock; live between its start and end."""
+    numbers = ("price_points", "stock", "limit_per_member")
+    return await _create(
+        request, console, "sale", mall_deals.FlashSaleIn, mall_deals.create_flash_sale, numbers
+    )
+
+
+@routes.post("/admin/mall/group-deals")
+@page()
+async def create_group_deal(request: web.Request, console: Console) -> web.StreamResponse:
+    """A group deal: the item at a price when enough members join within the hours given."""
+    numbers = ("price_points", "group_size", "hours")
+    return await _create(
+        request, console, "deal", mall_deals.GroupDealIn, mall_deals.create_group_deal, numbers
+    )
+
+
+@routes.post(r"/admin/mall/items/{item_id:\d+}/active")
+@page(StaffRole.ADMIN)
+async def item_active(request: web.Request, console: Console) -> web.StreamResponse:
+    """Put an item on or off sale: the API's replace with its current fields and `active` changed."""
+    data = await form(request)
+    path = parse(admin_mall.ItemPath, {"item_id": request.match_info["item_id"]})
+    current = await api(request, console, admin_mall.get_item, path=path)
+    fields = {name: getattr(current, name) for name in admin_mall.ItemFieldsIn.model_fields}
+    body = parse(admin_mall.ItemFieldsIn, {**fields, "active": data.get("active") == "true"})
+    await api(request, console, admin_mall.put_item, body=body, path=path)
+    return redirect(request, "/admin/mall?done=stock")

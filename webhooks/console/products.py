@@ -1,0 +1,130 @@
+"""Console page of the product catalogue: search, add a product (admins), and import a CSV/XLSX file with
+a dry run first (admins), through the products API's handlers (the import's file is sent to the API's
+handler base64-encoded, as the JSON API takes it, so it is held to the same size)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import pydantic
+from aiohttp import web
+from pydantic import Field
+
+from handlers.core.errors import DomainError
+from models.staff import StaffRole
+from webhooks import admin_products
+from webhooks.api import ApiError, In
+from webhooks.appkeys import RUNTIME
+from webhooks.console.base import (
+    FormErrors,
+    api,
+    form,
+    page,
+    parse,
+    present,
+    redirect,
+    render,
+    yuan_to_fen,
+)
+from webhooks.console.security import Console
+from webhooks.forms import Upload, parse_form
+
+routes = web.RouteTableDef()
+
+
+class UploadForm(In):
+    file: Annotated[Upload, Field(description="a .csv or .xlsx file")]
+    dry_run: bool = False
+
+
+async def _page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+    report: Any = None,
+) -> web.Response:
+    found = await api(request, console, admin_products.list_products)
+    search = present(request.query, "q", "category")
+    context = {
+        "products": found.items,
+        "next_url": f"/admin/products?{urlencode({**search, 'cursor': found.next_cursor})}"
+        if found.next_cursor
+        else None,
+        "search": search,
+        "errors": errors or {},
+        "values": values or {},
+        "report": report,
+        "created": request.query.get("created"),
+    }
+    return render(request, "products.html", console, context, status=status, section="programme")
+
+
+@routes.get("/admin/products")
+@page()
+async def products(request: web.Request, console: Console) -> web.StreamResponse:
+    """Products by SKU prefix or name (`?q=`), category; keyset pages."""
+    return await _page(request, console)
+
+
+@routes.post("/admin/products")
+@page(StaffRole.ADMIN)
+async def create_product(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    values = present(data, "sku", "name", "category", "price", "cost")
+    raw: dict[str, Any] = {
+        "sku": values.get("sku", ""),
+        "name": values.get("name", ""),
+        "category": values.get("category", ""),
+        "price_fen": yuan_to_fen(values.get("price", "")),
+        "active": data.get("active") == "true",
+    }
+    if "cost" in values:
+        raw["cost_fen"] = yuan_to_fen(values["cost"])
+    try:
+        body = parse(admin_products.ProductCreateIn, raw)
+        created = await api(request, console, admin_products.create_product, body=body)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status == 403:
+            raise
+        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        errors = {f"product.{key}": message for key, message in found.items()}
+        return await _page(request, console, errors=errors, values=data, status=400)
+    return redirect(request, f"/admin/products?created={created.id}")
+
+
+@routes.post("/admin/products/import")
+@page(StaffRole.ADMIN)
+async def import_products(request: web.Request, console: Console) -> web.StreamResponse:
+    """Check (dry run) or import a file; with any rejected row nothing is written and every problem is
+    listed with its row and field."""
+    try:
+        upload = await parse_form(request, UploadForm)
+    except (DomainError, pydantic.ValidationError):
+        errors = {"import.file": "请选择要导入的 CSV 或 XLSX 文件"}
+        return await _page(request, console, errors=errors, status=400)
+    try:
+        name = upload.file.filename.lower()
+        kind = "xlsx" if name.endswith(".xlsx") else "csv"
+        data = upload.file.file.read()
+        limit = request.app[RUNTIME].max_body_bytes * 3 // 4 - 1024
+        if len(data) > limit:
+            raise FormErrors({"file": f"文件过大（不能超过 {limit // 1024} KB），请分批导入"})
+        body = parse(
+            admin_products.ImportIn,
+            {"format": kind, "file": base64.b64encode(data).decode(), "dry_run": upload.dry_run},
+        )
+        report = await api(request, console, admin_products.import_products, body=body)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status == 403:
+            raise
+        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        errors = {f"import.{key}": message for key, message in found.items()}
+        return await _page(request, console, errors=errors, status=400)
+    finally:
+        upload.file.close()
+    return await _page(request, console, report=report)

@@ -1,0 +1,291 @@
+"""Console pages of the programme's settings: check-in rewards, stored-value bonus tiers and the other
+programme settings (sections of the programme document), the notice texts with a live preview, and the
+Official Account's chat menu.
+
+Saving goes through the admin API's handlers (`put_program`, `save_setting`, `push_menu`) with their
+request models; the live preview checks and renders a text with the notice use case's own functions
+(`handlers.notices.settings`), against the notice's sample data, and saves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from handlers.core.errors import DomainError
+from handlers.core.templating import Renderer
+from handlers.notices import settings as notice_settings
+from models.staff import StaffRole
+from webhooks import admin, admin_loyalty, admin_menu, notices
+from webhooks.api import ApiError
+from webhooks.appkeys import RENDERER
+from webhooks.console.base import FormErrors, api, form, page, parse, redirect, render
+from webhooks.console.security import Console
+
+routes = web.RouteTableDef()
+SECTIONS = {
+    "checkin": "签到奖励",
+    "stored_value": "储值赠送档位",
+    "other": "其他方案设置（积分有效期、注册礼、抵现、推荐奖励）",
+}
+OTHER_KEYS = (
+    "expiry",
+    "pending_days",
+    "points_per_yuan_cash",
+    "registration_bonus",
+    "profile_bonus",
+    "offset",
+    "referral",
+    "earn_pool",
+    "new_member_coupon_template_ids",
+)
+
+
+def _section(program: dict[str, Any], name: str) -> Any:
+    if name == "other":
+        return {key: program.get(key) for key in OTHER_KEYS}
+    return program.get(name)
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+async def _settings_page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    texts: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    program = (await api(request, console, admin_loyalty.get_program)).program
+    documents = {name: _text(_section(program, name)) for name in SECTIONS}
+    documents.update(texts or {})
+    context = {
+        "program": program,
+        "sections": SECTIONS,
+        "documents": documents,
+        "errors": errors or {},
+        "saved": SECTIONS.get(request.query.get("saved", "")),
+    }
+    return render(request, "settings.html", console, context, status=status, section="programme")
+
+
+@routes.get("/admin/programme/settings")
+@page(StaffRole.ADMIN)
+async def programme_settings(request: web.Request, console: Console) -> web.StreamResponse:
+    """Check-in rewards, stored-value bonus tiers (充100送20) and the rest of the programme."""
+    return await _settings_page(request, console)
+
+
+@routes.post(r"/admin/programme/settings/{section:checkin|stored_value|other}")
+@page(StaffRole.ADMIN)
+async def save_section(request: web.Request, console: Console) -> web.StreamResponse:
+    name = request.match_info["section"]
+    data = await form(request)
+    text = data.get("document", "")
+    try:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FormErrors({name: f"JSON 格式不正确（第 {exc.lineno} 行）"}) from None
+        program = dict((await api(request, console, admin_loyalty.get_program)).program)
+        if name == "other":
+            if not isinstance(value, dict):
+                raise FormErrors({name: "须为一个 JSON 对象"})
+            program.update(value)
+        else:
+            program[name] = value
+        body = parse(admin_loyalty.ProgramIn, {"program": program})
+        await api(request, console, admin_loyalty.put_program, body=body)
+    except FormErrors as exc:
+        message = next(iter(exc.errors.values()))
+        return await _settings_page(request, console, errors={name: message}, texts={name: text}, status=400)
+    except (DomainError, ApiError) as exc:
+        return await _settings_page(
+            request, console, errors={name: exc.message}, texts={name: text}, status=400
+        )
+    return redirect(request, f"/admin/programme/settings?saved={name}")
+
+
+# Notices -----------------------------------------------------------------------------------------
+
+
+def preview(kind_code: str, body: str, fields_text: str) -> dict[str, Any]:
+    """What the member would read: the text and the template message's keywords rendered against the
+    notice's sample data, or the reason they cannot be saved."""
+    kind = notice_settings.kind_of(kind_code)
+    try:
+        fields = json.loads(fields_text) if fields_text.strip() else kind.fields
+    except json.JSONDecodeError as exc:
+        return {"error": f"模板消息关键词 JSON 格式不正确（第 {exc.lineno} 行）", "field": "template_fields"}
+    try:
+        notice_settings.validate(kind, {"body": body, "template_fields": fields})
+        return {
+            "body": notice_settings.render_body(body, kind.sample),
+            "fields": notice_settings.render_fields(fields, kind.sample),
+        }
+    except DomainError as exc:
+        return {"error": exc.message, "field": exc.field or "body"}
+    except jinja2.TemplateError as exc:  # validate checks first; kept for a text it let through
+        return {"error": f"模板无法渲染（{type(exc).__name__}）", "field": "body"}
+
+
+@routes.get("/admin/programme/notices")
+@page(StaffRole.ADMIN)
+async def notice_list(request: web.Request, console: Console) -> web.StreamResponse:
+    """Every notice kind: on or off, its channels, its text; each text with a live preview."""
+    found = await api(request, console, notices.list_settings)
+    context = {"settings": found, "saved": request.query.get("saved"), "errors": {}, "values": {}}
+    return render(request, "notices.html", console, context, section="programme")
+
+
+@routes.post(r"/admin/programme/notices/{kind:[a-z_]{1,32}}/preview")
+@page(StaffRole.ADMIN)
+async def notice_preview(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    kind = request.match_info["kind"]
+    shown = preview(kind, data.get("body", ""), data.get("template_fields", ""))
+    return render(request, "notice_preview.html", console, {"shown": shown, "kind": kind})
+
+
+@routes.post(r"/admin/programme/notices/{kind:[a-z_]{1,32}}")
+@page(StaffRole.ADMIN)
+async def notice_save(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    kind = request.match_info["kind"]
+    raw: dict[str, Any] = {
+        "enabled": data.get("enabled") == "true",
+        "channels": [c for c in ("template", "subscribe", "custom") if data.get(f"channel_{c}") == "true"],
+        "body": data.get("body", ""),
+    }
+    try:
+        fields_text = data.get("template_fields", "")
+        if fields_text.strip():
+            try:
+                raw["template_fields"] = json.loads(fields_text)
+            except json.JSONDecodeError as exc:
+                raise FormErrors({"template_fields": f"JSON 格式不正确（第 {exc.lineno} 行）"}) from None
+        path = parse(notices.KindPath, {"kind": kind})
+        body = parse(notices.SettingIn, raw)
+        await api(request, console, notices.save_setting, body=body, path=path)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status in (403, 404):
+            raise
+        errors = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        found = await api(request, console, notices.list_settings)
+        context = {"settings": found, "saved": None, "errors": {kind: errors}, "values": {kind: data}}
+        return render(request, "notices.html", console, context, status=400, section="programme")
+    return redirect(request, f"/admin/programme/notices?saved={kind}")
+
+
+# Chat menu ---------------------------------------------------------------------------------------
+
+
+async def _menu_page(
+    request: web.Request,
+    console: Console,
+    *,
+    error: str | None = None,
+    text: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    current = await api(request, console, admin_menu.show_menu)
+    context = {
+        "current": current,
+        "document": text if text is not None else _text(current.menu or current.default_menu),
+        "error": error,
+        "pushed": request.query.get("pushed"),
+    }
+    return render(request, "menu.html", console, context, status=status, section="programme")
+
+
+@routes.get("/admin/programme/menu")
+@page()
+async def chat_menu(request: web.Request, console: Console) -> web.StreamResponse:
+    """The Official Account menu last pushed (or the default), and pushing a new one (admins)."""
+    return await _menu_page(request, console)
+
+
+@routes.post("/admin/programme/menu")
+@page(StaffRole.ADMIN)
+async def push_menu(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    text = data.get("document", "")
+    try:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FormErrors({"document": f"菜单 JSON 格式不正确（第 {exc.lineno} 行）"}) from None
+        body = parse(admin_menu.MenuIn, value if isinstance(value, dict) else {"button": value})
+        await api(request, console, admin_menu.push_menu, body=body)
+    except FormErrors as exc:
+        field, message = next(iter(exc.errors.items()))
+        return await _menu_page(request, console, error=f"{field}：{message}", text=text, status=400)
+    except (DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status == 403:
+            raise
+        return await _menu_page(request, console, error=exc.message, text=text, status=400)
+    return redirect(request, "/admin/programme/menu?pushed=1")
+
+
+# Chat reply templates ----------------------------------------------------------------------------
+
+
+def reply_preview(renderer: Renderer, name: str, source: str, merchant_name: str) -> dict[str, str]:
+    """The reply the source gives with the sample data it is checked against, or why it is refused."""
+    try:
+        template = renderer.validate_override(name, source)
+    except DomainError as exc:
+        return {"error": exc.message}
+    sample = renderer.samples.get(name, {})
+    return {"text": template.render(**{**sample, "merchant_name": merchant_name}).strip()}
+
+
+@routes.get("/admin/programme/replies")
+@page(StaffRole.ADMIN)
+async def replies(request: web.Request, console: Console) -> web.StreamResponse:
+    """Every chat reply: the built-in text or the merchant's own, each with a live preview."""
+    found = await api(request, console, admin.list_reply_templates)
+    context = {"templates": found.templates, "errors": {}, "values": {}, "saved": request.query.get("saved")}
+    return render(request, "replies.html", console, context, section="programme")
+
+
+@routes.post(r"/admin/programme/replies/{name:[A-Za-z0-9_-]{1,64}}/preview")
+@page(StaffRole.ADMIN)
+async def reply_preview_fragment(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    name = request.match_info["name"]
+    shown = reply_preview(request.app[RENDERER], name, data.get("source", ""), console.merchant.name)
+    return render(request, "reply_preview.html", console, {"shown": shown})
+
+
+@routes.post(r"/admin/programme/replies/{name:[A-Za-z0-9_-]{1,64}}")
+@page(StaffRole.ADMIN)
+async def reply_save(request: web.Request, console: Console) -> web.StreamResponse:
+    """Save the merchant's text for one reply, or (`reset`) go back to the built-in one."""
+    data = await form(request)
+    name = request.match_info["name"]
+    try:
+        path = parse(admin.TemplatePath, {"name": name})
+        if data.get("reset") == "true":
+            await api(request, console, admin.delete_reply_template, path=path)
+        else:
+            body = parse(admin.TemplateSourceIn, {"source": data.get("source", "")})
+            await api(request, console, admin.put_reply_template, body=body, path=path)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status in (403, 404):
+            raise
+        found = await api(request, console, admin.list_reply_templates)
+        message = next(iter(exc.errors.values())) if isinstance(exc, FormErrors) else exc.message
+        context = {
+            "templates": found.templates,
+            "errors": {name: message},
+            "values": {name: data.get("source", "")},
+        }
+        return render(request, "replies.html", console, context, status=400, section="programme")
+    return redirect(request, f"/admin/programme/replies?saved={name}#reply-{name}")
