@@ -35,6 +35,7 @@ class Tag(Model):
     kind = fields.CharEnumField(TagKind, max_length=8, default=TagKind.MANUAL)
     rule: Any = fields.JSONField(null=True)  # auto tags: the normalised rule (handlers.rules.tag_rules)
     rule_version = fields.IntField(default=0)  # bumped by every rule change
+    # Not set by anything yet: a tag reaches WeChat through a segment's sync (a one-tag segment).
     wechat_tag_id = fields.IntField(null=True)
     recomputed_at = fields.DatetimeField(null=True)
     member_count = fields.IntField(default=0)  # as of the last change or recomputation

@@ -63,7 +63,6 @@ class TagOut(Out):
     rule_version: int
     member_count: int
     recomputed_at: datetime | None
-    wechat_tag_id: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -152,7 +151,6 @@ def tag_out(tag: Tag) -> TagOut:
         rule_version=tag.rule_version,
         member_count=tag.member_count,
         recomputed_at=tag.recomputed_at,
-        wechat_tag_id=tag.wechat_tag_id,
         created_at=tag.created_at,
         updated_at=tag.updated_at,
     )
