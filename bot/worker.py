@@ -49,8 +49,11 @@ EMBEDDED_REDIS_REFUSAL = (
 )
 JOB_TIMEOUT_SECONDS = 3600
 TASK_TIMEOUT_SECONDS = 90  # under the task lease (handlers.core.tasks.LEASE): no two runs overlap
-TASK_BATCH = 100  # tasks per `run_tasks` job: two batches of notices, or tasks run side by side
+TASK_BATCH = 200  # tasks per `run_tasks` job: notices in batches of 50, or tasks run side by side
 SIDE_BY_SIDE = 10  # the tasks of a `run_tasks` job without a batch handler run at once, at most
+# A `run_tasks` job's tasks without a batch handler run SIDE_BY_SIDE at a time, each within its own
+# timeout; arq's for the whole job leaves room for all of them (a batch's part ends within one).
+RUN_TASKS_TIMEOUT_SECONDS = TASK_TIMEOUT_SECONDS * -(-TASK_BATCH // SIDE_BY_SIDE) + 10
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -253,7 +256,7 @@ class WorkerSettings:
     functions: Sequence[WorkerCoroutine | Function] = (
         func(run_job, name="run_job", timeout=JOB_TIMEOUT_SECONDS, max_tries=1),
         func(run_task, name="run_task", timeout=TASK_TIMEOUT_SECONDS, max_tries=1),
-        func(run_tasks, name="run_tasks", timeout=TASK_TIMEOUT_SECONDS + 10, max_tries=1),
+        func(run_tasks, name="run_tasks", timeout=RUN_TASKS_TIMEOUT_SECONDS, max_tries=1),
     )
     cron_jobs: Sequence[CronJob] | None = tuple(cron_job(entry) for entry in SCHEDULE)
     job_timeout = JOB_TIMEOUT_SECONDS

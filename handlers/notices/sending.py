@@ -7,13 +7,13 @@ WeChat's rules allow, with a record of what happened.
 2. leaves a record already sent, failed or skipped alone; skips (with the reason) what is switched off
    or for an erased member; defers what is not urgent to the end of the merchant's quiet hours;
 3. sends the rest in rounds: each takes the first channel that can reach its member
-   (`handlers.rules.notices.choose`), every record of the round is marked `sending` in one UPDATE
-   (committed; a record another runner moved first is not sent), the calls to WeChat run side by side,
-   and their outcomes are written in one UPDATE. Accepted: `sent`. A refusal that is the member's
-   (43004 not following, 40003, 43101 no grant, 45015 outside the window, 47003/40037 a bad
-   template): the refusal is recorded and the record goes to the next round with the channels after
-   that one; none left: `failed` with the errcode. WeChat busy (45009, -1, 5xx): back to `queued`,
-   and its task retries with backoff.
+   (`handlers.rules.notices.choose`), takes a call slot for each record (IN_FLIGHT a process), marks
+   the round's records `sending` in one UPDATE (committed; a record another runner moved first is not
+   sent), runs the calls to WeChat side by side, and writes their outcomes in one UPDATE. Accepted:
+   `sent`. A refusal that is the member's (43004 not following, 40003, 43101 no grant, 45015 outside
+   the window, 47003/40037 a bad template): the refusal is recorded and the record goes to the next
+   round with the channels after that one; none left: `failed` with the errcode. WeChat busy (45009,
+   -1, 5xx): back to `queued`, and its task retries with backoff.
 4. A record found `sending` (its process died mid-send) is never sent twice: a template message is
    sent again with the same `client_msg_id` (WeChat keeps one per id for ten minutes); any other
    channel is marked `failed` (`outcome_unknown`).
