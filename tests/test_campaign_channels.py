@@ -277,3 +277,18 @@ async def test_a_mass_send_to_a_synced_wechat_tag_is_one_sendall(
     assert (await outcomes(campaign.id))["sent"] == 5
     [job] = list(wechat_sim.state.campaigns.mass_jobs.values())
     assert (len(job.openids), job.sent) == (5, 5)
+
+
+async def test_sms_per_member_daily_cap(started: Any, wechat_sim: WeChatSim) -> None:
+    merchant = await shop(wechat_sim)
+    [member] = await followers(merchant, wechat_sim, 1)
+    await consent.set_consent(member, True, via="mp", now=datetime.now(UTC))
+    await manage.set_caps(merchant, marketing_per_day=5, sms_per_day=1, actor=ACTOR)
+    sms = {"channel": "sms", "template_id": "123456", "content": {"params": ["{{ member_name }}"]}}
+    first = await launch(started, merchant, name="一", **sms)
+    await drive(started, first.id)
+    second = await launch(started, merchant, name="二", **sms)
+    await drive(started, second.id)
+    assert (await outcomes(first.id))["sent"] == 1
+    [row] = await CampaignRecipient.filter(campaign_id=second.id)
+    assert (row.status, row.reason) == (RecipientStatus.SKIPPED, "sms_daily_cap")
