@@ -259,7 +259,7 @@ async def crash_and_restart(database_url: str, workers: Workers, victim: str, su
     connection = await asyncpg.connect(database_url)
     try:
         await connection.execute(
-            "UPDATE task SET lease_until = $1 WHERE kind = 'campaign.send' AND status = 'running'",
+            "UPDATE task SET lease_until = $1 WHERE kind LIKE 'campaign.%' AND status = 'running'",
             datetime.now(UTC) - timedelta(seconds=1),
         )
     finally:

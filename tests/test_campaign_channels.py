@@ -240,3 +240,55 @@ async def test_a_journey_messages_members_who_enter_a_segment_once(
     )
     assert rows[members[1].id].status == RecipientStatus.SENT
     assert members[2].id not in rows
+
+
+async def test_a_mass_send_to_a_synced_wechat_tag_is_one_sendall(
+    started: Any, wechat_sim: WeChatSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.wechat_sim.tag_state import SimTag
+    from handlers.campaigns import sending
+    from handlers.core.errors import ValidationError
+    from handlers.segments.catalogue import create_segment
+    from models.tag import Segment
+
+    monkeypatch.setattr(sending, "batch_size", lambda channel: 2)  # several batches, still one sendall
+    merchant = await shop(wechat_sim)
+    members = await followers(merchant, wechat_sim, 5)
+    segment = await create_segment(
+        merchant.id, "全部", {"attr": "blocked", "op": "eq", "value": False}, actor=ACTOR
+    )
+    await Segment.filter(id=segment.id).update(wechat_tag_id=100)  # as the segment sync leaves it
+    wechat_sim.state.user_tags.of(merchant.oa_appid)[100] = SimTag(
+        100, "全部", {str(m.openid) for m in members}
+    )
+    with pytest.raises(ValidationError):
+        await manage.create(
+            merchant,
+            draft(**MASS | {"content": {"text": "x", "wechat_tag_id": 101}}, segment_id=segment.id),
+            actor=ACTOR,
+        )
+    tagged = {**MASS, "content": {"text": "周末会员日", "wechat_tag_id": 100}}
+    campaign = await launch(started, merchant, segment_id=segment.id, **tagged)
+    await drive(started, campaign.id)
+    calls = wechat_sim.records("cgi-bin/message/mass/sendall")
+    assert [r["errcode"] for r in calls] == [0, 45065, 45065]  # one send; the other batches are its replays
+    assert {r["body"]["clientmsgid"] for r in calls} == {f"c{campaign.id}-tag"}
+    assert calls[0]["body"]["filter"] == {"is_to_all": False, "tag_id": 100}
+    assert (await outcomes(campaign.id))["sent"] == 5
+    [job] = list(wechat_sim.state.campaigns.mass_jobs.values())
+    assert (len(job.openids), job.sent) == (5, 5)
+
+
+async def test_sms_per_member_daily_cap(started: Any, wechat_sim: WeChatSim) -> None:
+    merchant = await shop(wechat_sim)
+    [member] = await followers(merchant, wechat_sim, 1)
+    await consent.set_consent(member, True, via="mp", now=datetime.now(UTC))
+    await manage.set_caps(merchant, marketing_per_day=5, sms_per_day=1, actor=ACTOR)
+    sms = {"channel": "sms", "template_id": "123456", "content": {"params": ["{{ member_name }}"]}}
+    first = await launch(started, merchant, name="一", **sms)
+    await drive(started, first.id)
+    second = await launch(started, merchant, name="二", **sms)
+    await drive(started, second.id)
+    assert (await outcomes(first.id))["sent"] == 1
+    [row] = await CampaignRecipient.filter(campaign_id=second.id)
+    assert (row.status, row.reason) == (RecipientStatus.SKIPPED, "sms_daily_cap")

@@ -21,7 +21,7 @@ from bot.worker import arq_dispatch, sweep_effects
 from handlers import effects
 from handlers.campaigns import manage, report
 from handlers.campaigns.manage import Draft
-from handlers.campaigns.sending import CAMPAIGN_SEND
+from handlers.campaigns.sending import CAMPAIGN_PLAN, CAMPAIGN_SEND
 from handlers.core.tasks import Effects
 from models.campaign import Campaign, CampaignState
 from models.member import Member
@@ -103,7 +103,9 @@ async def crash(running: Processes, worker: Any, registry: Effects, pool: ArqRed
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     lapsed = datetime.now(UTC) - timedelta(seconds=1)
-    await Task.filter(kind=CAMPAIGN_SEND, status=TaskStatus.RUNNING).update(lease_until=lapsed)
+    await Task.filter(kind__in=(CAMPAIGN_PLAN, CAMPAIGN_SEND), status=TaskStatus.RUNNING).update(
+        lease_until=lapsed
+    )
     restarted = running.worker(name)
     await sweep_effects({"effects": registry, "redis": pool})
     return restarted

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -286,3 +287,20 @@ async def test_pause_resume_and_cancel(started: Any, wechat_sim: WeChatSim) -> N
     other = await manage.create(merchant, draft(name="取消"), actor=ACTOR)
     cancelled = await manage.cancel(merchant, other.id, actor=ACTOR, now=datetime.now(UTC))
     assert cancelled.state == CampaignState.CANCELLED
+
+
+async def test_quiet_hours_defer_sending_to_their_end(started: Any, wechat_sim: WeChatSim) -> None:
+    merchant = await shop(wechat_sim)
+    await granted(merchant, wechat_sim, 2)
+    # Quiet all day but the minute starting two minutes from now (merchant-local): the send waits.
+    ends = (datetime.now(UTC).astimezone(ZoneInfo(merchant.timezone)) + timedelta(minutes=2)).replace(
+        second=0, microsecond=0
+    )
+    end = ends.hour * 60 + ends.minute
+    await Merchant.filter(id=merchant.id).update(quiet_start_minute=(end + 1) % 1440, quiet_end_minute=end)
+    campaign = await launch(started, await Merchant.get(id=merchant.id))
+    await drive(started, campaign.id)
+    assert wechat_sim.records("cgi-bin/message/subscribe/send") == []
+    assert (await outcomes(campaign.id))["pending"] == 2
+    done = await drive(started, campaign.id, at=ends + timedelta(seconds=30))
+    assert done.state == CampaignState.DONE and (await outcomes(campaign.id))["sent"] == 2

@@ -106,8 +106,7 @@ async def mass_send(state: SimState, request: web.Request, body: Body, appid: st
 
 
 async def mass_sendall(state: SimState, request: web.Request, body: Body, appid: str) -> Body:
-    """To every follower (`is_to_all`) or to those carrying a WeChat tag (`SimState.tag_members`, when the
-    simulator knows tags)."""
+    """To every follower (`is_to_all`) or to those carrying a user tag (`SimState.user_tags`)."""
     filt = body.get("filter")
     if not isinstance(filt, dict) or not isinstance(filt.get("is_to_all", False), bool):
         raise SimError(47001, "data format error: filter")
@@ -119,10 +118,10 @@ async def mass_sendall(state: SimState, request: web.Request, body: Body, appid:
         openids = [o for (a, o), user in state.users.items() if a == appid and user.following]
     else:
         tag_id = filt.get("tag_id")
-        members = getattr(state, "tag_members", None)
-        if not isinstance(tag_id, int) or not callable(members):
-            raise SimError(40050, "invalid tag id")
-        openids = list(members(appid, tag_id))
+        tag = state.user_tags.of(appid).get(tag_id) if isinstance(tag_id, int) else None
+        if tag is None:
+            raise SimError(45159, "invalid tag id")
+        openids = sorted(tag.openids)
     _mass_quota(state, appid)
     return _job(state, appid, openids, text, client_id)
 

@@ -27,6 +27,7 @@ from models.campaign import Campaign, CampaignChannel, CampaignState, MarketingC
 from models.coupon import CouponTemplate
 from models.member import Member
 from models.merchant import Merchant
+from models.tag import Segment
 
 EDITABLE = (CampaignState.DRAFT,)
 MAX_THROTTLE = 5000
@@ -76,6 +77,7 @@ async def _check(merchant: Merchant, draft: Draft) -> dict[str, Any]:
     await audience.check_segment(merchant.id, draft.segment_id)
     channel: rules.Channel = draft.channel
     content.check(channel, draft.content, draft.template_id)
+    await _check_tag(merchant, draft)
     return {
         "name": name,
         "channel": CampaignChannel(draft.channel),
@@ -89,6 +91,24 @@ async def _check(merchant: Merchant, draft: Draft) -> dict[str, Any]:
         "conversion_days": draft.conversion_days,
         "validated_at": None,
     }
+
+
+async def _check_tag(merchant: Merchant, draft: Draft) -> None:
+    """A mass send to a WeChat tag goes to the tag its segment is synced to: the recipients recorded
+    (the segment's members) are the people the tag holds."""
+    tag = draft.content.get("wechat_tag_id")
+    if tag is None:
+        return
+    segment = (
+        await Segment.get_or_none(id=draft.segment_id, merchant_id=merchant.id)
+        if draft.segment_id is not None
+        else None
+    )
+    if segment is None or segment.wechat_tag_id != tag:
+        raise ValidationError(
+            "content.wechat_tag_id：须为所选人群（segment_id）已同步到的微信标签",
+            field="content.wechat_tag_id",
+        )
 
 
 async def get(merchant: Merchant, campaign_id: int, *, lock: bool = False) -> Campaign:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,7 +53,7 @@ CAMPAIGN_PLAN = "campaign.plan"
 CAMPAIGN_SEND = "campaign.send"
 SEND_BATCH = 500  # members per send task
 CHUNK = 200  # claimed per transaction
-CONCURRENCY = 64  # calls in flight per task
+CONCURRENCY = 64  # calls in flight per process, however many send tasks it runs side by side
 TIME_BOX = 60.0  # seconds a send task works before it hands the rest of its range to a new turn
 
 
@@ -61,6 +62,20 @@ class CampaignServices:
     wechat: WeChatClient
     redis: Redis
     sms: SmsProvider
+
+
+_IN_FLIGHT: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def in_flight() -> asyncio.Semaphore:
+    """The process's budget of calls in flight (per event loop): ten send tasks side by side share it,
+    so a worker never floods WeChat (or times its own calls out) with 64 × 10 requests at once."""
+    loop = asyncio.get_running_loop()
+    if loop not in _IN_FLIGHT:
+        _IN_FLIGHT[loop] = asyncio.Semaphore(CONCURRENCY)
+    return _IN_FLIGHT[loop]
 
 
 def batch_size(channel: CampaignChannel) -> int:
@@ -325,7 +340,7 @@ class _Run:
 
     async def _each(self, claimed: Sequence[Claimed]) -> dict[int, Outcome]:
         outcomes: dict[int, Outcome] = {}
-        semaphore = asyncio.Semaphore(CONCURRENCY)
+        semaphore = in_flight()
 
         async def one(recipient: Claimed) -> None:
             async with semaphore:
