@@ -15,6 +15,7 @@ import jinja2
 from aiohttp import web
 
 from webhooks.console import (
+    analytics,
     cards,
     dashboard,
     login,
@@ -58,6 +59,7 @@ def setup(app: web.Application) -> None:
         programme.routes,
         mall.routes,
         cards.routes,
+        analytics.routes,
         products.routes,
         settings.routes,
         staffing.routes,
