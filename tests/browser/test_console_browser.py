@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from handlers.analytics import thresholds
 from handlers.loyalty import config as loyalty_config
 from handlers.mall import catalogue
 from handlers.till import purchase as purchases
@@ -243,7 +244,8 @@ async def test_a_notice_text_previews_as_it_is_typed(browser: Browser) -> None:
 async def test_screenshots_of_the_other_pages(browser: Browser, shop: tuple[str, Merchant]) -> None:
     page = browser.page
     data = catalogue.ItemInput(name="帆布袋", price_points=300)
-    await catalogue.create_item(shop[1], ItemKind.PICKUP, data, stock=4, actor="test")
+    item = await catalogue.create_item(shop[1], ItemKind.PICKUP, data, stock=4, actor="test")
+    await thresholds.set_low_stock(shop[1].id, item.id, 5, actor="test")
     await browser.login()
     for name, path in (
         ("programme", "/admin/programme"),
@@ -257,7 +259,7 @@ async def test_screenshots_of_the_other_pages(browser: Browser, shop: tuple[str,
         assert await page.locator("h1").count() == 1, path
         await browser.shot(name)
     await page.goto(f"{browser.base}/admin/")
-    assert "帆布袋" in await page.locator("main").inner_text()  # low stock on the dashboard
+    assert "帆布袋" in await page.locator("table.low-stock").inner_text()  # below its threshold of 5
     assert_clean(browser)
 
 
