@@ -242,7 +242,7 @@ async def test_credit_limit_and_the_overdue_warning(client: TestClient, shop: Me
     html = await (await client.get("/admin/credit")).text()
     assert f'href="/admin/members/{zhang.id}"' in html and 'data-value="overdue-total">50.00<' in html
     assert "<td>10</td>" in html
-    assert "信用预警：1 位会员赊账逾期，合计 50.00 元" in await (await client.get("/admin/")).text()
+    assert 'data-warning="credit">1<' in await (await client.get("/admin/")).text()
     member_page = await (await client.get(f"/admin/members/{zhang.id}")).text()
     assert "逾期 50.00 元" in member_page and "赊账消费" in member_page
     csv_body = await (await client.get("/admin/credit/overdue.csv")).read()

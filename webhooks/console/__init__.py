@@ -16,6 +16,7 @@ from aiohttp import web
 
 from webhooks.console import (
     analytics,
+    campaigns,
     cards,
     dashboard,
     login,
@@ -60,6 +61,7 @@ def setup(app: web.Application) -> None:
         mall.routes,
         cards.routes,
         analytics.routes,
+        campaigns.routes,
         products.routes,
         settings.routes,
         staffing.routes,
