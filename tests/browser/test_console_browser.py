@@ -287,3 +287,30 @@ async def test_build_a_segment_and_watch_its_count(browser: Browser, shop: tuple
     await page.wait_for_selector("text=人群已保存")
     assert "全部会员" in await page.locator("table.segments").inner_text()
     assert_clean(browser)
+
+
+async def test_run_a_campaign_and_watch_the_progress_reach_100(
+    browser: Browser, shop: tuple[str, Merchant]
+) -> None:
+    """The test app's WeChat is unreachable, so each message fails at once: the progress still has to
+    reach 100% (sent, failed and skipped are all done) and the report must show."""
+    page = browser.page
+    for n in range(3):
+        await make_member(shop[1], f"o-camp{n}", name=f"会员{n}")
+    await browser.login()
+    await page.click("nav >> text=营销活动")
+    await page.fill('input[name="name"]', "周末问候")
+    await page.select_option('select[name="channel"]', "custom")
+    await page.fill('textarea[name="text"]', "{{ member_name }}，周末愉快")
+    await page.fill('input[name="holdout_pct"]', "0")
+    await page.click("text=保存草稿")
+    await page.wait_for_selector('[data-value="audience"]')
+    assert await page.locator('[data-value="audience"]').inner_text() == "3"
+    assert "，周末愉快" in await page.locator('[data-preview="campaign"]').inner_text()
+    await page.click("text=检查内容")
+    await page.wait_for_selector("text=检查通过")
+    await page.click("text=立即发送")
+    await page.locator('#campaign-progress progress[data-percent="100"]').wait_for(timeout=60_000)
+    await page.locator("#campaign-progress", has_text="转化提升").wait_for()
+    await browser.shot("campaign")
+    assert_clean(browser)
