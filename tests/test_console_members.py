@@ -242,8 +242,35 @@ async def test_credit_limit_and_the_overdue_warning(client: TestClient, shop: Me
     html = await (await client.get("/admin/credit")).text()
     assert f'href="/admin/members/{zhang.id}"' in html and 'data-value="overdue-total">50.00<' in html
     assert "<td>10</td>" in html
-    assert "信用预警：1 位会员赊账逾期，合计 50.00 元" in await (await client.get("/admin/")).text()
+    assert 'data-warning="credit">1<' in await (await client.get("/admin/")).text()
     member_page = await (await client.get(f"/admin/members/{zhang.id}")).text()
     assert "逾期 50.00 元" in member_page and "赊账消费" in member_page
     csv_body = await (await client.get("/admin/credit/overdue.csv")).read()
     assert zhang.code.encode() in csv_body
+
+
+async def test_edit_the_profile_by_the_members_own_rules(client: TestClient, shop: Merchant) -> None:
+    zhang = await member("张三")
+    token = await page_csrf(client)
+    bad = await client.post(
+        f"/admin/members/{zhang.id}/profile",
+        data={"csrf_token": token, "name": "", "phone": "12345", "birthday": "", "gender": ""},
+    )
+    assert bad.status == 400
+    text = await bad.text()
+    assert 'data-field="profile.phone"' in text and 'name="phone" value="12345"' in text
+    assert (await member("张三")).phone == "13800000001"
+    done = await client.post(
+        f"/admin/members/{zhang.id}/profile",
+        data={"csrf_token": token, "name": "张三丰", "phone": "", "birthday": "1990-05-20", "gender": "male"},
+        allow_redirects=False,
+    )
+    assert done.status == 303, await done.text()
+    changed = await Member.get(id=zhang.id)
+    assert (changed.name, str(changed.birthday), changed.gender, changed.phone) == (
+        "张三丰",
+        "1990-05-20",
+        "male",
+        "13800000001",
+    )
+    assert await AuditLog.filter(merchant_id=shop.id, action__contains="profile").exists()

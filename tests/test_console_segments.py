@@ -15,7 +15,7 @@ from models.merchant import Merchant
 from models.staff import Staff
 from models.tag import Segment, Tag
 from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import make_member, make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
 
 
 @pytest.fixture
@@ -29,9 +29,7 @@ async def shop(client: TestClient) -> tuple[Merchant, int]:
             merchant, f"o-{key}", name=f"会员{key}", gender=gender, phone=f"1390000000{ord(key) % 10}"
         )
     now = datetime.now(UTC)
-    tag, _ = await catalogue.create_tag(
-        merchant.id, "尝鲜", None, actor="test", now=now, timezone="Asia/Shanghai"
-    )
+    tag = await catalogue.create_tag(merchant.id, "尝鲜", None, actor="test", effects=EFFECTS)
     first = await Member.get(name="会员a")
     await assign.change_one(merchant.id, tag.id, first.id, "add", staff_id=alice.id, now=now)
     assert (await login(client, "shop", "alice")).status == 303

@@ -42,7 +42,7 @@ async def test_stored_value_bonus_tiers_and_check_in_rewards(client: TestClient,
     program = await loyalty_config.program(shop.id)
     assert [(t.min_fen, t.bonus_fen) for t in program.stored_value.bonus_tiers] == [(10_000, 2_000)]
     html = await (await client.get("/admin/programme/settings?saved=stored_value")).text()
-    assert "充 100.00 元，送 20.00 元" in html
+    assert 'name="min_0" size="8" value="100.00"' in html and 'name="bonus_0" size="8" value="20.00"' in html
     bad = {
         "daily_points": 5,
         "streak_rewards": {"abc": 1},
@@ -332,3 +332,44 @@ async def test_an_item_is_taken_off_sale_and_back(client: TestClient, shop: Merc
     assert (stored.active, stored.price_points, stored.cash_fen, stored.stock) == (False, 90, 500, 2)
     await client.post(f"/admin/mall/items/{item.id}/active", data={"csrf_token": token, "active": "true"})
     assert (await MallItem.get(id=item.id)).active
+
+
+async def test_bonus_tiers_and_check_in_rewards_from_their_forms(client: TestClient, shop: Merchant) -> None:
+    html = await (await client.get("/admin/programme/settings")).text()
+    assert 'id="bonus-form"' in html and 'id="checkin-form"' in html
+    token = await page_csrf(client, "/admin/programme/settings")
+    tiers = {"csrf_token": token, "min_0": "100", "bonus_0": "20", "min_1": "500", "bonus_1": "120.5"}
+    saved = await client.post(
+        "/admin/programme/settings/stored_value/tiers", data=tiers, allow_redirects=False
+    )
+    assert saved.status == 303, await saved.text()
+    program = await loyalty_config.program(shop.id)
+    assert [(t.min_fen, t.bonus_fen) for t in program.stored_value.bonus_tiers] == [
+        (10_000, 2_000),
+        (50_000, 12_050),
+    ]
+    wrong = await client.post(
+        "/admin/programme/settings/stored_value/tiers", data={**tiers, "bonus_1": "1,000"}
+    )
+    assert wrong.status == 400
+    text = await wrong.text()
+    assert 'data-field="stored_value"' in text and 'value="1,000"' in text
+    checkin = {
+        "csrf_token": token,
+        "daily_points": "5",
+        "streak_day_0": "7",
+        "streak_points_0": "30",
+        "streak_day_1": "30",
+        "streak_points_1": "200",
+        "cycle_days": "30",
+        "makeup_cost_points": "10",
+        "makeup_max_days_back": "3",
+        "makeup_max_per_month": "2",
+    }
+    done = await client.post("/admin/programme/settings/checkin/form", data=checkin, allow_redirects=False)
+    assert done.status == 303, await done.text()
+    policy = (await loyalty_config.program(shop.id)).checkin
+    assert (policy.daily_points, dict(policy.streak_rewards), policy.cycle_days) == (5, {7: 30, 30: 200}, 30)
+    assert (policy.makeup_cost_points, policy.makeup_max_days_back, policy.makeup_max_per_month) == (10, 3, 2)
+    html = await (await client.get("/admin/programme/settings")).text()
+    assert 'name="streak_day_1" size="4" value="30"' in html

@@ -1,15 +1,12 @@
-"""The dashboard's key figures for today, the last 7 and the last 30 days (merchant-local days), a
-30-day daily trend and the mall items running low.
-
-Simple queries over the live tables, for now: an analyses package (`handlers/analytics`, issue 11) will
-serve rolled-up figures, and the dashboard switches to it when it lands. Definitions:
+"""The dashboard's key figures for today, the last 7 and the last 30 days (merchant-local days), and a
+30-day daily trend — what the analyses (`handlers/analytics`) do not answer per period: the dashboard
+takes the points liability, the warnings and the low-stock items from them. Live queries over the
+member and purchase tables (indexed by merchant and time). Definitions:
 - new members: registered in the period (erased members included: they were new then);
 - active members: a till purchase or check-in in the period (the member's `last_visit_at`, kept by
   triggers, is on or after the period's start — a member whose latest visit is in the period visited in it);
 - revenue: cash paid over completed, not refunded purchases made in the period;
-- repeat rate: of the members who bought in the period, the share who bought at least twice in it;
-- points liability: every member's positive available balance, priced at the programme's
-  `points_per_yuan_cash` (fen, rounded down).
+- repeat rate: of the members who bought in the period, the share who bought at least twice in it.
 """
 
 from __future__ import annotations
@@ -19,10 +16,8 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from handlers.core import queries
-from handlers.loyalty import config as loyalty_config
 from models.merchant import Merchant
 
-LOW_STOCK = 10  # units left at or below which an active mall item is listed (no per-item threshold yet)
 TREND_DAYS = 30
 PERIODS = (("today", "今日", 1), ("7d", "近 7 天", 7), ("30d", "近 30 天", 30))
 
@@ -50,20 +45,10 @@ class TrendDay:
 
 
 @dataclass(frozen=True, slots=True)
-class LowStock:
-    item_id: int
-    name: str
-    stock: int
-
-
-@dataclass(frozen=True, slots=True)
 class Dashboard:
     today: date
     periods: tuple[Figures, ...]
-    liability_points: int
-    liability_fen: int
     trend: tuple[TrendDay, ...]
-    low_stock: tuple[LowStock, ...]
 
 
 def _start(day: date, zone: ZoneInfo) -> datetime:
@@ -117,13 +102,6 @@ async def dashboard(merchant: Merchant, *, now: datetime) -> Dashboard:
                 repeat_buyers=int(row["repeat_buyers"]),
             )
         )
-    owed = await queries.fetch_one(
-        "SELECT coalesce(sum(balance), 0) AS points FROM points_account"
-        " WHERE merchant_id = :m AND balance > 0",
-        m=merchant.id,
-    )
-    program = await loyalty_config.program(merchant.id)
-    points = int(owed["points"])
     trend_rows = await queries.fetch_rows(
         _TREND_SQL,
         m=merchant.id,
@@ -131,20 +109,11 @@ async def dashboard(merchant: Merchant, *, now: datetime) -> Dashboard:
         first=today - timedelta(days=TREND_DAYS - 1),
         last=today,
     )
-    low = await queries.fetch_rows(
-        "SELECT id, name, stock FROM mall_item WHERE merchant_id = :m AND active AND stock <= :low "
-        "ORDER BY stock, id LIMIT 20",
-        m=merchant.id,
-        low=LOW_STOCK,
-    )
     return Dashboard(
         today=today,
         periods=tuple(periods),
-        liability_points=points,
-        liability_fen=points * 100 // program.points_per_yuan_cash,
         trend=tuple(
             TrendDay(day=r["day"], new_members=int(r["new_members"]), revenue_fen=int(r["revenue_fen"]))
             for r in trend_rows
         ),
-        low_stock=tuple(LowStock(item_id=r["id"], name=r["name"], stock=int(r["stock"])) for r in low),
     )

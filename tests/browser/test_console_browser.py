@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from handlers.analytics import thresholds
 from handlers.loyalty import config as loyalty_config
 from handlers.mall import catalogue
 from handlers.till import purchase as purchases
@@ -243,7 +244,8 @@ async def test_a_notice_text_previews_as_it_is_typed(browser: Browser) -> None:
 async def test_screenshots_of_the_other_pages(browser: Browser, shop: tuple[str, Merchant]) -> None:
     page = browser.page
     data = catalogue.ItemInput(name="帆布袋", price_points=300)
-    await catalogue.create_item(shop[1], ItemKind.PICKUP, data, stock=4, actor="test")
+    item = await catalogue.create_item(shop[1], ItemKind.PICKUP, data, stock=4, actor="test")
+    await thresholds.set_low_stock(shop[1].id, item.id, 5, actor="test")
     await browser.login()
     for name, path in (
         ("programme", "/admin/programme"),
@@ -257,7 +259,7 @@ async def test_screenshots_of_the_other_pages(browser: Browser, shop: tuple[str,
         assert await page.locator("h1").count() == 1, path
         await browser.shot(name)
     await page.goto(f"{browser.base}/admin/")
-    assert "帆布袋" in await page.locator("main").inner_text()  # low stock on the dashboard
+    assert "帆布袋" in await page.locator("table.low-stock").inner_text()  # below its threshold of 5
     assert_clean(browser)
 
 
@@ -284,4 +286,31 @@ async def test_build_a_segment_and_watch_its_count(browser: Browser, shop: tuple
     await page.click("text=保存人群")
     await page.wait_for_selector("text=人群已保存")
     assert "全部会员" in await page.locator("table.segments").inner_text()
+    assert_clean(browser)
+
+
+async def test_run_a_campaign_and_watch_the_progress_reach_100(
+    browser: Browser, shop: tuple[str, Merchant]
+) -> None:
+    """The test app's WeChat is unreachable, so each message fails at once: the progress still has to
+    reach 100% (sent, failed and skipped are all done) and the report must show."""
+    page = browser.page
+    for n in range(3):
+        await make_member(shop[1], f"o-camp{n}", name=f"会员{n}")
+    await browser.login()
+    await page.click("nav >> text=营销活动")
+    await page.fill('input[name="name"]', "周末问候")
+    await page.select_option('select[name="channel"]', "custom")
+    await page.fill('textarea[name="text"]', "{{ member_name }}，周末愉快")
+    await page.fill('input[name="holdout_pct"]', "0")
+    await page.click("text=保存草稿")
+    await page.wait_for_selector('[data-value="audience"]')
+    assert await page.locator('[data-value="audience"]').inner_text() == "3"
+    assert "，周末愉快" in await page.locator('[data-preview="campaign"]').inner_text()
+    await page.click("text=检查内容")
+    await page.wait_for_selector("text=检查通过")
+    await page.click("text=立即发送")
+    await page.locator('#campaign-progress progress[data-percent="100"]').wait_for(timeout=60_000)
+    await page.locator("#campaign-progress", has_text="转化提升").wait_for()
+    await browser.shot("campaign")
     assert_clean(browser)

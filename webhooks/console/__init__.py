@@ -15,6 +15,8 @@ import jinja2
 from aiohttp import web
 
 from webhooks.console import (
+    analytics,
+    campaigns,
     cards,
     dashboard,
     login,
@@ -58,6 +60,8 @@ def setup(app: web.Application) -> None:
         programme.routes,
         mall.routes,
         cards.routes,
+        analytics.routes,
+        campaigns.routes,
         products.routes,
         settings.routes,
         staffing.routes,

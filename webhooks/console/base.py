@@ -43,6 +43,8 @@ NAV = (
     ("segments", "/admin/segments", "标签与人群"),
     ("programme", "/admin/programme", "会员方案"),
     ("coupons", "/admin/coupons", "优惠券"),
+    ("campaigns", "/admin/campaigns", "营销活动"),
+    ("analytics", "/admin/analytics", "数据分析"),
     ("org", "/admin/stores", "门店与员工"),
     ("audit", "/admin/audit", "操作日志"),
 )

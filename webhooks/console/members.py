@@ -18,7 +18,7 @@ from handlers.core.errors import DomainError, ErrorCode
 from handlers.directory import search
 from handlers.members import lookup as members_lookup
 from models.staff import StaffRole
-from webhooks import admin_loyalty, admin_member_page, admin_members, admin_tags, credit, member_import
+from webhooks import admin_loyalty, admin_member_page, admin_members, admin_tags, credit, member_import, mp
 from webhooks.api import ApiError
 from webhooks.console.base import (
     FormErrors,
@@ -62,6 +62,7 @@ DONE = {
     "note": "备注已添加。",
     "credit": "信用额度已更新。",
     "tag": "标签已更新。",
+    "profile": "资料已修改。",
 }
 
 
@@ -354,3 +355,19 @@ async def credit_overdue_csv(request: web.Request, console: Console) -> web.Stre
         request, console, credit.overdue_csv, query=credit.OverdueQuery()
     )
     return response
+
+
+@routes.post(r"/admin/members/{member_id:\d+}/profile")
+@page()
+async def edit_profile(request: web.Request, console: Console) -> web.StreamResponse:
+    """Change name, phone, birthday or gender (empty: unchanged), parsed by the member's own rules."""
+
+    async def run(member_id: int, data: dict[str, str]) -> None:
+        try:
+            body = parse(mp.ProfilePatch, present(data, "name", "phone", "birthday", "gender"))
+        except FormErrors as exc:
+            raise FormErrors({f"profile.{k}": v for k, v in exc.errors.items()}) from None
+        path = parse(admin_members.MemberPath, {"member_id": member_id})
+        await api(request, console, admin_members.edit_profile, body=body, path=path)
+
+    return await _act(request, console, "profile", run)

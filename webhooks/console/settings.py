@@ -22,7 +22,17 @@ from models.staff import StaffRole
 from webhooks import admin, admin_loyalty, admin_menu, notices
 from webhooks.api import ApiError
 from webhooks.appkeys import RENDERER
-from webhooks.console.base import FormErrors, api, form, page, parse, redirect, render
+from webhooks.console.base import (
+    FormErrors,
+    api,
+    form,
+    page,
+    parse,
+    redirect,
+    render,
+    whole_number,
+    yuan_to_fen,
+)
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
@@ -64,9 +74,14 @@ async def _settings_page(
 ) -> web.Response:
     program = (await api(request, console, admin_loyalty.get_program)).program
     documents = {name: _text(_section(program, name)) for name in SECTIONS}
-    documents.update(texts or {})
+    typed = texts or {}
+    documents.update({k: v for k, v in typed.items() if k in SECTIONS})
     context = {
         "program": program,
+        "typed": typed,
+        "tier_rows": range(TIER_ROWS),
+        "streak_rows": range(STREAK_ROWS),
+        "streaks": sorted((int(day), points) for day, points in program["checkin"]["streak_rewards"].items()),
         "sections": SECTIONS,
         "documents": documents,
         "errors": errors or {},
@@ -82,17 +97,12 @@ async def programme_settings(request: web.Request, console: Console) -> web.Stre
     return await _settings_page(request, console)
 
 
-@routes.post(r"/admin/programme/settings/{section:checkin|stored_value|other}")
-@page(StaffRole.ADMIN)
-async def save_section(request: web.Request, console: Console) -> web.StreamResponse:
-    name = request.match_info["section"]
-    data = await form(request)
-    text = data.get("document", "")
+async def _save(
+    request: web.Request, console: Console, name: str, value: Any, shown: dict[str, str]
+) -> web.StreamResponse:
+    """Put `value` in the programme document as section `name` (or, for `other`, its keys) and save the
+    whole document through the API; a refusal shows the section again with what was typed."""
     try:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise FormErrors({name: f"JSON 格式不正确（第 {exc.lineno} 行）"}) from None
         program = dict((await api(request, console, admin_loyalty.get_program)).program)
         if name == "other":
             if not isinstance(value, dict):
@@ -104,12 +114,68 @@ async def save_section(request: web.Request, console: Console) -> web.StreamResp
         await api(request, console, admin_loyalty.put_program, body=body)
     except FormErrors as exc:
         message = next(iter(exc.errors.values()))
-        return await _settings_page(request, console, errors={name: message}, texts={name: text}, status=400)
+        return await _settings_page(request, console, errors={name: message}, texts=shown, status=400)
     except (DomainError, ApiError) as exc:
-        return await _settings_page(
-            request, console, errors={name: exc.message}, texts={name: text}, status=400
-        )
+        return await _settings_page(request, console, errors={name: exc.message}, texts=shown, status=400)
     return redirect(request, f"/admin/programme/settings?saved={name}")
+
+
+@routes.post(r"/admin/programme/settings/{section:checkin|stored_value|other}")
+@page(StaffRole.ADMIN)
+async def save_section(request: web.Request, console: Console) -> web.StreamResponse:
+    """A section as JSON (the advanced editor)."""
+    name = request.match_info["section"]
+    data = await form(request)
+    text = data.get("document", "")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        error = {name: f"JSON 格式不正确（第 {exc.lineno} 行）"}
+        return await _settings_page(request, console, errors=error, texts={name: text}, status=400)
+    return await _save(request, console, name, value, {name: text})
+
+
+TIER_ROWS = 6
+STREAK_ROWS = 5
+
+
+@routes.post("/admin/programme/settings/stored_value/tiers")
+@page(StaffRole.ADMIN)
+async def save_bonus_tiers(request: web.Request, console: Console) -> web.StreamResponse:
+    """Stored-value bonus tiers as rows of 充 X 元 送 Y 元 (empty rows are left out)."""
+    data = await form(request)
+    tiers = [
+        {
+            "min_fen": yuan_to_fen(data[f"min_{i}"]),
+            "bonus_fen": yuan_to_fen(data.get(f"bonus_{i}", "0") or "0"),
+        }
+        for i in range(TIER_ROWS)
+        if data.get(f"min_{i}", "").strip()
+    ]
+    shown = {f"sv.{k}": v for k, v in data.items()}
+    return await _save(request, console, "stored_value", {"bonus_tiers": tiers}, shown)
+
+
+@routes.post("/admin/programme/settings/checkin/form")
+@page(StaffRole.ADMIN)
+async def save_checkin(request: web.Request, console: Console) -> web.StreamResponse:
+    """Check-in rewards: daily points, streak rewards (day → extra points), the cycle and make-ups."""
+    data = await form(request)
+    cycle = data.get("cycle_days", "").strip()
+    value = {
+        "daily_points": whole_number(data.get("daily_points", "")),
+        "streak_rewards": {
+            data[f"streak_day_{i}"].strip(): whole_number(data.get(f"streak_points_{i}", ""))
+            for i in range(STREAK_ROWS)
+            if data.get(f"streak_day_{i}", "").strip()
+        },
+        "cycle_days": whole_number(cycle) if cycle else None,
+        "makeup_cost_points": whole_number(data.get("makeup_cost_points", "")),
+        "makeup_max_days_back": whole_number(data.get("makeup_max_days_back", "")),
+        "makeup_max_per_month": whole_number(data.get("makeup_max_per_month", "")),
+    }
+    shown = {f"ck.{k}": v for k, v in data.items()}
+    return await _save(request, console, "checkin", value, shown)
 
 
 # Notices -----------------------------------------------------------------------------------------

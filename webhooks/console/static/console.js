@@ -38,6 +38,19 @@
     root.querySelectorAll("[data-chart]").forEach(function (node) {
       var data = JSON.parse(node.getAttribute("data-chart"));
       var chart = window.echarts.getInstanceByDom(node) || window.echarts.init(node);
+      if (data.series) {  // an analysis: one line per numeric column over its periods
+        chart.setOption({
+          animation: false,
+          tooltip: { trigger: "axis" },
+          legend: { data: data.series.map(function (s) { return s.name; }) },
+          grid: { left: 56, right: 24, top: 40, bottom: 32 },
+          xAxis: { type: "category", data: data.days },
+          yAxis: { type: "value" },
+          series: data.series.map(function (s) { return { name: s.name, type: "line", data: s.data }; })
+        });
+        node.setAttribute("data-drawn", "1");
+        return;
+      }
       chart.setOption({
         animation: false,
         tooltip: { trigger: "axis" },
