@@ -415,18 +415,27 @@ async def churn(window: Window, days: int = 90, limit: int = 100, *, now: dateti
 
 _CYCLE_WHERE = """
 s.merchant_id = :merchant AND s.last_at >= :recent AND s.due_at < :now AND s.purchases >= :min_purchases
-AND s.last_at + make_interval(secs => s.median_days * 86400 * (1 + :overdue / 100.0)) < :now
-AND {store} AND m.anonymized_at IS NULL AND m.registered_at >= :since AND m.registered_at < :until
+AND s.last_at + make_interval(secs => s.median_days * 86400 * (1 + :overdue / 100.0)) < :now AND {store}
+AND {members}
 """
-_CYCLE_COUNT_SQL = (
-    "SELECT count(*) AS n FROM member_stats s JOIN member m ON m.id = s.member_id WHERE {where}"
+# Every member: erased ones left out through the (few) erased members' ids, not a join of every member.
+_NOT_ERASED = (
+    "s.member_id NOT IN (SELECT e.id FROM member e"
+    " WHERE e.merchant_id = :merchant AND e.anonymized_at IS NOT NULL)"
 )
+_REGISTERED = (
+    "s.member_id IN (SELECT m.id FROM member m WHERE m.merchant_id = :merchant AND m.anonymized_at IS NULL"
+    " AND m.registered_at >= :since AND m.registered_at < :until)"
+)
+_CYCLE_COUNT_SQL = "SELECT count(*) AS n FROM member_stats s WHERE {where}"
 _CYCLE_LIST_SQL = """
-SELECT m.code, m.name, s.purchases, s.last_at, s.median_days, s.spend_fen
-  FROM member_stats s JOIN member m ON m.id = s.member_id
- WHERE {where}
- ORDER BY s.spend_fen DESC, s.member_id
- LIMIT :limit
+SELECT m.code, m.name, top.purchases, top.last_at, top.median_days, top.spend_fen
+  FROM (SELECT s.member_id, s.purchases, s.last_at, s.median_days, s.spend_fen FROM member_stats s
+         WHERE {where}
+         ORDER BY s.spend_fen DESC, s.member_id
+         LIMIT :limit) top
+  JOIN member m ON m.id = top.member_id
+ ORDER BY top.spend_fen DESC, top.member_id
 """
 
 
@@ -451,7 +460,8 @@ async def cycle(
         min_purchases=max(min_purchases, 2),
         limit=min(limit, MAX_LIST),
     )
-    where = _CYCLE_WHERE.format(store=window.store_clause("s.store_id"))
+    members = _NOT_ERASED if window.date_from is None and window.date_to is None else _REGISTERED
+    where = _CYCLE_WHERE.format(store=window.store_clause("s.store_id"), members=members)
     count = await queries.fetch_read(_CYCLE_COUNT_SQL.format(where=where), **params)
     raw = await queries.fetch_read(_CYCLE_LIST_SQL.format(where=where), **params)
     rows = [
