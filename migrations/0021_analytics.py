@@ -112,6 +112,8 @@ CREATE TABLE IF NOT EXISTS member_region_snapshot (
 CREATE TABLE IF NOT EXISTS member_snapshot_state (
     merchant_id integer PRIMARY KEY, refreshed_at timestamptz NOT NULL, as_of date NOT NULL
 );
+CREATE INDEX IF NOT EXISTS member_store_churn
+    ON member (merchant_id, store_id, (COALESCE(last_visit_at, registered_at)));
 CREATE INDEX IF NOT EXISTS member_erased ON member (merchant_id) WHERE anonymized_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS member_churn
     ON member (merchant_id, (COALESCE(last_visit_at, registered_at)), lifetime_spend_fen);
@@ -413,6 +415,7 @@ DROP FUNCTION IF EXISTS memberbot_member_snapshot(integer, date, timestamptz);
 DROP FUNCTION IF EXISTS memberbot_age_band(date, date);
 DROP INDEX IF EXISTS member_churn;
 DROP INDEX IF EXISTS member_erased;
+DROP INDEX IF EXISTS member_store_churn;
 DROP TABLE IF EXISTS member_snapshot_state, member_region_snapshot, member_visit_snapshot, member_snapshot, member_cohort, member_stats, points_day, member_day, sales_month_product,
     sales_day_product, sales_month_category, sales_day_category, sales_day, analytics_queue;
 """

@@ -354,9 +354,12 @@ _CHURN_LIST_SQL = """
 SELECT m.code, m.name, t.tier_code, m.last_visit_at, m.lifetime_spend_fen, m.registered_at
   FROM member m LEFT JOIN member_tier t ON t.member_id = m.id
  WHERE {members} AND COALESCE(m.last_visit_at, m.registered_at) < :cutoff AND m.lifetime_spend_fen > 0
- ORDER BY m.lifetime_spend_fen DESC, m.id
+ ORDER BY {spend} DESC, m.id
  LIMIT :limit
 """
+# One store: its churned members through `member_store_churn`, then sorted (`+ 0` keeps the planner from
+# walking every member of the merchant by spend, where the churned of one store are few and far between).
+_SPEND = {True: "m.lifetime_spend_fen", False: "m.lifetime_spend_fen + 0"}
 
 
 async def churn(window: Window, days: int = 90, limit: int = 100, *, now: datetime | None = None) -> Report:
@@ -384,7 +387,8 @@ async def churn(window: Window, days: int = 90, limit: int = 100, *, now: dateti
                                           "spend_fen": 0})  # fmt: skip
         entry["members"] += int(row["members"])
         entry["spend_fen"] += int(row["spend_fen"])
-    raw = await queries.fetch_read(_CHURN_LIST_SQL.format(members=_members(window)), **params)
+    sql = _CHURN_LIST_SQL.format(members=_members(window), spend=_SPEND[window.store_id is None])
+    raw = await queries.fetch_read(sql, **params)
     rows = [
         {
             "member_code": r["code"],
