@@ -60,7 +60,7 @@ SELECT COALESCE(t.tier_code, '') AS tier_code, COALESCE(m.gender, 'unknown') AS 
        memberbot_age_band(m.birthday, :today) AS age_band, count(*) AS members,
        COALESCE(sum(m.lifetime_spend_fen), 0)::bigint AS spend_fen
   FROM member m LEFT JOIN member_tier t ON t.member_id = m.id
- WHERE {members} AND (m.registered_at < :edge_from OR m.registered_at >= :edge_to)
+ WHERE {members}
  GROUP BY 1, 2, 3
 """
 _SNAPSHOT_STATE_SQL = "SELECT refreshed_at, as_of FROM member_snapshot_state WHERE merchant_id = :merchant"
@@ -71,9 +71,9 @@ FAR_PAST, FAR_FUTURE = date(1970, 1, 1), date(9999, 1, 1)
 class _Split:
     """A registration range as the snapshot's whole months and the member table's days around them."""
 
-    params: dict[str, Any]  # binds `month_first`, `month_end`, `edge_from`, `edge_to` and the window's
+    params: dict[str, Any]  # binds `month_first`, `month_end` and the window's
     snapshot: bool  # whole months to read from a snapshot
-    edges: bool  # days to read from the member table
+    edges: list[tuple[datetime, datetime]]  # registration ranges to read from the member table
     fresh: dict[str, Any]
 
 
@@ -88,9 +88,17 @@ async def _split(window: Window, **extra: Any) -> _Split:
     else:
         month_first, month_end = whole_months(window.date_from or FAR_PAST, window.date_to or FAR_FUTURE)
     params = _snapshot_params(window, month_first=month_first, month_end=month_end, **extra)
-    params["edge_from"] = window.moment(month_first) if month_first > FAR_PAST else params["since"]
-    params["edge_to"] = window.moment(month_end) if month_end < FAR_FUTURE else params["until"]
-    edges = not (params["edge_from"] <= params["since"] and params["edge_to"] >= params["until"])
+    since, until = params["since"], params["until"]
+    edge_from = window.moment(month_first) if month_first > FAR_PAST else since
+    edge_to = window.moment(month_end) if month_end < FAR_FUTURE else until
+    if month_first >= month_end:  # no whole month: every registration of the range from the members
+        edges = [(since, until)]
+    else:  # each a plain range (an OR of two would make the planner read every member)
+        edges = [
+            (start, end)
+            for start, end in ((since, min(edge_from, until)), (max(edge_to, since), until))
+            if start < end
+        ]
     fresh = {"snapshot_at": state[0]["refreshed_at"], "ages_on": state[0]["as_of"]} if state else {}
     return _Split(params, month_first < month_end, edges, fresh)
 
@@ -105,8 +113,9 @@ async def _profiles(window: Window) -> tuple[list[dict[str, Any]], dict[str, Any
         rows += await queries.fetch_read(
             _SNAPSHOT_SQL.format(store=window.store_clause("store_id")), **split.params
         )
-    if split.edges:
-        rows += await queries.fetch_read(_PROFILES_SQL.format(members=_members(window)), **split.params)
+    for since, until in split.edges:
+        sql = _PROFILES_SQL.format(members=_members(window))
+        rows += await queries.fetch_read(sql, **{**split.params, "since": since, "until": until})
     return rows, split.fresh
 
 
@@ -261,7 +270,7 @@ SELECT CASE WHEN r.region IS NOT NULL THEN 'address' WHEN s.id IS NOT NULL THEN 
   FROM member m
   LEFT JOIN stated r ON r.member_id = m.id
   LEFT JOIN store s ON s.id = m.store_id
- WHERE {members} AND (m.registered_at < :edge_from OR m.registered_at >= :edge_to)
+ WHERE {members}
  GROUP BY 1, 2
 """
 _REGIONS_SNAPSHOT_SQL = """
@@ -281,8 +290,9 @@ async def regions(window: Window) -> Report:
     if split.snapshot:
         sql = _REGIONS_SNAPSHOT_SQL.format(store=window.store_clause("store_id"))
         raw += await queries.fetch_read(sql, **split.params)
-    if split.edges:
-        raw += await queries.fetch_read(_REGIONS_SQL.format(members=_members(window)), **split.params)
+    for since, until in split.edges:
+        sql = _REGIONS_SQL.format(members=_members(window))
+        raw += await queries.fetch_read(sql, **{**split.params, "since": since, "until": until})
     counts: dict[tuple[str, str], int] = {}
     for r in raw:
         key = (r["basis"], r["region"])
@@ -314,7 +324,7 @@ async def referral_ranking(window: Window, limit: int = 20) -> Report:
         until=window.moment(last + timedelta(days=1)),
         limit=min(limit, referrals.MAX_RANKING),
         store_id=window.store_id,
-        db=queries.read_connection(),
+        replica=True,
     )
     rows = [
         {
