@@ -65,19 +65,11 @@ CREATE TABLE IF NOT EXISTS sales_month_product (
     costed_revenue_fen bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (merchant_id, month, store_id, sku)
 );
--- The daily rollups are read by day ranges: covering indexes make those index-only scans.
-CREATE INDEX IF NOT EXISTS sales_day_cover ON sales_day (merchant_id, day)
-    INCLUDE (store_id, staff_id, purchases, amount_fen, discount_fen, paid_fen);
-CREATE INDEX IF NOT EXISTS sales_day_category_cover ON sales_day_category (merchant_id, day)
-    INCLUDE (store_id, category, qty, revenue_fen, cost_fen, costed_revenue_fen);
-CREATE INDEX IF NOT EXISTS sales_day_product_cover ON sales_day_product (merchant_id, day)
-    INCLUDE (store_id, sku, qty, revenue_fen, cost_fen, costed_revenue_fen);
 CREATE TABLE IF NOT EXISTS member_day (
     merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, source varchar(16) NOT NULL,
     staff_id integer NOT NULL, members bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (merchant_id, day, store_id, source, staff_id)
 );
-CREATE INDEX IF NOT EXISTS member_day_cover ON member_day (merchant_id, day) INCLUDE (store_id, source, staff_id, members);
 CREATE TABLE IF NOT EXISTS points_day (
     merchant_id integer NOT NULL, day date NOT NULL, store_id integer NOT NULL, kind varchar(24) NOT NULL,
     points_in bigint NOT NULL DEFAULT 0, points_out bigint NOT NULL DEFAULT 0, postings bigint NOT NULL DEFAULT 0,
@@ -120,9 +112,6 @@ CREATE TABLE IF NOT EXISTS member_region_snapshot (
 CREATE TABLE IF NOT EXISTS member_snapshot_state (
     merchant_id integer PRIMARY KEY, refreshed_at timestamptz NOT NULL, as_of date NOT NULL
 );
-CREATE INDEX IF NOT EXISTS member_store_churn
-    ON member (merchant_id, store_id, (COALESCE(last_visit_at, registered_at)));
-CREATE INDEX IF NOT EXISTS member_erased ON member (merchant_id) WHERE anonymized_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS member_churn
     ON member (merchant_id, (COALESCE(last_visit_at, registered_at)), lifetime_spend_fen);
 
@@ -422,8 +411,6 @@ DROP FUNCTION IF EXISTS memberbot_analytics_enqueue();
 DROP FUNCTION IF EXISTS memberbot_member_snapshot(integer, date, timestamptz);
 DROP FUNCTION IF EXISTS memberbot_age_band(date, date);
 DROP INDEX IF EXISTS member_churn;
-DROP INDEX IF EXISTS member_erased;
-DROP INDEX IF EXISTS member_store_churn;
 DROP TABLE IF EXISTS member_snapshot_state, member_region_snapshot, member_visit_snapshot, member_snapshot, member_cohort, member_stats, points_day, member_day, sales_month_product,
     sales_day_product, sales_month_category, sales_day_category, sales_day, analytics_queue;
 """

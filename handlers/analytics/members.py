@@ -2,7 +2,7 @@
 referrals, churn, consumption cycle, cohorts. All read the read connection (`queries.fetch_read`).
 
 New members, acquiring staff and cohorts read the rollups `member_day`, `member_cohort` and
-`member_stats` (migration 0022, refreshed every minute); the snapshots (tiers, gender and age,
+`member_stats` (migration 0021, refreshed every minute); the snapshots (tiers, gender and age,
 regions, churn) read the member table itself, so they are current.
 """
 
