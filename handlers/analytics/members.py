@@ -55,11 +55,13 @@ SELECT tier_code, gender, age_band, sum(members)::bigint AS members, sum(spend_f
  WHERE merchant_id = :merchant AND month >= :month_first AND month < :month_end AND {store}
  GROUP BY 1, 2, 3
 """
+# The days around whole months are few members: each one's tier by its index (a hash join would read
+# every tier row).
 _PROFILES_SQL = """
-SELECT COALESCE(t.tier_code, '') AS tier_code, COALESCE(m.gender, 'unknown') AS gender,
-       memberbot_age_band(m.birthday, :today) AS age_band, count(*) AS members,
-       COALESCE(sum(m.lifetime_spend_fen), 0)::bigint AS spend_fen
-  FROM member m LEFT JOIN member_tier t ON t.member_id = m.id
+SELECT COALESCE((SELECT t.tier_code FROM member_tier t WHERE t.member_id = m.id), '') AS tier_code,
+       COALESCE(m.gender, 'unknown') AS gender, memberbot_age_band(m.birthday, :today) AS age_band,
+       count(*) AS members, COALESCE(sum(m.lifetime_spend_fen), 0)::bigint AS spend_fen
+  FROM member m
  WHERE {members}
  GROUP BY 1, 2, 3
 """

@@ -162,16 +162,20 @@ async def referrer_stats(merchant_id: int, member_id: int) -> ReferrerStats:
     return ReferrerStats(invited=invited, rewarded=rewarded, points=await queries.sum_of(awards, "points"))
 
 
+# Ranked first, then each referrer looked up in that order until `limit` are found (an erased referrer,
+# or one of another store, is skipped): no join of every referrer of the window.
 _RANKING_SQL = """
 SELECT m.id, m.code, m.name, x.referrals, x.points
   FROM (SELECT referrer_id, count(*) FILTER (WHERE level = 1) AS referrals,
                COALESCE(sum(points), 0)::bigint AS points
           FROM referral_award
          WHERE merchant_id = :merchant AND created_at >= :since AND created_at < :until
-         GROUP BY referrer_id) x
-  JOIN member m ON m.id = x.referrer_id
- WHERE m.merchant_id = :merchant AND m.anonymized_at IS NULL
-   AND (CAST(:store AS integer) IS NULL OR m.store_id = :store)
+         GROUP BY referrer_id
+         ORDER BY referrals DESC, points DESC, referrer_id) x
+ CROSS JOIN LATERAL (
+       SELECT p.id, p.code, p.name FROM member p
+        WHERE p.id = x.referrer_id AND p.merchant_id = :merchant AND p.anonymized_at IS NULL
+          AND (CAST(:store AS integer) IS NULL OR p.store_id = :store)) m
  ORDER BY x.referrals DESC, x.points DESC, x.referrer_id
  LIMIT :limit
 """
