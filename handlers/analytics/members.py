@@ -443,10 +443,11 @@ _REGISTERED = (
     "s.member_id IN (SELECT m.id FROM member m WHERE m.merchant_id = :merchant AND m.anonymized_at IS NULL"
     " AND m.registered_at >= :since AND m.registered_at < :until)"
 )
-_CYCLE_COUNT_SQL = "SELECT count(*) AS n FROM member_stats s WHERE {where}"
+# One scan: the count of every match rides along the top `limit` rows (a window over the matches).
 _CYCLE_LIST_SQL = """
-SELECT m.code, m.name, top.purchases, top.last_at, top.median_days, top.spend_fen
-  FROM (SELECT s.member_id, s.purchases, s.last_at, s.median_days, s.spend_fen FROM member_stats s
+SELECT m.code, m.name, top.purchases, top.last_at, top.median_days, top.spend_fen, top.total
+  FROM (SELECT s.member_id, s.purchases, s.last_at, s.median_days, s.spend_fen, count(*) OVER () AS total
+          FROM member_stats s
          WHERE {where}
          ORDER BY s.spend_fen DESC, s.member_id
          LIMIT :limit) top
@@ -478,7 +479,6 @@ async def cycle(
     )
     members = _NOT_ERASED if window.date_from is None and window.date_to is None else _REGISTERED
     where = _CYCLE_WHERE.format(store=window.store_clause("s.store_id"), members=members)
-    count = await queries.fetch_read(_CYCLE_COUNT_SQL.format(where=where), **params)
     raw = await queries.fetch_read(_CYCLE_LIST_SQL.format(where=where), **params)
     rows = [
         {
@@ -507,7 +507,11 @@ async def cycle(
         Column("overdue_pct", "超出比例%"),
         Column("spend_fen", "累计消费", "fen"),
     )
-    summary = {"overdue_pct": overdue_pct, "within_days": within_days, "members": int(count[0]["n"])}
+    summary = {
+        "overdue_pct": overdue_pct,
+        "within_days": within_days,
+        "members": int(raw[0]["total"]) if raw else 0,
+    }
     return Report(columns, rows, summary)
 
 
