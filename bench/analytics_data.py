@@ -379,17 +379,26 @@ async def _extras(conn: asyncpg.Connection) -> None:
 
 async def _ensure_extras(url: str) -> None:
     """What was added after the first loads, applied once to a cached database: the referral awards and
-    mall orders, the default ladder's top tier, and migration 0022's latest functions and tables (its
-    scripts are idempotent)."""
+    mall orders, the default ladder's top tier, the migrations merged since, and the analytics
+    migrations' latest functions, tables and indexes (their scripts are idempotent)."""
     from tests.support import dbutil  # the same migration runner as the tests
 
+    conn = await asyncpg.connect(dsn(url))
+    try:  # loaded before the analytics migration was renumbered on merge
+        await conn.execute(
+            "UPDATE tortoise_migrations SET name = '0021_analytics' WHERE name = '0022_analytics'"
+        )
+    finally:
+        await conn.close()
     await dbutil.migrate(url)  # migrations merged since the load (e.g. 0019_credit)
     migration = importlib.import_module("migrations.0021_analytics")
     conn = await asyncpg.connect(dsn(url))
     try:
         await conn.execute(migration.ROLLUPS)
         await conn.execute(migration.APPLY)
+        await conn.execute(importlib.import_module("migrations.0023_analytics_indexes").INDEXES)
         await conn.execute("DROP INDEX IF EXISTS member_gender_birthday")
+        await conn.execute("VACUUM ANALYZE sales_day, sales_day_category, sales_day_product, member_day")
         await conn.execute("UPDATE member_tier SET tier_code = 'diamond' WHERE tier_code = 'platinum'")
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM sales_month_category)"):
             await conn.execute(_MONTH_CATEGORIES)

@@ -351,6 +351,12 @@ async def test_consumption_cycle_warning(client: TestClient, shop: Shop) -> None
         ("A", 3, 15.0, 11500)
     ]
     assert report["summary"] == {"overdue_pct": 50, "within_days": 3650, "members": 1}
+    ranged = await get(client, shop.admin, "members/cycle", within_days=3650, **ALL)
+    assert ranged["summary"]["members"] == 1
+    await queries.fetch_rows("UPDATE member SET anonymized_at = now() WHERE id = :id", id=shop.members["A"])
+    for query in ({}, ALL):  # an erased member is no longer warned about
+        gone = await get(client, shop.admin, "members/cycle", within_days=3650, **query)
+        assert (gone["summary"]["members"], gone["rows"]) == (0, []), query
     east = await get(client, shop.admin, "members/cycle", store_id=shop.east.id)
     assert east["summary"]["members"] == 0
 

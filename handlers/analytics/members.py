@@ -2,7 +2,7 @@
 referrals, churn, consumption cycle, cohorts. All read the read connection (`queries.fetch_read`).
 
 New members, acquiring staff and cohorts read the rollups `member_day`, `member_cohort` and
-`member_stats` (migration 0022, refreshed every minute); the snapshots (tiers, gender and age,
+`member_stats` (migration 0021, refreshed every minute); the snapshots (tiers, gender and age,
 regions, churn) read the member table itself, so they are current.
 """
 
@@ -55,12 +55,14 @@ SELECT tier_code, gender, age_band, sum(members)::bigint AS members, sum(spend_f
  WHERE merchant_id = :merchant AND month >= :month_first AND month < :month_end AND {store}
  GROUP BY 1, 2, 3
 """
+# The days around whole months are few members: each one's tier by its index (a hash join would read
+# every tier row).
 _PROFILES_SQL = """
-SELECT COALESCE(t.tier_code, '') AS tier_code, COALESCE(m.gender, 'unknown') AS gender,
-       memberbot_age_band(m.birthday, :today) AS age_band, count(*) AS members,
-       COALESCE(sum(m.lifetime_spend_fen), 0)::bigint AS spend_fen
-  FROM member m LEFT JOIN member_tier t ON t.member_id = m.id
- WHERE {members} AND (m.registered_at < :edge_from OR m.registered_at >= :edge_to)
+SELECT COALESCE((SELECT t.tier_code FROM member_tier t WHERE t.member_id = m.id), '') AS tier_code,
+       COALESCE(m.gender, 'unknown') AS gender, memberbot_age_band(m.birthday, :today) AS age_band,
+       count(*) AS members, COALESCE(sum(m.lifetime_spend_fen), 0)::bigint AS spend_fen
+  FROM member m
+ WHERE {members}
  GROUP BY 1, 2, 3
 """
 _SNAPSHOT_STATE_SQL = "SELECT refreshed_at, as_of FROM member_snapshot_state WHERE merchant_id = :merchant"
@@ -71,9 +73,9 @@ FAR_PAST, FAR_FUTURE = date(1970, 1, 1), date(9999, 1, 1)
 class _Split:
     """A registration range as the snapshot's whole months and the member table's days around them."""
 
-    params: dict[str, Any]  # binds `month_first`, `month_end`, `edge_from`, `edge_to` and the window's
+    params: dict[str, Any]  # binds `month_first`, `month_end` and the window's
     snapshot: bool  # whole months to read from a snapshot
-    edges: bool  # days to read from the member table
+    edges: list[tuple[datetime, datetime]]  # registration ranges to read from the member table
     fresh: dict[str, Any]
 
 
@@ -88,9 +90,17 @@ async def _split(window: Window, **extra: Any) -> _Split:
     else:
         month_first, month_end = whole_months(window.date_from or FAR_PAST, window.date_to or FAR_FUTURE)
     params = _snapshot_params(window, month_first=month_first, month_end=month_end, **extra)
-    params["edge_from"] = window.moment(month_first) if month_first > FAR_PAST else params["since"]
-    params["edge_to"] = window.moment(month_end) if month_end < FAR_FUTURE else params["until"]
-    edges = not (params["edge_from"] <= params["since"] and params["edge_to"] >= params["until"])
+    since, until = params["since"], params["until"]
+    edge_from = window.moment(month_first) if month_first > FAR_PAST else since
+    edge_to = window.moment(month_end) if month_end < FAR_FUTURE else until
+    if month_first >= month_end:  # no whole month: every registration of the range from the members
+        edges = [(since, until)]
+    else:  # each a plain range (an OR of two would make the planner read every member)
+        edges = [
+            (start, end)
+            for start, end in ((since, min(edge_from, until)), (max(edge_to, since), until))
+            if start < end
+        ]
     fresh = {"snapshot_at": state[0]["refreshed_at"], "ages_on": state[0]["as_of"]} if state else {}
     return _Split(params, month_first < month_end, edges, fresh)
 
@@ -105,8 +115,9 @@ async def _profiles(window: Window) -> tuple[list[dict[str, Any]], dict[str, Any
         rows += await queries.fetch_read(
             _SNAPSHOT_SQL.format(store=window.store_clause("store_id")), **split.params
         )
-    if split.edges:
-        rows += await queries.fetch_read(_PROFILES_SQL.format(members=_members(window)), **split.params)
+    for since, until in split.edges:
+        sql = _PROFILES_SQL.format(members=_members(window))
+        rows += await queries.fetch_read(sql, **{**split.params, "since": since, "until": until})
     return rows, split.fresh
 
 
@@ -261,7 +272,7 @@ SELECT CASE WHEN r.region IS NOT NULL THEN 'address' WHEN s.id IS NOT NULL THEN 
   FROM member m
   LEFT JOIN stated r ON r.member_id = m.id
   LEFT JOIN store s ON s.id = m.store_id
- WHERE {members} AND (m.registered_at < :edge_from OR m.registered_at >= :edge_to)
+ WHERE {members}
  GROUP BY 1, 2
 """
 _REGIONS_SNAPSHOT_SQL = """
@@ -281,8 +292,9 @@ async def regions(window: Window) -> Report:
     if split.snapshot:
         sql = _REGIONS_SNAPSHOT_SQL.format(store=window.store_clause("store_id"))
         raw += await queries.fetch_read(sql, **split.params)
-    if split.edges:
-        raw += await queries.fetch_read(_REGIONS_SQL.format(members=_members(window)), **split.params)
+    for since, until in split.edges:
+        sql = _REGIONS_SQL.format(members=_members(window))
+        raw += await queries.fetch_read(sql, **{**split.params, "since": since, "until": until})
     counts: dict[tuple[str, str], int] = {}
     for r in raw:
         key = (r["basis"], r["region"])
@@ -314,7 +326,7 @@ async def referral_ranking(window: Window, limit: int = 20) -> Report:
         until=window.moment(last + timedelta(days=1)),
         limit=min(limit, referrals.MAX_RANKING),
         store_id=window.store_id,
-        db=queries.read_connection(),
+        replica=True,
     )
     rows = [
         {
@@ -354,9 +366,12 @@ _CHURN_LIST_SQL = """
 SELECT m.code, m.name, t.tier_code, m.last_visit_at, m.lifetime_spend_fen, m.registered_at
   FROM member m LEFT JOIN member_tier t ON t.member_id = m.id
  WHERE {members} AND COALESCE(m.last_visit_at, m.registered_at) < :cutoff AND m.lifetime_spend_fen > 0
- ORDER BY m.lifetime_spend_fen DESC, m.id
+ ORDER BY {spend} DESC, m.id
  LIMIT :limit
 """
+# One store: its churned members through `member_store_churn`, then sorted (`+ 0` keeps the planner from
+# walking every member of the merchant by spend, where the churned of one store are few and far between).
+_SPEND = {True: "m.lifetime_spend_fen", False: "m.lifetime_spend_fen + 0"}
 
 
 async def churn(window: Window, days: int = 90, limit: int = 100, *, now: datetime | None = None) -> Report:
@@ -384,7 +399,8 @@ async def churn(window: Window, days: int = 90, limit: int = 100, *, now: dateti
                                           "spend_fen": 0})  # fmt: skip
         entry["members"] += int(row["members"])
         entry["spend_fen"] += int(row["spend_fen"])
-    raw = await queries.fetch_read(_CHURN_LIST_SQL.format(members=_members(window)), **params)
+    sql = _CHURN_LIST_SQL.format(members=_members(window), spend=_SPEND[window.store_id is None])
+    raw = await queries.fetch_read(sql, **params)
     rows = [
         {
             "member_code": r["code"],
@@ -415,18 +431,28 @@ async def churn(window: Window, days: int = 90, limit: int = 100, *, now: dateti
 
 _CYCLE_WHERE = """
 s.merchant_id = :merchant AND s.last_at >= :recent AND s.due_at < :now AND s.purchases >= :min_purchases
-AND s.last_at + make_interval(secs => s.median_days * 86400 * (1 + :overdue / 100.0)) < :now
-AND {store} AND m.anonymized_at IS NULL AND m.registered_at >= :since AND m.registered_at < :until
+AND s.last_at + make_interval(secs => s.median_days * 86400 * (1 + :overdue / 100.0)) < :now AND {store}
+AND {members}
 """
-_CYCLE_COUNT_SQL = (
-    "SELECT count(*) AS n FROM member_stats s JOIN member m ON m.id = s.member_id WHERE {where}"
+# Every member: erased ones left out through the (few) erased members' ids, not a join of every member.
+_NOT_ERASED = (
+    "s.member_id NOT IN (SELECT e.id FROM member e"
+    " WHERE e.merchant_id = :merchant AND e.anonymized_at IS NOT NULL)"
 )
+_REGISTERED = (
+    "s.member_id IN (SELECT m.id FROM member m WHERE m.merchant_id = :merchant AND m.anonymized_at IS NULL"
+    " AND m.registered_at >= :since AND m.registered_at < :until)"
+)
+# One scan: the count of every match rides along the top `limit` rows (a window over the matches).
 _CYCLE_LIST_SQL = """
-SELECT m.code, m.name, s.purchases, s.last_at, s.median_days, s.spend_fen
-  FROM member_stats s JOIN member m ON m.id = s.member_id
- WHERE {where}
- ORDER BY s.spend_fen DESC, s.member_id
- LIMIT :limit
+SELECT m.code, m.name, top.purchases, top.last_at, top.median_days, top.spend_fen, top.total
+  FROM (SELECT s.member_id, s.purchases, s.last_at, s.median_days, s.spend_fen, count(*) OVER () AS total
+          FROM member_stats s
+         WHERE {where}
+         ORDER BY s.spend_fen DESC, s.member_id
+         LIMIT :limit) top
+  JOIN member m ON m.id = top.member_id
+ ORDER BY top.spend_fen DESC, top.member_id
 """
 
 
@@ -451,8 +477,8 @@ async def cycle(
         min_purchases=max(min_purchases, 2),
         limit=min(limit, MAX_LIST),
     )
-    where = _CYCLE_WHERE.format(store=window.store_clause("s.store_id"))
-    count = await queries.fetch_read(_CYCLE_COUNT_SQL.format(where=where), **params)
+    members = _NOT_ERASED if window.date_from is None and window.date_to is None else _REGISTERED
+    where = _CYCLE_WHERE.format(store=window.store_clause("s.store_id"), members=members)
     raw = await queries.fetch_read(_CYCLE_LIST_SQL.format(where=where), **params)
     rows = [
         {
@@ -481,7 +507,11 @@ async def cycle(
         Column("overdue_pct", "超出比例%"),
         Column("spend_fen", "累计消费", "fen"),
     )
-    summary = {"overdue_pct": overdue_pct, "within_days": within_days, "members": int(count[0]["n"])}
+    summary = {
+        "overdue_pct": overdue_pct,
+        "within_days": within_days,
+        "members": int(raw[0]["total"]) if raw else 0,
+    }
     return Report(columns, rows, summary)
 
 

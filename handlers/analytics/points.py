@@ -1,7 +1,7 @@
 """The points economy (seed 003): points issued, redeemed and expired per period and by source, the
 outstanding liability in yuan, breakage and redemption rates, and the campaign pools' budgets.
 
-Reads the `points_day` rollup (migration 0022, refreshed every minute): points in and out per
+Reads the `points_day` rollup (migration 0021, refreshed every minute): points in and out per
 merchant-local day, posting kind and the member's acquiring store. Issued: every earn, grant and
 opening balance, and adjustments up; redeemed: every spend (mall, offset at the till, tier upgrade,
 make-up check-in); expired: lapsed lots; reversals (a refund's claw-back, a cancelled order's points

@@ -1,4 +1,4 @@
-"""Rolling the analytics queue into the rollups (`memberbot_analytics_refresh`, migration 0022).
+"""Rolling the analytics queue into the rollups (`memberbot_analytics_refresh`, migration 0021).
 
 The worker runs `refresh` every minute and `snapshots` every ten (`handlers.jobs`). Each refresh call
 takes up to `BATCH` queued changes in one transaction, so a backlog (a bulk import) is worked off in

@@ -1,5 +1,5 @@
 """Sales analyses (seed 002 §6): categories, trend, staff and product rankings from the sales rollups
-(migration 0022, refreshed every minute); the mall's stock and shipping straight from its tables.
+(migration 0021, refreshed every minute); the mall's stock and shipping straight from its tables.
 
 Revenue is at the items' unit prices (a purchase's discount is not spread over its items); cost is the
 unit cost the till recorded with each item, and profit and margin count only the items whose cost was

@@ -61,9 +61,15 @@ def read_connection() -> BaseDBAsyncClient:
 
 
 async def fetch_read(sql: str, **params: Any) -> list[dict[str, Any]]:
-    """`fetch_rows` on the read connection (`read_connection`)."""
+    """`fetch_rows` on the read connection (`read_connection`), in a read-only transaction planned for
+    its parameters every time: a statement prepared once and run with ranges of any length must not fall
+    back on one generic plan (an analysis of a day and one of a year want different plans)."""
     text, order = _translated(sql)
-    return list(await read_connection().execute_query_dict(text, [params[name] for name in order]))
+    connection: Any
+    async with read_connection().acquire_connection() as connection, connection.transaction(readonly=True):
+        await connection.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        rows = await connection.fetch(text, *[params[name] for name in order])
+    return [dict(row) for row in rows]
 
 
 async def fetch_one(sql: str, **params: Any) -> dict[str, Any]:

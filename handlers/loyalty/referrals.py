@@ -20,9 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
-from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
 from handlers.core import queries
@@ -164,6 +162,25 @@ async def referrer_stats(merchant_id: int, member_id: int) -> ReferrerStats:
     return ReferrerStats(invited=invited, rewarded=rewarded, points=await queries.sum_of(awards, "points"))
 
 
+# Ranked first, then each referrer looked up in that order until `limit` are found (an erased referrer,
+# or one of another store, is skipped): no join of every referrer of the window.
+_RANKING_SQL = """
+SELECT m.id, m.code, m.name, x.referrals, x.points
+  FROM (SELECT referrer_id, count(*) FILTER (WHERE level = 1) AS referrals,
+               COALESCE(sum(points), 0)::bigint AS points
+          FROM referral_award
+         WHERE merchant_id = :merchant AND created_at >= :since AND created_at < :until
+         GROUP BY referrer_id
+         ORDER BY referrals DESC, points DESC, referrer_id) x
+ CROSS JOIN LATERAL (
+       SELECT p.id, p.code, p.name FROM member p
+        WHERE p.id = x.referrer_id AND p.merchant_id = :merchant AND p.anonymized_at IS NULL
+          AND (CAST(:store AS integer) IS NULL OR p.store_id = :store)) m
+ ORDER BY x.referrals DESC, x.points DESC, x.referrer_id
+ LIMIT :limit
+"""
+
+
 async def ranking(
     merchant_id: int,
     *,
@@ -171,34 +188,20 @@ async def ranking(
     until: datetime,
     limit: int = 20,
     store_id: int | None = None,
-    db: BaseDBAsyncClient | None = None,
+    replica: bool = False,
 ) -> list[RankingEntry]:
-    """Referrers by level-1 referrals awarded in [since, until), then by referral points earned;
-    `store_id`: referrers acquired by that store only; `db`: the connection to read (e.g. a replica)."""
-    limit = max(1, min(limit, MAX_RANKING))
-    window = ReferralAward.filter(
-        merchant_id=merchant_id, created_at__gte=since, created_at__lt=until
-    ).using_db(db)
-    people_filter = {} if store_id is None else {"store_id": store_id}
-    direct = await (
-        window.filter(level=1).group_by("referrer_id").annotate(n=Count("id")).values("referrer_id", "n")
+    """Referrers by level-1 referrals awarded in [since, until), then by referral points earned (anonymised
+    referrers left out); `store_id`: referrers acquired by that store only; `replica`: read the read
+    connection (DATABASE_READ_URL), as the analyses do."""
+    fetch = queries.fetch_read if replica else queries.fetch_rows
+    rows = await fetch(
+        _RANKING_SQL,
+        merchant=merchant_id,
+        since=since,
+        until=until,
+        store=store_id,
+        limit=max(1, min(limit, MAX_RANKING)),
     )
-    earned = await window.group_by("referrer_id").annotate(total=Sum("points")).values("referrer_id", "total")
-    counts = {int(row["referrer_id"]): int(row["n"]) for row in direct}
-    totals = {int(row["referrer_id"]): int(row["total"] or 0) for row in earned}
-    order = sorted(set(counts) | set(totals), key=lambda m: (-counts.get(m, 0), -totals.get(m, 0), m))
-    entries: list[RankingEntry] = []
-    for start in range(0, len(order), limit):  # skip anonymised referrers without loading everyone
-        chunk = order[start : start + limit]
-        rows = await Member.filter(
-            merchant_id=merchant_id, id__in=chunk, anonymized_at=None, **people_filter
-        ).using_db(db)
-        people = {m.id: m for m in rows}
-        entries += [
-            RankingEntry(m, people[m].code, people[m].name, counts.get(m, 0), totals.get(m, 0))
-            for m in chunk
-            if m in people
-        ]
-        if len(entries) >= limit:
-            break
-    return entries[:limit]
+    return [
+        RankingEntry(int(r["id"]), r["code"], r["name"], int(r["referrals"]), int(r["points"])) for r in rows
+    ]
