@@ -396,9 +396,12 @@ async def _ensure_extras(url: str) -> None:
     try:
         await conn.execute(migration.ROLLUPS)
         await conn.execute(migration.APPLY)
-        await conn.execute(importlib.import_module("migrations.0023_analytics_indexes").INDEXES)
+        for later in ("0023_analytics_indexes", "0024_analytics_cycle_index"):
+            await conn.execute(importlib.import_module(f"migrations.{later}").INDEXES)
         await conn.execute("DROP INDEX IF EXISTS member_gender_birthday")
-        await conn.execute("VACUUM ANALYZE sales_day, sales_day_category, sales_day_product, member_day")
+        await conn.execute(
+            "VACUUM ANALYZE sales_day, sales_day_category, sales_day_product, member_day, member_stats"
+        )
         await conn.execute("UPDATE member_tier SET tier_code = 'diamond' WHERE tier_code = 'platinum'")
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM sales_month_category)"):
             await conn.execute(_MONTH_CATEGORIES)
