@@ -26,7 +26,7 @@ import io
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -693,7 +693,8 @@ async def test_analyses_and_exports_read_the_read_connection(
     migrated database that holds only what the test puts there."""
     replica = await _replica_database(database_url)
     app_client = await aiohttp_client(make_app(database_read_url=replica))
-    admin = shop.admin
+    # Logged in on this app: with in-process Redis each app keeps its own sessions.
+    admin = await staff_headers(app_client, shop.merchant, "admin", "replica-admin")
     primary = await get(app_client, admin, "members/new", **NOV)
     assert primary["summary"]["total"] == 0  # the replica has no rollups
     conn = await _connect(replica)
@@ -717,10 +718,12 @@ async def _connect(url: str) -> Any:
 
 
 async def _replica_database(url: str) -> str:
-    """`<database>_replica` on the same server, migrated and emptied."""
-    base, _, name = url.rpartition("/")
-    replica = f"{base}/{name}_replica"
-    conn = await _connect(f"{base}/postgres")
+    """`<database>_replica` on the same server, migrated and emptied. (The URL may carry a query, such as
+    the embedded server's `?host=<socket dir>`: only its path names the database.)"""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    replica = urlunsplit(parts._replace(path=f"/{name}_replica"))
+    conn = await _connect(urlunsplit(parts._replace(path="/postgres")))
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", f"{name}_replica"):
             await conn.execute(f'CREATE DATABASE "{name}_replica"')
