@@ -23,7 +23,7 @@ from models.task import Task, TaskStatus
 from tests.support.factories import AES_KEY, make_member, make_merchant, staff_headers
 from tests.support.wechat_push import WeChatPusher, event_xml
 from tests.support.wechat_sim import WeChatSim
-from webhooks.appkeys import EFFECTS, REDIS
+from webhooks.appkeys import BACKGROUND, EFFECTS, REDIS
 
 RECEIPT_FIELDS = {"amount1": "{{ paid }}元", "thing2": "{{ merchant_name }}", "number3": "{{ points }}"}
 
@@ -170,6 +170,7 @@ async def test_quiet_hours_defer_what_is_not_urgent_until_they_end(
     try:
         await grant_points(started, merchant, member, 30, "g-night")
         [delivery] = await NoticeDelivery.all()
+        await started.app[BACKGROUND].drain()  # in-process Redis: the app's own run comes first
         await registry.run_due(night)
         delivery = await NoticeDelivery.get(id=delivery.id)
         assert delivery.status == DeliveryStatus.DEFERRED and delivery.reason == "quiet_hours"

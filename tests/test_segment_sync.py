@@ -19,7 +19,7 @@ from models.merchant import Merchant
 from models.tag import MemberTag, Segment, Tag
 from tests.support.factories import make_member, make_merchant, staff_headers
 from tests.support.wechat_sim import WeChatSim
-from webhooks.appkeys import EFFECTS, REDIS
+from webhooks.appkeys import BACKGROUND, EFFECTS, REDIS
 
 OA = "wxshopoa"
 
@@ -46,6 +46,9 @@ async def followers(wechat_sim: WeChatSim, shop: Merchant, count: int) -> list[M
 
 
 async def run_tasks(client: TestClient) -> None:
+    """Run the due tasks as the worker would; with in-process Redis the app's own background run of
+    them comes first."""
+    await client.app[BACKGROUND].drain()
     await client.app[EFFECTS].run_due(datetime.now(UTC))
 
 
