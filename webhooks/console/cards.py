@@ -8,12 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.core.errors import DomainError
 from models.staff import StaffRole
 from webhooks import service_cards
-from webhooks.api import ApiError
 from webhooks.console.base import (
-    FormErrors,
+    Refusal,
     api,
     form,
     page,
@@ -21,6 +19,7 @@ from webhooks.console.base import (
     present,
     redirect,
     render,
+    submit,
     whole_number,
     yuan_to_fen,
 )
@@ -58,9 +57,13 @@ async def cards(request: web.Request, console: Console) -> web.StreamResponse:
     return await _page(request, console)
 
 
-def _prefixed(prefix: str, exc: FormErrors | DomainError | ApiError) -> dict[str, str]:
-    found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-    return {f"{prefix}.{key}": message for key, message in found.items()}
+def _again(request: web.Request, console: Console, values: dict[str, str]) -> Refusal:
+    """The cards page again after a refused form: the errors next to their fields, `values` kept."""
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _page(request, console, errors=errors, values=values, status=400)
+
+    return refused
 
 
 @routes.post("/admin/cards/products")
@@ -79,15 +82,13 @@ async def create_product(request: web.Request, console: Console) -> web.StreamRe
         raw["uses"] = whole_number(values["uses"])
     if "price" in values:
         raw["price_fen"] = yuan_to_fen(values["price"])
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(service_cards.CardProductIn, raw)
         created = await api(request, console, service_cards.create_product, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        errors = _prefixed("product", exc)
-        return await _page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, f"/admin/cards?created={created.id}")
+        return redirect(request, f"/admin/cards?created={created.id}")
+
+    return await submit(attempt, _again(request, console, data), prefix="product")
 
 
 @routes.post("/admin/cards/grant")
@@ -101,11 +102,10 @@ async def grant(request: web.Request, console: Console) -> web.StreamResponse:
         "reason": data.get("reason", "").strip(),
         "idempotency_key": data.get("key", ""),
     }
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(service_cards.CardGrantIn, raw)
         granted = await api(request, console, service_cards.grant, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        return await _page(request, console, errors=_prefixed("grant", exc), values=data, status=400)
-    return await _page(request, console, granted=granted)
+        return await _page(request, console, granted=granted)
+
+    return await submit(attempt, _again(request, console, data), prefix="grant")

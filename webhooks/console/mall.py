@@ -13,12 +13,10 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from handlers.core.errors import DomainError
 from models.staff import StaffRole
 from webhooks import admin_mall, coupons, mall_deals
-from webhooks.api import ApiError
 from webhooks.console.base import (
-    FormErrors,
+    Refusal,
     api,
     form,
     page,
@@ -26,6 +24,7 @@ from webhooks.console.base import (
     present,
     redirect,
     render,
+    submit,
     whole_number,
     yuan_to_fen,
 )
@@ -62,6 +61,15 @@ async def _mall_page(
         "done": request.query.get("done"),
     }
     return render(request, "mall.html", console, context, status=status, section="programme")
+
+
+def _again(request: web.Request, console: Console, values: dict[str, str]) -> Refusal:
+    """The mall page again after a refused form: the errors next to their fields, `values` kept."""
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _mall_page(request, console, errors=errors, values=values, status=400)
+
+    return refused
 
 
 @routes.get("/admin/mall")
@@ -101,16 +109,13 @@ def item_body(data: dict[str, str]) -> dict[str, Any]:
 @page(StaffRole.ADMIN)
 async def create_item(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(admin_mall.ItemCreateIn, item_body(data))
         await api(request, console, admin_mall.create_item, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"item.{k}": v for k, v in found.items()}
-        return await _mall_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, "/admin/mall?done=item")
+        return redirect(request, "/admin/mall?done=item")
+
+    return await submit(attempt, _again(request, console, data), prefix="item")
 
 
 @routes.post(r"/admin/mall/items/{item_id:\d+}/stock")
@@ -124,17 +129,14 @@ async def item_stock(request: web.Request, console: Console) -> web.StreamRespon
         "reason": data.get("reason", ""),
         "idempotency_key": data.get("key", ""),
     }
-    try:
+
+    async def attempt() -> web.StreamResponse:
         path = parse(admin_mall.ItemPath, {"item_id": item_id})
         body = parse(admin_mall.StockIn, raw)
         await api(request, console, admin_mall.adjust_stock, body=body, path=path)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status in (403, 404):
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"stock{item_id}.{k}": v for k, v in found.items()}
-        return await _mall_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, "/admin/mall?done=stock")
+        return redirect(request, "/admin/mall?done=stock")
+
+    return await submit(attempt, _again(request, console, data), prefix=f"stock{item_id}", passes=(403, 404))
 
 
 # Flash sales and group deals ---------------------------------------------------------------------
@@ -163,17 +165,14 @@ async def _create(
     request: web.Request, console: Console, prefix: str, model: Any, handler: Any, numbers: tuple[str, ...]
 ) -> web.StreamResponse:
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(model, deal_body(data, console.merchant.timezone, numbers))
         await api(request, console, handler, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"{prefix}.{k}": v for k, v in found.items()}
-        values = {f"{prefix}.{k}": v for k, v in data.items()}
-        return await _mall_page(request, console, errors=errors, values=values, status=400)
-    return redirect(request, f"/admin/mall?done={prefix}")
+        return redirect(request, f"/admin/mall?done={prefix}")
+
+    values = {f"{prefix}.{k}": v for k, v in data.items()}
+    return await submit(attempt, _again(request, console, values), prefix=prefix)
 
 
 @routes.post("/admin/mall/flash-sales")

@@ -15,10 +15,11 @@ from pydantic import Field
 from handlers.core.errors import DomainError
 from models.staff import StaffRole
 from webhooks import admin_products
-from webhooks.api import ApiError, In
+from webhooks.api import In
 from webhooks.appkeys import RUNTIME
 from webhooks.console.base import (
     FormErrors,
+    Refusal,
     api,
     form,
     page,
@@ -26,6 +27,7 @@ from webhooks.console.base import (
     present,
     redirect,
     render,
+    submit,
     yuan_to_fen,
 )
 from webhooks.console.security import Console
@@ -64,6 +66,15 @@ async def _page(
     return render(request, "products.html", console, context, status=status, section="programme")
 
 
+def _again(request: web.Request, console: Console, values: dict[str, str]) -> Refusal:
+    """The products page again after a refused form: the errors next to their fields, `values` kept."""
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _page(request, console, errors=errors, values=values, status=400)
+
+    return refused
+
+
 @routes.get("/admin/products")
 @page()
 async def products(request: web.Request, console: Console) -> web.StreamResponse:
@@ -85,16 +96,13 @@ async def create_product(request: web.Request, console: Console) -> web.StreamRe
     }
     if "cost" in values:
         raw["cost_fen"] = yuan_to_fen(values["cost"])
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(admin_products.ProductCreateIn, raw)
         created = await api(request, console, admin_products.create_product, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"product.{key}": message for key, message in found.items()}
-        return await _page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, f"/admin/products?created={created.id}")
+        return redirect(request, f"/admin/products?created={created.id}")
+
+    return await submit(attempt, _again(request, console, data), prefix="product")
 
 
 @routes.post("/admin/products/import")
@@ -107,7 +115,8 @@ async def import_products(request: web.Request, console: Console) -> web.StreamR
     except (DomainError, pydantic.ValidationError):
         errors = {"import.file": "请选择要导入的 CSV 或 XLSX 文件"}
         return await _page(request, console, errors=errors, status=400)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         name = upload.file.filename.lower()
         kind = "xlsx" if name.endswith(".xlsx") else "csv"
         data = upload.file.file.read()
@@ -119,12 +128,9 @@ async def import_products(request: web.Request, console: Console) -> web.StreamR
             {"format": kind, "file": base64.b64encode(data).decode(), "dry_run": upload.dry_run},
         )
         report = await api(request, console, admin_products.import_products, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"import.{key}": message for key, message in found.items()}
-        return await _page(request, console, errors=errors, status=400)
+        return await _page(request, console, report=report)
+
+    try:
+        return await submit(attempt, _again(request, console, {}), prefix="import")
     finally:
         upload.file.close()
-    return await _page(request, console, report=report)
