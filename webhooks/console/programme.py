@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -69,6 +70,8 @@ def template_body(data: dict[str, str], zone: str) -> dict[str, Any]:
         body["valid_from"] = _day_start(values["valid_from"], zone)
     if "valid_until" in values:
         body["valid_until"] = _day_start(values["valid_until"], zone, after=True)
+    if "store_codes" in values:  # "A01, A02": only these stores; empty: every store
+        body["store_codes"] = [code for code in re.split(r"[\s,，、]+", values["store_codes"]) if code]
     return body
 
 
@@ -90,6 +93,8 @@ async def _coupons_page(
         "issue_key": secrets.token_hex(12),
         "issued": issued,
         "created": request.query.get("created"),
+        "saved": request.query.get("saved"),
+        "deleted": request.query.get("deleted"),
     }
     return render(request, "coupons.html", console, context, status=status, section="coupons")
 
