@@ -1,5 +1,5 @@
 """Console pages of the members: search and CSV export, one member's page, manual points grants and
-deductions, block and unblock, staff notes.
+deductions, block and unblock, staff notes, voiding a coupon or a service card.
 
 Each page calls the JSON admin API's own handler (`webhooks.console.base.api`) with the request model
 the API validates, so a form is accepted or refused exactly as the API would, with the field named.
@@ -18,7 +18,17 @@ from handlers.core.errors import DomainError, ErrorCode
 from handlers.directory import search
 from handlers.members import lookup as members_lookup
 from models.staff import StaffRole
-from webhooks import admin_loyalty, admin_member_page, admin_members, admin_tags, credit, member_import, mp
+from webhooks import (
+    admin_loyalty,
+    admin_member_page,
+    admin_members,
+    admin_tags,
+    coupons,
+    credit,
+    member_import,
+    mp,
+    service_cards,
+)
 from webhooks.api import ApiError
 from webhooks.console.base import (
     FormErrors,
@@ -64,6 +74,8 @@ DONE = {
     "credit": "信用额度已更新。",
     "tag": "标签已更新。",
     "profile": "资料已修改。",
+    "card": "服务卡已作废，不能再使用。",
+    "coupon": "优惠券已作废。",
 }
 
 
@@ -359,3 +371,29 @@ async def edit_profile(request: web.Request, console: Console) -> web.StreamResp
         await api(request, console, admin_members.edit_profile, body=body, path=path)
 
     return await _act(request, console, "profile", run)
+
+
+@routes.post(r"/admin/members/{member_id:\d+}/cards/{card_id:\d+}/revoke")
+@page()
+async def revoke_card(request: web.Request, console: Console) -> web.StreamResponse:
+    """Stop one of the member's service cards, with a reason (the API's revoke: no further uses)."""
+
+    async def run(member_id: int, data: dict[str, str]) -> None:
+        body = parse(service_cards.CardRevokeIn, {"reason": data.get("reason", "").strip()})
+        path = parse(service_cards.CardPath, {"card_id": request.match_info["card_id"]})
+        await api(request, console, service_cards.revoke, body=body, path=path)
+
+    return await _act(request, console, "card", run)
+
+
+@routes.post(r"/admin/members/{member_id:\d+}/coupons/{coupon_id:\d+}/revoke")
+@page()
+async def revoke_coupon(request: web.Request, console: Console) -> web.StreamResponse:
+    """Void one of the member's coupons, with a reason (a used or expired one is refused)."""
+
+    async def run(member_id: int, data: dict[str, str]) -> None:
+        body = parse(coupons.RevokeIn, {"reason": data.get("reason", "").strip()})
+        path = parse(coupons.CouponPath, {"coupon_id": request.match_info["coupon_id"]})
+        await api(request, console, coupons.revoke, body=body, path=path)
+
+    return await _act(request, console, "coupon", run)

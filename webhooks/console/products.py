@@ -1,6 +1,6 @@
-"""Console page of the product catalogue: search, add a product (admins), and import a CSV/XLSX file with
-a dry run first (admins), through the products API's handlers (the import's file is sent to the API's
-handler base64-encoded, as the JSON API takes it, so it is held to the same size)."""
+"""Console page of the product catalogue: search, add, edit and delete a product (admins), and import a
+CSV/XLSX file with a dry run first (admins), through the products API's handlers (the import's file is
+sent to the API's handler base64-encoded, as the JSON API takes it, so it is held to the same size)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from webhooks.console.base import (
     FormErrors,
     Refusal,
     api,
+    fen_to_yuan,
     form,
     page,
     parse,
@@ -62,6 +63,8 @@ async def _page(
         "values": values or {},
         "report": report,
         "created": request.query.get("created"),
+        "saved": request.query.get("saved"),
+        "deleted": request.query.get("deleted"),
     }
     return render(request, "products.html", console, context, status=status, section="programme")
 
@@ -82,13 +85,10 @@ async def products(request: web.Request, console: Console) -> web.StreamResponse
     return await _page(request, console)
 
 
-@routes.post("/admin/products")
-@page(StaffRole.ADMIN)
-async def create_product(request: web.Request, console: Console) -> web.StreamResponse:
-    data = await form(request)
-    values = present(data, "sku", "name", "category", "price", "cost")
+def product_body(data: dict[str, str]) -> dict[str, Any]:
+    """A product's form as the API's `ProductFieldsIn` (prices in yuan; no cost: unknown)."""
+    values = present(data, "name", "category", "price", "cost")
     raw: dict[str, Any] = {
-        "sku": values.get("sku", ""),
         "name": values.get("name", ""),
         "category": values.get("category", ""),
         "price_fen": yuan_to_fen(values.get("price", "")),
@@ -96,6 +96,14 @@ async def create_product(request: web.Request, console: Console) -> web.StreamRe
     }
     if "cost" in values:
         raw["cost_fen"] = yuan_to_fen(values["cost"])
+    return raw
+
+
+@routes.post("/admin/products")
+@page(StaffRole.ADMIN)
+async def create_product(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    raw = {"sku": data.get("sku", "").strip(), **product_body(data)}
 
     async def attempt() -> web.StreamResponse:
         body = parse(admin_products.ProductCreateIn, raw)
@@ -134,3 +142,69 @@ async def import_products(request: web.Request, console: Console) -> web.StreamR
         return await submit(attempt, _again(request, console, {}), prefix="import")
     finally:
         upload.file.close()
+
+
+# One product: edit, delete -----------------------------------------------------------------------
+
+
+def _path(request: web.Request) -> admin_products.ProductPath:
+    return parse(admin_products.ProductPath, {"product_id": request.match_info["product_id"]})
+
+
+def product_values(product: admin_products.ProductOut) -> dict[str, str]:
+    return {
+        "name": product.name,
+        "category": product.category,
+        "price": fen_to_yuan(product.price_fen).replace(",", ""),
+        "cost": "" if product.cost_fen is None else fen_to_yuan(product.cost_fen).replace(",", ""),
+        "active": "true" if product.active else "",
+    }
+
+
+async def _product_page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    product = await api(request, console, admin_products.get_product, path=_path(request))
+    context = {
+        "p": product,
+        "errors": errors or {},
+        "values": values if values is not None else product_values(product),
+    }
+    return render(request, "product.html", console, context, status=status, section="programme")
+
+
+@routes.get(r"/admin/products/{product_id:\d+}")
+@page(StaffRole.ADMIN)
+async def product_page(request: web.Request, console: Console) -> web.StreamResponse:
+    """A product's form, filled with its current fields (its SKU is fixed)."""
+    return await _product_page(request, console)
+
+
+@routes.post(r"/admin/products/{product_id:\d+}")
+@page(StaffRole.ADMIN)
+async def save_product(request: web.Request, console: Console) -> web.StreamResponse:
+    """Replace the product's fields through the API; recorded purchases keep what they copied."""
+    data = await form(request)
+
+    async def attempt() -> web.StreamResponse:
+        body = parse(admin_products.ProductFieldsIn, product_body(data))
+        saved = await api(request, console, admin_products.put_product, body=body, path=_path(request))
+        return redirect(request, f"/admin/products?saved={saved.id}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _product_page(request, console, errors=errors, values=data, status=400)
+
+    return await submit(attempt, refused, prefix="product", passes=(403, 404))
+
+
+@routes.post(r"/admin/products/{product_id:\d+}/delete")
+@page(StaffRole.ADMIN)
+async def delete_product(request: web.Request, console: Console) -> web.StreamResponse:
+    """Delete the product (the page offers taking it off sale instead: uncheck 在售)."""
+    await api(request, console, admin_products.delete_product, path=_path(request))
+    return redirect(request, "/admin/products?deleted=1")
