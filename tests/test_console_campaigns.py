@@ -76,6 +76,17 @@ async def test_a_campaign_from_draft_to_its_report(client: TestClient, shop: Mer
         await asyncio.sleep(0.05)
     assert 'data-percent="100"' in fragment, fragment
     assert "<html" not in fragment  # htmx polls the progress fragment only
+    for _ in range(100):  # the last task marks it done
+        if (await Campaign.get(merchant_id=shop.id)).state == CampaignState.DONE:
+            break
+        await client.app[BACKGROUND].drain()
+        await client.app[EFFECTS].run_due(datetime.now(UTC))
+        await asyncio.sleep(0.05)
+    # The page polling since "sending" reloads once the state moved on (its actions change with it).
+    changed = await client.get(f"{location}?seen=sending", headers={"HX-Request": "true"})
+    assert changed.status == 204 and changed.headers["HX-Refresh"] == "true"
+    same = await client.get(f"{location}?seen=done", headers={"HX-Request": "true"})
+    assert same.status == 200 and 'data-state="done"' in await same.text()
     page = await (await client.get(location)).text()
     assert "转化提升" in page
     campaign = await Campaign.get(merchant_id=shop.id)

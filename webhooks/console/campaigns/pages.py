@@ -190,6 +190,9 @@ async def _detail(
         "notice": notice,
     }
     if polled:
+        seen = request.query.get("seen", "")
+        if seen and seen != campaign.state:  # started, finished…: the page's actions change with it
+            return web.Response(status=204, headers={"HX-Refresh": "true"})
         return render(request, "campaign_progress.html", console, context, section="campaigns")
     context.update(await choices(request, console))
     context.update(
