@@ -109,6 +109,11 @@ async def test_the_channel_select_swaps_in_that_channels_fields(client: TestClie
     ).text()
     assert 'data-channel="custom"' in custom and ">留着</textarea>" in custom
     assert 'name="wechat_tag"' not in custom  # the tag is mass send's only
+    carried = {"channel": "sms", "shown": "subscribe", "template_id": "TPL-PROMO"}
+    switched = await (await client.get("/admin/campaigns/fields", params=carried)).text()
+    assert 'name="template_id" value=""' in switched  # another channel's template id is not carried over
+    kept = await (await client.get("/admin/campaigns/fields", params={**carried, "shown": "sms"})).text()
+    assert 'name="template_id" value="TPL-PROMO"' in kept
     mass = await (await client.get("/admin/campaigns/fields", params={"channel": "template"})).text()
     assert 'data-channel="mass"' in mass and 'name="wechat_tag"' in mass  # no template-message channel
 

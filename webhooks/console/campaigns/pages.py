@@ -132,6 +132,8 @@ async def channel_fields(request: web.Request, console: Console) -> web.StreamRe
     """The chosen channel's fields (htmx swaps them in when the channel select changes), keeping what
     was typed in the fields both channels share."""
     values = {name: value for name, value in request.query.items() if name != "csrf_token"}
+    if values.get("shown") != channel_of(values):  # a subscribe template id is no SMS template id
+        values.pop("template_id", None)
     context = await choices(request, console)
     context.update(values={**values, "channel": channel_of(values)}, errors={})
     return render(request, "campaign_fields.html", console, context, section="campaigns")
