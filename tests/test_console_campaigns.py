@@ -6,6 +6,8 @@ holdout; CSRF-less posts refused."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from handlers.segments.catalogue import create_segment
 from models.campaign import Campaign, CampaignState
+from models.member import Member
 from models.merchant import Merchant
 from tests.support.console import login, make_staff, page_csrf
 from tests.support.factories import make_member, make_merchant
@@ -88,7 +91,14 @@ async def test_a_campaign_from_draft_to_its_report(client: TestClient, shop: Mer
     same = await client.get(f"{location}?seen=done", headers={"HX-Request": "true"})
     assert same.status == 200 and 'data-state="done"' in await same.text()
     page = await (await client.get(location)).text()
-    assert "转化提升" in page
+    assert "转化提升" in page and f'href="{location}/recipients.csv"' in page
+    export = await client.get(f"{location}/recipients.csv")
+    assert export.status == 200 and export.content_type == "text/csv"
+    rows = list(csv.DictReader(io.StringIO((await export.read()).decode("utf-8-sig"))))
+    assert sorted(r["member_code"] for r in rows) == sorted(
+        m.code for m in await Member.filter(merchant_id=shop.id)
+    )
+    assert {r["status"] for r in rows} <= {"sent", "failed", "skipped"}  # WeChat unreachable here: failed
     campaign = await Campaign.get(merchant_id=shop.id)
     assert re.search(r'data-state="(done|sending)"', page) and campaign.name == "周末活动"
 

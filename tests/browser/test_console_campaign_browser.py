@@ -6,7 +6,11 @@ report shows the sent counts and the holdout uplift. Then a journey switched on 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,6 +113,12 @@ async def test_a_campaign_to_the_simulator_reaches_100_and_shows_its_report(
     assert "转化提升" in await progress.locator('[data-section="uplift"]').inner_text()
     assert await page.get_by_role("button", name="暂停").count() == 0  # the page reloaded once done
     await browser.shot("campaign-report")
+    async with page.expect_download() as download_info:
+        await page.click('[data-download="recipients"]')
+    path = Path(await (await download_info.value).path())
+    rows = list(csv.DictReader(io.StringIO(await asyncio.to_thread(path.read_text, encoding="utf-8-sig"))))
+    assert len(rows) == MEMBERS
+    assert Counter(r["status"] for r in rows) == {"sent": MEMBERS - held, "holdout": held}
     delivered = [
         r["body"]["touser"]
         for r in shop.sim.records("cgi-bin/message/subscribe/send")

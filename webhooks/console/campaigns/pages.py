@@ -214,6 +214,15 @@ async def detail(request: web.Request, console: Console) -> web.StreamResponse:
     return await _detail(request, console, notice=request.query.get("notice", ""))
 
 
+@routes.get(r"/admin/campaigns/{campaign_id:\d+}/recipients.csv")
+@page()
+async def recipients(request: web.Request, console: Console) -> web.StreamResponse:
+    """Every recipient with their outcome (status, reason, errcode, sent at) as CSV: the API's export."""
+    path = _path(request)
+    export: web.StreamResponse = await api(request, console, admin_campaigns.campaign_recipients, path=path)
+    return export
+
+
 @routes.post(r"/admin/campaigns/{campaign_id:\d+}")
 @page()
 async def edit(request: web.Request, console: Console) -> web.StreamResponse:
