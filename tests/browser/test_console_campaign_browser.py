@@ -163,3 +163,36 @@ async def test_a_journey_switched_on_and_the_caps_edited(
     assert (await MarketingCaps.get(merchant_id=shop.merchant.id)).marketing_per_day == 2
     await browser.shot("marketing-caps")
     assert_clean(browser)
+
+
+@pytest.mark.parametrize("browser", [768], indirect=True)
+async def test_the_campaign_pages_fit_a_768px_tablet(browser: Browser, simulated_shop: SimulatedShop) -> None:
+    shop, page = simulated_shop, browser.page
+    await subscribers(shop, 2)
+    await browser.login()
+    await page.goto(f"{browser.base}/admin/campaigns")
+    await page.fill('input[name="name"]', "会员日")
+    await page.select_option('select[name="channel"]', "subscribe")
+    await page.wait_for_selector('#channel-fields[data-channel="subscribe"]')
+    await page.fill('input[name="template_id"]', TEMPLATE)
+    await page.fill('input[name="kw0"]', "thing1")
+    await page.fill('input[name="kv0"]', "{{ member_name }}，会员日到啦")
+    await page.click("text=保存草稿")
+    await page.wait_for_selector("text=草稿已保存，检查通过")
+    draft = page.url.partition("?")[0]
+    await page.goto(f"{browser.base}/admin/journeys")
+    await page.fill('input[name="name"]', "新会员关怀")
+    await page.fill('textarea[name="text"]', "{{ member_name }}，欢迎加入")
+    await page.click("text=创建旅程")
+    await page.wait_for_selector("text=旅程已创建")
+    for name, path in (
+        ("campaigns", "/admin/campaigns"),
+        ("campaign", draft.removeprefix(browser.base)),
+        ("journeys", "/admin/journeys"),
+        ("caps", "/admin/marketing-caps"),
+    ):
+        await page.goto(f"{browser.base}{path}")
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 768, f"{path} scrolls sideways at 768 px ({width} px)"
+        await browser.shot(f"tablet-{name}")
+    assert_clean(browser)
