@@ -20,6 +20,7 @@ import pytest
 from models.merchant import Merchant
 from tests.support.console import PASSWORD, make_staff
 from tests.support.factories import make_merchant
+from tests.support.wechat_sim import WeChatSim
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -72,6 +73,33 @@ async def shop(make_app: Any, aiohttp_server: Any) -> AsyncIterator[tuple[str, M
     await make_staff(merchant, "alice", "admin", None)
     await make_staff(merchant, "mona", "manager")
     yield f"http://127.0.0.1:{server.port}", merchant
+
+
+@dataclass
+class SimulatedShop:
+    """The app under test with its WeChat API at the simulator (`wechat_sim`), and the merchant's
+    Official Account and mini-program registered there."""
+
+    base: str
+    merchant: Merchant
+    app: Any
+    sim: WeChatSim
+
+
+@pytest.fixture
+async def simulated_shop(make_app: Any, aiohttp_server: Any, wechat_sim: WeChatSim) -> SimulatedShop:
+    """Like `shop`, but WeChat is the simulator: messages are really sent (over HTTP, in-process), and
+    quiet hours are off so a send never waits for the morning. A test module uses it as its `shop` by
+    overriding that fixture (`browser` then drives this app)."""
+    server = await aiohttp_server(make_app(redis_url="memory://", wechat_api_base=wechat_sim.url))
+    merchant = await make_merchant()
+    wechat_sim.add_app(merchant.oa_appid, merchant.oa_secret)
+    wechat_sim.add_app(merchant.mp_appid, merchant.mp_secret)
+    await Merchant.filter(id=merchant.id).update(quiet_start_minute=0, quiet_end_minute=0)
+    await make_staff(merchant, "alice", "admin", None)
+    await make_staff(merchant, "mona", "manager")
+    merchant = await Merchant.get(id=merchant.id)
+    return SimulatedShop(f"http://127.0.0.1:{server.port}", merchant, server.app, wechat_sim)
 
 
 @pytest.fixture

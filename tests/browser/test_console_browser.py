@@ -301,6 +301,7 @@ async def test_run_a_campaign_and_watch_the_progress_reach_100(
     await page.click("nav >> text=营销活动")
     await page.fill('input[name="name"]', "周末问候")
     await page.select_option('select[name="channel"]', "custom")
+    await page.wait_for_selector('#channel-fields[data-channel="custom"]')  # htmx swapped its fields in
     await page.fill('textarea[name="text"]', "{{ member_name }}，周末愉快")
     await page.fill('input[name="holdout_pct"]', "0")
     await page.click("text=保存草稿")

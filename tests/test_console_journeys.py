@@ -1,0 +1,137 @@
+"""Console pages of journeys and of the marketing caps over HTTP: create (errors next to the field, input
+kept), switch on and off, the counts; the caps shown and edited, an admin's only."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from models.campaign import Journey, MarketingCaps
+from models.merchant import Merchant
+from tests.support.console import login, make_staff, page_csrf
+from tests.support.factories import make_member, make_merchant
+
+
+@pytest.fixture
+async def shop(client: TestClient) -> Merchant:
+    merchant = await make_merchant()
+    await make_staff(merchant, "alice", "admin", None)
+    await make_staff(merchant, "mona", "manager")
+    await make_member(merchant, "o-j0", name="会员0")
+    assert (await login(client, "shop", "alice")).status == 303
+    return merchant
+
+
+def field_error(html: str, field: str) -> str:
+    found = re.search(rf'data-field="{re.escape(field)}">([^<]*)<', html)
+    assert found, f"no error next to {field}"
+    return found.group(1)
+
+
+def journey_form(token: str, **fields: str) -> dict[str, str]:
+    return {
+        "csrf_token": token,
+        "name": "新会员关怀",
+        "trigger": "days_after_registration",
+        "days": "3",
+        "channel": "custom",
+        "text": "{{ member_name }}，欢迎加入",
+        "holdout_pct": "10",
+        "throttle_per_second": "50",
+        "attach_points": "0",
+        "conversion_days": "7",
+        **fields,
+    }
+
+
+async def test_a_journey_is_created_switched_on_and_off(client: TestClient, shop: Merchant) -> None:
+    token = await page_csrf(client, "/admin/journeys")
+    made = await client.post("/admin/journeys", data=journey_form(token), allow_redirects=False)
+    assert made.status == 303, await made.text()
+    journey = await Journey.get(merchant_id=shop.id)
+    assert (journey.name, journey.trigger.value, journey.days, journey.active) == (
+        "新会员关怀",
+        "days_after_registration",
+        3,
+        False,
+    )
+    html = await (await client.get("/admin/journeys")).text()
+    assert "注册 3 天后" in html and 'data-value="active">未启用<' in html
+    on = await client.post(
+        f"/admin/journeys/{journey.id}/activate", data={"csrf_token": token}, allow_redirects=False
+    )
+    assert on.status == 303, await on.text()
+    assert (await Journey.get(id=journey.id)).active
+    html = await (await client.get("/admin/journeys")).text()
+    assert 'data-value="active">已启用<' in html and 'data-count="sent">0<' in html
+    again = await client.post(f"/admin/journeys/{journey.id}/activate", data={"csrf_token": token})
+    assert (
+        again.status == 400
+        and field_error(await again.text(), f"journey-{journey.id}") == "旅程已经是这个状态"
+    )
+    off = await client.post(
+        f"/admin/journeys/{journey.id}/deactivate", data={"csrf_token": token}, allow_redirects=False
+    )
+    assert off.status == 303 and not (await Journey.get(id=journey.id)).active
+
+
+async def test_a_refused_journey_keeps_the_input_and_says_why(client: TestClient, shop: Merchant) -> None:
+    token = await page_csrf(client, "/admin/journeys")
+    no_segment = await client.post("/admin/journeys", data=journey_form(token, trigger="enters_segment"))
+    html = await no_segment.text()
+    assert no_segment.status == 400 and "须指定分群" in field_error(html, "segment_id")
+    assert 'value="新会员关怀"' in html and ">{{ member_name }}，欢迎加入</textarea>" in html
+    too_far = await client.post("/admin/journeys", data=journey_form(token, days="400"))
+    assert too_far.status == 400 and field_error(await too_far.text(), "days")
+    bad_holdout = await client.post("/admin/journeys", data=journey_form(token, holdout_pct="90"))
+    assert bad_holdout.status == 400 and field_error(await bad_holdout.text(), "holdout_pct")
+    subscribe = await client.post(
+        "/admin/journeys",
+        data=journey_form(token, channel="subscribe", template_id="TPL", kw0="thing1", kv0=""),
+    )
+    assert field_error(await subscribe.text(), "kv0") == "请填写关键词 thing1 的内容"
+    assert await Journey.filter(merchant_id=shop.id).count() == 0
+
+
+async def test_a_manager_sees_journeys_but_cannot_switch_them_on(client: TestClient, shop: Merchant) -> None:
+    token = await page_csrf(client, "/admin/journeys")
+    await client.post("/admin/journeys", data=journey_form(token), allow_redirects=False)
+    journey = await Journey.get(merchant_id=shop.id)
+    client.session.cookie_jar.clear()
+    assert (await login(client, "shop", "mona")).status == 303
+    token = await page_csrf(client, "/admin/journeys")
+    refused = await client.post(f"/admin/journeys/{journey.id}/activate", data={"csrf_token": token})
+    assert refused.status == 403 and not (await Journey.get(id=journey.id)).active
+
+
+async def test_the_marketing_caps_are_shown_and_edited(client: TestClient, shop: Merchant) -> None:
+    html = await (await client.get("/admin/marketing-caps")).text()
+    assert 'name="marketing_per_day" value="1"' in html and 'name="sms_per_day" value="1"' in html
+    assert "每月最多 4 条" in html and "22:00 – 08:00" in html
+    token = await page_csrf(client, "/admin/marketing-caps")
+    refused = await client.post(
+        "/admin/marketing-caps", data={"csrf_token": token, "marketing_per_day": "11", "sms_per_day": "二"}
+    )
+    html = await refused.text()
+    assert refused.status == 400
+    assert field_error(html, "marketing_per_day") and field_error(html, "sms_per_day")
+    assert 'name="marketing_per_day" value="11"' in html and 'name="sms_per_day" value="二"' in html
+    assert not await MarketingCaps.exists(merchant_id=shop.id)
+    saved = await client.post(
+        "/admin/marketing-caps",
+        data={"csrf_token": token, "marketing_per_day": "3", "sms_per_day": "2"},
+        allow_redirects=False,
+    )
+    assert saved.status == 303
+    caps = await MarketingCaps.get(merchant_id=shop.id)
+    assert (caps.marketing_per_day, caps.sms_per_day) == (3, 2)
+    assert 'name="marketing_per_day" value="3"' in await (await client.get(saved.headers["Location"])).text()
+    client.session.cookie_jar.clear()
+    assert (await login(client, "shop", "mona")).status == 303
+    token = await page_csrf(client, "/admin/marketing-caps")
+    manager = await client.post(
+        "/admin/marketing-caps", data={"csrf_token": token, "marketing_per_day": "5", "sms_per_day": "5"}
+    )
+    assert manager.status == 403 and (await MarketingCaps.get(merchant_id=shop.id)).marketing_per_day == 3

@@ -1,0 +1,110 @@
+"""Console page of triggered journeys: the list with each journey's counts (sent, skipped, holdout…),
+a form to create one (its trigger, and the message with the campaign form's channel fields), and an
+admin's switch on / off. Every step is the journeys API's handler; a refused form is shown again with
+the error next to the field and the input kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from handlers.core.errors import DomainError, ErrorCode
+from models.staff import StaffRole
+from webhooks import admin_campaigns
+from webhooks.api import ApiError
+from webhooks.console.base import FormErrors, api, form, page, parse, present, redirect, render, whole_number
+from webhooks.console.campaigns.form import DEFAULTS, STATES, campaign_body, form_errors
+from webhooks.console.campaigns.pages import choices, refused, tags_of
+from webhooks.console.security import Console
+
+routes = web.RouteTableDef()
+TRIGGERS = {
+    "enters_segment": "会员进入人群时",
+    "days_after_registration": "注册 N 天后",
+    "days_after_first_purchase": "首次消费 N 天后",
+}
+
+
+def journey_body(data: dict[str, str], tags: dict[int, int | None]) -> dict[str, Any]:
+    """The journeys API's JourneyIn: the trigger, and the message as the campaign form builds it (named
+    after the journey)."""
+    values = present(data, "name", "trigger", "days", "segment_id")
+    message = campaign_body({**data, "name": values.get("name", "")}, tags)
+    return {
+        "name": values.get("name", ""),
+        "trigger": values.get("trigger", ""),
+        "days": whole_number(values.get("days", "0")),
+        "segment_id": whole_number(values["segment_id"]) if "segment_id" in values else None,
+        "message": message,
+    }
+
+
+async def _page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    notice: str = "",
+    status: int = 200,
+) -> web.Response:
+    context = await choices(request, console)
+    context.update(
+        journeys=(await api(request, console, admin_campaigns.list_journeys)).items,
+        triggers=TRIGGERS,
+        states=STATES,
+        errors=errors or {},
+        values=values or {"channel": "custom", "trigger": "days_after_registration", "days": "0", **DEFAULTS},
+        notice=notice or request.query.get("notice", ""),
+        action="/admin/journeys",
+    )
+    return render(request, "journeys.html", console, context, status=status, section="campaigns")
+
+
+@routes.get("/admin/journeys")
+@page()
+async def journeys_page(request: web.Request, console: Console) -> web.StreamResponse:
+    return await _page(request, console)
+
+
+@routes.post("/admin/journeys")
+@page()
+async def create(request: web.Request, console: Console) -> web.StreamResponse:
+    """A journey, switched off (an admin switches it on)."""
+    data = await form(request)
+    tags = tags_of(await choices(request, console))
+    try:
+        body = parse(admin_campaigns.JourneyIn, journey_body(data, tags))
+        await api(request, console, admin_campaigns.create_journey, body=body)
+    except (FormErrors, DomainError, ApiError) as exc:
+        if not refused(exc):
+            raise
+        raw = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        errors = form_errors(raw, data, prefix="message.")
+        return await _page(request, console, errors=errors, values=data, status=400)
+    return redirect(request, "/admin/journeys?notice=旅程已创建（未启用）。")
+
+
+def _path(request: web.Request) -> admin_campaigns.JourneyPath:
+    raw = request.match_info["journey_id"]
+    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+        raise ApiError(404, ErrorCode.NOT_FOUND, "旅程不存在")
+    return admin_campaigns.JourneyPath(journey_id=int(raw))
+
+
+@routes.post(r"/admin/journeys/{journey_id:\d+}/{action:activate|deactivate}")
+@page(StaffRole.ADMIN)
+async def switch(request: web.Request, console: Console) -> web.StreamResponse:
+    """Switch a journey on (its message is checked for a sample member first) or off."""
+    path, action = _path(request), request.match_info["action"]
+    handler = admin_campaigns.activate_journey if action == "activate" else admin_campaigns.deactivate_journey
+    try:
+        await api(request, console, handler, path=path)
+    except (DomainError, ApiError) as exc:
+        if not refused(exc):
+            raise
+        errors = {f"journey-{path.journey_id}": exc.message}
+        return await _page(request, console, errors=errors, status=400)
+    notice = "旅程已启用，从现在起满足条件的会员会收到消息。" if action == "activate" else "旅程已停用。"
+    return redirect(request, f"/admin/journeys?notice={notice}")
