@@ -189,3 +189,28 @@ async def test_orders_to_ship_are_listed_and_shipped(client: TestClient, shop: M
     assert f"订单 {order.id} 已发货" in after
     twice = await client.post(url, data={**form, "csrf_token": token, "tracking_no": "SF123"})
     assert twice.status == 400 and "已发货，不能发货" in await twice.text()  # shown on the order's row
+
+
+async def test_the_low_stock_threshold_is_set_and_cleared_on_the_items_page(
+    client: TestClient, shop: Merchant, cup: MallItem
+) -> None:
+    await client.post("/admin/logout", data={"csrf_token": await page_csrf(client)})
+    assert (await login(client, "shop", "mona")).status == 303  # the API lets managers set it
+    page = f"/admin/mall/items/{cup.id}"
+    assert 'name="threshold" value=""' in await (await client.get(page)).text()
+    token = await page_csrf(client, page)
+    url = f"/admin/mall/items/{cup.id}/low-stock"
+    bad = await client.post(url, data={"csrf_token": token, "threshold": "-1"})
+    assert bad.status == 400
+    html = await bad.text()
+    assert 'data-field="low.threshold"' in html and 'name="threshold" value="-1"' in html
+    assert (await MallItem.get(id=cup.id)).low_stock_threshold is None
+    assert (await client.post(url, data={"threshold": "5"})).status == 403
+    done = await client.post(url, data={"csrf_token": token, "threshold": "5"}, allow_redirects=False)
+    assert done.status == 303
+    assert (await MallItem.get(id=cup.id)).low_stock_threshold == 5
+    after = await (await client.get(done.headers["Location"])).text()
+    assert "库存预警已设置" in after and 'name="threshold" value="5"' in after
+    assert await AuditLog.filter(merchant_id=shop.id, action__contains="low_stock").exists()
+    await client.post(url, data={"csrf_token": token, "threshold": ""})
+    assert (await MallItem.get(id=cup.id)).low_stock_threshold is None
