@@ -30,6 +30,7 @@ from webhooks.console import (
     segments,
     settings,
     staffing,
+    tag_edit,
 )
 from webhooks.console.base import error_page, fen_to_yuan, local_time
 from webhooks.console.security import add_headers, console_of
@@ -72,6 +73,7 @@ def setup(app: web.Application) -> None:
         settings.routes,
         staffing.routes,
         segments.routes,
+        tag_edit.routes,
     ):
         app.router.add_routes(table)
     app.router.add_route("*", "/admin/{tail:.*}", _not_found)  # last: only what no page matched
