@@ -30,6 +30,7 @@ from webhooks.console import (
     segments,
     settings,
     staffing,
+    store_edit,
     tag_edit,
 )
 from webhooks.console.base import error_page, fen_to_yuan, local_time
@@ -72,6 +73,7 @@ def setup(app: web.Application) -> None:
         notice_admin.routes,
         settings.routes,
         staffing.routes,
+        store_edit.routes,
         segments.routes,
         tag_edit.routes,
     ):
