@@ -1,5 +1,5 @@
 """The console's page of one mall item: its form filled with the current fields, saving through the API's
-replace (the kind and the stock stay), the stock changed from the same page."""
+replace (the kind and the stock stay), the stock changed from the same page; the mall's orders shipped."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from aiohttp.test_utils import TestClient
 
 from handlers.mall import catalogue
 from models.loyalty import AuditLog
-from models.mall import ItemKind, MallItem
+from models.mall import ItemKind, MallItem, MallOrder, OrderStatus
 from models.merchant import Merchant
 from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import make_merchant
+from tests.support.factories import EFFECTS, make_member, make_merchant
+from tests.test_mall_orders import give, make_item
 
 
 @pytest.fixture
@@ -139,3 +140,77 @@ async def test_managers_see_the_item_and_its_stock_but_cannot_edit(
     assert (await save(client, cup, token=token, name="店长改")).status == 403
     assert (await MallItem.get(id=cup.id)).name == "保温杯"
     assert (await client.get(f"/admin/mall/items/{cup.id + 1000}")).status == 404
+
+
+# Orders ------------------------------------------------------------------------------------------
+
+ADDRESS = {"name": "李四", "phone": "13900139000", "region": "上海市 徐汇区", "detail": "漕溪北路 1 号"}
+
+
+async def test_orders_to_ship_are_listed_and_shipped(client: TestClient, shop: Merchant) -> None:
+    member = await make_member(shop, "o-ship")
+    await give(shop, member, 1_000)
+    pillow = await make_item(shop, kind=ItemKind.SHIPPED, name="抱枕")
+    order, _ = await catalogue.redeem(
+        shop,
+        member,
+        pillow.id,
+        qty=1,
+        client_key="s1",
+        now=datetime.now(UTC),
+        effects=EFFECTS,
+        address=ADDRESS,
+    )
+    assert 'href="/admin/mall/orders?status=to_ship"' in await (await client.get("/admin/mall")).text()
+    listed = await (await client.get("/admin/mall/orders?status=to_ship")).text()
+    assert f'data-order="{order.id}"' in listed and "抱枕 × 1" in listed and "漕溪北路 1 号" in listed
+    assert "没有订单" in await (await client.get("/admin/mall/orders?status=shipped")).text()
+    assert (await client.get("/admin/mall/orders?status=nope")).status == 400
+    token = await page_csrf(client, "/admin/mall/orders")
+    url = f"/admin/mall/orders/{order.id}/ship"
+    form = {"csrf_token": token, "order": str(order.id), "carrier": "顺丰", "tracking_no": "SF 123"}
+    bad = await client.post(url, data=form)
+    assert bad.status == 400
+    html = await bad.text()
+    assert f'data-field="ship{order.id}.tracking_no"' in html and 'value="SF 123"' in html
+    assert (await MallOrder.get(id=order.id)).status == OrderStatus.TO_SHIP
+    assert (await client.post(url, data={**form, "csrf_token": "", "tracking_no": "SF123"})).status == 403
+    await client.post("/admin/logout", data={"csrf_token": token})
+    assert (await login(client, "shop", "mona")).status == 303  # managers ship
+    token = await page_csrf(client, "/admin/mall/orders")
+    done = await client.post(
+        url, data={**form, "csrf_token": token, "tracking_no": "SF123"}, allow_redirects=False
+    )
+    assert done.status == 303
+    shipped = await MallOrder.get(id=order.id)
+    assert shipped.status == OrderStatus.SHIPPED and shipped.address["shipment"]["tracking_no"] == "SF123"
+    assert await AuditLog.filter(merchant_id=shop.id, action="mall.order.ship").exists()
+    after = await (await client.get(done.headers["Location"])).text()
+    assert f"订单 {order.id} 已发货" in after
+    twice = await client.post(url, data={**form, "csrf_token": token, "tracking_no": "SF123"})
+    assert twice.status == 400 and "已发货，不能发货" in await twice.text()  # shown on the order's row
+
+
+async def test_the_low_stock_threshold_is_set_and_cleared_on_the_items_page(
+    client: TestClient, shop: Merchant, cup: MallItem
+) -> None:
+    await client.post("/admin/logout", data={"csrf_token": await page_csrf(client)})
+    assert (await login(client, "shop", "mona")).status == 303  # the API lets managers set it
+    page = f"/admin/mall/items/{cup.id}"
+    assert 'name="threshold" value=""' in await (await client.get(page)).text()
+    token = await page_csrf(client, page)
+    url = f"/admin/mall/items/{cup.id}/low-stock"
+    bad = await client.post(url, data={"csrf_token": token, "threshold": "-1"})
+    assert bad.status == 400
+    html = await bad.text()
+    assert 'data-field="low.threshold"' in html and 'name="threshold" value="-1"' in html
+    assert (await MallItem.get(id=cup.id)).low_stock_threshold is None
+    assert (await client.post(url, data={"threshold": "5"})).status == 403
+    done = await client.post(url, data={"csrf_token": token, "threshold": "5"}, allow_redirects=False)
+    assert done.status == 303
+    assert (await MallItem.get(id=cup.id)).low_stock_threshold == 5
+    after = await (await client.get(done.headers["Location"])).text()
+    assert "库存预警已设置" in after and 'name="threshold" value="5"' in after
+    assert await AuditLog.filter(merchant_id=shop.id, action__contains="low_stock").exists()
+    await client.post(url, data={"csrf_token": token, "threshold": ""})
+    assert (await MallItem.get(id=cup.id)).low_stock_threshold is None

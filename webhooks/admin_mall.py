@@ -85,6 +85,9 @@ class ItemOut(Out):
     pickup_days: int
     active: bool
     sort: int
+    low_stock_threshold: int | None = Field(
+        description="库存预警: flagged at or below this stock; null: never"
+    )
     created_at: datetime
     updated_at: datetime
 

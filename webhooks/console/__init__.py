@@ -22,12 +22,16 @@ from webhooks.console import (
     dashboard,
     login,
     mall,
+    mall_orders,
     members,
+    notice_admin,
     products,
     programme,
     segments,
     settings,
     staffing,
+    store_edit,
+    tag_edit,
 )
 from webhooks.console.base import error_page, fen_to_yuan, local_time
 from webhooks.console.security import add_headers, console_of
@@ -61,13 +65,17 @@ def setup(app: web.Application) -> None:
         programme.routes,
         coupon_edit.routes,
         mall.routes,
+        mall_orders.routes,
         cards.routes,
         analytics.routes,
         campaigns.routes,
         products.routes,
+        notice_admin.routes,
         settings.routes,
         staffing.routes,
+        store_edit.routes,
         segments.routes,
+        tag_edit.routes,
     ):
         app.router.add_routes(table)
     app.router.add_route("*", "/admin/{tail:.*}", _not_found)  # last: only what no page matched

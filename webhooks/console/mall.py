@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from models.staff import StaffRole
-from webhooks import admin_mall, coupons, mall_deals
+from webhooks import admin_analytics, admin_mall, coupons, mall_deals
 from webhooks.console.base import (
     Refusal,
     api,
@@ -225,6 +225,10 @@ def _local_input(moment: datetime | None, zone: str) -> str:
     return "" if moment is None else moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M")
 
 
+def _optional(number: int | None) -> str:
+    return "" if number is None else str(number)
+
+
 def item_values(item: admin_mall.ItemOut, zone: str) -> dict[str, str]:
     """An item as its edit form shows it: yuan for fen, merchant-local sale window, empty for "none"."""
     optional = {
@@ -248,7 +252,7 @@ def item_values(item: admin_mall.ItemOut, zone: str) -> dict[str, str]:
         "sale_starts_at": _local_input(item.sale_starts_at, zone),
         "sale_ends_at": _local_input(item.sale_ends_at, zone),
         "active": "true" if item.active else "",
-        **{name: "" if value is None else str(value) for name, value in optional.items()},
+        **{name: _optional(value) for name, value in optional.items()},
     }
 
 
@@ -279,6 +283,7 @@ async def _item_page(
     *,
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
+    threshold: str | None = None,
     status: int = 200,
 ) -> web.Response:
     item = await api(request, console, admin_mall.get_item, path=_item_path(request))
@@ -289,6 +294,7 @@ async def _item_page(
         "templates": templates.items,
         "errors": errors or {},
         "values": values if values is not None else item_values(item, console.merchant.timezone),
+        "threshold": threshold if threshold is not None else _optional(item.low_stock_threshold),
         "stock_key": secrets.token_hex(12),
         "done": request.query.get("done"),
     }
@@ -317,3 +323,22 @@ async def save_item(request: web.Request, console: Console) -> web.StreamRespons
         return await _item_page(request, console, errors=errors, values=data, status=400)
 
     return await submit(attempt, refused, prefix="item", passes=(403, 404))
+
+
+@routes.post(r"/admin/mall/items/{item_id:\d+}/low-stock")
+@page()
+async def low_stock(request: web.Request, console: Console) -> web.StreamResponse:
+    """Set the item's low-stock threshold (库存预警: the dashboard flags it at or below), or clear it."""
+    data = await form(request)
+    raw = data.get("threshold", "").strip()
+
+    async def attempt() -> web.StreamResponse:
+        path = parse(admin_analytics.ItemPath, {"item_id": request.match_info["item_id"]})
+        body = parse(admin_analytics.ThresholdIn, {"threshold": whole_number(raw) if raw else None})
+        await api(request, console, admin_analytics.set_low_stock, body=body, path=path)
+        return redirect(request, f"/admin/mall/items/{path.item_id}?done=low")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _item_page(request, console, errors=errors, threshold=raw, status=400)
+
+    return await submit(attempt, refused, prefix="low", passes=(403, 404))

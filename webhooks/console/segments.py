@@ -173,6 +173,8 @@ async def _tags_page(
         "errors": errors or {},
         "values": values or {},
         "created": request.query.get("created"),
+        "saved": request.query.get("saved"),
+        "deleted": request.query.get("deleted"),
     }
     return render(request, "tags.html", console, context, status=status, section="segments")
 

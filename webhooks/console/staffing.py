@@ -24,6 +24,7 @@ from webhooks.console.security import Console
 routes = web.RouteTableDef()
 DONE = {
     "store": "门店已创建。",
+    "edit": "门店信息已修改。",
     "close": "门店已关闭。",
     "reopen": "门店已重新开业。",
     "staff": "员工账号已创建。",
