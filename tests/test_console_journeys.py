@@ -4,14 +4,17 @@ kept), switch on and off, the counts; the caps shown and edited, an admin's only
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from handlers.campaigns import journeys
 from models.campaign import Journey, MarketingCaps
 from models.merchant import Merchant
 from tests.support.console import login, make_staff, page_csrf
 from tests.support.factories import make_member, make_merchant
+from webhooks.appkeys import BACKGROUND, EFFECTS
 
 
 @pytest.fixture
@@ -71,6 +74,15 @@ async def test_a_journey_is_created_switched_on_and_off(client: TestClient, shop
         again.status == 400
         and field_error(await again.text(), f"journey-{journey.id}") == "旅程已经是这个状态"
     )
+    # A member registering now is due (N = 0: the day itself): the journey's counts move.
+    await Journey.filter(id=journey.id).update(days=0)
+    await make_member(shop, "o-new", name="新人")
+    assert await journeys.tick(client.app[EFFECTS], datetime.now(UTC)) == 1
+    await client.app[BACKGROUND].drain()
+    await client.app[EFFECTS].run_due(datetime.now(UTC))
+    row = await (await client.get("/admin/journeys")).text()
+    counts = {name: int(n) for name, n in re.findall(r'data-count="(\w+)">(\d+)<', row)}
+    assert sum(counts.values()) == 1 and counts["sent"] == 0  # no 48-hour window: skipped or held out
     off = await client.post(
         f"/admin/journeys/{journey.id}/deactivate", data={"csrf_token": token}, allow_redirects=False
     )

@@ -172,6 +172,8 @@ async def _detail(
     """The campaign's page (`values`: the edit form as typed; `kept`: the other inputs as typed)."""
     path = _path(request)
     campaign = await api(request, console, admin_campaigns.get_campaign, path=path)
+    if errors and campaign.state != "draft":  # no form to show them beside (e.g. edited once started)
+        error = error or next(iter(errors.values()))
     polled = request.headers.get("HX-Request") == "true" and request.method == "GET"
     preview = report = None
     if not polled:
