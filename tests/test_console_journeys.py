@@ -147,3 +147,19 @@ async def test_the_marketing_caps_are_shown_and_edited(client: TestClient, shop:
         "/admin/marketing-caps", data={"csrf_token": token, "marketing_per_day": "5", "sms_per_day": "5"}
     )
     assert manager.status == 403 and (await MarketingCaps.get(merchant_id=shop.id)).marketing_per_day == 3
+
+
+async def test_a_journey_for_members_entering_a_segment(client: TestClient, shop: Merchant) -> None:
+    from handlers.segments.catalogue import create_segment
+
+    segment = await create_segment(
+        shop.id, "沉睡会员", {"attr": "gender", "op": "eq", "value": "female"}, actor="t"
+    )
+    token = await page_csrf(client, "/admin/journeys")
+    form = journey_form(token, name="唤醒", trigger="enters_segment", segment_id=str(segment.id), days="0")
+    made = await client.post("/admin/journeys", data=form, allow_redirects=False)
+    assert made.status == 303, await made.text()
+    journey = await Journey.get(merchant_id=shop.id)
+    assert (journey.trigger.value, journey.segment_id) == ("enters_segment", segment.id)
+    html = await (await client.get("/admin/journeys")).text()
+    assert "进入人群「沉睡会员」" in html
