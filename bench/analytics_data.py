@@ -5,7 +5,8 @@ COPY into its own database (`ANALYTICS_BENCH_DATABASE_URL`, default `mb_analytic
 Both steps are cached: the files (`var/analytics_bench/<version>/`, deterministic, seeded) are written
 only when missing, and the database is loaded only when its `bench_dataset` row does not name this
 version and scale. Loading runs with triggers off (`session_replication_role = replica`), sets the
-trigger-kept member columns itself, then builds the rollups with `memberbot_analytics_rebuild`.
+trigger-kept member columns itself, then builds the rollups with `memberbot_analytics_rebuild_step`
+(batches of 500,000 ids, each its own transaction).
 """
 
 from __future__ import annotations
@@ -334,8 +335,13 @@ async def _load(url: str, scale: Scale, log: object) -> float:
         await conn.execute("SET session_replication_role = origin")
         began = time.monotonic()
         await conn.execute("SET work_mem = '256MB'")
-        await conn.execute("SELECT memberbot_analytics_rebuild(1)", timeout=None)
-        say(f"rollups rebuilt in {time.monotonic() - began:.0f} s")
+        steps = 0  # in batches, each its own transaction (migration 0026)
+        while (
+            await conn.fetchval("SELECT memberbot_analytics_rebuild_step(1, $1)", 500_000, timeout=None)
+            != "done"
+        ):
+            steps += 1
+        say(f"rollups rebuilt in {time.monotonic() - began:.0f} s ({steps + 1} transactions)")
         await conn.execute("VACUUM ANALYZE")
         await conn.execute("CREATE TABLE bench_dataset (tag text NOT NULL)")
         await conn.execute("INSERT INTO bench_dataset VALUES ($1)", scale.tag)
@@ -398,6 +404,8 @@ async def _ensure_extras(url: str) -> None:
         await conn.execute(migration.APPLY)
         for later in ("0023_analytics_indexes", "0024_analytics_cycle_index"):
             await conn.execute(importlib.import_module(f"migrations.{later}").INDEXES)
+        # 0021's refresh again has 0026's pause during a batched rebuild.
+        await conn.execute(importlib.import_module("migrations.0026_analytics_rebuild_batches").FUNCTIONS)
         await conn.execute("DROP INDEX IF EXISTS member_gender_birthday")
         await conn.execute(
             "VACUUM ANALYZE sales_day, sales_day_category, sales_day_product, member_day, member_stats"

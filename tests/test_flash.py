@@ -327,3 +327,58 @@ async def test_a_unit_goes_back_even_when_its_reservation_was_freed_meanwhile(cl
     await flash._give_back(redis, 990, 7, "r", taken=True)
     assert int(await redis.get(keys[0])) == 5
     assert await flash.run_gate(redis, keys, "take", 7, 1, "s") == "taken"  # and the place is free
+
+
+async def _known_sale(client: TestClient, stock: int = 5) -> tuple[Merchant, dict[str, Any], list[Member]]:
+    """A live sale this process has read (one unit bought), so attempts take the one-call path."""
+    merchant = await make_merchant()
+    sale = await new_sale(client, merchant, await make_item(merchant), stock=stock)
+    members = await buyers(merchant, 3)
+    assert (await buy(client, merchant, members[0], sale["id"], "first")).status == 200
+    return merchant, sale, members
+
+
+async def test_the_one_call_gate_refuses_callers_without_a_member_session(client: TestClient) -> None:
+    merchant, sale, _ = await _known_sale(client)
+    url = f"/api/mp/{merchant.slug}/mall/flash-sales/{sale['id']}/buy"
+    staff = await staff_headers(client, merchant, "cashier", username="till1")
+    for headers in ({}, {"Authorization": "Bearer nope"}, staff):
+        refused = await client.post(url, json={"idempotency_key": "k"}, headers=headers)
+        assert refused.status == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+        # a body the endpoint would refuse is still answered 401 to a caller who is not signed in
+        bad = await client.post(url, json={"idempotency_key": "k", "extra": 1}, headers=headers)
+        assert bad.status == 401
+    assert await left_in_redis(client, sale["id"]) == 4
+    assert await MallOrder.filter(flash_sale_id=sale["id"]).count() == 1
+
+
+async def test_the_one_call_gate_gives_back_a_unit_taken_under_another_merchants_url(
+    client: TestClient,
+) -> None:
+    merchant, sale, members = await _known_sale(client)
+    other = await make_merchant("other")
+    headers = await member_headers(client, merchant, members[1])
+    wrong = f"/api/mp/{other.slug}/mall/flash-sales/{sale['id']}/buy"
+    refused = await client.post(wrong, json={"idempotency_key": "k"}, headers=headers)
+    assert refused.status == 401 and (await refused.json())["error"]["message"] == "登录凭证不属于该商户"
+    assert await left_in_redis(client, sale["id"]) == 4  # the unit the gate took went back
+    stranger = await make_member(other, openid="o-stranger")
+    await give_points(other, stranger, 1_000)
+    foreign = await buy(client, other, stranger, sale["id"], "k")  # another merchant's sale: not found
+    assert foreign.status == 404
+    assert (await buy(client, merchant, members[1], sale["id"], "k")).status == 200  # its place is free
+    assert await left_in_redis(client, sale["id"]) == 3
+    assert await MallOrder.filter(flash_sale_id=sale["id"]).count() == 2
+    assert await audit_points() == []
+
+
+async def test_the_one_call_gate_answers_sold_out_limit_and_retries(client: TestClient) -> None:
+    merchant, sale, members = await _known_sale(client, stock=2)
+    first = await (await buy(client, merchant, members[0], sale["id"], "first")).json()
+    assert first["replayed"] is True  # a retry replays through the one call too
+    assert (await buy(client, merchant, members[0], sale["id"], "again")).status == 409  # limit 1
+    assert (await buy(client, merchant, members[1], sale["id"], "k")).status == 200
+    sold_out = await buy(client, merchant, members[2], sale["id"], "k")
+    assert sold_out.status == 409 and (await sold_out.json())["error"]["message"] == "已抢光"
+    assert await left_in_redis(client, sale["id"]) == 0
+    assert (await FlashSale.get(id=sale["id"])).sold == 2

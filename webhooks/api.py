@@ -112,6 +112,13 @@ class AuthScheme(Protocol):
         """Whether a successful change through this scheme announces a configuration change."""
         ...
 
+    @property
+    def deferred(self) -> bool:
+        """Whether the handler authenticates itself (`Call.authenticate`), e.g. in a round trip it makes
+        anyway. The adapter then resolves the caller before any error escapes and refuses a handler that
+        returns without having authenticated."""
+        ...
+
     async def resolve(self, request: web.Request, path: Any) -> Principal: ...
 
 
@@ -124,6 +131,17 @@ class Call(Generic[B, P]):
     path: P
     principal: Principal | None
     query: Any = None  # the validated query model, when the endpoint declares one
+    resolver: Callable[[], Awaitable[Principal]] | None = None  # a deferred scheme's `resolve`
+
+    async def authenticate(self) -> Principal:
+        """The caller, resolved now by the endpoint's scheme unless the handler already did."""
+        if self.principal is None and self.resolver is not None:
+            self.principal = await self.resolver()
+        return self._principal()
+
+    def authenticated(self, principal: Principal) -> None:
+        """A deferred endpoint's handler authenticated the caller itself."""
+        self.principal = principal
 
     @property
     def merchant(self) -> Merchant:
@@ -279,6 +297,8 @@ def _check(endpoint: Endpoint) -> None:
         raise ValueError(f"{endpoint.method} {endpoint.path}: the path model must declare {sorted(params)}")
     if endpoint.body is not None and endpoint.form is not None:
         raise ValueError(f"{endpoint.method} {endpoint.path}: a JSON body or a form, not both")
+    if endpoint.auth is not None and endpoint.auth.deferred and endpoint.form is not None:
+        raise ValueError(f"{endpoint.method} {endpoint.path}: a deferred scheme takes no form")
     if endpoint.media is not None and (endpoint.response is not None or endpoint.status == 204):
         raise ValueError(f"{endpoint.method} {endpoint.path}: a media body has no response model, status 2xx")
     if endpoint.media is None and (endpoint.response is None) != (endpoint.status == 204):
@@ -304,15 +324,10 @@ def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             path = _path(endpoint, request)
-            principal = await endpoint.auth.resolve(request, path) if endpoint.auth is not None else None
-            query = endpoint.query.model_validate(dict(request.query)) if endpoint.query is not None else None
-            if endpoint.form is not None:
-                response = await _with_form(endpoint, request, path, principal, query)
+            if endpoint.auth is not None and endpoint.auth.deferred:
+                response = await _deferred(endpoint, request, path)
             else:
-                body = await _body(endpoint, request)
-                response = _respond(
-                    endpoint, await endpoint.handler(Call(request, body, path, principal, query))
-                )
+                response = await _direct(endpoint, request, path)
         except ApiError as exc:
             return exc.response()
         if endpoint.method != "GET" and endpoint.auth is not None and endpoint.auth.announces:
@@ -321,6 +336,39 @@ def _adapter(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
 
     handle.__name__ = endpoint.operation_id
     return handle
+
+
+async def _direct(endpoint: Endpoint, request: web.Request, path: Any) -> web.StreamResponse:
+    """Call an endpoint once its caller is authenticated (if it declares a scheme)."""
+    principal = await endpoint.auth.resolve(request, path) if endpoint.auth is not None else None
+    query = endpoint.query.model_validate(dict(request.query)) if endpoint.query is not None else None
+    if endpoint.form is not None:
+        return await _with_form(endpoint, request, path, principal, query)
+    body = await _body(endpoint, request)
+    return _respond(endpoint, await endpoint.handler(Call(request, body, path, principal, query)))
+
+
+async def _deferred(endpoint: Endpoint, request: web.Request, path: Any) -> web.StreamResponse:
+    """Call an endpoint whose handler authenticates itself. Whatever goes wrong before it has, the
+    caller is authenticated first, so an unauthenticated caller learns nothing but 401."""
+    auth = endpoint.auth
+    assert auth is not None
+
+    async def resolve() -> Principal:
+        return await auth.resolve(request, path)
+
+    call: Call[Any, Any] = Call(request, None, path, None, resolver=resolve)
+    try:
+        if endpoint.query is not None:
+            call.query = endpoint.query.model_validate(dict(request.query))
+        call.body = await _body(endpoint, request)
+        result = await endpoint.handler(call)
+    except Exception:
+        await call.authenticate()
+        raise
+    if call.principal is None:
+        raise RuntimeError(f"{endpoint.operation_id} returned without authenticating its caller")
+    return _respond(endpoint, result)
 
 
 async def _with_form(

@@ -68,6 +68,7 @@ class MemberAuth:
     statuses: tuple[int, ...] = (401,)
     announces: bool = False
     reads_member: bool = True  # False: the session and merchant only; the use case reads the member
+    deferred: bool = False  # True: the handler authenticates (`webhooks.api.Call.authenticate`)
 
     def security_scheme(self) -> dict[str, Any]:
         return {
@@ -80,7 +81,13 @@ class MemberAuth:
         return "Requires a member session of the merchant named in the path."
 
     async def resolve(self, request: web.Request, path: Any) -> Principal:
-        session = await _session(request, SessionKind.MEMBER)
+        return await self.principal(await _session(request, SessionKind.MEMBER), path)
+
+    async def principal(self, session: Session | None, path: Any) -> Principal:
+        """The caller of a live session read elsewhere (None: the token named no live session), as
+        `resolve` would find it."""
+        if session is None or session.kind is not SessionKind.MEMBER:
+            raise unauthorized("登录已失效，请重新登录")
         merchant = await merchant_by_id(session.merchant_id)
         if merchant is None or merchant.slug != getattr(path, "merchant_slug", None):
             raise unauthorized("登录凭证不属于该商户")
@@ -98,6 +105,7 @@ class StaffAuth:
 
     minimum: StaffRole = StaffRole.CASHIER
     scheme_name: str = "staffSession"
+    deferred: bool = False
 
     @property
     def statuses(self) -> tuple[int, ...]:
@@ -133,6 +141,8 @@ class StaffAuth:
 
 MEMBER = MemberAuth()
 MEMBER_SESSION = MemberAuth(reads_member=False)  # a hot path that reads the member only when it must
+# The same, for a handler that reads the session in a round trip of its own (the flash-sale gate).
+MEMBER_SESSION_DEFERRED = MemberAuth(reads_member=False, deferred=True)
 CASHIER = StaffAuth(StaffRole.CASHIER)
 MANAGER = StaffAuth(StaffRole.MANAGER)
 ADMIN = StaffAuth(StaffRole.ADMIN)

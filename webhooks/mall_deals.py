@@ -6,6 +6,7 @@ not enough points); a retried `idempotency_key` answers the first order with `re
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,10 +14,11 @@ from pydantic import AwareDatetime, Field, StrictInt
 
 from handlers.mall import flash, groups
 from handlers.mall.orders import STATUS_LABELS
+from handlers.staff import sessions
 from models.mall import DealGroup, FlashSale, GroupDeal, GroupStatus, MallOrder, OrderStatus
-from webhooks.api import Call, In, IntId, Out, Routes
+from webhooks.api import ApiError, Call, In, IntId, Out, Routes
 from webhooks.appkeys import REDIS
-from webhooks.auth import MANAGER, MEMBER, MEMBER_SESSION
+from webhooks.auth import MANAGER, MEMBER, MEMBER_SESSION_DEFERRED, bearer_token
 from webhooks.mp import MerchantPath
 
 routes = Routes("mall_deals")
@@ -168,23 +170,48 @@ def _order_fields(order: MallOrder) -> dict[str, object]:
     path_model=SalePath,
     body=KeyIn,
     response=FlashBuyOut,
-    auth=MEMBER_SESSION,
+    auth=MEMBER_SESSION_DEFERRED,
     errors=(409, 503),
 )
 async def buy_flash(call: Call[KeyIn, SalePath]) -> FlashBuyOut:
     """Grab one unit of a live flash sale (409: sold out, limit reached, not open, not enough points)."""
+    redis, now = call.request.app[REDIS], _now()
+    gated = await _gate(call, now)
+    principal = await call.authenticate()
     bought = await flash.buy(
-        call.request.app[REDIS],
-        call.merchant,
-        call.session.subject_id,
+        redis,
+        principal.merchant,
+        principal.session.subject_id,
         call.path.sale_id,
         key=call.body.idempotency_key,
-        now=_now(),
+        now=now,
         effects=call.effects,
+        gated=gated,
     )
     return FlashBuyOut.model_validate(
         {**_order_fields(bought.order), "flash_sale_id": bought.sale.id, "replayed": bought.replayed}
     )
+
+
+async def _gate(call: Call[KeyIn, SalePath], now: datetime) -> tuple[FlashSale, flash.Verdict] | None:
+    """An attempt at an open sale this process has read: the session and the gate in one round trip
+    (`flash.take_as_member`), which authenticates the caller; None leaves both to the ordinary path."""
+    sale = flash.open_sale(call.path.sale_id, now)
+    token = bearer_token(call.request)
+    session_key = sessions.record_key(token) if token is not None else None
+    if sale is None or session_key is None:
+        return None
+    redis = call.request.app[REDIS]
+    answer = await flash.take_as_member(redis, sale, session_key, call.body.idempotency_key)
+    if answer.verdict is None and answer.record is not None:  # another merchant's session, or no gate yet
+        return None
+    try:
+        call.authenticated(await MEMBER_SESSION_DEFERRED.principal(sessions.decode(answer.record), call.path))
+    except ApiError:
+        if answer.verdict is flash.Verdict.TAKEN:
+            await asyncio.shield(flash.undo_take(redis, sale.id, answer.member_id, call.body.idempotency_key))
+        raise
+    return (sale, answer.verdict) if answer.verdict is not None else None
 
 
 # Group deals ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Rolling the analytics queue into the rollups (`memberbot_analytics_refresh`, migration 0021).
+"""Rolling the analytics queue into the rollups (`memberbot_analytics_refresh`, migration 0021), and
+rebuilding a merchant's rollups from the source tables in batches (migration 0026).
 
 The worker runs `refresh` every minute and `snapshots` every ten (`handlers.jobs`). Each refresh call
 takes up to `BATCH` queued changes in one transaction, so a backlog (a bulk import) is worked off in
@@ -15,7 +16,8 @@ from handlers.core import queries
 
 BATCH = 20_000
 _REFRESH_SQL = "SELECT memberbot_analytics_refresh(:limit) AS taken"
-_REBUILD_SQL = "SELECT memberbot_analytics_rebuild(:merchant)"
+REBUILD_BATCH = 200_000
+_REBUILD_SQL = "SELECT memberbot_analytics_rebuild_step(:merchant, :batch) AS phase"
 
 
 async def refresh(now: datetime | None = None, *, batch: int = BATCH) -> dict[str, int]:
@@ -28,9 +30,17 @@ async def refresh(now: datetime | None = None, *, batch: int = BATCH) -> dict[st
             return {"rolled_up": taken}
 
 
-async def rebuild(merchant_id: int) -> None:
-    """Recompute one merchant's rollups from its purchases, members and points ledger."""
-    await queries.fetch_rows(_REBUILD_SQL, merchant=merchant_id)
+async def rebuild(merchant_id: int, *, batch: int = REBUILD_BATCH) -> int:
+    """Recompute one merchant's rollups from its purchases, members and points ledger, `batch` ids a
+    transaction (migration 0026): purchases, members, points postings, then the member stats. A rebuild
+    that stopped half-way (a crash, a deploy) is resumed by the next call; one that finished is started
+    afresh. The refresher takes nothing until it is done. Returns the number of steps (transactions)."""
+    steps = 0
+    while True:
+        rows = await queries.fetch_rows(_REBUILD_SQL, merchant=merchant_id, batch=batch)
+        steps += 1
+        if rows[0]["phase"] == "done":
+            return steps
 
 
 _MERCHANTS_SQL = "SELECT id, timezone FROM merchant ORDER BY id"

@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 _observed: ContextVar[int | None] = ContextVar("config_version", default=None)
 _entries: dict[tuple[Hashable, ...], tuple[int, float, Any]] = {}
+_fixed: dict[tuple[Hashable, ...], Any] = {}  # what never changes once written (`fix`)
 
 
 def observe(raw: bytes | str | int | None) -> int:
@@ -60,8 +61,22 @@ async def cached(key: tuple[Hashable, ...], load: Callable[[], Awaitable[T]]) ->
     return value
 
 
+def fix(key: tuple[Hashable, ...], value: Any) -> None:
+    """Keep `value`, which never changes once written (a flash sale's terms), under `key` for callers
+    that must use it before they can observe a version (`fixed`). Dropped by every `forget`."""
+    if len(_fixed) >= MAX_ENTRIES:
+        _fixed.clear()
+    _fixed[key] = value
+
+
+def fixed(key: tuple[Hashable, ...]) -> Any:
+    """What `fix` kept under `key`, or None."""
+    return _fixed.get(key)
+
+
 def forget(merchant_id: int | None = None, kind: str | None = None) -> None:
     """Drop this process's entries (of one merchant, of one kind, or all)."""
+    _fixed.clear()
     for key in list(_entries):
         if (merchant_id is None or key[1] == merchant_id) and (kind is None or key[0] == kind):
             _entries.pop(key, None)

@@ -60,14 +60,18 @@ def read_connection() -> BaseDBAsyncClient:
     return client
 
 
-async def fetch_read(sql: str, **params: Any) -> list[dict[str, Any]]:
+async def fetch_read(sql: str, *, jit: bool = True, **params: Any) -> list[dict[str, Any]]:
     """`fetch_rows` on the read connection (`read_connection`), in a read-only transaction planned for
     its parameters every time: a statement prepared once and run with ranges of any length must not fall
-    back on one generic plan (an analysis of a day and one of a year want different plans)."""
+    back on one generic plan (an analysis of a day and one of a year want different plans). `jit=False`:
+    no JIT compilation for a statement whose estimated cost would make PostgreSQL compile it for longer
+    than it runs."""
     text, order = _translated(sql)
     connection: Any
     async with read_connection().acquire_connection() as connection, connection.transaction(readonly=True):
         await connection.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        if not jit:
+            await connection.execute("SET LOCAL jit = off")
         rows = await connection.fetch(text, *[params[name] for name in order])
     return [dict(row) for row in rows]
 

@@ -7,6 +7,11 @@ cancelled their own charges. What is left of a charge whose due date has passed 
 overdue. Everything is read as of `as_of` (entries made later are ignored), so a past date answers
 what was overdue then.
 
+It reads the rollup of migration 0025 (`credit_due`: each member's charges not yet repaid in full, what
+is left of each and its due date, kept by a trigger in every ledger write's transaction): what is
+overdue at `as_of` is what is left of the charges due before it, summed at read time, so it is never
+stale. A member with an entry later than `as_of` (a past moment) is recomputed from the ledger instead.
+
 `overdue(merchant, as_of)` answers, per member, the overdue amount, the oldest unpaid due date, the
 whole days since it (0: overdue for less than a day), and what they owed in total then and their limit.
 """
@@ -31,8 +36,22 @@ from models.merchant import Merchant
 
 MAX_OVERDUE_DAYS = 3650
 
-# Each charge net of the refund reversals of it, and each member's repayments, as of `:as_of`
-# (`{only}`: nothing, or one member's rows).
+# From the rollup (migration 0025): the members' open charges due before `:as_of`, for the members
+# whose last entry is not later than `:as_of` (the rollup is the state after every entry).
+_ROLLUP = """
+SELECT l.member_id, m.code, m.name, m.phone, m.store_id, l.overdue_fen, l.oldest_due_at,
+       a.balance_fen AS owed_fen, a.limit_fen
+  FROM (SELECT d.member_id, SUM(d.remaining_fen) AS overdue_fen, MIN(d.due_at) AS oldest_due_at
+          FROM credit_due d
+         WHERE d.merchant_id = :merchant AND d.due_at < :as_of{only}
+         GROUP BY d.member_id) l
+  JOIN credit_rollup r ON r.member_id = l.member_id AND r.last_entry_at <= :as_of
+  JOIN member m ON m.id = l.member_id
+  JOIN credit_account a ON a.member_id = l.member_id
+ WHERE m.anonymized_at IS NULL AND (CAST(:store AS integer) IS NULL OR m.store_id = :store)
+"""
+# From the ledger: each charge net of the refund reversals of it, and each member's repayments, as of
+# `:as_of` (`{only}`: which members' rows).
 _CHARGES = """
 WITH reversed AS (
   SELECT reverses_id, SUM(amount_fen) AS total FROM credit_entry
@@ -67,20 +86,37 @@ SELECT l.member_id, m.code, m.name, m.phone, m.store_id, l.due - l.repaid AS ove
   JOIN credit_account a ON a.member_id = l.member_id
  WHERE l.due > l.repaid AND m.anonymized_at IS NULL
    AND (CAST(:store AS integer) IS NULL OR m.store_id = :store)
- ORDER BY l.oldest_due_at, l.member_id
 """
 _NEXT_DUE = """
 SELECT MIN(ch.due_at) AS due FROM (
   SELECT due_at, SUM(net) OVER (ORDER BY due_at, id) AS running FROM charges
 ) ch WHERE ch.running > COALESCE((SELECT total FROM repaid), 0)
 """
+_ORDER = " ORDER BY oldest_due_at, member_id"
 _ONE = " AND member_id = :member"
-_OVERDUE_SQL = _CHARGES.format(only="") + _OVERDUE
-_MEMBER_OVERDUE_SQL = _CHARGES.format(only=_ONE) + _OVERDUE
-_NEXT_DUE_SQL = _CHARGES.format(only=_ONE) + _NEXT_DUE
-# A merchant-wide list costs the planner enough to JIT-compile it, which took longer than running it
-# (3.4 of 8.5 s on 700,000 entries): off for this statement's transaction.
-_NO_JIT = "SET LOCAL jit = off"
+_ONE_DUE = " AND d.member_id = :member"
+# Members with an entry later than `:as_of`: their answer as of then comes from the ledger.
+_LATER = (
+    " AND member_id IN (SELECT r.member_id FROM credit_rollup r"
+    " WHERE r.merchant_id = :merchant AND r.last_entry_at > :as_of)"
+)
+OVERDUE_SQL = _CHARGES.format(only=_LATER) + _OVERDUE + " UNION ALL " + _ROLLUP.format(only="") + _ORDER
+MEMBER_OVERDUE_SQL = (
+    _CHARGES.format(only=_ONE + _LATER) + _OVERDUE + " UNION ALL " + _ROLLUP.format(only=_ONE_DUE) + _ORDER
+)
+# The full recomputation from the ledger, every member or one (the tests' and the benchmark's reference:
+# what this module answered before the rollup).
+LEDGER_OVERDUE_SQL = _CHARGES.format(only="") + _OVERDUE + _ORDER
+LEDGER_MEMBER_OVERDUE_SQL = _CHARGES.format(only=_ONE) + _OVERDUE + _ORDER
+_NEXT_DUE_SQL = """
+SELECT (SELECT r.last_entry_at FROM credit_rollup r WHERE r.member_id = :member) AS last_entry_at,
+       (SELECT MIN(d.due_at) FROM credit_due d
+         WHERE d.member_id = :member AND d.merchant_id = :merchant) AS due
+"""
+_LEDGER_NEXT_DUE_SQL = _CHARGES.format(only=_ONE) + _NEXT_DUE
+# A merchant-wide recomputation costs the planner enough to JIT-compile it, which took longer than
+# running it (3.4 of 8.5 s on 700,000 entries): off for this statement's transaction.
+NO_JIT = "SET LOCAL jit = off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +145,16 @@ async def overdue(
     the members of their store (the member's store); `store_id` narrows further (admins); `member_id`
     to one member."""
     store = scope.store_filter(store_id)
-    if member_id is not None:
-        sql, params = _MEMBER_OVERDUE_SQL, {"member": member_id}
-    else:
-        sql, params = _OVERDUE_SQL, {}
-    async with in_transaction():
-        await queries.fetch_rows(_NO_JIT)
-        rows = await queries.fetch_rows(sql, merchant=merchant.id, as_of=as_of, store=store, **params)
+    if member_id is None:  # the merchant-wide list: the analyses' read connection (a replica, if any)
+        rows = await queries.fetch_read(
+            OVERDUE_SQL, jit=False, merchant=merchant.id, as_of=as_of, store=store
+        )
+    else:  # one member's page: the primary, so it shows the repayment just made
+        async with in_transaction():
+            await queries.fetch_rows(NO_JIT)
+            rows = await queries.fetch_rows(
+                MEMBER_OVERDUE_SQL, merchant=merchant.id, as_of=as_of, store=store, member=member_id
+            )
     return [
         Overdue(
             int(row["member_id"]),
@@ -135,7 +174,11 @@ async def overdue(
 
 async def next_due(merchant: Merchant, member_id: int, as_of: datetime) -> datetime | None:
     """The earliest due date of what the member still owes (None: nothing is owed)."""
-    rows = await queries.fetch_rows(_NEXT_DUE_SQL, merchant=merchant.id, as_of=as_of, member=member_id)
+    state = await queries.fetch_one(_NEXT_DUE_SQL, merchant=merchant.id, member=member_id)
+    if state["last_entry_at"] is None or state["last_entry_at"] <= as_of:
+        rollup: datetime | None = state["due"]
+        return rollup
+    rows = await queries.fetch_rows(_LEDGER_NEXT_DUE_SQL, merchant=merchant.id, as_of=as_of, member=member_id)
     due: datetime | None = rows[0]["due"] if rows else None
     return due
 

@@ -79,6 +79,17 @@ class SaleSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Gated:
+    """What one `take_as_member` call answered: the verdict (None: not decided there — the session is
+    not one of the sale's merchant, or the gate is not built) and the session record it read (None: no
+    live member session for the token)."""
+
+    verdict: Verdict | None
+    record: bytes | None
+    member_id: int = 0  # whose reservation a verdict is about
+
+
+@dataclass(frozen=True, slots=True)
 class Bought:
     order: MallOrder
     sale: FlashSale
@@ -167,6 +178,32 @@ async def run_gate(redis: Redis, keys: list[str], *args: str | int) -> str:
     return result.decode() if isinstance(result, bytes) else str(result)
 
 
+async def take_as_member(redis: Redis, sale: FlashSale, session_key: str, key: str) -> Gated:
+    """The gate's take for the member whose session record is at `session_key`, reading that record and
+    the configuration version (`config_cache.observe`) in the same call: a losing attempt (sold out)
+    costs this one round trip. The reservation is `order_key(sale.id, member, key)`."""
+    keys = [*gate_keys(sale.id), session_key, config_cache.KEY]
+    args = ["take_as", str(sale.merchant_id), str(sale.limit_per_member), str(sale.id), key]
+    try:
+        answer = await redis.evalsha(GATE_SHA, len(keys), *keys, *args)  # type: ignore[misc]
+    except NoScriptError:
+        await redis.script_load(GATE_SOURCE)
+        answer = await redis.evalsha(GATE_SHA, len(keys), *keys, *args)  # type: ignore[misc]
+    outcome, version, *found = answer
+    config_cache.observe(version)
+    outcome = outcome.decode()
+    if outcome == "no_session":
+        return Gated(None, None)
+    if outcome in ("foreign", Verdict.MISSING):
+        return Gated(None, found[0])
+    return Gated(Verdict(outcome), found[0], int(found[1]))
+
+
+async def undo_take(redis: Redis, sale_id: int, member_id: int, key: str) -> None:
+    """Give back a unit the gate just took for an attempt that is refused after all."""
+    await _give_back(redis, sale_id, member_id, order_key(sale_id, member_id, key), taken=True)
+
+
 async def take(redis: Redis, sale: FlashSale, member_id: int, reservation: str, now: datetime) -> Verdict:
     keys = gate_keys(sale.id)
     for _ in range(3):
@@ -252,6 +289,16 @@ async def get_sale(merchant_id: int, sale_id: int) -> FlashSale:
     sale = await config_cache.cached(("flash_sale", merchant_id, sale_id), load)
     if sale is None:
         raise NotFound("秒杀活动不存在", field="flash_sale")
+    config_cache.fix(("flash_sale", sale_id), sale)
+    return sale
+
+
+def open_sale(sale_id: int, now: datetime) -> FlashSale | None:
+    """The terms of a sale this process has read (`get_sale`), if it is open at `now`: what an attempt
+    needs before its one round trip (`take_as_member`), which also checks the sale's merchant."""
+    sale: FlashSale | None = config_cache.fixed(("flash_sale", sale_id))
+    if sale is None or not sale.starts_at <= now < sale.ends_at:
+        return None
     return sale
 
 
@@ -272,13 +319,18 @@ async def buy(
     key: str,
     now: datetime,
     effects: Effects,
+    gated: tuple[FlashSale, Verdict] | None = None,
 ) -> Bought:
     """One unit for the member: gated in Redis, then written to the database. A repeated key replays.
-    Sold out is answered by the gate alone: the member's row is read only to write an order."""
-    sale = await get_sale(merchant.id, sale_id)
-    check_window(sale, now)
+    Sold out is answered by the gate alone: the member's row is read only to write an order. `gated`:
+    the open sale and the verdict `take_as_member` already gave this attempt."""
+    if gated is None:
+        sale = await get_sale(merchant.id, sale_id)
+        check_window(sale, now)
+        verdict = await take(redis, sale, member_id, order_key(sale.id, member_id, key), now)
+    else:
+        sale, verdict = gated
     reservation = order_key(sale.id, member_id, key)
-    verdict = await take(redis, sale, member_id, reservation, now)
     if verdict is Verdict.LIMIT:
         existing = await MallOrder.get_or_none(merchant_id=merchant.id, idempotency_key=reservation)
         if existing is not None:  # a retry of an order since returned: replay it

@@ -6,6 +6,11 @@
 --
 -- ARGV[1] is the operation:
 --   take    member, limit, reservation         -> taken | duplicate | limit | sold_out | missing
+--   take_as merchant, limit, sale, key          -> {verdict, version, session, member} |
+--                                                 {no_session, version} | {foreign, version, session}
+--           the same take for the member whose session record is KEYS[4] (a member session of
+--           `merchant`, else nothing is touched), its reservation `flash:<sale>:<member>:<key>`;
+--           KEYS[5] is the configuration version, read in the same call
 --   release member, reservation, give_back(0|1) -> released | absent | missing
 --   restock                                    -> restocked | missing   (one unit back, no reservation)
 --   load    left, ttl seconds, n_members, (member, count) * n_members, (reservation, member) *
@@ -13,9 +18,8 @@
 
 local op = ARGV[1]
 
-if op == 'take' then
+local function take(member, limit, reservation)
   if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-  local member, limit, reservation = ARGV[2], tonumber(ARGV[3]), ARGV[4]
   if redis.call('HEXISTS', KEYS[3], reservation) == 1 then return 'duplicate' end
   if tonumber(redis.call('HGET', KEYS[2], member) or '0') >= limit then return 'limit' end
   if tonumber(redis.call('GET', KEYS[1])) <= 0 then return 'sold_out' end
@@ -23,6 +27,26 @@ if op == 'take' then
   redis.call('HINCRBY', KEYS[2], member, 1)
   redis.call('HSET', KEYS[3], reservation, member)
   return 'taken'
+end
+
+if op == 'take' then
+  return take(ARGV[2], tonumber(ARGV[3]), ARGV[4])
+end
+
+if op == 'take_as' then
+  local version = redis.call('GET', KEYS[5]) or '0'
+  local raw = redis.call('GET', KEYS[4])
+  if not raw then return {'no_session', version} end
+  local ok, session = pcall(cjson.decode, raw)
+  if not ok or type(session) ~= 'table' or session['kind'] ~= 'member' then return {'no_session', version} end
+  -- Anything unexpected (another merchant's session, ids not numbers) is left to the ordinary path.
+  if type(session['merchant_id']) ~= 'number' or type(session['subject_id']) ~= 'number'
+      or string.format('%d', session['merchant_id']) ~= ARGV[2] then
+    return {'foreign', version, raw}
+  end
+  local member = string.format('%d', session['subject_id'])
+  local reservation = 'flash:' .. ARGV[4] .. ':' .. member .. ':' .. ARGV[5]
+  return {take(member, tonumber(ARGV[3]), reservation), version, raw, member}
 end
 
 if op == 'release' then

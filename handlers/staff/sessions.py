@@ -63,6 +63,14 @@ def _key(digest: str) -> str:
     return _PREFIX + digest
 
 
+def record_key(token: str) -> str | None:
+    """The Redis key of the record a bearer `token` would name (None: not a possible token), for a
+    script that reads the session in a round trip of its own; `decode` reads what it finds there."""
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        return None
+    return _key(token_digest(token))
+
+
 def _index_key(kind: SessionKind, subject_id: int) -> str:
     return f"{_PREFIX}idx:{kind}:{subject_id}"
 
@@ -107,13 +115,12 @@ class SessionStore:
     async def resolve(self, token: str) -> Session | None:
         """The live session for `token`, or None (unknown, expired, revoked or malformed). The same
         round trip reads the configuration version the request's caches serve (`config_cache.observe`)."""
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        key = record_key(token)
+        if key is None:
             return None
-        raw, version = await self.redis.mget(_key(token_digest(token)), config_cache.KEY)
+        raw, version = await self.redis.mget(key, config_cache.KEY)
         config_cache.observe(version)
-        if raw is None:
-            return None
-        return _decode(raw)
+        return decode(raw)
 
     async def revoke(self, token: str) -> bool:
         if not token or len(token) > MAX_TOKEN_CHARS:
@@ -122,7 +129,7 @@ class SessionStore:
         raw = await self.redis.getdel(_key(digest))
         if raw is None:
             return False
-        session = _decode(raw)
+        session = decode(raw)
         if session is not None:
             await self.redis.srem(_index_key(session.kind, session.subject_id), digest)  # type: ignore[misc]
         return True
@@ -138,7 +145,10 @@ class SessionStore:
         return removed
 
 
-def _decode(raw: Any) -> Session | None:
+def decode(raw: Any) -> Session | None:
+    """The session a stored record describes (None: no record, or a malformed one)."""
+    if raw is None:
+        return None
     try:
         record = json.loads(raw)
         return Session(

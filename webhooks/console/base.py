@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=pydantic.BaseModel)
 View = Callable[[web.Request, Console], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Attempt = Callable[[], Awaitable[web.StreamResponse]]
+Refusal = Callable[[dict[str, str]], Awaitable[web.StreamResponse]]
 
 ROLE_NAMES = {"cashier": "收银员", "manager": "店长", "admin": "管理员"}
 NAV = (
@@ -171,6 +173,30 @@ def parse(model: type[M], data: Mapping[str, Any]) -> M:
             name = ".".join(str(part) for part in error["loc"]) or "form"
             errors.setdefault(name, pydantic_message(error))
         raise FormErrors(errors) from None
+
+
+async def submit(
+    attempt: Attempt,
+    refused: Refusal,
+    *,
+    prefix: str = "",
+    passes: Collection[int] = (403,),
+) -> web.StreamResponse:
+    """Answer a console form: `attempt` parses it, calls `api()` and answers (a redirect, a page); a
+    refusal on the way — the form's own (`FormErrors`), the use case's (`DomainError`) or the API's
+    (`ApiError`) — becomes `refused(errors)`: each message under its field's name, `prefix.`-ed
+    (`form` for the whole form), for the page to show next to the field with the input kept.
+
+    An `ApiError` whose status is in `passes` (403 not allowed; some forms also 404 not found) is raised
+    on, for `page()` to answer with its error page."""
+    try:
+        return await attempt()
+    except (FormErrors, DomainError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status in passes:
+            raise
+        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        errors = {f"{prefix}.{key}": message for key, message in found.items()} if prefix else found
+        return await refused(errors)
 
 
 def present(data: Mapping[str, str], *names: str) -> dict[str, str]:

@@ -13,19 +13,19 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from handlers.core.errors import DomainError
 from models.staff import StaffRole
 from webhooks import admin_mall, coupons, mall_deals
-from webhooks.api import ApiError
 from webhooks.console.base import (
-    FormErrors,
+    Refusal,
     api,
+    fen_to_yuan,
     form,
     page,
     parse,
     present,
     redirect,
     render,
+    submit,
     whole_number,
     yuan_to_fen,
 )
@@ -62,6 +62,15 @@ async def _mall_page(
         "done": request.query.get("done"),
     }
     return render(request, "mall.html", console, context, status=status, section="programme")
+
+
+def _again(request: web.Request, console: Console, values: dict[str, str]) -> Refusal:
+    """The mall page again after a refused form: the errors next to their fields, `values` kept."""
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _mall_page(request, console, errors=errors, values=values, status=400)
+
+    return refused
 
 
 @routes.get("/admin/mall")
@@ -101,16 +110,13 @@ def item_body(data: dict[str, str]) -> dict[str, Any]:
 @page(StaffRole.ADMIN)
 async def create_item(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(admin_mall.ItemCreateIn, item_body(data))
         await api(request, console, admin_mall.create_item, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"item.{k}": v for k, v in found.items()}
-        return await _mall_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, "/admin/mall?done=item")
+        return redirect(request, "/admin/mall?done=item")
+
+    return await submit(attempt, _again(request, console, data), prefix="item")
 
 
 @routes.post(r"/admin/mall/items/{item_id:\d+}/stock")
@@ -124,17 +130,22 @@ async def item_stock(request: web.Request, console: Console) -> web.StreamRespon
         "reason": data.get("reason", ""),
         "idempotency_key": data.get("key", ""),
     }
-    try:
+
+    on_item = data.get("back") == "item"  # sent from the item's own page: answer there
+
+    async def attempt() -> web.StreamResponse:
         path = parse(admin_mall.ItemPath, {"item_id": item_id})
         body = parse(admin_mall.StockIn, raw)
         await api(request, console, admin_mall.adjust_stock, body=body, path=path)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status in (403, 404):
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"stock{item_id}.{k}": v for k, v in found.items()}
-        return await _mall_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, "/admin/mall?done=stock")
+        return redirect(
+            request, f"/admin/mall/items/{item_id}?done=stock" if on_item else "/admin/mall?done=stock"
+        )
+
+    async def on_item_page(errors: dict[str, str]) -> web.StreamResponse:
+        return await _item_page(request, console, errors=errors, status=400)
+
+    refused = on_item_page if on_item else _again(request, console, data)
+    return await submit(attempt, refused, prefix=f"stock{item_id}", passes=(403, 404))
 
 
 # Flash sales and group deals ---------------------------------------------------------------------
@@ -163,17 +174,14 @@ async def _create(
     request: web.Request, console: Console, prefix: str, model: Any, handler: Any, numbers: tuple[str, ...]
 ) -> web.StreamResponse:
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(model, deal_body(data, console.merchant.timezone, numbers))
         await api(request, console, handler, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"{prefix}.{k}": v for k, v in found.items()}
-        values = {f"{prefix}.{k}": v for k, v in data.items()}
-        return await _mall_page(request, console, errors=errors, values=values, status=400)
-    return redirect(request, f"/admin/mall?done={prefix}")
+        return redirect(request, f"/admin/mall?done={prefix}")
+
+    values = {f"{prefix}.{k}": v for k, v in data.items()}
+    return await submit(attempt, _again(request, console, values), prefix=prefix)
 
 
 @routes.post("/admin/mall/flash-sales")
@@ -207,3 +215,105 @@ async def item_active(request: web.Request, console: Console) -> web.StreamRespo
     body = parse(admin_mall.ItemFieldsIn, {**fields, "active": data.get("active") == "true"})
     await api(request, console, admin_mall.put_item, body=body, path=path)
     return redirect(request, "/admin/mall?done=stock")
+
+
+# One item: edit its fields -----------------------------------------------------------------------
+
+
+def _local_input(moment: datetime | None, zone: str) -> str:
+    """An instant as a `datetime-local` input shows it, in the merchant's time zone."""
+    return "" if moment is None else moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M")
+
+
+def item_values(item: admin_mall.ItemOut, zone: str) -> dict[str, str]:
+    """An item as its edit form shows it: yuan for fen, merchant-local sale window, empty for "none"."""
+    optional = {
+        "limit_per_member": item.limit_per_member,
+        "limit_per_day": item.limit_per_day,
+        "coupon_template_id": item.coupon_template_id,
+    }
+    return {
+        "name": item.name,
+        "description": item.description,
+        "image_url": item.image_url,
+        "category": item.category,
+        "price_points": str(item.price_points),
+        "cash_fen": fen_to_yuan(item.cash_fen).replace(",", "") if item.cash_fen else "",
+        "stored_value_fen": fen_to_yuan(item.stored_value_fen).replace(",", "")
+        if item.stored_value_fen
+        else "",
+        "min_tier_rank": str(item.min_tier_rank),
+        "pickup_days": str(item.pickup_days),
+        "sort": str(item.sort),
+        "sale_starts_at": _local_input(item.sale_starts_at, zone),
+        "sale_ends_at": _local_input(item.sale_ends_at, zone),
+        "active": "true" if item.active else "",
+        **{name: "" if value is None else str(value) for name, value in optional.items()},
+    }
+
+
+def item_fields_body(data: dict[str, str], zone: str) -> dict[str, Any]:
+    """The edit form as the API's `ItemFieldsIn` (the kind and the stock are not editable here)."""
+    body = item_body(data)
+    body.pop("kind")
+    body.pop("stock", None)
+    values = present(data, "image_url", "min_tier_rank", "sort", "sale_starts_at", "sale_ends_at")
+    if "image_url" in values:
+        body["image_url"] = values["image_url"]
+    for name in ("min_tier_rank", "sort"):
+        if name in values:
+            body[name] = whole_number(values[name])
+    for name in ("sale_starts_at", "sale_ends_at"):
+        if name in values:
+            body[name] = local_moment(values[name], zone)
+    return body
+
+
+def _item_path(request: web.Request) -> admin_mall.ItemPath:
+    return parse(admin_mall.ItemPath, {"item_id": request.match_info["item_id"]})
+
+
+async def _item_page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    item = await api(request, console, admin_mall.get_item, path=_item_path(request))
+    templates = await api(request, console, coupons.list_templates)
+    context = {
+        "item": item,
+        "kinds": ITEM_KINDS,
+        "templates": templates.items,
+        "errors": errors or {},
+        "values": values if values is not None else item_values(item, console.merchant.timezone),
+        "stock_key": secrets.token_hex(12),
+        "done": request.query.get("done"),
+    }
+    return render(request, "mall_item.html", console, context, status=status, section="programme")
+
+
+@routes.get(r"/admin/mall/items/{item_id:\d+}")
+@page()
+async def item_page(request: web.Request, console: Console) -> web.StreamResponse:
+    """One item: its fields (a form for admins, filled with the current values) and its stock."""
+    return await _item_page(request, console)
+
+
+@routes.post(r"/admin/mall/items/{item_id:\d+}")
+@page(StaffRole.ADMIN)
+async def save_item(request: web.Request, console: Console) -> web.StreamResponse:
+    """Replace the item's fields through the API (its kind and stock stay); audit-logged there."""
+    data = await form(request)
+
+    async def attempt() -> web.StreamResponse:
+        body = parse(admin_mall.ItemFieldsIn, item_fields_body(data, console.merchant.timezone))
+        await api(request, console, admin_mall.put_item, body=body, path=_item_path(request))
+        return redirect(request, "/admin/mall?done=edit")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _item_page(request, console, errors=errors, values=data, status=400)
+
+    return await submit(attempt, refused, prefix="item", passes=(403, 404))

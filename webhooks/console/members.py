@@ -1,5 +1,5 @@
 """Console pages of the members: search and CSV export, one member's page, manual points grants and
-deductions, block and unblock, staff notes.
+deductions, block and unblock, staff notes, voiding a coupon or a service card.
 
 Each page calls the JSON admin API's own handler (`webhooks.console.base.api`) with the request model
 the API validates, so a form is accepted or refused exactly as the API would, with the field named.
@@ -18,7 +18,17 @@ from handlers.core.errors import DomainError, ErrorCode
 from handlers.directory import search
 from handlers.members import lookup as members_lookup
 from models.staff import StaffRole
-from webhooks import admin_loyalty, admin_member_page, admin_members, admin_tags, credit, member_import, mp
+from webhooks import (
+    admin_loyalty,
+    admin_member_page,
+    admin_members,
+    admin_tags,
+    coupons,
+    credit,
+    member_import,
+    mp,
+    service_cards,
+)
 from webhooks.api import ApiError
 from webhooks.console.base import (
     FormErrors,
@@ -29,6 +39,7 @@ from webhooks.console.base import (
     present,
     redirect,
     render,
+    submit,
     yuan_to_fen,
 )
 from webhooks.console.security import Console
@@ -63,6 +74,8 @@ DONE = {
     "credit": "信用额度已更新。",
     "tag": "标签已更新。",
     "profile": "资料已修改。",
+    "card": "服务卡已作废，不能再使用。",
+    "coupon": "优惠券已作废。",
 }
 
 
@@ -168,19 +181,18 @@ async def _act(
     run: Any,
 ) -> web.StreamResponse:
     """Run one of the member page's forms; a refusal shows the page again with the error next to the
-    field and what was typed kept."""
+    field (`action.field`) and what was typed kept."""
     member_id = _member_id(request)
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         await run(member_id, data)
-    except FormErrors as exc:
-        return await _member_page(request, console, member_id, errors=exc.errors, values=data, status=400)
-    except (DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status in (403, 404):
-            raise
-        errors = {f"{action}.{key}": message for key, message in FormErrors.of(exc).errors.items()}
+        return redirect(request, f"/admin/members/{member_id}?done={action}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
         return await _member_page(request, console, member_id, errors=errors, values=data, status=400)
-    return redirect(request, f"/admin/members/{member_id}?done={action}")
+
+    return await submit(attempt, refused, prefix=action, passes=(403, 404))
 
 
 @routes.post(r"/admin/members/{member_id:\d+}/points")
@@ -191,10 +203,7 @@ async def grant(request: web.Request, console: Console) -> web.StreamResponse:
 
     async def run(member_id: int, data: dict[str, str]) -> None:
         member = await members_lookup.resolve(console.merchant, member_id=member_id)
-        try:
-            body = parse(admin_loyalty.GrantIn, _grant_body(data))
-        except FormErrors as exc:
-            raise FormErrors({f"grant.{k}": v for k, v in exc.errors.items()}) from None
+        body = parse(admin_loyalty.GrantIn, _grant_body(data))
         code = parse(admin_loyalty.MemberPath, {"member_code": member.code})
         await api(request, console, admin_loyalty.grant_points, body=body, path=code)
 
@@ -211,10 +220,7 @@ def _grant_body(data: dict[str, str]) -> dict[str, Any]:
 @page()
 async def block(request: web.Request, console: Console) -> web.StreamResponse:
     async def run(member_id: int, data: dict[str, str]) -> None:
-        try:
-            body = parse(admin_members.BlockIn, {"reason": data.get("reason", "").strip()})
-        except FormErrors as exc:
-            raise FormErrors({f"block.{k}": v for k, v in exc.errors.items()}) from None
+        body = parse(admin_members.BlockIn, {"reason": data.get("reason", "").strip()})
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, admin_members.block, body=body, path=path)
 
@@ -235,10 +241,7 @@ async def unblock(request: web.Request, console: Console) -> web.StreamResponse:
 @page()
 async def add_note(request: web.Request, console: Console) -> web.StreamResponse:
     async def run(member_id: int, data: dict[str, str]) -> None:
-        try:
-            body = parse(admin_members.NoteIn, {"text": data.get("text", "").strip()})
-        except FormErrors as exc:
-            raise FormErrors({f"note.{k}": v for k, v in exc.errors.items()}) from None
+        body = parse(admin_members.NoteIn, {"text": data.get("text", "").strip()})
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, admin_members.add_note, body=body, path=path)
 
@@ -281,16 +284,19 @@ async def import_upload(request: web.Request, console: Console) -> web.StreamRes
             status=400,
             section="members",
         )
-    try:
+
+    async def attempt() -> web.StreamResponse:
         job = await api(request, console, member_import.import_members, body=upload)
-    except (DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        context = {"errors": FormErrors.of(exc).errors, "job": None}
+        return redirect(request, f"/admin/members/imports/{job.id}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        context = {"errors": errors, "job": None}
         return render(request, "member_import.html", console, context, status=400, section="members")
+
+    try:
+        return await submit(attempt, refused)
     finally:
         upload.file.close()
-    return redirect(request, f"/admin/members/imports/{job.id}")
 
 
 def _job_path(request: web.Request) -> member_import.ImportPath:
@@ -330,10 +336,7 @@ async def credit_limit(request: web.Request, console: Console) -> web.StreamResp
             "reason": data.get("reason", "").strip(),
             "idempotency_key": data.get("key", ""),
         }
-        try:
-            body = parse(credit.CreditLimitIn, raw)
-        except FormErrors as exc:
-            raise FormErrors({f"credit.{k}": v for k, v in exc.errors.items()}) from None
+        body = parse(credit.CreditLimitIn, raw)
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, credit.set_limit, body=body, path=path)
 
@@ -363,11 +366,34 @@ async def edit_profile(request: web.Request, console: Console) -> web.StreamResp
     """Change name, phone, birthday or gender (empty: unchanged), parsed by the member's own rules."""
 
     async def run(member_id: int, data: dict[str, str]) -> None:
-        try:
-            body = parse(mp.ProfilePatch, present(data, "name", "phone", "birthday", "gender"))
-        except FormErrors as exc:
-            raise FormErrors({f"profile.{k}": v for k, v in exc.errors.items()}) from None
+        body = parse(mp.ProfilePatch, present(data, "name", "phone", "birthday", "gender"))
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, admin_members.edit_profile, body=body, path=path)
 
     return await _act(request, console, "profile", run)
+
+
+@routes.post(r"/admin/members/{member_id:\d+}/cards/{card_id:\d+}/revoke")
+@page()
+async def revoke_card(request: web.Request, console: Console) -> web.StreamResponse:
+    """Stop one of the member's service cards, with a reason (the API's revoke: no further uses)."""
+
+    async def run(member_id: int, data: dict[str, str]) -> None:
+        body = parse(service_cards.CardRevokeIn, {"reason": data.get("reason", "").strip()})
+        path = parse(service_cards.CardPath, {"card_id": request.match_info["card_id"]})
+        await api(request, console, service_cards.revoke, body=body, path=path)
+
+    return await _act(request, console, "card", run)
+
+
+@routes.post(r"/admin/members/{member_id:\d+}/coupons/{coupon_id:\d+}/revoke")
+@page()
+async def revoke_coupon(request: web.Request, console: Console) -> web.StreamResponse:
+    """Void one of the member's coupons, with a reason (a used or expired one is refused)."""
+
+    async def run(member_id: int, data: dict[str, str]) -> None:
+        body = parse(coupons.RevokeIn, {"reason": data.get("reason", "").strip()})
+        path = parse(coupons.CouponPath, {"coupon_id": request.match_info["coupon_id"]})
+        await api(request, console, coupons.revoke, body=body, path=path)
+
+    return await _act(request, console, "coupon", run)

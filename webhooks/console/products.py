@@ -1,6 +1,6 @@
-"""Console page of the product catalogue: search, add a product (admins), and import a CSV/XLSX file with
-a dry run first (admins), through the products API's handlers (the import's file is sent to the API's
-handler base64-encoded, as the JSON API takes it, so it is held to the same size)."""
+"""Console page of the product catalogue: search, add, edit and delete a product (admins), and import a
+CSV/XLSX file with a dry run first (admins), through the products API's handlers (the import's file is
+sent to the API's handler base64-encoded, as the JSON API takes it, so it is held to the same size)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,20 @@ from pydantic import Field
 from handlers.core.errors import DomainError
 from models.staff import StaffRole
 from webhooks import admin_products
-from webhooks.api import ApiError, In
+from webhooks.api import In
 from webhooks.appkeys import RUNTIME
 from webhooks.console.base import (
     FormErrors,
+    Refusal,
     api,
+    fen_to_yuan,
     form,
     page,
     parse,
     present,
     redirect,
     render,
+    submit,
     yuan_to_fen,
 )
 from webhooks.console.security import Console
@@ -60,8 +63,19 @@ async def _page(
         "values": values or {},
         "report": report,
         "created": request.query.get("created"),
+        "saved": request.query.get("saved"),
+        "deleted": request.query.get("deleted"),
     }
     return render(request, "products.html", console, context, status=status, section="programme")
+
+
+def _again(request: web.Request, console: Console, values: dict[str, str]) -> Refusal:
+    """The products page again after a refused form: the errors next to their fields, `values` kept."""
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _page(request, console, errors=errors, values=values, status=400)
+
+    return refused
 
 
 @routes.get("/admin/products")
@@ -71,13 +85,10 @@ async def products(request: web.Request, console: Console) -> web.StreamResponse
     return await _page(request, console)
 
 
-@routes.post("/admin/products")
-@page(StaffRole.ADMIN)
-async def create_product(request: web.Request, console: Console) -> web.StreamResponse:
-    data = await form(request)
-    values = present(data, "sku", "name", "category", "price", "cost")
+def product_body(data: dict[str, str]) -> dict[str, Any]:
+    """A product's form as the API's `ProductFieldsIn` (prices in yuan; no cost: unknown)."""
+    values = present(data, "name", "category", "price", "cost")
     raw: dict[str, Any] = {
-        "sku": values.get("sku", ""),
         "name": values.get("name", ""),
         "category": values.get("category", ""),
         "price_fen": yuan_to_fen(values.get("price", "")),
@@ -85,16 +96,21 @@ async def create_product(request: web.Request, console: Console) -> web.StreamRe
     }
     if "cost" in values:
         raw["cost_fen"] = yuan_to_fen(values["cost"])
-    try:
+    return raw
+
+
+@routes.post("/admin/products")
+@page(StaffRole.ADMIN)
+async def create_product(request: web.Request, console: Console) -> web.StreamResponse:
+    data = await form(request)
+    raw = {"sku": data.get("sku", "").strip(), **product_body(data)}
+
+    async def attempt() -> web.StreamResponse:
         body = parse(admin_products.ProductCreateIn, raw)
         created = await api(request, console, admin_products.create_product, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"product.{key}": message for key, message in found.items()}
-        return await _page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, f"/admin/products?created={created.id}")
+        return redirect(request, f"/admin/products?created={created.id}")
+
+    return await submit(attempt, _again(request, console, data), prefix="product")
 
 
 @routes.post("/admin/products/import")
@@ -107,7 +123,8 @@ async def import_products(request: web.Request, console: Console) -> web.StreamR
     except (DomainError, pydantic.ValidationError):
         errors = {"import.file": "请选择要导入的 CSV 或 XLSX 文件"}
         return await _page(request, console, errors=errors, status=400)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         name = upload.file.filename.lower()
         kind = "xlsx" if name.endswith(".xlsx") else "csv"
         data = upload.file.file.read()
@@ -119,12 +136,75 @@ async def import_products(request: web.Request, console: Console) -> web.StreamR
             {"format": kind, "file": base64.b64encode(data).decode(), "dry_run": upload.dry_run},
         )
         report = await api(request, console, admin_products.import_products, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = {f"import.{key}": message for key, message in found.items()}
-        return await _page(request, console, errors=errors, status=400)
+        return await _page(request, console, report=report)
+
+    try:
+        return await submit(attempt, _again(request, console, {}), prefix="import")
     finally:
         upload.file.close()
-    return await _page(request, console, report=report)
+
+
+# One product: edit, delete -----------------------------------------------------------------------
+
+
+def _path(request: web.Request) -> admin_products.ProductPath:
+    return parse(admin_products.ProductPath, {"product_id": request.match_info["product_id"]})
+
+
+def product_values(product: admin_products.ProductOut) -> dict[str, str]:
+    return {
+        "name": product.name,
+        "category": product.category,
+        "price": fen_to_yuan(product.price_fen).replace(",", ""),
+        "cost": "" if product.cost_fen is None else fen_to_yuan(product.cost_fen).replace(",", ""),
+        "active": "true" if product.active else "",
+    }
+
+
+async def _product_page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    product = await api(request, console, admin_products.get_product, path=_path(request))
+    context = {
+        "p": product,
+        "errors": errors or {},
+        "values": values if values is not None else product_values(product),
+    }
+    return render(request, "product.html", console, context, status=status, section="programme")
+
+
+@routes.get(r"/admin/products/{product_id:\d+}")
+@page(StaffRole.ADMIN)
+async def product_page(request: web.Request, console: Console) -> web.StreamResponse:
+    """A product's form, filled with its current fields (its SKU is fixed)."""
+    return await _product_page(request, console)
+
+
+@routes.post(r"/admin/products/{product_id:\d+}")
+@page(StaffRole.ADMIN)
+async def save_product(request: web.Request, console: Console) -> web.StreamResponse:
+    """Replace the product's fields through the API; recorded purchases keep what they copied."""
+    data = await form(request)
+
+    async def attempt() -> web.StreamResponse:
+        body = parse(admin_products.ProductFieldsIn, product_body(data))
+        saved = await api(request, console, admin_products.put_product, body=body, path=_path(request))
+        return redirect(request, f"/admin/products?saved={saved.id}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _product_page(request, console, errors=errors, values=data, status=400)
+
+    return await submit(attempt, refused, prefix="product", passes=(403, 404))
+
+
+@routes.post(r"/admin/products/{product_id:\d+}/delete")
+@page(StaffRole.ADMIN)
+async def delete_product(request: web.Request, console: Console) -> web.StreamResponse:
+    """Delete the product (the page offers taking it off sale instead: uncheck 在售)."""
+    await api(request, console, admin_products.delete_product, path=_path(request))
+    return redirect(request, "/admin/products?deleted=1")

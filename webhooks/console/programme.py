@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -19,9 +20,9 @@ from aiohttp import web
 from handlers.core.errors import DomainError
 from models.staff import StaffRole
 from webhooks import admin_loyalty, coupons
-from webhooks.api import ApiError
 from webhooks.console.base import (
     FormErrors,
+    Refusal,
     api,
     form,
     page,
@@ -29,6 +30,7 @@ from webhooks.console.base import (
     present,
     redirect,
     render,
+    submit,
     whole_number,
     yuan_to_fen,
 )
@@ -68,6 +70,8 @@ def template_body(data: dict[str, str], zone: str) -> dict[str, Any]:
         body["valid_from"] = _day_start(values["valid_from"], zone)
     if "valid_until" in values:
         body["valid_until"] = _day_start(values["valid_until"], zone, after=True)
+    if "store_codes" in values:  # "A01, A02": only these stores; empty: every store
+        body["store_codes"] = [code for code in re.split(r"[\s,，、]+", values["store_codes"]) if code]
     return body
 
 
@@ -89,8 +93,19 @@ async def _coupons_page(
         "issue_key": secrets.token_hex(12),
         "issued": issued,
         "created": request.query.get("created"),
+        "saved": request.query.get("saved"),
+        "deleted": request.query.get("deleted"),
     }
     return render(request, "coupons.html", console, context, status=status, section="coupons")
+
+
+def _coupons_again(request: web.Request, console: Console, values: dict[str, str]) -> Refusal:
+    """The coupons page again after a refused form: the errors next to their fields, `values` kept."""
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _coupons_page(request, console, errors=errors, values=values, status=400)
+
+    return refused
 
 
 @routes.get("/admin/coupons")
@@ -104,16 +119,13 @@ async def coupon_templates(request: web.Request, console: Console) -> web.Stream
 @page(StaffRole.ADMIN)
 async def create_template(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(coupons.TemplateIn, template_body(data, console.merchant.timezone))
         created = await api(request, console, coupons.create_template, body=body)
-    except FormErrors as exc:
-        errors = {f"template.{k}": v for k, v in exc.errors.items()}
-        return await _coupons_page(request, console, errors=errors, values=data, status=400)
-    except (DomainError, ApiError) as exc:
-        errors = {f"template.{k}": v for k, v in FormErrors.of(exc).errors.items()}
-        return await _coupons_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, f"/admin/coupons?created={created.id}")
+        return redirect(request, f"/admin/coupons?created={created.id}")
+
+    return await submit(attempt, _coupons_again(request, console, data), prefix="template")
 
 
 @routes.post("/admin/coupons/issue")
@@ -127,16 +139,13 @@ async def issue_coupon(request: web.Request, console: Console) -> web.StreamResp
         "reason": data.get("reason", "").strip(),
         "idempotency_key": data.get("key", ""),
     }
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(coupons.IssueIn, raw)
         issued = await api(request, console, coupons.issue, body=body)
-    except FormErrors as exc:
-        errors = {f"issue.{k}": v for k, v in exc.errors.items()}
-        return await _coupons_page(request, console, errors=errors, values=data, status=400)
-    except (DomainError, ApiError) as exc:
-        errors = {f"issue.{k}": v for k, v in FormErrors.of(exc).errors.items()}
-        return await _coupons_page(request, console, errors=errors, values=data, status=400)
-    return await _coupons_page(request, console, issued=issued)
+        return await _coupons_page(request, console, issued=issued)
+
+    return await submit(attempt, _coupons_again(request, console, data), prefix="issue")
 
 
 # Earn rules --------------------------------------------------------------------------------------
@@ -223,22 +232,19 @@ async def simulate(request: web.Request, console: Console) -> web.StreamResponse
     """The simulation of the form's rules (an htmx fragment beside the form), with the save button."""
     data = await form(request)
     days = whole_number(data.get("days", "30"))
-    try:
+
+    async def attempt() -> web.StreamResponse:
         document = proposed_rules(data)
         body = parse(admin_loyalty.SimulateIn, {"rules": document, "days": days})
         result = await api(request, console, admin_loyalty.simulate_rules, body=body)
-    except FormErrors as exc:
-        errors = rule_errors(exc.errors)
-        return render(
-            request, "rules_simulation.html", console, {"errors": errors, "result": None}, status=400
-        )
-    except (DomainError, ApiError) as exc:
-        errors = rule_errors(FormErrors.of(exc).errors)
-        return render(
-            request, "rules_simulation.html", console, {"errors": errors, "result": None}, status=400
-        )
-    context = {"errors": {}, "result": result, "digest": digest(document), "days": days}
-    return render(request, "rules_simulation.html", console, context)
+        context = {"errors": {}, "result": result, "digest": digest(document), "days": days}
+        return render(request, "rules_simulation.html", console, context)
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        context = {"errors": rule_errors(errors), "result": None}
+        return render(request, "rules_simulation.html", console, context, status=400)
+
+    return await submit(attempt, refused)
 
 
 @routes.post("/admin/programme/rules")
@@ -247,18 +253,19 @@ async def save_rules(request: web.Request, console: Console) -> web.StreamRespon
     """Save the rules as the next version, only as simulated: a form changed since its simulation is
     refused (simulate again)."""
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         document = proposed_rules(data)
         if data.get("simulated", "") != digest(document):
             raise FormErrors({"simulated": "规则在模拟之后有改动，请重新模拟并查看结果后再保存"})
         body = parse(admin_loyalty.RulesIn, {"rules": document})
         saved = await api(request, console, admin_loyalty.put_rules, body=body)
-    except FormErrors as exc:
-        return await _rules_page(request, console, errors=rule_errors(exc.errors), values=data, status=400)
-    except (DomainError, ApiError) as exc:
-        errors = rule_errors(FormErrors.of(exc).errors)
-        return await _rules_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, f"/admin/programme/rules?saved={saved.version}")
+        return redirect(request, f"/admin/programme/rules?saved={saved.version}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _rules_page(request, console, errors=rule_errors(errors), values=data, status=400)
+
+    return await submit(attempt, refused)
 
 
 # Tier ladder -------------------------------------------------------------------------------------
@@ -297,20 +304,21 @@ async def programme(request: web.Request, console: Console) -> web.StreamRespons
 async def save_tiers(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
     text = data.get("document", "")
-    try:
+
+    async def attempt() -> web.StreamResponse:
         try:
             tiers = json.loads(text)
         except json.JSONDecodeError as exc:
             raise FormErrors({"document": f"等级 JSON 格式不正确（第 {exc.lineno} 行）"}) from None
         body = parse(admin_loyalty.TiersIn, {"tiers": tiers})
         saved = await api(request, console, admin_loyalty.put_tiers, body=body)
-    except FormErrors as exc:
-        message = next(iter(exc.errors.values()))
+        return redirect(request, f"/admin/programme?saved={saved.version}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        message = next(iter(errors.values()))
         return await _tiers_page(request, console, errors={"document": message}, document=text, status=400)
-    except (DomainError, ApiError) as exc:
-        errors = {"document": exc.message}
-        return await _tiers_page(request, console, errors=errors, document=text, status=400)
-    return redirect(request, f"/admin/programme?saved={saved.version}")
+
+    return await submit(attempt, refused)
 
 
 @routes.post(r"/admin/coupons/templates/{template_id:\d+}/active")

@@ -14,9 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.core.errors import DomainError
 from webhooks import admin_segments, admin_tags
-from webhooks.api import ApiError
 from webhooks.console.base import (
     FormErrors,
     api,
@@ -25,6 +23,7 @@ from webhooks.console.base import (
     parse,
     redirect,
     render,
+    submit,
     whole_number,
     yuan_to_fen,
 )
@@ -118,8 +117,7 @@ async def segments(request: web.Request, console: Console) -> web.StreamResponse
     return await _page(request, console)
 
 
-def _errors(exc: FormErrors | DomainError | ApiError) -> dict[str, str]:
-    found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+def _errors(found: dict[str, str]) -> dict[str, str]:
     return {("form" if key.startswith("expression") else key): message for key, message in found.items()}
 
 
@@ -128,28 +126,34 @@ def _errors(exc: FormErrors | DomainError | ApiError) -> dict[str, str]:
 async def preview(request: web.Request, console: Console) -> web.StreamResponse:
     """How many members the builder's conditions select now, with a masked sample (htmx fragment)."""
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(admin_segments.PreviewIn, {"expression": expression(data), "sample": 5})
         found = await api(request, console, admin_segments.preview, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        return render(request, "segment_count.html", console, {"found": None, "errors": _errors(exc)})
-    return render(request, "segment_count.html", console, {"found": found, "errors": {}})
+        return render(request, "segment_count.html", console, {"found": found, "errors": {}})
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return render(request, "segment_count.html", console, {"found": None, "errors": _errors(errors)})
+
+    return await submit(attempt, refused, passes=())
 
 
 @routes.post("/admin/segments")
 @page()
 async def save(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(
             admin_segments.SegmentIn, {"name": data.get("name", "").strip(), "expression": expression(data)}
         )
         created = await api(request, console, admin_segments.create_segment, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        return await _page(request, console, errors=_errors(exc), values=data, status=400)
-    return redirect(request, f"/admin/segments?saved={created.id}")
+        return redirect(request, f"/admin/segments?saved={created.id}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _page(request, console, errors=_errors(errors), values=data, status=400)
+
+    return await submit(attempt, refused)
 
 
 # Tags --------------------------------------------------------------------------------------------
@@ -185,7 +189,8 @@ async def tags(request: web.Request, console: Console) -> web.StreamResponse:
 async def create_tag(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
     raw: dict[str, Any] = {"name": data.get("name", "").strip()}
-    try:
+
+    async def attempt() -> web.StreamResponse:
         rule = data.get("rule", "").strip()
         if rule:
             try:
@@ -194,13 +199,13 @@ async def create_tag(request: web.Request, console: Console) -> web.StreamRespon
                 raise FormErrors({"rule": f"JSON 格式不正确（第 {exc.lineno} 行）"}) from None
         body = parse(admin_tags.TagIn, raw)
         created = await api(request, console, admin_tags.create_tag, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        return redirect(request, f"/admin/tags?created={created.id}")
+
+    async def refused(found: dict[str, str]) -> web.StreamResponse:
         errors = {("rule" if key.startswith("rule") else key): message for key, message in found.items()}
         return await _tags_page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, f"/admin/tags?created={created.id}")
+
+    return await submit(attempt, refused)
 
 
 @routes.post(r"/admin/members/{member_id:\d+}/tags")
@@ -210,7 +215,8 @@ async def tag_member(request: web.Request, console: Console) -> web.StreamRespon
     data = await form(request)
     member_id = int(request.match_info["member_id"])
     tag_id = whole_number(data.get("tag_id", ""))
-    try:
+
+    async def attempt() -> web.StreamResponse:
         if data.get("remove") == "true":
             held = parse(admin_tags.TagMemberPath, {"tag_id": tag_id, "member_id": member_id})
             await api(request, console, admin_tags.remove_tag, path=held)
@@ -218,9 +224,10 @@ async def tag_member(request: web.Request, console: Console) -> web.StreamRespon
             tag = parse(admin_tags.TagPath, {"tag_id": tag_id})
             body = parse(admin_tags.ApplyIn, {"member_id": member_id})
             await api(request, console, admin_tags.apply_tag, body=body, path=tag)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status in (403, 404):
-            raise
-        message = next(iter(exc.errors.values())) if isinstance(exc, FormErrors) else exc.message
+        return redirect(request, f"/admin/members/{member_id}?done=tag")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        message = next(iter(errors.values()))
         return render(request, "error.html", console, {"status": 400, "message": message}, status=400)
-    return redirect(request, f"/admin/members/{member_id}?done=tag")
+
+    return await submit(attempt, refused, passes=(403, 404))

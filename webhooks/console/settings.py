@@ -20,7 +20,6 @@ from handlers.core.templating import Renderer
 from handlers.notices import settings as notice_settings
 from models.staff import StaffRole
 from webhooks import admin, admin_loyalty, admin_menu, notices
-from webhooks.api import ApiError
 from webhooks.appkeys import RENDERER
 from webhooks.console.base import (
     FormErrors,
@@ -30,6 +29,7 @@ from webhooks.console.base import (
     parse,
     redirect,
     render,
+    submit,
     whole_number,
     yuan_to_fen,
 )
@@ -102,7 +102,8 @@ async def _save(
 ) -> web.StreamResponse:
     """Put `value` in the programme document as section `name` (or, for `other`, its keys) and save the
     whole document through the API; a refusal shows the section again with what was typed."""
-    try:
+
+    async def attempt() -> web.StreamResponse:
         program = dict((await api(request, console, admin_loyalty.get_program)).program)
         if name == "other":
             if not isinstance(value, dict):
@@ -112,12 +113,13 @@ async def _save(
             program[name] = value
         body = parse(admin_loyalty.ProgramIn, {"program": program})
         await api(request, console, admin_loyalty.put_program, body=body)
-    except FormErrors as exc:
-        message = next(iter(exc.errors.values()))
+        return redirect(request, f"/admin/programme/settings?saved={name}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        message = next(iter(errors.values()))
         return await _settings_page(request, console, errors={name: message}, texts=shown, status=400)
-    except (DomainError, ApiError) as exc:
-        return await _settings_page(request, console, errors={name: exc.message}, texts=shown, status=400)
-    return redirect(request, f"/admin/programme/settings?saved={name}")
+
+    return await submit(attempt, refused)
 
 
 @routes.post(r"/admin/programme/settings/{section:checkin|stored_value|other}")
@@ -229,7 +231,8 @@ async def notice_save(request: web.Request, console: Console) -> web.StreamRespo
         "channels": [c for c in ("template", "subscribe", "custom") if data.get(f"channel_{c}") == "true"],
         "body": data.get("body", ""),
     }
-    try:
+
+    async def attempt() -> web.StreamResponse:
         fields_text = data.get("template_fields", "")
         if fields_text.strip():
             try:
@@ -239,14 +242,14 @@ async def notice_save(request: web.Request, console: Console) -> web.StreamRespo
         path = parse(notices.KindPath, {"kind": kind})
         body = parse(notices.SettingIn, raw)
         await api(request, console, notices.save_setting, body=body, path=path)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status in (403, 404):
-            raise
-        errors = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        return redirect(request, f"/admin/programme/notices?saved={kind}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
         found = await api(request, console, notices.list_settings)
         context = {"settings": found, "saved": None, "errors": {kind: errors}, "values": {kind: data}}
         return render(request, "notices.html", console, context, status=400, section="programme")
-    return redirect(request, f"/admin/programme/notices?saved={kind}")
+
+    return await submit(attempt, refused, passes=(403, 404))
 
 
 # Chat menu ---------------------------------------------------------------------------------------
@@ -282,21 +285,25 @@ async def chat_menu(request: web.Request, console: Console) -> web.StreamRespons
 async def push_menu(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
     text = data.get("document", "")
-    try:
+
+    async def attempt() -> web.StreamResponse:
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise FormErrors({"document": f"菜单 JSON 格式不正确（第 {exc.lineno} 行）"}) from None
-        body = parse(admin_menu.MenuIn, value if isinstance(value, dict) else {"button": value})
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise FormErrors({"document": f"菜单 JSON 格式不正确（第 {exc.lineno} 行）"}) from None
+            body = parse(admin_menu.MenuIn, value if isinstance(value, dict) else {"button": value})
+        except FormErrors as exc:  # the menu is one text box: the failing field is named in the message
+            field, message = next(iter(exc.errors.items()))
+            raise FormErrors({"document": f"{field}：{message}"}) from None
         await api(request, console, admin_menu.push_menu, body=body)
-    except FormErrors as exc:
-        field, message = next(iter(exc.errors.items()))
-        return await _menu_page(request, console, error=f"{field}：{message}", text=text, status=400)
-    except (DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        return await _menu_page(request, console, error=exc.message, text=text, status=400)
-    return redirect(request, "/admin/programme/menu?pushed=1")
+        return redirect(request, "/admin/programme/menu?pushed=1")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        error = next(iter(errors.values()))
+        return await _menu_page(request, console, error=error, text=text, status=400)
+
+    return await submit(attempt, refused)
 
 
 # Chat reply templates ----------------------------------------------------------------------------
@@ -336,22 +343,24 @@ async def reply_save(request: web.Request, console: Console) -> web.StreamRespon
     """Save the merchant's text for one reply, or (`reset`) go back to the built-in one."""
     data = await form(request)
     name = request.match_info["name"]
-    try:
+
+    async def attempt() -> web.StreamResponse:
         path = parse(admin.TemplatePath, {"name": name})
         if data.get("reset") == "true":
             await api(request, console, admin.delete_reply_template, path=path)
         else:
             body = parse(admin.TemplateSourceIn, {"source": data.get("source", "")})
             await api(request, console, admin.put_reply_template, body=body, path=path)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status in (403, 404):
-            raise
+        return redirect(request, f"/admin/programme/replies?saved={name}#reply-{name}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
         found = await api(request, console, admin.list_reply_templates)
-        message = next(iter(exc.errors.values())) if isinstance(exc, FormErrors) else exc.message
+        message = next(iter(errors.values()))
         context = {
             "templates": found.templates,
             "errors": {name: message},
             "values": {name: data.get("source", "")},
         }
         return render(request, "replies.html", console, context, status=400, section="programme")
-    return redirect(request, f"/admin/programme/replies?saved={name}#reply-{name}")
+
+    return await submit(attempt, refused, passes=(403, 404))

@@ -13,12 +13,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from handlers.core.errors import DomainError, ErrorCode
+from handlers.core.errors import ErrorCode
 from handlers.staff import accounts
 from models.staff import StaffRole
 from webhooks import admin_loyalty, admin_staff, admin_stores
 from webhooks.api import ApiError, Call
-from webhooks.console.base import FormErrors, api, form, page, parse, redirect, render
+from webhooks.console.base import api, form, page, parse, redirect, render, submit
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
@@ -74,17 +74,15 @@ async def _submit(
     run: Callable[[dict[str, str]], Awaitable[Any]],
 ) -> web.StreamResponse:
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         await run(data)
-    except FormErrors as exc:
-        errors = {f"{prefix}.{k}": v for k, v in exc.errors.items()}
+        return redirect(request, f"/admin/stores?done={done}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
         return await _page(request, console, errors=errors, values=data, status=400)
-    except (DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        errors = {f"{prefix}.{k}": v for k, v in FormErrors.of(exc).errors.items()}
-        return await _page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, f"/admin/stores?done={done}")
+
+    return await submit(attempt, refused, prefix=prefix)
 
 
 @routes.post("/admin/stores")
