@@ -281,3 +281,69 @@ async def test_a_post_without_the_csrf_token_is_refused(
     assert await Campaign.filter(merchant_id=shop.id).count() == 0
     caps = await (await client.get("/admin/marketing-caps")).text()
     assert 'name="marketing_per_day" value="1"' in caps
+
+
+async def test_an_attached_coupon_and_points_are_saved_and_checked(
+    client: TestClient, shop: Merchant
+) -> None:
+    from models.coupon import CouponKind, CouponTemplate
+
+    template = await CouponTemplate.create(
+        merchant_id=shop.id,
+        name="满100减10",
+        kind=CouponKind.FIXED,
+        threshold_fen=10_000,
+        amount_off_fen=1_000,
+    )
+    html = await (await client.get("/admin/campaigns")).text()
+    assert f'<option value="{template.id}" >满100减10</option>' in html
+    token = await page_csrf(client, "/admin/campaigns")
+    form = common(token, channel="custom", text="送你一张券", attach_coupon_template_id=str(template.id))
+    too_many = await client.post("/admin/campaigns", data={**form, "attach_points": "100001"})
+    html = await too_many.text()
+    assert too_many.status == 400 and field_error(html, "attach_points")
+    assert f'<option value="{template.id}" selected>满100减10</option>' in html  # the choice is kept
+    unknown = await client.post("/admin/campaigns", data={**form, "attach_coupon_template_id": "999999"})
+    assert field_error(await unknown.text(), "attach_coupon_template_id") == "没有这个优惠券模板"
+    made = await client.post("/admin/campaigns", data={**form, "attach_points": "50"}, allow_redirects=False)
+    assert made.status == 303, await made.text()
+    campaign = await Campaign.get(merchant_id=shop.id)
+    assert (campaign.attach_coupon_template_id, campaign.attach_points) == (template.id, 50)
+
+
+async def test_a_sending_campaign_is_paused_resumed_and_cancelled(client: TestClient, shop: Merchant) -> None:
+    token = await page_csrf(client, "/admin/campaigns")
+    made = await client.post(
+        "/admin/campaigns", data=common(token, channel="custom", text="你好"), allow_redirects=False
+    )
+    location = made.headers["Location"].partition("?")[0]
+    started = await client.post(f"{location}/start", data={"csrf_token": token}, allow_redirects=False)
+    assert started.status == 303, await started.text()
+    html = await (await client.get(location)).text()
+    assert 'data-state="sending"' in html and f'hx-get="{location}?seen=sending"' in html  # polled
+    assert 'name="kw0"' not in html and "修改草稿" not in html  # no longer editable
+    for action, state in (("pause", "paused"), ("resume", "sending"), ("cancel", "cancelled")):
+        done = await client.post(f"{location}/{action}", data={"csrf_token": token}, allow_redirects=False)
+        assert done.status == 303, await done.text()
+        assert (await Campaign.get(merchant_id=shop.id)).state.value == state
+    again = await client.post(f"{location}/cancel", data={"csrf_token": token})
+    assert again.status == 400 and "活动已结束，不能取消" in await again.text()
+    edit = await client.post(location, data=common(token, channel="custom", text="再改"))
+    assert edit.status == 400 and "只有草稿状态的活动可以修改" in await edit.text()
+
+
+async def test_a_manager_prepares_a_draft_but_does_not_send_it(client: TestClient, shop: Merchant) -> None:
+    client.session.cookie_jar.clear()
+    assert (await login(client, "shop", "mona")).status == 303
+    token = await page_csrf(client, "/admin/campaigns")
+    made = await client.post(
+        "/admin/campaigns", data=common(token, channel="custom", text="你好"), allow_redirects=False
+    )
+    assert made.status == 303, await made.text()
+    location = made.headers["Location"].partition("?")[0]
+    html = await (await client.get(location)).text()
+    assert "立即发送" not in html and "测试发送" not in html
+    for action in ("start", "test-send"):
+        refused = await client.post(f"{location}/{action}", data={"csrf_token": token, "to": "o-staff"})
+        assert refused.status == 403
+    assert (await Campaign.get(merchant_id=shop.id)).state == CampaignState.DRAFT

@@ -4,14 +4,17 @@ kept), switch on and off, the counts; the caps shown and edited, an admin's only
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from handlers.campaigns import journeys
 from models.campaign import Journey, MarketingCaps
 from models.merchant import Merchant
 from tests.support.console import login, make_staff, page_csrf
 from tests.support.factories import make_member, make_merchant
+from webhooks.appkeys import BACKGROUND, EFFECTS
 
 
 @pytest.fixture
@@ -71,6 +74,15 @@ async def test_a_journey_is_created_switched_on_and_off(client: TestClient, shop
         again.status == 400
         and field_error(await again.text(), f"journey-{journey.id}") == "旅程已经是这个状态"
     )
+    # A member registering now is due (N = 0: the day itself): the journey's counts move.
+    await Journey.filter(id=journey.id).update(days=0)
+    await make_member(shop, "o-new", name="新人")
+    assert await journeys.tick(client.app[EFFECTS], datetime.now(UTC)) == 1
+    await client.app[BACKGROUND].drain()
+    await client.app[EFFECTS].run_due(datetime.now(UTC))
+    row = await (await client.get("/admin/journeys")).text()
+    counts = {name: int(n) for name, n in re.findall(r'data-count="(\w+)">(\d+)<', row)}
+    assert sum(counts.values()) == 1 and counts["sent"] == 0  # no 48-hour window: skipped or held out
     off = await client.post(
         f"/admin/journeys/{journey.id}/deactivate", data={"csrf_token": token}, allow_redirects=False
     )
@@ -135,3 +147,19 @@ async def test_the_marketing_caps_are_shown_and_edited(client: TestClient, shop:
         "/admin/marketing-caps", data={"csrf_token": token, "marketing_per_day": "5", "sms_per_day": "5"}
     )
     assert manager.status == 403 and (await MarketingCaps.get(merchant_id=shop.id)).marketing_per_day == 3
+
+
+async def test_a_journey_for_members_entering_a_segment(client: TestClient, shop: Merchant) -> None:
+    from handlers.segments.catalogue import create_segment
+
+    segment = await create_segment(
+        shop.id, "沉睡会员", {"attr": "gender", "op": "eq", "value": "female"}, actor="t"
+    )
+    token = await page_csrf(client, "/admin/journeys")
+    form = journey_form(token, name="唤醒", trigger="enters_segment", segment_id=str(segment.id), days="0")
+    made = await client.post("/admin/journeys", data=form, allow_redirects=False)
+    assert made.status == 303, await made.text()
+    journey = await Journey.get(merchant_id=shop.id)
+    assert (journey.trigger.value, journey.segment_id) == ("enters_segment", segment.id)
+    html = await (await client.get("/admin/journeys")).text()
+    assert "进入人群「沉睡会员」" in html

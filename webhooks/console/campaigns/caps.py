@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.core.errors import DomainError
 from handlers.rules import campaigns as rules
 from models.staff import StaffRole
 from webhooks import admin_campaigns
-from webhooks.api import ApiError
-from webhooks.console.base import FormErrors, api, form, page, parse, redirect, render, whole_number
+from webhooks.console.base import api, form, page, parse, redirect, render, submit, whole_number
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
@@ -48,12 +46,13 @@ async def caps_page(request: web.Request, console: Console) -> web.StreamRespons
 @page(StaffRole.ADMIN)
 async def caps_save(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(admin_campaigns.CapsIn, {name: whole_number(data.get(name, "")) for name in FIELDS})
         await api(request, console, admin_campaigns.put_caps, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if isinstance(exc, ApiError) and exc.status == 403:
-            raise
-        errors = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
+        return redirect(request, "/admin/marketing-caps?saved=1")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
         return await _page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, "/admin/marketing-caps?saved=1")
+
+    return await submit(attempt, refused)

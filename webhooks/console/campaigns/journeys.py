@@ -9,13 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.core.errors import DomainError, ErrorCode
+from handlers.core.errors import ErrorCode
 from models.staff import StaffRole
 from webhooks import admin_campaigns
 from webhooks.api import ApiError
-from webhooks.console.base import FormErrors, api, form, page, parse, present, redirect, render, whole_number
+from webhooks.console.base import api, form, page, parse, present, redirect, render, submit, whole_number
 from webhooks.console.campaigns.form import DEFAULTS, STATES, campaign_body, form_errors
-from webhooks.console.campaigns.pages import choices, refused, tags_of
+from webhooks.console.campaigns.pages import choices, tags_of
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
@@ -74,16 +74,17 @@ async def create(request: web.Request, console: Console) -> web.StreamResponse:
     """A journey, switched off (an admin switches it on)."""
     data = await form(request)
     tags = tags_of(await choices(request, console))
-    try:
+
+    async def attempt() -> web.StreamResponse:
         body = parse(admin_campaigns.JourneyIn, journey_body(data, tags))
         await api(request, console, admin_campaigns.create_journey, body=body)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if not refused(exc):
-            raise
-        raw = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
-        errors = form_errors(raw, data, prefix="message.")
+        return redirect(request, "/admin/journeys?notice=旅程已创建（未启用）。")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        errors = form_errors(errors, data, prefix="message.")
         return await _page(request, console, errors=errors, values=data, status=400)
-    return redirect(request, "/admin/journeys?notice=旅程已创建（未启用）。")
+
+    return await submit(attempt, refused)
 
 
 def _path(request: web.Request) -> admin_campaigns.JourneyPath:
@@ -99,12 +100,14 @@ async def switch(request: web.Request, console: Console) -> web.StreamResponse:
     """Switch a journey on (its message is checked for a sample member first) or off."""
     path, action = _path(request), request.match_info["action"]
     handler = admin_campaigns.activate_journey if action == "activate" else admin_campaigns.deactivate_journey
-    try:
+
+    async def attempt() -> web.StreamResponse:
         await api(request, console, handler, path=path)
-    except (DomainError, ApiError) as exc:
-        if not refused(exc):
-            raise
-        errors = {f"journey-{path.journey_id}": exc.message}
-        return await _page(request, console, errors=errors, status=400)
-    notice = "旅程已启用，从现在起满足条件的会员会收到消息。" if action == "activate" else "旅程已停用。"
-    return redirect(request, f"/admin/journeys?notice={notice}")
+        notice = "旅程已启用，从现在起满足条件的会员会收到消息。" if action == "activate" else "旅程已停用。"
+        return redirect(request, f"/admin/journeys?notice={notice}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        message = next(iter(errors.values()), "")
+        return await _page(request, console, errors={f"journey-{path.journey_id}": message}, status=400)
+
+    return await submit(attempt, refused, passes=(403, 404))

@@ -19,7 +19,7 @@ from handlers.core.errors import DomainError, ErrorCode
 from models.staff import StaffRole
 from webhooks import admin_campaigns, admin_segments, coupons
 from webhooks.api import ApiError
-from webhooks.console.base import FormErrors, api, form, page, parse, redirect, render
+from webhooks.console.base import api, form, page, parse, redirect, render, submit
 from webhooks.console.campaigns.form import (
     CHANNELS,
     DEFAULTS,
@@ -50,11 +50,6 @@ NOTICES = {
 }
 
 
-def refused(exc: Exception) -> bool:
-    """An error the page shows in place (not a 403/404 page of its own)."""
-    return not (isinstance(exc, ApiError) and exc.status in (403, 404))
-
-
 async def choices(request: web.Request, console: Console) -> dict[str, Any]:
     """What the campaign form offers: segments (with their WeChat tag) and active coupon templates."""
     segments = (await api(request, console, admin_segments.list_segments)).items
@@ -66,6 +61,11 @@ async def choices(request: web.Request, console: Console) -> dict[str, Any]:
         "keyword_rows": KEYWORD_ROWS,
         "sms_params": SMS_PARAMS,
     }
+
+
+def _first(errors: dict[str, str]) -> str:
+    """One refusal's message (an action has one field, or none)."""
+    return next(iter(errors.values()), "")
 
 
 def tags_of(context: dict[str, Any]) -> dict[int, int | None]:
@@ -80,22 +80,15 @@ async def save(
     campaign_id: int,
 ) -> Any:
     """Create (`campaign_id` 0) or edit a draft and check it for a sample member, all or nothing."""
-    try:
-        body = parse(admin_campaigns.CampaignIn, campaign_body(data, tags))
-        async with in_transaction():
-            if campaign_id:
-                path = admin_campaigns.CampaignPath(campaign_id=campaign_id)
-                saved = await api(request, console, admin_campaigns.put_campaign, body=body, path=path)
-            else:
-                saved = await api(request, console, admin_campaigns.create_campaign, body=body)
-            path = admin_campaigns.CampaignPath(campaign_id=saved.id)
-            await api(request, console, admin_campaigns.validate_campaign, path=path)
-    except (DomainError, ApiError) as exc:
-        if not refused(exc):
-            raise
-        raise FormErrors(form_errors(FormErrors.of(exc).errors, data)) from None
-    except FormErrors as exc:
-        raise FormErrors(form_errors(exc.errors, data)) from None
+    body = parse(admin_campaigns.CampaignIn, campaign_body(data, tags))
+    async with in_transaction():
+        if campaign_id:
+            path = admin_campaigns.CampaignPath(campaign_id=campaign_id)
+            saved = await api(request, console, admin_campaigns.put_campaign, body=body, path=path)
+        else:
+            saved = await api(request, console, admin_campaigns.create_campaign, body=body)
+        path = admin_campaigns.CampaignPath(campaign_id=saved.id)
+        await api(request, console, admin_campaigns.validate_campaign, path=path)
     return saved
 
 
@@ -143,12 +136,17 @@ async def channel_fields(request: web.Request, console: Console) -> web.StreamRe
 @page()
 async def create(request: web.Request, console: Console) -> web.StreamResponse:
     data = await form(request)
-    context = await choices(request, console)
-    try:
-        created = await save(request, console, data, tags_of(context), 0)
-    except FormErrors as exc:
-        return await _list_page(request, console, errors=exc.errors, values=data, status=400)
-    return redirect(request, f"/admin/campaigns/{created.id}?notice=草稿已保存，检查通过。")
+    tags = tags_of(await choices(request, console))
+
+    async def attempt() -> web.StreamResponse:
+        created = await save(request, console, data, tags, 0)
+        return redirect(request, f"/admin/campaigns/{created.id}?notice=草稿已保存，检查通过。")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        errors = form_errors(errors, data)
+        return await _list_page(request, console, errors=errors, values=data, status=400)
+
+    return await submit(attempt, refused)
 
 
 def _path(request: web.Request) -> admin_campaigns.CampaignPath:
@@ -172,6 +170,8 @@ async def _detail(
     """The campaign's page (`values`: the edit form as typed; `kept`: the other inputs as typed)."""
     path = _path(request)
     campaign = await api(request, console, admin_campaigns.get_campaign, path=path)
+    if errors and campaign.state != "draft":  # no form to show them beside (e.g. edited once started)
+        error = error or next(iter(errors.values()))
     polled = request.headers.get("HX-Request") == "true" and request.method == "GET"
     preview = report = None
     if not polled:
@@ -229,24 +229,31 @@ async def edit(request: web.Request, console: Console) -> web.StreamResponse:
     """Save a draft's new settings and check them again (the input is kept when refused)."""
     path, data = _path(request), await form(request)
     tags = tags_of(await choices(request, console))
-    try:
+
+    async def attempt() -> web.StreamResponse:
         await save(request, console, data, tags, path.campaign_id)
-    except FormErrors as exc:
-        return await _detail(request, console, errors=exc.errors, values=data, status=400)
-    return redirect(request, f"/admin/campaigns/{path.campaign_id}?notice=已保存，检查通过。")
+        return redirect(request, f"/admin/campaigns/{path.campaign_id}?notice=已保存，检查通过。")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        errors = form_errors(errors, data)
+        return await _detail(request, console, errors=errors, values=data, status=400)
+
+    return await submit(attempt, refused, passes=(403, 404))
 
 
 @routes.post(r"/admin/campaigns/{campaign_id:\d+}/{action:validate|pause|resume|cancel}")
 @page()
 async def act(request: web.Request, console: Console) -> web.StreamResponse:
     path, action = _path(request), request.match_info["action"]
-    try:
+
+    async def attempt() -> web.StreamResponse:
         await api(request, console, ACTIONS[action], path=path)
-    except (DomainError, ApiError) as exc:
-        if not refused(exc):
-            raise
-        return await _detail(request, console, error=exc.message, status=400)
-    return redirect(request, f"/admin/campaigns/{path.campaign_id}?notice={NOTICES[action]}")
+        return redirect(request, f"/admin/campaigns/{path.campaign_id}?notice={NOTICES[action]}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _detail(request, console, error=_first(errors), status=400)
+
+    return await submit(attempt, refused, passes=(403, 404))
 
 
 @routes.post(r"/admin/campaigns/{campaign_id:\d+}/start")
@@ -254,33 +261,34 @@ async def act(request: web.Request, console: Console) -> web.StreamResponse:
 async def start(request: web.Request, console: Console) -> web.StreamResponse:
     """Start a checked draft now, or schedule it for the time given (merchant time)."""
     path, data = _path(request), await form(request)
-    try:
+
+    async def attempt() -> web.StreamResponse:
         at = local_moment(data.get("at", ""), console.merchant.timezone)
         body = parse(admin_campaigns.ScheduleIn, {"at": at})
         await api(request, console, admin_campaigns.schedule_campaign, body=body, path=path)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if not refused(exc):
-            raise
-        message = next(iter(exc.errors.values())) if isinstance(exc, FormErrors) else exc.message
+        notice = "?notice=已安排发送。" if at is not None else ""
+        return redirect(request, f"/admin/campaigns/{path.campaign_id}{notice}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
         kept = {"at": data.get("at", "")}
-        return await _detail(request, console, errors={"at": message}, kept=kept, status=400)
-    notice = "已安排发送。" if at is not None else ""
-    return redirect(request, f"/admin/campaigns/{path.campaign_id}" + (f"?notice={notice}" if notice else ""))
+        return await _detail(request, console, errors={"at": _first(errors)}, kept=kept, status=400)
+
+    return await submit(attempt, refused, passes=(403, 404))
 
 
 @routes.post(r"/admin/campaigns/{campaign_id:\d+}/test-send")
 @page(StaffRole.ADMIN)
 async def test_send(request: web.Request, console: Console) -> web.StreamResponse:
     """Send the sample member's message to one staff recipient (an openid or a phone)."""
-    path = _path(request)
-    data = await form(request)
-    try:
+    path, data = _path(request), await form(request)
+
+    async def attempt() -> web.StreamResponse:
         body = parse(admin_campaigns.TestSendIn, {"to": data.get("to", "").strip()})
         await api(request, console, admin_campaigns.test_send_campaign, body=body, path=path)
-    except (FormErrors, DomainError, ApiError) as exc:
-        if not refused(exc):
-            raise
-        message = next(iter(exc.errors.values())) if isinstance(exc, FormErrors) else exc.message
-        errors = form_errors({"to": message}, {})
+        return await _detail(request, console, notice="测试消息已发送。")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        errors = form_errors({"to": _first(errors)}, {})
         return await _detail(request, console, errors=errors, kept={"to": data.get("to", "")}, status=400)
-    return await _detail(request, console, notice="测试消息已发送。")
+
+    return await submit(attempt, refused, passes=(403, 404))
