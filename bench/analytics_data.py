@@ -404,8 +404,9 @@ async def _ensure_extras(url: str) -> None:
         await conn.execute(migration.APPLY)
         for later in ("0023_analytics_indexes", "0024_analytics_cycle_index"):
             await conn.execute(importlib.import_module(f"migrations.{later}").INDEXES)
-        # 0021's refresh again has 0026's pause during a batched rebuild.
-        await conn.execute(importlib.import_module("migrations.0026_analytics_rebuild_batches").FUNCTIONS)
+        # 0021's refresh and rebuild again as 0026 and 0028 left them.
+        for later in ("0026_analytics_rebuild_batches", "0028_analytics_rebuild_guard"):
+            await conn.execute(importlib.import_module(f"migrations.{later}").FUNCTIONS)
         await conn.execute("DROP INDEX IF EXISTS member_gender_birthday")
         await conn.execute(
             "VACUUM ANALYZE sales_day, sales_day_category, sales_day_product, member_day, member_stats"

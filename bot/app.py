@@ -21,6 +21,7 @@ from handlers import effects
 from handlers.core import config_cache, queries
 from handlers.core.background import Background
 from handlers.core.templating import Renderer
+from handlers.members.phone_link import PhoneCodes
 from handlers.notices.delivery import NoticeServices
 from handlers.wechat.client import WeChatClient
 from models import read_client, tortoise_config
@@ -99,17 +100,22 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await background.drain()
 
 
-async def _chat(app: web.Application) -> AsyncIterator[None]:
-    app[DISPATCHER] = Dispatcher(
-        redis=app[REDIS],
-        renderer=app[RENDERER],
-        wechat=app[WECHAT],
-        background=app[BACKGROUND],
-        base_url=app[RUNTIME].base_url,
-        secret=app[RUNTIME].secret,
-        effects=app[EFFECTS],
-    )
-    yield
+def _chat(settings: Settings) -> CleanupContext:
+    async def chat_ctx(app: web.Application) -> AsyncIterator[None]:
+        template = settings.sms_verify_template_id
+        app[DISPATCHER] = Dispatcher(
+            redis=app[REDIS],
+            renderer=app[RENDERER],
+            wechat=app[WECHAT],
+            background=app[BACKGROUND],
+            base_url=app[RUNTIME].base_url,
+            secret=app[RUNTIME].secret,
+            effects=app[EFFECTS],
+            phone_codes=PhoneCodes(app[REDIS], app[SMS], template) if template else None,
+        )
+        yield
+
+    return chat_ctx
 
 
 def _effects(settings: Settings) -> CleanupContext:
@@ -178,7 +184,14 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[RENDERER] = Renderer(ROOT / "templates")
     app.cleanup_ctx.extend(
-        [_database(settings), _redis(settings), _http(settings), _background, _effects(settings), _chat]
+        [
+            _database(settings),
+            _redis(settings),
+            _http(settings),
+            _background,
+            _effects(settings),
+            _chat(settings),
+        ]
     )
     if settings.redis_url.startswith("memory://"):  # no worker process: this one runs the jobs
         app.cleanup_ctx.append(embedded_scheduler)

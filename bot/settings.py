@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     tencent_sms_secret_key: SecretStr | None = None
     tencent_sms_sdk_app_id: str = ""
     tencent_sms_sign_name: str = ""
+    sms_verify_template_id: str = Field(
+        "",
+        description="SMS template of the phone verification code (one parameter, the code) that links an"
+        " imported member to the follower who proves the phone; empty: imported members are not linked",
+    )
 
     @field_validator("database_url", "database_read_url")
     @classmethod

@@ -701,6 +701,19 @@ async def test_a_rebuild_resumes_and_counts_what_changed_meanwhile_once(
     assert await queries.fetch_rows("SELECT 1 FROM analytics_queue") == []
 
 
+async def test_a_one_transaction_rebuild_ends_a_batched_one_under_way(client: TestClient, shop: Shop) -> None:
+    refreshed = await _rollups(shop)
+    for _ in range(3):
+        await queries.fetch_one("SELECT memberbot_analytics_rebuild_step(:m, 2) AS phase", m=shop.merchant.id)
+    await queries.fetch_rows("SELECT memberbot_analytics_rebuild(:m)", m=shop.merchant.id)
+    _same_figures(refreshed, await _rollups(shop))
+    await _purchase(shop, "after", "B", "2026-11-05 10:00", shop.east, shop.bob, [(T1, 1)])
+    assert await refresh.refresh() == {"rolled_up": 1}  # the refresher is not held back any more
+    after = await _rollups(shop)
+    await refresh.rebuild(shop.merchant.id, batch=2)  # starts afresh: nothing counted twice
+    _same_figures(after, await _rollups(shop))
+
+
 def _all_zero(row: dict[str, Any]) -> bool:
     measures = ("purchases", "amount_fen", "discount_fen", "paid_fen", "qty", "revenue_fen", "cost_fen",
                 "costed_revenue_fen")  # fmt: skip

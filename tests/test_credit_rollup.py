@@ -128,6 +128,15 @@ async def test_the_audit_reports_a_rollup_that_drifted_from_the_ledger(shop: Any
         ("rollup: the time of the latest entry", int((NOW + DAY).timestamp()), 0),
     }
     await queries.fetch_one("SELECT memberbot_credit_rollup(ARRAY[CAST(:m AS bigint)])", m=member.id)
+    await queries.fetch_rows(
+        "UPDATE credit_rollup SET open_fen = 1, last_due_at = NULL WHERE member_id = :m", m=member.id
+    )
+    found = {(m.check, m.expected, m.actual) for m in await audit_credit(merchant.id)}
+    assert found == {
+        ("rollup: what is left of the open charges", 7_000, 1),
+        ("rollup: the latest due date", int((NOW + 31 * DAY).timestamp()), 0),
+    }
+    await queries.fetch_one("SELECT memberbot_credit_rollup(ARRAY[CAST(:m AS bigint)])", m=member.id)
     assert await audit_credit() == []
 
 

@@ -23,6 +23,7 @@ from handlers.core.background import Background
 from handlers.core.chat import ChatReply, IncomingMessage, Prefetched
 from handlers.core.tasks import Effects
 from handlers.core.templating import Renderer
+from handlers.members.phone_link import PhoneCodes
 from handlers.wechat.client import WeChatClient
 from models.merchant import Merchant
 
@@ -40,6 +41,7 @@ class Dispatcher:
         background: Background | None = None,
         router: Router | None = None,
         dialog_ttl: float = DEFAULT_TTL_SECONDS,
+        phone_codes: PhoneCodes | None = None,
     ) -> None:
         self.router = router or build_router()
         self.dialogs = DialogStore(redis, ttl_seconds=dialog_ttl)
@@ -51,6 +53,7 @@ class Dispatcher:
             effects=effects,
             wechat=wechat,
             background=background,
+            phone_codes=phone_codes,
         )
 
     @property

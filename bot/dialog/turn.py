@@ -16,6 +16,7 @@ from handlers.core.tasks import Effects
 from handlers.core.templating import Renderer
 from handlers.members import lookup as members
 from handlers.members import registration
+from handlers.members.phone_link import PhoneCodes
 from handlers.wechat.client import WeChatClient, oa_credentials
 from models.member import Member
 from models.merchant import Merchant
@@ -34,6 +35,7 @@ class Services:
     effects: Effects
     wechat: WeChatClient | None = None
     background: Background | None = None
+    phone_codes: PhoneCodes | None = None  # None: imported members are not linked by phone
 
 
 class _NotLoaded:

@@ -35,6 +35,8 @@ async def rebuild(merchant_id: int, *, batch: int = REBUILD_BATCH) -> int:
     transaction (migration 0026): purchases, members, points postings, then the member stats. A rebuild
     that stopped half-way (a crash, a deploy) is resumed by the next call; one that finished is started
     afresh. The refresher takes nothing until it is done. Returns the number of steps (transactions)."""
+    if batch < 1:
+        raise ValueError("a rebuild batch is at least one id")
     steps = 0
     while True:
         rows = await queries.fetch_rows(_REBUILD_SQL, merchant=merchant_id, batch=batch)

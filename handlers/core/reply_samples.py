@@ -14,6 +14,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "ask_birthday": {},
     "ask_gender": {},
     "ask_phone": {},
+    "ask_phone_code": {"phone": "139****5678"},
     "cancelled": {},
     "card_link": {"code": _CODE, "minutes": 10},
     "checkin_already": dict(_CHECKIN, points=0, bonus=0),
@@ -79,6 +80,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "expiring_date": "2027-01-31",
         "recent": [{"when": "12-04 10:21", "label": "消费", "delta": "+45"}],
     },
+    "phone_code_wrong": {},
+    "phone_linked": {"code": _CODE, "then": "请回复您的生日，例如 1990-05-20。"},
+    "phone_not_linked": {"outcome": "taken", "then": "请回复您的生日，例如 1990-05-20。"},
     "profile_done": {"code": _CODE},
     "scan": {"code": _CODE, "profile_completed": False},
     "tier_info": {

@@ -66,14 +66,32 @@ SELECT COALESCE(x.merchant_id, r.merchant_id) AS merchant_id, COALESCE(x.member_
  WHERE x.last_at IS DISTINCT FROM r.last_entry_at
 """
 
+# Each member's sum, earliest and latest due date of the open charges, against the recomputation.
+_SUMMARY_SQL = """
+SELECT r.merchant_id, r.member_id, r.open_fen, COALESCE(w.open_fen, 0) AS want_open, r.first_due_at,
+       w.first_due_at AS want_first, r.last_due_at, w.last_due_at AS want_last
+  FROM credit_rollup r
+  LEFT JOIN (
+    SELECT member_id, SUM(remaining_fen) AS open_fen, MIN(due_at) AS first_due_at, MAX(due_at) AS last_due_at
+      FROM memberbot_credit_open_charges(ARRAY(
+        SELECT x.member_id FROM credit_rollup x
+         WHERE CAST(:merchant AS integer) IS NULL OR x.merchant_id = :merchant))
+     GROUP BY member_id
+  ) w ON w.member_id = r.member_id
+ WHERE (CAST(:merchant AS integer) IS NULL OR r.merchant_id = :merchant)
+   AND (r.open_fen <> COALESCE(w.open_fen, 0) OR r.first_due_at IS DISTINCT FROM w.first_due_at
+        OR r.last_due_at IS DISTINCT FROM w.last_due_at)
+"""
+
 
 def _epoch(moment: datetime | None) -> int:
     return int(moment.timestamp()) if moment is not None else 0
 
 
 async def audit_rollup(merchant_id: int | None = None) -> list[Mismatch]:
-    """The overdue rollup against the ledger: each open charge's remaining amount and due date, and each
-    member's latest entry time (times as Unix seconds, 0: missing)."""
+    """The overdue rollup against the ledger: each open charge's remaining amount and due date, each
+    member's sum and earliest and latest due date of them, and latest entry time (times as Unix
+    seconds, 0: missing)."""
     mismatches: list[Mismatch] = []
     for row in await queries.fetch_rows(_DUE_SQL, merchant=merchant_id):
         merchant, member, charge = row["merchant_id"], row["member_id"], row["charge_id"]
@@ -85,6 +103,15 @@ async def audit_rollup(merchant_id: int | None = None) -> list[Mismatch]:
             mismatches.append(
                 Mismatch(merchant, member, check, _epoch(row["want_due"]), _epoch(row["got_due"]))
             )
+    for row in await queries.fetch_rows(_SUMMARY_SQL, merchant=merchant_id):
+        merchant, member = row["merchant_id"], row["member_id"]
+        for check, want, got in (
+            ("rollup: what is left of the open charges", int(row["want_open"]), int(row["open_fen"])),
+            ("rollup: the earliest due date", _epoch(row["want_first"]), _epoch(row["first_due_at"])),
+            ("rollup: the latest due date", _epoch(row["want_last"]), _epoch(row["last_due_at"])),
+        ):
+            if want != got:
+                mismatches.append(Mismatch(merchant, member, check, want, got))
     for row in await queries.fetch_rows(_LAST_SQL, merchant=merchant_id):
         check = "rollup: the time of the latest entry"
         mismatches.append(

@@ -7,10 +7,11 @@ cancelled their own charges. What is left of a charge whose due date has passed 
 overdue. Everything is read as of `as_of` (entries made later are ignored), so a past date answers
 what was overdue then.
 
-It reads the rollup of migration 0025 (`credit_due`: each member's charges not yet repaid in full, what
-is left of each and its due date, kept by a trigger in every ledger write's transaction): what is
-overdue at `as_of` is what is left of the charges due before it, summed at read time, so it is never
-stale. A member with an entry later than `as_of` (a past moment) is recomputed from the ledger instead.
+It reads the rollup of migrations 0025 and 0027 (`credit_due`: each member's charges not yet repaid in
+full, what is left of each and its due date; `credit_rollup`: their sum and earliest and latest due
+date; kept by a trigger in every ledger write's transaction): what is overdue at `as_of` is what is
+left of the charges due before it, summed at read time, so it is never stale. A member with an entry
+later than `as_of` (a past moment) is recomputed from the ledger instead.
 
 `overdue(merchant, as_of)` answers, per member, the overdue amount, the oldest unpaid due date, the
 whole days since it (0: overdue for less than a day), and what they owed in total then and their limit.
@@ -36,16 +37,23 @@ from models.merchant import Merchant
 
 MAX_OVERDUE_DAYS = 3650
 
-# From the rollup (migration 0025): the members' open charges due before `:as_of`, for the members
-# whose last entry is not later than `:as_of` (the rollup is the state after every entry).
+# From the rollup (migrations 0025, 0027), for the members whose last entry is not later than `:as_of`
+# (the rollup is the state after every entry): a member whose open charges are all due before `:as_of`
+# is overdue by all of them (their `credit_rollup` row alone); one with open charges due on both sides
+# of it sums its `credit_due` rows due before it.
 _ROLLUP = """
 SELECT l.member_id, m.code, m.name, m.phone, m.store_id, l.overdue_fen, l.oldest_due_at,
        a.balance_fen AS owed_fen, a.limit_fen
-  FROM (SELECT d.member_id, SUM(d.remaining_fen) AS overdue_fen, MIN(d.due_at) AS oldest_due_at
-          FROM credit_due d
-         WHERE d.merchant_id = :merchant AND d.due_at < :as_of{only}
+  FROM (SELECT r.member_id, r.open_fen AS overdue_fen, r.first_due_at AS oldest_due_at
+          FROM credit_rollup r
+         WHERE r.merchant_id = :merchant AND r.first_due_at < :as_of AND r.last_due_at < :as_of
+           AND r.last_entry_at <= :as_of{only}
+        UNION ALL
+        SELECT d.member_id, SUM(d.remaining_fen), MIN(d.due_at)
+          FROM credit_rollup r JOIN credit_due d ON d.member_id = r.member_id AND d.due_at < :as_of
+         WHERE r.merchant_id = :merchant AND r.first_due_at < :as_of AND r.last_due_at >= :as_of
+           AND r.last_entry_at <= :as_of{only}
          GROUP BY d.member_id) l
-  JOIN credit_rollup r ON r.member_id = l.member_id AND r.last_entry_at <= :as_of
   JOIN member m ON m.id = l.member_id
   JOIN credit_account a ON a.member_id = l.member_id
  WHERE m.anonymized_at IS NULL AND (CAST(:store AS integer) IS NULL OR m.store_id = :store)
@@ -94,7 +102,7 @@ SELECT MIN(ch.due_at) AS due FROM (
 """
 _ORDER = " ORDER BY oldest_due_at, member_id"
 _ONE = " AND member_id = :member"
-_ONE_DUE = " AND d.member_id = :member"
+_ONE_DUE = " AND r.member_id = :member"
 # Members with an entry later than `:as_of`: their answer as of then comes from the ledger.
 _LATER = (
     " AND member_id IN (SELECT r.member_id FROM credit_rollup r"
@@ -109,9 +117,8 @@ MEMBER_OVERDUE_SQL = (
 LEDGER_OVERDUE_SQL = _CHARGES.format(only="") + _OVERDUE + _ORDER
 LEDGER_MEMBER_OVERDUE_SQL = _CHARGES.format(only=_ONE) + _OVERDUE + _ORDER
 _NEXT_DUE_SQL = """
-SELECT (SELECT r.last_entry_at FROM credit_rollup r WHERE r.member_id = :member) AS last_entry_at,
-       (SELECT MIN(d.due_at) FROM credit_due d
-         WHERE d.member_id = :member AND d.merchant_id = :merchant) AS due
+SELECT r.last_entry_at, r.first_due_at AS due FROM (SELECT 1) one
+  LEFT JOIN credit_rollup r ON r.member_id = :member AND r.merchant_id = :merchant
 """
 _LEDGER_NEXT_DUE_SQL = _CHARGES.format(only=_ONE) + _NEXT_DUE
 # A merchant-wide recomputation costs the planner enough to JIT-compile it, which took longer than
