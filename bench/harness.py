@@ -60,7 +60,7 @@ class Server:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    async def start(self, ready_within: float = 20.0) -> None:
+    async def start(self, ready_within: float = 60.0) -> None:  # a loaded machine starts slowly
         log_file = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(  # noqa: ASYNC220 - a one-off spawn before any load
             list(self.argv),

@@ -98,7 +98,7 @@ def _run(settings: Settings, work: Callable[[], Awaitable[Any]]) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from bot.app import create_app
+    from bot.app import create_app, frozen_heap
 
     settings = load_settings()
     logs.configure(settings.log_level)
@@ -110,8 +110,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             asyncio.run(_migrate(ready.database_url))
         if args.seed_demo and _run(ready, lambda: _seed_demo(if_empty=True)):
             return 1
+        app = create_app(ready)
+        app.cleanup_ctx.append(frozen_heap)  # last: after every resource is open
         web.run_app(
-            create_app(ready),
+            app,
             host=ready.host,
             port=ready.port,
             reuse_port=args.reuse_port,
