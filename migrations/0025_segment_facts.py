@@ -5,7 +5,7 @@ whole member row joined with `member_tag` and `member_tier`.
 - Columns: the member's merchant, gender, birthday, registration time and source, acquiring store and
   staff, subscribed, has a phone, blocked, last visit, lifetime spend (copied from `member`), its tier
   code (`member_tier`; NULL: the base tier) and `tags`, the ids of the tags it holds (`member_tag`),
-  sorted.
+  sorted (NULL: none — no bytes for an untagged member). Every byte counts: a count reads every row.
 - Kept by triggers in the writing transaction, so a count is never stale: `member` INSERT (a statement
   trigger over the inserted rows) and UPDATE of a copied column (the row rewritten; erasure —
   `anonymized_at` set — deletes it, so erased members are never counted), `member_tier` INSERT / UPDATE
@@ -34,8 +34,8 @@ CREATE TABLE IF NOT EXISTS member_facts (
     gender varchar(16),
     source varchar(16) NOT NULL,
     tier_code varchar(32),
-    tags integer[] NOT NULL DEFAULT '{}'
-) WITH (fillfactor = 85);
+    tags integer[]
+) WITH (fillfactor = 90);
 COMMENT ON TABLE member_facts IS
     'One row per live (not erased) member: what segment expressions test. Kept by triggers on member, member_tier and member_tag.';
 CREATE INDEX IF NOT EXISTS member_facts_merchant ON member_facts (merchant_id, member_id);
@@ -51,7 +51,7 @@ BEGIN
                               source, tier_code, tags)
     SELECT m.registered_at, m.last_visit_at, m.lifetime_spend_fen, m.id, m.merchant_id, m.birthday,
            m.store_id, m.acquired_by_id, m.subscribed, m.phone IS NOT NULL, m.blocked_at IS NOT NULL,
-           m.gender, m.source, t.tier_code, COALESCE(g.tags, '{}')
+           m.gender, m.source, t.tier_code, g.tags
       FROM member m
       LEFT JOIN member_tier t ON t.member_id = m.id
       LEFT JOIN (SELECT mt.member_id, array_agg(mt.tag_id ORDER BY mt.tag_id) AS tags
@@ -116,7 +116,7 @@ CREATE OR REPLACE FUNCTION memberbot_member_facts_tags_added() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE member_facts f
-       SET tags = ARRAY(SELECT DISTINCT x FROM unnest(f.tags || a.tags) AS x ORDER BY x)
+       SET tags = ARRAY(SELECT DISTINCT x FROM unnest(COALESCE(f.tags, '{}') || a.tags) AS x ORDER BY x)
       FROM (SELECT member_id, array_agg(tag_id) AS tags FROM added GROUP BY member_id) a
      WHERE f.member_id = a.member_id;
     RETURN NULL;
@@ -127,7 +127,7 @@ CREATE OR REPLACE FUNCTION memberbot_member_facts_tags_removed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE member_facts f
-       SET tags = ARRAY(SELECT x FROM unnest(f.tags) AS x WHERE x <> ALL (r.tags) ORDER BY x)
+       SET tags = NULLIF(ARRAY(SELECT x FROM unnest(f.tags) AS x WHERE x <> ALL (r.tags) ORDER BY x), '{}')
       FROM (SELECT member_id, array_agg(tag_id) AS tags FROM removed GROUP BY member_id) r
      WHERE f.member_id = r.member_id;
     RETURN NULL;

@@ -58,8 +58,9 @@ ATTRIBUTES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 _LIMITS = {"id": (1, 2**31 - 1), "month": (1, 12), "count": (0, 36_500), "amount": (0, 2**62)}
 
-_ALL_TAGS_TEST = "f.tags @> CAST({tags} AS integer[])"
-_ANY_TAG_TEST = "f.tags && CAST({tags} AS integer[])"
+# `tags` is NULL for a member without tags: false, never NULL (so NOT of a tag test holds for them)
+_ALL_TAGS_TEST = "COALESCE(f.tags @> CAST({tags} AS integer[]), false)"
+_ANY_TAG_TEST = "COALESCE(f.tags && CAST({tags} AS integer[]), false)"
 BASE_WHERE = "f.merchant_id = :merchant"
 MEMBER_ID = "f.member_id"  # the selected member's id, for keyset pages and joins
 
