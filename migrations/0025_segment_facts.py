@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS member_facts (
     source varchar(16) NOT NULL,
     tier_code varchar(32),
     tags integer[]
-) WITH (fillfactor = 90);
+) WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.05);
 COMMENT ON TABLE member_facts IS
     'One row per live (not erased) member: what segment expressions test. Kept by triggers on member, member_tier and member_tag.';
 CREATE INDEX IF NOT EXISTS member_facts_merchant ON member_facts (merchant_id, member_id);
