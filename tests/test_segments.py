@@ -101,6 +101,7 @@ def cases(world: World) -> list[tuple[dict[str, Any], set[str]]]:
         ({"attr": "has_phone", "op": "eq", "value": False}, {"cat"}),
         ({"attr": "subscribed", "op": "eq", "value": False}, {"cat"}),
         ({"attr": "birthday_month", "op": "eq", "value": 3}, {"ann", "dan"}),
+        ({"not": {"attr": "birthday_month", "op": "eq", "value": 3}}, {"bob", "cat", "eve"}),  # no birthday
         ({"attr": "registered_days", "op": "lte", "value": 1}, {"ann", "bob", "cat", "dan", "eve"}),
         ({"and": [{"attr": "age", "op": "gte", "value": 30}, not_blocked]}, {"ann", "dan"}),
     ]  # fmt: skip
@@ -121,9 +122,14 @@ async def test_the_where_clause_binds_every_value(world: World) -> None:
     assert compiled.tiers and not compiled.points
     either = {"or": [{"tag": world.vip.id}, female(), {"tag": world.new.id}]}
     compiled = await audience.compile_for(world.shop.id, either)
-    assert compiled.where.count("member_tag") == 1 and "tag_id = ANY(" in compiled.where
+    assert compiled.where.count("f.tags") == 1 and "f.tags && " in compiled.where  # one test of both tags
     assert sorted([world.vip.id, world.new.id]) in compiled.params.values()
     assert await selected(world, either) == {"ann", "bob", "cat", "dan", "eve"}
+    both = {"and": [{"tag": world.new.id}, female(), {"tag": world.vip.id}]}
+    compiled = await audience.compile_for(world.shop.id, both)
+    assert compiled.where.count("f.tags") == 1 and "f.tags @> " in compiled.where
+    assert await selected(world, both) == {"ann"}
+    assert await selected(world, {"and": [{"tag": world.new.id}, {"tag": world.vip.id}]}) == {"ann"}
     foreign = await Tag.create(merchant_id=(await make_merchant("elsewhere")).id, name="别家")
     with pytest.raises(ValidationError):
         await audience.count(world.shop.id, {"or": [{"tag": world.vip.id}, {"tag": foreign.id}]})

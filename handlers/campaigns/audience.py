@@ -17,6 +17,7 @@ from handlers.core.errors import NotFound, ValidationError
 from handlers.segments import audience as segments
 
 PAGE = 1000
+MEMBER_ID = segments.MEMBER_ID  # the member's id in `segment_where`'s FROM clause
 
 _PAGE_SQL = """
 SELECT id FROM member
@@ -44,9 +45,10 @@ async def _expression(merchant_id: int, segment_id: int) -> dict[str, Any]:
 
 
 async def segment_where(merchant_id: int, segment_id: int) -> tuple[str, str, dict[str, Any]]:
-    """(FROM clause with the member as `m`, WHERE condition, its parameters) of the segment now."""
+    """(FROM clause, WHERE condition, its parameters) of the segment now, blocked members left out; the
+    member's id is `segments.MEMBER_ID` (erased members have no row to select)."""
     compiled = await segments.compile_for(merchant_id, await _expression(merchant_id, segment_id))
-    where = f"({compiled.where}) AND m.blocked_at IS NULL AND m.anonymized_at IS NULL"
+    where = f"({compiled.where}) AND NOT f.blocked"
     return compiled.from_clause(), where, dict(compiled.params)
 
 
@@ -67,8 +69,8 @@ async def iter_member_ids(
     else:
         source, where, params = await segment_where(merchant_id, segment_id)
         sql = (
-            f"SELECT m.id FROM {source} WHERE {where} AND m.id > :after"  # noqa: S608 - compiled, values bound
-            " ORDER BY m.id LIMIT :limit"
+            f"SELECT {MEMBER_ID} AS id FROM {source} WHERE {where}"  # noqa: S608 - compiled, values bound
+            f" AND {MEMBER_ID} > :after ORDER BY {MEMBER_ID} LIMIT :limit"
         )
     while True:
         rows = await queries.fetch_rows(sql, **params, after=after, limit=batch)

@@ -167,9 +167,9 @@ async def _due(journey: Journey, campaign: Campaign, now: datetime) -> list[int]
             return []
         source, where, params = await audience.segment_where(journey.merchant_id, journey.segment_id)
         sql = (
-            f"SELECT m.id FROM {source} WHERE {where} AND NOT EXISTS ("  # noqa: S608 - compiled, values bound
-            " SELECT 1 FROM campaign_recipient r WHERE r.campaign_id = :campaign AND r.member_id = m.id)"
-            " ORDER BY m.id LIMIT :limit"
+            f"SELECT {audience.MEMBER_ID} AS id FROM {source} WHERE {where} AND NOT EXISTS ("  # noqa: S608 - compiled, values bound
+            f" SELECT 1 FROM campaign_recipient r WHERE r.campaign_id = :campaign"
+            f" AND r.member_id = {audience.MEMBER_ID}) ORDER BY {audience.MEMBER_ID} LIMIT :limit"
         )
         rows = await queries.fetch_rows(sql, **params, campaign=campaign.id, limit=TICK_LIMIT)
     else:

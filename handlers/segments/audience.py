@@ -7,7 +7,9 @@ The public interface other packages (campaigns) use:
   each batch one keyset query on `member.id` (never all loaded at once); erased members excluded;
 - `load_expression(merchant_id, segment_id)` — a saved segment's expression (404 when there is none).
 
-Expressions are validated and compiled by `handlers.segments.expression` (a 400 naming the path).
+Expressions are validated and compiled by `handlers.segments.expression` (a 400 naming the path) into
+one WHERE over `member_facts` (one narrow row per live member, kept by triggers in the writing
+transaction): the count, the sample and the batches read the same rows, so they always agree.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from handlers.core import queries
 from handlers.core.errors import NotFound, ValidationError
 from handlers.loyalty import config as loyalty_config
 from handlers.members.profile import mask_phone
+from handlers.segments.expression import MEMBER_ID as MEMBER_ID  # the selected member's id column
 from handlers.segments.expression import Compiled, compile_expression
 from models.merchant import Merchant
 from models.tag import Segment
@@ -76,8 +79,8 @@ async def iter_member_ids(
         raise ValidationError(f"batch 须在 1–{MAX_BATCH} 之间", field="batch")
     compiled = await compile_for(merchant_id, expression)
     sql = (
-        f"SELECT m.id FROM {compiled.from_clause()}\n WHERE {compiled.where} AND m.id > :after_id"  # noqa: S608 - compiled, values bound
-        "\n ORDER BY m.id LIMIT :batch_size"
+        f"SELECT {MEMBER_ID} AS id FROM {compiled.from_clause()}\n WHERE {compiled.where}"  # noqa: S608 - compiled, values bound
+        f" AND {MEMBER_ID} > :after_id\n ORDER BY {MEMBER_ID} LIMIT :batch_size"
     )
     after = 0
     while True:
@@ -110,12 +113,14 @@ async def preview(
     if not 0 <= sample <= MAX_SAMPLE:
         raise ValidationError(f"sample 须在 0–{MAX_SAMPLE} 之间", field="sample")
     compiled = await compile_for(merchant_id, expression)
-    source = f"FROM {compiled.from_clause()}\n WHERE {compiled.where}"
-    total = int((await queries.fetch_one(f"SELECT count(*) AS n {source}", **compiled.params))["n"])
+    where = f"\n WHERE {compiled.where}"
+    counted = f"SELECT count(*) AS n FROM {compiled.from_clause()}{where}"  # noqa: S608 - compiled, values bound
+    total = int((await queries.fetch_one(counted, **compiled.params))["n"])
     rows = []
     if sample and total:
+        source = f"FROM {compiled.from_clause()}\n  JOIN member m ON m.id = {MEMBER_ID}{where}"
         rows = await queries.fetch_rows(
-            f"SELECT m.id, m.code, m.name, m.phone {source}\n ORDER BY m.id LIMIT :sample_size",
+            f"SELECT m.id, m.code, m.name, m.phone {source}\n ORDER BY {MEMBER_ID} LIMIT :sample_size",
             **compiled.params,
             sample_size=sample,
         )

@@ -11,10 +11,13 @@ test), lifetime_spend_fen and points; `eq` true/false on subscribed, has_phone a
 
 `parse` checks the shape (a 400 naming the path, e.g. `expression.and[1].value`); `compile` checks the
 values against the merchant (its tags, tiers, stores, staff) and returns the WHERE clause and its
-parameters: every value is bound (`:s0`, `:s1`, …), never interpolated. The tags an OR tests directly
-are looked up together (`tag_id = ANY(…)`: one semi-join instead of a hashed subplan per tag). The
-clause reads `m` (member) and, when used, `t` (member_tier) and `a` (points_account);
-`Compiled.from_clause` joins them. Erased members are excluded by `BASE_WHERE`.
+parameters: every value is bound (`:s0`, `:s1`, …), never interpolated.
+
+The clause reads `f`, the member's row of `member_facts` (migration 0025: one narrow row per live member
+with the attributes above, its tier code and the sorted ids of its tags, kept by triggers in the writing
+transaction), and, for `points` only, `a` (points_account); `Compiled.from_clause` joins it. A count is
+then one scan of the facts, with no join: a tag test is `f.tags @> {id}`, the tags an AND (OR) tests
+directly are tested together (`f.tags @> {ids}`, `f.tags && {ids}`). Erased members have no facts row.
 """
 
 from __future__ import annotations
@@ -55,9 +58,11 @@ ATTRIBUTES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 _LIMITS = {"id": (1, 2**31 - 1), "month": (1, 12), "count": (0, 36_500), "amount": (0, 2**62)}
 
-_TAG_TEST = "m.id IN (SELECT mt.member_id FROM member_tag mt WHERE mt.tag_id = {tag})"
-_ANY_TAG_TEST = "m.id IN (SELECT mt.member_id FROM member_tag mt WHERE mt.tag_id = ANY({tags}))"
-BASE_WHERE = "m.merchant_id = :merchant AND m.anonymized_at IS NULL"
+# `tags` is NULL for a member without tags: false, never NULL (so NOT of a tag test holds for them)
+_ALL_TAGS_TEST = "COALESCE(f.tags @> CAST({tags} AS integer[]), false)"
+_ANY_TAG_TEST = "COALESCE(f.tags && CAST({tags} AS integer[]), false)"
+BASE_WHERE = "f.merchant_id = :merchant"
+MEMBER_ID = "f.member_id"  # the selected member's id, for keyset pages and joins
 
 
 def _bad(path: str, message: str) -> ValidationError:
@@ -152,15 +157,14 @@ def _node(raw: object, path: str, depth: int, counter: list[int]) -> dict[str, A
 class Compiled:
     where: str
     params: dict[str, Any] = field(default_factory=dict)
-    tiers: bool = False  # reads `t` (member_tier)
+    tiers: bool = False  # tests the tier
     points: bool = False  # reads `a` (points_account)
 
     def from_clause(self) -> str:
-        joins = ["member m"]
-        if self.tiers:
-            joins.append("LEFT JOIN member_tier t ON t.member_id = m.id")
+        """`member_facts f`, with the points account when the clause tests points."""
+        joins = ["member_facts f"]
         if self.points:
-            joins.append("LEFT JOIN points_account a ON a.member_id = m.id")
+            joins.append(f"LEFT JOIN points_account a ON a.member_id = {MEMBER_ID}")
         return "\n  ".join(joins)
 
 
@@ -186,26 +190,29 @@ def _walk(node: dict[str, Any], ctx: _Context, path: str) -> str:
         key = "and" if "and" in node else "or"
         children = list(enumerate(node[key]))
         parts = []
-        if key == "or":  # holds any of several tags: one lookup of them all, not one per tag
-            tags = sorted({child["tag"] for _, child in children if "tag" in child})
-            if len(tags) > 1:
-                ctx.tags.update(tags)
-                parts.append(_ANY_TAG_TEST.format(tags=ctx.bind(tags)))
-                children = [(i, child) for i, child in children if "tag" not in child]
+        # the tags tested directly: one array test of them all (AND: holds all; OR: holds any)
+        tags = sorted({child["tag"] for _, child in children if "tag" in child})
+        if tags:
+            ctx.tags.update(tags)
+            test = _ALL_TAGS_TEST if key == "and" else _ANY_TAG_TEST
+            parts.append(test.format(tags=ctx.bind(tags)))
+            children = [(i, child) for i, child in children if "tag" not in child]
         parts += [_walk(child, ctx, _join(_join(path, key), i)) for i, child in children]
         return "(" + f" {key.upper()} ".join(parts) + ")"
     if "not" in node:
         return f"(NOT {_walk(node['not'], ctx, _join(path, 'not'))})"
     if "tag" in node:
         ctx.tags.add(node["tag"])
-        return _TAG_TEST.format(tag=ctx.bind(node["tag"]))
+        return _ALL_TAGS_TEST.format(tags=ctx.bind([node["tag"]]))
     return _test(node, ctx, path)
 
 
 def _choice(column: str, op: str, value: Any, ctx: _Context) -> str:
+    """True or false, never NULL: a member without the attribute (no gender, no birthday, no store)
+    does not match, so NOT of the test does (SQL's NULL would drop it from both)."""
     if op == "eq":
-        return f"{column} = {ctx.bind(value)}"
-    return f"{column} = ANY({ctx.bind(list(value))})"
+        return f"COALESCE({column} = {ctx.bind(value)}, false)"
+    return f"COALESCE({column} = ANY({ctx.bind(list(value))}), false)"
 
 
 def _range(column: str, op: str, value: Any, ctx: _Context) -> str:
@@ -251,45 +258,45 @@ def _test(node: dict[str, Any], ctx: _Context, path: str) -> str:
     match name:
         case "gender":
             _check_values(name, values, {g.value for g in Gender}, path)
-            return _choice("m.gender", op, value, ctx)
+            return _choice("f.gender", op, value, ctx)
         case "source":
             _check_values(name, values, {s.value for s in MemberSource}, path)
-            return _choice("m.source", op, value, ctx)
+            return _choice("f.source", op, value, ctx)
         case "tier":
             _check_values(name, values, ctx.tiers, path)
             ctx.out.tiers = True
-            return _choice(f"COALESCE(t.tier_code, {ctx.bind(ctx.base_tier)})", op, value, ctx)
+            return _choice(f"COALESCE(f.tier_code, {ctx.bind(ctx.base_tier)})", op, value, ctx)
         case "store_id":
             ctx.stores.update(values)
-            return _choice("m.store_id", op, value, ctx)
+            return _choice("f.store_id", op, value, ctx)
         case "acquired_by":
             ctx.staff.update(values)
-            return _choice("m.acquired_by_id", op, value, ctx)
+            return _choice("f.acquired_by_id", op, value, ctx)
         case "birthday_month":
-            return _choice("EXTRACT(MONTH FROM m.birthday)::integer", op, value, ctx)
+            return _choice("EXTRACT(MONTH FROM f.birthday)::integer", op, value, ctx)
         case "age":
             earliest, latest = birthday_bounds(ctx.today, *_bounds(op, value))
-            parts = ["m.birthday IS NOT NULL"]
+            parts = ["f.birthday IS NOT NULL"]
             if earliest is not None:
-                parts.append(f"m.birthday >= {ctx.bind(earliest)}")
+                parts.append(f"f.birthday >= {ctx.bind(earliest)}")
             if latest is not None:
-                parts.append(f"m.birthday <= {ctx.bind(latest)}")
+                parts.append(f"f.birthday <= {ctx.bind(latest)}")
             return "(" + " AND ".join(parts) + ")"
         case "registered_days":
-            return _days_since("m.registered_at", op, value, ctx)
+            return _days_since("f.registered_at", op, value, ctx)
         case "last_visit_days":
-            return _days_since("m.last_visit_at", op, value, ctx)
+            return _days_since("f.last_visit_at", op, value, ctx)
         case "lifetime_spend_fen":
-            return _range("m.lifetime_spend_fen", op, value, ctx)
+            return _range("f.lifetime_spend_fen", op, value, ctx)
         case "points":
             ctx.out.points = True
             return _range("COALESCE(a.balance, 0)", op, value, ctx)
         case "subscribed":
-            return "m.subscribed" if value else "NOT m.subscribed"
+            return "f.subscribed" if value else "NOT f.subscribed"
         case "has_phone":
-            return "m.phone IS NOT NULL" if value else "m.phone IS NULL"
+            return "f.has_phone" if value else "NOT f.has_phone"
         case "blocked":
-            return "m.blocked_at IS NOT NULL" if value else "m.blocked_at IS NULL"
+            return "f.blocked" if value else "NOT f.blocked"
     raise _bad(path, "未知属性")  # unreachable: `parse` checked the name
 
 
