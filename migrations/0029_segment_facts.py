@@ -1,4 +1,4 @@
-"""Segments (after 0024_analytics_cycle_index): `member_facts`, one narrow row per live member with only
+"""Segments (after 0028_analytics_rebuild_guard): `member_facts`, one narrow row per live member with only
 what a segment expression tests, so a segment's count is one scan of ~110 bytes a member instead of the
 whole member row joined with `member_tag` and `member_tier`.
 
@@ -194,7 +194,7 @@ async def drop(apps: object, schema_editor: object) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0024_analytics_cycle_index")]
+    dependencies = [("models", "0028_analytics_rebuild_guard")]
 
     initial = False
 
