@@ -347,3 +347,23 @@ async def test_a_manager_prepares_a_draft_but_does_not_send_it(client: TestClien
         refused = await client.post(f"{location}/{action}", data={"csrf_token": token, "to": "o-staff"})
         assert refused.status == 403
     assert (await Campaign.get(merchant_id=shop.id)).state == CampaignState.DRAFT
+
+
+async def test_a_draft_that_no_longer_fits_its_sample_member_says_where(
+    client: TestClient, shop: Merchant
+) -> None:
+    token = await page_csrf(client, "/admin/campaigns")
+    form = common(
+        token, channel="subscribe", template_id="TPL-PROMO", kw0="thing1", kv0="{{ member_name }}，会员日"
+    )
+    made = await client.post("/admin/campaigns", data=form, allow_redirects=False)
+    assert made.status == 303, await made.text()
+    location = made.headers["Location"].partition("?")[0]
+    await Member.filter(merchant_id=shop.id).update(
+        name="一个名字非常非常非常非常非常长的会员"
+    )  # the sample now
+    checked = await client.post(f"{location}/validate", data={"csrf_token": token})
+    html = await checked.text()
+    assert checked.status == 400
+    assert field_error(html, "kv0") == "关键词 thing1 的内容超过 20 个字"  # beside the content that grew
+    assert 'name="kv0" value="{{ member_name }}，会员日"' in html

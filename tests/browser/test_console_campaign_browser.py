@@ -147,7 +147,7 @@ async def test_a_journey_switched_on_and_the_caps_edited(
     row = page.locator(f'tr[data-journey="{journey.id}"]')
     assert await row.locator('[data-value="active"]').inner_text() == "未启用"
     await row.get_by_role("button", name="启用").click()
-    await page.wait_for_selector("text=旅程已启用")
+    await page.wait_for_selector("text=旅程已启用", timeout=45_000)  # once slow on a loaded 2-core machine
     assert (
         await page.locator(f'tr[data-journey="{journey.id}"] [data-value="active"]').inner_text() == "已启用"
     )

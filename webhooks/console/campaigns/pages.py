@@ -165,9 +165,11 @@ async def _detail(
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
     kept: dict[str, str] | None = None,
+    refusal: dict[str, str] | None = None,
     status: int = 200,
 ) -> web.Response:
-    """The campaign's page (`values`: the edit form as typed; `kept`: the other inputs as typed)."""
+    """The campaign's page (`values`: the edit form as typed; `kept`: the other inputs as typed;
+    `refusal`: the API's errors about the saved draft, shown next to its form's fields)."""
     path = _path(request)
     campaign = await api(request, console, admin_campaigns.get_campaign, path=path)
     if errors and campaign.state != "draft":  # no form to show them beside (e.g. edited once started)
@@ -197,9 +199,10 @@ async def _detail(
             return web.Response(status=204, headers={"HX-Refresh": "true"})
         return render(request, "campaign_progress.html", console, context, section="campaigns")
     context.update(await choices(request, console))
+    shown = {**(values or form_values(campaign)), **(kept or {})}
     context.update(
-        errors=errors or {},
-        values={**(values or form_values(campaign)), **(kept or {})},
+        errors={**form_errors(refusal or {}, shown), **(errors or {})},
+        values=shown,
         action=f"/admin/campaigns/{campaign.id}",
         submit="保存修改",
     )
@@ -251,7 +254,7 @@ async def act(request: web.Request, console: Console) -> web.StreamResponse:
         return redirect(request, f"/admin/campaigns/{path.campaign_id}?notice={NOTICES[action]}")
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
-        return await _detail(request, console, error=_first(errors), status=400)
+        return await _detail(request, console, error=_first(errors), refusal=errors, status=400)
 
     return await submit(attempt, refused, passes=(403, 404))
 
