@@ -64,6 +64,9 @@ async def test_the_follower_who_proves_the_phone_becomes_the_imported_member(sho
     assert (log.actor, log.subject) == (f"member:{follower.id}", f"member:{imported.id}")
     assert log.detail == {"follower_id": follower.id, "imported_id": imported.id, "phone": "139****5678"}
     assert await phone_link.candidate(merchant, follower, PHONE) is None  # it has an openid now
+    late = await make_member(merchant, openid="o-late")
+    assert (await phone_link.candidate(merchant, late, PHONE, linked_too=True)).id == imported.id  # type: ignore[union-attr]
+    assert (await phone_link.link(merchant, late, imported, PHONE, now=NOW)).outcome is Outcome.TAKEN
 
 
 async def test_what_is_not_linked(shop: Any) -> None:

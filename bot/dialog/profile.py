@@ -76,7 +76,7 @@ async def _prove(turn: Turn, member: Member, state: DialogState) -> ChatReply:
         return await _next(turn, member, state)
     if not await codes.check(turn.merchant, member, phone, turn.text, secret=turn.services.secret):
         return await turn.reply("phone_code_wrong")
-    imported = await phone_link.candidate(turn.merchant, member, phone)
+    imported = await phone_link.candidate(turn.merchant, member, phone, linked_too=True)
     found = (
         await phone_link.link(turn.merchant, member, imported, phone, now=turn.now())
         if imported is not None

@@ -27,24 +27,40 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from redis.asyncio import Redis
 from tortoise.transactions import in_transaction
 
-from handlers.campaigns.sms import SmsProvider, SmsUnavailable
 from handlers.core import audit_log, queries
 from handlers.members.profile import mask_phone
 from models.member import Member, MemberSource
 from models.merchant import Merchant
 
+log = logging.getLogger(__name__)
+
 CODE_DIGITS = 6
 CODE_TTL_SECONDS = 600
 RESEND_SECONDS = 60
 MAX_TRIES = 5
+
+
+class _Sent(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+
+class SmsSender(Protocol):
+    """The SMS provider (`handlers.campaigns.sms`'s, which this package may not import: campaigns
+    depend on members)."""
+
+    async def send(self, phone: str, template_id: str, params: Sequence[str], *, session: str) -> _Sent: ...
 
 
 class Outcome(StrEnum):
@@ -73,7 +89,7 @@ class PhoneCodes:
     (settings `SMS_VERIFY_TEMPLATE_ID`; without one nothing can be proved, so nothing is linked)."""
 
     redis: Redis
-    sms: SmsProvider
+    sms: SmsSender
     template_id: str
 
     async def send(self, merchant: Merchant, member: Member, phone: str, *, secret: bytes) -> SendResult:
@@ -89,17 +105,24 @@ class PhoneCodes:
 
 _CANDIDATES_SQL = """
 SELECT * FROM member
- WHERE merchant_id = :merchant AND phone = :phone AND source = :source AND openid IS NULL
-   AND anonymized_at IS NULL AND id <> :member
+ WHERE merchant_id = :merchant AND phone = :phone AND source = :source
+   AND (openid IS NULL OR CAST(:linked_too AS boolean)) AND anonymized_at IS NULL AND id <> :member
  ORDER BY id LIMIT 2
 """
 
 
-async def candidate(merchant: Merchant, member: Member, phone: str) -> Member | None:
+async def candidate(
+    merchant: Merchant, member: Member, phone: str, *, linked_too: bool = False
+) -> Member | None:
     """The one imported member without an Official Account identity that has this phone (None: none,
-    or several: ambiguous)."""
+    or several: ambiguous). `linked_too`: also one linked meanwhile (`link` then answers `TAKEN`)."""
     rows = await queries.fetch_rows(
-        _CANDIDATES_SQL, merchant=merchant.id, phone=phone, source=MemberSource.IMPORT.value, member=member.id
+        _CANDIDATES_SQL,
+        merchant=merchant.id,
+        phone=phone,
+        source=MemberSource.IMPORT.value,
+        linked_too=linked_too,
+        member=member.id,
     )
     return queries.as_model(Member, rows[0]) if len(rows) == 1 else None
 
@@ -114,7 +137,7 @@ def _digest(secret: bytes, phone: str, code: str) -> str:
 
 async def send_code(
     redis: Redis,
-    sms: SmsProvider,
+    sms: SmsSender,
     merchant: Merchant,
     member: Member,
     phone: str,
@@ -137,10 +160,11 @@ async def send_code(
         pipe.expire(key, CODE_TTL_SECONDS)
         await pipe.execute()
     try:
-        result = await sms.send(phone, template_id, [code], session=f"link:{member.id}")
-    except SmsUnavailable:
-        result = None
-    if result is None or not result.ok:
+        ok = (await sms.send(phone, template_id, [code], session=f"link:{member.id}")).ok
+    except Exception:  # the provider's network or its refusal: no code now, the dialog goes on
+        log.warning("phone verification SMS not sent", exc_info=True, extra={"merchant": merchant.slug})
+        ok = False
+    if not ok:
         await redis.delete(key, f"{key}:sent", to_phone)
         return SendResult.FAILED
     return SendResult.SENT
