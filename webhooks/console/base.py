@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -33,6 +34,7 @@ from webhooks.errors import STATUS, pydantic_message
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=pydantic.BaseModel)
+T = TypeVar("T")
 View = Callable[[web.Request, Console], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Attempt = Callable[[], Awaitable[web.StreamResponse]]
@@ -197,6 +199,37 @@ async def submit(
         found = exc.errors if isinstance(exc, FormErrors) else FormErrors.of(exc).errors
         errors = {f"{prefix}.{key}": message for key, message in found.items()} if prefix else found
         return await refused(errors)
+
+
+@dataclass(frozen=True, slots=True)
+class EditPage(Generic[T]):
+    """One thing's edit page: the thing loaded through the API and shown under `name`, its form filled
+    with its current values, or — after a refusal — with what was typed and each error by its field."""
+
+    template: str
+    section: str
+    name: str
+    load: Callable[[web.Request, Console], Awaitable[T]]
+    values_of: Callable[[T, Console], dict[str, str]]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    async def show(
+        self,
+        request: web.Request,
+        console: Console,
+        *,
+        errors: dict[str, str] | None = None,
+        values: dict[str, str] | None = None,
+        status: int = 200,
+    ) -> web.Response:
+        current = await self.load(request, console)
+        context = {
+            **self.extra,
+            self.name: current,
+            "errors": errors or {},
+            "values": values if values is not None else self.values_of(current, console),
+        }
+        return render(request, self.template, console, context, status=status, section=self.section)
 
 
 def present(data: Mapping[str, str], *names: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from models.staff import StaffRole
 from webhooks import service_cards
 from webhooks.api import ApiError
 from webhooks.console.base import (
+    EditPage,
     Refusal,
     api,
     fen_to_yuan,
@@ -147,29 +148,21 @@ def product_values(product: service_cards.CardProductOut) -> dict[str, str]:
     }
 
 
-async def _product_page(
-    request: web.Request,
-    console: Console,
-    *,
-    errors: dict[str, str] | None = None,
-    values: dict[str, str] | None = None,
-    status: int = 200,
-) -> web.Response:
-    product = await _product(request, console)
-    context = {
-        "p": product,
-        "kinds": KINDS,
-        "errors": errors or {},
-        "values": values if values is not None else product_values(product),
-    }
-    return render(request, "card_product.html", console, context, status=status, section="programme")
+PRODUCT_PAGE: EditPage[service_cards.CardProductOut] = EditPage(
+    "card_product.html",
+    "programme",
+    "p",
+    load=_product,
+    values_of=lambda product, _: product_values(product),
+    extra={"kinds": KINDS},
+)
 
 
 @routes.get(r"/admin/cards/products/{product_id:\d+}")
 @page(StaffRole.ADMIN)
 async def product_page(request: web.Request, console: Console) -> web.StreamResponse:
     """A card product's form, filled with its current terms (its kind cannot change)."""
-    return await _product_page(request, console)
+    return await PRODUCT_PAGE.show(request, console)
 
 
 @routes.post(r"/admin/cards/products/{product_id:\d+}")
@@ -186,7 +179,7 @@ async def save_product(request: web.Request, console: Console) -> web.StreamResp
         return redirect(request, f"/admin/cards?saved={current.id}")
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
-        return await _product_page(request, console, errors=errors, values=data, status=400)
+        return await PRODUCT_PAGE.show(request, console, errors=errors, values=data, status=400)
 
     return await submit(attempt, refused, prefix="product", passes=(403, 404))
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from models.staff import StaffRole
 from webhooks import coupons
-from webhooks.console.base import api, fen_to_yuan, form, page, parse, redirect, render, submit
+from webhooks.console.base import EditPage, api, fen_to_yuan, form, page, parse, redirect, submit
 from webhooks.console.programme import KINDS, template_body
 from webhooks.console.security import Console
 
@@ -50,29 +50,21 @@ def _path(request: web.Request) -> coupons.TemplatePath:
     return parse(coupons.TemplatePath, {"template_id": request.match_info["template_id"]})
 
 
-async def _edit_page(
-    request: web.Request,
-    console: Console,
-    *,
-    errors: dict[str, str] | None = None,
-    values: dict[str, str] | None = None,
-    status: int = 200,
-) -> web.Response:
-    current = await api(request, console, coupons.get_template, path=_path(request))
-    context = {
-        "t": current,
-        "kinds": KINDS,
-        "errors": errors or {},
-        "values": values if values is not None else template_values(current, console.merchant.timezone),
-    }
-    return render(request, "coupon_edit.html", console, context, status=status, section="coupons")
+TEMPLATE_PAGE: EditPage[coupons.TemplateOut] = EditPage(
+    "coupon_edit.html",
+    "coupons",
+    "t",
+    load=lambda request, console: api(request, console, coupons.get_template, path=_path(request)),
+    values_of=lambda template, console: template_values(template, console.merchant.timezone),
+    extra={"kinds": KINDS},
+)
 
 
 @routes.get(r"/admin/coupons/templates/{template_id:\d+}")
 @page(StaffRole.ADMIN)
 async def edit_template(request: web.Request, console: Console) -> web.StreamResponse:
     """The template's form, filled with its current fields."""
-    return await _edit_page(request, console)
+    return await TEMPLATE_PAGE.show(request, console)
 
 
 @routes.post(r"/admin/coupons/templates/{template_id:\d+}")
@@ -86,7 +78,7 @@ async def save_template(request: web.Request, console: Console) -> web.StreamRes
         return redirect(request, f"/admin/coupons?saved={saved.id}")
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
-        return await _edit_page(request, console, errors=errors, values=data, status=400)
+        return await TEMPLATE_PAGE.show(request, console, errors=errors, values=data, status=400)
 
     return await submit(attempt, refused, prefix="template", passes=(403, 404))
 
@@ -102,6 +94,6 @@ async def delete_template(request: web.Request, console: Console) -> web.StreamR
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
         shown: dict[str, Any] = {"delete": next(iter(errors.values()))}
-        return await _edit_page(request, console, errors=shown, status=400)
+        return await TEMPLATE_PAGE.show(request, console, errors=shown, status=400)
 
     return await submit(attempt, refused, passes=(403, 404))

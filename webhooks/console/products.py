@@ -18,6 +18,7 @@ from webhooks import admin_products
 from webhooks.api import In
 from webhooks.appkeys import RUNTIME
 from webhooks.console.base import (
+    EditPage,
     FormErrors,
     Refusal,
     api,
@@ -161,28 +162,20 @@ def product_values(product: admin_products.ProductOut) -> dict[str, str]:
     }
 
 
-async def _product_page(
-    request: web.Request,
-    console: Console,
-    *,
-    errors: dict[str, str] | None = None,
-    values: dict[str, str] | None = None,
-    status: int = 200,
-) -> web.Response:
-    product = await api(request, console, admin_products.get_product, path=_path(request))
-    context = {
-        "p": product,
-        "errors": errors or {},
-        "values": values if values is not None else product_values(product),
-    }
-    return render(request, "product.html", console, context, status=status, section="programme")
+PRODUCT_PAGE: EditPage[admin_products.ProductOut] = EditPage(
+    "product.html",
+    "programme",
+    "p",
+    load=lambda request, console: api(request, console, admin_products.get_product, path=_path(request)),
+    values_of=lambda product, _: product_values(product),
+)
 
 
 @routes.get(r"/admin/products/{product_id:\d+}")
 @page(StaffRole.ADMIN)
 async def product_page(request: web.Request, console: Console) -> web.StreamResponse:
     """A product's form, filled with its current fields (its SKU is fixed)."""
-    return await _product_page(request, console)
+    return await PRODUCT_PAGE.show(request, console)
 
 
 @routes.post(r"/admin/products/{product_id:\d+}")
@@ -197,7 +190,7 @@ async def save_product(request: web.Request, console: Console) -> web.StreamResp
         return redirect(request, f"/admin/products?saved={saved.id}")
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
-        return await _product_page(request, console, errors=errors, values=data, status=400)
+        return await PRODUCT_PAGE.show(request, console, errors=errors, values=data, status=400)
 
     return await submit(attempt, refused, prefix="product", passes=(403, 404))
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from models.staff import StaffRole
 from webhooks import admin_tags
-from webhooks.console.base import FormErrors, api, form, page, parse, redirect, render, submit
+from webhooks.console.base import EditPage, FormErrors, api, form, page, parse, redirect, submit
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
@@ -26,28 +26,20 @@ def tag_values(tag: admin_tags.TagOut) -> dict[str, str]:
     return {"name": tag.name, "rule": rule}
 
 
-async def _tag_page(
-    request: web.Request,
-    console: Console,
-    *,
-    errors: dict[str, str] | None = None,
-    values: dict[str, str] | None = None,
-    status: int = 200,
-) -> web.Response:
-    tag = await api(request, console, admin_tags.get_tag, path=_path(request))
-    context = {
-        "t": tag,
-        "errors": errors or {},
-        "values": values if values is not None else tag_values(tag),
-    }
-    return render(request, "tag_edit.html", console, context, status=status, section="segments")
+TAG_PAGE: EditPage[admin_tags.TagOut] = EditPage(
+    "tag_edit.html",
+    "segments",
+    "t",
+    load=lambda request, console: api(request, console, admin_tags.get_tag, path=_path(request)),
+    values_of=lambda tag, _: tag_values(tag),
+)
 
 
 @routes.get(r"/admin/tags/{tag_id:\d+}")
 @page()
 async def tag_page(request: web.Request, console: Console) -> web.StreamResponse:
     """The tag's form, filled with its name and (an automatic tag) its rule."""
-    return await _tag_page(request, console)
+    return await TAG_PAGE.show(request, console)
 
 
 def tag_patch(data: dict[str, str], automatic: bool) -> dict[str, Any]:
@@ -73,7 +65,7 @@ async def save_tag(request: web.Request, console: Console) -> web.StreamResponse
 
     async def refused(found: dict[str, str]) -> web.StreamResponse:
         errors = {("rule" if key.startswith("rule") else key): message for key, message in found.items()}
-        return await _tag_page(request, console, errors=errors, values=data, status=400)
+        return await TAG_PAGE.show(request, console, errors=errors, values=data, status=400)
 
     return await submit(attempt, refused, passes=(403, 404))
 
@@ -89,6 +81,6 @@ async def delete_tag(request: web.Request, console: Console) -> web.StreamRespon
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
         shown = {"delete": next(iter(errors.values()))}
-        return await _tag_page(request, console, errors=shown, status=400)
+        return await TAG_PAGE.show(request, console, errors=shown, status=400)
 
     return await submit(attempt, refused, passes=(403, 404))
