@@ -20,10 +20,12 @@ from aiohttp import web
 from handlers.core.errors import DomainError
 from models.staff import StaffRole
 from webhooks import admin_loyalty, coupons
+from webhooks.console import programme_form as ladder
 from webhooks.console.base import (
     FormErrors,
     Refusal,
     api,
+    error_page,
     form,
     page,
     parse,
@@ -276,12 +278,17 @@ async def _tiers_page(
     console: Console,
     *,
     errors: dict[str, str] | None = None,
+    values: ladder.Values | None = None,
     document: str | None = None,
     status: int = 200,
 ) -> web.Response:
     current = await api(request, console, admin_loyalty.get_tiers)
+    shown = values if values is not None else ladder.tier_values(current.tiers)
     context = {
         "current": current,
+        "values": shown,
+        "rows": range(min(int(shown["rows"]), ladder.MAX_TIERS * 2)),
+        "templates": (await api(request, console, coupons.list_templates)).items,
         "document": document
         if document is not None
         else json.dumps(current.tiers, ensure_ascii=False, indent=2),
@@ -294,14 +301,52 @@ async def _tiers_page(
 @routes.get("/admin/programme")
 @page(StaffRole.ADMIN)
 async def programme(request: web.Request, console: Console) -> web.StreamResponse:
-    """The tier ladder (each tier's criteria and benefits, editable as one document) and the links to
-    the rest of the programme."""
+    """The tier ladder (each tier's criteria and benefits, edited field by field, one row a tier) and
+    the links to the rest of the programme."""
     return await _tiers_page(request, console)
+
+
+@routes.get("/admin/programme/tiers/row")
+@page(StaffRole.ADMIN)
+async def tier_row(request: web.Request, console: Console) -> web.StreamResponse:
+    """One more blank tier row (htmx), and the add button moved on to the next row number."""
+    index = whole_number(request.query.get("index", ""))
+    if not isinstance(index, int) or not 0 <= index < ladder.MAX_TIERS * 2:
+        return error_page(request, console, 400, "等级行数已达上限")
+    context = {
+        "index": index,
+        "values": {},
+        "errors": {},
+        "templates": (await api(request, console, coupons.list_templates)).items,
+    }
+    return render(request, "tier_row_fragment.html", console, context)
+
+
+@routes.post("/admin/programme/tiers/form")
+@page(StaffRole.ADMIN)
+async def save_tier_form(request: web.Request, console: Console) -> web.StreamResponse:
+    """The ladder as typed in its rows: saved as the next version, or the rows again with each error
+    next to its field."""
+    data = await request.post()
+    tiers, rows = ladder.proposed_tiers(data)
+
+    async def attempt() -> web.StreamResponse:
+        body = parse(admin_loyalty.TiersIn, {"tiers": tiers})
+        saved = await api(request, console, admin_loyalty.put_tiers, body=body)
+        return redirect(request, f"/admin/programme?saved={saved.version}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        values = ladder.typed_tier_values(data)
+        shown = ladder.tier_errors(errors, rows)
+        return await _tiers_page(request, console, errors=shown, values=values, status=400)
+
+    return await submit(attempt, refused)
 
 
 @routes.post("/admin/programme/tiers")
 @page(StaffRole.ADMIN)
 async def save_tiers(request: web.Request, console: Console) -> web.StreamResponse:
+    """The ladder as one JSON document (the advanced editor)."""
     data = await form(request)
     text = data.get("document", "")
 
