@@ -2,6 +2,7 @@
 programme settings (sections of the programme document), the notice texts with a live preview, and the
 Official Account's chat menu.
 
+Every section has a field-by-field form (the other settings' in `programme_form`) and a JSON editor.
 Saving goes through the admin API's handlers (`put_program`, `save_setting`, `push_menu`) with their
 request models; the live preview checks and renders a text with the notice use case's own functions
 (`handlers.notices.settings`), against the notice's sample data, and saves nothing.
@@ -19,10 +20,12 @@ from handlers.core.errors import DomainError
 from handlers.core.templating import Renderer
 from handlers.notices import settings as notice_settings
 from models.staff import StaffRole
-from webhooks import admin, admin_loyalty, admin_menu, notices
+from webhooks import admin, admin_loyalty, admin_menu, coupons, notices
 from webhooks.appkeys import RENDERER
+from webhooks.console import programme_form as fields
 from webhooks.console.base import (
     FormErrors,
+    Refusal,
     api,
     form,
     page,
@@ -70,6 +73,7 @@ async def _settings_page(
     *,
     errors: dict[str, str] | None = None,
     texts: dict[str, str] | None = None,
+    other: fields.Values | None = None,
     status: int = 200,
 ) -> web.Response:
     program = (await api(request, console, admin_loyalty.get_program)).program
@@ -83,6 +87,9 @@ async def _settings_page(
         "streak_rows": range(STREAK_ROWS),
         "streaks": sorted((int(day), points) for day, points in program["checkin"]["streak_rewards"].items()),
         "sections": SECTIONS,
+        "other": other if other is not None else fields.other_values(program),
+        "referral_rows": range(fields.REFERRAL_LEVELS),
+        "templates": (await api(request, console, coupons.list_templates)).items,
         "documents": documents,
         "errors": errors or {},
         "saved": SECTIONS.get(request.query.get("saved", "")),
@@ -98,10 +105,10 @@ async def programme_settings(request: web.Request, console: Console) -> web.Stre
 
 
 async def _save(
-    request: web.Request, console: Console, name: str, value: Any, shown: dict[str, str]
+    request: web.Request, console: Console, name: str, value: Any, refused: Refusal
 ) -> web.StreamResponse:
     """Put `value` in the programme document as section `name` (or, for `other`, its keys) and save the
-    whole document through the API; a refusal shows the section again with what was typed."""
+    whole document through the API; a refusal is answered by `refused`."""
 
     async def attempt() -> web.StreamResponse:
         program = dict((await api(request, console, admin_loyalty.get_program)).program)
@@ -115,11 +122,17 @@ async def _save(
         await api(request, console, admin_loyalty.put_program, body=body)
         return redirect(request, f"/admin/programme/settings?saved={name}")
 
+    return await submit(attempt, refused)
+
+
+def _again(request: web.Request, console: Console, name: str, shown: dict[str, str]) -> Refusal:
+    """The section again with what was typed (`shown`) and the refusal under the section."""
+
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
         message = next(iter(errors.values()))
         return await _settings_page(request, console, errors={name: message}, texts=shown, status=400)
 
-    return await submit(attempt, refused)
+    return refused
 
 
 @routes.post(r"/admin/programme/settings/{section:checkin|stored_value|other}")
@@ -134,7 +147,7 @@ async def save_section(request: web.Request, console: Console) -> web.StreamResp
     except json.JSONDecodeError as exc:
         error = {name: f"JSON 格式不正确（第 {exc.lineno} 行）"}
         return await _settings_page(request, console, errors=error, texts={name: text}, status=400)
-    return await _save(request, console, name, value, {name: text})
+    return await _save(request, console, name, value, _again(request, console, name, {name: text}))
 
 
 TIER_ROWS = 6
@@ -155,7 +168,8 @@ async def save_bonus_tiers(request: web.Request, console: Console) -> web.Stream
         if data.get(f"min_{i}", "").strip()
     ]
     shown = {f"sv.{k}": v for k, v in data.items()}
-    return await _save(request, console, "stored_value", {"bonus_tiers": tiers}, shown)
+    refused = _again(request, console, "stored_value", shown)
+    return await _save(request, console, "stored_value", {"bonus_tiers": tiers}, refused)
 
 
 @routes.post("/admin/programme/settings/checkin/form")
@@ -177,7 +191,21 @@ async def save_checkin(request: web.Request, console: Console) -> web.StreamResp
         "makeup_max_per_month": whole_number(data.get("makeup_max_per_month", "")),
     }
     shown = {f"ck.{k}": v for k, v in data.items()}
-    return await _save(request, console, "checkin", value, shown)
+    return await _save(request, console, "checkin", value, _again(request, console, "checkin", shown))
+
+
+@routes.post("/admin/programme/settings/other/form")
+@page(StaffRole.ADMIN)
+async def save_other(request: web.Request, console: Console) -> web.StreamResponse:
+    """The other settings field by field: expiry, pending days, cash rate, bonuses, offset, referral
+    levels (one row a level), earn pool and the new-member coupons; each refusal next to its field."""
+    data = await request.post()
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        shown, typed = fields.other_errors(errors), fields.typed_other_values(data)
+        return await _settings_page(request, console, errors=shown, other=typed, status=400)
+
+    return await _save(request, console, "other", fields.proposed_other(data), refused)
 
 
 # Notices -----------------------------------------------------------------------------------------
