@@ -306,3 +306,24 @@ async def test_chat_lists_usable_coupons_with_codes(
     assert "您有 1 张可用优惠券" in reply and coupon.code in reply and "满100减20" in reply
     assert "有效期至 " in reply
     assert "【优惠券】" in await _say(client, shop, "帮助")
+
+
+async def test_revoke_with_a_member_refuses_another_members_coupon(
+    client: Any, shop: Merchant, member: Member, admin: dict[str, str]
+) -> None:
+    other = await make_member(shop, "o-other")
+    created = await new_template(client, admin)
+    coupon_id = (await (await give(client, admin, member, created["id"], "k1")).json())["coupon"]["id"]
+    wrong = await client.post(
+        f"/api/admin/coupons/{coupon_id}/revoke",
+        headers=admin,
+        json={"reason": "误发", "member_id": other.id},
+    )
+    assert wrong.status == 404 and (await wrong.json())["error"]["code"] == "coupon_not_found"
+    assert (await Coupon.get(id=coupon_id)).status == CouponStatus.ISSUED
+    right = await client.post(
+        f"/api/admin/coupons/{coupon_id}/revoke",
+        headers=admin,
+        json={"reason": "误发", "member_id": member.id},
+    )
+    assert right.status == 200 and (await Coupon.get(id=coupon_id)).status == CouponStatus.REVOKED

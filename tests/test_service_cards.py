@@ -270,3 +270,15 @@ async def test_member_sees_their_cards(client: TestClient, shop: Any) -> None:
     assert [(c["id"], c["uses_left"], len(c["last_uses"]), c["name"]) for c in cards] == [
         (card_id, 2, 1, "洗剪吹10次卡")
     ]
+
+
+async def test_revoke_with_a_member_refuses_another_members_card(client: TestClient, shop: Any) -> None:
+    merchant, member, roles = shop
+    other = await make_member(merchant, "o-other")
+    card_id = (await (await sell(client, shop, await product(client, roles["admin"], TIME))).json())["id"]
+    path = f"/api/admin/service-cards/{card_id}/revoke"
+    wrong = await client.post(path, json={"reason": "误售", "member_id": other.id}, headers=roles["manager"])
+    assert wrong.status == 404 and (await wrong.json())["error"]["code"] == "not_found"
+    assert (await MemberCard.get(id=card_id)).revoked_at is None
+    right = await client.post(path, json={"reason": "误售", "member_id": member.id}, headers=roles["manager"])
+    assert right.status == 200 and (await right.json())["status"] == "revoked"

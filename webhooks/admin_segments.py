@@ -146,9 +146,10 @@ async def update_segment(call: Call[SegmentPatch, SegmentPath]) -> SegmentOut:
     return segment_out(segment)
 
 
-@routes.delete("/api/admin/segments/{segment_id}", path_model=SegmentPath, auth=ADMIN)
+@routes.delete("/api/admin/segments/{segment_id}", path_model=SegmentPath, auth=ADMIN, errors=(409,))
 async def delete_segment(call: Call[None, SegmentPath]) -> None:
-    """Delete a segment (and, in the background, the WeChat tag it was synced to)."""
+    """Delete a segment (and, in the background, the WeChat tag it was synced to); refused (409) while
+    a campaign not yet done or cancelled, or a journey, uses it."""
     await wechat_sync.delete_segment(
         call.merchant, call.path.segment_id, actor=_actor(call), effects=call.effects
     )

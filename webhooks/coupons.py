@@ -360,6 +360,9 @@ class CouponPath(In):
 
 class RevokeIn(In):
     reason: Reason
+    member_id: IntId | None = Field(
+        None, description="the member expected to hold the coupon: another member's coupon is not found (404)"
+    )
 
 
 @routes.post(
@@ -374,7 +377,14 @@ async def revoke(call: Call[RevokeIn, CouponPath]) -> CouponOut:
     """Void an issued coupon, with a reason (audit-logged); a used or expired one is refused."""
     now = datetime.now(UTC)
     coupon = await guarded(
-        coupons.revoke(call.merchant, call.path.coupon_id, reason=call.body.reason, staff=call.staff, now=now)
+        coupons.revoke(
+            call.merchant,
+            call.path.coupon_id,
+            reason=call.body.reason,
+            staff=call.staff,
+            now=now,
+            member_id=call.body.member_id,
+        )
     )
     return coupon_out(await coupons.view(coupon, now), call.merchant)
 

@@ -79,6 +79,9 @@ class CardGrantIn(In):
 
 class CardRevokeIn(In):
     reason: Reason
+    member_id: IntId | None = Field(
+        None, description="the member expected to hold the card: another member's card is not found (404)"
+    )
 
 
 class CardUseIn(In):
@@ -292,7 +295,12 @@ async def grant(call: Call[CardGrantIn, None]) -> ServiceCardOut:
 async def revoke(call: Call[CardRevokeIn, CardPath]) -> ServiceCardOut:
     """Stop a card: no further uses; audited. Revoking twice changes nothing."""
     found = await service_cards.revoke(
-        call.merchant, call.path.card_id, reason=call.body.reason, actor=_actor(call), now=datetime.now(UTC)
+        call.merchant,
+        call.path.card_id,
+        reason=call.body.reason,
+        actor=_actor(call),
+        now=datetime.now(UTC),
+        member_id=call.body.member_id,
     )
     return await card_out(call.merchant, found)
 

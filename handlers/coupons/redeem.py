@@ -283,15 +283,24 @@ async def by_code(merchant: Merchant, code: str) -> Coupon:
     return coupon
 
 
-async def revoke(merchant: Merchant, coupon_id: int, *, reason: str, staff: Staff, now: datetime) -> Coupon:
-    """Void an issued coupon (a manager, with a reason, audit-logged); revoking twice changes nothing."""
+async def revoke(
+    merchant: Merchant,
+    coupon_id: int,
+    *,
+    reason: str,
+    staff: Staff,
+    now: datetime,
+    member_id: int | None = None,
+) -> Coupon:
+    """Void an issued coupon (a manager, with a reason, audit-logged); revoking twice changes nothing.
+    With `member_id`, a coupon held by another member is not found."""
     reason = reason.strip()
     if not 1 <= len(reason) <= MAX_REASON:
         raise ValidationError(f"reason: 请填写 1–{MAX_REASON} 个字的原因", field="reason")
     actor = f"staff:{staff.id}"
     async with in_transaction():
         coupon = await Coupon.select_for_update().get_or_none(id=coupon_id, merchant_id=merchant.id)
-        if coupon is None:
+        if coupon is None or member_id not in (None, coupon.member_id):
             raise _not_found()
         if coupon.status == CouponStatus.REVOKED:
             return coupon

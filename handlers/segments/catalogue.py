@@ -12,10 +12,13 @@ from handlers.core import audit_log
 from handlers.core.errors import Conflict, ValidationError
 from handlers.segments import audience
 from handlers.segments.expression import parse
+from models.campaign import Campaign, CampaignState, Journey
 from models.tag import Segment
 
 MAX_NAME = 32
 MAX_SEGMENTS = 500
+# a campaign in these states still reads its segment (a finished or cancelled one never again)
+LIVE_CAMPAIGN = (CampaignState.DRAFT, CampaignState.SCHEDULED, CampaignState.SENDING, CampaignState.PAUSED)
 
 
 def _name(raw: str) -> str:
@@ -80,10 +83,24 @@ async def update_segment(
     return segment
 
 
+async def users_of(merchant_id: int, segment_id: int) -> list[str]:
+    """What still reads the segment: campaigns not yet done or cancelled, and journeys (「名称」)."""
+    mine = {"merchant_id": merchant_id, "segment_id": segment_id}
+    campaigns = (
+        await Campaign.filter(**mine, state__in=LIVE_CAMPAIGN).order_by("id").values_list("name", flat=True)
+    )
+    journeys = await Journey.filter(**mine).order_by("id").values_list("name", flat=True)
+    return [f"营销活动「{name}」" for name in campaigns] + [f"自动化旅程「{name}」" for name in journeys]
+
+
 async def delete_segment(merchant_id: int, segment_id: int, *, actor: str) -> Segment:
-    """Delete the segment; returns it as it was (its WeChat tag, if synced, is the caller's to drop)."""
+    """Delete the segment; returns it as it was (its WeChat tag, if synced, is the caller's to drop).
+    Refused while a campaign not yet done or a journey uses it."""
     async with in_transaction():
         segment = await get_segment(merchant_id, segment_id, lock=True)
+        used = await users_of(merchant_id, segment.id)
+        if used:
+            raise Conflict(f"人群正被使用：{'、'.join(used)}，请先修改或结束它们", field="segment_id")
         await Segment.filter(id=segment.id).delete()
         await audit_log.record(
             merchant_id, actor, "segment.delete", f"segment:{segment.id}", name=segment.name

@@ -319,11 +319,14 @@ async def use_for_member(
     raise refusal(latest, now, merchant.timezone) or NotFound("该会员没有可用的服务卡", field="product_id")
 
 
-async def revoke(merchant: Merchant, card_id: int, *, reason: str, actor: str, now: datetime) -> MemberCard:
-    """Stop a card (no further uses); revoking a revoked card changes nothing."""
+async def revoke(
+    merchant: Merchant, card_id: int, *, reason: str, actor: str, now: datetime, member_id: int | None = None
+) -> MemberCard:
+    """Stop a card (no further uses); revoking a revoked card changes nothing. With `member_id`, a card
+    held by another member is not found."""
     async with in_transaction():
         card = await MemberCard.select_for_update().get_or_none(id=card_id, merchant_id=merchant.id)
-        if card is None:
+        if card is None or member_id not in (None, card.member_id):
             raise NotFound("没有这张服务卡", field="card")
         if card.revoked_at is None:
             card.revoked_at = now

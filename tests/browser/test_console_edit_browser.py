@@ -1,21 +1,28 @@
 """The console's edit pages in a real browser: a coupon template and a mall item edited (a refusal first,
 shown next to the field with the input kept), a never-issued template deleted after the confirmation
-dialog, and every edit page fitting a 768 px tablet."""
+dialog, a segment edited while its audience count follows, a member's stored value adjusted, and every
+edit page fitting a 768 px tablet (the segment, member and settings pages at 1280 px too)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from handlers.mall import catalogue
 from handlers.products import catalogue as products
+from handlers.segments import catalogue as segments
 from handlers.wallet import service_cards
 from models.cards import CardKind
 from models.coupon import CouponTemplate
 from models.mall import ItemKind, MallItem
+from models.member import Member
 from models.merchant import Merchant
+from models.tag import Segment
+from models.wallet import WalletAccount
 from tests.browser.conftest import Browser
+from tests.support.factories import make_member
 
 
 def assert_clean(browser: Browser) -> None:
@@ -132,4 +139,80 @@ async def test_edit_pages_fit_a_768px_tablet(browser: Browser, shop: tuple[str, 
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 768, f"{path} scrolls sideways at 768 px ({width} px)"
         await browser.shot(f"tablet-{name}")
+    assert_clean(browser)
+
+
+async def women_segment(merchant: Merchant) -> Segment:
+    for key, gender in (("a", "female"), ("b", "female"), ("c", "male")):
+        await make_member(merchant, f"o-{key}", name=f"会员{key}", gender=gender)
+    women = {"and": [{"attr": "gender", "op": "in", "value": ["female"]}]}
+    return await segments.create_segment(merchant.id, "女性会员", women, actor="test")
+
+
+async def test_edit_a_segment_and_watch_its_count(browser: Browser, shop: tuple[str, Merchant]) -> None:
+    page = browser.page
+    segment = await women_segment(shop[1])
+    await browser.login()
+    await page.goto(f"{browser.base}/admin/segments")
+    await page.click(f'[data-segment="{segment.id}"] >> text=女性会员')
+    count = page.locator('#audience [data-value="audience"]')
+    await count.filter(has_text=re.compile("^2$")).wait_for()
+    form = page.locator("#segment-edit")
+    assert await form.locator('input[name="c0_value"]').input_value() == "female"
+    await form.locator('input[name="name"]').fill("男性会员")
+    await form.locator('input[name="c0_value"]').fill("male")
+    await count.filter(has_text=re.compile("^1$")).wait_for()
+    assert await count.inner_text() == "1"
+    await browser.shot("segment-edit-count")
+    await form.locator('button[type="submit"]').click()
+    await page.wait_for_selector("text=人群已保存")
+    await segment.refresh_from_db()
+    assert (segment.name, segment.expression["and"][0]["value"]) == ("男性会员", ["male"])
+    assert_clean(browser)
+
+
+async def test_adjust_a_members_stored_value(browser: Browser, shop: tuple[str, Merchant]) -> None:
+    page = browser.page
+    member = await make_member(shop[1], "o-w", name="张三")
+    await browser.login()
+    await page.goto(f"{browser.base}/admin/members/{member.id}")
+    questions: list[str] = []
+
+    async def answer(dialog: Any) -> None:
+        questions.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", answer)
+    form = page.locator("#wallet-adjust")
+    await form.locator('input[name="principal"]').fill("88")
+    await form.locator('input[name="reason"]').fill("补录充值")
+    await form.locator('button[type="submit"]').click()
+    await page.wait_for_selector("text=储值已调整")
+    assert questions == ["确定调整该会员的储值余额？"]
+    assert "补录充值" in await page.locator("table.wallet-ledger").inner_text()
+    account = await WalletAccount.get(member_id=member.id)
+    assert (account.principal_fen, account.bonus_fen) == (8_800, 0)
+    assert_clean(browser)
+
+
+@pytest.mark.parametrize("browser", [1280, 768], indirect=True)
+async def test_the_new_pages_at_desktop_and_tablet_widths(
+    browser: Browser, shop: tuple[str, Merchant]
+) -> None:
+    page = browser.page
+    segment = await women_segment(shop[1])
+    member = await Member.get(name="会员a")
+    await browser.login()
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    pages = (
+        ("segment-edit", f"/admin/segments/{segment.id}"),
+        ("member-wallet", f"/admin/members/{member.id}"),
+        ("credit-settings", "/admin/credit/settings"),
+    )
+    for name, path in pages:
+        await page.goto(f"{browser.base}{path}")
+        assert await page.locator("form.stack button[type=submit]").count() >= 1, path
+        scrolled = await page.evaluate("document.documentElement.scrollWidth")
+        assert scrolled <= width, f"{path} scrolls sideways at {width} px ({scrolled} px)"
+        await browser.shot(f"{name}-{width}")
     assert_clean(browser)

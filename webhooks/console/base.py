@@ -49,6 +49,7 @@ NAV = (
     ("coupons", "/admin/coupons", "优惠券"),
     ("campaigns", "/admin/campaigns", "营销活动"),
     ("analytics", "/admin/analytics", "数据分析"),
+    ("credit", "/admin/credit/settings", "赊账与邀请"),
     ("org", "/admin/stores", "门店与员工"),
     ("audit", "/admin/audit", "操作日志"),
 )

@@ -1,5 +1,6 @@
 """Console pages of the members: search and CSV export, one member's page, manual points grants and
-deductions, block and unblock, staff notes, voiding a coupon or a service card.
+deductions, block and unblock, staff notes, voiding a coupon or a service card (stored-value actions:
+`member_wallet`).
 
 Each page calls the JSON admin API's own handler (`webhooks.console.base.api`) with the request model
 the API validates, so a form is accepted or refused exactly as the API would, with the field named.
@@ -14,7 +15,7 @@ from urllib.parse import urlencode
 import pydantic
 from aiohttp import web
 
-from handlers.core.errors import DomainError, ErrorCode
+from handlers.core.errors import DomainError, ErrorCode, NotFound
 from handlers.directory import search
 from handlers.members import lookup as members_lookup
 from models.staff import StaffRole
@@ -76,6 +77,8 @@ DONE = {
     "profile": "资料已修改。",
     "card": "服务卡已作废，不能再使用。",
     "coupon": "优惠券已作废。",
+    "wallet": "储值已调整。",
+    "withdraw": "本金已退还。",
 }
 
 
@@ -153,6 +156,8 @@ async def _member_page(
         "values": values or {},
         "grant_key": secrets.token_hex(12),
         "credit_key": secrets.token_hex(12),
+        "wallet_key": secrets.token_hex(12),
+        "withdraw_key": secrets.token_hex(12),
         "done": DONE.get(request.query.get("done", "")),
         "sources": SOURCES,
     }
@@ -174,7 +179,7 @@ async def member_detail(request: web.Request, console: Console) -> web.StreamRes
     return await _member_page(request, console, _member_id(request))
 
 
-async def _act(
+async def act(
     request: web.Request,
     console: Console,
     action: str,
@@ -207,7 +212,7 @@ async def grant(request: web.Request, console: Console) -> web.StreamResponse:
         code = parse(admin_loyalty.MemberPath, {"member_code": member.code})
         await api(request, console, admin_loyalty.grant_points, body=body, path=code)
 
-    return await _act(request, console, "grant", run)
+    return await act(request, console, "grant", run)
 
 
 def _grant_body(data: dict[str, str]) -> dict[str, Any]:
@@ -224,7 +229,7 @@ async def block(request: web.Request, console: Console) -> web.StreamResponse:
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, admin_members.block, body=body, path=path)
 
-    return await _act(request, console, "block", run)
+    return await act(request, console, "block", run)
 
 
 @routes.post(r"/admin/members/{member_id:\d+}/unblock")
@@ -234,7 +239,7 @@ async def unblock(request: web.Request, console: Console) -> web.StreamResponse:
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, admin_members.unblock, path=path)
 
-    return await _act(request, console, "unblock", run)
+    return await act(request, console, "unblock", run)
 
 
 @routes.post(r"/admin/members/{member_id:\d+}/notes")
@@ -245,7 +250,7 @@ async def add_note(request: web.Request, console: Console) -> web.StreamResponse
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, admin_members.add_note, body=body, path=path)
 
-    return await _act(request, console, "note", run)
+    return await act(request, console, "note", run)
 
 
 # Import ------------------------------------------------------------------------------------------
@@ -340,7 +345,7 @@ async def credit_limit(request: web.Request, console: Console) -> web.StreamResp
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, credit.set_limit, body=body, path=path)
 
-    return await _act(request, console, "credit", run)
+    return await act(request, console, "credit", run)
 
 
 @routes.get("/admin/credit")
@@ -370,30 +375,37 @@ async def edit_profile(request: web.Request, console: Console) -> web.StreamResp
         path = parse(admin_members.MemberPath, {"member_id": member_id})
         await api(request, console, admin_members.edit_profile, body=body, path=path)
 
-    return await _act(request, console, "profile", run)
+    return await act(request, console, "profile", run)
 
 
 @routes.post(r"/admin/members/{member_id:\d+}/cards/{card_id:\d+}/revoke")
 @page()
 async def revoke_card(request: web.Request, console: Console) -> web.StreamResponse:
-    """Stop one of the member's service cards, with a reason (the API's revoke: no further uses)."""
+    """Stop one of the member's service cards, with a reason (the API's revoke: no further uses); a card
+    of another member than the page's is not found."""
 
     async def run(member_id: int, data: dict[str, str]) -> None:
-        body = parse(service_cards.CardRevokeIn, {"reason": data.get("reason", "").strip()})
+        raw = {"reason": data.get("reason", "").strip(), "member_id": member_id}
+        body = parse(service_cards.CardRevokeIn, raw)
         path = parse(service_cards.CardPath, {"card_id": request.match_info["card_id"]})
-        await api(request, console, service_cards.revoke, body=body, path=path)
+        try:
+            await api(request, console, service_cards.revoke, body=body, path=path)
+        except NotFound as exc:  # no such card of this member: the 404 page, as for a coupon
+            raise ApiError(404, exc.code, exc.message) from None
 
-    return await _act(request, console, "card", run)
+    return await act(request, console, "card", run)
 
 
 @routes.post(r"/admin/members/{member_id:\d+}/coupons/{coupon_id:\d+}/revoke")
 @page()
 async def revoke_coupon(request: web.Request, console: Console) -> web.StreamResponse:
-    """Void one of the member's coupons, with a reason (a used or expired one is refused)."""
+    """Void one of the member's coupons, with a reason (a used or expired one is refused); a coupon of
+    another member than the page's is not found."""
 
     async def run(member_id: int, data: dict[str, str]) -> None:
-        body = parse(coupons.RevokeIn, {"reason": data.get("reason", "").strip()})
+        raw = {"reason": data.get("reason", "").strip(), "member_id": member_id}
+        body = parse(coupons.RevokeIn, raw)
         path = parse(coupons.CouponPath, {"coupon_id": request.match_info["coupon_id"]})
         await api(request, console, coupons.revoke, body=body, path=path)
 
-    return await _act(request, console, "coupon", run)
+    return await act(request, console, "coupon", run)

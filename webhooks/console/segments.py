@@ -1,23 +1,30 @@
-"""Console page of segments (人群): a builder of conditions over tags and member attributes whose
-audience count updates as it is edited (htmx, the segments API's preview), saving, and the saved list.
+"""Console pages of segments (人群): a builder of conditions over tags and member attributes whose
+audience count updates as it is edited (htmx, the segments API's preview), saving, the saved list, and
+one segment's page to change it or (admins, after a confirmation) delete it.
 
 The builder turns up to `ROWS` condition rows, combined with AND or OR, into the segments API's
-expression; the advanced box takes an expression as JSON instead. Counting and saving are the API's
-handlers (`preview`, `create_segment`), which validate the expression and name what is wrong.
+expression; the advanced box takes an expression as JSON instead. A saved expression is shown in the
+rows when they can hold it, else in the advanced box. Counting, saving, changing and deleting are the
+API's handlers (`preview`, `create_segment`, `update_segment`, `delete_segment`), which validate the
+expression and name what is wrong; a segment a live campaign or a journey uses is not deleted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
 
 from aiohttp import web
 
+from models.staff import StaffRole
 from webhooks import admin_segments, admin_tags
 from webhooks.console.base import (
+    EditPage,
     FormErrors,
     api,
+    fen_to_yuan,
     form,
     page,
     parse,
@@ -89,6 +96,41 @@ def expression(data: dict[str, str]) -> dict[str, Any]:
     return {"or" if data.get("mode") == "or" else "and": terms}
 
 
+def _shown(kind: str, value: Any) -> str:
+    if kind == "flag":
+        return "是" if value else "否"
+    if isinstance(value, list):
+        return "，".join(_shown(kind, v) for v in value)
+    return fen_to_yuan(value).replace(",", "") if kind == "yuan" else str(value)
+
+
+def _row(term: dict[str, Any]) -> tuple[str, str, str] | None:
+    """A term as one builder row (field, op, typed value), or None when no row can hold it."""
+    if set(term) == {"tag"}:
+        return f"tag:{term['tag']}", "has", ""
+    inner = term.get("not")
+    if set(term) == {"not"} and isinstance(inner, dict) and set(inner) == {"tag"}:
+        return f"tag:{inner['tag']}", "not", ""
+    offered = ATTRIBUTES.get(term.get("attr", ""))
+    if offered is None or term.get("op") not in dict(offered[1]):
+        return None
+    return term["attr"], term["op"], _shown(offered[2], term.get("value"))
+
+
+def builder_values(saved: dict[str, Any]) -> dict[str, str]:
+    """The builder's form for a saved expression: its rows when an AND or OR of at most `ROWS` terms
+    each fits a row, else the expression in the advanced box."""
+    ((mode, terms),) = saved.items() if len(saved) == 1 else (("", None),)
+    rows = [_row(t) for t in terms] if mode in ("and", "or") and isinstance(terms, list) else [None]
+    if not 1 <= len(rows) <= ROWS or None in rows:
+        return {"mode": "and", "advanced": json.dumps(saved, ensure_ascii=False, indent=2)}
+    values = {"mode": mode, "advanced": ""}
+    for i, row in enumerate(rows):
+        assert row is not None
+        values.update({f"c{i}_field": row[0], f"c{i}_op": row[1], f"c{i}_value": row[2]})
+    return values
+
+
 async def _page(
     request: web.Request,
     console: Console,
@@ -107,6 +149,7 @@ async def _page(
         "errors": errors or {},
         "values": values or {},
         "saved": request.query.get("saved"),
+        "deleted": request.query.get("deleted"),
     }
     return render(request, "segments.html", console, context, status=status, section="segments")
 
@@ -154,6 +197,81 @@ async def save(request: web.Request, console: Console) -> web.StreamResponse:
         return await _page(request, console, errors=_errors(errors), values=data, status=400)
 
     return await submit(attempt, refused)
+
+
+def _segment_path(request: web.Request) -> admin_segments.SegmentPath:
+    return parse(admin_segments.SegmentPath, {"segment_id": request.match_info["segment_id"]})
+
+
+async def _load_segment(request: web.Request, console: Console) -> Any:
+    return await api(request, console, admin_segments.get_segment, path=_segment_path(request))
+
+
+SEGMENT_PAGE: EditPage[admin_segments.SegmentOut] = EditPage(
+    "segment_edit.html",
+    "segments",
+    "s",
+    load=_load_segment,
+    values_of=lambda segment, _: {"name": segment.name, **builder_values(segment.expression)},
+    extra={"attributes": ATTRIBUTES, "rows": range(ROWS)},
+)
+
+
+async def _segment_page(
+    request: web.Request,
+    console: Console,
+    *,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    tags = await api(request, console, admin_tags.list_tags)
+    shown = dataclasses.replace(SEGMENT_PAGE, extra={**SEGMENT_PAGE.extra, "tags": tags.items})
+    return await shown.show(request, console, errors=errors, values=values, status=status)
+
+
+@routes.get(r"/admin/segments/{segment_id:\d+}")
+@page()
+async def segment_page(request: web.Request, console: Console) -> web.StreamResponse:
+    """The segment's builder, filled with its name and conditions, and its audience counted live."""
+    return await _segment_page(request, console)
+
+
+@routes.post(r"/admin/segments/{segment_id:\d+}")
+@page()
+async def update(request: web.Request, console: Console) -> web.StreamResponse:
+    """Rename the segment or change its conditions (the API validates the expression again)."""
+    data = await form(request)
+
+    async def attempt() -> web.StreamResponse:
+        raw = {"name": data.get("name", "").strip(), "expression": expression(data)}
+        body = parse(admin_segments.SegmentPatch, raw)
+        changed = await api(
+            request, console, admin_segments.update_segment, body=body, path=_segment_path(request)
+        )
+        return redirect(request, f"/admin/segments?saved={changed.id}")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        return await _segment_page(request, console, errors=_errors(errors), values=data, status=400)
+
+    return await submit(attempt, refused, passes=(403, 404))
+
+
+@routes.post(r"/admin/segments/{segment_id:\d+}/delete")
+@page(StaffRole.ADMIN)
+async def delete(request: web.Request, console: Console) -> web.StreamResponse:
+    """Delete the segment (its synced WeChat tag in the background); refused while a campaign not yet
+    done or a journey uses it, with what uses it named."""
+
+    async def attempt() -> web.StreamResponse:
+        await api(request, console, admin_segments.delete_segment, path=_segment_path(request))
+        return redirect(request, "/admin/segments?deleted=1")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        shown = {"delete": next(iter(errors.values()))}
+        return await _segment_page(request, console, errors=shown, status=400)
+
+    return await submit(attempt, refused, passes=(403, 404))
 
 
 # Tags --------------------------------------------------------------------------------------------
