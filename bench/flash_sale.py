@@ -122,7 +122,7 @@ async def fresh_gate(redis: Redis, sale_id: int) -> list[str]:
 
     keys = flash.gate_keys(sale_id)
     await redis.delete(*keys)
-    await flash.run_gate(redis, keys, "load", UNITS, 3600, 0)
+    await flash.run_gate(redis, keys, "load", UNITS, 3600, f"0 {2**52} {UNITS}", 0)  # open for ever
     return keys
 
 

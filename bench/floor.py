@@ -58,7 +58,8 @@ async def flash_attempt(request: web.Request) -> web.Response:
     body: dict[str, Any] = await request.json()
     member, key = int(body["member"]), str(body["idempotency_key"])
     keys = flash.gate_keys(request.app[OPTIONS].flash_sale_id)
-    verdict = await flash.run_gate(request.app[REDIS], keys, "take", member, FLASH_LIMIT, key)
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    verdict = await flash.run_gate(request.app[REDIS], keys, "take", member, FLASH_LIMIT, key, now_ms)
     if verdict == "taken":
         insert = f"insert into {FLASH_TABLE} (member, key) values ($1, $2)"
         await request.app[POOL].execute(insert, member, key)

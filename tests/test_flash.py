@@ -321,12 +321,13 @@ async def test_a_unit_goes_back_even_when_its_reservation_was_freed_meanwhile(cl
     orders' places (without their units): giving the retry's unit back must still restore it."""
     redis = client.app[REDIS]
     keys = flash.gate_keys(990)
-    await flash.run_gate(redis, keys, "load", 5, 3600, 0)
-    assert await flash.run_gate(redis, keys, "take", 7, 1, "r") == "taken"
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    await flash.run_gate(redis, keys, "load", 5, 3600, f"{now - 60_000} {now + 3_600_000} 5", 0)
+    assert await flash.run_gate(redis, keys, "take", 7, 1, "r", now) == "taken"
     assert await flash.release(redis, 990, 7, "r", give_back=False) == "released"  # freed meanwhile
     await flash._give_back(redis, 990, 7, "r", taken=True)
     assert int(await redis.get(keys[0])) == 5
-    assert await flash.run_gate(redis, keys, "take", 7, 1, "s") == "taken"  # and the place is free
+    assert await flash.run_gate(redis, keys, "take", 7, 1, "s", now) == "taken"  # and the place is free
 
 
 async def _known_sale(client: TestClient, stock: int = 5) -> tuple[Merchant, dict[str, Any], list[Member]]:

@@ -2,8 +2,8 @@
 resume, cancel, the live counts and the report, the recipient list as CSV; the marketing caps.
 
 Managers prepare campaigns (create, edit, validate, preview, read); sending anything — a test send,
-scheduling, resuming, switching a journey on — and stopping it are for admins. Every change is in the
-audit log (`handlers.campaigns.manage`).
+scheduling, resuming, switching a journey on or editing one — and stopping it are for admins. Every
+change is in the audit log (`handlers.campaigns.manage`).
 """
 
 from __future__ import annotations
@@ -446,6 +446,25 @@ async def create_journey(call: Call[JourneyIn, None]) -> JourneyOut:
 async def get_journey(call: Call[None, JourneyPath]) -> JourneyOut:
     """One journey and its message's counts."""
     return await journey_out(await journeys.get(call.merchant, call.path.journey_id))
+
+
+@routes.put(
+    "/api/admin/journeys/{journey_id}",
+    path_model=JourneyPath,
+    body=JourneyIn,
+    response=JourneyOut,
+    auth=ADMIN,
+    errors=(400, 404, 409),
+)
+async def edit_journey(call: Call[JourneyIn, JourneyPath]) -> JourneyOut:
+    """Replace a journey's name, trigger and message (checked as on creation). Members already sent
+    are never sent again; on a journey that is on, a new trigger counts from now and the channel stays."""
+    body = call.body
+    draft = JourneyDraft(body.name, body.trigger, body.days, body.segment_id, body.message.draft())
+    journey = await journeys.update(
+        call.merchant, call.path.journey_id, draft, actor=_actor(call), now=_now()
+    )
+    return await journey_out(journey)
 
 
 @routes.post(

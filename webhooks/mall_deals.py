@@ -1,4 +1,5 @@
-"""Flash sales (秒杀) and group deals (拼团): the admin endpoints (manager+) and the member endpoints.
+"""Flash sales (秒杀) and group deals (拼团): the admin endpoints (manager+ to create and list, admin
+to edit or end one early) and the member endpoints.
 
 A flash-sale purchase answers 409 with the reason (`已抢光`, `每人限购 N 件`, not started, ended,
 not enough points); a retried `idempotency_key` answers the first order with `replayed: true`.
@@ -12,13 +13,14 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field, StrictInt
 
+from handlers.core.errors import NotFound
 from handlers.mall import flash, groups
 from handlers.mall.orders import STATUS_LABELS
 from handlers.staff import sessions
 from models.mall import DealGroup, FlashSale, GroupDeal, GroupStatus, MallOrder, OrderStatus
 from webhooks.api import ApiError, Call, In, IntId, Out, Routes
 from webhooks.appkeys import REDIS
-from webhooks.auth import MANAGER, MEMBER, MEMBER_SESSION_DEFERRED, bearer_token
+from webhooks.auth import ADMIN, MANAGER, MEMBER, MEMBER_SESSION_DEFERRED, bearer_token
 from webhooks.mp import MerchantPath
 
 routes = Routes("mall_deals")
@@ -122,6 +124,72 @@ async def list_flash_sales(call: Call[None, None]) -> FlashSalesOut:
     return FlashSalesOut(items=[_sale_out(s, now) for s in await flash.list_sales(call.merchant.id)])
 
 
+class SaleIdPath(In):
+    sale_id: IntId
+
+
+class FlashSaleEditIn(In):
+    """The fields to change (absent: unchanged). Before the start any; once started only `ends_at`
+    (still in the future) and `stock` (upwards); an ended sale none (409)."""
+
+    price_points: Points | None = None
+    stock: Annotated[StrictInt, Field(ge=1, le=flash.MAX_UNITS)] | None = None
+    limit_per_member: Annotated[StrictInt, Field(ge=1, le=flash.MAX_UNITS)] | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+
+
+async def _sale_of(call: Call[Any, SaleIdPath], now: datetime) -> FlashSaleOut:
+    sale = await FlashSale.get_or_none(id=call.path.sale_id, merchant_id=call.merchant.id)
+    if sale is None:
+        raise NotFound("秒杀活动不存在", field="flash_sale")
+    await sale.fetch_related("item")
+    return _sale_out(sale, now)
+
+
+@routes.get(
+    "/api/admin/mall/flash-sales/{sale_id}", path_model=SaleIdPath, response=FlashSaleOut, auth=MANAGER
+)
+async def get_flash_sale(call: Call[None, SaleIdPath]) -> FlashSaleOut:
+    """One flash sale, with units sold."""
+    return await _sale_of(call, _now())
+
+
+@routes.patch(
+    "/api/admin/mall/flash-sales/{sale_id}",
+    path_model=SaleIdPath,
+    body=FlashSaleEditIn,
+    response=FlashSaleOut,
+    auth=ADMIN,
+    errors=(404, 409),
+)
+async def edit_flash_sale(call: Call[FlashSaleEditIn, SaleIdPath]) -> FlashSaleOut:
+    """Change a sale: every process's next attempt is decided on the new terms (a stock change moves
+    units between the item and the sale; lowering it below the units sold is refused)."""
+    body, now = call.body, _now()
+    changes = flash.SaleChanges(**body.model_dump(exclude_unset=True))
+    redis = call.request.app[REDIS]
+    await flash.update_sale(redis, call.merchant.id, call.path.sale_id, changes, now=now, actor=_actor(call))
+    return await _sale_of(call, now)
+
+
+@routes.post(
+    "/api/admin/mall/flash-sales/{sale_id}/end",
+    path_model=SaleIdPath,
+    response=FlashSaleOut,
+    auth=ADMIN,
+    errors=(404, 409),
+)
+async def end_flash_sale(call: Call[None, SaleIdPath]) -> FlashSaleOut:
+    """End a sale now (one not started never opens): once this answers, no attempt in any process
+    succeeds. Units not sold stay allotted to the sale, as when a sale runs to its end."""
+    now = _now()
+    await flash.end_sale(
+        call.request.app[REDIS], call.merchant.id, call.path.sale_id, now=now, actor=_actor(call)
+    )
+    return await _sale_of(call, now)
+
+
 @routes.get(
     "/api/mp/{merchant_slug}/mall/flash-sales", path_model=MerchantPath, response=FlashSalesOut, auth=MEMBER
 )
@@ -202,7 +270,7 @@ async def _gate(call: Call[KeyIn, SalePath], now: datetime) -> tuple[FlashSale, 
     if sale is None or session_key is None:
         return None
     redis = call.request.app[REDIS]
-    answer = await flash.take_as_member(redis, sale, session_key, call.body.idempotency_key)
+    answer = await flash.take_as_member(redis, sale, session_key, call.body.idempotency_key, now)
     if answer.verdict is None and answer.record is not None:  # another merchant's session, or no gate yet
         return None
     try:
@@ -211,7 +279,9 @@ async def _gate(call: Call[KeyIn, SalePath], now: datetime) -> tuple[FlashSale, 
         if answer.verdict is flash.Verdict.TAKEN:
             await asyncio.shield(flash.undo_take(redis, sale.id, answer.member_id, call.body.idempotency_key))
         raise
-    return (sale, answer.verdict) if answer.verdict is not None else None
+    if answer.verdict is None or answer.sale is None:
+        return None
+    return answer.sale, answer.verdict
 
 
 # Group deals ---------------------------------------------------------------------------------------
@@ -287,6 +357,78 @@ async def list_group_deals(call: Call[None, None]) -> GroupDealsOut:
     """Every group deal of the merchant."""
     now = _now()
     return GroupDealsOut(items=[_deal_out(d, now) for d in await groups.list_deals(call.merchant.id)])
+
+
+class DealIdPath(In):
+    deal_id: IntId
+
+
+class GroupDealEditIn(In):
+    """The fields to change (absent: unchanged). Before the start any; once started only `ends_at`
+    (still in the future); an ended deal none (409)."""
+
+    price_points: Points | None = None
+    group_size: Annotated[StrictInt, Field(ge=2, le=groups.MAX_GROUP_SIZE)] | None = None
+    hours: Annotated[StrictInt, Field(ge=1, le=groups.MAX_HOURS)] | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+
+
+class GroupDealEndOut(GroupDealOut):
+    failed_groups: int = Field(description="open groups that failed now, their members refunded")
+    refunded_orders: int
+
+
+async def _deal_of(call: Call[Any, DealIdPath], now: datetime) -> GroupDealOut:
+    deal = await GroupDeal.get_or_none(id=call.path.deal_id, merchant_id=call.merchant.id)
+    if deal is None:
+        raise NotFound("拼团活动不存在", field="group_deal")
+    await deal.fetch_related("item")
+    return _deal_out(deal, now)
+
+
+@routes.get(
+    "/api/admin/mall/group-deals/{deal_id}", path_model=DealIdPath, response=GroupDealOut, auth=MANAGER
+)
+async def get_group_deal(call: Call[None, DealIdPath]) -> GroupDealOut:
+    """One group deal."""
+    return await _deal_of(call, _now())
+
+
+@routes.patch(
+    "/api/admin/mall/group-deals/{deal_id}",
+    path_model=DealIdPath,
+    body=GroupDealEditIn,
+    response=GroupDealOut,
+    auth=ADMIN,
+    errors=(404, 409),
+)
+async def edit_group_deal(call: Call[GroupDealEditIn, DealIdPath]) -> GroupDealOut:
+    """Change a deal; groups already started keep the terms they started under."""
+    now = _now()
+    changes = groups.DealChanges(**call.body.model_dump(exclude_unset=True))
+    await groups.update_deal(call.merchant.id, call.path.deal_id, changes, now=now, actor=_actor(call))
+    return await _deal_of(call, now)
+
+
+@routes.post(
+    "/api/admin/mall/group-deals/{deal_id}/end",
+    path_model=DealIdPath,
+    response=GroupDealEndOut,
+    auth=ADMIN,
+    errors=(404, 409),
+)
+async def end_group_deal(call: Call[None, DealIdPath]) -> GroupDealEndOut:
+    """End a deal now: no group starts or joins from here on; open groups fail and every member's
+    points come back once (as when a group expires). Groups already filled keep their orders."""
+    now = _now()
+    ended = await groups.end_deal(
+        call.merchant.id, call.path.deal_id, now=now, actor=_actor(call), effects=call.effects
+    )
+    out = await _deal_of(call, now)
+    return GroupDealEndOut(
+        **out.model_dump(), failed_groups=ended.failed_groups, refunded_orders=ended.refunded_orders
+    )
 
 
 @routes.get(

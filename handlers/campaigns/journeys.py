@@ -8,12 +8,20 @@ minute is caught up), writes their rows (`holdout` or `pending`) and queues one 
 Activation never reaches back into history: only events after `active_since` count, and the members
 already in the segment when an "enters a segment" journey is switched on get a `skipped` row
 (`in_segment_at_start`), so only those who enter afterwards are messaged.
+
+An edit (name, trigger, days, segment, message; checked as on creation) keeps the journey's campaign,
+so its recipient rows stand: a member already sent (or skipped, or held out) is never messaged again,
+and the new message goes to those who fall due from then on. Changing the trigger, days or segment of
+a journey that is on counts as switching it on again: only events after the edit trigger it (and the
+members already in a new segment are its baseline). An active journey's channel cannot change (rows
+already due are written for it), and its new message is rendered for a sample member first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tortoise.transactions import in_transaction
 
@@ -100,6 +108,63 @@ async def create(merchant: Merchant, draft: JourneyDraft, *, actor: str) -> Jour
         await Campaign.filter(id=campaign.id).update(journey_id=journey.id)
         await audit_log.record(merchant.id, actor, "journey.create", str(journey.id), trigger=trigger.value)
     return journey
+
+
+async def update(
+    merchant: Merchant, journey_id: int, draft: JourneyDraft, *, actor: str, now: datetime
+) -> Journey:
+    """Edit a journey (see the module's docstring for what happens to members already due)."""
+    trigger = await _check(merchant, draft)
+    values = await manage.checked(merchant, draft.message)
+    async with in_transaction():
+        journey = await Journey.select_for_update().get_or_none(id=journey_id, merchant_id=merchant.id)
+        if journey is None:
+            raise NotFound("没有这个自动化旅程", field="journey_id")
+        campaign = await Campaign.select_for_update().get(id=journey.campaign_id)
+        if journey.active:
+            await _check_live(merchant, campaign, values)
+            values["validated_at"] = now
+        retriggered = (trigger, draft.days, draft.segment_id) != (
+            journey.trigger,
+            journey.days,
+            journey.segment_id,
+        )
+        name = draft.name.strip()[:64] or values["name"]
+        changed = {
+            field: [str(old), str(new)]
+            for field, old, new in (
+                ("name", journey.name, name),
+                ("trigger", journey.trigger.value, trigger.value),
+                ("days", journey.days, draft.days),
+                ("segment_id", journey.segment_id, draft.segment_id),
+            )
+            if old != new
+        }
+        since = {"active_since": now} if journey.active and retriggered else {}
+        await Journey.filter(id=journey.id).update(
+            name=name, trigger=trigger, days=draft.days, segment_id=draft.segment_id, updated_at=now, **since
+        )
+        await Campaign.filter(id=campaign.id).update(**values, updated_at=now)
+        if since:
+            await _baseline(await Journey.get(id=journey.id), campaign, now)
+        await audit_log.record(
+            merchant.id,
+            actor,
+            "journey.update",
+            str(journey.id),
+            **changed,
+            message=values["name"],
+            retriggered=bool(since),
+        )
+    return await get(merchant, journey_id)
+
+
+async def _check_live(merchant: Merchant, campaign: Campaign, values: dict[str, Any]) -> None:
+    """A journey that is on keeps its channel, and its new message must render for a sample member."""
+    if values["channel"] != campaign.channel:
+        raise Conflict("旅程启用中不能更换渠道，请先停用", field="message.channel")
+    channel: rules.Channel = values["channel"].value
+    content.render_for(channel, values["content"], await manage.sample_context(merchant, campaign))
 
 
 async def get(merchant: Merchant, journey_id: int) -> Journey:

@@ -93,6 +93,11 @@ async def _check(merchant: Merchant, draft: Draft) -> dict[str, Any]:
     }
 
 
+async def checked(merchant: Merchant, draft: Draft) -> dict[str, Any]:
+    """The columns a valid draft writes (as `create` and `update` check it), or its ValidationError."""
+    return await _check(merchant, draft)
+
+
 async def _check_tag(merchant: Merchant, draft: Draft) -> None:
     """A mass send to a WeChat tag goes to the tag its segment is synced to: the recipients recorded
     (the segment's members) are the people the tag holds."""

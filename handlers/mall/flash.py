@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
-from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log, config_cache, queries
@@ -55,6 +55,8 @@ MAX_POINTS = 10_000_000
 class Verdict(StrEnum):
     TAKEN = "taken"
     DUPLICATE = "duplicate"
+    NOT_STARTED = "not_started"
+    ENDED = "ended"
     LIMIT = "limit"
     SOLD_OUT = "sold_out"
     MISSING = "missing"
@@ -68,6 +70,10 @@ class LimitReached(Conflict):
     pass
 
 
+class Closed(Conflict):
+    """The sale is not open (an edit moved its window, or it was ended early)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SaleSpec:
     item_id: int
@@ -79,14 +85,27 @@ class SaleSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SaleChanges:
+    """An admin's edit of a sale: the fields given (None: unchanged)."""
+
+    price_points: int | None = None
+    stock: int | None = None
+    limit_per_member: int | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Gated:
     """What one `take_as_member` call answered: the verdict (None: not decided there — the session is
-    not one of the sale's merchant, or the gate is not built) and the session record it read (None: no
-    live member session for the token)."""
+    not one of the sale's merchant, or the gate is not built), the session record it read (None: no
+    live member session for the token) and, with a verdict, the sale's terms current at the
+    configuration version that call observed."""
 
     verdict: Verdict | None
     record: bytes | None
     member_id: int = 0  # whose reservation a verdict is about
+    sale: FlashSale | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +171,120 @@ async def list_sales(merchant_id: int, *, since: datetime | None = None) -> list
     return await query.order_by("starts_at", "id").prefetch_related("item")
 
 
+RUNNING_FIXED = {"price_points": "积分价", "limit_per_member": "每人限购", "starts_at": "开始时间"}
+
+
+async def _locked(merchant_id: int, sale_id: int) -> tuple[FlashSale, MallItem]:
+    """The sale and its item, locked in the order buyers lock them (item, then sale)."""
+    found = await FlashSale.get_or_none(id=sale_id, merchant_id=merchant_id)
+    if found is None:
+        raise NotFound("秒杀活动不存在", field="flash_sale")
+    item = await MallItem.select_for_update().get(id=found.item_id)
+    return await FlashSale.select_for_update().get(id=sale_id), item
+
+
+def _edited(sale: FlashSale, changes: SaleChanges) -> SaleSpec:
+    def pick(name: str) -> Any:
+        value = getattr(changes, name)
+        return getattr(sale, name) if value is None else value
+
+    return SaleSpec(
+        item_id=sale.item_id,
+        price_points=pick("price_points"),
+        stock=pick("stock"),
+        limit_per_member=pick("limit_per_member"),
+        starts_at=pick("starts_at"),
+        ends_at=pick("ends_at"),
+    )
+
+
+def _check_edit(sale: FlashSale, spec: SaleSpec, now: datetime) -> None:
+    """Before the start everything may change; once started only the end (still in the future) and the
+    stock (upwards: the gate adds the units at once); an ended sale nothing."""
+    if now >= sale.ends_at:
+        raise Conflict("秒杀已结束，不能再修改", field="flash_sale")
+    if spec.stock < sale.sold:
+        raise Conflict(f"秒杀库存不能少于已售出的 {sale.sold} 件", field="stock")
+    if now < sale.starts_at:
+        _check_spec(spec, now)
+        return
+    for name, label in RUNNING_FIXED.items():
+        if getattr(spec, name) != getattr(sale, name):
+            raise Conflict(f"秒杀已开始，{label}不能再修改", field=name)
+    if spec.stock < sale.stock:
+        raise Conflict("秒杀已开始，库存只能增加", field="stock")
+    if spec.stock > MAX_UNITS:
+        raise ValidationError(f"秒杀库存须在 1 到 {MAX_UNITS} 之间", field="stock")
+    if spec.ends_at.utcoffset() is None:
+        raise ValidationError("时间须带时区", field="ends_at")
+    if spec.ends_at <= now:
+        raise ValidationError("结束时间须晚于现在；要马上结束请用“立即结束”", field="ends_at")
+
+
+async def update_sale(
+    redis: Redis, merchant_id: int, sale_id: int, changes: SaleChanges, *, now: datetime, actor: str
+) -> FlashSale:
+    """Edit a sale (`_check_edit` says what may change when). The units a stock change needs move
+    between the item and the sale; the gate's terms change before the transaction commits, under the
+    sale's row lock, so no attempt in any process is decided on the old terms once this returns."""
+    async with in_transaction():
+        sale, item = await _locked(merchant_id, sale_id)
+        spec = _edited(sale, changes)
+        _check_edit(sale, spec, now)
+        before = {name: getattr(sale, name) for name in _SPEC_FIELDS}
+        diff = {name: [_plain(before[name]), _plain(getattr(spec, name))] for name in _SPEC_FIELDS}
+        diff = {name: pair for name, pair in diff.items() if pair[0] != pair[1]}
+        if not diff:
+            return sale
+        if spec.stock != sale.stock:
+            if item.stock < spec.stock - sale.stock:
+                raise Conflict(f"商品库存不足：现有 {item.stock} 件", field="stock")
+            key = f"flash_allot:{sale.id}:{sale.stock}-{spec.stock}:{secrets.token_hex(4)}"
+            await catalogue.move_stock(item, sale.stock - spec.stock, "flash_allot", key=key, actor=actor)
+        for name in _SPEC_FIELDS:
+            setattr(sale, name, getattr(spec, name))
+        await sale.save(update_fields=list(_SPEC_FIELDS))
+        await audit_log.record(merchant_id, actor, "flash_sale.update", f"flash_sale:{sale.id}", **diff)
+        await publish_terms(redis, sale, now)
+    config_cache.forget()
+    return sale
+
+
+async def end_sale(redis: Redis, merchant_id: int, sale_id: int, *, now: datetime, actor: str) -> FlashSale:
+    """End a sale now (one not started yet never opens). Attempts from here on are refused by the gate in
+    every process; an order the gate let through just before cannot be counted once this commits (the
+    `sold + 1` checks the end against the database clock under the sale's row lock)."""
+    async with in_transaction():
+        sale, _ = await _locked(merchant_id, sale_id)
+        if now >= sale.ends_at:
+            raise Conflict("秒杀已结束", field="flash_sale")
+        before = sale.ends_at
+        # The end is the moment the row is held (the clock `_COUNT_SQL` compares with): every order
+        # counted before is earlier, none after can be counted.
+        ends = max((await queries.fetch_one("SELECT clock_timestamp() AS now"))["now"], now)
+        sale.starts_at, sale.ends_at = min(sale.starts_at, ends), ends
+        await sale.save(update_fields=["starts_at", "ends_at"])
+        await audit_log.record(
+            merchant_id,
+            actor,
+            "flash_sale.end",
+            f"flash_sale:{sale.id}",
+            ends_at=[before.isoformat(), ends.isoformat()],
+            sold=sale.sold,
+            stock=sale.stock,
+        )
+        await publish_terms(redis, sale, now)
+    config_cache.forget()
+    return sale
+
+
+_SPEC_FIELDS = ("price_points", "stock", "limit_per_member", "starts_at", "ends_at")
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
 def check_window(sale: FlashSale, now: datetime) -> None:
     if now < sale.starts_at:
         raise Conflict("秒杀尚未开始", field="flash_sale")
@@ -164,7 +297,25 @@ def check_window(sale: FlashSale, now: datetime) -> None:
 
 def gate_keys(sale_id: int) -> list[str]:
     tag = f"flash:{{{sale_id}}}"  # one hash slot per sale
-    return [f"{tag}:left", f"{tag}:members", f"{tag}:keys"]
+    return [f"{tag}:left", f"{tag}:members", f"{tag}:keys", f"{tag}:terms"]
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _terms(sale: FlashSale) -> str:
+    return f"{_ms(sale.starts_at)} {_ms(sale.ends_at)} {sale.stock}"
+
+
+def _ttl(sale: FlashSale, now: datetime) -> int:
+    return max(int((sale.ends_at + KEY_TTL_AFTER_END - now).total_seconds()), 60)
+
+
+async def publish_terms(redis: Redis, sale: FlashSale, now: datetime) -> None:
+    """Tell the gate a sale's window and stock (units left move by the stock's change)."""
+    args = (_ms(sale.starts_at), _ms(sale.ends_at), sale.stock, _ttl(sale, now))
+    await run_gate(redis, gate_keys(sale.id), "terms", *args)
 
 
 async def run_gate(redis: Redis, keys: list[str], *args: str | int) -> str:
@@ -178,25 +329,30 @@ async def run_gate(redis: Redis, keys: list[str], *args: str | int) -> str:
     return result.decode() if isinstance(result, bytes) else str(result)
 
 
-async def take_as_member(redis: Redis, sale: FlashSale, session_key: str, key: str) -> Gated:
+async def take_as_member(redis: Redis, sale: FlashSale, session_key: str, key: str, now: datetime) -> Gated:
     """The gate's take for the member whose session record is at `session_key`, reading that record and
     the configuration version (`config_cache.observe`) in the same call: a losing attempt (sold out)
-    costs this one round trip. The reservation is `order_key(sale.id, member, key)`."""
+    costs this one round trip. The reservation is `order_key(sale.id, member, key)`. The gate itself
+    holds the sale's window and stock; `sale` (this process's copy of the terms) is reloaded when
+    the version moved since it was read, so an order is never written at terms an admin has changed."""
     keys = [*gate_keys(sale.id), session_key, config_cache.KEY]
-    args = ["take_as", str(sale.merchant_id), str(sale.limit_per_member), str(sale.id), key]
+    args = ["take_as", str(sale.merchant_id), str(sale.limit_per_member), str(sale.id), key, str(_ms(now))]
     try:
         answer = await redis.evalsha(GATE_SHA, len(keys), *keys, *args)  # type: ignore[misc]
     except NoScriptError:
         await redis.script_load(GATE_SOURCE)
         answer = await redis.evalsha(GATE_SHA, len(keys), *keys, *args)  # type: ignore[misc]
     outcome, version, *found = answer
-    config_cache.observe(version)
+    observed = config_cache.observe(version)
     outcome = outcome.decode()
     if outcome == "no_session":
         return Gated(None, None)
     if outcome in ("foreign", Verdict.MISSING):
         return Gated(None, found[0])
-    return Gated(Verdict(outcome), found[0], int(found[1]))
+    held = config_cache.fixed(("flash_sale", sale.id))
+    if held is None or held[0] != observed:
+        sale = await get_sale(sale.merchant_id, sale.id)
+    return Gated(Verdict(outcome), found[0], int(found[1]), sale)
 
 
 async def undo_take(redis: Redis, sale_id: int, member_id: int, key: str) -> None:
@@ -206,8 +362,9 @@ async def undo_take(redis: Redis, sale_id: int, member_id: int, key: str) -> Non
 
 async def take(redis: Redis, sale: FlashSale, member_id: int, reservation: str, now: datetime) -> Verdict:
     keys = gate_keys(sale.id)
+    args = ("take", member_id, sale.limit_per_member, reservation, _ms(now))
     for _ in range(3):
-        verdict = Verdict(await run_gate(redis, keys, "take", member_id, sale.limit_per_member, reservation))
+        verdict = Verdict(await run_gate(redis, keys, *args))
         if verdict is not Verdict.MISSING:
             return verdict
         await rebuild(redis, sale, now)
@@ -228,9 +385,10 @@ async def forget_returned(redis: Redis, order: MallOrder) -> None:
         await release(redis, order.flash_sale_id, order.member_id, order.idempotency_key, give_back=False)
 
 
-async def db_state(sale_id: int) -> tuple[int, dict[int, int], dict[str, int]]:
-    """From the database: (units left, units per member, order key -> member), the last two for orders
-    not returned: the gate holds a reservation exactly while it counts it under the member's limit."""
+async def db_state(sale_id: int) -> tuple[FlashSale, int, dict[int, int], dict[str, int]]:
+    """From the database: (the sale, units left, units per member, order key -> member), the last two
+    for orders not returned: the gate holds a reservation exactly while it counts it under the member's
+    limit."""
     sale = await FlashSale.get(id=sale_id)
     rows = await MallOrder.filter(flash_sale_id=sale_id).values_list(
         "member_id", "qty", "status", "idempotency_key"
@@ -243,7 +401,7 @@ async def db_state(sale_id: int) -> tuple[int, dict[int, int], dict[str, int]]:
         if status not in RETURNED:
             reservations[key] = member_id
             per_member[member_id] = per_member.get(member_id, 0) + qty
-    return sale.stock - ordered, per_member, reservations
+    return sale, sale.stock - ordered, per_member, reservations
 
 
 async def rebuild(redis: Redis, sale: FlashSale, now: datetime) -> bool:
@@ -258,9 +416,8 @@ async def rebuild(redis: Redis, sale: FlashSale, now: datetime) -> bool:
             await asyncio.sleep(0.02)
         return False
     try:
-        left, per_member, reservations = await db_state(sale.id)
-        ttl = max(int((sale.ends_at + KEY_TTL_AFTER_END - now).total_seconds()), 60)
-        args: list[str | int] = ["load", max(left, 0), ttl, len(per_member)]
+        current, left, per_member, reservations = await db_state(sale.id)  # `left` is of these terms
+        args: list[str | int] = ["load", left, _ttl(current, now), _terms(current), len(per_member)]
         for member_id, count in per_member.items():
             args += [member_id, count]
         for key, member_id in reservations.items():
@@ -280,8 +437,9 @@ def order_key(sale_id: int, member_id: int, key: str) -> str:
 
 
 async def get_sale(merchant_id: int, sale_id: int) -> FlashSale:
-    """The sale's terms (item, price, units, limit, window never change once created: a request that
-    observed a configuration version reads them from this process's cache; `sold` is not read)."""
+    """The sale's terms, read from this process's cache by a request that observed a configuration
+    version (an admin's edit moves it); `sold` is not read. Kept (`config_cache.fix`) with that
+    version for `open_sale`, the attempt's way in before it has observed one."""
 
     async def load() -> FlashSale | None:
         return await queries.first(FlashSale, id=sale_id, merchant_id=merchant_id)
@@ -289,17 +447,18 @@ async def get_sale(merchant_id: int, sale_id: int) -> FlashSale:
     sale = await config_cache.cached(("flash_sale", merchant_id, sale_id), load)
     if sale is None:
         raise NotFound("秒杀活动不存在", field="flash_sale")
-    config_cache.fix(("flash_sale", sale_id), sale)
+    config_cache.fix(("flash_sale", sale_id), (config_cache.observed(), sale))
     return sale
 
 
 def open_sale(sale_id: int, now: datetime) -> FlashSale | None:
     """The terms of a sale this process has read (`get_sale`), if it is open at `now`: what an attempt
-    needs before its one round trip (`take_as_member`), which also checks the sale's merchant."""
-    sale: FlashSale | None = config_cache.fixed(("flash_sale", sale_id))
-    if sale is None or not sale.starts_at <= now < sale.ends_at:
+    needs before its one round trip (`take_as_member`), which also checks the sale's merchant and
+    window (the gate's copy of the window is the one that counts: an edit writes it at once)."""
+    held: tuple[int | None, FlashSale] | None = config_cache.fixed(("flash_sale", sale_id))
+    if held is None or not held[1].starts_at <= now < held[1].ends_at:
         return None
-    return sale
+    return held[1]
 
 
 async def _buyer(merchant: Merchant, member_id: int) -> Member:
@@ -344,13 +503,17 @@ async def buy(
         # The key holds a unit but its order is not written (yet): write it under that reservation.
     elif verdict is Verdict.SOLD_OUT:
         raise SoldOut("已抢光", field="flash_sale")
+    elif verdict is Verdict.NOT_STARTED:
+        raise Closed("秒杀尚未开始", field="flash_sale")
+    elif verdict is Verdict.ENDED:
+        raise Closed("秒杀已结束", field="flash_sale")
     elif verdict is Verdict.LIMIT:
         raise LimitReached(f"每人限购 {sale.limit_per_member} 件", field="flash_sale")
     taken = verdict is Verdict.TAKEN
     try:
         member = await _buyer(merchant, member_id)
         order, replayed = await _write(merchant, member, sale, reservation, now)
-    except SoldOut:  # Redis had a unit the database does not: drop it
+    except (SoldOut, Closed):  # Redis had a unit the database does not count: drop it
         await asyncio.shield(release(redis, sale.id, member_id, reservation, give_back=False))
         raise
     except BaseException:
@@ -437,7 +600,19 @@ async def _write(
             flash_sale_id=sale.id,
             take_stock=False,
         )
-        counted = await FlashSale.filter(id=sale.id, sold__lt=F("stock")).update(sold=F("sold") + 1)
-        if not counted:
-            raise SoldOut("已抢光", field="flash_sale")  # rolls the order and its debit back
+        if not await queries.fetch_rows(_COUNT_SQL, sale=sale.id):  # rolls the order and its debit back
+            current = await FlashSale.get(id=sale.id)
+            if current.sold < current.stock:
+                raise Closed("秒杀尚未开始" if now < current.starts_at else "秒杀已结束", field="flash_sale")
+            raise SoldOut("已抢光", field="flash_sale")
     return order, False
+
+
+# The unit is counted only inside the sale's window by the database's clock at the moment the row is
+# written (re-checked after waiting for an admin's edit holding the row): once "end now" commits, no
+# order taken before it can still be counted.
+_COUNT_SQL = """
+UPDATE flash_sale SET sold = sold + 1
+ WHERE id = :sale AND sold < stock AND starts_at <= clock_timestamp() AND ends_at > clock_timestamp()
+RETURNING sold
+"""

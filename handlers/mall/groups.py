@@ -6,6 +6,10 @@ last seat are serialized and exactly one wins; the join that fills the group mar
 same transaction and gives every member's order its pick-up code (`catalogue.open_pickup`). The expiry job
 fails OPEN groups past `expires_at` and returns every order (`catalogue.return_order`, reason
 `group_refund`: points and stock back exactly once), all in one transaction per group.
+
+An admin may edit a deal (everything before it starts, only its end once started) or end it now: the
+deal is withdrawn (`active` false: no group starts or joins from the commit on) and its open groups
+expire at that moment, then fail through the expiry path above (the cron retries any this misses).
 """
 
 from __future__ import annotations
@@ -41,6 +45,24 @@ class DealSpec:
     hours: int
     starts_at: datetime
     ends_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DealChanges:
+    """An admin's edit of a deal: the fields given (None: unchanged)."""
+
+    price_points: int | None = None
+    group_size: int | None = None
+    hours: int | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    deal: GroupDeal
+    failed_groups: int
+    refunded_orders: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +129,96 @@ async def create_deal(merchant_id: int, spec: DealSpec, *, now: datetime, actor:
     return deal
 
 
+_SPEC_FIELDS = ("price_points", "group_size", "hours", "starts_at", "ends_at")
+RUNNING_FIXED = {
+    "price_points": "积分价",
+    "group_size": "成团人数",
+    "hours": "成团时限",
+    "starts_at": "开始时间",
+}
+
+
+def _edited(deal: GroupDeal, changes: DealChanges) -> DealSpec:
+    values = {name: getattr(changes, name) for name in _SPEC_FIELDS}
+    merged = {name: getattr(deal, name) if value is None else value for name, value in values.items()}
+    return DealSpec(item_id=deal.item_id, **merged)
+
+
+def _check_edit(deal: GroupDeal, spec: DealSpec, now: datetime) -> None:
+    """Before the start everything may change; once started only the end (still in the future)."""
+    if not deal.active or now >= deal.ends_at:
+        raise Conflict("拼团活动已结束，不能再修改", field="group_deal")
+    if now < deal.starts_at:
+        _check_spec(spec, now)
+        return
+    for name, label in RUNNING_FIXED.items():
+        if getattr(spec, name) != getattr(deal, name):
+            raise Conflict(f"拼团已开始，{label}不能再修改", field=name)
+    if spec.ends_at.utcoffset() is None:
+        raise ValidationError("时间须带时区", field="ends_at")
+    if spec.ends_at <= now:
+        raise ValidationError("结束时间须晚于现在；要马上结束请用“立即结束”", field="ends_at")
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+async def _locked(merchant_id: int, deal_id: int) -> GroupDeal:
+    deal = await GroupDeal.select_for_update().get_or_none(id=deal_id, merchant_id=merchant_id)
+    if deal is None:
+        raise NotFound("拼团活动不存在", field="group_deal")
+    return deal
+
+
+async def update_deal(
+    merchant_id: int, deal_id: int, changes: DealChanges, *, now: datetime, actor: str
+) -> GroupDeal:
+    """Edit a deal (`_check_edit` says what may change when); groups already started keep their terms."""
+    async with in_transaction():
+        deal = await _locked(merchant_id, deal_id)
+        spec = _edited(deal, changes)
+        _check_edit(deal, spec, now)
+        diff = {n: [_plain(getattr(deal, n)), _plain(getattr(spec, n))] for n in _SPEC_FIELDS}
+        diff = {name: pair for name, pair in diff.items() if pair[0] != pair[1]}
+        if diff:
+            for name in _SPEC_FIELDS:
+                setattr(deal, name, getattr(spec, name))
+            await deal.save(update_fields=list(_SPEC_FIELDS))
+            await audit_log.record(merchant_id, actor, "group_deal.update", f"group_deal:{deal.id}", **diff)
+    return deal
+
+
+async def end_deal(merchant_id: int, deal_id: int, *, now: datetime, actor: str, effects: Effects) -> Ended:
+    """End a deal now: withdrawn in one transaction with its open groups' expiry set to `now`, then each
+    open group fails and refunds once through the expiry job's path."""
+    async with in_transaction():
+        deal = await _locked(merchant_id, deal_id)
+        if not deal.active or now >= deal.ends_at:
+            raise Conflict("拼团活动已结束", field="group_deal")
+        ends_before = deal.ends_at
+        deal.active, deal.starts_at, deal.ends_at = False, min(deal.starts_at, now), now
+        await deal.save(update_fields=["active", "starts_at", "ends_at"])
+        open_ids: list[int] = (
+            await DealGroup.filter(  # type: ignore[assignment]
+                deal_id=deal.id, status=GroupStatus.OPEN
+            )
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
+        await DealGroup.filter(id__in=open_ids, status=GroupStatus.OPEN).update(expires_at=now)
+        await audit_log.record(
+            merchant_id,
+            actor,
+            "group_deal.end",
+            f"group_deal:{deal.id}",
+            ends_at=[ends_before.isoformat(), now.isoformat()],
+            open_groups=len(open_ids),
+        )
+    failed = await _fail_groups(open_ids, now, effects)
+    return Ended(deal, failed["failed_groups"], failed["refunded_orders"])
+
+
 async def list_deals(merchant_id: int, *, live_at: datetime | None = None) -> list[GroupDeal]:
     """The merchant's deals, soonest first (only active ones open at `live_at`, if given)."""
     query = GroupDeal.filter(merchant_id=merchant_id)
@@ -133,13 +245,14 @@ async def start_group(merchant: Merchant, member: Member, deal_id: int, *, key: 
     deal = await GroupDeal.get_or_none(id=deal_id, merchant_id=merchant.id)
     if deal is None:
         raise NotFound("拼团活动不存在", field="group_deal")
-    if not deal.active or now < deal.starts_at:
-        raise Conflict("拼团活动尚未开始", field="group_deal")
-    if now >= deal.ends_at:
-        raise Conflict("拼团活动已结束", field="group_deal")
+    _check_startable(deal, now)
     item = await MallItem.get(id=deal.item_id)
     try:
         async with in_transaction():
+            # Checked again under the deal's lock: a group never starts after `end_deal` listed the
+            # deal's open groups.
+            deal = await GroupDeal.select_for_update().get(id=deal.id)
+            _check_startable(deal, now)
             group = await DealGroup.create(
                 merchant_id=merchant.id,
                 deal_id=deal.id,
@@ -167,6 +280,13 @@ async def start_group(merchant: Merchant, member: Member, deal_id: int, *, key: 
 
 class _LostRace(Exception):
     pass
+
+
+def _check_startable(deal: GroupDeal, now: datetime) -> None:
+    if now < deal.starts_at:
+        raise Conflict("拼团活动尚未开始", field="group_deal")
+    if not deal.active or now >= deal.ends_at:
+        raise Conflict("拼团活动已结束", field="group_deal")
 
 
 async def join_group(
@@ -275,8 +395,13 @@ async def expire_groups(now: datetime, effects: Effects) -> dict[str, int]:
         .order_by("id")
         .values_list("id", flat=True)
     )
+    return await _fail_groups(due, now, effects)
+
+
+async def _fail_groups(group_ids: list[int], now: datetime, effects: Effects) -> dict[str, int]:
+    """Fail each group that is still OPEN and expired at `now`, returning its orders once."""
     failed = refunded = 0
-    for group_id in due:
+    for group_id in group_ids:
         try:
             returned = await _fail(group_id, now)
         except Exception:  # one group's failure must not hold back everyone else's refunds

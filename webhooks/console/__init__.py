@@ -21,6 +21,7 @@ from webhooks.console import (
     coupon_edit,
     credit_settings,
     dashboard,
+    deal_edit,
     login,
     mall,
     mall_orders,
@@ -80,6 +81,7 @@ def setup(app: web.Application) -> None:
         store_edit.routes,
         segments.routes,
         tag_edit.routes,
+        deal_edit.routes,
     ):
         app.router.add_routes(table)
     app.router.add_route("*", "/admin/{tail:.*}", _not_found)  # last: only what no page matched

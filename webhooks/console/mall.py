@@ -38,7 +38,7 @@ routes = web.RouteTableDef()
 ITEM_KINDS = {"pickup": "到店自提", "shipped": "快递发货", "coupon": "优惠券", "stored_value": "储值"}
 
 
-async def _mall_page(
+async def mall_page(
     request: web.Request,
     console: Console,
     *,
@@ -68,7 +68,7 @@ def _again(request: web.Request, console: Console, values: dict[str, str]) -> Re
     """The mall page again after a refused form: the errors next to their fields, `values` kept."""
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
-        return await _mall_page(request, console, errors=errors, values=values, status=400)
+        return await mall_page(request, console, errors=errors, values=values, status=400)
 
     return refused
 
@@ -77,7 +77,7 @@ def _again(request: web.Request, console: Console, values: dict[str, str]) -> Re
 @page()
 async def mall_items(request: web.Request, console: Console) -> web.StreamResponse:
     """The points mall's items with their stock; restock or adjust; create an item (admins)."""
-    return await _mall_page(request, console)
+    return await mall_page(request, console)
 
 
 def item_body(data: dict[str, str]) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Console page of triggered journeys: the list with each journey's counts (sent, skipped, holdout…),
-a form to create one (its trigger, and the message with the campaign form's channel fields), and an
-admin's switch on / off. Every step is the journeys API's handler; a refused form is shown again with
-the error next to the field and the input kept."""
+a form to create one (its trigger, and the message with the campaign form's channel fields), an
+admin's switch on / off, and each journey's edit page (the same fields, filled with its values).
+Every step is the journeys API's handler; a refused form is shown again with the error next to the
+field and the input kept."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -13,8 +15,19 @@ from handlers.core.errors import ErrorCode
 from models.staff import StaffRole
 from webhooks import admin_campaigns
 from webhooks.api import ApiError
-from webhooks.console.base import api, form, page, parse, present, redirect, render, submit, whole_number
-from webhooks.console.campaigns.form import DEFAULTS, STATES, campaign_body, form_errors
+from webhooks.console.base import (
+    EditPage,
+    api,
+    form,
+    page,
+    parse,
+    present,
+    redirect,
+    render,
+    submit,
+    whole_number,
+)
+from webhooks.console.campaigns.form import DEFAULTS, STATES, campaign_body, form_errors, form_values
 from webhooks.console.campaigns.pages import choices, tags_of
 from webhooks.console.security import Console
 
@@ -109,5 +122,63 @@ async def switch(request: web.Request, console: Console) -> web.StreamResponse:
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
         message = next(iter(errors.values()), "")
         return await _page(request, console, errors={f"journey-{path.journey_id}": message}, status=400)
+
+    return await submit(attempt, refused, passes=(403, 404))
+
+
+# One journey: edit it ----------------------------------------------------------------------------
+
+
+def journey_values(journey: admin_campaigns.JourneyOut) -> dict[str, str]:
+    """A journey as its form shows it: the trigger, and the message as the campaign form does."""
+    return {
+        **form_values(journey.campaign),
+        "name": journey.name,
+        "trigger": journey.trigger,
+        "days": str(journey.days),
+        "segment_id": "" if journey.segment_id is None else str(journey.segment_id),
+    }
+
+
+JOURNEY_PAGE: EditPage[admin_campaigns.JourneyOut] = EditPage(
+    "journey_edit.html",
+    "campaigns",
+    "j",
+    load=lambda request, console: api(request, console, admin_campaigns.get_journey, path=_path(request)),
+    values_of=lambda journey, _: journey_values(journey),
+    extra={"triggers": TRIGGERS},
+)
+
+
+async def _edit_page(request: web.Request, console: Console, notice: str = "") -> EditPage[Any]:
+    """The edit page with what its form offers (segments, coupon templates, channels)."""
+    extra = {**JOURNEY_PAGE.extra, **await choices(request, console), "notice": notice}
+    return replace(JOURNEY_PAGE, extra=extra)
+
+
+@routes.get(r"/admin/journeys/{journey_id:\d+}")
+@page()
+async def journey_page(request: web.Request, console: Console) -> web.StreamResponse:
+    """The journey's form, filled with its trigger and message (admins save it)."""
+    notice = "旅程已保存。" if request.query.get("saved") else ""
+    return await (await _edit_page(request, console, notice)).show(request, console)
+
+
+@routes.post(r"/admin/journeys/{journey_id:\d+}")
+@page(StaffRole.ADMIN)
+async def save_journey(request: web.Request, console: Console) -> web.StreamResponse:
+    """Replace the journey's trigger and message through the API (members already sent stay sent)."""
+    data = await form(request)
+    path = _path(request)
+    edit_page = await _edit_page(request, console)
+
+    async def attempt() -> web.StreamResponse:
+        body = parse(admin_campaigns.JourneyIn, journey_body(data, tags_of(dict(edit_page.extra))))
+        await api(request, console, admin_campaigns.edit_journey, body=body, path=path)
+        return redirect(request, f"/admin/journeys/{path.journey_id}?saved=1")
+
+    async def refused(errors: dict[str, str]) -> web.StreamResponse:
+        shown = form_errors(errors, data, prefix="message.")
+        return await edit_page.show(request, console, errors=shown, values=data, status=400)
 
     return await submit(attempt, refused, passes=(403, 404))
