@@ -3,7 +3,10 @@ holding a grant, through `memberbot worker` to `memberbot wechat-sim` on its own
 
 1. throughput: one worker, messages/s at the simulator (first to last accepted send, its own clock)
    beside a bare aiohttp client posting the same bodies to the same simulator in the same run
-   (`sending.CONCURRENCY` requests in flight, one access token); the worker's peak RSS;
+   (`sending.CONCURRENCY` requests in flight, one access token), half of its sends just before the
+   worker's campaign and half just after, so both sides see the same stretch of the machine's load (its
+   rate: both halves' sends over the sum of their spans); the worker's peak RSS
+   (`BENCH_CAMPAIGN_PROFILE=<file>`: this worker runs under cProfile, its stats written there);
 2. crashes: one worker SIGKILLed twice mid-campaign (at a third and two thirds) and restarted, its
    tasks' leases moved past instead of waited for (two minutes), the sweep handing them to the new one;
 3. two workers sharing the campaign.
@@ -130,7 +133,7 @@ async def clear_records(sim_url: str) -> None:
         response.raise_for_status()
 
 
-async def bare_client(sim_url: str, openids: list[str]) -> float:
+async def bare_client(sim_url: str, openids: list[str], prefix: str) -> float:
     """One subscribe message per openid, the campaign's body, CONCURRENCY in flight; wall seconds."""
     from handlers.campaigns.sending import CONCURRENCY
 
@@ -151,7 +154,7 @@ async def bare_client(sim_url: str, openids: list[str]) -> float:
                     "miniprogram_state": "formal",
                     "lang": "zh_CN",
                     "page": "pages/index/index",
-                    "client_msg_id": f"bare-{n}",
+                    "client_msg_id": f"{prefix}-{n}",
                 }
                 raw = json.dumps(message, ensure_ascii=False).encode()
                 headers = {"Content-Type": "application/json; charset=utf-8"}
@@ -176,10 +179,11 @@ class Workers:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self.peak_rss: dict[str, float] = {}
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, profile: str = "") -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("wb")
+        profiled = ("-m", "cProfile", "-o", profile) if profile else ()
         process = subprocess.Popen(
-            python_argv("-m", "bot", "worker"), env=self.env, cwd=ROOT, stdout=log, stderr=log
+            python_argv(*profiled, "-m", "bot", "worker"), env=self.env, cwd=ROOT, stdout=log, stderr=log
         )
         self.running[name] = process
         return process
@@ -311,9 +315,19 @@ async def _done(database_url: str, campaign_id: int) -> bool:
         await connection.close()
 
 
+def span(counted: dict[str, Any]) -> float:
+    return float((counted["last_at"] or 0) - (counted["first_at"] or 0))
+
+
 def rate(counted: dict[str, Any]) -> float:
-    span = (counted["last_at"] or 0) - (counted["first_at"] or 0)
-    return counted["delivered"] / span if span > 0 else 0.0
+    seconds = counted["span"] if "span" in counted else span(counted)
+    return counted["delivered"] / seconds if seconds > 0 else 0.0
+
+
+def halves(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The bare client's two halves as one side: their sends over the sum of their own spans."""
+    summed = {key: before[key] + after[key] for key in ("delivered", "unique", "duplicates")}
+    return {**summed, "span": span(before) + span(after)}
 
 
 async def run() -> str:
@@ -332,15 +346,23 @@ async def run() -> str:
             merchant_id, _, openids = await seed(DATABASE_URL)
             await set_up_simulator(sim.url, openids)
             seed_seconds = time.perf_counter() - seeded
-            bare_openids = openids[: max(RECIPIENTS // 4, 1)]
-            bare_wall = await bare_client(sim.url, bare_openids)
-            bare = await sim_get(sim.url, "/sim/deliveries", endpoint=SEND, prefix="bare-")
+            half = max(RECIPIENTS // 8, 1)
+            bare_wall = await bare_client(sim.url, openids[:half], "bare1")
+            before = await sim_get(sim.url, "/sim/deliveries", endpoint=SEND, prefix="bare1-")
             await clear_records(sim.url)
-            workers.start("worker-1")
+            workers.start("worker-1", os.environ.get("BENCH_CAMPAIGN_PROFILE", ""))
             await started(workers, ["worker-1"])
             one = await run_campaign(sim.url, DATABASE_URL, workers, merchant_id, "throughput")
             one_rss = max(workers.peak_rss.values())
             await clear_records(sim.url)
+            bare_wall += await bare_client(sim.url, openids[half : 2 * half], "bare2")
+            after = await sim_get(sim.url, "/sim/deliveries", endpoint=SEND, prefix="bare2-")
+            bare = halves(before, after)
+            await clear_records(sim.url)
+            if os.environ.get("BENCH_CAMPAIGN_PROFILE"):
+                workers.stop()  # its profile is written as it exits
+                workers.start("worker-1b")
+                await started(workers, ["worker-1b"])
             crashed = await run_campaign(sim.url, DATABASE_URL, workers, merchant_id, "crashes", crashes=2)
             workers.stop()
             await clear_records(sim.url)
@@ -378,7 +400,7 @@ def report(
     head = ["run", "msgs/s", "wall s", "delivered", "distinct", "dups", "45065 resends", "exactly N", "ratio"]
     rows: list[list[object]] = [
         [
-            "bare aiohttp client (baseline)",
+            "bare aiohttp client (half before, half after)",
             bare_rate,
             bare_wall,
             bare["delivered"],

@@ -18,11 +18,12 @@ from aiohttp.test_utils import TestClient
 from handlers.core import queries
 from handlers.rules.tag_rules import birthday_bounds
 from handlers.segments import audience
+from handlers.tags import recompute
 from models.loyalty import MemberTier
 from models.member import Member
 from models.merchant import Merchant
 from models.points import PointsAccount
-from models.tag import MemberTag, Tag
+from models.tag import MemberTag, Tag, TagKind
 from tests.support import dbutil
 from tests.support.factories import make_member, make_merchant
 
@@ -292,3 +293,36 @@ async def test_the_rebuild_writes_what_the_triggers_kept(client: TestClient) -> 
     )
     assert rows[0]["n"] == len(rebuilt) == len(kept) > 0
     assert rebuilt == kept
+
+
+async def vacuums_of_facts() -> int:
+    rows = await queries.fetch_rows(
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'member_facts'"
+    )
+    return int(rows[0]["vacuum_count"])
+
+
+async def test_a_large_tag_change_leaves_the_facts_vacuumed(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every tagged member's facts row is rewritten; after a large recomputation the dead versions are
+    vacuumed away (outside its transaction), so the next counts do not scan them; a small one is not."""
+    monkeypatch.setattr(recompute, "ANALYZE_AFTER", 4)
+    shop = await make_merchant()
+    women = [await make_member(shop, gender="female", openid=f"o-f{n}") for n in range(5)]
+    await make_member(shop, gender="male", openid="o-m")
+    now = datetime.now(UTC)
+    rule = {"type": "gender", "genders": ["female"]}
+    tag = await Tag.create(merchant_id=shop.id, name="女", kind=TagKind.AUTO, rule=rule, rule_version=1)
+    before = await vacuums_of_facts()
+    counts = await recompute.recompute_tag(shop.id, tag.id, now=now, timezone="Asia/Shanghai")
+    assert counts == {"members": 5, "added": 5, "removed": 0}
+    assert await vacuums_of_facts() == before + 1
+    assert await audience.count(shop.id, {"tag": tag.id}) == 5
+    assert [(await facts(w.id) or {})["tags"] for w in women] == [[tag.id]] * 5
+
+    await Member.filter(id=women[0].id).update(gender="male")
+    counts = await recompute.recompute_tag(shop.id, tag.id, now=now, timezone="Asia/Shanghai")
+    assert counts == {"members": 4, "added": 0, "removed": 1}
+    assert await vacuums_of_facts() == before + 1  # one change: no vacuum
+    assert await audience.count(shop.id, {"not": {"tag": tag.id}}) == 2

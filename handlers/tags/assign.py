@@ -25,6 +25,7 @@ from handlers.core import audit_log, queries, sheets
 from handlers.core.errors import Conflict, DomainError, ErrorCode, NotFound, ValidationError
 from handlers.members.lookup import normalise_code
 from handlers.members.profile import parse_phone
+from handlers.tags import recompute
 from handlers.tags.catalogue import get_tag
 from models.tag import Tag, TagKind
 
@@ -296,6 +297,8 @@ async def bulk(
             rows=len(members),
             changed=changed,
         )
+    if changed >= recompute.ANALYZE_AFTER:
+        await recompute.after_bulk_write()
     return BulkReport(
         action=action,
         column=column,

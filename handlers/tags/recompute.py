@@ -9,8 +9,10 @@ are not touched: their `added_at` stays the day they entered it.
 The plan does not depend on statistics being fresh (a tag that just gained 300,000 members still looks
 empty to the planner until the next analyze): the selection meets the tag's current members in a FULL
 JOIN (hash or merge, never a nested loop), and the rows to delete are found by the unique
-(tag_id, member_id) index from an array. After a large change the table is analyzed, so segment
-previews plan with the tag's real size.
+(tag_id, member_id) index from an array. After a large change, outside the transaction, `member_tag` is
+analyzed (segment previews plan with the tag's real size) and `member_facts` vacuumed: every member whose
+tags changed had its facts row rewritten (migration 0029's triggers), and until the dead versions are
+gone every count scans them and the next tagging extends the file instead of reusing their space.
 
 `queue` queues one tag's recomputation as a durable task (`TAG_RECOMPUTE`, run by the worker or the
 embedded runner, retried on failure): what creating an automatic tag or changing its rule does.
@@ -25,6 +27,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from handlers.core import audit_log, queries
@@ -100,8 +103,15 @@ async def recompute_tag(merchant_id: int, tag_id: int, *, now: datetime, timezon
         counts = Counts(members=int(row["members"]), added=int(row["added"]), removed=int(row["removed"]))
         await Tag.filter(id=tag.id).update(recomputed_at=now, member_count=counts["members"])
     if counts["added"] + counts["removed"] >= ANALYZE_AFTER:
-        await queries.fetch_rows("ANALYZE member_tag")
+        await after_bulk_write()
     return counts
+
+
+async def after_bulk_write() -> None:
+    """After many tag changes: fresh statistics for `member_tag`, and `member_facts` vacuumed (its dead
+    row versions removed, their space free for the next writes; not inside a transaction)."""
+    await queries.fetch_rows("ANALYZE member_tag")
+    await connections.get("default").execute_script("VACUUM (ANALYZE) member_facts")
 
 
 async def recompute_on_demand(merchant: Merchant, tag_id: int, *, actor: str, now: datetime) -> Counts:
