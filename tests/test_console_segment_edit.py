@@ -203,6 +203,7 @@ def test_a_saved_expression_goes_back_into_the_rows_and_round_trips(
         {"and": [{"or": [{"tag": 1}, {"tag": 2}]}]},
         {"and": [{"attr": "source", "op": "in", "value": ["import"]}]},
         {"and": [{"tag": n} for n in range(1, 6)]},
+        {"and": [{"attr": "tier", "op": "in", "value": ["gold vip"]}]},  # the rows would split it
     ],
 )
 def test_what_the_rows_cannot_hold_is_shown_as_json(saved: dict[str, Any]) -> None:

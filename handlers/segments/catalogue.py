@@ -84,11 +84,11 @@ async def update_segment(
 
 
 async def users_of(merchant_id: int, segment_id: int) -> list[str]:
-    """What still reads the segment: campaigns not yet done or cancelled, and journeys (「名称」)."""
+    """What still reads the segment: campaigns not yet done or cancelled, and journeys, on or off (a
+    journey switched on again counts its segment; journeys are never deleted) — each as 「名称」."""
     mine = {"merchant_id": merchant_id, "segment_id": segment_id}
-    campaigns = (
-        await Campaign.filter(**mine, state__in=LIVE_CAMPAIGN).order_by("id").values_list("name", flat=True)
-    )
+    live = Campaign.filter(**mine, state__in=LIVE_CAMPAIGN, journey_id=None)  # a journey's own: below
+    campaigns = await live.order_by("id").values_list("name", flat=True)
     journeys = await Journey.filter(**mine).order_by("id").values_list("name", flat=True)
     return [f"营销活动「{name}」" for name in campaigns] + [f"自动化旅程「{name}」" for name in journeys]
 

@@ -119,16 +119,19 @@ def _row(term: dict[str, Any]) -> tuple[str, str, str] | None:
 
 def builder_values(saved: dict[str, Any]) -> dict[str, str]:
     """The builder's form for a saved expression: its rows when an AND or OR of at most `ROWS` terms
-    each fits a row, else the expression in the advanced box."""
+    each fits a row and the rows read back as the same expression, else the expression as JSON in the
+    advanced box (saving the form unchanged never changes the expression)."""
+    as_json = {"mode": "and", "advanced": json.dumps(saved, ensure_ascii=False, indent=2)}
     ((mode, terms),) = saved.items() if len(saved) == 1 else (("", None),)
-    rows = [_row(t) for t in terms] if mode in ("and", "or") and isinstance(terms, list) else [None]
+    listed = terms if mode in ("and", "or") and isinstance(terms, list) else [None]
+    rows = [_row(t) if isinstance(t, dict) else None for t in listed]
     if not 1 <= len(rows) <= ROWS or None in rows:
-        return {"mode": "and", "advanced": json.dumps(saved, ensure_ascii=False, indent=2)}
+        return as_json
     values = {"mode": mode, "advanced": ""}
     for i, row in enumerate(rows):
         assert row is not None
         values.update({f"c{i}_field": row[0], f"c{i}_op": row[1], f"c{i}_value": row[2]})
-    return values
+    return values if expression(values) == saved else as_json
 
 
 async def _page(
