@@ -34,9 +34,18 @@ def chromium_path() -> str | None:
 
 
 CHROMIUM = chromium_path()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium found (apt-get install chromium, or set CHROMIUM=/path)"
-)
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip this folder's tests, saying why, where no chromium can be found (a `pytestmark` in a
+    conftest would be ignored: pytest reads it from test modules only)."""
+    if CHROMIUM is not None:
+        return
+    skip = pytest.mark.skip(reason="no chromium found (apt-get install chromium, or set CHROMIUM=/path)")
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(skip)
 
 
 @dataclass
