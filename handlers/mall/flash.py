@@ -309,7 +309,8 @@ def _terms(sale: FlashSale) -> str:
 
 
 def _ttl(sale: FlashSale, now: datetime) -> int:
-    return max(int((sale.ends_at + KEY_TTL_AFTER_END - now).total_seconds()), 60)
+    """Seconds the gate's keys live: until a day after the end (no date arithmetic past year 9999)."""
+    return max(int((sale.ends_at - now).total_seconds() + KEY_TTL_AFTER_END.total_seconds()), 60)
 
 
 async def publish_terms(redis: Redis, sale: FlashSale, now: datetime) -> None:
