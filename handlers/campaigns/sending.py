@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -342,12 +342,15 @@ class _Run:
         outcomes: dict[int, Outcome] = {}
         semaphore = in_flight()
 
-        async def one(recipient: Claimed) -> None:
-            async with semaphore:
-                outcomes[recipient.recipient_id] = await self._one(recipient)
+        async def puller(queue: Iterator[Claimed]) -> None:
+            for recipient in queue:  # one shared iterator: each recipient is taken by one puller
+                async with semaphore:
+                    outcomes[recipient.recipient_id] = await self._one(recipient)
 
         async for share in throttle(self.services.redis, self.campaign, claimed):
-            await asyncio.gather(*(one(recipient) for recipient in share))
+            # at most CONCURRENCY coroutines pulling from the share, not one task per recipient
+            queue = iter(share)
+            await asyncio.gather(*(puller(queue) for _ in range(min(CONCURRENCY, len(share)))))
         return outcomes
 
     async def _one(self, recipient: Claimed) -> Outcome:
