@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from tortoise import Tortoise
 
 from bot.demo import DEMO
@@ -42,6 +44,32 @@ class Runtime:
     max_body_bytes: int
 
 
+class _ReadyPool(ConnectionPool):
+    """redis-py's pool without its per-command probe of an idle connection that is plainly usable.
+
+    Before every command redis-py's pool checks the connection it hands out by a read with a zero
+    timeout (`can_read_destructive`: a timeout context, a read attempt, its cancellation), to catch a
+    connection Redis closed or one with unread data. The event loop already reads every connection, so
+    both show without a read: Redis closing it marks its reader at EOF, unread data sits in its reader's
+    buffer or the parser's. Only such a connection (or one not connected) takes redis-py's own check,
+    which reconnects it; the rest are handed out as they are."""
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        reader: asyncio.StreamReader | None = getattr(connection, "_reader", None)
+        parser = getattr(getattr(connection, "_parser", None), "_reader", None)  # hiredis.Reader
+        if (
+            connection.is_connected
+            and reader is not None
+            and not reader.at_eof()
+            and reader.exception() is None
+            and not getattr(reader, "_buffer", True)
+            and parser is not None
+            and not parser.has_data()
+        ):
+            return
+        await super().ensure_connection(connection)
+
+
 def connect_redis(url: str) -> Redis:
     """`memory://` is an in-process fakeredis (single process only); anything else is real Redis."""
     if url.startswith("memory://"):
@@ -50,7 +78,7 @@ def connect_redis(url: str) -> Redis:
 
         client: Redis = FakeRedis(server=FakeServer(), decode_responses=False)
     else:
-        client = Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        client = Redis.from_pool(_ReadyPool.from_url(url, decode_responses=False, health_check_interval=30))
     return client
 
 

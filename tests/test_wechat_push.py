@@ -7,6 +7,7 @@ import tracemalloc
 
 import pytest
 import xmltodict
+from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
 
 from handlers.core.chat import Article, NewsReply, TextReply
@@ -15,12 +16,14 @@ from tests.support.wechat_push import event_xml, parse_reply, text_xml
 from webhooks.wechat.push import (
     check_timestamp,
     decrypt,
+    dedup_key,
     encrypt_reply,
     flatten,
     parse_push,
     render_reply,
     safe_xml,
     signature,
+    to_incoming,
     verify_signature,
 )
 
@@ -258,3 +261,42 @@ def test_an_impossible_create_time_is_a_bad_message(stamp: str) -> None:
     with pytest.raises(DomainError) as caught:
         parse_push(xml)
     assert caught.value.code == ErrorCode.BAD_MESSAGE
+
+
+_TEXT_SHAPES = [
+    "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[o1]]></FromUserName>"
+    "<CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+    "<Content><![CDATA[ 帮助 ]]></Content><MsgId>123</MsgId></xml>",
+    "\n<xml>\n <ToUserName>gh</ToUserName>\n <FromUserName><![CDATA[o1]]></FromUserName>\n"
+    " <CreateTime>1700000000</CreateTime>\n <MsgType><![CDATA[text]]></MsgType>\n"
+    " <Content><![CDATA[a<b>&amp;c</Content>]]></Content>\n <MsgId>123</MsgId>\n</xml>\n",
+    "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime>"
+    "<MsgType>text</MsgType><Content></Content><MsgId>1</MsgId></xml>",
+    # Shapes the regular expression leaves to wechatpy: a reference, a split CDATA, a carriage return,
+    # a repeated tag, an attribute, a nested element, an event.
+    "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime>"
+    "<MsgType>text</MsgType><Content>a &amp; b &#x4e2d;</Content><MsgId>1</MsgId></xml>",
+    "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime>"
+    "<MsgType>text</MsgType><Content><![CDATA[a]]]]><![CDATA[>b]]></Content><MsgId>1</MsgId></xml>",
+    "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime>"
+    "<MsgType>text</MsgType><Content><![CDATA[one\r\ntwo]]></Content><MsgId>1</MsgId></xml>",
+    "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><FromUserName>o2</FromUserName>"
+    "<CreateTime>1700000000</CreateTime><MsgType>text</MsgType><Content>x</Content><MsgId>1</MsgId></xml>",
+    "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime>"
+    '<MsgType>text</MsgType><Content a="1">x</Content><MsgId>1</MsgId></xml>',
+    "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1700000000</CreateTime>"
+    "<MsgType>text</MsgType><Content><b>x</b></Content><MsgId>1</MsgId></xml>",
+    _event("CLICK", "K"),
+]
+
+
+@pytest.mark.parametrize("xml", _TEXT_SHAPES)
+def test_text_messages_parse_as_wechatpy_parses_them(xml: str) -> None:
+    """A flat text message is read without wechatpy; every shape maps to what wechatpy's parse gives."""
+    ours = parse_push(xml)
+    theirs = to_incoming(
+        parse_message(xml), flatten(parse_message(xml)._data), ours.message.kind, ours.message.created_at
+    )
+    assert ours.message == theirs
+    assert ours.message.raw == theirs.raw
+    assert ours.dedup_key == dedup_key(theirs, flatten(parse_message(xml)._data)["CreateTime"])

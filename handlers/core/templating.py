@@ -125,6 +125,10 @@ def _named(exc: Exception) -> str:
     return message
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+MAX_RENDERED_REPLIES = 4096
+
+
 class Renderer:
     def __init__(self, root: Path, samples: Mapping[str, Mapping[str, Any]] = reply_samples.SAMPLES) -> None:
         """`samples`: what each reply template under `root` is given (overrides are checked against it)."""
@@ -154,6 +158,10 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._root = root
+        # Built-in replies already rendered for a context of plain values, e.g. 帮助's menu: a built-in
+        # is a pure function of its context (no clock, no globals) and its file is part of the release,
+        # so a process serves what it rendered first (editing a file on disk needs a restart).
+        self._rendered: dict[tuple[str, tuple[tuple[str, object], ...]], str] = {}
 
     def reply_names(self) -> list[str]:
         folder = self._root / REPLY_DIR
@@ -181,7 +189,16 @@ class Renderer:
                     "reply override too long; using the built-in",
                     extra={"merchant_id": merchant_id, "template": name},
                 )
-        return self.text.get_template(f"{REPLY_DIR}/{name}.txt.j2").render(**context).strip()
+        plain = all(type(value) in _PLAIN for value in context.values())
+        key = (name, tuple(context.items()))
+        if plain and (rendered := self._rendered.get(key)) is not None:
+            return rendered
+        text = self.text.get_template(f"{REPLY_DIR}/{name}.txt.j2").render(**context).strip()
+        if plain:
+            if len(self._rendered) >= MAX_RENDERED_REPLIES:
+                self._rendered.clear()
+            self._rendered[key] = text
+        return text
 
     def message(self, name: str, **context: Any) -> str:
         """Render a push body under templates/messages/."""

@@ -10,6 +10,7 @@ effect in its transaction (the tier's gift coupons, `handlers.effects`), run rig
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -97,6 +98,15 @@ def window_days(tiers: list[Tier]) -> int:
     return ladder_window(tiers, DEFAULT_WINDOW_DAYS)
 
 
+async def _lock_account_first(merchant_id: int, member_id: int) -> None:
+    """Lock the member's points account before their tier row, in a change that may post points: a
+    purchase holds the account while its triggers write the member's facts row, which a tier change's
+    trigger (migration 0029) writes too, so the opposite order deadlocks against concurrent purchases.
+    An unknown member is left to `_state`'s own 404."""
+    with contextlib.suppress(NotFound):
+        await ledger.lock_account(merchant_id, member_id)
+
+
 async def _state(merchant_id: int, member_id: int, tiers: list[Tier], *, lock: bool) -> MemberTier:
     query = MemberTier.select_for_update() if lock else MemberTier
     state = await query.get_or_none(member_id=member_id)
@@ -154,6 +164,7 @@ async def evaluate(
     if evaluate_upgrade(tiers, loyalty_config.tier_by_code(tiers, code or tiers[0].code).code, stats) is None:
         return None
     async with in_transaction():
+        await _lock_account_first(merchant.id, member_id)
         state = await _state(merchant.id, member_id, tiers, lock=True)
         if await TierChange.exists(merchant_id=merchant.id, idempotency_key=f"{key}:tier"):
             return None  # this activity was evaluated already (a replayed request)
@@ -183,6 +194,7 @@ async def buy_upgrade(
     """Upgrade by spending points (e.g. 银卡 → 金卡 for 1,000 points): one transaction, or nothing."""
     _, tiers = await loyalty_config.current_tiers(merchant.id)
     async with in_transaction():
+        await _lock_account_first(merchant.id, member_id)
         state = await _state(merchant.id, member_id, tiers, lock=True)
         replay = await TierChange.get_or_none(merchant_id=merchant.id, idempotency_key=key)
         if replay is not None:

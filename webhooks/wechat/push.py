@@ -24,7 +24,6 @@ from wechatpy.exceptions import InvalidAppIdException
 from wechatpy.messages import BaseMessage
 from wechatpy.replies import ArticlesReply
 from wechatpy.replies import ImageReply as WeChatImageReply
-from wechatpy.replies import TextReply as WeChatTextReply
 
 from handlers.core.chat import ChatReply, ImageReply, IncomingMessage, NewsReply, TextReply
 from handlers.core.errors import DomainError, ErrorCode
@@ -33,6 +32,15 @@ WINDOW = TIMESTAMP_WINDOW_SECONDS = 300
 MAX_REPLY_ARTICLES = 8  # WeChat shows at most 8 articles in a passive news reply
 
 _DECLARATION = re.compile(r"<!\s*(?:DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
+# One leaf element of a flat <xml>: a single CDATA section, or text without markup, references or `]`.
+# Neither may hold a control character or a carriage return (the XML parser refuses the one and
+# rewrites the other): a message that needs either, or has an attribute, a nested element, a comment or
+# a declaration, is not flat and goes to wechatpy.
+_FLAT_ITEM = re.compile(
+    r"\s*<([A-Za-z][A-Za-z0-9]*)>"
+    r"(?:<!\[CDATA\[((?:(?!\]\]>)[^\x00-\x08\x0b\x0c\x0e-\x1f\r])*)\]\]>|([^<&\]\x00-\x08\x0b\x0c\x0e-\x1f\r]*))"
+    r"</\1>"
+)
 # wechatpy renames a scene-carrying subscribe; the bot sees every follow as `subscribe`.
 _SUBSCRIBE_ALIASES = frozenset({"subscribe_scan", "subscribe_scan_product"})
 
@@ -152,9 +160,33 @@ class Push:
     account: str  # ToUserName: the Official Account's original id (the reply's FromUserName)
 
 
+def _flat_text(xml: str) -> dict[str, str] | None:
+    """A text message's fields as `flatten` gives them (stripped, as xmltodict strips them), read with
+    `_FLAT_ITEM` alone; None for any other message or shape (wechatpy then parses it), a repeated tag
+    included."""
+    text = xml.strip()
+    if not (text.startswith("<xml>") and text.endswith("</xml>")):
+        return None
+    raw: dict[str, str] = {}
+    position, end = 5, len(text) - 6
+    while (match := _FLAT_ITEM.match(text, position, end)) is not None:
+        tag, cdata, plain = match.groups()
+        if tag in raw:
+            return None
+        raw[tag] = (cdata if cdata is not None else plain).strip()
+        position = match.end()
+    if text[position:end].strip():
+        return None
+    return raw if raw.get("MsgType") == "text" else None
+
+
 def parse_push(xml: str) -> Push:
-    """Parse a plaintext push once, with wechatpy, and map it to `IncomingMessage` (400 if it is not one)."""
+    """Parse a plaintext push once and map it to `IncomingMessage` (400 if it is not one): a flat text
+    message (the chat's keywords) with one regular expression, anything else with wechatpy."""
     refuse_declarations(xml)
+    raw = _flat_text(xml)
+    if raw is not None:
+        return _incoming(raw, None)
     try:
         parsed = parse_message(xml)
     except ExpatError as exc:
@@ -164,7 +196,10 @@ def parse_push(xml: str) -> Push:
     data = getattr(parsed, "_data", None)  # the xmltodict dict wechatpy parsed (kept by every message)
     if not isinstance(data, dict):
         raise bad_message("无法解析该推送消息")
-    raw = flatten(data)
+    return _incoming(flatten(data), parsed)
+
+
+def _incoming(raw: dict[str, str], parsed: BaseMessage | None) -> Push:
     openid, kind = raw.get("FromUserName", ""), raw.get("MsgType", "").strip().lower()
     if not openid or not kind:
         raise bad_message("推送消息缺少 FromUserName 或 MsgType")
@@ -179,7 +214,9 @@ def parse_push(xml: str) -> Push:
     return Push(message=message, dedup_key=dedup_key(message, create_time), account=raw.get("ToUserName", ""))
 
 
-def to_incoming(parsed: BaseMessage, raw: dict[str, str], kind: str, created_at: datetime) -> IncomingMessage:
+def to_incoming(
+    parsed: BaseMessage | None, raw: dict[str, str], kind: str, created_at: datetime
+) -> IncomingMessage:
     event = event_key = ""
     if kind == "event":
         event = str(parsed.event) if isinstance(parsed, BaseEvent) else raw.get("Event", "")
@@ -201,6 +238,8 @@ def to_incoming(parsed: BaseMessage, raw: dict[str, str], kind: str, created_at:
 
 def _event_key(parsed: BaseMessage, raw: dict[str, str]) -> str:
     """The scene for a QR follow (wechatpy strips `qrscene_`); otherwise EventKey as sent (SCAN, CLICK…)."""
+    if parsed is None:  # only text messages are parsed without wechatpy
+        return raw.get("EventKey", "")
     if isinstance(parsed, SubscribeScanEvent):
         return str(parsed.scene_id)
     return raw.get("EventKey", "")
@@ -222,9 +261,13 @@ def render_reply(reply: ChatReply | None, *, openid: str, account: str) -> str:
     """The passive-reply XML for a chat reply; "" (WeChat's "nothing to say") for None."""
     if reply is None:
         return ""
+    if isinstance(reply, TextReply):  # wechatpy's TextReply layout, without building its reply object
+        return (
+            f"<xml>\n<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[{_cdata(reply.text)}]]></Content>\n"
+            f"<FromUserName><![CDATA[{_cdata(account)}]]></FromUserName>\n"
+            f"<ToUserName><![CDATA[{_cdata(openid)}]]></ToUserName>\n<CreateTime>{int(time.time())}</CreateTime>\n</xml>"
+        )
     common: dict[str, Any] = {"source": _cdata(account), "target": _cdata(openid), "time": int(time.time())}
-    if isinstance(reply, TextReply):
-        return str(WeChatTextReply(content=_cdata(reply.text), **common).render())
     if isinstance(reply, NewsReply):
         articles = [
             {
