@@ -189,7 +189,8 @@ async def baseline_load(redis: Redis, pool: asyncpg.Pool, members: int) -> tuple
                 if time.perf_counter() >= stop_at:
                     return
                 sent = time.perf_counter()
-                verdict = await flash.run_gate(redis, keys, "take", member, LIMIT, key)
+                now_ms = int(time.time() * 1000)  # the gate checks the window, as the floor does
+                verdict = await flash.run_gate(redis, keys, "take", member, LIMIT, key, now_ms)
                 if verdict == "taken":
                     await conn.execute(INSERT, member, key)
                 result.latencies_ms.append((time.perf_counter() - sent) * 1000)
