@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from models.staff import StaffRole
 from webhooks import mall_deals
 from webhooks.console.base import EditPage, api, form, page, parse, redirect, submit, whole_number
-from webhooks.console.mall import local_moment, mall_page
+from webhooks.console.mall import local_input, local_moment, mall_page
 from webhooks.console.security import Console
 
 routes = web.RouteTableDef()
@@ -63,16 +61,10 @@ DEAL = Kind(
 )
 
 
-def _local_input(moment: datetime, zone: str) -> str:
-    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M")
-
-
 def deal_values(kind: Kind, current: Any, zone: str) -> dict[str, str]:
     """A sale or deal as its form shows it (times to the minute, in the merchant's time zone)."""
     values = {name: str(getattr(current, name)) for name in kind.numbers}
-    values.update(
-        starts_at=_local_input(current.starts_at, zone), ends_at=_local_input(current.ends_at, zone)
-    )
+    values.update(starts_at=local_input(current.starts_at, zone), ends_at=local_input(current.ends_at, zone))
     return values
 
 

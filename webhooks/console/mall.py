@@ -220,7 +220,7 @@ async def item_active(request: web.Request, console: Console) -> web.StreamRespo
 # One item: edit its fields -----------------------------------------------------------------------
 
 
-def _local_input(moment: datetime | None, zone: str) -> str:
+def local_input(moment: datetime | None, zone: str) -> str:
     """An instant as a `datetime-local` input shows it, in the merchant's time zone."""
     return "" if moment is None else moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M")
 
@@ -249,8 +249,8 @@ def item_values(item: admin_mall.ItemOut, zone: str) -> dict[str, str]:
         "min_tier_rank": str(item.min_tier_rank),
         "pickup_days": str(item.pickup_days),
         "sort": str(item.sort),
-        "sale_starts_at": _local_input(item.sale_starts_at, zone),
-        "sale_ends_at": _local_input(item.sale_ends_at, zone),
+        "sale_starts_at": local_input(item.sale_starts_at, zone),
+        "sale_ends_at": local_input(item.sale_ends_at, zone),
         "active": "true" if item.active else "",
         **{name: _optional(value) for name, value in optional.items()},
     }
