@@ -103,7 +103,9 @@ class CampaignRecipient(Model):
     class Meta:
         table = "campaign_recipient"
         unique_together = (("campaign", "member"),)
-        indexes = (("member_id", "claimed_at"), ("campaign_id", "status"), ("merchant_id", "msgid"))
+        # Also partial (migration 0030, beyond what tortoise declares): (member_id, claimed_at) WHERE
+        # claimed_at IS NOT NULL, and (merchant_id, msgid) WHERE msgid IS NOT NULL.
+        indexes = (("campaign_id", "status"),)
 
 
 class MassJob(Model):
