@@ -37,7 +37,7 @@ import asyncpg
 from arq import create_pool
 
 from bench import services
-from bench.harness import ROOT, Server, free_port, python_argv, rss_mib, table
+from bench.harness import ROOT, Server, cpu_seconds, free_port, python_argv, rss_mib, table
 from bench.services import DATABASE_URL, REDIS_URL
 
 TITLE = (
@@ -342,6 +342,48 @@ def halves(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {**summed, "span": span(before) + span(after), "halves": (rate(before), rate(after))}
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU time of this machine's PostgreSQL processes so far (0 when it runs elsewhere)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += cpu_seconds(int(entry.name))
+    return total
+
+
+class CpuMeter:
+    """CPU seconds spent by each side of a measured stretch: the bench process itself (the bare
+    client), the simulator, the running workers and PostgreSQL. Less moved by a noisy neighbour than
+    wall-clock rates: CPU time per message is the cost of a message, whatever else the host does."""
+
+    def __init__(self, sim: Server, workers: Workers) -> None:
+        self.sim, self.workers = sim, workers
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        running = [p.pid for p in self.workers.running.values() if p.poll() is None]
+        return {
+            "client": time.process_time(),
+            "sim": self.sim.cpu_seconds(),
+            "worker": sum(cpu_seconds(pid) for pid in running),
+            "postgres": postgres_cpu_seconds(),
+        }
+
+    async def measure(self, label: str, stretch: Any) -> Any:
+        before = self._now()
+        result = await stretch
+        after = self._now()
+        for key, value in after.items():
+            self.spent[f"{label}:{key}"] = self.spent.get(f"{label}:{key}", 0.0) + value - before[key]
+        return result
+
+    def per_message(self, label: str, key: str, messages: int) -> float:
+        """µs of `key`'s CPU per message over the stretches labelled `label`."""
+        return self.spent.get(f"{label}:{key}", 0.0) / messages * 1e6 if messages else 0.0
+
+
 async def run() -> str:
     try:
         await services.fresh_postgres()
@@ -358,16 +400,19 @@ async def run() -> str:
             merchant_id, _, openids = await seed(DATABASE_URL)
             await set_up_simulator(sim.url, openids)
             seed_seconds = time.perf_counter() - seeded
+            meter = CpuMeter(sim, workers)
             half = max(RECIPIENTS // 8, 1)
-            bare_wall = await bare_client(sim.url, openids[:half], "bare1")
+            bare_wall = await meter.measure("bare", bare_client(sim.url, openids[:half], "bare1"))
             before = await sim_get(sim.url, "/sim/deliveries", endpoint=SEND, prefix="bare1-")
             await clear_records(sim.url)
             workers.start("worker-1", os.environ.get("BENCH_CAMPAIGN_PROFILE", ""))
             await started(workers, ["worker-1"])
-            one = await run_campaign(sim.url, DATABASE_URL, workers, merchant_id, "throughput")
+            one = await meter.measure(
+                "one", run_campaign(sim.url, DATABASE_URL, workers, merchant_id, "throughput")
+            )
             one_rss = max(workers.peak_rss.values())
             await clear_records(sim.url)
-            bare_wall += await bare_client(sim.url, openids[half : 2 * half], "bare2")
+            bare_wall += await meter.measure("bare", bare_client(sim.url, openids[half : 2 * half], "bare2"))
             after = await sim_get(sim.url, "/sim/deliveries", endpoint=SEND, prefix="bare2-")
             bare = halves(before, after)
             await clear_records(sim.url)
@@ -388,7 +433,20 @@ async def run() -> str:
         finally:
             workers.stop()
             sim.stop()
-    return report(bare, bare_wall, one, one_rss, crashed, two, both_ran, peak, sim_rss, seed_seconds)
+    costs = cpu_costs(meter, bare["delivered"], one["delivered"])
+    return report(bare, bare_wall, one, one_rss, crashed, two, both_ran, peak, sim_rss, seed_seconds) + costs
+
+
+def cpu_costs(meter: CpuMeter, bare_sends: int, worker_sends: int) -> str:
+    """CPU µs per message on each side: the throughput campaign (from its launch to done, planning
+    included) against the bare client's two halves."""
+    bare = {key: meter.per_message("bare", key, bare_sends) for key in ("client", "sim", "postgres")}
+    one = {key: meter.per_message("one", key, worker_sends) for key in ("worker", "sim", "postgres")}
+    return (
+        f"\nCPU µs per message — bare client {bare['client']:.0f}, simulator under it {bare['sim']:.0f}; "
+        f"memberbot worker {one['worker']:.0f}, simulator under it {one['sim']:.0f}, "
+        f"PostgreSQL {one['postgres']:.0f} (every backend, the bench's own queries included)"
+    )
 
 
 def report(
