@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +152,45 @@ def render_for(channel: rules.Channel, content: Mapping[str, Any], context: Mapp
     if (refusal := rules.sms_params_refusal(rendered)) is not None:
         raise ValidationError(f"短信参数 content.params：{refusal}", field="content.params")
     return Rendered(params=tuple(rendered))
+
+
+def renderer(channel: rules.Channel, content: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], Rendered]:
+    """`render_for` bound to one campaign's content, for a send that renders it per member. Subscribe
+    fields that are only text and `{{ name }}`s are checked and parsed here, once; anything else (and a
+    member whose value does not fit, so the refusal reads the same) goes through `render_for`."""
+    fields = content.get("fields") if channel == "subscribe" else None
+    if isinstance(fields, dict) and 1 <= len(fields) <= 10:
+        plans: list[tuple[str, tuple[tuple[bool, str], ...]]] = []
+        for keyword, source in fields.items():
+            parts = (
+                _plain_parts(source)
+                if isinstance(source, str) and 1 <= len(source) <= MAX_EXPRESSION
+                else None
+            )
+            if parts is None:
+                break
+            plans.append((str(keyword), parts))
+        else:
+            return functools.partial(_plain_subscribe, tuple(plans), content)
+    return functools.partial(render_for, channel, content)
+
+
+def _plain_subscribe(
+    plans: tuple[tuple[str, tuple[tuple[bool, str], ...]], ...],
+    content: Mapping[str, Any],
+    context: Mapping[str, Any],
+) -> Rendered:
+    values: dict[str, str] = {}
+    for keyword, parts in plans:
+        try:
+            text = "".join(str(context[value]) if variable else value for variable, value in parts)
+        except KeyError:
+            return render_for("subscribe", content, context)
+        value = " ".join(text.split())
+        if rules.subscribe_value_refusal(keyword, value) is not None:
+            return render_for("subscribe", content, context)
+        values[keyword] = value
+    return Rendered(fields=values)
 
 
 def check(channel: rules.Channel, content: Mapping[str, Any], template_id: str) -> None:

@@ -256,6 +256,7 @@ class _Run:
         self.services, self.campaign, self.merchant = services, campaign, merchant
         self.lo, self.hi, self.now = lo, hi, now
         self.channel: rules.Channel = campaign.channel.value
+        self.render = content.renderer(self.channel, campaign.content)
         self.counts: dict[str, int] = {"sent": 0, "failed": 0, "skipped": 0, "retry": 0}
         self.retry_attempts: list[int] = []
         self.started = time.monotonic()
@@ -364,7 +365,7 @@ class _Run:
             campaign_name=self.campaign.name,
         )
         try:
-            rendered = content.render_for(self.channel, self.campaign.content, context)
+            rendered = self.render(context)
         except ValidationError as exc:
             return Outcome("failed", f"content:{exc.field or 'invalid'}")
         try:
