@@ -12,9 +12,12 @@ holding a grant, through `memberbot worker` to `memberbot wechat-sim` on its own
 3. two workers sharing the campaign.
 
 Each memberbot run must deliver exactly N messages, none twice (the simulator's count of distinct
-(openid, client_msg_id) among its accepted sends). Target: memberbot ≥ 50% of the bare client's rate,
-worker RSS < 300 MiB. The bare client sends N/4 messages (its rate does not need more; the simulator
-keeps every request it records in memory, cleared between runs).
+(openid, client_msg_id) among its accepted sends, asked once a campaign is done: while it sends, its
+progress is read from the database, since counting the simulator's records stalls the simulator).
+Target: memberbot ≥ 50% of the bare client's rate, worker RSS < 300 MiB. The bare client sends N/4
+messages (its rate does not need more; the simulator keeps every request it records in memory, cleared
+between runs). The report ends with the CPU time per message of each side (bare client, worker,
+simulator, PostgreSQL), which a noisy host moves less than it moves the rates.
 """
 
 from __future__ import annotations
