@@ -1,5 +1,6 @@
 """Console pages of journeys and of the marketing caps over HTTP: create (errors next to the field, input
-kept), switch on and off, the counts; the caps shown and edited, an admin's only."""
+kept), switch on and off, delete one that is off, the counts; the caps shown and edited, an admin's
+only."""
 
 from __future__ import annotations
 
@@ -107,6 +108,29 @@ async def test_a_refused_journey_keeps_the_input_and_says_why(client: TestClient
     assert await Journey.filter(merchant_id=shop.id).count() == 0
 
 
+async def test_a_journey_that_is_off_is_deleted_from_the_list(client: TestClient, shop: Merchant) -> None:
+    token = await page_csrf(client, "/admin/journeys")
+    await client.post("/admin/journeys", data=journey_form(token), allow_redirects=False)
+    journey = await Journey.get(merchant_id=shop.id)
+    url = f"/admin/journeys/{journey.id}"
+    await client.post(f"{url}/activate", data={"csrf_token": token}, allow_redirects=False)
+    html = await (await client.get("/admin/journeys")).text()
+    assert f'action="{url}/delete"' not in html  # on: no delete button
+    refused = await client.post(f"{url}/delete", data={"csrf_token": token})
+    assert refused.status == 400
+    assert field_error(await refused.text(), f"journey-{journey.id}") == "旅程启用中，请先停用再删除"
+    assert await Journey.filter(id=journey.id).exists()
+
+    await client.post(f"{url}/deactivate", data={"csrf_token": token}, allow_redirects=False)
+    html = await (await client.get("/admin/journeys")).text()
+    assert f'action="{url}/delete"' in html and "确定删除旅程「新会员关怀」" in html
+    deleted = await client.post(f"{url}/delete", data={"csrf_token": token}, allow_redirects=False)
+    assert deleted.status == 303, await deleted.text()
+    assert not await Journey.filter(id=journey.id).exists()
+    html = await (await client.get(deleted.headers["Location"])).text()
+    assert "旅程已删除" in html and "还没有旅程。" in html
+
+
 async def test_a_manager_sees_journeys_but_cannot_switch_them_on(client: TestClient, shop: Merchant) -> None:
     token = await page_csrf(client, "/admin/journeys")
     await client.post("/admin/journeys", data=journey_form(token), allow_redirects=False)
@@ -116,6 +140,8 @@ async def test_a_manager_sees_journeys_but_cannot_switch_them_on(client: TestCli
     token = await page_csrf(client, "/admin/journeys")
     refused = await client.post(f"/admin/journeys/{journey.id}/activate", data={"csrf_token": token})
     assert refused.status == 403 and not (await Journey.get(id=journey.id)).active
+    refused = await client.post(f"/admin/journeys/{journey.id}/delete", data={"csrf_token": token})
+    assert refused.status == 403 and await Journey.filter(id=journey.id).exists()
 
 
 async def test_the_marketing_caps_are_shown_and_edited(client: TestClient, shop: Merchant) -> None:

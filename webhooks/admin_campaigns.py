@@ -495,3 +495,11 @@ async def deactivate_journey(call: Call[None, JourneyPath]) -> JourneyOut:
         call.merchant, call.path.journey_id, False, actor=_actor(call), now=_now()
     )
     return await journey_out(journey)
+
+
+@routes.delete("/api/admin/journeys/{journey_id}", path_model=JourneyPath, auth=ADMIN, errors=(404, 409))
+async def delete_journey(call: Call[None, JourneyPath]) -> None:
+    """Delete a journey that is switched off (409 while it is on). Its message's campaign is cancelled
+    and kept with its recipient records (they still count against the marketing caps); the segment it
+    triggered on is no longer in use by it."""
+    await journeys.delete(call.merchant, call.path.journey_id, actor=_actor(call), now=_now())

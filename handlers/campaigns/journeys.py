@@ -15,6 +15,8 @@ and the new message goes to those who fall due from then on. Changing the trigge
 a journey that is on counts as switching it on again: only events after the edit trigger it (and the
 members already in a new segment are its baseline). An active journey's channel cannot change (rows
 already due are written for it), and its new message is rendered for a sample member first.
+
+A journey that is switched off can be deleted: its campaign is cancelled and kept with its records.
 """
 
 from __future__ import annotations
@@ -187,6 +189,8 @@ async def set_active(
     if active == journey.active:
         raise Conflict("旅程已经是这个状态", field="active")
     async with in_transaction():
+        if await Journey.select_for_update().get_or_none(id=journey.id) is None:  # deleted meanwhile
+            raise NotFound("没有这个自动化旅程", field="journey_id")
         await Journey.filter(id=journey.id).update(
             active=active, active_since=now if active else None, updated_at=now
         )
@@ -200,6 +204,28 @@ async def set_active(
             merchant.id, actor, "journey.activate" if active else "journey.deactivate", str(journey.id)
         )
     return await get(merchant, journey_id)
+
+
+async def delete(merchant: Merchant, journey_id: int, *, actor: str, now: datetime) -> None:
+    """Delete a journey that is switched off. Its message's campaign is cancelled (members due but not
+    yet claimed are skipped, `cancelled`) and kept with its recipient records, which still count
+    against the marketing caps; the segment it triggered on is free to delete afterwards."""
+    async with in_transaction():
+        journey = await Journey.select_for_update().get_or_none(id=journey_id, merchant_id=merchant.id)
+        if journey is None:
+            raise NotFound("没有这个自动化旅程", field="journey_id")
+        if journey.active:
+            raise Conflict("旅程启用中，请先停用再删除", field="active")
+        await manage.stop_for_good(journey.campaign_id, now)
+        await Journey.filter(id=journey.id).delete()
+        await audit_log.record(
+            merchant.id,
+            actor,
+            "journey.delete",
+            str(journey.id),
+            name=journey.name,
+            campaign=str(journey.campaign_id),
+        )
 
 
 _BASELINE_SQL = """

@@ -330,17 +330,23 @@ async def cancel(merchant: Merchant, campaign_id: int, *, actor: str, now: datet
         campaign = await get(merchant, campaign_id, lock=True)
         if campaign.state in (CampaignState.DONE, CampaignState.CANCELLED):
             raise Conflict("活动已结束，不能取消", field="state")
-        await Campaign.filter(id=campaign.id).update(
-            state=CampaignState.CANCELLED, finished_at=now, updated_at=now
-        )
-        await queries.fetch_rows(
-            "UPDATE campaign_recipient SET status = 'skipped', reason = 'cancelled', updated_at = :now"
-            " WHERE campaign_id = :campaign AND status = 'pending'",
-            campaign=campaign.id,
-            now=now,
-        )
+        await stop_for_good(campaign.id, now)
         await audit_log.record(merchant.id, actor, "campaign.cancel", str(campaign.id))
     return await get(merchant, campaign_id)
+
+
+async def stop_for_good(campaign_id: int, now: datetime) -> None:
+    """Cancel a campaign (in the caller's transaction): what was not claimed yet is skipped
+    (`cancelled`); messages in flight finish and are recorded."""
+    await Campaign.filter(id=campaign_id).update(
+        state=CampaignState.CANCELLED, finished_at=now, updated_at=now
+    )
+    await queries.fetch_rows(
+        "UPDATE campaign_recipient SET status = 'skipped', reason = 'cancelled', updated_at = :now"
+        " WHERE campaign_id = :campaign AND status = 'pending'",
+        campaign=campaign_id,
+        now=now,
+    )
 
 
 async def set_caps(merchant: Merchant, *, marketing_per_day: int, sms_per_day: int, actor: str) -> None:

@@ -85,7 +85,7 @@ async def update_segment(
 
 async def users_of(merchant_id: int, segment_id: int) -> list[str]:
     """What still reads the segment: campaigns not yet done or cancelled, and journeys, on or off (a
-    journey switched on again counts its segment; journeys are never deleted) — each as 「名称」."""
+    journey switched on again counts its segment; one that is deleted does not) — each as 「名称」."""
     mine = {"merchant_id": merchant_id, "segment_id": segment_id}
     live = Campaign.filter(**mine, state__in=LIVE_CAMPAIGN, journey_id=None)  # a journey's own: below
     campaigns = await live.order_by("id").values_list("name", flat=True)

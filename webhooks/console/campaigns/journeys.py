@@ -1,8 +1,8 @@
 """Console page of triggered journeys: the list with each journey's counts (sent, skipped, holdout…),
 a form to create one (its trigger, and the message with the campaign form's channel fields), an
-admin's switch on / off, and each journey's edit page (the same fields, filled with its values).
-Every step is the journeys API's handler; a refused form is shown again with the error next to the
-field and the input kept."""
+admin's switch on / off and delete (of a journey that is off), and each journey's edit page (the same
+fields, filled with its values). Every step is the journeys API's handler; a refused form is shown
+again with the error next to the field and the input kept."""
 
 from __future__ import annotations
 
@@ -107,16 +107,23 @@ def _path(request: web.Request) -> admin_campaigns.JourneyPath:
     return admin_campaigns.JourneyPath(journey_id=int(raw))
 
 
-@routes.post(r"/admin/journeys/{journey_id:\d+}/{action:activate|deactivate}")
+ACTIONS = {
+    "activate": (admin_campaigns.activate_journey, "旅程已启用，从现在起满足条件的会员会收到消息。"),
+    "deactivate": (admin_campaigns.deactivate_journey, "旅程已停用。"),
+    "delete": (admin_campaigns.delete_journey, "旅程已删除，已发送的记录仍计入营销频次。"),
+}
+
+
+@routes.post(r"/admin/journeys/{journey_id:\d+}/{action:activate|deactivate|delete}")
 @page(StaffRole.ADMIN)
 async def switch(request: web.Request, console: Console) -> web.StreamResponse:
-    """Switch a journey on (its message is checked for a sample member first) or off."""
-    path, action = _path(request), request.match_info["action"]
-    handler = admin_campaigns.activate_journey if action == "activate" else admin_campaigns.deactivate_journey
+    """Switch a journey on (its message is checked for a sample member first) or off, or delete one
+    that is off."""
+    path = _path(request)
+    handler, notice = ACTIONS[request.match_info["action"]]
 
     async def attempt() -> web.StreamResponse:
         await api(request, console, handler, path=path)
-        notice = "旅程已启用，从现在起满足条件的会员会收到消息。" if action == "activate" else "旅程已停用。"
         return redirect(request, f"/admin/journeys?notice={notice}")
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
