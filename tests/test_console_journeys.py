@@ -144,6 +144,30 @@ async def test_a_manager_sees_journeys_but_cannot_switch_them_on(client: TestCli
     assert refused.status == 403 and await Journey.filter(id=journey.id).exists()
 
 
+async def test_a_manager_edits_a_journey_that_is_off_but_not_one_that_is_on(
+    client: TestClient, shop: Merchant
+) -> None:
+    token = await page_csrf(client, "/admin/journeys")
+    await client.post("/admin/journeys", data=journey_form(token), allow_redirects=False)
+    journey = await Journey.get(merchant_id=shop.id)
+    url = f"/admin/journeys/{journey.id}"
+    client.session.cookie_jar.clear()
+    assert (await login(client, "shop", "mona")).status == 303
+    token = await page_csrf(client, url)
+    assert ">保存</button>" in await (await client.get(url)).text()
+    saved = await client.post(url, data=journey_form(token, days="5"), allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    assert (await Journey.get(id=journey.id)).days == 5
+
+    await journeys.set_active(shop, journey.id, True, actor="test", now=datetime.now(UTC))
+    html = await (await client.get(url)).text()
+    assert "旅程启用中，只有管理员可以修改。" in html and ">保存</button>" not in html
+    refused = await client.post(url, data=journey_form(token, days="9"))
+    assert refused.status == 400
+    assert "请管理员修改或先停用" in await refused.text()  # the API's refusal, shown on the form
+    assert (await Journey.get(id=journey.id)).days == 5
+
+
 async def test_the_marketing_caps_are_shown_and_edited(client: TestClient, shop: Merchant) -> None:
     html = await (await client.get("/admin/marketing-caps")).text()
     assert 'name="marketing_per_day" value="1"' in html and 'name="sms_per_day" value="1"' in html

@@ -110,6 +110,23 @@ async def test_an_edited_journey_never_messages_a_member_twice(started: Any, wec
     ]
 
 
+async def test_a_manager_edits_a_journey_that_is_switched_off(started: Any, wechat_sim: WeChatSim) -> None:
+    merchant = await shop(wechat_sim)
+    segment = await create_segment(
+        merchant.id, "女性会员", {"attr": "gender", "op": "eq", "value": "female"}, actor=ACTOR
+    )
+    journey = await journeys.create(
+        merchant, JourneyDraft("欢迎加入", "enters_segment", 0, segment.id, draft()), actor=ACTOR
+    )
+    manager = await staff_headers(started, merchant, "manager")
+    edited = await started.put(
+        f"/api/admin/journeys/{journey.id}", json=body(segment.id, name="新人礼"), headers=manager
+    )
+    assert edited.status == 200, await edited.text()
+    assert ((await edited.json())["name"], (await Journey.get(id=journey.id)).name) == ("新人礼", "新人礼")
+    assert await AuditLog.filter(action="journey.update").count() == 1
+
+
 async def test_a_refused_journey_edit_changes_nothing(started: Any, wechat_sim: WeChatSim) -> None:
     merchant = await shop(wechat_sim)
     segment = await create_segment(
@@ -139,7 +156,9 @@ async def test_a_refused_journey_edit_changes_nothing(started: Any, wechat_sim: 
         response = await started.put(url, json=sent, headers=admin)
         assert response.status == status, (field, await response.text())
         assert (await response.json())["error"]["field"] == field
-    assert (await started.put(url, json=body(segment.id), headers=manager)).status == 403
+    by_manager = await started.put(url, json=body(segment.id, name="经理改的"), headers=manager)
+    assert by_manager.status == 403  # on: an admin's to change
+    assert (await by_manager.json())["error"]["field"] == "active"
     assert (
         await started.put("/api/admin/journeys/99999", json=body(segment.id), headers=admin)
     ).status == 404

@@ -20,7 +20,9 @@ from handlers.campaigns.journeys import JourneyDraft
 from handlers.campaigns.manage import Draft
 from handlers.campaigns.sending import CampaignServices
 from handlers.rules.campaigns import Caps
+from handlers.staff.auth import has_role
 from models.campaign import Campaign, Journey, MarketingCaps
+from models.staff import StaffRole
 from webhooks.api import Call, In, IntId, Line, Out, Routes
 from webhooks.appkeys import REDIS, SMS, WECHAT
 from webhooks.auth import ADMIN, MANAGER
@@ -453,16 +455,22 @@ async def get_journey(call: Call[None, JourneyPath]) -> JourneyOut:
     path_model=JourneyPath,
     body=JourneyIn,
     response=JourneyOut,
-    auth=ADMIN,
-    errors=(400, 404, 409),
+    auth=MANAGER,
+    errors=(400, 403, 404, 409),
 )
 async def edit_journey(call: Call[JourneyIn, JourneyPath]) -> JourneyOut:
     """Replace a journey's name, trigger and message (checked as on creation). Members already sent
-    are never sent again; on a journey that is on, a new trigger counts from now and the channel stays."""
+    are never sent again; on a journey that is on, a new trigger counts from now and the channel stays.
+    Managers edit a journey that is off, as they create one; only admins one that is on (403)."""
     body = call.body
     draft = JourneyDraft(body.name, body.trigger, body.days, body.segment_id, body.message.draft())
     journey = await journeys.update(
-        call.merchant, call.path.journey_id, draft, actor=_actor(call), now=_now()
+        call.merchant,
+        call.path.journey_id,
+        draft,
+        actor=_actor(call),
+        now=_now(),
+        live_allowed=has_role(call.staff.role, StaffRole.ADMIN),
     )
     return await journey_out(journey)
 

@@ -31,7 +31,7 @@ from handlers.campaigns import audience, content, manage
 from handlers.campaigns.manage import Draft
 from handlers.campaigns.sending import CAMPAIGN_SEND
 from handlers.core import audit_log, queries
-from handlers.core.errors import Conflict, NotFound, ValidationError
+from handlers.core.errors import Conflict, Forbidden, NotFound, ValidationError
 from handlers.core.tasks import Effects, Queued
 from handlers.rules import campaigns as rules
 from models.campaign import Campaign, CampaignState, Journey, JourneyTrigger
@@ -113,9 +113,16 @@ async def create(merchant: Merchant, draft: JourneyDraft, *, actor: str) -> Jour
 
 
 async def update(
-    merchant: Merchant, journey_id: int, draft: JourneyDraft, *, actor: str, now: datetime
+    merchant: Merchant,
+    journey_id: int,
+    draft: JourneyDraft,
+    *,
+    actor: str,
+    now: datetime,
+    live_allowed: bool = True,
 ) -> Journey:
-    """Edit a journey (see the module's docstring for what happens to members already due)."""
+    """Edit a journey (see the module's docstring for what happens to members already due). Without
+    `live_allowed` (a manager) only a journey that is switched off may change."""
     trigger = await _check(merchant, draft)
     values = await manage.checked(merchant, draft.message)
     async with in_transaction():
@@ -123,6 +130,8 @@ async def update(
         if journey is None:
             raise NotFound("没有这个自动化旅程", field="journey_id")
         campaign = await Campaign.select_for_update().get(id=journey.campaign_id)
+        if journey.active and not live_allowed:
+            raise Forbidden("旅程启用中，只有管理员可以修改；请管理员修改或先停用", field="active")
         if journey.active:
             await _check_live(merchant, campaign, values)
             values["validated_at"] = now

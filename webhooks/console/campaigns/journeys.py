@@ -166,15 +166,17 @@ async def _edit_page(request: web.Request, console: Console, notice: str = "") -
 @routes.get(r"/admin/journeys/{journey_id:\d+}")
 @page()
 async def journey_page(request: web.Request, console: Console) -> web.StreamResponse:
-    """The journey's form, filled with its trigger and message (admins save it)."""
+    """The journey's form, filled with its trigger and message (managers save one that is off, admins
+    any)."""
     notice = "旅程已保存。" if request.query.get("saved") else ""
     return await (await _edit_page(request, console, notice)).show(request, console)
 
 
 @routes.post(r"/admin/journeys/{journey_id:\d+}")
-@page(StaffRole.ADMIN)
+@page()
 async def save_journey(request: web.Request, console: Console) -> web.StreamResponse:
-    """Replace the journey's trigger and message through the API (members already sent stay sent)."""
+    """Replace the journey's trigger and message through the API (members already sent stay sent; a
+    manager's edit of a journey that is on is refused there)."""
     data = await form(request)
     path = _path(request)
     edit_page = await _edit_page(request, console)
@@ -186,6 +188,8 @@ async def save_journey(request: web.Request, console: Console) -> web.StreamResp
 
     async def refused(errors: dict[str, str]) -> web.StreamResponse:
         shown = form_errors(errors, data, prefix="message.")
+        if "active" in shown:  # a manager's edit of a journey that is on: no field of the form holds it
+            shown["form"] = shown.pop("active")
         return await edit_page.show(request, console, errors=shown, values=data, status=400)
 
     return await submit(attempt, refused, passes=(403, 404))
