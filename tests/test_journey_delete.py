@@ -8,15 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handlers.campaigns import journeys, manage
-from handlers.campaigns.journeys import JourneyDraft
-from handlers.segments.catalogue import create_segment
 from models.campaign import Campaign, CampaignRecipient, CampaignState, Journey, RecipientStatus
 from models.loyalty import AuditLog
 from models.member import Gender, Member
 from tests.support.factories import staff_headers
 from tests.support.wechat_sim import WeChatSim
-from tests.test_campaigns import ACTOR, draft, drive, granted, shop
-from tests.test_journey_edit import sent_texts, started, tick
+from tests.test_campaigns import ACTOR, drive, granted, shop
+from tests.test_journey_edit import sent_texts, started, tick, women_journey
 
 __all__ = ["started"]  # the fixture, shared with the edit tests
 
@@ -27,12 +25,7 @@ async def test_a_journey_is_deleted_only_when_off_and_its_due_members_are_never_
     merchant = await shop(wechat_sim)
     await manage.set_caps(merchant, marketing_per_day=5, sms_per_day=1, actor=ACTOR)
     first, second = await granted(merchant, wechat_sim, 2)
-    women = await create_segment(
-        merchant.id, "女性会员", {"attr": "gender", "op": "eq", "value": "female"}, actor=ACTOR
-    )
-    journey = await journeys.create(
-        merchant, JourneyDraft("欢迎加入", "enters_segment", 0, women.id, draft()), actor=ACTOR
-    )
+    women, journey = await women_journey(merchant)
     await journeys.set_active(merchant, journey.id, True, actor=ACTOR, now=datetime.now(UTC))
     await Member.filter(id=first.id).update(gender=Gender.FEMALE)
     assert await tick(started, journey.campaign_id) == 1

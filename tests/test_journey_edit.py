@@ -14,6 +14,8 @@ from handlers.segments.catalogue import create_segment
 from models.campaign import Campaign, CampaignRecipient, Journey, RecipientStatus
 from models.loyalty import AuditLog
 from models.member import Gender, Member
+from models.merchant import Merchant
+from models.tag import Segment
 from tests.support.factories import staff_headers
 from tests.support.wechat_sim import WeChatSim
 from tests.test_campaigns import ACTOR, FIELDS, TEMPLATE, draft, drive, granted, shop
@@ -53,6 +55,17 @@ def sent_texts(wechat_sim: WeChatSim) -> list[tuple[str, str]]:
     return [(r["body"]["touser"], r["body"]["data"]["thing1"]["value"]) for r in records]
 
 
+async def women_journey(merchant: Merchant) -> tuple[Segment, Journey]:
+    """The segment 女性会员 and a journey (switched off) for the members who enter it."""
+    segment = await create_segment(
+        merchant.id, "女性会员", {"attr": "gender", "op": "eq", "value": "female"}, actor=ACTOR
+    )
+    journey = await journeys.create(
+        merchant, JourneyDraft("欢迎加入", "enters_segment", 0, segment.id, draft()), actor=ACTOR
+    )
+    return segment, journey
+
+
 async def tick(started: Any, campaign_id: int) -> int:
     taken = (await journeys.campaigns_job(datetime.now(UTC), started.app[EFFECTS]))["journey_members"]
     await drive(started, campaign_id)
@@ -63,14 +76,9 @@ async def test_an_edited_journey_never_messages_a_member_twice(started: Any, wec
     merchant = await shop(wechat_sim)
     await manage.set_caps(merchant, marketing_per_day=5, sms_per_day=1, actor=ACTOR)
     first, second, third = await granted(merchant, wechat_sim, 3)
-    women = await create_segment(
-        merchant.id, "女性会员", {"attr": "gender", "op": "eq", "value": "female"}, actor=ACTOR
-    )
+    women, journey = await women_journey(merchant)
     men = await create_segment(
         merchant.id, "男性会员", {"attr": "gender", "op": "eq", "value": "male"}, actor=ACTOR
-    )
-    journey = await journeys.create(
-        merchant, JourneyDraft("欢迎加入", "enters_segment", 0, women.id, draft()), actor=ACTOR
     )
     await journeys.set_active(merchant, journey.id, True, actor=ACTOR, now=datetime.now(UTC))
     await Member.filter(id=first.id).update(gender=Gender.FEMALE)
@@ -112,12 +120,7 @@ async def test_an_edited_journey_never_messages_a_member_twice(started: Any, wec
 
 async def test_a_manager_edits_a_journey_that_is_switched_off(started: Any, wechat_sim: WeChatSim) -> None:
     merchant = await shop(wechat_sim)
-    segment = await create_segment(
-        merchant.id, "女性会员", {"attr": "gender", "op": "eq", "value": "female"}, actor=ACTOR
-    )
-    journey = await journeys.create(
-        merchant, JourneyDraft("欢迎加入", "enters_segment", 0, segment.id, draft()), actor=ACTOR
-    )
+    segment, journey = await women_journey(merchant)
     manager = await staff_headers(started, merchant, "manager")
     edited = await started.put(
         f"/api/admin/journeys/{journey.id}", json=body(segment.id, name="新人礼"), headers=manager
@@ -129,12 +132,7 @@ async def test_a_manager_edits_a_journey_that_is_switched_off(started: Any, wech
 
 async def test_a_refused_journey_edit_changes_nothing(started: Any, wechat_sim: WeChatSim) -> None:
     merchant = await shop(wechat_sim)
-    segment = await create_segment(
-        merchant.id, "女性会员", {"attr": "gender", "op": "eq", "value": "female"}, actor=ACTOR
-    )
-    journey = await journeys.create(
-        merchant, JourneyDraft("欢迎加入", "enters_segment", 0, segment.id, draft()), actor=ACTOR
-    )
+    segment, journey = await women_journey(merchant)
     await journeys.set_active(merchant, journey.id, True, actor=ACTOR, now=datetime.now(UTC))
     admin = await staff_headers(started, merchant, "admin")
     manager = await staff_headers(started, merchant, "manager")
