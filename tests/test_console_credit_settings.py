@@ -8,19 +8,14 @@ from aiohttp.test_utils import TestClient
 
 from models.loyalty import AuditLog
 from models.merchant import Merchant
-from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import make_merchant
+from tests.support.console import login, page_csrf, signed_in_shop
 
 PAGE = "/admin/credit/settings"
 
 
 @pytest.fixture
 async def shop(client: TestClient) -> Merchant:
-    merchant = await make_merchant()
-    await make_staff(merchant, "alice", "admin", None)
-    await make_staff(merchant, "mona", "manager")
-    assert (await login(client, "shop", "alice")).status == 303
-    return merchant
+    return await signed_in_shop(client)
 
 
 async def test_an_admin_changes_the_overdue_days_and_the_invite_codes(

@@ -18,8 +18,7 @@ from handlers.mall import flash, groups
 from models.campaign import Campaign, Journey
 from models.mall import DealGroup, FlashSale, GroupDeal, GroupStatus
 from models.merchant import Merchant
-from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import make_merchant
+from tests.support.console import login, page_csrf, signed_in_shop
 from tests.test_flash import make_item
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -27,11 +26,7 @@ ZONE = ZoneInfo("Asia/Shanghai")
 
 @pytest.fixture
 async def shop(client: TestClient) -> Merchant:
-    merchant = await make_merchant()
-    await make_staff(merchant, "alice", "admin", None)
-    await make_staff(merchant, "mona", "manager")
-    assert (await login(client, "shop", "alice")).status == 303
-    return merchant
+    return await signed_in_shop(client)
 
 
 def field_error(html: str, field: str) -> str:

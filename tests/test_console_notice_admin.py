@@ -10,19 +10,14 @@ from aiohttp.test_utils import TestClient
 from handlers.notices import settings as notice_settings
 from models.loyalty import AuditLog
 from models.merchant import Merchant
-from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import make_merchant
+from tests.support.console import login, page_csrf, signed_in_shop
 
 PAGE = "/admin/programme/notices"
 
 
 @pytest.fixture
 async def shop(client: TestClient) -> Merchant:
-    merchant = await make_merchant()
-    await make_staff(merchant, "alice", "admin", None)
-    await make_staff(merchant, "mona", "manager")
-    assert (await login(client, "shop", "alice")).status == 303
-    return merchant
+    return await signed_in_shop(client)
 
 
 async def test_quiet_hours_are_shown_saved_and_refused_with_the_input_kept(

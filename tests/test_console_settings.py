@@ -17,17 +17,13 @@ from models.cards import CardProduct, MemberCard
 from models.mall import FlashSale, ItemKind, MallItem, StockMovement
 from models.merchant import Merchant, ReplyTemplate
 from models.product import Product
-from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import make_member, make_merchant
+from tests.support.console import page_csrf, signed_in_shop
+from tests.support.factories import make_member
 
 
 @pytest.fixture
 async def shop(client: TestClient) -> Merchant:
-    merchant = await make_merchant()
-    await make_staff(merchant, "alice", "admin", None)
-    await make_staff(merchant, "mona", "manager")
-    assert (await login(client, "shop", "alice")).status == 303
-    return merchant
+    return await signed_in_shop(client)
 
 
 async def test_stored_value_bonus_tiers_and_check_in_rewards(client: TestClient, shop: Merchant) -> None:

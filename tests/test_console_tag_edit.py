@@ -12,19 +12,15 @@ from handlers.tags import catalogue
 from models.loyalty import AuditLog
 from models.merchant import Merchant
 from models.tag import Tag
-from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import EFFECTS, make_merchant
+from tests.support.console import login, page_csrf, signed_in_shop
+from tests.support.factories import EFFECTS
 
 FEMALE = {"type": "gender", "genders": ["female"]}
 
 
 @pytest.fixture
 async def shop(client: TestClient) -> Merchant:
-    merchant = await make_merchant()
-    await make_staff(merchant, "alice", "admin", None)
-    await make_staff(merchant, "mona", "manager")
-    assert (await login(client, "shop", "alice")).status == 303
-    return merchant
+    return await signed_in_shop(client)
 
 
 @pytest.fixture

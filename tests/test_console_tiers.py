@@ -13,18 +13,13 @@ from handlers.loyalty import config as loyalty_config
 from handlers.rules.tiers_config import tiers_to_dicts
 from models.coupon import CouponTemplate
 from models.merchant import Merchant
-from tests.support.console import login, make_staff, page_csrf
-from tests.support.factories import make_merchant
+from tests.support.console import login, page_csrf, signed_in_shop
 from tests.support.forms import form_pairs, replaced
 
 
 @pytest.fixture
 async def shop(client: TestClient) -> Merchant:
-    merchant = await make_merchant()
-    await make_staff(merchant, "alice", "admin", None)
-    await make_staff(merchant, "mona", "manager")
-    assert (await login(client, "shop", "alice")).status == 303
-    return merchant
+    return await signed_in_shop(client)
 
 
 async def ladder_form(client: TestClient) -> list[tuple[str, str]]:

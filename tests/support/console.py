@@ -7,6 +7,7 @@ from typing import Any
 
 from handlers.staff.accounts import create_staff
 from models.merchant import Merchant
+from tests.support.factories import make_merchant
 
 PASSWORD = "correct-horse-1"
 _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
@@ -39,3 +40,13 @@ async def page_csrf(client: Any, path: str = "/admin/") -> str:
     response = await client.get(path)
     assert response.status == 200, await response.text()
     return csrf_of(await response.text())
+
+
+async def signed_in_shop(client: Any) -> Merchant:
+    """The merchant `shop` with an admin (alice, every store) and a manager (mona, store main), the
+    console signed in as alice."""
+    merchant = await make_merchant()
+    await make_staff(merchant, "alice", "admin", None)
+    await make_staff(merchant, "mona", "manager")
+    assert (await login(client, "shop", "alice")).status == 303
+    return merchant
