@@ -92,6 +92,7 @@ async def test_burst_worker_runs_an_enqueued_job_against_the_database(settings: 
             poll_delay=0.05,
             handle_signals=False,
             ctx={"settings": settings},
+            cron_jobs=[],  # a burst across a minute boundary would also run the minute crons
         )
         try:
             assert await worker.run_check() == 1
